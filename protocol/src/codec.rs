@@ -1,0 +1,33 @@
+//! The one place that touches the CBOR library.
+//!
+//! Every encoding and decoding in Kith goes through [`to_vec`] and [`from_slice`], so the CBOR
+//! implementation (today `serde_cbor`, unmaintained upstream) can be swapped by editing this file
+//! alone. Decoding checks the input length against an explicit limit *before* parsing, rejects
+//! trailing bytes, and relies on the parser's nesting limit, so no input can make it panic or
+//! allocate more than a small multiple of the limit.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::DecodeError;
+
+/// Encodes `value` as CBOR.
+///
+/// Kith's own types always encode; the error is kept for values with maps whose keys CBOR cannot
+/// express, which Kith never defines.
+pub(crate) fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
+    match serde_cbor::to_vec(value) {
+        Ok(bytes) => bytes,
+        // Every type encoded here is a plain struct or enum of Kith's own: serialization into a
+        // `Vec` cannot fail for them (no I/O, no non-string map keys, no custom errors).
+        Err(e) => unreachable!("kith types always encode to CBOR: {e}"),
+    }
+}
+
+/// Decodes one CBOR value of type `T` from `bytes`, which must hold exactly that value and be at
+/// most `max` bytes long.
+pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge { len: bytes.len(), max });
+    }
+    serde_cbor::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}

@@ -1,0 +1,340 @@
+//! Direct-message envelopes, sealed end to end with the Noise `X` pattern.
+//!
+//! The sender runs a one-message Noise handshake, `Noise_X_25519_ChaChaPoly_BLAKE2s`, as
+//! initiator: its static key is its device's static X25519 key (bound to the user by the
+//! device certificate) and the responder's static key is the recipient device's current signed
+//! prekey. The handshake payload is a [`Sealed`] value: the sender's device certificate and the
+//! message. The recipient reads the handshake with the prekey's private key, learns the sender's
+//! static key from it, and accepts the message only if that key is the one the enclosed
+//! certificate binds to the sender's identity.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::error::{DecodeError, EnvelopeError};
+use crate::identity::{DeviceCertificate, IdentityPublic, UserId, X25519Secret};
+use crate::message::Message;
+use crate::VERSION;
+
+/// The Noise protocol name used for envelopes.
+pub const NOISE_PARAMS: &str = "Noise_X_25519_ChaChaPoly_BLAKE2s";
+/// Domain separation prefix of the Noise prologue.
+pub const DOMAIN_ENVELOPE: &[u8] = b"kith/v1/envelope";
+/// Largest Noise message (the Noise specification's limit).
+pub const MAX_NOISE_MESSAGE: usize = 65_535;
+/// Bytes the `X` handshake adds to its payload: ephemeral key (32), encrypted static key
+/// (32 + 16) and the payload's tag (16).
+pub const NOISE_OVERHEAD: usize = 96;
+/// Largest encoded [`Sealed`] payload.
+pub const MAX_SEALED: usize = MAX_NOISE_MESSAGE - NOISE_OVERHEAD;
+/// Largest encoded envelope accepted.
+pub const MAX_ENVELOPE: usize = MAX_NOISE_MESSAGE + 128;
+
+/// A sealed direct message addressed to one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version, [`VERSION`].
+    pub v: u8,
+    /// The recipient device's ed25519 key.
+    #[serde(with = "serde_bytes")]
+    pub recipient: [u8; 32],
+    /// The id of the recipient's signed prekey it is sealed to.
+    pub prekey_id: u32,
+    /// The Noise handshake message.
+    #[serde(with = "serde_bytes")]
+    pub noise: Vec<u8>,
+}
+
+/// The plaintext inside an envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// Format version, [`VERSION`].
+    pub v: u8,
+    /// The sending device's certificate.
+    pub cert: DeviceCertificate,
+    /// The message.
+    pub message: Message,
+}
+
+/// Where to seal an envelope to: a device of the recipient and its current prekey, as listed in
+/// the recipient's verified name record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The device's ed25519 key.
+    pub device: [u8; 32],
+    /// The prekey id.
+    pub prekey_id: u32,
+    /// The prekey's X25519 public key.
+    pub prekey: [u8; 32],
+}
+
+/// The authenticated sender of an opened envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SenderDevice {
+    /// The sender's identity key.
+    pub identity: IdentityPublic,
+    /// The sender's user id.
+    pub user_id: UserId,
+    /// The sending device's ed25519 key.
+    pub device: [u8; 32],
+    /// The sending device's libp2p peer id.
+    pub peer_id: libp2p_identity::PeerId,
+}
+
+/// An opened envelope.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Opened {
+    /// Who sent it, authenticated.
+    pub sender: SenderDevice,
+    /// The message.
+    pub message: Message,
+}
+
+fn prologue(device: &[u8; 32], prekey_id: u32) -> Vec<u8> {
+    let mut p = Vec::with_capacity(DOMAIN_ENVELOPE.len() + 37);
+    p.extend_from_slice(DOMAIN_ENVELOPE);
+    p.push(0);
+    p.extend_from_slice(device);
+    p.extend_from_slice(&prekey_id.to_be_bytes());
+    p
+}
+
+fn crypto(e: snow::Error) -> EnvelopeError {
+    EnvelopeError::Crypto(e.to_string())
+}
+
+impl Envelope {
+    /// Seals `message` from the device holding `cert` and `static_key` to `to`.
+    pub fn seal(
+        cert: &DeviceCertificate,
+        static_key: &X25519Secret,
+        to: &Recipient,
+        message: &Message,
+    ) -> Result<Envelope, EnvelopeError> {
+        Self::seal_inner(cert, static_key, to, message, None)
+    }
+
+    pub(crate) fn seal_inner(
+        cert: &DeviceCertificate,
+        static_key: &X25519Secret,
+        to: &Recipient,
+        message: &Message,
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> Result<Envelope, EnvelopeError> {
+        let sealed = Sealed { v: VERSION, cert: cert.clone(), message: message.clone() };
+        let payload = codec::to_vec(&sealed);
+        if payload.len() > MAX_SEALED {
+            return Err(EnvelopeError::TooLarge { len: payload.len(), max: MAX_SEALED });
+        }
+        let params = NOISE_PARAMS.parse().map_err(crypto)?;
+        let secret = static_key.to_bytes();
+        let prologue = prologue(&to.device, to.prekey_id);
+        let mut builder = snow::Builder::new(params)
+            .local_private_key(secret.as_slice())
+            .map_err(crypto)?
+            .remote_public_key(&to.prekey)
+            .map_err(crypto)?
+            .prologue(&prologue)
+            .map_err(crypto)?;
+        if let Some(e) = fixed_ephemeral {
+            builder = builder.fixed_ephemeral_key_for_testing_only(e);
+        }
+        let mut hs = builder.build_initiator().map_err(crypto)?;
+        let mut noise = vec![0u8; payload.len() + NOISE_OVERHEAD];
+        let n = hs.write_message(&payload, &mut noise).map_err(crypto)?;
+        noise.truncate(n);
+        Ok(Envelope { v: VERSION, recipient: to.device, prekey_id: to.prekey_id, noise })
+    }
+
+    /// Opens an envelope addressed to the device `device`, looking its prekey secret up by id.
+    ///
+    /// Fails if the envelope is for another device, the prekey is unknown (for instance deleted
+    /// after its grace period), the ciphertext was altered, the sender certificate does not
+    /// verify, or the certificate does not match the Noise-authenticated sender key.
+    pub fn open<F>(&self, device: &[u8; 32], prekey: F) -> Result<Opened, EnvelopeError>
+    where
+        F: FnOnce(u32) -> Option<X25519Secret>,
+    {
+        if self.v != VERSION {
+            return Err(
+                DecodeError::UnsupportedVersion { found: self.v, supported: VERSION }.into()
+            );
+        }
+        if self.recipient != *device {
+            return Err(EnvelopeError::WrongRecipient);
+        }
+        let secret = prekey(self.prekey_id).ok_or(EnvelopeError::WrongRecipient)?;
+        if self.noise.len() > MAX_NOISE_MESSAGE || self.noise.len() < NOISE_OVERHEAD {
+            return Err(EnvelopeError::Crypto("handshake message has an impossible length".into()));
+        }
+        let params = NOISE_PARAMS.parse().map_err(crypto)?;
+        let secret = secret.to_bytes();
+        let prologue = prologue(device, self.prekey_id);
+        let mut hs = snow::Builder::new(params)
+            .local_private_key(secret.as_slice())
+            .map_err(crypto)?
+            .prologue(&prologue)
+            .map_err(crypto)?
+            .build_responder()
+            .map_err(crypto)?;
+        let mut payload = vec![0u8; self.noise.len()];
+        let n = hs.read_message(&self.noise, &mut payload).map_err(crypto)?;
+        payload.truncate(n);
+        let remote = hs
+            .get_remote_static()
+            .ok_or_else(|| EnvelopeError::Crypto("no sender static key".into()))?
+            .to_vec();
+        let sealed: Sealed = codec::from_slice(&payload, MAX_SEALED)?;
+        if sealed.v != VERSION {
+            return Err(
+                DecodeError::UnsupportedVersion { found: sealed.v, supported: VERSION }.into()
+            );
+        }
+        sealed.message.content.validate()?;
+        if sealed.message.v != VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                found: sealed.message.v,
+                supported: VERSION,
+            }
+            .into());
+        }
+        let cert = sealed.cert.verify(None)?;
+        if cert.static_key.as_slice() != remote.as_slice()
+            || sealed.message.sender != cert.identity.user_id()
+        {
+            return Err(EnvelopeError::SenderMismatch);
+        }
+        Ok(Opened {
+            sender: SenderDevice {
+                user_id: cert.identity.user_id(),
+                identity: cert.identity,
+                device: cert.device,
+                peer_id: cert.peer_id,
+            },
+            message: sealed.message,
+        })
+    }
+
+    /// A digest that identifies this envelope (the first 16 bytes of SHA-256 of the encoding).
+    pub fn digest(&self) -> [u8; 16] {
+        let d = Sha256::digest(self.to_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&d[..16]);
+        out
+    }
+
+    /// Encodes the envelope.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_vec(self)
+    }
+
+    /// Decodes an envelope (without opening it).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let env: Envelope = codec::from_slice(bytes, MAX_ENVELOPE)?;
+        if env.v != VERSION {
+            return Err(DecodeError::UnsupportedVersion { found: env.v, supported: VERSION });
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{DeviceKeypair, IdentityKeypair};
+    use crate::message::{Content, ConversationId, MessageId, Text};
+
+    pub(crate) struct Party {
+        pub(crate) id: IdentityKeypair,
+        pub(crate) dev: DeviceKeypair,
+        pub(crate) st: X25519Secret,
+        pub(crate) prekey: X25519Secret,
+        pub(crate) cert: DeviceCertificate,
+    }
+
+    pub(crate) fn party(seed: u8) -> Party {
+        let id = IdentityKeypair::from_secret(&[seed; 32]);
+        let dev = DeviceKeypair::from_secret(&[seed + 1; 32]);
+        let st = X25519Secret::from_bytes([seed + 2; 32]);
+        let prekey = X25519Secret::from_bytes([seed + 3; 32]);
+        let cert = DeviceCertificate::issue(&id, &dev, &st, 1, "test");
+        Party { id, dev, st, prekey, cert }
+    }
+
+    fn hello(from: &Party) -> Message {
+        Message {
+            v: VERSION,
+            id: MessageId([5; 16]),
+            conversation: ConversationId([6; 16]),
+            sender: from.id.user_id(),
+            sent_at: 7,
+            content: Content::Text(Text { body: "hello".into() }),
+        }
+    }
+
+    #[test]
+    fn seal_and_open() {
+        let alice = party(10);
+        let bob = party(20);
+        let to =
+            Recipient { device: bob.dev.public_bytes(), prekey_id: 3, prekey: bob.prekey.public() };
+        let env = Envelope::seal(&alice.cert, &alice.st, &to, &hello(&alice)).expect("seals");
+        let wire = Envelope::from_bytes(&env.to_bytes()).expect("decodes");
+        let opened = wire
+            .open(&bob.dev.public_bytes(), |id| (id == 3).then(|| bob.prekey.clone()))
+            .expect("opens");
+        assert_eq!(opened.message, hello(&alice));
+        assert_eq!(opened.sender.user_id, alice.id.user_id());
+        assert_eq!(opened.sender.peer_id, alice.dev.peer_id());
+        // Wrong device, unknown prekey.
+        assert_eq!(
+            wire.open(&alice.dev.public_bytes(), |_| Some(bob.prekey.clone())),
+            Err(EnvelopeError::WrongRecipient)
+        );
+        assert_eq!(
+            wire.open(&bob.dev.public_bytes(), |_| None),
+            Err(EnvelopeError::WrongRecipient)
+        );
+        // The wrong prekey secret does not decrypt.
+        assert!(matches!(
+            wire.open(&bob.dev.public_bytes(), |_| Some(alice.prekey.clone())),
+            Err(EnvelopeError::Crypto(_))
+        ));
+    }
+
+    #[test]
+    fn forged_sender_is_rejected() {
+        let alice = party(10);
+        let bob = party(20);
+        let mallory = party(30);
+        let to =
+            Recipient { device: bob.dev.public_bytes(), prekey_id: 1, prekey: bob.prekey.public() };
+        // Mallory presents alice's certificate but authenticates with her own static key.
+        let env = Envelope::seal(&alice.cert, &mallory.st, &to, &hello(&alice)).expect("seals");
+        assert_eq!(
+            env.open(&bob.dev.public_bytes(), |_| Some(bob.prekey.clone())),
+            Err(EnvelopeError::SenderMismatch)
+        );
+        // Mallory's own certificate but a message claiming to be from alice.
+        let env = Envelope::seal(&mallory.cert, &mallory.st, &to, &hello(&alice)).expect("seals");
+        assert_eq!(
+            env.open(&bob.dev.public_bytes(), |_| Some(bob.prekey.clone())),
+            Err(EnvelopeError::SenderMismatch)
+        );
+    }
+
+    #[test]
+    fn oversized_message_is_refused() {
+        let alice = party(10);
+        let bob = party(20);
+        let to =
+            Recipient { device: bob.dev.public_bytes(), prekey_id: 1, prekey: bob.prekey.public() };
+        let mut m = hello(&alice);
+        m.content = Content::Unsupported { kind: "blob".into(), body: vec![0; MAX_SEALED] };
+        assert!(matches!(
+            Envelope::seal(&alice.cert, &alice.st, &to, &m),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,684 @@
+//! Messages and their content types.
+//!
+//! A [`Message`] is what a user sends: an id, the conversation it belongs to, the sender, a
+//! timestamp and a [`Content`]. On the wire a content is a pair `{kind, body}` where `body` is
+//! the CBOR encoding of the kind's own structure, so a receiver that does not know a kind keeps
+//! it as [`Content::Unsupported`] instead of rejecting the whole message.
+
+use std::fmt;
+
+use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::error::DecodeError;
+use crate::identity::UserId;
+use crate::VERSION;
+
+/// Largest encoded message, in bytes (it must fit one envelope with its sender certificate).
+pub const MAX_MESSAGE_SIZE: usize = 60 * 1024;
+/// Longest text body, in bytes.
+pub const MAX_TEXT: usize = 32 * 1024;
+/// Longest short string field (emoji, mime type, currency, labels, file names), in bytes.
+pub const MAX_SHORT: usize = 256;
+/// Most entries in a list field (receipt ids, bill shares, group members).
+pub const MAX_LIST: usize = 1024;
+
+/// Domain separation prefix of direct conversation ids.
+pub const DOMAIN_DIRECT: &[u8] = b"kith/v1/direct";
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(#[serde(with = "serde_bytes")] pub [u8; 16]);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random<R: rand_core::RngCore>(rng: &mut R) -> Self {
+                let mut id = [0u8; 16];
+                rng.fill_bytes(&mut id);
+                $name(id)
+            }
+
+            /// Parses the 32-hex-digit form.
+            pub fn parse(s: &str) -> Result<Self, DecodeError> {
+                let mut id = [0u8; 16];
+                hex::decode_to_slice(s, &mut id).map_err(|_| {
+                    DecodeError::Invalid(format!("{} must be 32 hex digits: {s:?}", stringify!($name)))
+                })?;
+                Ok($name(id))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a message; chosen at random by the sender, used to deduplicate.
+    MessageId
+);
+id_type!(
+    /// Identifies a conversation: derived for a direct chat, random for a group.
+    ConversationId
+);
+id_type!(
+    /// Identifies a bill split or a live-location session.
+    SessionId
+);
+
+impl ConversationId {
+    /// The id of the direct conversation between two users, the same whichever side computes
+    /// it: the first 16 bytes of `SHA-256("kith/v1/direct" || 0x00 || min(a,b) || max(a,b))`.
+    pub fn direct(a: &UserId, b: &UserId) -> Self {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let digest = Sha256::new()
+            .chain_update(DOMAIN_DIRECT)
+            .chain_update([0u8])
+            .chain_update(lo.0)
+            .chain_update(hi.0)
+            .finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        ConversationId(id)
+    }
+}
+
+/// A message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Format version, [`VERSION`].
+    pub v: u8,
+    /// Message id.
+    pub id: MessageId,
+    /// The conversation it belongs to.
+    pub conversation: ConversationId,
+    /// The sending user.
+    pub sender: UserId,
+    /// When it was sent, milliseconds since the Unix epoch (the sender's clock).
+    pub sent_at: u64,
+    /// What it says.
+    pub content: Content,
+}
+
+impl Message {
+    /// Encodes the message.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_vec(self)
+    }
+
+    /// Decodes a message and checks every field against the protocol's limits.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let msg: Message = codec::from_slice(bytes, MAX_MESSAGE_SIZE)?;
+        if msg.v != VERSION {
+            return Err(DecodeError::UnsupportedVersion { found: msg.v, supported: VERSION });
+        }
+        msg.content.validate()?;
+        Ok(msg)
+    }
+}
+
+/// Delivery or read receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// The messages were stored on a device of the recipient.
+    Delivered,
+    /// The recipient has seen the messages.
+    Read,
+}
+
+/// A member of a group, as named in group control messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's user id.
+    pub user: UserId,
+    /// The member's identity public key.
+    #[serde(with = "serde_bytes")]
+    pub identity: [u8; 32],
+    /// The member's name, when known.
+    pub name: Option<String>,
+}
+
+/// One share of a bill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// Who owes it.
+    pub user: UserId,
+    /// Amount in minor units of the bill's currency (cents).
+    pub amount: i64,
+    /// Whether it has been settled.
+    pub settled: bool,
+}
+
+/// Plain text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    /// The text.
+    pub body: String,
+}
+
+/// The content of a message. Each variant has a wire `kind` string, given in its doc.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Content {
+    /// `text`: plain text.
+    Text(Text),
+    /// `reply`: text replying to an earlier message.
+    Reply {
+        /// The message replied to.
+        to: MessageId,
+        /// The reply's text.
+        body: String,
+    },
+    /// `reaction`: an emoji reaction to a message, or its removal.
+    Reaction {
+        /// The message reacted to.
+        to: MessageId,
+        /// The emoji.
+        emoji: String,
+        /// True to take the reaction back.
+        remove: bool,
+    },
+    /// `edit`: a new text for an earlier message of the same sender.
+    Edit {
+        /// The message edited.
+        to: MessageId,
+        /// The new text.
+        body: String,
+    },
+    /// `delete`: the sender deletes an earlier message for everyone.
+    Delete {
+        /// The message deleted.
+        to: MessageId,
+    },
+    /// `receipt`: delivery or read receipt for messages.
+    Receipt {
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// The messages concerned.
+        ids: Vec<MessageId>,
+    },
+    /// `typing`: the sender started or stopped typing.
+    Typing {
+        /// True while typing.
+        active: bool,
+    },
+    /// `location`: a point.
+    Location {
+        /// Latitude in degrees, -90 to 90.
+        lat: f64,
+        /// Longitude in degrees, -180 to 180.
+        lon: f64,
+        /// Accuracy radius in metres, if known.
+        accuracy_m: Option<f32>,
+        /// A label ("the café").
+        label: Option<String>,
+    },
+    /// `live_location`: one update of a live-location session.
+    LiveLocation {
+        /// The session this update belongs to.
+        session: SessionId,
+        /// Update counter within the session.
+        seq: u32,
+        /// Latitude.
+        lat: f64,
+        /// Longitude.
+        lon: f64,
+        /// Accuracy radius in metres, if known.
+        accuracy_m: Option<f32>,
+        /// When the session ends, milliseconds since the Unix epoch.
+        until: u64,
+        /// True for the last update (sharing stopped).
+        stopped: bool,
+    },
+    /// `attachment`: a reference to an encrypted blob stored elsewhere.
+    Attachment {
+        /// SHA-256 of the encrypted blob.
+        hash: [u8; 32],
+        /// Size of the plaintext in bytes.
+        size: u64,
+        /// MIME type.
+        mime: String,
+        /// Original file name.
+        name: Option<String>,
+        /// The symmetric key of the blob.
+        key: [u8; 32],
+    },
+    /// `bill`: a bill split among people, or an update of its settlement state.
+    BillSplit {
+        /// Identifies the bill across updates.
+        bill: SessionId,
+        /// What it was for.
+        description: String,
+        /// Total in minor units.
+        total: i64,
+        /// ISO 4217 currency code (three capital letters).
+        currency: String,
+        /// Who owes what, and whether each share is settled.
+        shares: Vec<Share>,
+    },
+    /// `group.invite`: sent in a sealed envelope to a new member.
+    GroupInvite {
+        /// The group conversation.
+        group: ConversationId,
+        /// Its title.
+        title: Option<String>,
+        /// All members including the invitee.
+        members: Vec<Member>,
+        /// The current epoch number.
+        epoch: u64,
+        /// The current epoch key.
+        epoch_key: [u8; 32],
+    },
+    /// `group.add`: a member was added (announced to the group).
+    GroupAdd {
+        /// The group.
+        group: ConversationId,
+        /// The new member.
+        member: Member,
+    },
+    /// `group.leave`: the sender leaves the group.
+    GroupLeave {
+        /// The group.
+        group: ConversationId,
+    },
+    /// `group.remove`: the sender removes a member.
+    GroupRemove {
+        /// The group.
+        group: ConversationId,
+        /// The removed member.
+        user: UserId,
+    },
+    /// `group.key`: a new epoch key, sent in sealed envelopes to the remaining members.
+    GroupKey {
+        /// The group.
+        group: ConversationId,
+        /// The new epoch.
+        epoch: u64,
+        /// The epoch key.
+        key: [u8; 32],
+    },
+    /// A kind this implementation does not know; kept as received.
+    Unsupported {
+        /// The wire kind.
+        kind: String,
+        /// The undecoded body.
+        body: Vec<u8>,
+    },
+}
+
+/// The wire form of a content: its kind and the CBOR encoding of its fields.
+#[derive(Serialize, Deserialize)]
+struct WireContent {
+    kind: String,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+}
+
+// Per-kind bodies. Field names are part of the wire format (docs/protocol.md).
+#[derive(Serialize, Deserialize)]
+struct ReplyW {
+    to: MessageId,
+    body: String,
+}
+#[derive(Serialize, Deserialize)]
+struct ReactionW {
+    to: MessageId,
+    emoji: String,
+    remove: bool,
+}
+#[derive(Serialize, Deserialize)]
+struct TargetW {
+    to: MessageId,
+}
+#[derive(Serialize, Deserialize)]
+struct ReceiptW {
+    kind: ReceiptKind,
+    ids: Vec<MessageId>,
+}
+#[derive(Serialize, Deserialize)]
+struct TypingW {
+    active: bool,
+}
+#[derive(Serialize, Deserialize)]
+struct LocationW {
+    lat: f64,
+    lon: f64,
+    accuracy_m: Option<f32>,
+    label: Option<String>,
+}
+#[derive(Serialize, Deserialize)]
+struct LiveLocationW {
+    session: SessionId,
+    seq: u32,
+    lat: f64,
+    lon: f64,
+    accuracy_m: Option<f32>,
+    until: u64,
+    stopped: bool,
+}
+#[derive(Serialize, Deserialize)]
+struct AttachmentW {
+    #[serde(with = "serde_bytes")]
+    hash: [u8; 32],
+    size: u64,
+    mime: String,
+    name: Option<String>,
+    #[serde(with = "serde_bytes")]
+    key: [u8; 32],
+}
+#[derive(Serialize, Deserialize)]
+struct BillW {
+    bill: SessionId,
+    description: String,
+    total: i64,
+    currency: String,
+    shares: Vec<Share>,
+}
+#[derive(Serialize, Deserialize)]
+struct GroupInviteW {
+    group: ConversationId,
+    title: Option<String>,
+    members: Vec<Member>,
+    epoch: u64,
+    #[serde(with = "serde_bytes")]
+    epoch_key: [u8; 32],
+}
+#[derive(Serialize, Deserialize)]
+struct GroupAddW {
+    group: ConversationId,
+    member: Member,
+}
+#[derive(Serialize, Deserialize)]
+struct GroupW {
+    group: ConversationId,
+}
+#[derive(Serialize, Deserialize)]
+struct GroupRemoveW {
+    group: ConversationId,
+    user: UserId,
+}
+#[derive(Serialize, Deserialize)]
+struct GroupKeyW {
+    group: ConversationId,
+    epoch: u64,
+    #[serde(with = "serde_bytes")]
+    key: [u8; 32],
+}
+
+impl Content {
+    /// The wire kind of this content.
+    pub fn kind(&self) -> &str {
+        match self {
+            Content::Text(_) => "text",
+            Content::Reply { .. } => "reply",
+            Content::Reaction { .. } => "reaction",
+            Content::Edit { .. } => "edit",
+            Content::Delete { .. } => "delete",
+            Content::Receipt { .. } => "receipt",
+            Content::Typing { .. } => "typing",
+            Content::Location { .. } => "location",
+            Content::LiveLocation { .. } => "live_location",
+            Content::Attachment { .. } => "attachment",
+            Content::BillSplit { .. } => "bill",
+            Content::GroupInvite { .. } => "group.invite",
+            Content::GroupAdd { .. } => "group.add",
+            Content::GroupLeave { .. } => "group.leave",
+            Content::GroupRemove { .. } => "group.remove",
+            Content::GroupKey { .. } => "group.key",
+            Content::Unsupported { kind, .. } => kind,
+        }
+    }
+
+    /// Plain text of the content, for text-bearing kinds.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Content::Text(Text { body })
+            | Content::Reply { body, .. }
+            | Content::Edit { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Checks sizes and ranges; called by [`Message::from_bytes`].
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let short = |s: &str, what: &str| {
+            if s.len() > MAX_SHORT {
+                Err(DecodeError::Invalid(format!("{what} longer than {MAX_SHORT} bytes")))
+            } else {
+                Ok(())
+            }
+        };
+        let list = |n: usize, what: &str| {
+            if n > MAX_LIST {
+                Err(DecodeError::Invalid(format!("more than {MAX_LIST} {what}")))
+            } else {
+                Ok(())
+            }
+        };
+        let point = |lat: f64, lon: f64| {
+            if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) {
+                Ok(())
+            } else {
+                Err(DecodeError::Invalid("latitude or longitude out of range".into()))
+            }
+        };
+        if let Some(body) = self.text() {
+            if body.len() > MAX_TEXT {
+                return Err(DecodeError::Invalid(format!("text longer than {MAX_TEXT} bytes")));
+            }
+        }
+        match self {
+            Content::Reaction { emoji, .. } => short(emoji, "emoji"),
+            Content::Receipt { ids, .. } => list(ids.len(), "receipt ids"),
+            Content::Location { lat, lon, label, .. } => {
+                point(*lat, *lon)?;
+                label.as_deref().map_or(Ok(()), |l| short(l, "label"))
+            }
+            Content::LiveLocation { lat, lon, .. } => point(*lat, *lon),
+            Content::Attachment { mime, name, .. } => {
+                short(mime, "mime type")?;
+                name.as_deref().map_or(Ok(()), |n| short(n, "file name"))
+            }
+            Content::BillSplit { description, currency, shares, .. } => {
+                short(description, "description")?;
+                list(shares.len(), "shares")?;
+                if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(DecodeError::Invalid(
+                        "currency must be three capital letters (ISO 4217)".into(),
+                    ));
+                }
+                Ok(())
+            }
+            Content::GroupInvite { members, title, .. } => {
+                list(members.len(), "members")?;
+                title.as_deref().map_or(Ok(()), |t| short(t, "title"))
+            }
+            Content::Unsupported { kind, .. } => short(kind, "kind"),
+            _ => Ok(()),
+        }
+    }
+
+    fn to_wire(&self) -> WireContent {
+        let body = match self.clone() {
+            Content::Text(t) => codec::to_vec(&t),
+            Content::Reply { to, body } => codec::to_vec(&ReplyW { to, body }),
+            Content::Reaction { to, emoji, remove } => {
+                codec::to_vec(&ReactionW { to, emoji, remove })
+            }
+            Content::Edit { to, body } => codec::to_vec(&ReplyW { to, body }),
+            Content::Delete { to } => codec::to_vec(&TargetW { to }),
+            Content::Receipt { kind, ids } => codec::to_vec(&ReceiptW { kind, ids }),
+            Content::Typing { active } => codec::to_vec(&TypingW { active }),
+            Content::Location { lat, lon, accuracy_m, label } => {
+                codec::to_vec(&LocationW { lat, lon, accuracy_m, label })
+            }
+            Content::LiveLocation { session, seq, lat, lon, accuracy_m, until, stopped } => {
+                codec::to_vec(&LiveLocationW { session, seq, lat, lon, accuracy_m, until, stopped })
+            }
+            Content::Attachment { hash, size, mime, name, key } => {
+                codec::to_vec(&AttachmentW { hash, size, mime, name, key })
+            }
+            Content::BillSplit { bill, description, total, currency, shares } => {
+                codec::to_vec(&BillW { bill, description, total, currency, shares })
+            }
+            Content::GroupInvite { group, title, members, epoch, epoch_key } => {
+                codec::to_vec(&GroupInviteW { group, title, members, epoch, epoch_key })
+            }
+            Content::GroupAdd { group, member } => codec::to_vec(&GroupAddW { group, member }),
+            Content::GroupLeave { group } => codec::to_vec(&GroupW { group }),
+            Content::GroupRemove { group, user } => codec::to_vec(&GroupRemoveW { group, user }),
+            Content::GroupKey { group, epoch, key } => {
+                codec::to_vec(&GroupKeyW { group, epoch, key })
+            }
+            Content::Unsupported { body, .. } => body,
+        };
+        WireContent { kind: self.kind().to_owned(), body }
+    }
+
+    fn from_wire(w: WireContent) -> Result<Self, DecodeError> {
+        let b = &w.body;
+        let m = MAX_MESSAGE_SIZE;
+        Ok(match w.kind.as_str() {
+            "text" => Content::Text(codec::from_slice(b, m)?),
+            "reply" => {
+                let ReplyW { to, body } = codec::from_slice(b, m)?;
+                Content::Reply { to, body }
+            }
+            "reaction" => {
+                let ReactionW { to, emoji, remove } = codec::from_slice(b, m)?;
+                Content::Reaction { to, emoji, remove }
+            }
+            "edit" => {
+                let ReplyW { to, body } = codec::from_slice(b, m)?;
+                Content::Edit { to, body }
+            }
+            "delete" => {
+                let TargetW { to } = codec::from_slice(b, m)?;
+                Content::Delete { to }
+            }
+            "receipt" => {
+                let ReceiptW { kind, ids } = codec::from_slice(b, m)?;
+                Content::Receipt { kind, ids }
+            }
+            "typing" => {
+                let TypingW { active } = codec::from_slice(b, m)?;
+                Content::Typing { active }
+            }
+            "location" => {
+                let LocationW { lat, lon, accuracy_m, label } = codec::from_slice(b, m)?;
+                Content::Location { lat, lon, accuracy_m, label }
+            }
+            "live_location" => {
+                let LiveLocationW { session, seq, lat, lon, accuracy_m, until, stopped } =
+                    codec::from_slice(b, m)?;
+                Content::LiveLocation { session, seq, lat, lon, accuracy_m, until, stopped }
+            }
+            "attachment" => {
+                let AttachmentW { hash, size, mime, name, key } = codec::from_slice(b, m)?;
+                Content::Attachment { hash, size, mime, name, key }
+            }
+            "bill" => {
+                let BillW { bill, description, total, currency, shares } = codec::from_slice(b, m)?;
+                Content::BillSplit { bill, description, total, currency, shares }
+            }
+            "group.invite" => {
+                let GroupInviteW { group, title, members, epoch, epoch_key } =
+                    codec::from_slice(b, m)?;
+                Content::GroupInvite { group, title, members, epoch, epoch_key }
+            }
+            "group.add" => {
+                let GroupAddW { group, member } = codec::from_slice(b, m)?;
+                Content::GroupAdd { group, member }
+            }
+            "group.leave" => {
+                let GroupW { group } = codec::from_slice(b, m)?;
+                Content::GroupLeave { group }
+            }
+            "group.remove" => {
+                let GroupRemoveW { group, user } = codec::from_slice(b, m)?;
+                Content::GroupRemove { group, user }
+            }
+            "group.key" => {
+                let GroupKeyW { group, epoch, key } = codec::from_slice(b, m)?;
+                Content::GroupKey { group, epoch, key }
+            }
+            _ => Content::Unsupported { kind: w.kind, body: w.body },
+        })
+    }
+}
+
+impl Serialize for Content {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_wire().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireContent::deserialize(d)?;
+        Content::from_wire(w).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(content: Content) -> Message {
+        Message {
+            v: VERSION,
+            id: MessageId([1; 16]),
+            conversation: ConversationId([2; 16]),
+            sender: UserId([3; 16]),
+            sent_at: 42,
+            content,
+        }
+    }
+
+    #[test]
+    fn unknown_kind_decodes_as_unsupported() {
+        let m = msg(Content::Unsupported { kind: "poll".into(), body: vec![0xa0] });
+        let back = Message::from_bytes(&m.to_bytes()).expect("decodes");
+        assert_eq!(back.content.kind(), "poll");
+        assert!(matches!(back.content, Content::Unsupported { .. }));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let long = msg(Content::Text(Text { body: "x".repeat(MAX_TEXT + 1) }));
+        assert!(matches!(Message::from_bytes(&long.to_bytes()), Err(DecodeError::Invalid(_))));
+        let far = msg(Content::Location { lat: 91.0, lon: 0.0, accuracy_m: None, label: None });
+        assert!(Message::from_bytes(&far.to_bytes()).is_err());
+        let nan = msg(Content::Location { lat: f64::NAN, lon: 0.0, accuracy_m: None, label: None });
+        assert!(Message::from_bytes(&nan.to_bytes()).is_err());
+        let bill = msg(Content::BillSplit {
+            bill: SessionId([0; 16]),
+            description: "pizza".into(),
+            total: 3000,
+            currency: "eur".into(),
+            shares: vec![],
+        });
+        assert!(Message::from_bytes(&bill.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn direct_conversation_is_symmetric() {
+        let a = UserId([1; 16]);
+        let b = UserId([2; 16]);
+        assert_eq!(ConversationId::direct(&a, &b), ConversationId::direct(&b, &a));
+        assert_ne!(ConversationId::direct(&a, &b), ConversationId::direct(&a, &a));
+    }
+}
