@@ -21,6 +21,8 @@ pub mod error;
 pub mod identity;
 pub mod message;
 pub mod name;
+#[cfg(test)]
+mod vectors;
 
 pub use envelope::{Envelope, Opened, SenderDevice};
 pub use error::{CertError, DecodeError, EnvelopeError, NameError, RecordError};

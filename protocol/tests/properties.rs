@@ -1,0 +1,215 @@
+//! Property tests: every wire type round-trips, any changed byte of a signed or sealed value is
+//! rejected, and no decoder panics on arbitrary input.
+
+use kith_protocol::envelope::Recipient;
+use kith_protocol::identity::{DeviceKeypair, IdentityKeypair, SignedPrekey, X25519Secret};
+use kith_protocol::message::{Member, SessionId, Share};
+use kith_protocol::name::{solve_pow, DeviceEntry, MailboxPeer};
+use kith_protocol::{
+    Content, ConversationId, DeviceCertificate, Envelope, Message, MessageId, NameRecord,
+    ReceiptKind, RecordDraft, RecordPolicy, Text, UserId, VERSION,
+};
+use proptest::prelude::*;
+
+fn id16() -> impl Strategy<Value = [u8; 16]> {
+    any::<[u8; 16]>()
+}
+
+fn short() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 éü🙂]{0,40}"
+}
+
+fn member() -> impl Strategy<Value = Member> {
+    (id16(), any::<[u8; 32]>(), proptest::option::of(short()))
+        .prop_map(|(u, identity, name)| Member { user: UserId(u), identity, name })
+}
+
+fn content() -> impl Strategy<Value = Content> {
+    let mid = || id16().prop_map(MessageId);
+    let cid = || id16().prop_map(ConversationId);
+    let sid = || id16().prop_map(SessionId);
+    prop_oneof![
+        ".{0,200}".prop_map(|body| Content::Text(Text { body })),
+        (mid(), ".{0,100}").prop_map(|(to, body)| Content::Reply { to, body }),
+        (mid(), short(), any::<bool>()).prop_map(|(to, emoji, remove)| Content::Reaction {
+            to,
+            emoji,
+            remove
+        }),
+        (mid(), ".{0,100}").prop_map(|(to, body)| Content::Edit { to, body }),
+        mid().prop_map(|to| Content::Delete { to }),
+        (any::<bool>(), proptest::collection::vec(mid(), 0..8)).prop_map(|(r, ids)| {
+            Content::Receipt { kind: if r { ReceiptKind::Read } else { ReceiptKind::Delivered }, ids }
+        }),
+        any::<bool>().prop_map(|active| Content::Typing { active }),
+        (-90.0f64..=90.0, -180.0f64..=180.0, proptest::option::of(0.0f32..1e6), proptest::option::of(short()))
+            .prop_map(|(lat, lon, accuracy_m, label)| Content::Location { lat, lon, accuracy_m, label }),
+        (sid(), any::<u32>(), -90.0f64..=90.0, -180.0f64..=180.0, any::<u64>(), any::<bool>())
+            .prop_map(|(session, seq, lat, lon, until, stopped)| Content::LiveLocation {
+                session, seq, lat, lon, accuracy_m: None, until, stopped
+            }),
+        (any::<[u8; 32]>(), any::<u64>(), "[a-z]{1,10}/[a-z]{1,10}", proptest::option::of(short()), any::<[u8; 32]>())
+            .prop_map(|(hash, size, mime, name, key)| Content::Attachment { hash, size, mime, name, key }),
+        (sid(), short(), any::<i64>(), "[A-Z]{3}", proptest::collection::vec((id16(), any::<i64>(), any::<bool>()), 0..5))
+            .prop_map(|(bill, description, total, currency, shares)| Content::BillSplit {
+                bill, description, total, currency,
+                shares: shares.into_iter().map(|(u, amount, settled)| Share { user: UserId(u), amount, settled }).collect(),
+            }),
+        (cid(), proptest::option::of(short()), proptest::collection::vec(member(), 0..4), any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(group, title, members, epoch, epoch_key)| Content::GroupInvite { group, title, members, epoch, epoch_key }),
+        (cid(), member()).prop_map(|(group, member)| Content::GroupAdd { group, member }),
+        cid().prop_map(|group| Content::GroupLeave { group }),
+        (cid(), id16()).prop_map(|(group, u)| Content::GroupRemove { group, user: UserId(u) }),
+        (cid(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(group, epoch, key)| Content::GroupKey { group, epoch, key }),
+        ("x-[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(kind, body)| Content::Unsupported { kind, body }),
+    ]
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    (id16(), id16(), id16(), any::<u64>(), content()).prop_map(|(id, c, s, sent_at, content)| {
+        Message {
+            v: VERSION,
+            id: MessageId(id),
+            conversation: ConversationId(c),
+            sender: UserId(s),
+            sent_at,
+            content,
+        }
+    })
+}
+
+struct Party {
+    id: IdentityKeypair,
+    dev: DeviceKeypair,
+    st: X25519Secret,
+    prekey: X25519Secret,
+    cert: DeviceCertificate,
+}
+
+fn party(seed: u8) -> Party {
+    let id = IdentityKeypair::from_secret(&[seed; 32]);
+    let dev = DeviceKeypair::from_secret(&[seed.wrapping_add(1); 32]);
+    let st = X25519Secret::from_bytes([seed.wrapping_add(2); 32]);
+    let prekey = X25519Secret::from_bytes([seed.wrapping_add(3); 32]);
+    let cert = DeviceCertificate::issue(&id, &dev, &st, 1, "dev");
+    Party { id, dev, st, prekey, cert }
+}
+
+const NOW: u64 = 1_700_000_000_000;
+const POLICY: RecordPolicy = RecordPolicy { min_pow_bits: 4 };
+
+fn record(p: &Party, name: &str, seq: u64, mailbox: bool) -> Vec<u8> {
+    let prekey = SignedPrekey::sign(&p.dev, 1, &p.prekey, NOW, NOW + 10 * 86_400_000);
+    let mailboxes = if mailbox {
+        vec![MailboxPeer {
+            peer_id: party(99).dev.peer_id().to_bytes(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        }]
+    } else {
+        vec![]
+    };
+    RecordDraft {
+        name: name.into(),
+        devices: vec![DeviceEntry { cert: p.cert.clone(), prekey }],
+        mailboxes,
+        seq,
+        issued_at: NOW,
+        expires_at: NOW + 86_400_000,
+        pow_nonce: solve_pow(name, &p.id.public(), POLICY.min_pow_bits, 0),
+    }
+    .sign(&p.id)
+    .expect("valid name")
+    .to_bytes()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn message_round_trips(m in message()) {
+        let bytes = m.to_bytes();
+        prop_assert_eq!(Message::from_bytes(&bytes).expect("decodes"), m);
+    }
+
+    #[test]
+    fn envelope_round_trips_and_opens(m in message()) {
+        let alice = party(10);
+        let bob = party(20);
+        let mut m = m;
+        m.sender = alice.id.user_id();
+        let to = Recipient { device: bob.dev.public_bytes(), prekey_id: 1, prekey: bob.prekey.public() };
+        let env = Envelope::seal(&alice.cert, &alice.st, &to, &m).expect("seals");
+        let back = Envelope::from_bytes(&env.to_bytes()).expect("decodes");
+        prop_assert_eq!(&back, &env);
+        let opened = back.open(&bob.dev.public_bytes(), |_| Some(bob.prekey.clone())).expect("opens");
+        prop_assert_eq!(opened.message, m);
+    }
+
+    #[test]
+    fn any_changed_envelope_byte_is_rejected(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let alice = party(10);
+        let bob = party(20);
+        let m = Message {
+            v: VERSION, id: MessageId([1; 16]), conversation: ConversationId([2; 16]),
+            sender: alice.id.user_id(), sent_at: 3,
+            content: Content::Text(Text { body: "meet at noon".into() }),
+        };
+        let to = Recipient { device: bob.dev.public_bytes(), prekey_id: 1, prekey: bob.prekey.public() };
+        let mut bytes = Envelope::seal(&alice.cert, &alice.st, &to, &m).expect("seals").to_bytes();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let opened = Envelope::from_bytes(&bytes).map_err(|_| ()).and_then(|env| {
+            env.open(&bob.dev.public_bytes(), |id| (id == 1).then(|| bob.prekey.clone())).map_err(|_| ())
+        });
+        prop_assert!(opened.is_err(), "flipping bit {} of byte {} went unnoticed", bit, i);
+    }
+
+    #[test]
+    fn name_record_round_trips(seq in any::<u64>(), mailbox in any::<bool>(), name in "[a-z][a-z0-9._-]{2,31}") {
+        let p = party(40);
+        let bytes = record(&p, &name, seq, mailbox);
+        let v = NameRecord::verify(&bytes, Some(&kith_protocol::dht_key(&name)), NOW, &POLICY).expect("valid");
+        prop_assert_eq!(v.name, name);
+        prop_assert_eq!(v.seq, seq);
+        prop_assert_eq!(v.user_id, p.id.user_id());
+        prop_assert_eq!(v.devices[0].device.peer_id, p.dev.peer_id());
+        prop_assert_eq!(v.mailboxes.len(), usize::from(mailbox));
+    }
+
+    #[test]
+    fn any_changed_record_byte_is_rejected(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let p = party(40);
+        let mut bytes = record(&p, "alice", 1, true);
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        prop_assert!(NameRecord::verify(&bytes, Some(&kith_protocol::dht_key("alice")), NOW, &POLICY).is_err(),
+            "flipping bit {} of byte {} went unnoticed", bit, i);
+    }
+
+    #[test]
+    fn any_changed_certificate_byte_is_rejected(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let p = party(50);
+        let mut bytes = p.cert.to_bytes();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let ok = DeviceCertificate::from_bytes(&bytes).map(|c| c.verify(Some(&p.id.public())));
+        prop_assert!(!matches!(ok, Ok(Ok(_))), "flipping bit {} of byte {} went unnoticed", bit, i);
+    }
+
+    #[test]
+    fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Message::from_bytes(&bytes);
+        let _ = Envelope::from_bytes(&bytes);
+        let _ = DeviceCertificate::from_bytes(&bytes);
+        let _ = NameRecord::verify(&bytes, None, NOW, &POLICY);
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(m in message(), pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut bytes = m.to_bytes();
+        let i = pos.index(bytes.len());
+        bytes[i] = byte;
+        let _ = Message::from_bytes(&bytes);
+    }
+}
