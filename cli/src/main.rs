@@ -1,1 +1,249 @@
-fn main() {}
+//! `kith`: the command-line client of the Kith messenger, and its daemon.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod client;
+mod commands;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kith_node::home::Home;
+use kith_node::Multiaddr;
+use kith_protocol::name::DEFAULT_POW_BITS;
+
+/// Kith: a peer-to-peer messenger with no servers; names live on a DHT and messages are
+/// end-to-end encrypted.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kith",
+    version,
+    long_about = "Kith: a peer-to-peer messenger with no servers; names live on a DHT and \
+                  messages are end-to-end encrypted.\n\n\
+                  Quick start:\n  \
+                  kith init                   create your identity and device keys\n  \
+                  kith daemon &               run your node (every other command talks to it)\n  \
+                  kith register alice         claim the name @alice on the network\n  \
+                  kith send @bob hi there     send a message; `kith chat @bob` to talk"
+)]
+struct Cli {
+    /// The home directory holding your keys, the message store and the daemon's API address
+    /// [default: $XDG_DATA_HOME/kith, else ~/.local/share/kith]
+    #[arg(long, env = "KITH_HOME", global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new identity and device keys in the home directory (never overwrites one)
+    Init {
+        /// A name for this device, shown to your contacts [default: the host name]
+        #[arg(long, value_name = "NAME")]
+        label: Option<String>,
+        /// Print the result as JSON (user_id, peer_id, fingerprint)
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Run the node: connect to the network, deliver messages and serve the local API
+    ///
+    /// Runs in the foreground until interrupted (Ctrl-C or SIGTERM); logs go to standard error
+    /// (set RUST_LOG, e.g. RUST_LOG=debug, to see more).
+    Daemon {
+        /// A multiaddr to listen on for other peers; repeat to listen on several
+        #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/4011")]
+        listen: Vec<Multiaddr>,
+        /// A peer to join the network through, a multiaddr ending in /p2p/<peer id> (see the
+        /// listen addresses in `kith status` on that peer); repeat for several
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<Multiaddr>,
+        /// Where the local API listens: a loopback IP address and port; `127.0.0.1:0` lets the
+        /// OS choose a free port (clients find it in the home directory's api.addr)
+        #[arg(long, value_name = "HOST:PORT", default_value = kith_node::DEFAULT_API)]
+        api: SocketAddr,
+        /// The proof-of-work difficulty, in bits, required of name records (every node of a
+        /// network must agree on it)
+        #[arg(
+            long,
+            value_name = "N",
+            env = "KITH_POW_BITS",
+            default_value_t = DEFAULT_POW_BITS,
+            value_parser = clap::value_parser!(u32).range(0..=256),
+        )]
+        pow_bits: u32,
+    },
+
+    /// Show this node's identity, name, addresses, peers and outbox
+    Status {
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Claim a name on the network, so others can reach you as @NAME
+    ///
+    /// Names are 3 to 32 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or
+    /// digit. Registering computes a proof of work and stores a signed record on the DHT.
+    Register {
+        /// The name to claim (a leading '@' is ignored)
+        name: String,
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Look up who holds a name: user id, safety number and devices
+    ///
+    /// The first time a name is resolved its key is pinned; a later change of key is reported
+    /// until you accept it with `kith trust NAME`.
+    Resolve {
+        /// The name to look up (a leading '@' is optional)
+        name: String,
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Send a message to @NAME; prints its id
+    ///
+    /// The message is stored in the outbox and delivered in the background, also later if the
+    /// recipient is offline now. Put `--` before a text that starts with '-'.
+    Send {
+        /// The recipient (a leading '@' is optional)
+        #[arg(value_name = "@NAME")]
+        to: String,
+        /// The text; several words are joined with single spaces
+        #[arg(value_name = "TEXT", required = true, num_args = 1..)]
+        text: Vec<String>,
+        /// Wait until a device of the recipient acknowledged the message
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits before giving up (the message stays queued)
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        timeout: u64,
+        /// Print {"id": ..., "status": ...} as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List messages, oldest first: all of them, or those of the conversation with @NAME
+    Messages {
+        /// Only the direct conversation with this name (a leading '@' is optional)
+        #[arg(value_name = "@NAME")]
+        with: Option<String>,
+        /// Print a JSON array (with --follow: one JSON object per line)
+        #[arg(long)]
+        json: bool,
+        /// Keep running and print new messages as they arrive or are sent
+        #[arg(long, short)]
+        follow: bool,
+        /// Show only the last N messages
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: Option<u32>,
+    },
+
+    /// List the people you have talked to, with their safety numbers
+    Contacts {
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Accept the key a name now resolves to, after its key changed
+    ///
+    /// Compare the new safety number with the person first (in person or on another channel):
+    /// a changed key can mean an impostor.
+    Trust {
+        /// The name whose current key to accept (a leading '@' is optional)
+        name: String,
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Chat with @NAME interactively, line by line
+    ///
+    /// Shows the recent messages, prints new ones as they arrive and sends each line you type;
+    /// `/quit` or the end of input (Ctrl-D) leaves.
+    Chat {
+        /// Whom to chat with (a leading '@' is optional)
+        #[arg(value_name = "@NAME")]
+        with: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let home = Home::new(cli.home.unwrap_or_else(Home::default_dir));
+    let result = match cli.command {
+        Command::Init { label, json } => commands::init(&home, label, json),
+        Command::Daemon { listen, bootstrap, api, pow_bits } => {
+            commands::daemon(&home, listen, bootstrap, api, pow_bits)
+        }
+        Command::Status { json } => commands::status(&home, json),
+        Command::Register { name, json } => commands::register(&home, &name, json),
+        Command::Resolve { name, json } => commands::resolve(&home, &name, json),
+        Command::Send { to, text, wait, timeout, json } => {
+            commands::send(&home, &to, &text, wait.then_some(timeout), json)
+        }
+        Command::Messages { with, json, follow, limit } => {
+            commands::messages(&home, with.as_deref(), json, follow, limit)
+        }
+        Command::Contacts { json } => commands::contacts(&home, json),
+        Command::Trust { name, json } => commands::trust(&home, &name, json),
+        Command::Chat { with } => commands::chat(&home, &with),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`kith messages | head`): nothing left to do.
+        Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kith: {}", client::one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn send_joins_words_and_keeps_flags_after_the_text() {
+        let cli = Cli::try_parse_from(["kith", "send", "@bob", "hello", "bob", "--wait"])
+            .expect("parses");
+        match cli.command {
+            Command::Send { to, text, wait, timeout, .. } => {
+                assert_eq!(
+                    (to.as_str(), text.join(" "), wait, timeout),
+                    ("@bob", "hello bob".into(), true, 60)
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn daemon_defaults() {
+        let cli = Cli::try_parse_from(["kith", "daemon"]).expect("parses");
+        match cli.command {
+            Command::Daemon { listen, bootstrap, api, .. } => {
+                assert_eq!(listen.len(), 1);
+                assert!(bootstrap.is_empty());
+                assert_eq!(api.to_string(), kith_node::DEFAULT_API);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}

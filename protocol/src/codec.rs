@@ -14,7 +14,7 @@ use crate::error::DecodeError;
 ///
 /// Kith's own types always encode; the error is kept for values with maps whose keys CBOR cannot
 /// express, which Kith never defines.
-pub(crate) fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
+pub fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
     match serde_cbor::to_vec(value) {
         Ok(bytes) => bytes,
         // Every type encoded here is a plain struct or enum of Kith's own: serialization into a
@@ -25,7 +25,7 @@ pub(crate) fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes one CBOR value of type `T` from `bytes`, which must hold exactly that value and be at
 /// most `max` bytes long.
-pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::TooLarge { len: bytes.len(), max });
     }

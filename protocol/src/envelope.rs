@@ -55,6 +55,10 @@ pub struct Sealed {
     pub cert: DeviceCertificate,
     /// The message.
     pub message: Message,
+    /// The name the sender claims, a hint only: the recipient shows it after resolving the name
+    /// to the same identity.
+    #[serde(default)]
+    pub sender_name: Option<String>,
 }
 
 /// Where to seal an envelope to: a device of the recipient and its current prekey, as listed in
@@ -89,6 +93,8 @@ pub struct Opened {
     pub sender: SenderDevice,
     /// The message.
     pub message: Message,
+    /// The name the sender claims (unverified; see [`Sealed::sender_name`]).
+    pub sender_name: Option<String>,
 }
 
 fn prologue(device: &[u8; 32], prekey_id: u32) -> Vec<u8> {
@@ -111,8 +117,9 @@ impl Envelope {
         static_key: &X25519Secret,
         to: &Recipient,
         message: &Message,
+        sender_name: Option<&str>,
     ) -> Result<Envelope, EnvelopeError> {
-        Self::seal_inner(cert, static_key, to, message, None)
+        Self::seal_inner(cert, static_key, to, message, sender_name, None)
     }
 
     pub(crate) fn seal_inner(
@@ -120,9 +127,15 @@ impl Envelope {
         static_key: &X25519Secret,
         to: &Recipient,
         message: &Message,
+        sender_name: Option<&str>,
         fixed_ephemeral: Option<&[u8; 32]>,
     ) -> Result<Envelope, EnvelopeError> {
-        let sealed = Sealed { v: VERSION, cert: cert.clone(), message: message.clone() };
+        let sealed = Sealed {
+            v: VERSION,
+            cert: cert.clone(),
+            message: message.clone(),
+            sender_name: sender_name.map(str::to_owned),
+        };
         let payload = codec::to_vec(&sealed);
         if payload.len() > MAX_SEALED {
             return Err(EnvelopeError::TooLarge { len: payload.len(), max: MAX_SEALED });
@@ -199,6 +212,9 @@ impl Envelope {
             }
             .into());
         }
+        if sealed.sender_name.as_ref().is_some_and(|n| n.len() > crate::name::MAX_NAME_LEN) {
+            return Err(DecodeError::Invalid("sender name too long".into()).into());
+        }
         let cert = sealed.cert.verify(None)?;
         if cert.static_key.as_slice() != remote.as_slice()
             || sealed.message.sender != cert.identity.user_id()
@@ -213,6 +229,7 @@ impl Envelope {
                 peer_id: cert.peer_id,
             },
             message: sealed.message,
+            sender_name: sealed.sender_name,
         })
     }
 
@@ -279,7 +296,8 @@ mod tests {
         let bob = party(20);
         let to =
             Recipient { device: bob.dev.public_bytes(), prekey_id: 3, prekey: bob.prekey.public() };
-        let env = Envelope::seal(&alice.cert, &alice.st, &to, &hello(&alice)).expect("seals");
+        let env = Envelope::seal(&alice.cert, &alice.st, &to, &hello(&alice), Some("alice"))
+            .expect("seals");
         let wire = Envelope::from_bytes(&env.to_bytes()).expect("decodes");
         let opened = wire
             .open(&bob.dev.public_bytes(), |id| (id == 3).then(|| bob.prekey.clone()))
@@ -311,13 +329,15 @@ mod tests {
         let to =
             Recipient { device: bob.dev.public_bytes(), prekey_id: 1, prekey: bob.prekey.public() };
         // Mallory presents alice's certificate but authenticates with her own static key.
-        let env = Envelope::seal(&alice.cert, &mallory.st, &to, &hello(&alice)).expect("seals");
+        let env = Envelope::seal(&alice.cert, &mallory.st, &to, &hello(&alice), Some("alice"))
+            .expect("seals");
         assert_eq!(
             env.open(&bob.dev.public_bytes(), |_| Some(bob.prekey.clone())),
             Err(EnvelopeError::SenderMismatch)
         );
         // Mallory's own certificate but a message claiming to be from alice.
-        let env = Envelope::seal(&mallory.cert, &mallory.st, &to, &hello(&alice)).expect("seals");
+        let env = Envelope::seal(&mallory.cert, &mallory.st, &to, &hello(&alice), Some("alice"))
+            .expect("seals");
         assert_eq!(
             env.open(&bob.dev.public_bytes(), |_| Some(bob.prekey.clone())),
             Err(EnvelopeError::SenderMismatch)
@@ -333,8 +353,61 @@ mod tests {
         let mut m = hello(&alice);
         m.content = Content::Unsupported { kind: "blob".into(), body: vec![0; MAX_SEALED] };
         assert!(matches!(
-            Envelope::seal(&alice.cert, &alice.st, &to, &m),
+            Envelope::seal(&alice.cert, &alice.st, &to, &m, None),
             Err(EnvelopeError::TooLarge { .. })
         ));
+    }
+}
+
+/// The answer of a recipient device to a delivered envelope (`/kith/dm/1` response).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAck {
+    /// Format version, [`VERSION`].
+    pub v: u8,
+    /// What became of the envelope.
+    pub status: AckStatus,
+    /// A reason a person can read, for `rejected` and `busy`.
+    pub reason: Option<String>,
+}
+
+/// What became of a delivered envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Opened and durably stored (flushed to disk) by the recipient device.
+    Stored,
+    /// Already stored earlier (same message id); nothing changed.
+    Duplicate,
+    /// Refused for good: it does not open, or breaks a rule; retrying will not help.
+    Rejected,
+    /// Not processed now (the device is overloaded); retry later.
+    Busy,
+}
+
+/// Largest encoded [`DeliveryAck`].
+pub const MAX_ACK: usize = 1024;
+
+impl DeliveryAck {
+    /// An acknowledgement with the given status and reason.
+    pub fn new(status: AckStatus, reason: Option<String>) -> Self {
+        let reason = reason.map(|mut r| {
+            crate::identity::truncate_utf8(&mut r, 512);
+            r
+        });
+        DeliveryAck { v: VERSION, status, reason }
+    }
+
+    /// Encodes the acknowledgement.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_vec(self)
+    }
+
+    /// Decodes an acknowledgement.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let ack: DeliveryAck = codec::from_slice(bytes, MAX_ACK)?;
+        if ack.v != VERSION {
+            return Err(DecodeError::UnsupportedVersion { found: ack.v, supported: VERSION });
+        }
+        Ok(ack)
     }
 }

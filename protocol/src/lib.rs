@@ -15,7 +15,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod codec;
+pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod identity;
@@ -24,7 +24,7 @@ pub mod name;
 #[cfg(test)]
 mod vectors;
 
-pub use envelope::{Envelope, Opened, SenderDevice};
+pub use envelope::{AckStatus, DeliveryAck, Envelope, Opened, Recipient, SenderDevice};
 pub use error::{CertError, DecodeError, EnvelopeError, NameError, RecordError};
 pub use identity::{
     safety_number, DeviceCertificate, DeviceKeypair, IdentityKeypair, IdentityPublic, SignedPrekey,

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use crate::envelope::{Envelope, Recipient};
-use crate::identity::{DeviceCertificate, DeviceKeypair, IdentityKeypair, SignedPrekey, X25519Secret};
+use crate::identity::{
+    DeviceCertificate, DeviceKeypair, IdentityKeypair, SignedPrekey, X25519Secret,
+};
 use crate::message::{Content, ConversationId, Message, MessageId, Text};
 use crate::name::{claim_hash, dht_key, leading_zero_bits, solve_pow, DeviceEntry, RecordDraft};
 use crate::{NameRecord, RecordPolicy, VERSION};
@@ -93,9 +95,11 @@ fn computed() -> Vec<Block> {
         sent_at: T0 + 1000,
         content: Content::Text(Text { body: "hi alice".into() }),
     };
-    let to = Recipient { device: alice_dev.public_bytes(), prekey_id: 1, prekey: alice_prekey.public() };
-    let envelope = Envelope::seal_inner(&bob_cert, &bob_static, &to, &message, Some(&EPHEMERAL))
-        .expect("seals");
+    let to =
+        Recipient { device: alice_dev.public_bytes(), prekey_id: 1, prekey: alice_prekey.public() };
+    let envelope =
+        Envelope::seal_inner(&bob_cert, &bob_static, &to, &message, Some("bob"), Some(&EPHEMERAL))
+            .expect("seals");
 
     vec![
         kv(&[
@@ -137,10 +141,7 @@ fn computed() -> Vec<Block> {
             ("expires-at", (T0 + DAY).to_string()),
             ("record", hex::encode(record.to_bytes())),
         ]),
-        kv(&[
-            ("vector", "message".into()),
-            ("message", hex::encode(message.to_bytes())),
-        ]),
+        kv(&[("vector", "message".into()), ("message", hex::encode(message.to_bytes()))]),
         kv(&[
             ("vector", "envelope".into()),
             ("sender-identity-secret", hex::encode(BOB_IDENTITY)),
@@ -199,7 +200,8 @@ fn documented_record_and_envelope_verify() {
     let alice_dev = DeviceKeypair::from_secret(&ALICE_DEVICE);
     let opened = env
         .open(&alice_dev.public_bytes(), |id| {
-            (id == 1).then(|| X25519Secret::from_bytes(arr32(&field("name-record", "prekey-secret"))))
+            (id == 1)
+                .then(|| X25519Secret::from_bytes(arr32(&field("name-record", "prekey-secret"))))
         })
         .expect("documented envelope opens");
     assert_eq!(opened.message.content.text(), Some("hi alice"));

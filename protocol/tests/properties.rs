@@ -39,28 +39,84 @@ fn content() -> impl Strategy<Value = Content> {
         (mid(), ".{0,100}").prop_map(|(to, body)| Content::Edit { to, body }),
         mid().prop_map(|to| Content::Delete { to }),
         (any::<bool>(), proptest::collection::vec(mid(), 0..8)).prop_map(|(r, ids)| {
-            Content::Receipt { kind: if r { ReceiptKind::Read } else { ReceiptKind::Delivered }, ids }
+            Content::Receipt {
+                kind: if r { ReceiptKind::Read } else { ReceiptKind::Delivered },
+                ids,
+            }
         }),
         any::<bool>().prop_map(|active| Content::Typing { active }),
-        (-90.0f64..=90.0, -180.0f64..=180.0, proptest::option::of(0.0f32..1e6), proptest::option::of(short()))
-            .prop_map(|(lat, lon, accuracy_m, label)| Content::Location { lat, lon, accuracy_m, label }),
+        (
+            -90.0f64..=90.0,
+            -180.0f64..=180.0,
+            proptest::option::of(0.0f32..1e6),
+            proptest::option::of(short())
+        )
+            .prop_map(|(lat, lon, accuracy_m, label)| Content::Location {
+                lat,
+                lon,
+                accuracy_m,
+                label
+            }),
         (sid(), any::<u32>(), -90.0f64..=90.0, -180.0f64..=180.0, any::<u64>(), any::<bool>())
             .prop_map(|(session, seq, lat, lon, until, stopped)| Content::LiveLocation {
-                session, seq, lat, lon, accuracy_m: None, until, stopped
+                session,
+                seq,
+                lat,
+                lon,
+                accuracy_m: None,
+                until,
+                stopped
             }),
-        (any::<[u8; 32]>(), any::<u64>(), "[a-z]{1,10}/[a-z]{1,10}", proptest::option::of(short()), any::<[u8; 32]>())
-            .prop_map(|(hash, size, mime, name, key)| Content::Attachment { hash, size, mime, name, key }),
-        (sid(), short(), any::<i64>(), "[A-Z]{3}", proptest::collection::vec((id16(), any::<i64>(), any::<bool>()), 0..5))
+        (
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            "[a-z]{1,10}/[a-z]{1,10}",
+            proptest::option::of(short()),
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(hash, size, mime, name, key)| Content::Attachment {
+                hash,
+                size,
+                mime,
+                name,
+                key
+            }),
+        (
+            sid(),
+            short(),
+            any::<i64>(),
+            "[A-Z]{3}",
+            proptest::collection::vec((id16(), any::<i64>(), any::<bool>()), 0..5)
+        )
             .prop_map(|(bill, description, total, currency, shares)| Content::BillSplit {
-                bill, description, total, currency,
-                shares: shares.into_iter().map(|(u, amount, settled)| Share { user: UserId(u), amount, settled }).collect(),
+                bill,
+                description,
+                total,
+                currency,
+                shares: shares
+                    .into_iter()
+                    .map(|(u, amount, settled)| Share { user: UserId(u), amount, settled })
+                    .collect(),
             }),
-        (cid(), proptest::option::of(short()), proptest::collection::vec(member(), 0..4), any::<u64>(), any::<[u8; 32]>())
-            .prop_map(|(group, title, members, epoch, epoch_key)| Content::GroupInvite { group, title, members, epoch, epoch_key }),
+        (
+            cid(),
+            proptest::option::of(short()),
+            proptest::collection::vec(member(), 0..4),
+            any::<u64>(),
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(group, title, members, epoch, epoch_key)| Content::GroupInvite {
+                group,
+                title,
+                members,
+                epoch,
+                epoch_key
+            }),
         (cid(), member()).prop_map(|(group, member)| Content::GroupAdd { group, member }),
         cid().prop_map(|group| Content::GroupLeave { group }),
         (cid(), id16()).prop_map(|(group, u)| Content::GroupRemove { group, user: UserId(u) }),
-        (cid(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(group, epoch, key)| Content::GroupKey { group, epoch, key }),
+        (cid(), any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(group, epoch, key)| Content::GroupKey { group, epoch, key }),
         ("x-[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(kind, body)| Content::Unsupported { kind, body }),
     ]
@@ -139,7 +195,7 @@ proptest! {
         let mut m = m;
         m.sender = alice.id.user_id();
         let to = Recipient { device: bob.dev.public_bytes(), prekey_id: 1, prekey: bob.prekey.public() };
-        let env = Envelope::seal(&alice.cert, &alice.st, &to, &m).expect("seals");
+        let env = Envelope::seal(&alice.cert, &alice.st, &to, &m, Some("alice")).expect("seals");
         let back = Envelope::from_bytes(&env.to_bytes()).expect("decodes");
         prop_assert_eq!(&back, &env);
         let opened = back.open(&bob.dev.public_bytes(), |_| Some(bob.prekey.clone())).expect("opens");
@@ -156,7 +212,7 @@ proptest! {
             content: Content::Text(Text { body: "meet at noon".into() }),
         };
         let to = Recipient { device: bob.dev.public_bytes(), prekey_id: 1, prekey: bob.prekey.public() };
-        let mut bytes = Envelope::seal(&alice.cert, &alice.st, &to, &m).expect("seals").to_bytes();
+        let mut bytes = Envelope::seal(&alice.cert, &alice.st, &to, &m, Some("alice")).expect("seals").to_bytes();
         let i = pos.index(bytes.len());
         bytes[i] ^= 1 << bit;
         let opened = Envelope::from_bytes(&bytes).map_err(|_| ()).and_then(|env| {

@@ -1,0 +1,133 @@
+//! Human-readable forms of the daemon's answers. The `--json` forms print the answers as they
+//! are; these read them leniently, so a missing field shows as `?` instead of failing.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::client::one_line;
+
+/// A string field, or `?`.
+fn text<'a>(v: &'a Value, field: &str) -> &'a str {
+    v.get(field).and_then(Value::as_str).unwrap_or("?")
+}
+
+/// A number field as text, or `?`.
+fn number(v: &Value, field: &str) -> String {
+    v.get(field).and_then(Value::as_u64).map_or_else(|| "?".to_owned(), |n| n.to_string())
+}
+
+/// `2026-11-22T10:00:00Z` as `2026-11-22 10:00:00Z` (times stay in UTC).
+fn time(rfc3339: &str) -> String {
+    rfc3339.replacen('T', " ", 1)
+}
+
+/// One message: `[time] from: text  (status)`.
+pub fn message(m: &Value) -> String {
+    let body = m.get("text").and_then(Value::as_str).map_or_else(
+        || format!("<{} message>", m.get("kind").and_then(Value::as_str).unwrap_or("non-text")),
+        str::to_owned,
+    );
+    // Keep one message on one line per line of its text, indenting continuation lines.
+    let body = body.lines().collect::<Vec<_>>().join("\n    ");
+    format!("[{}] {}: {}  ({})", time(text(m, "sent_at")), text(m, "from"), body, text(m, "status"))
+}
+
+/// `GET /v1/status`.
+pub fn status(s: &Value) -> String {
+    let mut out = String::new();
+    let name = match s.get("name").and_then(Value::as_str) {
+        Some(name) => format!("@{name}"),
+        None => "(none yet; claim one with `kith register NAME`)".to_owned(),
+    };
+    let _ = writeln!(out, "name:            {name}");
+    let _ = writeln!(out, "user id:         {}", text(s, "user_id"));
+    let _ = writeln!(out, "peer id:         {}", text(s, "peer_id"));
+    if let Some(fp) = s.get("fingerprint").and_then(Value::as_str) {
+        let _ = writeln!(out, "safety number:   {fp}");
+    }
+    let addrs: Vec<&str> = s
+        .get("listen_addrs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if addrs.is_empty() {
+        let _ = writeln!(out, "listening on:    (nothing yet)");
+    }
+    for (i, addr) in addrs.iter().enumerate() {
+        let label = if i == 0 { "listening on:" } else { "" };
+        let _ = writeln!(out, "{label:<17}{addr}");
+    }
+    let _ = writeln!(out, "connected peers: {}", number(s, "connected_peers"));
+    let _ = write!(out, "outbox:          {} message(s) not yet delivered", number(s, "outbox"));
+    if let Some(v) = s.get("version").and_then(Value::as_str) {
+        let _ = write!(out, "\nversion:         {v}");
+    }
+    out
+}
+
+/// `GET /v1/resolve/{name}`.
+pub fn resolved(r: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "name:          @{}", text(r, "name"));
+    let _ = writeln!(out, "user id:       {}", text(r, "user_id"));
+    let _ = writeln!(out, "safety number: {}", text(r, "fingerprint"));
+    let _ = writeln!(
+        out,
+        "record:        seq {}, expires {}",
+        number(r, "seq"),
+        time(text(r, "expires_at"))
+    );
+    let devices = r.get("devices").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let _ = write!(out, "devices:       {}", devices.len());
+    for d in devices {
+        let _ = write!(out, "\n  {} ({})", text(d, "peer_id"), one_line(text(d, "label")));
+    }
+    out
+}
+
+/// `GET /v1/contacts`.
+pub fn contacts(list: &Value) -> String {
+    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        return "no contacts yet (a name becomes a contact when you first resolve it)".to_owned();
+    }
+    let lines: Vec<String> = list
+        .iter()
+        .map(|c| {
+            let warning = if c.get("key_changed").and_then(Value::as_bool) == Some(true) {
+                "  KEY CHANGED: verify the new safety number, then `kith trust NAME`"
+            } else {
+                ""
+            };
+            format!(
+                "@{}  {}  safety number {}{warning}",
+                text(c, "name"),
+                text(c, "user_id"),
+                text(c, "fingerprint")
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn message_line() {
+        let m = json!({"id": "x", "from": "alice", "text": "hi\nthere", "sent_at": "2026-11-22T10:00:00Z", "status": "delivered"});
+        assert_eq!(message(&m), "[2026-11-22 10:00:00Z] alice: hi\n    there  (delivered)");
+    }
+
+    #[test]
+    fn missing_fields_do_not_fail() {
+        assert_eq!(message(&json!({})), "[?] ?: <non-text message>  (?)");
+        assert!(status(&json!({"name": null})).contains("kith register"));
+        assert!(contacts(&json!([])).starts_with("no contacts"));
+        assert!(resolved(&json!({"devices": [{"peer_id": "p", "label": "laptop"}]}))
+            .contains("p (laptop)"));
+    }
+}

@@ -1,0 +1,249 @@
+//! The local HTTP/JSON API (`docs/api.md`): a bearer token, JSON bodies, one-line errors, and
+//! a server-sent event stream.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::error::NodeError;
+use crate::node::{Node, NodeEvent, MAX_HISTORY};
+
+/// Largest request body.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Interval of keep-alive comments on the event stream.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+struct AppState {
+    node: Node,
+    token: String,
+}
+
+/// An API error: an HTTP status, a machine code and a line for a person.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let (status, code) = match &e {
+            NodeError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            NodeError::NameNotFound(_) | NodeError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            NodeError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
+            NodeError::KeyChanged { .. } => (StatusCode::CONFLICT, "key_changed"),
+            NodeError::Dht(_) => (StatusCode::BAD_GATEWAY, "dht"),
+            NodeError::Message(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            e.status()
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let code =
+            if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_request" };
+        ApiError::new(status, code, e.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let line = self.message.replace('\n', " ");
+        (self.status, Json(json!({ "error": line, "code": self.code }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API's routes, behind the bearer token.
+pub fn router(node: Node, token: String) -> Router {
+    let state = AppState { node, token };
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/register", post(register))
+        .route("/v1/resolve/{name}", get(resolve))
+        .route("/v1/messages", get(messages).post(send))
+        .route("/v1/messages/{id}", get(message))
+        .route("/v1/contacts", get(contacts))
+        .route("/v1/trust", post(trust))
+        .route("/v1/events", get(events))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve<F>(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    token: String,
+    shutdown: F,
+) -> Result<(), NodeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router(node, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| NodeError::Config(format!("API server: {e}")))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()));
+    if !ok {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (see api.token in the home directory)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn status(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.status().await?))
+}
+
+#[derive(Deserialize)]
+struct NameBody {
+    name: String,
+}
+
+async fn register(
+    State(s): State<AppState>,
+    body: Result<Json<NameBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    Ok(Json(s.node.register(&b.name).await?))
+}
+
+async fn resolve(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.resolve(&name).await?))
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    to: String,
+    text: String,
+}
+
+async fn send(
+    State(s): State<AppState>,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    let m = s.node.send_text(&b.to, &b.text).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": m.id, "conversation": m.conversation, "status": m.status })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    with: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn messages(
+    State(s): State<AppState>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.messages(q.with.as_deref(), q.limit.unwrap_or(MAX_HISTORY))?))
+}
+
+async fn message(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.message(&id)?))
+}
+
+async fn contacts(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.contacts()?))
+}
+
+async fn trust(
+    State(s): State<AppState>,
+    body: Result<Json<NameBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    Ok(Json(s.node.trust(&b.name).await?))
+}
+
+fn sse_event(e: NodeEvent) -> SseEvent {
+    match e {
+        NodeEvent::Message(m) => {
+            SseEvent::default().event("message").data(serde_json::to_string(&m).unwrap_or_default())
+        }
+        NodeEvent::Status { id, status } => SseEvent::default()
+            .event("status")
+            .data(json!({ "id": id, "status": status }).to_string()),
+    }
+}
+
+async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = s.node.subscribe();
+    let stop = s.node.stopping();
+    // The stream ends when the node stops, so a graceful shutdown never waits on a subscriber.
+    let stream = futures::stream::unfold((rx, stop), |(mut rx, mut stop)| async move {
+        let item = tokio::select! {
+            r = rx.recv() => r,
+            _ = stop.wait_for(|s| *s) => return None,
+        };
+        let event = match item {
+            Ok(e) => sse_event(e),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                SseEvent::default().comment(format!("missed {n} events"))
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), (rx, stop)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+}

@@ -1,0 +1,85 @@
+//! Errors of the node library.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the node, typed so callers (the API, the CLI) can tell
+/// failures apart.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The home directory already holds an identity.
+    #[error("{0} already holds a Kith identity; refusing to overwrite it")]
+    AlreadyInitialized(PathBuf),
+    /// The home directory holds no identity.
+    #[error("no Kith identity in {0}; run `kith init` first")]
+    NotInitialized(PathBuf),
+    /// A file in the home directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A key file or stored value is damaged.
+    #[error("{path}: {what}")]
+    Corrupt {
+        /// The file or store.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The store could not be opened or written.
+    #[error("store {path}: {reason}")]
+    Store {
+        /// The store directory.
+        path: PathBuf,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
+    /// A name is not valid.
+    #[error(transparent)]
+    InvalidName(#[from] kith_protocol::NameError),
+    /// No valid record exists for a name.
+    #[error("no one has registered the name {0:?}")]
+    NameNotFound(String),
+    /// Another identity holds the name.
+    #[error("the name {0:?} is already held by another key")]
+    NameTaken(String),
+    /// The key a pinned name resolves to has changed.
+    #[error(
+        "WARNING: the key of {name:?} has changed since you first talked (was {pinned}, now {now}); \
+         this can mean an impostor; run `kith trust {name}` only if you verified the new safety number"
+    )]
+    KeyChanged {
+        /// The name.
+        name: String,
+        /// The pinned user id.
+        pinned: String,
+        /// The user id it now resolves to.
+        now: String,
+    },
+    /// The DHT could not be reached or did not answer.
+    #[error("DHT: {0}")]
+    Dht(String),
+    /// A message could not be built or sealed.
+    #[error("message: {0}")]
+    Message(String),
+    /// No such message, contact or conversation.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The network task has stopped.
+    #[error("the network task has stopped")]
+    NetworkStopped,
+    /// A configuration value is not acceptable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl NodeError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        NodeError::Io { path: path.into(), source }
+    }
+}

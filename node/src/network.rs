@@ -1,0 +1,755 @@
+//! The libp2p swarm, owned by one task ([`EventLoop`]), and the cloneable [`Client`] the rest of
+//! the node uses to talk to it over a bounded channel with oneshot replies.
+//!
+//! Protocols: Kademlia on `/kith/kad/1.0.0` (name records, verified on every PUT before they
+//! are stored), request-response on `/kith/dm/1` (envelopes and their acknowledgements),
+//! identify and ping. Connection limits come first in the behaviour so they are checked first.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use kith_protocol::envelope::{MAX_ACK, MAX_ENVELOPE};
+use kith_protocol::name::{check_replaces, MAX_RECORD_SIZE};
+use kith_protocol::{AckStatus, DeliveryAck, NameRecord, RecordPolicy};
+use libp2p::kad::store::RecordStore;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    connection_limits, identify, kad, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
+    Swarm,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::error::NodeError;
+
+/// Kademlia protocol name: Kith's own DHT, never mixed with the IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/kad/1.0.0");
+/// Direct-message protocol name.
+pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/dm/1");
+/// Identify protocol version string.
+pub const IDENTIFY_VERSION: &str = "/kith/1.0.0";
+
+/// Capacity of the command channel from clients to the event loop.
+pub const COMMAND_CAPACITY: usize = 256;
+/// Capacity of the event channel from the event loop to the node; when full, inbound envelopes
+/// are answered `busy` and the sender retries.
+pub const EVENT_CAPACITY: usize = 256;
+/// Most established connections in total.
+pub const MAX_CONNECTIONS: u32 = 512;
+/// Most established connections per peer.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Most pending incoming connections.
+pub const MAX_PENDING_INCOMING: u32 = 64;
+/// Most concurrent direct-message streams per connection.
+pub const MAX_DM_STREAMS: usize = 64;
+/// Largest direct-message request (one encoded envelope).
+pub const MAX_DM_REQUEST: usize = MAX_ENVELOPE;
+/// Largest direct-message response (one encoded acknowledgement).
+pub const MAX_DM_RESPONSE: usize = MAX_ACK;
+/// Most name records a node stores for others.
+pub const MAX_STORED_RECORDS: usize = 20_000;
+/// Most queries (puts, gets, lookups) in flight at once.
+pub const MAX_PENDING_QUERIES: usize = 1_024;
+/// Timeout of a direct-message request.
+pub const DM_TIMEOUT: Duration = Duration::from_secs(20);
+/// Timeout of a DHT query.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Idle connections are closed after this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Which transport the swarm uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// TCP + Noise + Yamux.
+    Tcp,
+    /// In-process memory transport + Noise + Yamux, for tests and simulations.
+    Memory,
+}
+
+/// Counters of what the network rejected.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Name records refused on PUT (invalid, stale, or losing the conflict rule).
+    pub rejected_records: AtomicU64,
+    /// Malformed or oversized direct-message frames.
+    pub malformed_frames: AtomicU64,
+    /// Envelopes that did not open or broke a rule.
+    pub rejected_envelopes: AtomicU64,
+    /// Inbound envelopes answered `busy`.
+    pub busy: AtomicU64,
+}
+
+/// A snapshot of the network state.
+#[derive(Clone, Debug)]
+pub struct NetStatus {
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// Listen addresses, each ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Number of connected peers.
+    pub connected_peers: usize,
+}
+
+/// The reply handle of an inbound envelope; answer it with [`Client::respond`].
+#[derive(Debug)]
+pub struct Reply(ResponseChannel<Vec<u8>>);
+
+/// What the network reports to the node.
+#[derive(Debug)]
+pub enum Event {
+    /// An envelope arrived; it must be answered with an encoded [`DeliveryAck`].
+    InboundEnvelope {
+        /// The peer it came from.
+        peer: PeerId,
+        /// The encoded envelope.
+        bytes: Vec<u8>,
+        /// Where to send the acknowledgement.
+        reply: Reply,
+    },
+    /// A connection to a peer was established.
+    PeerConnected(PeerId),
+}
+
+enum Command {
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expires_at: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    GetRecords {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
+    },
+    SendEnvelope {
+        peer: PeerId,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    Respond {
+        reply: Reply,
+        bytes: Vec<u8>,
+    },
+    Status {
+        reply: oneshot::Sender<NetStatus>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// A cloneable handle to the network task.
+#[derive(Clone, Debug)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<NetStats>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::PutRecord { .. } => "PutRecord",
+            Command::GetRecords { .. } => "GetRecords",
+            Command::SendEnvelope { .. } => "SendEnvelope",
+            Command::Respond { .. } => "Respond",
+            Command::Status { .. } => "Status",
+            Command::Dial { .. } => "Dial",
+        })
+    }
+}
+
+impl Client {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| NodeError::NetworkStopped)?;
+        rx.await.map_err(|_| NodeError::NetworkStopped)
+    }
+
+    /// Stores a record on the DHT; succeeds once at least one peer stored it.
+    pub async fn put_record(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expires_at: u64,
+    ) -> Result<(), NodeError> {
+        self.call(|reply| Command::PutRecord { key, value, expires_at, reply })
+            .await?
+            .map_err(NodeError::Dht)
+    }
+
+    /// Every record found for `key` (local and remote, unverified, possibly repeated).
+    pub async fn get_records(&self, key: Vec<u8>) -> Result<Vec<Vec<u8>>, NodeError> {
+        self.call(|reply| Command::GetRecords { key, reply }).await?.map_err(NodeError::Dht)
+    }
+
+    /// Sends an envelope to a peer and returns its raw answer; `Err` text says why not.
+    pub async fn send_envelope(
+        &self,
+        peer: PeerId,
+        bytes: Vec<u8>,
+    ) -> Result<Result<Vec<u8>, String>, NodeError> {
+        self.call(|reply| Command::SendEnvelope { peer, bytes, reply }).await
+    }
+
+    /// Answers an inbound envelope.
+    pub async fn respond(&self, reply: Reply, ack: &DeliveryAck) -> Result<(), NodeError> {
+        self.tx
+            .send(Command::Respond { reply, bytes: ack.to_bytes() })
+            .await
+            .map_err(|_| NodeError::NetworkStopped)
+    }
+
+    /// The network's state.
+    pub async fn status(&self) -> Result<NetStatus, NodeError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// Dials an address (a bootstrap peer, say).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.call(|reply| Command::Dial { addr, reply }).await?.map_err(NodeError::Dht)
+    }
+
+    /// The rejection counters.
+    pub fn stats(&self) -> &NetStats {
+        &self.stats
+    }
+}
+
+/// Length-prefixed frames with explicit size limits for `/kith/dm/1`.
+#[derive(Clone, Debug, Default)]
+pub struct DmCodec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes exceeds the limit of {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    data: &[u8],
+    max: usize,
+) -> std::io::Result<()> {
+    if data.len() > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"));
+    }
+    let len = u32::try_from(data.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(data).await?;
+    io.flush().await
+}
+
+impl request_response::Codec for DmCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, MAX_DM_REQUEST).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, MAX_DM_RESPONSE).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req, MAX_DM_REQUEST).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res, MAX_DM_RESPONSE).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    dm: request_response::Behaviour<DmCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// How to build the network.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// Transport.
+    pub transport: TransportKind,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to bootstrap from; each address must end in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Minimum proof of work of name records accepted for storage.
+    pub pow_bits: u32,
+}
+
+fn behaviour(key: &libp2p::identity::Keypair) -> Behaviour {
+    let peer_id = key.public().to_peer_id();
+    let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+    kcfg.set_record_filtering(kad::StoreInserts::FilterBoth)
+        .set_query_timeout(QUERY_TIMEOUT)
+        .set_max_packet_size(2 * MAX_RECORD_SIZE + 4096)
+        .set_record_ttl(Some(Duration::from_millis(kith_protocol::name::MAX_RECORD_LIFETIME_MS)))
+        .set_publication_interval(None);
+    if let Some(k) = NonZeroUsize::new(20) {
+        kcfg.set_replication_factor(k);
+    }
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_records: MAX_STORED_RECORDS,
+            max_value_bytes: MAX_RECORD_SIZE,
+            ..Default::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
+    kad.set_mode(Some(kad::Mode::Server));
+    let dm = request_response::Behaviour::new(
+        [(DM_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(DM_TIMEOUT)
+            .with_max_concurrent_streams(MAX_DM_STREAMS),
+    );
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(MAX_CONNECTIONS))
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+    );
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_VERSION.to_owned(), key.public())
+            .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    let ping = ping::Behaviour::new(ping::Config::new());
+    Behaviour { limits, kad, dm, identify, ping }
+}
+
+fn build_swarm(
+    key: libp2p::identity::Keypair,
+    transport: TransportKind,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    let cfg = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
+    let err =
+        |e: &dyn std::fmt::Display| NodeError::Config(format!("cannot build the network: {e}"));
+    let b = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
+    let swarm = match transport {
+        TransportKind::Tcp => b
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| err(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| err(&e))?
+            .with_swarm_config(cfg)
+            .build(),
+        TransportKind::Memory => {
+            use libp2p::core::{transport::MemoryTransport, upgrade::Version, Transport as _};
+            b.with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(MemoryTransport::default()
+                    .upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            })
+            .map_err(|e| err(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| err(&e))?
+            .with_swarm_config(cfg)
+            .build()
+        }
+    };
+    Ok(swarm)
+}
+
+/// Creates the network: the client handle, the stream of events, and the event loop to spawn.
+pub fn new(
+    key: libp2p::identity::Keypair,
+    config: NetworkConfig,
+) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NodeError> {
+    let mut swarm = build_swarm(key, config.transport)?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Config(format!("cannot listen on {addr}: {e}")))?;
+    }
+    for addr in &config.bootstrap {
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            return Err(NodeError::Config(format!(
+                "bootstrap address {addr} must end in /p2p/<peer id>"
+            )));
+        };
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        swarm.add_peer_address(peer, addr.clone());
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, "cannot dial bootstrap peer: {e}");
+        }
+    }
+    let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (etx, erx) = mpsc::channel(EVENT_CAPACITY);
+    let stats = Arc::new(NetStats::default());
+    let client = Client { tx, stats: stats.clone() };
+    let ev = EventLoop {
+        swarm,
+        commands: rx,
+        events: etx,
+        stats,
+        policy: RecordPolicy { min_pow_bits: config.pow_bits },
+        listen_addrs: Vec::new(),
+        pending_put: HashMap::new(),
+        pending_get: HashMap::new(),
+        pending_send: HashMap::new(),
+        pending_lookup: HashMap::new(),
+        pending_dial: Vec::new(),
+    };
+    Ok((client, erx, ev))
+}
+
+type SendReply = oneshot::Sender<Result<Vec<u8>, String>>;
+type GetReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
+
+/// The task that owns the swarm. Run it with [`EventLoop::run`]; it ends when every
+/// [`Client`] is dropped.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    stats: Arc<NetStats>,
+    policy: RecordPolicy,
+    listen_addrs: Vec<Multiaddr>,
+    pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
+    pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, GetReply)>,
+    pending_send: HashMap<OutboundRequestId, SendReply>,
+    pending_lookup: HashMap<kad::QueryId, Vec<(PeerId, Vec<u8>, SendReply)>>,
+    pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("peer_id", self.swarm.local_peer_id()).finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::now_ms()
+}
+
+impl EventLoop {
+    /// Runs until every client is gone.
+    pub async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+            }
+        }
+        debug!("network task stopped");
+    }
+
+    fn pending(&self) -> usize {
+        self.pending_put.len() + self.pending_get.len() + self.pending_lookup.len()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::PutRecord { key, value, expires_at, reply } => {
+                if self.pending() >= MAX_PENDING_QUERIES {
+                    let _ = reply.send(Err("too many DHT queries in flight".into()));
+                    return;
+                }
+                let mut record = kad::Record::new(key, value);
+                record.expires = Some(instant_at(expires_at));
+                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    Ok(id) => {
+                        self.pending_put.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("local store refused the record: {e:?}")));
+                    }
+                }
+            }
+            Command::GetRecords { key, reply } => {
+                if self.pending() >= MAX_PENDING_QUERIES {
+                    let _ = reply.send(Err("too many DHT queries in flight".into()));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
+                self.pending_get.insert(id, (Vec::new(), reply));
+            }
+            Command::SendEnvelope { peer, bytes, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let id = self.swarm.behaviour_mut().dm.send_request(&peer, bytes);
+                    self.pending_send.insert(id, reply);
+                } else if self.pending() >= MAX_PENDING_QUERIES {
+                    let _ = reply.send(Err("too many DHT queries in flight".into()));
+                } else {
+                    // Find the peer's addresses first; the request is sent when the lookup ends.
+                    let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    self.pending_lookup.entry(id).or_default().push((peer, bytes, reply));
+                }
+            }
+            Command::Respond { reply, bytes } => {
+                if self.swarm.behaviour_mut().dm.send_response(reply.0, bytes).is_err() {
+                    debug!("peer went away before the acknowledgement was sent");
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(NetStatus {
+                    peer_id: *self.swarm.local_peer_id(),
+                    listen_addrs: self.listen_addrs.clone(),
+                    connected_peers: self.swarm.connected_peers().count(),
+                });
+            }
+            Command::Dial { addr, reply } => {
+                if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                }
+                match self.swarm.dial(addr) {
+                    Ok(()) => self.pending_dial.push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
+                info!(%full, "listening");
+                if !self.listen_addrs.contains(&full) {
+                    self.listen_addrs.push(full);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address.with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
+                self.listen_addrs.retain(|a| a != &full);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                for reply in self.pending_dial.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+                if num_established.get() == 1 {
+                    // Never block the swarm: if the node is busy it will retry on its timer.
+                    let _ = self.events.try_send(Event::PeerConnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                for reply in self.pending_dial.drain(..) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&KAD_PROTOCOL) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dm(e)) => self.on_dm(e),
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+            } => self.on_inbound_put(source, record),
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                kad::QueryResult::PutRecord(r) => {
+                    if let Some(reply) = self.pending_put.remove(&id) {
+                        let _ = reply.send(r.map(|_| ()).map_err(|e| match e {
+                            kad::PutRecordError::QuorumFailed { .. } => "no peer stored the record (is this node connected to the network?)".to_owned(),
+                            kad::PutRecordError::Timeout { .. } => "timed out storing the record".to_owned(),
+                        }));
+                    }
+                }
+                kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                    if let Some((records, _)) = self.pending_get.get_mut(&id) {
+                        if records.len() < 64 {
+                            records.push(found.record.value);
+                        }
+                    }
+                    if step.last {
+                        self.finish_get(id, None);
+                    }
+                }
+                kad::QueryResult::GetRecord(Ok(
+                    kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. },
+                )) => {
+                    self.finish_get(id, None);
+                }
+                kad::QueryResult::GetRecord(Err(e)) => {
+                    let err = match e {
+                        kad::GetRecordError::NotFound { .. } => None,
+                        other => Some(format!("{other:?}")),
+                    };
+                    self.finish_get(id, err);
+                }
+                kad::QueryResult::GetClosestPeers(r) => {
+                    let peers = match r {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    for info in peers {
+                        for addr in info.addrs {
+                            self.swarm.add_peer_address(info.peer_id, addr);
+                        }
+                    }
+                    if step.last {
+                        for (peer, bytes, reply) in
+                            self.pending_lookup.remove(&id).unwrap_or_default()
+                        {
+                            let rid = self.swarm.behaviour_mut().dm.send_request(&peer, bytes);
+                            self.pending_send.insert(rid, reply);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn finish_get(&mut self, id: kad::QueryId, err: Option<String>) {
+        if let Some((records, reply)) = self.pending_get.remove(&id) {
+            let _ = match err {
+                Some(e) if records.is_empty() => reply.send(Err(e)),
+                _ => reply.send(Ok(records)),
+            };
+        }
+    }
+
+    /// A peer asks us to store a name record: verify it, check it against the one we hold, and
+    /// store it only if it passes.
+    fn on_inbound_put(&mut self, source: PeerId, mut record: kad::Record) {
+        let now = now_ms();
+        let new =
+            match NameRecord::verify(&record.value, Some(record.key.as_ref()), now, &self.policy) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.stats.rejected_records.fetch_add(1, Ordering::Relaxed);
+                    debug!(%source, "rejected name record: {e}");
+                    return;
+                }
+            };
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Some(held) = store.get(&record.key) {
+            if let Ok(held) =
+                NameRecord::verify(&held.value, Some(record.key.as_ref()), now, &self.policy)
+            {
+                if let Err(e) = check_replaces(&new, &held) {
+                    self.stats.rejected_records.fetch_add(1, Ordering::Relaxed);
+                    debug!(%source, "refused name record: {e}");
+                    return;
+                }
+            }
+        }
+        record.expires = Some(instant_at(new.expires_at));
+        if let Err(e) = store.put(record) {
+            warn!("record store full or refused: {e:?}");
+        }
+    }
+
+    fn on_dm(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let event =
+                        Event::InboundEnvelope { peer, bytes: request, reply: Reply(channel) };
+                    if let Err(mpsc::error::TrySendError::Full(Event::InboundEnvelope {
+                        reply,
+                        ..
+                    })) = self.events.try_send(event)
+                    {
+                        self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                        let ack =
+                            DeliveryAck::new(AckStatus::Busy, Some("recipient is busy".into()));
+                        let _ =
+                            self.swarm.behaviour_mut().dm.send_response(reply.0, ack.to_bytes());
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_send.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let request_response::OutboundFailure::Io(_) = error {
+                    self.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(reply) = self.pending_send.remove(&request_id) {
+                    let _ = reply.send(Err(format!("device {peer} not reachable: {error}")));
+                }
+            }
+            request_response::Event::InboundFailure {
+                error: request_response::InboundFailure::Io(e),
+                peer,
+                ..
+            } => {
+                self.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "malformed direct-message frame: {e}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `Instant` corresponding to a wall-clock time in milliseconds (now if it has passed).
+fn instant_at(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms()))
+}

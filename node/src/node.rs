@@ -1,0 +1,1015 @@
+//! The node: names, resolution with trust on first use, direct messages, the outbox.
+//!
+//! [`Node::start`] spawns four tasks: the network event loop, the inbound handler (opens
+//! envelopes, stores them durably, then acknowledges), the outbox worker (sends, retries with
+//! backoff and at once when a peer connects) and the maintainer (rotates prekeys, republishes the
+//! name record). Everything else calls methods on the cloneable [`Node`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kith_protocol::envelope::Recipient;
+use kith_protocol::message::MAX_TEXT;
+use kith_protocol::name::{select_record, solve_pow, DeviceEntry, RecordDraft};
+use kith_protocol::{
+    dht_key, normalize_name, AckStatus, Content, ConversationId, DeliveryAck, Envelope,
+    IdentityPublic, Message, MessageId, NameRecord, RecordPolicy, SignedPrekey, Text, UserId,
+    VerifiedNameRecord, X25519Secret, VERSION,
+};
+use libp2p::{Multiaddr, PeerId};
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::error::NodeError;
+use crate::home::{Home, Keys};
+use crate::network::{self, Client, Event, NetworkConfig, TransportKind};
+use crate::store::{
+    Contact, Direction, OutboxEntry, PrekeyEntry, Status, Store, StoredMessage, Target,
+};
+use crate::{now_ms, outbox, rfc3339};
+
+/// How long a published name record is valid.
+pub const RECORD_LIFETIME_MS: u64 = 24 * 3600 * 1000;
+/// How often the name record is republished.
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(3600);
+/// A new prekey is created when the current one is this old.
+pub const PREKEY_ROTATION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Lifetime of a prekey (rotation period plus a margin so records never outlive it).
+pub const PREKEY_LIFETIME_MS: u64 = 14 * 24 * 3600 * 1000;
+/// A replaced prekey's private key is deleted this long after it was replaced.
+pub const PREKEY_GRACE_MS: u64 = 14 * 24 * 3600 * 1000;
+/// Most envelope deliveries in flight at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Capacity of the event broadcast to API subscribers; a slower subscriber misses events.
+pub const EVENT_BROADCAST: usize = 1024;
+/// Most messages one history request returns.
+pub const MAX_HISTORY: usize = 10_000;
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The home directory (keys, store).
+    pub home: PathBuf,
+    /// Transport.
+    pub transport: TransportKind,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Proof-of-work difficulty, in bits, required of every name record (and spent on ours).
+    pub pow_bits: u32,
+}
+
+/// Something the node reports to API subscribers.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    /// A message arrived or was queued.
+    Message(MessageView),
+    /// An outgoing message changed status.
+    Status {
+        /// Message id.
+        id: String,
+        /// The new status.
+        status: &'static str,
+    },
+}
+
+/// A message as the API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MessageView {
+    /// Message id.
+    pub id: String,
+    /// Conversation id.
+    pub conversation: String,
+    /// `in` or `out`.
+    pub direction: &'static str,
+    /// Sender: name when known, else user id.
+    pub from: String,
+    /// Recipient: name when known, else user id.
+    pub to: String,
+    /// Text, for text-bearing kinds.
+    pub text: Option<String>,
+    /// Content kind.
+    pub kind: String,
+    /// Sender's time, RFC 3339.
+    pub sent_at: String,
+    /// Status.
+    pub status: &'static str,
+}
+
+/// The node's status as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusView {
+    /// This device's peer id.
+    pub peer_id: String,
+    /// The user id.
+    pub user_id: String,
+    /// The registered name.
+    pub name: Option<String>,
+    /// Safety number of the identity key.
+    pub fingerprint: String,
+    /// Listen addresses ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<String>,
+    /// Number of connected peers.
+    pub connected_peers: usize,
+    /// Outgoing messages not yet acknowledged by every recipient device.
+    pub outbox: usize,
+    /// What the node rejected from the network.
+    pub rejected: RejectedView,
+    /// Kith version.
+    pub version: &'static str,
+}
+
+/// Rejection counters.
+#[derive(Clone, Debug, Serialize)]
+pub struct RejectedView {
+    /// Name records refused.
+    pub records: u64,
+    /// Envelopes refused.
+    pub envelopes: u64,
+    /// Malformed or oversized frames.
+    pub frames: u64,
+    /// Envelopes answered busy.
+    pub busy: u64,
+}
+
+/// A device in a resolved record.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceView {
+    /// Peer id.
+    pub peer_id: String,
+    /// Label.
+    pub label: String,
+}
+
+/// A resolved name.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolveView {
+    /// The name.
+    pub name: String,
+    /// User id.
+    pub user_id: String,
+    /// Safety number.
+    pub fingerprint: String,
+    /// Record sequence number.
+    pub seq: u64,
+    /// Record expiry, RFC 3339.
+    pub expires_at: String,
+    /// Devices.
+    pub devices: Vec<DeviceView>,
+    /// Mailbox peer ids.
+    pub mailboxes: Vec<String>,
+}
+
+/// A contact.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContactView {
+    /// Name.
+    pub name: String,
+    /// Pinned user id.
+    pub user_id: String,
+    /// Safety number of the pinned key.
+    pub fingerprint: String,
+    /// Whether the name now resolves to another key.
+    pub key_changed: bool,
+}
+
+/// The answer to a registration.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegisterView {
+    /// The name.
+    pub name: String,
+    /// User id.
+    pub user_id: String,
+    /// Record sequence number.
+    pub seq: u64,
+}
+
+struct Inner {
+    keys: Keys,
+    store: Store,
+    net: Client,
+    policy: RecordPolicy,
+    events: broadcast::Sender<NodeEvent>,
+    wake_outbox: Notify,
+    wake_maintainer: Notify,
+    /// Serializes read-modify-write of outbox entries.
+    outbox_lock: tokio::sync::Mutex<()>,
+    /// Serializes registration and republishing.
+    publish_lock: tokio::sync::Mutex<()>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("user_id", &self.inner.keys.identity.user_id()).finish()
+    }
+}
+
+fn user_bytes(u: &UserId) -> [u8; 16] {
+    u.0
+}
+
+impl Node {
+    /// Opens the home's keys and store, starts the network and the node's tasks.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let home = Home::new(&config.home);
+        let keys = home.load_keys()?;
+        let store = Store::open(&home.store_path())?;
+        let (net, events_rx, event_loop) = network::new(
+            keys.device.to_libp2p(),
+            NetworkConfig {
+                transport: config.transport,
+                listen: config.listen.clone(),
+                bootstrap: config.bootstrap.clone(),
+                pow_bits: config.pow_bits,
+            },
+        )?;
+        let (events, _) = broadcast::channel(EVENT_BROADCAST);
+        let (shutdown, _) = watch::channel(false);
+        let node = Node {
+            inner: Arc::new(Inner {
+                keys,
+                store,
+                net,
+                policy: RecordPolicy { min_pow_bits: config.pow_bits },
+                events,
+                wake_outbox: Notify::new(),
+                wake_maintainer: Notify::new(),
+                outbox_lock: tokio::sync::Mutex::new(()),
+                publish_lock: tokio::sync::Mutex::new(()),
+                tasks: Mutex::new(Vec::new()),
+                shutdown,
+            }),
+        };
+        node.rotate_prekeys(now_ms())?;
+        let tasks = vec![
+            tokio::spawn(event_loop.run()),
+            tokio::spawn(node.clone().inbound_task(events_rx)),
+            tokio::spawn(node.clone().outbox_task()),
+            tokio::spawn(node.clone().maintainer_task()),
+        ];
+        if let Ok(mut t) = node.inner.tasks.lock() {
+            t.extend(tasks);
+        }
+        Ok(node)
+    }
+
+    /// Stops the node's tasks and flushes the store.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let _ = self.inner.shutdown.send(true);
+        let tasks: Vec<JoinHandle<()>> =
+            self.inner.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.inner.store.flush().await
+    }
+
+    /// Signals that the node is stopping (event streams end); [`Node::shutdown`] does the rest.
+    pub fn begin_shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    /// A receiver that turns `true` when the node starts stopping.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Subscribes to message and status events.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The network client (for tests and the simulator).
+    pub fn network(&self) -> &Client {
+        &self.inner.net
+    }
+
+    /// This user's id.
+    pub fn user_id(&self) -> UserId {
+        self.inner.keys.identity.user_id()
+    }
+
+    /// This device's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.keys.device.peer_id()
+    }
+
+    /// The registered name, if any.
+    pub fn name(&self) -> Option<String> {
+        self.inner.store.meta_get::<String>("name").ok().flatten()
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<StatusView, NodeError> {
+        let net = self.inner.net.status().await?;
+        let s = self.inner.net.stats();
+        Ok(StatusView {
+            peer_id: net.peer_id.to_string(),
+            user_id: self.user_id().to_string(),
+            name: self.name(),
+            fingerprint: self.inner.keys.identity.public().fingerprint(),
+            listen_addrs: net.listen_addrs.iter().map(ToString::to_string).collect(),
+            connected_peers: net.connected_peers,
+            outbox: self.inner.store.outbox_len(),
+            rejected: RejectedView {
+                records: s.rejected_records.load(Ordering::Relaxed),
+                envelopes: s.rejected_envelopes.load(Ordering::Relaxed),
+                frames: s.malformed_frames.load(Ordering::Relaxed),
+                busy: s.busy.load(Ordering::Relaxed),
+            },
+            version: env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    // ---------------------------------------------------------------- prekeys and records
+
+    /// Creates a prekey if none is current, marks replaced ones, deletes those past their grace
+    /// period. Returns whether a new prekey was created.
+    fn rotate_prekeys(&self, now: u64) -> Result<bool, NodeError> {
+        let store = &self.inner.store;
+        let all = store.prekeys()?;
+        for p in &all {
+            if p.replaced_at.is_some_and(|r| r + PREKEY_GRACE_MS <= now)
+                || p.expires_at + PREKEY_GRACE_MS <= now
+            {
+                store.delete_prekey(p.id)?;
+            }
+        }
+        let current = all.iter().filter(|p| p.replaced_at.is_none()).max_by_key(|p| p.id);
+        if current.is_some_and(|p| p.created_at + PREKEY_ROTATION_MS > now) {
+            return Ok(false);
+        }
+        let id = all.iter().map(|p| p.id).max().map_or(1, |m| m.wrapping_add(1));
+        let secret = X25519Secret::generate(&mut rand::rngs::OsRng);
+        let signed =
+            SignedPrekey::sign(&self.inner.keys.device, id, &secret, now, now + PREKEY_LIFETIME_MS);
+        store.put_prekey(&PrekeyEntry {
+            id,
+            secret: *secret.to_bytes(),
+            signed: kith_protocol::codec::to_vec(&signed),
+            created_at: now,
+            expires_at: now + PREKEY_LIFETIME_MS,
+            replaced_at: None,
+        })?;
+        for mut p in all.into_iter().filter(|p| p.replaced_at.is_none()) {
+            p.replaced_at = Some(now);
+            store.put_prekey(&p)?;
+        }
+        info!(id, "new prekey");
+        Ok(true)
+    }
+
+    fn current_prekey(&self) -> Result<(SignedPrekey, u64), NodeError> {
+        let p = self
+            .inner
+            .store
+            .prekeys()?
+            .into_iter()
+            .filter(|p| p.replaced_at.is_none())
+            .max_by_key(|p| p.id)
+            .ok_or_else(|| NodeError::Config("no current prekey".into()))?;
+        let signed: SignedPrekey =
+            kith_protocol::codec::from_slice(&p.signed, 4096).map_err(|e| NodeError::Corrupt {
+                path: PathBuf::from("store/prekeys"),
+                what: e.to_string(),
+            })?;
+        Ok((signed, p.expires_at))
+    }
+
+    async fn pow_nonce(&self, name: &str) -> Result<u64, NodeError> {
+        let bits = self.inner.policy.min_pow_bits;
+        if let Some((n, b, nonce)) = self.inner.store.meta_get::<(String, u32, u64)>("pow")? {
+            if n == name && b >= bits {
+                return Ok(nonce);
+            }
+        }
+        let identity = self.inner.keys.identity.public();
+        let owned = name.to_owned();
+        let nonce = tokio::task::spawn_blocking(move || solve_pow(&owned, &identity, bits, 0))
+            .await
+            .map_err(|e| NodeError::Config(format!("proof of work failed: {e}")))?;
+        self.inner.store.meta_set("pow", &(name.to_owned(), bits, nonce))?;
+        Ok(nonce)
+    }
+
+    async fn publish(&self, name: &str) -> Result<u64, NodeError> {
+        let seq = self.inner.store.meta_get::<u64>("seq")?.unwrap_or(0) + 1;
+        let nonce = self.pow_nonce(name).await?;
+        let (prekey, prekey_expires) = self.current_prekey()?;
+        let now = now_ms();
+        let expires_at = (now + RECORD_LIFETIME_MS).min(prekey_expires - 1);
+        let record = RecordDraft {
+            name: name.to_owned(),
+            devices: vec![DeviceEntry { cert: self.inner.keys.cert.clone(), prekey }],
+            mailboxes: vec![],
+            seq,
+            issued_at: now,
+            expires_at,
+            pow_nonce: nonce,
+        }
+        .sign(&self.inner.keys.identity)?;
+        let bytes = record.to_bytes();
+        NameRecord::verify(&bytes, Some(&dht_key(name)), now, &self.inner.policy)
+            .map_err(|e| NodeError::Config(format!("own record does not verify: {e}")))?;
+        self.inner.store.meta_set("seq", &seq)?;
+        self.inner.net.put_record(dht_key(name).to_vec(), bytes, expires_at).await?;
+        Ok(seq)
+    }
+
+    /// Claims `name`: fails if it is invalid or held by another identity.
+    pub async fn register(&self, name: &str) -> Result<RegisterView, NodeError> {
+        let name = normalize_name(name)?;
+        let _guard = self.inner.publish_lock.lock().await;
+        let me = self.inner.keys.identity.public();
+        let records = self.fetch_valid(&name).await.unwrap_or_default();
+        if records.iter().any(|r| r.identity != me) {
+            return Err(NodeError::NameTaken(name));
+        }
+        let seq = self.publish(&name).await?;
+        self.inner.store.meta_set("name", &name)?;
+        self.inner.store.flush().await?;
+        info!(%name, seq, "registered");
+        Ok(RegisterView { name, user_id: self.user_id().to_string(), seq })
+    }
+
+    async fn fetch_valid(&self, name: &str) -> Result<Vec<VerifiedNameRecord>, NodeError> {
+        let key = dht_key(name);
+        let raw = self.inner.net.get_records(key.to_vec()).await?;
+        let now = now_ms();
+        let mut valid: Vec<VerifiedNameRecord> = Vec::new();
+        for bytes in raw {
+            match NameRecord::verify(&bytes, Some(&key), now, &self.inner.policy) {
+                Ok(v) if !valid.iter().any(|x| x.bytes == v.bytes) => valid.push(v),
+                Ok(_) => {}
+                Err(e) => {
+                    self.inner.net.stats().rejected_records.fetch_add(1, Ordering::Relaxed);
+                    debug!(name, "ignoring invalid record: {e}");
+                }
+            }
+        }
+        Ok(valid)
+    }
+
+    /// Resolves a name to a verified record, pinning its key on first use.
+    pub async fn resolve_record(&self, name: &str) -> Result<VerifiedNameRecord, NodeError> {
+        let name = normalize_name(name.trim_start_matches('@'))?;
+        let store = &self.inner.store;
+        let now = now_ms();
+        let fetched = self.fetch_valid(&name).await;
+        let pinned = store.contact(&name)?;
+        let stored = pinned.as_ref().and_then(|c| {
+            NameRecord::verify(&c.record, Some(&dht_key(&name)), now, &self.inner.policy).ok()
+        });
+        let valid = match fetched {
+            Ok(v) => v,
+            // The DHT is unreachable: fall back on the pinned record while it is valid.
+            Err(e) => return stored.ok_or(e),
+        };
+        let Some(winner) = select_record(valid.iter().cloned()) else {
+            return stored.ok_or(NodeError::NameNotFound(name));
+        };
+        let Some(mut contact) = pinned else {
+            store.put_contact(&Contact {
+                name: name.clone(),
+                user_id: user_bytes(&winner.user_id),
+                identity: winner.identity.to_bytes(),
+                record: winner.bytes.clone(),
+                pinned_at: now,
+                changed_to: None,
+            })?;
+            info!(%name, user_id = %winner.user_id, "pinned new contact");
+            return Ok(winner);
+        };
+        let own = valid
+            .iter()
+            .filter(|r| r.identity.to_bytes() == contact.identity)
+            .cloned()
+            .max_by(kith_protocol::name::compare_records);
+        let changed = (winner.identity.to_bytes() != contact.identity)
+            .then(|| winner.identity.to_bytes().to_vec());
+        if changed.is_some() {
+            warn!(%name, "the name now resolves to a different key than the pinned one");
+        }
+        contact.changed_to = changed.clone();
+        match own.or(stored) {
+            Some(r) => {
+                if r.bytes != contact.record {
+                    contact.record = r.bytes.clone();
+                }
+                store.put_contact(&contact)?;
+                Ok(r)
+            }
+            None => {
+                store.put_contact(&contact)?;
+                Err(NodeError::KeyChanged {
+                    name,
+                    pinned: UserId(contact.user_id).to_string(),
+                    now: winner.user_id.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Resolves a name for the API.
+    pub async fn resolve(&self, name: &str) -> Result<ResolveView, NodeError> {
+        let r = self.resolve_record(name).await?;
+        Ok(ResolveView {
+            name: r.name.clone(),
+            user_id: r.user_id.to_string(),
+            fingerprint: r.identity.fingerprint(),
+            seq: r.seq,
+            expires_at: rfc3339(r.expires_at),
+            devices: r
+                .devices
+                .iter()
+                .map(|d| DeviceView {
+                    peer_id: d.device.peer_id.to_string(),
+                    label: d.device.label.clone(),
+                })
+                .collect(),
+            mailboxes: r
+                .mailboxes
+                .iter()
+                .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok().map(|p| p.to_string()))
+                .collect(),
+        })
+    }
+
+    /// Accepts the key `name` resolves to now, replacing the pinned one.
+    pub async fn trust(&self, name: &str) -> Result<ContactView, NodeError> {
+        let name = normalize_name(name.trim_start_matches('@'))?;
+        let valid = self.fetch_valid(&name).await?;
+        let winner = select_record(valid).ok_or_else(|| NodeError::NameNotFound(name.clone()))?;
+        let contact = Contact {
+            name: name.clone(),
+            user_id: user_bytes(&winner.user_id),
+            identity: winner.identity.to_bytes(),
+            record: winner.bytes.clone(),
+            pinned_at: now_ms(),
+            changed_to: None,
+        };
+        self.inner.store.put_contact(&contact)?;
+        self.inner.store.flush().await?;
+        Ok(contact_view(&contact))
+    }
+
+    /// Pinned contacts.
+    pub fn contacts(&self) -> Result<Vec<ContactView>, NodeError> {
+        Ok(self.inner.store.contacts()?.iter().map(contact_view).collect())
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    /// Queues a text message to `to` (a name); returns once it is durably queued.
+    pub async fn send_text(&self, to: &str, text: &str) -> Result<MessageView, NodeError> {
+        if text.len() > MAX_TEXT {
+            return Err(NodeError::Message(format!(
+                "text of {} bytes exceeds the limit of {MAX_TEXT}",
+                text.len()
+            )));
+        }
+        if text.is_empty() {
+            return Err(NodeError::Message("empty message".into()));
+        }
+        self.send_content(to, Content::Text(Text { body: text.to_owned() })).await
+    }
+
+    /// Queues a message with any content to `to`.
+    pub async fn send_content(&self, to: &str, content: Content) -> Result<MessageView, NodeError> {
+        let record = self.resolve_record(to).await?;
+        let me = self.user_id();
+        let now = now_ms();
+        let message = Message {
+            v: VERSION,
+            id: MessageId::random(&mut rand::rngs::OsRng),
+            conversation: ConversationId::direct(&me, &record.user_id),
+            sender: me,
+            sent_at: now,
+            content,
+        };
+        message.content.validate().map_err(|e| NodeError::Message(e.to_string()))?;
+        let name = self.name();
+        let mut targets = Vec::with_capacity(record.devices.len());
+        for d in &record.devices {
+            let to =
+                Recipient { device: d.device.device, prekey_id: d.prekey.id, prekey: d.prekey.key };
+            let env = Envelope::seal(
+                &self.inner.keys.cert,
+                &self.inner.keys.static_key,
+                &to,
+                &message,
+                name.as_deref(),
+            )
+            .map_err(|e| NodeError::Message(e.to_string()))?;
+            targets.push(Target {
+                device: d.device.device,
+                peer_id: d.device.peer_id.to_bytes(),
+                envelope: env.to_bytes(),
+                done: false,
+                attempts: 0,
+                next_at: 0,
+                last_error: None,
+            });
+        }
+        let stored = StoredMessage {
+            id: message.id.0,
+            conversation: message.conversation.0,
+            direction: Direction::Out,
+            sender: me.0,
+            peer: record.user_id.0,
+            kind: message.content.kind().to_owned(),
+            text: message.content.text().map(str::to_owned),
+            sent_at: now,
+            stored_at: now,
+            status: Status::Queued,
+            raw: message.to_bytes(),
+        };
+        let entry =
+            OutboxEntry { id: message.id.0, recipient: record.user_id.0, targets, created_at: now };
+        self.inner.store.insert_outgoing(&stored, &entry)?;
+        self.inner.store.flush().await?;
+        let view = self.view(&stored, &self.names()?);
+        let _ = self.inner.events.send(NodeEvent::Message(view.clone()));
+        self.inner.wake_outbox.notify_one();
+        Ok(view)
+    }
+
+    /// The history, oldest first: the direct conversation with `with`, or everything.
+    pub fn messages(
+        &self,
+        with: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, NodeError> {
+        let limit = limit.clamp(1, MAX_HISTORY);
+        let conv = match with {
+            Some(name) => {
+                let name = normalize_name(name.trim_start_matches('@'))?;
+                let c =
+                    self.inner.store.contact(&name)?.ok_or_else(|| {
+                        NodeError::NotFound(format!("no conversation with {name}"))
+                    })?;
+                Some(ConversationId::direct(&self.user_id(), &UserId(c.user_id)).0)
+            }
+            None => None,
+        };
+        let names = self.names()?;
+        Ok(self
+            .inner
+            .store
+            .messages(conv.as_ref(), limit)?
+            .iter()
+            .map(|m| self.view(m, &names))
+            .collect())
+    }
+
+    /// One message by id (32 hex digits).
+    pub fn message(&self, id: &str) -> Result<MessageView, NodeError> {
+        let id = MessageId::parse(id).map_err(|e| NodeError::NotFound(e.to_string()))?;
+        let m = self
+            .inner
+            .store
+            .message(&id.0)?
+            .ok_or_else(|| NodeError::NotFound(format!("message {id}")))?;
+        Ok(self.view(&m, &self.names()?))
+    }
+
+    fn names(&self) -> Result<HashMap<[u8; 16], String>, NodeError> {
+        let mut names: HashMap<[u8; 16], String> =
+            self.inner.store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
+        if let Some(n) = self.name() {
+            names.insert(self.user_id().0, n);
+        }
+        Ok(names)
+    }
+
+    fn view(&self, m: &StoredMessage, names: &HashMap<[u8; 16], String>) -> MessageView {
+        let show = |u: &[u8; 16]| names.get(u).cloned().unwrap_or_else(|| UserId(*u).to_string());
+        let me = self.user_id().0;
+        let (from, to) = match m.direction {
+            Direction::Out => (show(&me), show(&m.peer)),
+            Direction::In => (show(&m.sender), show(&me)),
+        };
+        MessageView {
+            id: MessageId(m.id).to_string(),
+            conversation: ConversationId(m.conversation).to_string(),
+            direction: match m.direction {
+                Direction::In => "in",
+                Direction::Out => "out",
+            },
+            from,
+            to,
+            text: m.text.clone(),
+            kind: m.kind.clone(),
+            sent_at: rfc3339(m.sent_at),
+            status: m.status.as_str(),
+        }
+    }
+
+    // ---------------------------------------------------------------- inbound
+
+    async fn inbound_task(self, mut rx: mpsc::Receiver<Event>) {
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            batch.clear();
+            if rx.recv_many(&mut batch, 64).await == 0 {
+                return;
+            }
+            // Store the whole batch, flush once, then acknowledge: an ack always means durable.
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut fresh = Vec::new();
+            for event in batch.drain(..) {
+                match event {
+                    Event::InboundEnvelope { peer, bytes, reply } => {
+                        let ack = match self.accept_envelope(&bytes) {
+                            Ok(Some((view, sender, name))) => {
+                                fresh.push((view, sender, name));
+                                DeliveryAck::new(AckStatus::Stored, None)
+                            }
+                            Ok(None) => DeliveryAck::new(AckStatus::Duplicate, None),
+                            Err(e) => {
+                                self.inner
+                                    .net
+                                    .stats()
+                                    .rejected_envelopes
+                                    .fetch_add(1, Ordering::Relaxed);
+                                debug!(%peer, "rejected envelope: {e}");
+                                DeliveryAck::new(AckStatus::Rejected, Some(e.to_string()))
+                            }
+                        };
+                        replies.push((reply, ack));
+                    }
+                    Event::PeerConnected(peer) => self.peer_connected(peer).await,
+                }
+            }
+            if replies.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.inner.store.flush().await {
+                warn!("store flush failed, not acknowledging: {e}");
+                continue;
+            }
+            for (reply, ack) in replies {
+                let _ = self.inner.net.respond(reply, &ack).await;
+            }
+            for (view, sender, name) in fresh {
+                let _ = self.inner.events.send(NodeEvent::Message(view));
+                if let Some(name) = name {
+                    self.learn_name(sender, name);
+                }
+            }
+        }
+    }
+
+    /// Opens and stores an envelope. `Ok(None)` for a duplicate.
+    #[allow(clippy::type_complexity)]
+    fn accept_envelope(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Option<(MessageView, IdentityPublic, Option<String>)>, NodeError> {
+        let bad = |e: String| NodeError::Message(e);
+        let env = Envelope::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+        let store = &self.inner.store;
+        let opened = env
+            .open(&self.inner.keys.device.public_bytes(), |id| {
+                store.prekey(id).ok().flatten().map(|p| X25519Secret::from_bytes(p.secret))
+            })
+            .map_err(|e| bad(e.to_string()))?;
+        let me = self.user_id();
+        let m = &opened.message;
+        if m.conversation != ConversationId::direct(&m.sender, &me) {
+            return Err(bad("message is not for a conversation this device knows".into()));
+        }
+        if store.message(&m.id.0)?.is_some() {
+            return Ok(None);
+        }
+        let stored = StoredMessage {
+            id: m.id.0,
+            conversation: m.conversation.0,
+            direction: Direction::In,
+            sender: m.sender.0,
+            peer: m.sender.0,
+            kind: m.content.kind().to_owned(),
+            text: m.content.text().map(str::to_owned),
+            sent_at: m.sent_at,
+            stored_at: now_ms(),
+            status: Status::Received,
+            raw: m.to_bytes(),
+        };
+        if !store.insert_incoming(&stored)? {
+            return Ok(None);
+        }
+        let names = self.names()?;
+        let hint = if names.contains_key(&m.sender.0) { None } else { opened.sender_name.clone() };
+        Ok(Some((self.view(&stored, &names), opened.sender.identity, hint)))
+    }
+
+    /// The sender of a message named itself: resolve that name in the background and pin it if
+    /// it resolves to the sender's key.
+    fn learn_name(&self, sender: IdentityPublic, name: String) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let Ok(name) = normalize_name(&name) else { return };
+            if node.inner.store.contact(&name).ok().flatten().is_some() {
+                return;
+            }
+            match node.fetch_valid(&name).await {
+                Ok(valid) => {
+                    if let Some(r) = select_record(valid).filter(|r| r.identity == sender) {
+                        let _ = node.inner.store.put_contact(&Contact {
+                            name: name.clone(),
+                            user_id: user_bytes(&r.user_id),
+                            identity: r.identity.to_bytes(),
+                            record: r.bytes.clone(),
+                            pinned_at: now_ms(),
+                            changed_to: None,
+                        });
+                        info!(%name, "learned the name of a sender");
+                    }
+                }
+                Err(e) => debug!("could not check the sender's name: {e}"),
+            }
+        });
+    }
+
+    // ---------------------------------------------------------------- outbox
+
+    async fn peer_connected(&self, peer: PeerId) {
+        let bytes = peer.to_bytes();
+        let _guard = self.inner.outbox_lock.lock().await;
+        let mut woke = false;
+        for mut e in self.inner.store.outbox().unwrap_or_default() {
+            if outbox::peer_connected(&mut e, &bytes) {
+                let _ = self.inner.store.put_outbox(&e);
+                woke = true;
+            }
+        }
+        if woke {
+            self.inner.wake_outbox.notify_one();
+        }
+    }
+
+    async fn outbox_task(self) {
+        let mut in_flight: HashSet<([u8; 16], usize)> = HashSet::new();
+        let (done_tx, mut done_rx) =
+            mpsc::channel::<(([u8; 16], usize), Result<(), String>)>(MAX_IN_FLIGHT);
+        loop {
+            let now = now_ms();
+            let mut next = now + 1_000;
+            let entries = self.inner.store.outbox().unwrap_or_default();
+            for e in &entries {
+                for i in outbox::due(e, now) {
+                    if in_flight.len() >= MAX_IN_FLIGHT || in_flight.contains(&(e.id, i)) {
+                        continue;
+                    }
+                    let Ok(peer) = PeerId::from_bytes(&e.targets[i].peer_id) else { continue };
+                    in_flight.insert((e.id, i));
+                    let (net, tx, bytes, key) = (
+                        self.inner.net.clone(),
+                        done_tx.clone(),
+                        e.targets[i].envelope.clone(),
+                        (e.id, i),
+                    );
+                    tokio::spawn(async move {
+                        let outcome = match net.send_envelope(peer, bytes).await {
+                            Ok(Ok(answer)) => match DeliveryAck::from_bytes(&answer) {
+                                Ok(a)
+                                    if matches!(
+                                        a.status,
+                                        AckStatus::Stored | AckStatus::Duplicate
+                                    ) =>
+                                {
+                                    Ok(())
+                                }
+                                Ok(a) => {
+                                    Err(format!("{:?}: {}", a.status, a.reason.unwrap_or_default()))
+                                }
+                                Err(e) => Err(format!("malformed acknowledgement: {e}")),
+                            },
+                            Ok(Err(e)) => Err(e),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let _ = tx.send((key, outcome)).await;
+                    });
+                    if let Ok(Some(m)) = self.inner.store.message(&e.id) {
+                        if m.status == Status::Queued {
+                            self.set_status(&e.id, Status::Sent);
+                        }
+                    }
+                }
+                if let Some(d) = outbox::next_due(e) {
+                    next = next.min(d.max(now + 10));
+                }
+            }
+            let sleep = tokio::time::sleep(Duration::from_millis(next.saturating_sub(now)));
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.inner.wake_outbox.notified() => {}
+                Some((key, outcome)) = done_rx.recv() => {
+                    in_flight.remove(&key);
+                    self.finish_attempt(key, outcome).await;
+                    while let Ok((key, outcome)) = done_rx.try_recv() {
+                        in_flight.remove(&key);
+                        self.finish_attempt(key, outcome).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish_attempt(&self, (id, i): ([u8; 16], usize), outcome: Result<(), String>) {
+        let _guard = self.inner.outbox_lock.lock().await;
+        let Ok(Some(mut e)) = self.inner.store.outbox_entry(&id) else { return };
+        let Some(t) = e.targets.get_mut(i) else { return };
+        if let Err(err) = &outcome {
+            debug!(id = %MessageId(id), "delivery attempt failed: {err}");
+        }
+        let jitter: f64 = rand::thread_rng().gen();
+        outbox::record_attempt(t, outcome, now_ms(), jitter);
+        if outbox::complete(&e) {
+            let _ = self.inner.store.remove_outbox(&id);
+            self.set_status(&id, Status::Delivered);
+        } else {
+            let _ = self.inner.store.put_outbox(&e);
+        }
+    }
+
+    fn set_status(&self, id: &[u8; 16], status: Status) {
+        if let Ok(Some(_)) = self.inner.store.set_status(id, status) {
+            let _ = self.inner.events.send(NodeEvent::Status {
+                id: MessageId(*id).to_string(),
+                status: status.as_str(),
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- maintenance
+
+    async fn maintainer_task(self) {
+        // Give bootstrap connections a moment before the first republish.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut failures = 0u32;
+        // The first pass always republishes: the DHT may have lost the record while this node
+        // was away.
+        let mut first = true;
+        loop {
+            let rotated = self.rotate_prekeys(now_ms()).unwrap_or(false);
+            let due = std::mem::take(&mut first) || rotated || failures > 0 || self.republish_due();
+            let mut wait = REPUBLISH_INTERVAL;
+            if due {
+                if let Some(name) = self.name() {
+                    let _guard = self.inner.publish_lock.lock().await;
+                    match self.publish(&name).await {
+                        Ok(seq) => {
+                            failures = 0;
+                            let _ = self.inner.store.meta_set("published_at", &now_ms());
+                            debug!(seq, "republished the name record");
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            wait = Duration::from_millis(outbox::backoff(failures + 2, 0.0));
+                            warn!("republishing the name record failed: {e}");
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.wake_maintainer.notified() => {}
+            }
+        }
+    }
+
+    fn republish_due(&self) -> bool {
+        let last = self.inner.store.meta_get::<u64>("published_at").ok().flatten().unwrap_or(0);
+        last + REPUBLISH_INTERVAL.as_millis() as u64 <= now_ms()
+    }
+}
+
+fn contact_view(c: &Contact) -> ContactView {
+    let fingerprint =
+        IdentityPublic::from_bytes(&c.identity).map(|k| k.fingerprint()).unwrap_or_default();
+    ContactView {
+        name: c.name.clone(),
+        user_id: UserId(c.user_id).to_string(),
+        fingerprint,
+        key_changed: c.changed_to.is_some(),
+    }
+}

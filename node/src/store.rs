@@ -1,0 +1,499 @@
+//! The sled store. This module owns every sled tree; nothing else touches sled.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `meta` | text key | CBOR value (schema version, registered name, record sequence, ...) |
+//! | `prekeys` | prekey id, u32 BE | [`PrekeyEntry`] |
+//! | `contacts` | normalized name | [`Contact`] |
+//! | `messages` | conversation id (16) ‖ sequence (u64 BE) | [`StoredMessage`] |
+//! | `msg_index` | message id (16) | key in `messages` |
+//! | `outbox` | message id (16) | [`OutboxEntry`] |
+//!
+//! Values are CBOR through `kith_protocol::codec`. Writes that belong together (a message, its
+//! index entry, its outbox entry) are one sled transaction. Callers that acknowledge a write to
+//! a person or a peer call [`Store::flush`] first: sled alone flushes only every 500 ms.
+
+use std::path::{Path, PathBuf};
+
+use kith_protocol::codec;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::error::NodeError;
+
+/// The version of the store layout; opening a store of another version is refused.
+pub const SCHEMA_VERSION: u64 = 1;
+/// Largest value the store decodes.
+const MAX_VALUE: usize = 1024 * 1024;
+
+/// The status of a stored message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Outgoing, durably queued, not yet handed to the network.
+    Queued,
+    /// Outgoing, sent to at least one device, not yet acknowledged by all.
+    Sent,
+    /// Outgoing, acknowledged as durably stored by every recipient device.
+    Delivered,
+    /// Outgoing, the recipient has read it.
+    Read,
+    /// Incoming, stored.
+    Received,
+}
+
+impl Status {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Read => "read",
+            Status::Received => "received",
+        }
+    }
+}
+
+/// Whether a message was sent or received by this user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Received.
+    In,
+    /// Sent.
+    Out,
+}
+
+/// A message in the history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Message id.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 16],
+    /// Conversation id.
+    #[serde(with = "serde_bytes")]
+    pub conversation: [u8; 16],
+    /// Sent or received.
+    pub direction: Direction,
+    /// The sender's user id.
+    #[serde(with = "serde_bytes")]
+    pub sender: [u8; 16],
+    /// The other party's user id.
+    #[serde(with = "serde_bytes")]
+    pub peer: [u8; 16],
+    /// The content kind.
+    pub kind: String,
+    /// The text, for text-bearing kinds.
+    pub text: Option<String>,
+    /// The sender's clock at sending.
+    pub sent_at: u64,
+    /// When this device stored it.
+    pub stored_at: u64,
+    /// Status.
+    pub status: Status,
+    /// The encoded `kith_protocol::Message`.
+    #[serde(with = "serde_bytes")]
+    pub raw: Vec<u8>,
+}
+
+/// One recipient device of an outgoing message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The device's ed25519 key.
+    #[serde(with = "serde_bytes")]
+    pub device: [u8; 32],
+    /// The device's libp2p peer id (binary form).
+    #[serde(with = "serde_bytes")]
+    pub peer_id: Vec<u8>,
+    /// The envelope sealed to it, sent as is on every attempt.
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+    /// Whether the device acknowledged it.
+    pub done: bool,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Earliest time of the next attempt.
+    pub next_at: u64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// An outgoing message not yet acknowledged by every recipient device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Message id.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 16],
+    /// The recipient's user id.
+    #[serde(with = "serde_bytes")]
+    pub recipient: [u8; 16],
+    /// The recipient devices.
+    pub targets: Vec<Target>,
+    /// When it was queued.
+    pub created_at: u64,
+}
+
+/// A pinned contact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The normalized name.
+    pub name: String,
+    /// The pinned user id.
+    #[serde(with = "serde_bytes")]
+    pub user_id: [u8; 16],
+    /// The pinned identity key.
+    #[serde(with = "serde_bytes")]
+    pub identity: [u8; 32],
+    /// The latest verified record of the pinned identity.
+    #[serde(with = "serde_bytes")]
+    pub record: Vec<u8>,
+    /// When the key was pinned.
+    pub pinned_at: u64,
+    /// A different identity the name resolved to since, awaiting `kith trust`.
+    pub changed_to: Option<Vec<u8>>,
+}
+
+/// A prekey of this device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeyEntry {
+    /// Prekey id.
+    pub id: u32,
+    /// The X25519 secret.
+    #[serde(with = "serde_bytes")]
+    pub secret: [u8; 32],
+    /// The encoded signed prekey.
+    #[serde(with = "serde_bytes")]
+    pub signed: Vec<u8>,
+    /// Creation time.
+    pub created_at: u64,
+    /// Expiry time.
+    pub expires_at: u64,
+    /// When a newer prekey replaced it.
+    pub replaced_at: Option<u64>,
+}
+
+/// The store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    prekeys: sled::Tree,
+    contacts: sled::Tree,
+    messages: sled::Tree,
+    msg_index: sled::Tree,
+    outbox: sled::Tree,
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    codec::to_vec(v)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    ///
+    /// Fails with a one-line error naming the path when the directory is locked by another
+    /// process, damaged, or of another schema version.
+    pub fn open(path: &Path) -> Result<Store, NodeError> {
+        let err = |reason: String| NodeError::Store { path: path.to_owned(), reason };
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                err("is in use by another process (is a kith daemon already running with this home?)".into())
+            }
+            sled::Error::Corruption { .. } => err(format!(
+                "is damaged ({e}); restore it from a backup, or move it away to start with an empty history"
+            )),
+            other => err(format!("cannot be opened: {other}")),
+        })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|e| err(format!("cannot open tree {name}: {e}")))
+        };
+        let store = Store {
+            meta: tree("meta")?,
+            prekeys: tree("prekeys")?,
+            contacts: tree("contacts")?,
+            messages: tree("messages")?,
+            msg_index: tree("msg_index")?,
+            outbox: tree("outbox")?,
+            db,
+            path: path.to_owned(),
+        };
+        match store.meta_get::<u64>("schema")? {
+            None => store.meta_set("schema", &SCHEMA_VERSION)?,
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(err(format!(
+                    "has layout version {v}, this kith understands {SCHEMA_VERSION}; use a matching kith version"
+                )))
+            }
+        }
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> NodeError {
+        NodeError::Store { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, NodeError> {
+        codec::from_slice(bytes, MAX_VALUE).map_err(|e| self.err(format!("damaged value: {e}")))
+    }
+
+    /// Flushes every pending write to disk. Call before acknowledging a write.
+    pub async fn flush(&self) -> Result<(), NodeError> {
+        self.db.flush_async().await.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Reads a metadata value.
+    pub fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, NodeError> {
+        match self.meta.get(key).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a metadata value.
+    pub fn meta_set<T: Serialize>(&self, key: &str, value: &T) -> Result<(), NodeError> {
+        self.meta.insert(key, enc(value)).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Stores a prekey.
+    pub fn put_prekey(&self, p: &PrekeyEntry) -> Result<(), NodeError> {
+        self.prekeys.insert(p.id.to_be_bytes(), enc(p)).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// A prekey by id.
+    pub fn prekey(&self, id: u32) -> Result<Option<PrekeyEntry>, NodeError> {
+        match self.prekeys.get(id.to_be_bytes()).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All prekeys, oldest id first.
+    pub fn prekeys(&self) -> Result<Vec<PrekeyEntry>, NodeError> {
+        self.prekeys.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+    }
+
+    /// Deletes a prekey (its secret is gone for good).
+    pub fn delete_prekey(&self, id: u32) -> Result<(), NodeError> {
+        self.prekeys.remove(id.to_be_bytes()).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// A contact by name.
+    pub fn contact(&self, name: &str) -> Result<Option<Contact>, NodeError> {
+        match self.contacts.get(name).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a contact.
+    pub fn put_contact(&self, c: &Contact) -> Result<(), NodeError> {
+        self.contacts.insert(c.name.as_bytes(), enc(c)).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// All contacts, by name.
+    pub fn contacts(&self) -> Result<Vec<Contact>, NodeError> {
+        self.contacts.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+    }
+
+    /// The name pinned for a user id, if any.
+    pub fn name_of(&self, user: &[u8; 16]) -> Result<Option<String>, NodeError> {
+        Ok(self.contacts()?.into_iter().find(|c| &c.user_id == user).map(|c| c.name))
+    }
+
+    /// Stores an incoming message unless a message with the same id is already stored.
+    /// Returns whether it was new.
+    pub fn insert_incoming(&self, m: &StoredMessage) -> Result<bool, NodeError> {
+        let seq = self.db.generate_id().map_err(|e| self.err(e))?;
+        let key = msg_key(&m.conversation, seq);
+        let value = enc(m);
+        let r: Result<bool, TransactionError<()>> =
+            (&self.messages, &self.msg_index).transaction(|(msgs, index)| {
+                if index.get(m.id)?.is_some() {
+                    return Ok(false);
+                }
+                msgs.insert(key.as_slice(), value.as_slice())?;
+                index.insert(&m.id, key.as_slice())?;
+                Ok(true)
+            });
+        r.map_err(|e| self.err(format!("{e:?}")))
+    }
+
+    /// Stores an outgoing message and its outbox entry in one transaction.
+    pub fn insert_outgoing(&self, m: &StoredMessage, out: &OutboxEntry) -> Result<(), NodeError> {
+        let seq = self.db.generate_id().map_err(|e| self.err(e))?;
+        let key = msg_key(&m.conversation, seq);
+        let (value, entry) = (enc(m), enc(out));
+        let r: Result<(), TransactionError<()>> = (&self.messages, &self.msg_index, &self.outbox)
+            .transaction(|(msgs, index, outbox)| {
+                msgs.insert(key.as_slice(), value.as_slice())?;
+                index.insert(&m.id, key.as_slice())?;
+                outbox.insert(&m.id, entry.as_slice())?;
+                Ok(())
+            });
+        r.map_err(|e| self.err(format!("{e:?}")))
+    }
+
+    /// A message by id.
+    pub fn message(&self, id: &[u8; 16]) -> Result<Option<StoredMessage>, NodeError> {
+        let Some(key) = self.msg_index.get(id).map_err(|e| self.err(e))? else { return Ok(None) };
+        match self.messages.get(key).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets a message's status; returns the updated message, or `None` if unknown.
+    pub fn set_status(
+        &self,
+        id: &[u8; 16],
+        status: Status,
+    ) -> Result<Option<StoredMessage>, NodeError> {
+        let Some(key) = self.msg_index.get(id).map_err(|e| self.err(e))? else { return Ok(None) };
+        let r: Result<Option<Vec<u8>>, TransactionError<()>> = self.messages.transaction(|msgs| {
+            let Some(v) = msgs.get(&key)? else { return Ok(None) };
+            let mut m: StoredMessage = codec::from_slice(&v, MAX_VALUE)
+                .map_err(|_| ConflictableTransactionError::Abort(()))?;
+            m.status = status;
+            let bytes = enc(&m);
+            msgs.insert(&key, bytes.as_slice())?;
+            Ok(Some(bytes))
+        });
+        match r.map_err(|e| self.err(format!("{e:?}")))? {
+            Some(bytes) => Ok(Some(self.decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The last `limit` messages, oldest first, of one conversation or of all.
+    pub fn messages(
+        &self,
+        conversation: Option<&[u8; 16]>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, NodeError> {
+        let mut out: Vec<StoredMessage> = match conversation {
+            Some(c) => self
+                .messages
+                .scan_prefix(c)
+                .values()
+                .rev()
+                .take(limit)
+                .map(|v| self.decode(&v.map_err(|e| self.err(e))?))
+                .collect::<Result<_, _>>()?,
+            None => {
+                let mut all: Vec<StoredMessage> = self
+                    .messages
+                    .iter()
+                    .values()
+                    .map(|v| self.decode(&v.map_err(|e| self.err(e))?))
+                    .collect::<Result<_, _>>()?;
+                all.sort_by_key(|m| m.stored_at);
+                all.into_iter().rev().take(limit).collect()
+            }
+        };
+        out.reverse();
+        Ok(out)
+    }
+
+    /// An outbox entry by message id.
+    pub fn outbox_entry(&self, id: &[u8; 16]) -> Result<Option<OutboxEntry>, NodeError> {
+        match self.outbox.get(id).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces an outbox entry.
+    pub fn put_outbox(&self, e: &OutboxEntry) -> Result<(), NodeError> {
+        self.outbox.insert(e.id, enc(e)).map(|_| ()).map_err(|x| self.err(x))
+    }
+
+    /// Removes an outbox entry.
+    pub fn remove_outbox(&self, id: &[u8; 16]) -> Result<(), NodeError> {
+        self.outbox.remove(id).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Every outbox entry.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, NodeError> {
+        self.outbox.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+    }
+
+    /// Number of outbox entries.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+}
+
+fn msg_key(conversation: &[u8; 16], seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(conversation);
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: u8, conv: u8, at: u64) -> StoredMessage {
+        StoredMessage {
+            id: [id; 16],
+            conversation: [conv; 16],
+            direction: Direction::In,
+            sender: [1; 16],
+            peer: [1; 16],
+            kind: "text".into(),
+            text: Some(format!("m{id}")),
+            sent_at: at,
+            stored_at: at,
+            status: Status::Received,
+            raw: vec![],
+        }
+    }
+
+    #[test]
+    fn incoming_is_deduplicated_and_ordered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        assert!(s.insert_incoming(&msg(1, 9, 10)).expect("insert"));
+        assert!(!s.insert_incoming(&msg(1, 9, 10)).expect("insert"));
+        assert!(s.insert_incoming(&msg(2, 9, 11)).expect("insert"));
+        assert!(s.insert_incoming(&msg(3, 8, 12)).expect("insert"));
+        let conv = s.messages(Some(&[9; 16]), 100).expect("list");
+        assert_eq!(conv.iter().map(|m| m.id[0]).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            s.messages(None, 2).expect("list").iter().map(|m| m.id[0]).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        let updated = s.set_status(&[2; 16], Status::Read).expect("status").expect("known");
+        assert_eq!(updated.status, Status::Read);
+        assert_eq!(s.message(&[2; 16]).expect("get").map(|m| m.status), Some(Status::Read));
+    }
+
+    #[test]
+    fn store_survives_reopen_and_refuses_a_second_opener() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.insert_incoming(&msg(1, 1, 1)).expect("insert");
+            let second = Store::open(dir.path());
+            assert!(matches!(second, Err(NodeError::Store { .. })), "{second:?}");
+        }
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.messages(None, 10).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn other_schema_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.meta_set("schema", &99u64).expect("set");
+        }
+        let err = Store::open(dir.path()).expect_err("refused");
+        assert!(err.to_string().contains("layout version 99"), "{err}");
+    }
+}

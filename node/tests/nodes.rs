@@ -1,0 +1,283 @@
+//! In-process integration tests: several real nodes over the memory transport.
+
+use std::time::Duration;
+
+use kith_node::home::Home;
+use kith_node::network::TransportKind;
+use kith_node::{Multiaddr, Node, NodeConfig, NodeError};
+use kith_protocol::identity::{DeviceKeypair, IdentityKeypair, SignedPrekey, X25519Secret};
+use kith_protocol::name::{claim_hash, DeviceEntry, RecordDraft};
+use kith_protocol::{dht_key, AckStatus, DeliveryAck, DeviceCertificate};
+use tempfile::TempDir;
+
+const POW: u32 = 8;
+
+struct TestNode {
+    node: Node,
+    home: std::path::PathBuf,
+    _dir: Option<TempDir>,
+}
+
+async fn start(home: &std::path::Path, bootstrap: Vec<Multiaddr>) -> Node {
+    Node::start(NodeConfig {
+        home: home.to_owned(),
+        transport: TransportKind::Memory,
+        listen: vec!["/memory/0".parse().expect("addr")],
+        bootstrap,
+        pow_bits: POW,
+    })
+    .await
+    .expect("node starts")
+}
+
+async fn spawn(bootstrap: Vec<Multiaddr>) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    Home::new(&home).init("test", kith_node::now_ms()).expect("init");
+    let node = start(&home, bootstrap).await;
+    TestNode { node, home, _dir: Some(dir) }
+}
+
+async fn addr(n: &Node) -> Multiaddr {
+    for _ in 0..100 {
+        let s = n.status().await.expect("status");
+        if let Some(a) = s.listen_addrs.first() {
+            return a.parse().expect("multiaddr");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node never listened");
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs` seconds.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn network() -> (TestNode, TestNode, TestNode) {
+    let boot = spawn(vec![]).await;
+    let b = addr(&boot.node).await;
+    let alice = spawn(vec![b.clone()]).await;
+    let bob = spawn(vec![b]).await;
+    for n in [&alice, &bob] {
+        eventually(10, "connection to bootstrap", || async {
+            (n.node.status().await.ok()?.connected_peers > 0).then_some(())
+        })
+        .await;
+    }
+    alice.node.register("alice").await.expect("alice registers");
+    bob.node.register("bob").await.expect("bob registers");
+    (boot, alice, bob)
+}
+
+async fn delivered(n: &Node, id: &str) -> bool {
+    n.message(id).map(|m| m.status == "delivered").unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_resolve_send_and_ack() {
+    let (_boot, alice, bob) = network().await;
+    let r = alice.node.resolve("bob").await.expect("resolves");
+    assert_eq!(r.user_id, bob.node.user_id().to_string());
+    assert_eq!(r.devices.len(), 1);
+    assert_eq!(r.devices[0].peer_id, bob.node.peer_id().to_string());
+
+    let sent = alice.node.send_text("@bob", "hello bob").await.expect("queued");
+    assert_eq!(sent.status, "queued");
+    eventually(20, "delivery", || async { delivered(&alice.node, &sent.id).await.then_some(()) })
+        .await;
+    let got = bob.node.messages(None, 100).expect("history");
+    assert_eq!(got.iter().filter(|m| m.text.as_deref() == Some("hello bob")).count(), 1);
+    assert_eq!(got[0].direction, "in");
+    // Bob learns alice's name from her signed record, after checking it.
+    eventually(20, "sender name", || async {
+        (bob.node.messages(None, 10).ok()?.first()?.from == "alice").then_some(())
+    })
+    .await;
+    // And he can answer by name.
+    let reply = bob.node.send_text("alice", "hi alice").await.expect("queued");
+    eventually(20, "reply delivery", || async {
+        delivered(&bob.node, &reply.id).await.then_some(())
+    })
+    .await;
+    let conv = alice.node.messages(Some("bob"), 100).expect("conversation");
+    assert_eq!(
+        conv.iter().map(|m| m.text.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        vec!["hello bob", "hi alice"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_invalid_names_are_clear_errors() {
+    let (_boot, alice, _bob) = network().await;
+    assert!(matches!(alice.node.send_text("nobody", "hi").await, Err(NodeError::NameNotFound(_))));
+    assert!(matches!(alice.node.register("A B").await, Err(NodeError::InvalidName(_))));
+    assert_eq!(
+        alice.node.status().await.expect("status").outbox,
+        0,
+        "nothing queued for unknown names"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_history_and_outbox_delivers_once() {
+    let (boot, alice, bob) = network().await;
+    let first = alice.node.send_text("bob", "before").await.expect("queued");
+    eventually(20, "delivery", || async { delivered(&alice.node, &first.id).await.then_some(()) })
+        .await;
+
+    let TestNode { node: bob_node, home: bob_home, _dir: _bob_dir } = bob;
+    bob_node.shutdown().await.expect("bob stops");
+    drop(bob_node);
+    let away = alice.node.send_text("bob", "while you were away").await.expect("queued");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!delivered(&alice.node, &away.id).await);
+    assert_eq!(alice.node.status().await.expect("status").outbox, 1);
+
+    // Alice restarts too: her outbox must survive.
+    let TestNode { node: alice_node, home: alice_home, _dir: _alice_dir } = alice;
+    alice_node.shutdown().await.expect("alice stops");
+    drop(alice_node);
+    let b = addr(&boot.node).await;
+    let alice2 = start(&alice_home, vec![b.clone()]).await;
+    assert_eq!(alice2.status().await.expect("status").outbox, 1);
+    let bob2 = start(&bob_home, vec![b]).await;
+    assert!(bob2
+        .messages(None, 10)
+        .expect("history")
+        .iter()
+        .any(|m| m.text.as_deref() == Some("before")));
+    eventually(60, "delivery after restart", || async {
+        delivered(&alice2, &away.id).await.then_some(())
+    })
+    .await;
+    let got = bob2.messages(None, 100).expect("history");
+    assert_eq!(got.iter().filter(|m| m.text.as_deref() == Some("while you were away")).count(), 1);
+    assert_eq!(got.iter().filter(|m| m.text.as_deref() == Some("before")).count(), 1);
+    assert_eq!(alice2.status().await.expect("status").outbox, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_claims_and_trust_on_first_use() {
+    let (boot, alice, bob) = network().await;
+    // Alice pins bob.
+    alice.node.resolve("bob").await.expect("resolves");
+    // Mallory cannot register a held name the ordinary way.
+    let mallory = spawn(vec![addr(&boot.node).await]).await;
+    assert!(matches!(mallory.node.register("bob").await, Err(NodeError::NameTaken(_))));
+
+    // Mallory forges a competing claim with more work than bob's and pushes it into the DHT.
+    let bob_claim = {
+        let key = dht_key("bob");
+        let raw = boot.node.network().get_records(key.to_vec()).await.expect("get");
+        let policy = kith_protocol::RecordPolicy { min_pow_bits: POW };
+        raw.iter()
+            .filter_map(|b| {
+                kith_protocol::NameRecord::verify(b, Some(&key), kith_node::now_ms(), &policy).ok()
+            })
+            .map(|r| r.claim_hash)
+            .min()
+            .expect("bob's record")
+    };
+    let id = IdentityKeypair::generate(&mut rand::rngs::OsRng);
+    let dev = DeviceKeypair::generate(&mut rand::rngs::OsRng);
+    let st = X25519Secret::generate(&mut rand::rngs::OsRng);
+    let pk = X25519Secret::generate(&mut rand::rngs::OsRng);
+    let mut nonce = 0u64;
+    while claim_hash("bob", &id.public().to_bytes(), nonce) >= bob_claim {
+        nonce += 1;
+    }
+    let now = kith_node::now_ms();
+    let forged = RecordDraft {
+        name: "bob".into(),
+        devices: vec![DeviceEntry {
+            cert: DeviceCertificate::issue(&id, &dev, &st, now, "evil"),
+            prekey: SignedPrekey::sign(&dev, 1, &pk, now, now + 86_400_000 * 2),
+        }],
+        mailboxes: vec![],
+        seq: 1,
+        issued_at: now,
+        expires_at: now + 86_400_000,
+        pow_nonce: nonce,
+    }
+    .sign(&id)
+    .expect("sign");
+    mallory
+        .node
+        .network()
+        .put_record(dht_key("bob").to_vec(), forged.to_bytes(), now + 86_400_000)
+        .await
+        .expect("put");
+
+    // A newcomer sees the stronger claim; alice keeps talking to the bob she pinned, and is warned.
+    let carol = spawn(vec![addr(&boot.node).await]).await;
+    let seen = eventually(20, "forged claim to spread", || async {
+        let r = carol.node.network().get_records(dht_key("bob").to_vec()).await.ok()?;
+        (r.len() >= 2).then_some(r.len())
+    })
+    .await;
+    assert!(seen >= 2);
+    let r = alice.node.resolve("bob").await.expect("pinned record still used");
+    assert_eq!(r.user_id, bob.node.user_id().to_string());
+    assert!(alice
+        .node
+        .contacts()
+        .expect("contacts")
+        .iter()
+        .any(|c| c.name == "bob" && c.key_changed));
+    // After `trust`, alice follows the new key.
+    let c = alice.node.trust("bob").await.expect("trust");
+    assert_eq!(c.user_id, id.user_id().to_string());
+    assert!(!c.key_changed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_records_and_envelopes_are_rejected_and_counted() {
+    let (boot, alice, bob) = network().await;
+    // A record whose signature is broken.
+    let bytes = {
+        let key = dht_key("alice");
+        let raw = alice.node.network().get_records(key.to_vec()).await.expect("get");
+        let mut rec = raw.into_iter().next().expect("alice's record");
+        let n = rec.len();
+        rec[n - 5] ^= 0xff;
+        rec
+    };
+    let before = boot.node.status().await.expect("status").rejected.records;
+    let _ = bob
+        .node
+        .network()
+        .put_record(dht_key("alice").to_vec(), bytes, kith_node::now_ms() + 60_000)
+        .await;
+    eventually(10, "rejection counted", || async {
+        (boot.node.status().await.ok()?.rejected.records > before).then_some(())
+    })
+    .await;
+    assert_eq!(
+        alice.node.resolve("alice").await.expect("still resolves").user_id,
+        alice.node.user_id().to_string()
+    );
+
+    // Garbage and tampered envelopes: rejected with a reason, counted, and bob keeps serving.
+    let garbage =
+        alice.node.network().send_envelope(bob.node.peer_id(), vec![0xa5; 300]).await.expect("net");
+    let ack = DeliveryAck::from_bytes(&garbage.expect("answered")).expect("ack");
+    assert_eq!(ack.status, AckStatus::Rejected);
+    assert_eq!(bob.node.status().await.expect("status").rejected.envelopes, 1);
+    let m = alice.node.send_text("bob", "still fine").await.expect("queued");
+    eventually(20, "delivery after garbage", || async {
+        delivered(&alice.node, &m.id).await.then_some(())
+    })
+    .await;
+}
