@@ -70,7 +70,11 @@ pub fn daemon(
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
     let config = DaemonConfig { home: home.dir().to_path_buf(), listen, bootstrap, api, pow_bits };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -524,7 +524,9 @@ impl EventLoop {
                 self.pending_get.insert(id, (Vec::new(), reply));
             }
             Command::SendEnvelope { peer, bytes, reply } => {
-                if self.swarm.is_connected(&peer) {
+                if self.pending_send.len() >= MAX_PENDING_QUERIES {
+                    let _ = reply.send(Err("too many deliveries in flight".into()));
+                } else if self.swarm.is_connected(&peer) {
                     let id = self.swarm.behaviour_mut().dm.send_request(&peer, bytes);
                     self.pending_send.insert(id, reply);
                 } else if self.pending() >= MAX_PENDING_QUERIES {
@@ -550,6 +552,10 @@ impl EventLoop {
             Command::Dial { addr, reply } => {
                 if let Some(Protocol::P2p(peer)) = addr.iter().last() {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                }
+                if self.pending_dial.len() >= MAX_PENDING_QUERIES {
+                    let _ = reply.send(Err("too many dials in flight".into()));
+                    return;
                 }
                 match self.swarm.dial(addr) {
                     Ok(()) => self.pending_dial.push(reply),
