@@ -36,8 +36,8 @@ pub const MAX_ADDR_LEN: usize = 256;
 pub const MAX_RECORD_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
 /// How far in the future a record's issue time may lie (clock skew): 10 minutes.
 pub const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
-/// Default proof-of-work difficulty in leading zero bits; about one second of one core for a
-/// release build on a 2020s x86-64 core (see `docs/benchmarks.md`).
+/// Default proof-of-work difficulty in leading zero bits: 2^22 claim hashes on average, about
+/// 0.65 s of one core in a release build on the 2-core reference machine (`docs/benchmarks.md`).
 pub const DEFAULT_POW_BITS: u32 = 22;
 
 /// Domain separation prefix of name record signatures.

@@ -1,0 +1,167 @@
+//! Writes a seed corpus of valid encodings into `corpus/<target>/`, so the fuzzers start from
+//! inputs that pass the signature and AEAD checks they could never forge on their own.
+//!
+//! Run from `protocol/fuzz`: `cargo run --example seed_corpus`. Existing files are overwritten.
+
+use std::fs;
+use std::path::Path;
+
+use kith_protocol::envelope::Recipient;
+use kith_protocol::identity::{DeviceKeypair, IdentityKeypair, SignedPrekey, X25519Secret};
+use kith_protocol::message::{Member, SessionId, Share};
+use kith_protocol::name::{solve_pow, DeviceEntry, MailboxPeer};
+use kith_protocol::{
+    dht_key, Content, ConversationId, DeviceCertificate, Envelope, Message, MessageId, NameRecord,
+    ReceiptKind, RecordDraft, RecordPolicy, Text, UserId, VERSION,
+};
+
+/// 2026-01-01T00:00:00Z; the `name_record` target verifies one hour later.
+const T0: u64 = 1_767_225_600_000;
+const DAY: u64 = 86_400_000;
+
+/// The receiving device of the `envelope` target (same secrets as in `fuzz_targets/envelope.rs`).
+const BOB_DEVICE: [u8; 32] = [0x22; 32];
+const BOB_PREKEY: [u8; 32] = [0x24; 32];
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    fs::create_dir_all(&dir).expect("create corpus directory");
+    fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
+    println!("{target}/seed-{name}: {} bytes", bytes.len());
+}
+
+fn contents(sender: UserId) -> Vec<(&'static str, Content)> {
+    let member = Member { user: sender, identity: [7; 32], name: Some("alice".into()) };
+    vec![
+        ("text", Content::Text(Text { body: "meet at noon by the fountain".into() })),
+        ("reply", Content::Reply { to: MessageId([1; 16]), body: "ok".into() }),
+        (
+            "reaction",
+            Content::Reaction { to: MessageId([1; 16]), emoji: "👍".into(), remove: false },
+        ),
+        ("edit", Content::Edit { to: MessageId([1; 16]), body: "meet at one".into() }),
+        ("delete", Content::Delete { to: MessageId([1; 16]) }),
+        (
+            "receipt",
+            Content::Receipt {
+                kind: ReceiptKind::Read,
+                ids: vec![MessageId([1; 16]), MessageId([2; 16])],
+            },
+        ),
+        ("typing", Content::Typing { active: true }),
+        (
+            "location",
+            Content::Location {
+                lat: 48.8584,
+                lon: 2.2945,
+                accuracy_m: Some(12.5),
+                label: Some("the tower".into()),
+            },
+        ),
+        (
+            "live_location",
+            Content::LiveLocation {
+                session: SessionId([3; 16]),
+                seq: 4,
+                lat: -33.86,
+                lon: 151.21,
+                accuracy_m: None,
+                until: T0 + DAY,
+                stopped: false,
+            },
+        ),
+        (
+            "attachment",
+            Content::Attachment {
+                hash: [8; 32],
+                size: 123_456,
+                mime: "image/png".into(),
+                name: Some("cat.png".into()),
+                key: [9; 32],
+            },
+        ),
+        (
+            "bill",
+            Content::BillSplit {
+                bill: SessionId([4; 16]),
+                description: "dinner".into(),
+                total: 9_000,
+                currency: "EUR".into(),
+                shares: vec![Share { user: sender, amount: 4_500, settled: true }],
+            },
+        ),
+        (
+            "group_invite",
+            Content::GroupInvite {
+                group: ConversationId([5; 16]),
+                title: Some("climbing".into()),
+                members: vec![member.clone()],
+                epoch: 1,
+                epoch_key: [10; 32],
+            },
+        ),
+        ("group_add", Content::GroupAdd { group: ConversationId([5; 16]), member }),
+        ("group_leave", Content::GroupLeave { group: ConversationId([5; 16]) }),
+        ("group_remove", Content::GroupRemove { group: ConversationId([5; 16]), user: sender }),
+        (
+            "group_key",
+            Content::GroupKey { group: ConversationId([5; 16]), epoch: 2, key: [11; 32] },
+        ),
+        ("unsupported", Content::Unsupported { kind: "x-poll".into(), body: vec![0xa0] }),
+    ]
+}
+
+fn main() {
+    let alice_id = IdentityKeypair::from_secret(&[0x11; 32]);
+    let alice_dev = DeviceKeypair::from_secret(&[0x12; 32]);
+    let alice_static = X25519Secret::from_bytes([0x13; 32]);
+    let alice_prekey = X25519Secret::from_bytes([0x14; 32]);
+    let cert = DeviceCertificate::issue(&alice_id, &alice_dev, &alice_static, T0, "laptop");
+    cert.verify(None).expect("seed certificate verifies");
+    write("device_cert", "laptop", &cert.to_bytes());
+
+    let bob_dev = DeviceKeypair::from_secret(&BOB_DEVICE);
+    let bob_prekey = X25519Secret::from_bytes(BOB_PREKEY);
+    let to =
+        Recipient { device: bob_dev.public_bytes(), prekey_id: 1, prekey: bob_prekey.public() };
+    for (kind, content) in contents(alice_id.user_id()) {
+        let msg = Message {
+            v: VERSION,
+            id: MessageId([0x41; 16]),
+            conversation: ConversationId([0x42; 16]),
+            sender: alice_id.user_id(),
+            sent_at: T0,
+            content,
+        };
+        write("message", kind, &msg.to_bytes());
+        let env = Envelope::seal(&cert, &alice_static, &to, &msg, Some("alice")).expect("seal");
+        // The seed must get through every check of the `envelope` target's first `open`.
+        let opened = env.open(&bob_dev.public_bytes(), |_| Some(bob_prekey.clone()));
+        assert_eq!(opened.expect("seed envelope opens").message, msg);
+        write("envelope", kind, &env.to_bytes());
+    }
+
+    let prekey = SignedPrekey::sign(&alice_dev, 1, &alice_prekey, T0, T0 + 7 * DAY);
+    let mailbox = MailboxPeer {
+        peer_id: bob_dev.peer_id().to_bytes(),
+        addrs: vec!["/ip4/192.0.2.1/tcp/4001".into()],
+    };
+    for (label, mailboxes) in [("alice", vec![]), ("alice_mailbox", vec![mailbox])] {
+        let record = RecordDraft {
+            name: "alice".into(),
+            devices: vec![DeviceEntry { cert: cert.clone(), prekey: prekey.clone() }],
+            mailboxes,
+            seq: 1,
+            issued_at: T0,
+            expires_at: T0 + DAY,
+            pow_nonce: solve_pow("alice", &alice_id.public(), 8, 0),
+        }
+        .sign(&alice_id)
+        .expect("valid name");
+        // The seed must verify under the `name_record` target's time, key and policy.
+        let policy = RecordPolicy { min_pow_bits: 0 };
+        NameRecord::verify(&record.to_bytes(), Some(&dht_key("alice")), T0 + 3_600_000, &policy)
+            .expect("seed record verifies");
+        write("name_record", label, &record.to_bytes());
+    }
+}
