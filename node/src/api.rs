@@ -56,6 +56,7 @@ impl From<NodeError> for ApiError {
             NodeError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
             NodeError::KeyChanged { .. } => (StatusCode::CONFLICT, "key_changed"),
             NodeError::Dht(_) => (StatusCode::BAD_GATEWAY, "dht"),
+            NodeError::Refused(_) => (StatusCode::FORBIDDEN, "refused"),
             NodeError::Message(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -97,7 +98,11 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/contacts", get(contacts))
         .route("/v1/trust", post(trust))
         .route("/v1/events", get(events))
+        .route("/v1/mailboxes", get(mailboxes).post(add_mailbox))
+        .route("/v1/mailboxes/{peer_id}", axum::routing::delete(remove_mailbox))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -212,6 +217,35 @@ async fn trust(
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
     Ok(Json(s.node.trust(&b.name).await?))
+}
+
+#[derive(Deserialize)]
+struct AddrBody {
+    addr: String,
+}
+
+async fn mailboxes(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.mailboxes()?))
+}
+
+async fn add_mailbox(
+    State(s): State<AppState>,
+    body: Result<Json<AddrBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    Ok(Json(s.node.add_mailbox(&b.addr).await?))
+}
+
+async fn remove_mailbox(
+    State(s): State<AppState>,
+    Path(peer): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    s.node.remove_mailbox(&peer).await?;
+    Ok(Json(json!({ "removed": peer })))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.node.metrics_text())
 }
 
 fn sse_event(e: NodeEvent) -> SseEvent {

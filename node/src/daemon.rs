@@ -25,6 +25,8 @@ pub struct DaemonConfig {
     pub api: SocketAddr,
     /// Minimum proof-of-work difficulty of name records, in bits.
     pub pow_bits: u32,
+    /// Mailbox service policy (off unless `enabled`).
+    pub mailbox: crate::mailbox::MailboxConfig,
 }
 
 /// Runs the daemon until `shutdown` completes, then shuts down cleanly: the API stops taking
@@ -47,6 +49,7 @@ where
         listen: config.listen.clone(),
         bootstrap: config.bootstrap.clone(),
         pow_bits: config.pow_bits,
+        mailbox: config.mailbox.clone(),
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(|e| {

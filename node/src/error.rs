@@ -70,6 +70,9 @@ pub enum NodeError {
     /// No such message, contact or conversation.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A peer (a mailbox) refused the request.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The network task has stopped.
     #[error("the network task has stopped")]
     NetworkStopped,

@@ -4,6 +4,10 @@
 //! - [`store`]: the sled store; the only module that touches sled.
 //! - [`network`]: the libp2p swarm, owned by one task, and its cloneable [`network::Client`].
 //! - [`node`]: names, resolution with trust on first use, direct messages, outbox.
+//! - [`mail`]: mailboxes: enrolling, depositing, fetching, and the mailbox service.
+//! - [`mailbox`]: mailbox policy and limits.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`outbox`]: retry decisions of the outbox.
 //! - [`api`]: the local HTTP/JSON API.
 //! - [`daemon`]: wires everything together for `kith daemon`.
 #![deny(missing_docs, unreachable_pub)]
@@ -13,6 +17,9 @@ pub mod api;
 pub mod daemon;
 pub mod error;
 pub mod home;
+pub mod mail;
+pub mod mailbox;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod outbox;
@@ -20,6 +27,7 @@ pub mod store;
 
 pub use error::NodeError;
 pub use libp2p::Multiaddr;
+pub use mail::MailboxView;
 pub use node::{Node, NodeConfig};
 
 /// The default address of the local API.

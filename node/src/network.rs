@@ -7,31 +7,35 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use kith_protocol::envelope::{MAX_ACK, MAX_ENVELOPE};
+use kith_protocol::mailbox::{MAX_MAILBOX_REQUEST, MAX_MAILBOX_RESPONSE};
 use kith_protocol::name::{check_replaces, MAX_RECORD_SIZE};
 use kith_protocol::{AckStatus, DeliveryAck, NameRecord, RecordPolicy};
 use libp2p::kad::store::RecordStore;
+use libp2p::metrics::{Metrics as P2pMetrics, Recorder, Registry};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, identify, kad, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
-    Swarm,
+    connection_limits, identify, kad, noise, ping, relay, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::error::NodeError;
+use crate::metrics::Counters;
 
 /// Kademlia protocol name: Kith's own DHT, never mixed with the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/kad/1.0.0");
 /// Direct-message protocol name.
 pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/dm/1");
+/// Mailbox protocol name.
+pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/mailbox/1");
 /// Identify protocol version string.
 pub const IDENTIFY_VERSION: &str = "/kith/1.0.0";
 
@@ -72,19 +76,6 @@ pub enum TransportKind {
     Memory,
 }
 
-/// Counters of what the network rejected.
-#[derive(Debug, Default)]
-pub struct NetStats {
-    /// Name records refused on PUT (invalid, stale, or losing the conflict rule).
-    pub rejected_records: AtomicU64,
-    /// Malformed or oversized direct-message frames.
-    pub malformed_frames: AtomicU64,
-    /// Envelopes that did not open or broke a rule.
-    pub rejected_envelopes: AtomicU64,
-    /// Inbound envelopes answered `busy`.
-    pub busy: AtomicU64,
-}
-
 /// A snapshot of the network state.
 #[derive(Clone, Debug)]
 pub struct NetStatus {
@@ -96,9 +87,18 @@ pub struct NetStatus {
     pub connected_peers: usize,
 }
 
-/// The reply handle of an inbound envelope; answer it with [`Client::respond`].
+/// The reply handle of an inbound request; answer it with [`Client::respond`].
 #[derive(Debug)]
-pub struct Reply(ResponseChannel<Vec<u8>>);
+pub struct Reply(Proto, ResponseChannel<Vec<u8>>);
+
+/// Which request-response protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// `/kith/dm/1`.
+    Dm,
+    /// `/kith/mailbox/1`.
+    Mailbox,
+}
 
 /// What the network reports to the node.
 #[derive(Debug)]
@@ -110,6 +110,15 @@ pub enum Event {
         /// The encoded envelope.
         bytes: Vec<u8>,
         /// Where to send the acknowledgement.
+        reply: Reply,
+    },
+    /// A mailbox request arrived; it must be answered with an encoded mailbox response.
+    MailboxRequest {
+        /// The peer it came from (authenticated by the transport).
+        peer: PeerId,
+        /// The encoded request.
+        bytes: Vec<u8>,
+        /// Where to send the answer.
         reply: Reply,
     },
     /// A connection to a peer was established.
@@ -127,10 +136,12 @@ enum Command {
         key: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
     },
-    SendEnvelope {
+    Request {
+        proto: Proto,
         peer: PeerId,
+        addrs: Vec<Multiaddr>,
         bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+        reply: SendReply,
     },
     Respond {
         reply: Reply,
@@ -149,7 +160,7 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct Client {
     tx: mpsc::Sender<Command>,
-    stats: Arc<NetStats>,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Command {
@@ -157,7 +168,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::PutRecord { .. } => "PutRecord",
             Command::GetRecords { .. } => "GetRecords",
-            Command::SendEnvelope { .. } => "SendEnvelope",
+            Command::Request { .. } => "Request",
             Command::Respond { .. } => "Respond",
             Command::Status { .. } => "Status",
             Command::Dial { .. } => "Dial",
@@ -198,15 +209,31 @@ impl Client {
         peer: PeerId,
         bytes: Vec<u8>,
     ) -> Result<Result<Vec<u8>, String>, NodeError> {
-        self.call(|reply| Command::SendEnvelope { peer, bytes, reply }).await
+        self.call(|reply| Command::Request {
+            proto: Proto::Dm,
+            peer,
+            addrs: Vec::new(),
+            bytes,
+            reply,
+        })
+        .await
     }
 
-    /// Answers an inbound envelope.
-    pub async fn respond(&self, reply: Reply, ack: &DeliveryAck) -> Result<(), NodeError> {
-        self.tx
-            .send(Command::Respond { reply, bytes: ack.to_bytes() })
+    /// Sends a mailbox request to a peer, at `addrs` if it is not connected, and returns its raw
+    /// answer; `Err` text says why not.
+    pub async fn mailbox_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        bytes: Vec<u8>,
+    ) -> Result<Result<Vec<u8>, String>, NodeError> {
+        self.call(|reply| Command::Request { proto: Proto::Mailbox, peer, addrs, bytes, reply })
             .await
-            .map_err(|_| NodeError::NetworkStopped)
+    }
+
+    /// Answers an inbound request with encoded bytes.
+    pub async fn respond(&self, reply: Reply, bytes: Vec<u8>) -> Result<(), NodeError> {
+        self.tx.send(Command::Respond { reply, bytes }).await.map_err(|_| NodeError::NetworkStopped)
     }
 
     /// The network's state.
@@ -219,15 +246,19 @@ impl Client {
         self.call(|reply| Command::Dial { addr, reply }).await?.map_err(NodeError::Dht)
     }
 
-    /// The rejection counters.
-    pub fn stats(&self) -> &NetStats {
-        &self.stats
+    /// Kith's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 }
 
-/// Length-prefixed frames with explicit size limits for `/kith/dm/1`.
-#[derive(Clone, Debug, Default)]
-pub struct DmCodec;
+/// Length-prefixed frames (4-byte big-endian length) with explicit size limits, for
+/// `/kith/dm/1` and `/kith/mailbox/1`.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameCodec {
+    max_request: usize,
+    max_response: usize,
+}
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
@@ -261,7 +292,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io.flush().await
 }
 
-impl request_response::Codec for DmCodec {
+impl request_response::Codec for FrameCodec {
     type Protocol = StreamProtocol;
     type Request = Vec<u8>;
     type Response = Vec<u8>;
@@ -270,14 +301,14 @@ impl request_response::Codec for DmCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, MAX_DM_REQUEST).await
+        read_frame(io, self.max_request).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, MAX_DM_RESPONSE).await
+        read_frame(io, self.max_response).await
     }
 
     async fn write_request<T>(
@@ -289,7 +320,7 @@ impl request_response::Codec for DmCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req, MAX_DM_REQUEST).await
+        write_frame(io, &req, self.max_request).await
     }
 
     async fn write_response<T>(
@@ -301,7 +332,7 @@ impl request_response::Codec for DmCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res, MAX_DM_RESPONSE).await
+        write_frame(io, &res, self.max_response).await
     }
 }
 
@@ -309,9 +340,11 @@ impl request_response::Codec for DmCodec {
 struct Behaviour {
     limits: connection_limits::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
-    dm: request_response::Behaviour<DmCodec>,
+    dm: request_response::Behaviour<FrameCodec>,
+    mailbox: request_response::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    relay: Toggle<relay::Behaviour>,
 }
 
 /// How to build the network.
@@ -325,9 +358,11 @@ pub struct NetworkConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Minimum proof of work of name records accepted for storage.
     pub pow_bits: u32,
+    /// Serve as a libp2p relay (v2) for others.
+    pub relay: bool,
 }
 
-fn behaviour(key: &libp2p::identity::Keypair) -> Behaviour {
+fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
     let peer_id = key.public().to_peer_id();
     let mut kcfg = kad::Config::new(KAD_PROTOCOL);
     kcfg.set_record_filtering(kad::StoreInserts::FilterBoth)
@@ -348,11 +383,23 @@ fn behaviour(key: &libp2p::identity::Keypair) -> Behaviour {
     );
     let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
     kad.set_mode(Some(kad::Mode::Server));
-    let dm = request_response::Behaviour::new(
-        [(DM_PROTOCOL, ProtocolSupport::Full)],
+    let rr_config = || {
         request_response::Config::default()
             .with_request_timeout(DM_TIMEOUT)
-            .with_max_concurrent_streams(MAX_DM_STREAMS),
+            .with_max_concurrent_streams(MAX_DM_STREAMS)
+    };
+    let dm = request_response::Behaviour::with_codec(
+        FrameCodec { max_request: MAX_DM_REQUEST, max_response: MAX_DM_RESPONSE },
+        [(DM_PROTOCOL, ProtocolSupport::Full)],
+        rr_config(),
+    );
+    let mailbox = request_response::Behaviour::with_codec(
+        FrameCodec { max_request: MAX_MAILBOX_REQUEST, max_response: MAX_MAILBOX_RESPONSE },
+        [(MAILBOX_PROTOCOL, ProtocolSupport::Full)],
+        rr_config(),
+    );
+    let relay = Toggle::from(
+        relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
     );
     let limits = connection_limits::Behaviour::new(
         connection_limits::ConnectionLimits::default()
@@ -365,12 +412,13 @@ fn behaviour(key: &libp2p::identity::Keypair) -> Behaviour {
             .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
     );
     let ping = ping::Behaviour::new(ping::Config::new());
-    Behaviour { limits, kad, dm, identify, ping }
+    Behaviour { limits, kad, dm, mailbox, identify, ping, relay }
 }
 
 fn build_swarm(
     key: libp2p::identity::Keypair,
     transport: TransportKind,
+    relay: bool,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let cfg = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
     let err =
@@ -384,7 +432,7 @@ fn build_swarm(
                 yamux::Config::default,
             )
             .map_err(|e| err(&e))?
-            .with_behaviour(behaviour)
+            .with_behaviour(|k| behaviour(k, relay))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build(),
@@ -397,7 +445,7 @@ fn build_swarm(
                     .multiplex(yamux::Config::default()))
             })
             .map_err(|e| err(&e))?
-            .with_behaviour(behaviour)
+            .with_behaviour(|k| behaviour(k, relay))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build()
@@ -410,8 +458,11 @@ fn build_swarm(
 pub fn new(
     key: libp2p::identity::Keypair,
     config: NetworkConfig,
+    counters: Counters,
+    registry: &mut Registry,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NodeError> {
-    let mut swarm = build_swarm(key, config.transport)?;
+    let mut swarm = build_swarm(key, config.transport, config.relay)?;
+    let p2p_metrics = P2pMetrics::new(registry.sub_registry_with_prefix("libp2p"));
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -431,13 +482,13 @@ pub fn new(
     }
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (etx, erx) = mpsc::channel(EVENT_CAPACITY);
-    let stats = Arc::new(NetStats::default());
-    let client = Client { tx, stats: stats.clone() };
+    let client = Client { tx, counters: counters.clone() };
     let ev = EventLoop {
         swarm,
         commands: rx,
         events: etx,
-        stats,
+        counters,
+        p2p_metrics,
         policy: RecordPolicy { min_pow_bits: config.pow_bits },
         listen_addrs: Vec::new(),
         pending_put: HashMap::new(),
@@ -458,12 +509,13 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
-    stats: Arc<NetStats>,
+    counters: Counters,
+    p2p_metrics: P2pMetrics,
     policy: RecordPolicy,
     listen_addrs: Vec<Multiaddr>,
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
     pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, GetReply)>,
-    pending_send: HashMap<OutboundRequestId, SendReply>,
+    pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
     pending_lookup: HashMap<kad::QueryId, Vec<(PeerId, Vec<u8>, SendReply)>>,
     pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
 }
@@ -523,12 +575,14 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
                 self.pending_get.insert(id, (Vec::new(), reply));
             }
-            Command::SendEnvelope { peer, bytes, reply } => {
+            Command::Request { proto, peer, addrs, bytes, reply } => {
+                for addr in addrs {
+                    self.swarm.add_peer_address(peer, addr);
+                }
                 if self.pending_send.len() >= MAX_PENDING_QUERIES {
-                    let _ = reply.send(Err("too many deliveries in flight".into()));
-                } else if self.swarm.is_connected(&peer) {
-                    let id = self.swarm.behaviour_mut().dm.send_request(&peer, bytes);
-                    self.pending_send.insert(id, reply);
+                    let _ = reply.send(Err("too many requests in flight".into()));
+                } else if proto == Proto::Mailbox || self.swarm.is_connected(&peer) {
+                    self.send_request(proto, peer, bytes, reply);
                 } else if self.pending() >= MAX_PENDING_QUERIES {
                     let _ = reply.send(Err("too many DHT queries in flight".into()));
                 } else {
@@ -537,9 +591,14 @@ impl EventLoop {
                     self.pending_lookup.entry(id).or_default().push((peer, bytes, reply));
                 }
             }
-            Command::Respond { reply, bytes } => {
-                if self.swarm.behaviour_mut().dm.send_response(reply.0, bytes).is_err() {
-                    debug!("peer went away before the acknowledgement was sent");
+            Command::Respond { reply: Reply(proto, channel), bytes } => {
+                let b = self.swarm.behaviour_mut();
+                let sent = match proto {
+                    Proto::Dm => b.dm.send_response(channel, bytes),
+                    Proto::Mailbox => b.mailbox.send_response(channel, bytes),
+                };
+                if sent.is_err() {
+                    debug!("peer went away before the answer was sent");
                 }
             }
             Command::Status { reply } => {
@@ -567,7 +626,17 @@ impl EventLoop {
         }
     }
 
+    fn send_request(&mut self, proto: Proto, peer: PeerId, bytes: Vec<u8>, reply: SendReply) {
+        let b = self.swarm.behaviour_mut();
+        let id = match proto {
+            Proto::Dm => b.dm.send_request(&peer, bytes),
+            Proto::Mailbox => b.mailbox.send_request(&peer, bytes),
+        };
+        self.pending_send.insert((proto, id), reply);
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.p2p_metrics.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let full = address.with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
@@ -603,8 +672,14 @@ impl EventLoop {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Dm(e)) => self.on_dm(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => {
+                self.p2p_metrics.record(&e);
+                self.on_kad(e);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dm(e)) => self.on_rr(Proto::Dm, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_rr(Proto::Mailbox, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.p2p_metrics.record(&e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.p2p_metrics.record(&e),
             _ => {}
         }
     }
@@ -659,8 +734,7 @@ impl EventLoop {
                         for (peer, bytes, reply) in
                             self.pending_lookup.remove(&id).unwrap_or_default()
                         {
-                            let rid = self.swarm.behaviour_mut().dm.send_request(&peer, bytes);
-                            self.pending_send.insert(rid, reply);
+                            self.send_request(Proto::Dm, peer, bytes, reply);
                         }
                     }
                 }
@@ -687,7 +761,7 @@ impl EventLoop {
             match NameRecord::verify(&record.value, Some(record.key.as_ref()), now, &self.policy) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.stats.rejected_records.fetch_add(1, Ordering::Relaxed);
+                    self.counters.records_rejected.inc();
                     debug!(%source, "rejected name record: {e}");
                     return;
                 }
@@ -698,7 +772,7 @@ impl EventLoop {
                 NameRecord::verify(&held.value, Some(record.key.as_ref()), now, &self.policy)
             {
                 if let Err(e) = check_replaces(&new, &held) {
-                    self.stats.rejected_records.fetch_add(1, Ordering::Relaxed);
+                    self.counters.records_rejected.inc();
                     debug!(%source, "refused name record: {e}");
                     return;
                 }
@@ -710,36 +784,49 @@ impl EventLoop {
         }
     }
 
-    fn on_dm(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn on_rr(&mut self, proto: Proto, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let event =
-                        Event::InboundEnvelope { peer, bytes: request, reply: Reply(channel) };
-                    if let Err(mpsc::error::TrySendError::Full(Event::InboundEnvelope {
-                        reply,
-                        ..
-                    })) = self.events.try_send(event)
+                    let reply = Reply(proto, channel);
+                    let event = match proto {
+                        Proto::Dm => Event::InboundEnvelope { peer, bytes: request, reply },
+                        Proto::Mailbox => Event::MailboxRequest { peer, bytes: request, reply },
+                    };
+                    if let Err(mpsc::error::TrySendError::Full(
+                        Event::InboundEnvelope { reply, .. } | Event::MailboxRequest { reply, .. },
+                    )) = self.events.try_send(event)
                     {
-                        self.stats.busy.fetch_add(1, Ordering::Relaxed);
-                        let ack =
-                            DeliveryAck::new(AckStatus::Busy, Some("recipient is busy".into()));
-                        let _ =
-                            self.swarm.behaviour_mut().dm.send_response(reply.0, ack.to_bytes());
+                        self.counters.busy.inc();
+                        let busy = match proto {
+                            Proto::Dm => {
+                                DeliveryAck::new(AckStatus::Busy, Some("recipient is busy".into()))
+                                    .to_bytes()
+                            }
+                            Proto::Mailbox => kith_protocol::mailbox::MailboxResponse::Refused {
+                                reason: "busy".into(),
+                            }
+                            .to_bytes(),
+                        };
+                        let b = self.swarm.behaviour_mut();
+                        let _ = match proto {
+                            Proto::Dm => b.dm.send_response(reply.1, busy),
+                            Proto::Mailbox => b.mailbox.send_response(reply.1, busy),
+                        };
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending_send.remove(&request_id) {
+                    if let Some(reply) = self.pending_send.remove(&(proto, request_id)) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let request_response::OutboundFailure::Io(_) = error {
-                    self.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                    self.counters.frames_rejected.inc();
                 }
-                if let Some(reply) = self.pending_send.remove(&request_id) {
-                    let _ = reply.send(Err(format!("device {peer} not reachable: {error}")));
+                if let Some(reply) = self.pending_send.remove(&(proto, request_id)) {
+                    let _ = reply.send(Err(format!("peer {peer} not reachable: {error}")));
                 }
             }
             request_response::Event::InboundFailure {
@@ -747,8 +834,8 @@ impl EventLoop {
                 peer,
                 ..
             } => {
-                self.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "malformed direct-message frame: {e}");
+                self.counters.frames_rejected.inc();
+                debug!(%peer, "malformed frame: {e}");
             }
             _ => {}
         }

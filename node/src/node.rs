@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +27,8 @@ use tracing::{debug, info, warn};
 
 use crate::error::NodeError;
 use crate::home::{Home, Keys};
+use crate::mailbox::MailboxConfig;
+use crate::metrics::{Counters, Metrics};
 use crate::network::{self, Client, Event, NetworkConfig, TransportKind};
 use crate::store::{
     Contact, Direction, OutboxEntry, PrekeyEntry, Status, Store, StoredMessage, Target,
@@ -64,6 +65,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Proof-of-work difficulty, in bits, required of every name record (and spent on ours).
     pub pow_bits: u32,
+    /// Mailbox service (off unless enabled).
+    pub mailbox: MailboxConfig,
 }
 
 /// Something the node reports to API subscribers.
@@ -191,18 +194,26 @@ pub struct RegisterView {
     pub seq: u64,
 }
 
-struct Inner {
-    keys: Keys,
-    store: Store,
-    net: Client,
-    policy: RecordPolicy,
-    events: broadcast::Sender<NodeEvent>,
-    wake_outbox: Notify,
+pub(crate) struct Inner {
+    pub(crate) keys: Keys,
+    pub(crate) store: Store,
+    pub(crate) net: Client,
+    pub(crate) policy: RecordPolicy,
+    pub(crate) mailbox: MailboxConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) counters: Counters,
+    /// Deposits per sending peer in the current minute (mailbox nodes); bounded.
+    pub(crate) deposit_rate: Mutex<HashMap<PeerId, (u64, u32)>>,
+    /// The last `sent_at` used, so each sender's times strictly increase.
+    pub(crate) last_sent: Mutex<u64>,
+    pub(crate) wake_fetch: Notify,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) wake_outbox: Notify,
     wake_maintainer: Notify,
     /// Serializes read-modify-write of outbox entries.
-    outbox_lock: tokio::sync::Mutex<()>,
+    pub(crate) outbox_lock: tokio::sync::Mutex<()>,
     /// Serializes registration and republishing.
-    publish_lock: tokio::sync::Mutex<()>,
+    pub(crate) publish_lock: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Sender<bool>,
 }
@@ -210,7 +221,7 @@ struct Inner {
 /// A running node. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Node {
@@ -229,6 +240,9 @@ impl Node {
         let home = Home::new(&config.home);
         let keys = home.load_keys()?;
         let store = Store::open(&home.store_path())?;
+        let mut registry = libp2p::metrics::Registry::default();
+        let counters = Counters::default();
+        counters.register(&mut registry);
         let (net, events_rx, event_loop) = network::new(
             keys.device.to_libp2p(),
             NetworkConfig {
@@ -236,8 +250,12 @@ impl Node {
                 listen: config.listen.clone(),
                 bootstrap: config.bootstrap.clone(),
                 pow_bits: config.pow_bits,
+                relay: config.mailbox.enabled,
             },
+            counters.clone(),
+            &mut registry,
         )?;
+        let last_sent = store.meta_get::<u64>("last_sent")?.unwrap_or(0);
         let (events, _) = broadcast::channel(EVENT_BROADCAST);
         let (shutdown, _) = watch::channel(false);
         let node = Node {
@@ -246,6 +264,12 @@ impl Node {
                 store,
                 net,
                 policy: RecordPolicy { min_pow_bits: config.pow_bits },
+                mailbox: config.mailbox.clone(),
+                metrics: Arc::new(Metrics::new(registry)),
+                counters,
+                deposit_rate: Mutex::new(HashMap::new()),
+                last_sent: Mutex::new(last_sent),
+                wake_fetch: Notify::new(),
                 events,
                 wake_outbox: Notify::new(),
                 wake_maintainer: Notify::new(),
@@ -261,7 +285,15 @@ impl Node {
             tokio::spawn(node.clone().inbound_task(events_rx)),
             tokio::spawn(node.clone().outbox_task()),
             tokio::spawn(node.clone().maintainer_task()),
+            tokio::spawn(node.clone().fetch_task()),
         ];
+        let tasks = if node.inner.mailbox.enabled {
+            let mut t = tasks;
+            t.push(tokio::spawn(node.clone().mailbox_housekeeping()));
+            t
+        } else {
+            tasks
+        };
         if let Ok(mut t) = node.inner.tasks.lock() {
             t.extend(tasks);
         }
@@ -292,6 +324,11 @@ impl Node {
         self.inner.shutdown.subscribe()
     }
 
+    /// The metrics in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render()
+    }
+
     /// Subscribes to message and status events.
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.inner.events.subscribe()
@@ -320,7 +357,7 @@ impl Node {
     /// The node's status.
     pub async fn status(&self) -> Result<StatusView, NodeError> {
         let net = self.inner.net.status().await?;
-        let s = self.inner.net.stats();
+        let s = &self.inner.counters;
         Ok(StatusView {
             peer_id: net.peer_id.to_string(),
             user_id: self.user_id().to_string(),
@@ -330,10 +367,10 @@ impl Node {
             connected_peers: net.connected_peers,
             outbox: self.inner.store.outbox_len(),
             rejected: RejectedView {
-                records: s.rejected_records.load(Ordering::Relaxed),
-                envelopes: s.rejected_envelopes.load(Ordering::Relaxed),
-                frames: s.malformed_frames.load(Ordering::Relaxed),
-                busy: s.busy.load(Ordering::Relaxed),
+                records: s.records_rejected.get(),
+                envelopes: s.envelopes_rejected.get(),
+                frames: s.frames_rejected.get(),
+                busy: s.busy.get(),
             },
             version: env!("CARGO_PKG_VERSION"),
         })
@@ -410,7 +447,7 @@ impl Node {
         Ok(nonce)
     }
 
-    async fn publish(&self, name: &str) -> Result<u64, NodeError> {
+    pub(crate) async fn publish(&self, name: &str) -> Result<u64, NodeError> {
         let seq = self.inner.store.meta_get::<u64>("seq")?.unwrap_or(0) + 1;
         let nonce = self.pow_nonce(name).await?;
         let (prekey, prekey_expires) = self.current_prekey()?;
@@ -419,7 +456,7 @@ impl Node {
         let record = RecordDraft {
             name: name.to_owned(),
             devices: vec![DeviceEntry { cert: self.inner.keys.cert.clone(), prekey }],
-            mailboxes: vec![],
+            mailboxes: self.my_mailboxes()?,
             seq,
             issued_at: now,
             expires_at,
@@ -460,7 +497,7 @@ impl Node {
                 Ok(v) if !valid.iter().any(|x| x.bytes == v.bytes) => valid.push(v),
                 Ok(_) => {}
                 Err(e) => {
-                    self.inner.net.stats().rejected_records.fetch_add(1, Ordering::Relaxed);
+                    self.inner.counters.records_rejected.inc();
                     debug!(name, "ignoring invalid record: {e}");
                 }
             }
@@ -595,8 +632,29 @@ impl Node {
     /// Queues a message with any content to `to`.
     pub async fn send_content(&self, to: &str, content: Content) -> Result<MessageView, NodeError> {
         let record = self.resolve_record(to).await?;
-        let me = self.user_id();
+        self.queue(&record, content, true).await
+    }
+
+    /// The next `sent_at`: the clock, but always above the previous one.
+    fn next_sent_at(&self) -> u64 {
         let now = now_ms();
+        let Ok(mut last) = self.inner.last_sent.lock() else { return now };
+        *last = now.max(*last + 1);
+        let t = *last;
+        drop(last);
+        let _ = self.inner.store.meta_set("last_sent", &t);
+        t
+    }
+
+    /// Seals `content` to every device of `record`'s user and queues it durably.
+    pub(crate) async fn queue(
+        &self,
+        record: &VerifiedNameRecord,
+        content: Content,
+        in_history: bool,
+    ) -> Result<MessageView, NodeError> {
+        let me = self.user_id();
+        let now = self.next_sent_at();
         let message = Message {
             v: VERSION,
             id: MessageId::random(&mut rand::rngs::OsRng),
@@ -627,6 +685,7 @@ impl Node {
                 attempts: 0,
                 next_at: 0,
                 last_error: None,
+                deposited: false,
             });
         }
         let stored = StoredMessage {
@@ -642,12 +701,25 @@ impl Node {
             status: Status::Queued,
             raw: message.to_bytes(),
         };
-        let entry =
-            OutboxEntry { id: message.id.0, recipient: record.user_id.0, targets, created_at: now };
+        let entry = OutboxEntry {
+            id: message.id.0,
+            recipient: record.user_id.0,
+            targets,
+            created_at: now,
+            mailboxes: record
+                .mailboxes
+                .iter()
+                .map(|m| (m.peer_id.clone(), m.addrs.clone()))
+                .collect(),
+            in_history,
+        };
         self.inner.store.insert_outgoing(&stored, &entry)?;
         self.inner.store.flush().await?;
         let view = self.view(&stored, &self.names()?);
-        let _ = self.inner.events.send(NodeEvent::Message(view.clone()));
+        if in_history {
+            self.inner.counters.messages_sent.inc();
+            let _ = self.inner.events.send(NodeEvent::Message(view.clone()));
+        }
         self.inner.wake_outbox.notify_one();
         Ok(view)
     }
@@ -732,29 +804,32 @@ impl Node {
             if rx.recv_many(&mut batch, 64).await == 0 {
                 return;
             }
-            // Store the whole batch, flush once, then acknowledge: an ack always means durable.
+            // Store the whole batch, flush once, then answer: an ack always means durable.
             let mut replies = Vec::with_capacity(batch.len());
             let mut fresh = Vec::new();
+            let mut notify = Vec::new();
             for event in batch.drain(..) {
                 match event {
                     Event::InboundEnvelope { peer, bytes, reply } => {
                         let ack = match self.accept_envelope(&bytes) {
-                            Ok(Some((view, sender, name))) => {
-                                fresh.push((view, sender, name));
+                            Ok(Accepted::New(a)) => {
+                                fresh.push(a);
                                 DeliveryAck::new(AckStatus::Stored, None)
                             }
-                            Ok(None) => DeliveryAck::new(AckStatus::Duplicate, None),
+                            Ok(Accepted::Duplicate) => DeliveryAck::new(AckStatus::Duplicate, None),
+                            Ok(Accepted::Receipt) => DeliveryAck::new(AckStatus::Stored, None),
                             Err(e) => {
-                                self.inner
-                                    .net
-                                    .stats()
-                                    .rejected_envelopes
-                                    .fetch_add(1, Ordering::Relaxed);
+                                self.inner.counters.envelopes_rejected.inc();
                                 debug!(%peer, "rejected envelope: {e}");
                                 DeliveryAck::new(AckStatus::Rejected, Some(e.to_string()))
                             }
                         };
-                        replies.push((reply, ack));
+                        replies.push((reply, ack.to_bytes()));
+                    }
+                    Event::MailboxRequest { peer, bytes, reply } => {
+                        let (answer, deposited_for) = self.mailbox_request(peer, &bytes);
+                        notify.extend(deposited_for);
+                        replies.push((reply, answer.to_bytes()));
                     }
                     Event::PeerConnected(peer) => self.peer_connected(peer).await,
                 }
@@ -766,24 +841,34 @@ impl Node {
                 warn!("store flush failed, not acknowledging: {e}");
                 continue;
             }
-            for (reply, ack) in replies {
-                let _ = self.inner.net.respond(reply, &ack).await;
+            for (reply, bytes) in replies {
+                let _ = self.inner.net.respond(reply, bytes).await;
             }
-            for (view, sender, name) in fresh {
-                let _ = self.inner.events.send(NodeEvent::Message(view));
-                if let Some(name) = name {
-                    self.learn_name(sender, name);
-                }
+            for a in fresh {
+                self.announce(a, false);
+            }
+            for device in notify {
+                self.notify_device(device);
             }
         }
     }
 
-    /// Opens and stores an envelope. `Ok(None)` for a duplicate.
-    #[allow(clippy::type_complexity)]
-    fn accept_envelope(
-        &self,
-        bytes: &[u8],
-    ) -> Result<Option<(MessageView, IdentityPublic, Option<String>)>, NodeError> {
+    /// Publishes a newly stored incoming message to subscribers, learns the sender's name, and
+    /// (for mail fetched from a mailbox) sends a delivery receipt.
+    pub(crate) fn announce(&self, a: Box<NewMessage>, receipt: bool) {
+        let _ = self.inner.events.send(NodeEvent::Message(a.view));
+        self.inner.counters.messages_received.inc();
+        if let Some(name) = a.sender_name {
+            if receipt {
+                self.send_receipt(a.sender, name, a.id);
+            } else if !a.known {
+                self.learn_name(a.sender, name);
+            }
+        }
+    }
+
+    /// Opens and stores an envelope (receipts update the outbox instead).
+    pub(crate) fn accept_envelope(&self, bytes: &[u8]) -> Result<Accepted, NodeError> {
         let bad = |e: String| NodeError::Message(e);
         let env = Envelope::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         let store = &self.inner.store;
@@ -797,8 +882,12 @@ impl Node {
         if m.conversation != ConversationId::direct(&m.sender, &me) {
             return Err(bad("message is not for a conversation this device knows".into()));
         }
+        if let Content::Receipt { kind: kith_protocol::ReceiptKind::Delivered, ids } = &m.content {
+            self.receipt_received(&opened.sender.device, ids);
+            return Ok(Accepted::Receipt);
+        }
         if store.message(&m.id.0)?.is_some() {
-            return Ok(None);
+            return Ok(Accepted::Duplicate);
         }
         let stored = StoredMessage {
             id: m.id.0,
@@ -814,11 +903,38 @@ impl Node {
             raw: m.to_bytes(),
         };
         if !store.insert_incoming(&stored)? {
-            return Ok(None);
+            return Ok(Accepted::Duplicate);
         }
         let names = self.names()?;
-        let hint = if names.contains_key(&m.sender.0) { None } else { opened.sender_name.clone() };
-        Ok(Some((self.view(&stored, &names), opened.sender.identity, hint)))
+        Ok(Accepted::New(Box::new(NewMessage {
+            view: self.view(&stored, &names),
+            id: m.id,
+            sender: opened.sender.identity,
+            known: names.contains_key(&m.sender.0),
+            sender_name: names.get(&m.sender.0).cloned().or(opened.sender_name),
+        })))
+    }
+
+    /// A recipient device reports messages as durably stored (they reached it through a mailbox).
+    fn receipt_received(&self, device: &[u8; 32], ids: &[MessageId]) {
+        let node = self.clone();
+        let (device, ids) = (*device, ids.to_vec());
+        tokio::spawn(async move {
+            let _guard = node.inner.outbox_lock.lock().await;
+            for id in ids {
+                let Ok(Some(mut e)) = node.inner.store.outbox_entry(&id.0) else { continue };
+                for t in e.targets.iter_mut().filter(|t| t.device == device) {
+                    t.done = true;
+                }
+                if outbox::complete(&e) {
+                    let _ = node.inner.store.remove_outbox(&id.0);
+                    node.set_status(&id.0, Status::Delivered);
+                } else {
+                    let _ = node.inner.store.put_outbox(&e);
+                }
+            }
+            let _ = node.inner.store.flush().await;
+        });
     }
 
     /// The sender of a message named itself: resolve that name in the background and pin it if
@@ -852,6 +968,9 @@ impl Node {
     // ---------------------------------------------------------------- outbox
 
     async fn peer_connected(&self, peer: PeerId) {
+        if self.is_my_mailbox(&peer) {
+            self.inner.wake_fetch.notify_one();
+        }
         let bytes = peer.to_bytes();
         let _guard = self.inner.outbox_lock.lock().await;
         let mut woke = false;
@@ -868,8 +987,7 @@ impl Node {
 
     async fn outbox_task(self) {
         let mut in_flight: HashSet<([u8; 16], usize)> = HashSet::new();
-        let (done_tx, mut done_rx) =
-            mpsc::channel::<(([u8; 16], usize), Result<(), String>)>(MAX_IN_FLIGHT);
+        let (done_tx, mut done_rx) = mpsc::channel::<(([u8; 16], usize), Attempt)>(MAX_IN_FLIGHT);
         loop {
             let now = now_ms();
             let mut next = now + 1_000;
@@ -887,8 +1005,10 @@ impl Node {
                         e.targets[i].envelope.clone(),
                         (e.id, i),
                     );
+                    let mailboxes =
+                        if e.targets[i].deposited { Vec::new() } else { e.mailboxes.clone() };
                     tokio::spawn(async move {
-                        let outcome = match net.send_envelope(peer, bytes).await {
+                        let direct = match net.send_envelope(peer, bytes.clone()).await {
                             Ok(Ok(answer)) => match DeliveryAck::from_bytes(&answer) {
                                 Ok(a)
                                     if matches!(
@@ -905,6 +1025,14 @@ impl Node {
                             },
                             Ok(Err(e)) => Err(e),
                             Err(e) => Err(e.to_string()),
+                        };
+                        let outcome = match direct {
+                            Ok(()) => Attempt::Delivered,
+                            Err(e) if mailboxes.is_empty() => Attempt::Failed(e),
+                            Err(e) => match crate::mail::deposit(&net, &mailboxes, bytes).await {
+                                Ok(()) => Attempt::Deposited(e),
+                                Err(m) => Attempt::Failed(format!("{e}; mailbox: {m}")),
+                            },
                         };
                         let _ = tx.send((key, outcome)).await;
                     });
@@ -934,24 +1062,37 @@ impl Node {
         }
     }
 
-    async fn finish_attempt(&self, (id, i): ([u8; 16], usize), outcome: Result<(), String>) {
+    async fn finish_attempt(&self, (id, i): ([u8; 16], usize), outcome: Attempt) {
         let _guard = self.inner.outbox_lock.lock().await;
         let Ok(Some(mut e)) = self.inner.store.outbox_entry(&id) else { return };
         let Some(t) = e.targets.get_mut(i) else { return };
-        if let Err(err) = &outcome {
+        let jitter: f64 = rand::thread_rng().gen();
+        let result = match outcome {
+            Attempt::Delivered => Ok(()),
+            Attempt::Deposited(err) => {
+                // A mailbox holds it; keep trying the device directly, at the usual pace, until
+                // it or its delivery receipt answers.
+                t.deposited = true;
+                Err(err)
+            }
+            Attempt::Failed(err) => Err(err),
+        };
+        if let Err(err) = &result {
             debug!(id = %MessageId(id), "delivery attempt failed: {err}");
         }
-        let jitter: f64 = rand::thread_rng().gen();
-        outbox::record_attempt(t, outcome, now_ms(), jitter);
+        outbox::record_attempt(t, result, now_ms(), jitter);
         if outbox::complete(&e) {
             let _ = self.inner.store.remove_outbox(&id);
             self.set_status(&id, Status::Delivered);
         } else {
             let _ = self.inner.store.put_outbox(&e);
+            if e.targets.iter().all(|t| t.done || t.deposited) {
+                self.set_status(&id, Status::Stored);
+            }
         }
     }
 
-    fn set_status(&self, id: &[u8; 16], status: Status) {
+    pub(crate) fn set_status(&self, id: &[u8; 16], status: Status) {
         if let Ok(Some(_)) = self.inner.store.set_status(id, status) {
             let _ = self.inner.events.send(NodeEvent::Status {
                 id: MessageId(*id).to_string(),
@@ -1001,6 +1142,40 @@ impl Node {
         let last = self.inner.store.meta_get::<u64>("published_at").ok().flatten().unwrap_or(0);
         last + REPUBLISH_INTERVAL.as_millis() as u64 <= now_ms()
     }
+}
+
+/// The result of one delivery attempt to one device.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// The device acknowledged it.
+    Delivered,
+    /// The device was not reached (the reason), but a mailbox now holds it.
+    Deposited(String),
+    /// Neither.
+    Failed(String),
+}
+
+/// What became of an inbound envelope.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// A new message, stored.
+    New(Box<NewMessage>),
+    /// Already stored.
+    Duplicate,
+    /// A delivery receipt; the outbox was updated.
+    Receipt,
+}
+
+/// A newly stored incoming message.
+#[derive(Debug)]
+pub(crate) struct NewMessage {
+    pub(crate) view: MessageView,
+    pub(crate) id: MessageId,
+    pub(crate) sender: IdentityPublic,
+    /// Whether the sender's name was already known.
+    pub(crate) known: bool,
+    /// The sender's name: known, or as claimed in the envelope.
+    pub(crate) sender_name: Option<String>,
 }
 
 fn contact_view(c: &Contact) -> ContactView {

@@ -77,6 +77,7 @@ mod tests {
             attempts: 0,
             next_at: 0,
             last_error: None,
+            deposited: false,
         }
     }
 
@@ -97,6 +98,8 @@ mod tests {
             recipient: [0; 16],
             targets: vec![target(1), target(2)],
             created_at: 0,
+            mailboxes: vec![],
+            in_history: true,
         };
         assert_eq!(due(&e, 0), vec![0, 1]);
         record_attempt(&mut e.targets[0], Ok(()), 0, 0.0);

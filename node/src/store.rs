@@ -5,9 +5,12 @@
 //! | `meta` | text key | CBOR value (schema version, registered name, record sequence, ...) |
 //! | `prekeys` | prekey id, u32 BE | [`PrekeyEntry`] |
 //! | `contacts` | normalized name | [`Contact`] |
-//! | `messages` | conversation id (16) ‖ sequence (u64 BE) | [`StoredMessage`] |
+//! | `messages` | conversation id (16) ‖ sent time (u64 BE) ‖ sequence (u64 BE) | [`StoredMessage`] |
 //! | `msg_index` | message id (16) | key in `messages` |
 //! | `outbox` | message id (16) | [`OutboxEntry`] |
+//! | `mailbox` | device (32) ‖ deposit time (u64 BE) ‖ envelope id (16) | [`HeldEnvelope`] (mailbox nodes) |
+//! | `mailbox_idx` | device (32) ‖ envelope id (16) | key in `mailbox` |
+//! | `enrolled` | device (32) | user id (16) of an enrolled device (mailbox nodes) |
 //!
 //! Values are CBOR through `kith_protocol::codec`. Writes that belong together (a message, its
 //! index entry, its outbox entry) are one sled transaction. Callers that acknowledge a write to
@@ -35,6 +38,8 @@ pub enum Status {
     Queued,
     /// Outgoing, sent to at least one device, not yet acknowledged by all.
     Sent,
+    /// Outgoing, held by a mailbox of the recipient for every device not yet reached.
+    Stored,
     /// Outgoing, acknowledged as durably stored by every recipient device.
     Delivered,
     /// Outgoing, the recipient has read it.
@@ -49,6 +54,7 @@ impl Status {
         match self {
             Status::Queued => "queued",
             Status::Sent => "sent",
+            Status::Stored => "stored",
             Status::Delivered => "delivered",
             Status::Read => "read",
             Status::Received => "received",
@@ -118,6 +124,9 @@ pub struct Target {
     pub next_at: u64,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// Whether a mailbox of the recipient holds the envelope.
+    #[serde(default)]
+    pub deposited: bool,
 }
 
 /// An outgoing message not yet acknowledged by every recipient device.
@@ -133,6 +142,29 @@ pub struct OutboxEntry {
     pub targets: Vec<Target>,
     /// When it was queued.
     pub created_at: u64,
+    /// The recipient's mailboxes: binary peer id and multiaddrs.
+    #[serde(default)]
+    pub mailboxes: Vec<(Vec<u8>, Vec<String>)>,
+    /// Whether the message is shown in the history (receipts are not).
+    #[serde(default = "yes")]
+    pub in_history: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An envelope held by this node's mailbox service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldEnvelope {
+    /// Envelope id (its digest).
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 16],
+    /// The encoded envelope.
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+    /// When it was deposited.
+    pub deposited_at: u64,
 }
 
 /// A pinned contact.
@@ -185,6 +217,9 @@ pub struct Store {
     messages: sled::Tree,
     msg_index: sled::Tree,
     outbox: sled::Tree,
+    mailbox: sled::Tree,
+    mailbox_idx: sled::Tree,
+    enrolled: sled::Tree,
 }
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
@@ -217,6 +252,9 @@ impl Store {
             messages: tree("messages")?,
             msg_index: tree("msg_index")?,
             outbox: tree("outbox")?,
+            mailbox: tree("mailbox")?,
+            mailbox_idx: tree("mailbox_idx")?,
+            enrolled: tree("enrolled")?,
             db,
             path: path.to_owned(),
         };
@@ -308,7 +346,7 @@ impl Store {
     /// Returns whether it was new.
     pub fn insert_incoming(&self, m: &StoredMessage) -> Result<bool, NodeError> {
         let seq = self.db.generate_id().map_err(|e| self.err(e))?;
-        let key = msg_key(&m.conversation, seq);
+        let key = msg_key(&m.conversation, m.sent_at, seq);
         let value = enc(m);
         let r: Result<bool, TransactionError<()>> =
             (&self.messages, &self.msg_index).transaction(|(msgs, index)| {
@@ -325,12 +363,14 @@ impl Store {
     /// Stores an outgoing message and its outbox entry in one transaction.
     pub fn insert_outgoing(&self, m: &StoredMessage, out: &OutboxEntry) -> Result<(), NodeError> {
         let seq = self.db.generate_id().map_err(|e| self.err(e))?;
-        let key = msg_key(&m.conversation, seq);
+        let key = msg_key(&m.conversation, m.sent_at, seq);
         let (value, entry) = (enc(m), enc(out));
         let r: Result<(), TransactionError<()>> = (&self.messages, &self.msg_index, &self.outbox)
             .transaction(|(msgs, index, outbox)| {
-                msgs.insert(key.as_slice(), value.as_slice())?;
-                index.insert(&m.id, key.as_slice())?;
+                if out.in_history {
+                    msgs.insert(key.as_slice(), value.as_slice())?;
+                    index.insert(&m.id, key.as_slice())?;
+                }
                 outbox.insert(&m.id, entry.as_slice())?;
                 Ok(())
             });
@@ -427,11 +467,159 @@ impl Store {
     }
 }
 
-fn msg_key(conversation: &[u8; 16], seq: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
+/// Messages of a conversation sort by the sender's time, so each sender's messages show in the
+/// order they were sent whatever order they arrive in; the sequence breaks ties.
+fn msg_key(conversation: &[u8; 16], sent_at: u64, seq: u64) -> [u8; 32] {
+    let mut k = [0u8; 32];
     k[..16].copy_from_slice(conversation);
-    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k[16..24].copy_from_slice(&sent_at.to_be_bytes());
+    k[24..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// Why a deposit was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepositRefusal {
+    /// Too many envelopes held for the device.
+    Messages,
+    /// Too many bytes held for the device.
+    Bytes,
+}
+
+fn held_index(device: &[u8; 32], id: &[u8; 16]) -> [u8; 48] {
+    let mut idx = [0u8; 48];
+    idx[..32].copy_from_slice(device);
+    idx[32..].copy_from_slice(id);
+    idx
+}
+
+impl Store {
+    /// Enrolls a device with this node's mailbox service.
+    pub fn enroll(&self, device: &[u8; 32], user: &[u8; 16]) -> Result<(), NodeError> {
+        self.enrolled.insert(device, user.as_slice()).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// The user a device is enrolled for.
+    pub fn enrolled_user(&self, device: &[u8; 32]) -> Result<Option<[u8; 16]>, NodeError> {
+        Ok(self
+            .enrolled
+            .get(device)
+            .map_err(|e| self.err(e))?
+            .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()))
+    }
+
+    /// Holds an envelope for `device` unless one with the same id is held, within the quotas.
+    /// Returns whether it was new.
+    pub fn deposit(
+        &self,
+        device: &[u8; 32],
+        held: &HeldEnvelope,
+        max_messages: u64,
+        max_bytes: u64,
+    ) -> Result<Result<bool, DepositRefusal>, NodeError> {
+        let idx = held_index(device, &held.id);
+        if self.mailbox_idx.contains_key(idx).map_err(|e| self.err(e))? {
+            return Ok(Ok(false));
+        }
+        let (count, bytes) = self.mailbox_usage(device)?;
+        if count >= max_messages {
+            return Ok(Err(DepositRefusal::Messages));
+        }
+        if bytes + held.envelope.len() as u64 > max_bytes {
+            return Ok(Err(DepositRefusal::Bytes));
+        }
+        let mut key = [0u8; 56];
+        key[..32].copy_from_slice(device);
+        key[32..40].copy_from_slice(&held.deposited_at.to_be_bytes());
+        key[40..].copy_from_slice(&held.id);
+        let value = enc(held);
+        let r: Result<bool, TransactionError<()>> =
+            (&self.mailbox, &self.mailbox_idx).transaction(|(mb, ix)| {
+                if ix.get(idx)?.is_some() {
+                    return Ok(false);
+                }
+                mb.insert(key.as_slice(), value.as_slice())?;
+                ix.insert(idx.as_slice(), key.as_slice())?;
+                Ok(true)
+            });
+        Ok(Ok(r.map_err(|e| self.err(format!("{e:?}")))?))
+    }
+
+    fn sum_held(
+        &self,
+        iter: impl Iterator<Item = sled::Result<sled::IVec>>,
+    ) -> Result<(u64, u64), NodeError> {
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        for v in iter {
+            let h: HeldEnvelope = self.decode(&v.map_err(|e| self.err(e))?)?;
+            count += 1;
+            bytes += h.envelope.len() as u64;
+        }
+        Ok((count, bytes))
+    }
+
+    /// Number and bytes of envelopes held for a device.
+    pub fn mailbox_usage(&self, device: &[u8; 32]) -> Result<(u64, u64), NodeError> {
+        self.sum_held(self.mailbox.scan_prefix(device).values())
+    }
+
+    /// Total envelopes and bytes held by the mailbox service.
+    pub fn mailbox_totals(&self) -> Result<(u64, u64), NodeError> {
+        self.sum_held(self.mailbox.iter().values())
+    }
+
+    /// Up to `max` envelopes (and at most `max_bytes` of them) held for a device, oldest first,
+    /// and whether more are waiting.
+    pub fn held(
+        &self,
+        device: &[u8; 32],
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<HeldEnvelope>, bool), NodeError> {
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        for v in self.mailbox.scan_prefix(device).values() {
+            let h: HeldEnvelope = self.decode(&v.map_err(|e| self.err(e))?)?;
+            if out.len() >= max || size + h.envelope.len() > max_bytes {
+                return Ok((out, true));
+            }
+            size += h.envelope.len();
+            out.push(h);
+        }
+        Ok((out, false))
+    }
+
+    /// Deletes held envelopes of a device by id; returns how many were held.
+    pub fn release(&self, device: &[u8; 32], ids: &[[u8; 16]]) -> Result<u32, NodeError> {
+        let mut n = 0;
+        for id in ids {
+            if let Some(key) =
+                self.mailbox_idx.remove(held_index(device, id)).map_err(|e| self.err(e))?
+            {
+                self.mailbox.remove(key).map_err(|e| self.err(e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deletes every held envelope deposited before `cutoff`; returns how many.
+    pub fn expire_held(&self, cutoff: u64) -> Result<u64, NodeError> {
+        let mut n = 0;
+        for kv in self.mailbox.iter() {
+            let (key, v) = kv.map_err(|e| self.err(e))?;
+            let h: HeldEnvelope = self.decode(&v)?;
+            let device =
+                <[u8; 32]>::try_from(&key[..32]).map_err(|_| self.err("damaged mailbox key"))?;
+            if h.deposited_at < cutoff {
+                self.mailbox_idx.remove(held_index(&device, &h.id)).map_err(|e| self.err(e))?;
+                self.mailbox.remove(key).map_err(|e| self.err(e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -484,6 +672,36 @@ mod tests {
         }
         let s = Store::open(dir.path()).expect("reopen");
         assert_eq!(s.messages(None, 10).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn mailbox_dedups_enforces_quotas_and_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        let dev = [5u8; 32];
+        let held = |id: u8, at: u64| HeldEnvelope {
+            id: [id; 16],
+            envelope: vec![0; 100],
+            deposited_at: at,
+        };
+        assert_eq!(s.deposit(&dev, &held(1, 10), 2, 1000).expect("deposit"), Ok(true));
+        assert_eq!(s.deposit(&dev, &held(1, 11), 2, 1000).expect("deposit"), Ok(false));
+        assert_eq!(s.deposit(&dev, &held(2, 12), 2, 1000).expect("deposit"), Ok(true));
+        assert_eq!(
+            s.deposit(&dev, &held(3, 13), 2, 1000).expect("deposit"),
+            Err(DepositRefusal::Messages)
+        );
+        assert_eq!(
+            s.deposit(&[6; 32], &held(3, 13), 9, 50).expect("deposit"),
+            Err(DepositRefusal::Bytes)
+        );
+        let (items, more) = s.held(&dev, 1, 1 << 20).expect("held");
+        assert_eq!((items.len(), more), (1, true));
+        assert_eq!(items[0].id, [1; 16]);
+        assert_eq!(s.release(&dev, &[[1; 16], [9; 16]]).expect("release"), 1);
+        assert_eq!(s.mailbox_usage(&dev).expect("usage"), (1, 100));
+        assert_eq!(s.expire_held(13).expect("expire"), 1);
+        assert_eq!(s.mailbox_totals().expect("totals"), (0, 0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use kith_node::home::Home;
+use kith_node::mailbox::MailboxConfig;
 use kith_node::network::TransportKind;
 use kith_node::{Multiaddr, Node, NodeConfig, NodeError};
 use kith_protocol::identity::{DeviceKeypair, IdentityKeypair, SignedPrekey, X25519Secret};
@@ -18,24 +19,37 @@ struct TestNode {
     _dir: Option<TempDir>,
 }
 
-async fn start(home: &std::path::Path, bootstrap: Vec<Multiaddr>) -> Node {
+async fn start_with(
+    home: &std::path::Path,
+    bootstrap: Vec<Multiaddr>,
+    mailbox: MailboxConfig,
+) -> Node {
     Node::start(NodeConfig {
         home: home.to_owned(),
         transport: TransportKind::Memory,
         listen: vec!["/memory/0".parse().expect("addr")],
         bootstrap,
         pow_bits: POW,
+        mailbox,
     })
     .await
     .expect("node starts")
 }
 
-async fn spawn(bootstrap: Vec<Multiaddr>) -> TestNode {
+async fn start(home: &std::path::Path, bootstrap: Vec<Multiaddr>) -> Node {
+    start_with(home, bootstrap, MailboxConfig::default()).await
+}
+
+async fn spawn_with(bootstrap: Vec<Multiaddr>, mailbox: MailboxConfig) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
     Home::new(&home).init("test", kith_node::now_ms()).expect("init");
-    let node = start(&home, bootstrap).await;
+    let node = start_with(&home, bootstrap, mailbox).await;
     TestNode { node, home, _dir: Some(dir) }
+}
+
+async fn spawn(bootstrap: Vec<Multiaddr>) -> TestNode {
+    spawn_with(bootstrap, MailboxConfig::default()).await
 }
 
 async fn addr(n: &Node) -> Multiaddr {
@@ -66,7 +80,11 @@ where
 }
 
 async fn network() -> (TestNode, TestNode, TestNode) {
-    let boot = spawn(vec![]).await;
+    network_with(MailboxConfig::default()).await
+}
+
+async fn network_with(mailbox: MailboxConfig) -> (TestNode, TestNode, TestNode) {
+    let boot = spawn_with(vec![], mailbox).await;
     let b = addr(&boot.node).await;
     let alice = spawn(vec![b.clone()]).await;
     let bob = spawn(vec![b]).await;
@@ -280,4 +298,94 @@ async fn tampered_records_and_envelopes_are_rejected_and_counted() {
         delivered(&alice.node, &m.id).await.then_some(())
     })
     .await;
+}
+
+async fn status_of(n: &Node, id: &str) -> String {
+    n.message(id).map(|m| m.status.to_owned()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_delivery_through_a_mailbox() {
+    let (boot, alice, bob) =
+        network_with(MailboxConfig { enabled: true, ..MailboxConfig::default() }).await;
+    let mb = addr(&boot.node).await;
+    bob.node.add_mailbox(&mb.to_string()).await.expect("bob enrolls");
+    assert_eq!(bob.node.mailboxes().expect("list").len(), 1);
+    let r = alice.node.resolve("bob").await.expect("resolves");
+    assert_eq!(r.mailboxes, vec![boot.node.peer_id().to_string()]);
+
+    // Bob goes offline; alice sends, the mailbox takes it; then alice goes offline too.
+    let TestNode { node: bob_node, home: bob_home, _dir: _bob_dir } = bob;
+    bob_node.shutdown().await.expect("stops");
+    drop(bob_node);
+    let m = alice.node.send_text("bob", "see you later").await.expect("queued");
+    eventually(30, "deposit", || async {
+        (status_of(&alice.node, &m.id).await == "stored").then_some(())
+    })
+    .await;
+    let TestNode { node: alice_node, home: alice_home, _dir: _alice_dir } = alice;
+    alice_node.shutdown().await.expect("stops");
+    drop(alice_node);
+    assert!(boot.node.metrics_text().contains("kith_mailbox_deposits_total 1"));
+
+    // Bob comes back and finds it in his mailbox, once.
+    let bob2 = start(&bob_home, vec![mb.clone()]).await;
+    eventually(30, "fetch", || async {
+        let got = bob2.messages(None, 10).ok()?;
+        got.iter().any(|m| m.text.as_deref() == Some("see you later")).then_some(())
+    })
+    .await;
+    // The mailbox forgets it once bob stored it.
+    eventually(10, "mailbox emptied", || async {
+        boot.node.metrics_text().contains("kith_mailbox_envelopes 0").then_some(())
+    })
+    .await;
+    // Alice comes back and learns from bob's receipt that it was delivered.
+    let alice2 = start(&alice_home, vec![mb]).await;
+    eventually(60, "delivered", || async {
+        (status_of(&alice2, &m.id).await == "delivered").then_some(())
+    })
+    .await;
+    let got = bob2.messages(None, 10).expect("history");
+    assert_eq!(got.iter().filter(|m| m.text.as_deref() == Some("see you later")).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_quota_keeps_the_message_in_the_outbox() {
+    let cfg = MailboxConfig { enabled: true, max_messages: 1, ..MailboxConfig::default() };
+    let (boot, alice, bob) = network_with(cfg).await;
+    let mb = addr(&boot.node).await;
+    bob.node.add_mailbox(&mb.to_string()).await.expect("bob enrolls");
+    alice.node.resolve("bob").await.expect("resolves");
+    let TestNode { node: bob_node, _dir: _bob_dir, .. } = bob;
+    bob_node.shutdown().await.expect("stops");
+    drop(bob_node);
+    let first = alice.node.send_text("bob", "one").await.expect("queued");
+    eventually(30, "deposit", || async {
+        (status_of(&alice.node, &first.id).await == "stored").then_some(())
+    })
+    .await;
+    let second = alice.node.send_text("bob", "two").await.expect("queued");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(status_of(&alice.node, &second.id).await, "stored");
+    assert_eq!(alice.node.status().await.expect("status").outbox, 2);
+    assert!(boot.node.metrics_text().contains("reason=\"quota\""), "{}", boot.node.metrics_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_refuses_users_off_its_allow_list_and_plain_nodes_refuse_enrollment() {
+    let cfg = MailboxConfig {
+        enabled: true,
+        allow: vec![kith_protocol::UserId([0; 16])],
+        ..MailboxConfig::default()
+    };
+    let (boot, alice, _bob) = network_with(cfg).await;
+    let err =
+        alice.node.add_mailbox(&addr(&boot.node).await.to_string()).await.expect_err("refused");
+    assert!(matches!(err, NodeError::Refused(_)), "{err}");
+    let plain = spawn(vec![addr(&boot.node).await]).await;
+    let err =
+        alice.node.add_mailbox(&addr(&plain.node).await.to_string()).await.expect_err("refused");
+    assert!(err.to_string().contains("not a mailbox"), "{err}");
+    assert!(alice.node.mailboxes().expect("list").is_empty());
 }

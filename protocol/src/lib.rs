@@ -19,6 +19,7 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod identity;
+pub mod mailbox;
 pub mod message;
 pub mod name;
 #[cfg(test)]

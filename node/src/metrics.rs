@@ -1,0 +1,114 @@
+//! Prometheus metrics: libp2p's swarm metrics (prefix `libp2p_`) and Kith's own (`kith_`).
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of a rejection counter.
+pub type ReasonLabels = Vec<(String, String)>;
+
+/// Kith's counters and gauges. Cloning shares the underlying values.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Name records refused (on PUT or when read).
+    pub records_rejected: Counter,
+    /// Envelopes that did not open or broke a rule.
+    pub envelopes_rejected: Counter,
+    /// Malformed or oversized frames.
+    pub frames_rejected: Counter,
+    /// Inbound envelopes answered busy.
+    pub busy: Counter,
+    /// Messages stored from other users.
+    pub messages_received: Counter,
+    /// Messages queued by this user.
+    pub messages_sent: Counter,
+    /// Envelopes held by this mailbox.
+    pub mailbox_envelopes: Gauge,
+    /// Bytes held by this mailbox.
+    pub mailbox_bytes: Gauge,
+    /// Deposits accepted by this mailbox.
+    pub mailbox_deposits: Counter,
+    /// Fetches served by this mailbox.
+    pub mailbox_fetches: Counter,
+    /// Mailbox requests refused, by reason.
+    pub mailbox_rejections: Family<ReasonLabels, Counter>,
+}
+
+impl Counters {
+    /// Registers every counter under `kith_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("kith");
+        r.register("records_rejected", "Name records refused", self.records_rejected.clone());
+        r.register("envelopes_rejected", "Envelopes refused", self.envelopes_rejected.clone());
+        r.register(
+            "frames_rejected",
+            "Malformed or oversized frames",
+            self.frames_rejected.clone(),
+        );
+        r.register("busy", "Inbound envelopes answered busy", self.busy.clone());
+        r.register(
+            "messages_received",
+            "Messages stored from other users",
+            self.messages_received.clone(),
+        );
+        r.register("messages_sent", "Messages queued by this user", self.messages_sent.clone());
+        r.register(
+            "mailbox_envelopes",
+            "Envelopes held by this mailbox",
+            self.mailbox_envelopes.clone(),
+        );
+        r.register(
+            "mailbox_bytes",
+            "Bytes of envelopes held by this mailbox",
+            self.mailbox_bytes.clone(),
+        );
+        r.register(
+            "mailbox_deposits",
+            "Deposits accepted by this mailbox",
+            self.mailbox_deposits.clone(),
+        );
+        r.register(
+            "mailbox_fetches",
+            "Fetches served by this mailbox",
+            self.mailbox_fetches.clone(),
+        );
+        r.register(
+            "mailbox_rejections",
+            "Mailbox requests refused",
+            self.mailbox_rejections.clone(),
+        );
+    }
+
+    /// Counts a refused mailbox request.
+    pub fn mailbox_refused(&self, reason: &str) {
+        self.mailbox_rejections
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc();
+    }
+}
+
+/// The registry, shared between the node and the API.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+}
+
+impl Metrics {
+    /// Wraps a filled registry.
+    pub fn new(registry: Registry) -> Self {
+        Metrics { registry: Mutex::new(registry) }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = encode(&mut out, &r);
+        }
+        out
+    }
+}
