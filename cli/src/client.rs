@@ -125,6 +125,12 @@ impl Client {
         self.json(req.send_json(body))
     }
 
+    /// `DELETE path`, answering the JSON body (`null` if there is none).
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        let req = self.agent.delete(self.url(path)).header("Authorization", &self.auth);
+        self.json(req.call())
+    }
+
     /// Opens the event stream `GET /v1/events`. Once this returns, the daemon is subscribed:
     /// every later event is in the stream.
     pub fn events(&self) -> Result<Events> {

@@ -4,17 +4,16 @@ use std::collections::HashSet;
 use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, BufRead, Write};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kith_node::daemon::DaemonConfig;
 use kith_node::home::Home;
 use kith_node::{Multiaddr, NodeError};
 use kith_protocol::identity::MAX_DEVICE_LABEL;
 use serde_json::{json, Value};
 
 use crate::client::{shell_quote, ApiError, Client};
+use crate::config::DaemonArgs;
 use crate::output;
 
 /// How often `send --wait` asks for the status of the message.
@@ -58,13 +57,8 @@ pub fn init(home: &Home, label: Option<String>, json: bool) -> Result<()> {
 }
 
 /// `kith daemon`: runs until SIGINT or SIGTERM.
-pub fn daemon(
-    home: &Home,
-    listen: Vec<Multiaddr>,
-    bootstrap: Vec<Multiaddr>,
-    api: SocketAddr,
-    pow_bits: u32,
-) -> Result<()> {
+pub fn daemon(home: &Home, args: DaemonArgs) -> Result<()> {
+    let resolved = args.resolve(home.dir())?;
     if !home.is_initialized() {
         return Err(NodeError::NotInitialized(home.dir().to_path_buf()).into());
     }
@@ -75,7 +69,30 @@ pub fn daemon(
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .init();
-    let config = DaemonConfig { home: home.dir().to_path_buf(), listen, bootstrap, api, pow_bits };
+    if let Some(file) = &resolved.file {
+        tracing::info!(file = %file.display(), "read the config file");
+    }
+    let config = resolved.config;
+    if resolved.unused_mailbox_settings {
+        tracing::warn!(
+            "mailbox settings are given but the mailbox is off (--mailbox, mailbox = true)"
+        );
+    }
+    if config.mailbox.enabled {
+        let m = &config.mailbox;
+        let who = if m.allow.is_empty() {
+            "any user".to_owned()
+        } else {
+            format!("{} allowed user(s)", m.allow.len())
+        };
+        tracing::info!(
+            max_messages = m.max_messages,
+            max_bytes = m.max_bytes,
+            retention_days = m.retention.as_secs() / (24 * 3600),
+            deposits_per_minute = m.deposits_per_minute,
+            "serving as a mailbox for {who}"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,6 +176,7 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
         emit(&id)?;
     }
     let mut status = answer.get("status").and_then(Value::as_str).unwrap_or("queued").to_owned();
+    let mut reason: Option<String> = None;
     if let Some(secs) = wait {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !matches!(status.as_str(), "delivered" | "read") {
@@ -168,13 +186,17 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
                     answer["status"] = json!(status);
                     emit_json(&answer)?;
                 }
-                bail!("not delivered after {secs}s: {}", undelivered_reason(&to, &status));
+                bail!(
+                    "not delivered after {secs}s: {}",
+                    undelivered_reason(&to, &status, reason.as_deref())
+                );
             }
             std::thread::sleep(left.min(POLL_INTERVAL));
             let message = client.get(&format!("/v1/messages/{id}"), &[])?;
             if let Some(s) = message.get("status").and_then(Value::as_str) {
                 status = s.to_owned();
             }
+            reason = message.get("pending_reason").and_then(Value::as_str).map(str::to_owned);
         }
     }
     if json {
@@ -184,12 +206,18 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
     Ok(())
 }
 
-fn undelivered_reason(to: &str, status: &str) -> String {
+fn undelivered_reason(to: &str, status: &str, last_error: Option<&str>) -> String {
     let later = "the message stays queued and will be delivered when they come online";
+    let why = last_error
+        .map(|e| format!(" (last attempt: {})", e.replace('\n', " ")))
+        .unwrap_or_default();
     match status {
-        "queued" => format!("{to}'s devices are offline; {later}"),
-        "sent" => format!("{to}'s devices have not acknowledged it yet; {later}"),
-        other => format!("its status is {other:?}; {later}"),
+        "queued" => format!("{to}'s devices are offline{why}; {later}"),
+        "sent" => format!("{to}'s devices have not acknowledged it yet{why}; {later}"),
+        "stored" => {
+            format!("{to}'s mailbox holds it until one of their devices fetches it; {later}")
+        }
+        other => format!("its status is {other:?}{why}; {later}"),
     }
 }
 
@@ -312,6 +340,67 @@ pub fn chat(home: &Home, with: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `kith mailbox add MULTIADDR`.
+pub fn mailbox_add(home: &Home, addr: &Multiaddr, json: bool) -> Result<()> {
+    let addr = addr.to_string();
+    let Some(peer_id) = peer_id_of(&addr) else {
+        bail!(
+            "the mailbox address {addr} does not end in /p2p/<peer id> (the peer id `kith status` \
+             shows on the mailbox node)"
+        );
+    };
+    let client = Client::from_home(home)?;
+    let answer = match client.post("/v1/mailboxes", &json!({ "addr": addr })) {
+        Ok(answer) => answer,
+        Err(e) => {
+            let hint = match e.downcast_ref::<ApiError>().map(|e| e.code.as_str()) {
+                Some("refused") => " (it serves only the users on its allow list)",
+                Some("dht") => " (is it running, and is its port reachable from here?)",
+                _ => "",
+            };
+            return Err(e.context(format!("cannot enroll with mailbox {peer_id}{hint}")));
+        }
+    };
+    if json {
+        return emit_json(&answer);
+    }
+    let peer_id = answer.get("peer_id").and_then(Value::as_str).unwrap_or(peer_id);
+    emit(format_args!("enrolled with mailbox {peer_id}"))
+}
+
+/// `kith mailbox list`.
+pub fn mailbox_list(home: &Home, json: bool) -> Result<()> {
+    let list = Client::from_home(home)?.get("/v1/mailboxes", &[])?;
+    if json {
+        emit_json(&list)
+    } else {
+        emit(output::mailboxes(&list))
+    }
+}
+
+/// `kith mailbox remove PEER_ID`.
+pub fn mailbox_remove(home: &Home, input: &str) -> Result<()> {
+    let input = input.trim();
+    let peer_id = if input.starts_with('/') { peer_id_of(input) } else { Some(input) }
+        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        .with_context(|| format!("invalid peer id {input:?}"))?;
+    match Client::from_home(home)?.delete(&format!("/v1/mailboxes/{peer_id}")) {
+        Ok(_) => {}
+        Err(e) if e.downcast_ref::<ApiError>().is_some_and(|e| e.code == "not_found") => {
+            bail!("mailbox {peer_id} is not in your name record (see `kith mailbox list`)")
+        }
+        Err(e) => return Err(e.context(format!("cannot remove mailbox {peer_id}"))),
+    }
+    emit(format_args!("removed mailbox {peer_id}"))
+}
+
+/// The peer id at the end of a multiaddr (`.../p2p/<peer id>`), if it has one.
+fn peer_id_of(addr: &str) -> Option<&str> {
+    let mut parts = addr.trim_end_matches('/').rsplit('/');
+    let peer_id = parts.next()?;
+    (parts.next() == Some("p2p") && !peer_id.is_empty()).then_some(peer_id)
 }
 
 /// `GET /v1/messages`, checked to be a list.
@@ -460,7 +549,14 @@ mod tests {
     }
 
     #[test]
+    fn peer_ids_are_taken_from_the_end_of_an_address() {
+        assert_eq!(peer_id_of("/ip4/203.0.113.7/tcp/4011/p2p/12D3KooWx"), Some("12D3KooWx"));
+        assert_eq!(peer_id_of("/ip4/203.0.113.7/tcp/4011"), None);
+        assert_eq!(peer_id_of("/p2p/"), None);
+    }
+
+    #[test]
     fn undelivered_reason_names_the_recipient() {
-        assert!(undelivered_reason("bob", "queued").starts_with("bob's devices are offline"));
+        assert!(undelivered_reason("bob", "queued", None).starts_with("bob's devices are offline"));
     }
 }

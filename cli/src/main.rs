@@ -3,16 +3,15 @@
 
 mod client;
 mod commands;
+mod config;
 mod output;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kith_node::home::Home;
 use kith_node::Multiaddr;
-use kith_protocol::name::DEFAULT_POW_BITS;
 
 /// Kith: a peer-to-peer messenger with no servers; names live on a DHT and messages are
 /// end-to-end encrypted.
@@ -54,29 +53,7 @@ enum Command {
     ///
     /// Runs in the foreground until interrupted (Ctrl-C or SIGTERM); logs go to standard error
     /// (set RUST_LOG, e.g. RUST_LOG=debug, to see more).
-    Daemon {
-        /// A multiaddr to listen on for other peers; repeat to listen on several
-        #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/4011")]
-        listen: Vec<Multiaddr>,
-        /// A peer to join the network through, a multiaddr ending in /p2p/<peer id> (see the
-        /// listen addresses in `kith status` on that peer); repeat for several
-        #[arg(long, value_name = "MULTIADDR")]
-        bootstrap: Vec<Multiaddr>,
-        /// Where the local API listens: a loopback IP address and port; `127.0.0.1:0` lets the
-        /// OS choose a free port (clients find it in the home directory's api.addr)
-        #[arg(long, value_name = "HOST:PORT", default_value = kith_node::DEFAULT_API)]
-        api: SocketAddr,
-        /// The proof-of-work difficulty, in bits, required of name records (every node of a
-        /// network must agree on it)
-        #[arg(
-            long,
-            value_name = "N",
-            env = "KITH_POW_BITS",
-            default_value_t = DEFAULT_POW_BITS,
-            value_parser = clap::value_parser!(u32).range(0..=256),
-        )]
-        pow_bits: u32,
-    },
+    Daemon(config::DaemonArgs),
 
     /// Show this node's identity, name, addresses, peers and outbox
     Status {
@@ -175,6 +152,43 @@ enum Command {
         #[arg(value_name = "@NAME")]
         with: String,
     },
+
+    /// Manage the mailbox nodes that hold messages for your devices while they are offline
+    ///
+    /// A mailbox is an always-on node (`kith daemon --mailbox`, see docs/self-hosting.md) that
+    /// keeps sealed envelopes, which it cannot read, until your device fetches them. Your
+    /// mailboxes are published in your name record, so that senders find them.
+    Mailbox {
+        #[command(subcommand)]
+        command: MailboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MailboxCommand {
+    /// Enroll this device with a mailbox node and list it in your name record
+    Add {
+        /// The mailbox's address, ending in /p2p/<peer id>, e.g.
+        /// /ip4/203.0.113.7/tcp/4011/p2p/12D3KooW... (its operator knows it)
+        #[arg(value_name = "MULTIADDR")]
+        addr: Multiaddr,
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the mailboxes in your name record
+    List {
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a mailbox from your name record
+    Remove {
+        /// The mailbox's peer id, as `kith mailbox list` shows it (an address ending in
+        /// /p2p/<peer id> works too)
+        #[arg(value_name = "PEER_ID")]
+        peer_id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -182,9 +196,7 @@ fn main() -> ExitCode {
     let home = Home::new(cli.home.unwrap_or_else(Home::default_dir));
     let result = match cli.command {
         Command::Init { label, json } => commands::init(&home, label, json),
-        Command::Daemon { listen, bootstrap, api, pow_bits } => {
-            commands::daemon(&home, listen, bootstrap, api, pow_bits)
-        }
+        Command::Daemon(args) => commands::daemon(&home, args),
         Command::Status { json } => commands::status(&home, json),
         Command::Register { name, json } => commands::register(&home, &name, json),
         Command::Resolve { name, json } => commands::resolve(&home, &name, json),
@@ -197,6 +209,15 @@ fn main() -> ExitCode {
         Command::Contacts { json } => commands::contacts(&home, json),
         Command::Trust { name, json } => commands::trust(&home, &name, json),
         Command::Chat { with } => commands::chat(&home, &with),
+        Command::Mailbox { command: MailboxCommand::Add { addr, json } } => {
+            commands::mailbox_add(&home, &addr, json)
+        }
+        Command::Mailbox { command: MailboxCommand::List { json } } => {
+            commands::mailbox_list(&home, json)
+        }
+        Command::Mailbox { command: MailboxCommand::Remove { peer_id } } => {
+            commands::mailbox_remove(&home, &peer_id)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,13 +258,26 @@ mod tests {
     #[test]
     fn daemon_defaults() {
         let cli = Cli::try_parse_from(["kith", "daemon"]).expect("parses");
+        let dir = std::env::temp_dir().join("kith-test-no-such-home");
         match cli.command {
-            Command::Daemon { listen, bootstrap, api, .. } => {
-                assert_eq!(listen.len(), 1);
-                assert!(bootstrap.is_empty());
-                assert_eq!(api.to_string(), kith_node::DEFAULT_API);
+            Command::Daemon(args) => {
+                let config = args.resolve(&dir).expect("resolves").config;
+                assert_eq!(config.listen.len(), 1);
+                assert!(config.bootstrap.is_empty());
+                assert_eq!(config.api.to_string(), kith_node::DEFAULT_API);
+                assert!(!config.mailbox.enabled);
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn mailbox_commands_parse() {
+        let cli = Cli::try_parse_from(["kith", "mailbox", "remove", "12D3KooWabc"]).expect("ok");
+        assert!(matches!(
+            cli.command,
+            Command::Mailbox { command: MailboxCommand::Remove { peer_id } } if peer_id == "12D3KooWabc"
+        ));
+        assert!(Cli::try_parse_from(["kith", "mailbox", "add", "not-a-multiaddr"]).is_err());
     }
 }

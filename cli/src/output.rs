@@ -111,6 +111,30 @@ pub fn contacts(list: &Value) -> String {
     lines.join("\n")
 }
 
+/// `GET /v1/mailboxes`: one line per mailbox, its peer id and addresses.
+pub fn mailboxes(list: &Value) -> String {
+    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        return "no mailboxes (enroll with one with `kith mailbox add MULTIADDR`)".to_owned();
+    }
+    let lines: Vec<String> = list
+        .iter()
+        .map(|m| {
+            let addrs: Vec<&str> = m
+                .get("addrs")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if addrs.is_empty() {
+                text(m, "peer_id").to_owned()
+            } else {
+                format!("{}  {}", text(m, "peer_id"), addrs.join(" "))
+            }
+        })
+        .collect();
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +153,10 @@ mod tests {
         assert!(contacts(&json!([])).starts_with("no contacts"));
         assert!(resolved(&json!({"devices": [{"peer_id": "p", "label": "laptop"}]}))
             .contains("p (laptop)"));
+        assert!(mailboxes(&json!([])).starts_with("no mailboxes"));
+        assert_eq!(
+            mailboxes(&json!([{"peer_id": "p", "addrs": ["/a", "/b"]}, {"peer_id": "q"}])),
+            "p  /a /b\nq"
+        );
     }
 }

@@ -397,3 +397,17 @@ fn usage_errors_exit_2_and_help_explains() {
     let help = kith(dir.path(), &["--help"]).ok().stdout;
     assert!(help.contains("Quick start") && help.contains("kith send @bob"), "{help}");
 }
+
+#[test]
+fn daemon_settings_errors_are_one_line() {
+    let dir = TempDir::new().expect("tempdir");
+    let home = dir.path().join("home");
+    let config = dir.path().join("kith.toml");
+    std::fs::write(&config, "pow_bits = 8\nmailbox_max_mesages = 5\n").expect("write config");
+    let config = config.to_str().expect("utf-8 path");
+    let out = kith(&home, &["daemon", "--config", config]);
+    out.fails_with("mailbox_max_mesages");
+    out.fails_with("kith.toml");
+    let out = kith(&home, &["daemon", "--mailbox", "--mailbox-allow", "nothex"]);
+    out.fails_with("--mailbox-allow \"nothex\"");
+}

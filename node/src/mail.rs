@@ -334,6 +334,15 @@ impl Node {
                     Err(e) => return refuse(&format!("not an envelope: {e}"), "malformed"),
                 };
                 match store.enrolled_user(&env.recipient) {
+                    Ok(Some(user))
+                        if !cfg.allow.is_empty()
+                            && !cfg.allow.contains(&kith_protocol::UserId(user)) =>
+                    {
+                        return refuse(
+                            "the recipient is no longer allowed on this mailbox",
+                            "not_allowed",
+                        )
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         return refuse(

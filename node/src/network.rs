@@ -462,7 +462,7 @@ pub fn new(
     registry: &mut Registry,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NodeError> {
     let mut swarm = build_swarm(key, config.transport, config.relay)?;
-    let p2p_metrics = P2pMetrics::new(registry.sub_registry_with_prefix("libp2p"));
+    let p2p_metrics = P2pMetrics::new(registry);
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())

@@ -104,6 +104,10 @@ pub struct MessageView {
     pub sent_at: String,
     /// Status.
     pub status: &'static str,
+    /// For an outgoing message not yet delivered: why the last attempt to reach a device
+    /// failed (offline, a mailbox over quota, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
 }
 
 /// The node's status as the API shows it.
@@ -772,6 +776,14 @@ impl Node {
         Ok(names)
     }
 
+    fn pending_reason(&self, m: &StoredMessage) -> Option<String> {
+        if m.direction != Direction::Out || matches!(m.status, Status::Delivered | Status::Read) {
+            return None;
+        }
+        let entry = self.inner.store.outbox_entry(&m.id).ok().flatten()?;
+        entry.targets.iter().filter(|t| !t.done).find_map(|t| t.last_error.clone())
+    }
+
     fn view(&self, m: &StoredMessage, names: &HashMap<[u8; 16], String>) -> MessageView {
         let show = |u: &[u8; 16]| names.get(u).cloned().unwrap_or_else(|| UserId(*u).to_string());
         let me = self.user_id().0;
@@ -792,6 +804,7 @@ impl Node {
             kind: m.kind.clone(),
             sent_at: rfc3339(m.sent_at),
             status: m.status.as_str(),
+            pending_reason: self.pending_reason(m),
         }
     }
 

@@ -1,0 +1,476 @@
+//! The settings of `kith daemon`: command-line flags, the config file and the defaults, merged
+//! in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use kith_node::daemon::DaemonConfig;
+use kith_node::mailbox::{self, MailboxConfig};
+use kith_node::Multiaddr;
+use kith_protocol::name::DEFAULT_POW_BITS;
+use kith_protocol::UserId;
+use serde::Deserialize;
+
+/// The config file read from the home directory when `--config` is not given.
+pub const CONFIG_FILE: &str = "config.toml";
+/// Where the daemon listens for other peers unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4011";
+/// Seconds in a day, the unit of the retention settings.
+const DAY_SECS: u64 = 24 * 3600;
+
+// The flags of `kith daemon`. Every setting is optional here, so that a flag that is not given
+// leaves the config file's value in place; the defaults are applied after merging. The defaults
+// named in the help are checked against the constants by a test.
+#[derive(Debug, Default, clap::Args)]
+pub struct DaemonArgs {
+    /// Read settings from this TOML file; its keys are the flags' names with '_' for '-'
+    /// (listen, bootstrap, api, pow_bits, mailbox, mailbox_allow, mailbox_max_messages, ...).
+    /// Flags given on the command line win over the file; a repeated flag replaces the file's
+    /// whole list [default: <home>/config.toml, if it exists]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// A multiaddr to listen on for other peers; repeat to listen on several
+    /// [default: /ip4/0.0.0.0/tcp/4011]
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+
+    /// A peer to join the network through, a multiaddr ending in /p2p/<peer id> (see the
+    /// listen addresses in `kith status` on that peer); repeat for several
+    #[arg(long, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Where the local API listens: a loopback IP address and port; `127.0.0.1:0` lets the
+    /// OS choose a free port (clients find it in the home directory's api.addr)
+    /// [default: 127.0.0.1:7390]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api: Option<SocketAddr>,
+
+    /// The proof-of-work difficulty, in bits, required of name records (every node of a
+    /// network must agree on it) [default: 22]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "KITH_POW_BITS",
+        value_parser = clap::value_parser!(u32).range(0..=256),
+    )]
+    pub pow_bits: Option<u32>,
+
+    /// Serve as a mailbox node: hold sealed envelopes for the enrolled devices of other users
+    /// while they are offline, and be a DHT server, bootstrap peer and relay for others;
+    /// `--mailbox=false` turns off a `mailbox = true` of the config file
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+    )]
+    pub mailbox: Option<bool>,
+
+    /// With --mailbox: only this user (32 hex digits, the user id `kith status` shows) may
+    /// enroll devices; repeat for several. Without it, anyone may enroll
+    #[arg(long, value_name = "USER_ID")]
+    pub mailbox_allow: Vec<String>,
+
+    /// With --mailbox: the most envelopes held for one recipient device [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub mailbox_max_messages: Option<u64>,
+
+    /// With --mailbox: the most bytes of envelopes held for one recipient device
+    /// [default: 268435456, i.e. 256 MiB]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub mailbox_max_bytes: Option<u64>,
+
+    /// With --mailbox: how many days an envelope is kept before it expires [default: 30]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub mailbox_retention_days: Option<u64>,
+
+    /// With --mailbox: the most envelopes one sending peer may deposit per minute
+    /// [default: 120]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub mailbox_deposits_per_minute: Option<u32>,
+}
+
+/// The config file: the same settings as the flags, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    api: Option<String>,
+    pow_bits: Option<u32>,
+    mailbox: Option<bool>,
+    mailbox_allow: Option<Vec<String>>,
+    mailbox_max_messages: Option<u64>,
+    mailbox_max_bytes: Option<u64>,
+    mailbox_retention_days: Option<u64>,
+    mailbox_deposits_per_minute: Option<u32>,
+}
+
+/// The merged settings.
+#[derive(Debug)]
+pub struct Resolved {
+    /// What the daemon runs with.
+    pub config: DaemonConfig,
+    /// The config file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Mailbox settings were given while the mailbox is off: they have no effect.
+    pub unused_mailbox_settings: bool,
+}
+
+impl DaemonArgs {
+    /// Merges these flags with the config file (`--config`, else `<home>/config.toml` if it
+    /// exists) and the defaults. Errors are one line and name the file and key or the flag.
+    pub fn resolve(self, home: &Path) -> Result<Resolved> {
+        let path = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(home.join(CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+        let file = match &path {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let shown = path.as_deref().map(Path::display).map(|p| p.to_string()).unwrap_or_default();
+        // Reports a bad value of the config file as `FILE: KEY: ...`.
+        let in_file = |key: &str, e: anyhow::Error| anyhow!("{shown}: {key}: {e:#}");
+
+        let listen = if !self.listen.is_empty() {
+            self.listen
+        } else if let Some(list) = &file.listen {
+            if list.is_empty() {
+                return Err(in_file(
+                    "listen",
+                    anyhow!("the list is empty; remove the key to listen on {DEFAULT_LISTEN}"),
+                ));
+            }
+            parse_multiaddrs(list).map_err(|e| in_file("listen", e))?
+        } else {
+            vec![DEFAULT_LISTEN.parse().context("the default listen address")?]
+        };
+        let bootstrap = if !self.bootstrap.is_empty() {
+            self.bootstrap
+        } else {
+            parse_multiaddrs(file.bootstrap.as_deref().unwrap_or_default())
+                .map_err(|e| in_file("bootstrap", e))?
+        };
+        let api = match (self.api, &file.api) {
+            (Some(api), _) => api,
+            (None, Some(api)) => api.trim().parse().map_err(|_| {
+                in_file(
+                    "api",
+                    anyhow!("{api:?} is not an IP address and port, like 127.0.0.1:7390"),
+                )
+            })?,
+            (None, None) => kith_node::DEFAULT_API.parse().context("the default API address")?,
+        };
+        let pow_bits = match (self.pow_bits, file.pow_bits) {
+            (Some(bits), _) => bits,
+            (None, Some(bits)) if bits > 256 => {
+                return Err(in_file("pow_bits", anyhow!("{bits} is more than 256")));
+            }
+            (None, Some(bits)) => bits,
+            (None, None) => DEFAULT_POW_BITS,
+        };
+
+        let allow = if !self.mailbox_allow.is_empty() {
+            parse_user_ids(&self.mailbox_allow, "--mailbox-allow")?
+        } else {
+            parse_user_ids(file.mailbox_allow.as_deref().unwrap_or_default(), "user id")
+                .map_err(|e| in_file("mailbox_allow", e))?
+        };
+        let zeros = [
+            ("mailbox_max_messages", file.mailbox_max_messages == Some(0)),
+            ("mailbox_max_bytes", file.mailbox_max_bytes == Some(0)),
+            ("mailbox_retention_days", file.mailbox_retention_days == Some(0)),
+            ("mailbox_deposits_per_minute", file.mailbox_deposits_per_minute == Some(0)),
+        ];
+        if let Some((key, _)) = zeros.iter().find(|(_, zero)| *zero) {
+            return Err(in_file(key, anyhow!("must be at least 1")));
+        }
+        let max_messages = self.mailbox_max_messages.or(file.mailbox_max_messages);
+        let max_bytes = self.mailbox_max_bytes.or(file.mailbox_max_bytes);
+        let retention_days = self.mailbox_retention_days.or(file.mailbox_retention_days);
+        let deposits = self.mailbox_deposits_per_minute.or(file.mailbox_deposits_per_minute);
+        let enabled = self.mailbox.or(file.mailbox).unwrap_or(false);
+        let unused_mailbox_settings = !enabled
+            && (!allow.is_empty()
+                || max_messages.is_some()
+                || max_bytes.is_some()
+                || retention_days.is_some()
+                || deposits.is_some());
+        let mailbox = MailboxConfig {
+            enabled,
+            allow,
+            max_messages: max_messages.unwrap_or(mailbox::DEFAULT_MAX_MESSAGES),
+            max_bytes: max_bytes.unwrap_or(mailbox::DEFAULT_MAX_BYTES),
+            retention: retention_days.map_or(mailbox::DEFAULT_RETENTION, |d| {
+                Duration::from_secs(d.saturating_mul(DAY_SECS))
+            }),
+            deposits_per_minute: deposits.unwrap_or(mailbox::DEFAULT_DEPOSITS_PER_MINUTE),
+        };
+        Ok(Resolved {
+            config: DaemonConfig {
+                home: home.to_path_buf(),
+                listen,
+                bootstrap,
+                api,
+                pow_bits,
+                mailbox,
+            },
+            file: path,
+            unused_mailbox_settings,
+        })
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a config file; errors are one line naming the file (and the line).
+    fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let message = crate::client::one_line(e.message());
+            // serde speaks of fields; a config file has keys.
+            let message = match message.strip_prefix("unknown field ") {
+                Some(rest) => format!("unknown key {rest}"),
+                None => message,
+            };
+            match e.span() {
+                Some(span) => {
+                    let line = text.get(..span.start).map_or(0, |t| t.matches('\n').count()) + 1;
+                    anyhow!("{}, line {line}: {message}", path.display())
+                }
+                None => anyhow!("{}: {message}", path.display()),
+            }
+        })
+    }
+}
+
+fn parse_multiaddrs(list: &[String]) -> Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|s| s.trim().parse().map_err(|e| anyhow!("{s:?} is not a valid multiaddr ({e})")))
+        .collect()
+}
+
+/// Parses user ids; `what` names their source in the error (`--mailbox-allow`).
+fn parse_user_ids(list: &[String], what: &str) -> Result<Vec<UserId>> {
+    let mut ids: Vec<UserId> = Vec::with_capacity(list.len());
+    for s in list {
+        let id = UserId::parse(s.trim()).map_err(|_| {
+            anyhow!(
+                "invalid {what} {s:?}: a user id is 32 hex digits, as `kith status` shows it on \
+                 the user's device"
+            )
+        })?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    const ALICE: &str = "00112233445566778899aabbccddeeff";
+    const BOB: &str = "ffeeddccbbaa99887766554433221100";
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DaemonArgs,
+    }
+
+    fn args(flags: &[&str]) -> DaemonArgs {
+        let argv = std::iter::once("kith-daemon").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    /// A home directory, with `config.toml` holding `toml` if given.
+    fn home(toml: Option<&str>) -> tempfile::TempDir {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        if let Some(toml) = toml {
+            std::fs::write(dir.path().join(CONFIG_FILE), toml).expect("write config");
+        }
+        dir
+    }
+
+    fn resolve(flags: &[&str], toml: Option<&str>) -> Result<Resolved> {
+        let dir = home(toml);
+        args(flags).resolve(dir.path())
+    }
+
+    fn error(flags: &[&str], toml: Option<&str>) -> String {
+        let e = resolve(flags, toml).expect_err("should fail");
+        let text = format!("{e:#}");
+        assert!(!text.contains('\n'), "error is not one line: {text:?}");
+        text
+    }
+
+    const FULL: &str = r#"
+listen = ["/ip4/0.0.0.0/tcp/4999", "/ip6/::/tcp/4999"]
+bootstrap = ["/ip4/203.0.113.7/tcp/4011/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"]
+api = "127.0.0.1:7400"
+pow_bits = 20
+mailbox = true
+mailbox_allow = ["00112233445566778899aabbccddeeff", "FFEEDDCCBBAA99887766554433221100"]
+mailbox_max_messages = 500
+mailbox_max_bytes = 1048576
+mailbox_retention_days = 7
+mailbox_deposits_per_minute = 30
+"#;
+
+    #[test]
+    fn nothing_given_means_the_defaults() {
+        let r = resolve(&[], None).expect("resolves");
+        let c = &r.config;
+        assert_eq!(r.file, None);
+        assert_eq!(c.listen, vec![DEFAULT_LISTEN.parse::<Multiaddr>().expect("addr")]);
+        assert!(c.bootstrap.is_empty());
+        assert_eq!(c.api.to_string(), kith_node::DEFAULT_API);
+        assert_eq!(c.mailbox, MailboxConfig::default());
+        assert!(!r.unused_mailbox_settings);
+    }
+
+    #[test]
+    fn file_only() {
+        let r = resolve(&[], Some(FULL)).expect("resolves");
+        let c = &r.config;
+        assert!(r.file.is_some_and(|f| f.ends_with(CONFIG_FILE)));
+        let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
+        assert_eq!(listen, ["/ip4/0.0.0.0/tcp/4999", "/ip6/::/tcp/4999"]);
+        assert_eq!(c.bootstrap.len(), 1);
+        assert_eq!(c.api.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.pow_bits, 20);
+        let ids = [ALICE, BOB].map(|s| UserId::parse(s).expect("id")).to_vec();
+        assert_eq!(
+            c.mailbox,
+            MailboxConfig {
+                enabled: true,
+                allow: ids,
+                max_messages: 500,
+                max_bytes: 1_048_576,
+                retention: Duration::from_secs(7 * DAY_SECS),
+                deposits_per_minute: 30,
+            }
+        );
+    }
+
+    #[test]
+    fn flag_only() {
+        let r = resolve(
+            &[
+                "--listen=/ip4/127.0.0.1/tcp/0",
+                "--api=127.0.0.1:0",
+                "--pow-bits=8",
+                "--mailbox",
+                "--mailbox-allow",
+                ALICE,
+                "--mailbox-max-messages=5",
+                "--mailbox-max-bytes=6",
+                "--mailbox-retention-days=2",
+                "--mailbox-deposits-per-minute=9",
+            ],
+            None,
+        )
+        .expect("resolves");
+        let c = &r.config;
+        assert_eq!(c.listen[0].to_string(), "/ip4/127.0.0.1/tcp/0");
+        assert_eq!(c.api.to_string(), "127.0.0.1:0");
+        assert_eq!(c.pow_bits, 8);
+        assert_eq!(
+            c.mailbox,
+            MailboxConfig {
+                enabled: true,
+                allow: vec![UserId::parse(ALICE).expect("id")],
+                max_messages: 5,
+                max_bytes: 6,
+                retention: Duration::from_secs(2 * DAY_SECS),
+                deposits_per_minute: 9,
+            }
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_fills_the_rest() {
+        let r = resolve(
+            &["--listen=/ip4/127.0.0.1/tcp/1", "--mailbox=false", "--mailbox-allow", BOB],
+            Some(FULL),
+        )
+        .expect("resolves");
+        let c = &r.config;
+        assert_eq!(c.listen.len(), 1, "a list flag replaces the file's list");
+        assert_eq!(c.listen[0].to_string(), "/ip4/127.0.0.1/tcp/1");
+        assert!(!c.mailbox.enabled);
+        assert_eq!(c.mailbox.allow, vec![UserId::parse(BOB).expect("id")]);
+        assert_eq!(c.api.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.mailbox.max_messages, 500);
+        assert_eq!(c.mailbox.deposits_per_minute, 30);
+        assert!(r.unused_mailbox_settings);
+    }
+
+    #[test]
+    fn an_explicit_config_file_is_read_instead_of_the_home_one() {
+        let dir = home(Some("pow_bits = 1"));
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, "pow_bits = 2").expect("write");
+        let flags = ["--config", other.to_str().expect("utf-8")];
+        assert_eq!(args(&flags).resolve(dir.path()).expect("resolves").config.pow_bits, 2);
+        let missing = dir.path().join("missing.toml");
+        let e = args(&["--config", missing.to_str().expect("utf-8")])
+            .resolve(dir.path())
+            .expect_err("missing file");
+        assert!(format!("{e:#}").contains("cannot read the config file"), "{e:#}");
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error_naming_file_key_and_line() {
+        let e = error(&[], Some("pow_bits = 8\nmailbox_alow = []\n"));
+        assert!(e.contains(CONFIG_FILE) && e.contains("line 2: unknown key `mailbox_alow`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_in_the_file_name_the_key() {
+        let e = error(&[], Some("listen = [\"not an address\"]"));
+        assert!(e.contains("listen: \"not an address\" is not a valid multiaddr"), "{e}");
+        let e = error(&[], Some("api = \"localhost\""));
+        assert!(e.contains("api: \"localhost\""), "{e}");
+        let e = error(&[], Some("mailbox_max_bytes = 0"));
+        assert!(e.contains("mailbox_max_bytes: must be at least 1"), "{e}");
+        let e = error(&[], Some("pow_bits = 300"));
+        assert!(e.contains("pow_bits: 300 is more than 256"), "{e}");
+        let e = error(&[], Some("pow_bits = \"8\""));
+        assert!(e.contains("line 1") && e.contains("invalid type"), "{e}");
+        let e = error(&[], Some("listen = []"));
+        assert!(e.contains("listen: the list is empty"), "{e}");
+    }
+
+    #[test]
+    fn bad_user_ids_are_an_error_naming_the_value() {
+        let e = error(&["--mailbox", "--mailbox-allow", ALICE, "--mailbox-allow", "nothex"], None);
+        assert!(e.starts_with("invalid --mailbox-allow \"nothex\": a user id is 32 hex"), "{e}");
+        let e = error(&[], Some("mailbox_allow = [\"abc\"]"));
+        assert!(e.contains("config.toml: mailbox_allow: invalid user id \"abc\""), "{e}");
+    }
+
+    #[test]
+    fn help_shows_the_defaults() {
+        let help = Cli::command().render_long_help().to_string();
+        for default in [
+            DEFAULT_LISTEN.to_owned(),
+            kith_node::DEFAULT_API.to_owned(),
+            format!("[default: {DEFAULT_POW_BITS}]"),
+            format!("[default: {}]", mailbox::DEFAULT_MAX_MESSAGES),
+            format!("[default: {},", mailbox::DEFAULT_MAX_BYTES),
+            format!("[default: {}]", mailbox::DEFAULT_RETENTION.as_secs() / DAY_SECS),
+            format!("[default: {}]", mailbox::DEFAULT_DEPOSITS_PER_MINUTE),
+        ] {
+            assert!(help.contains(&default), "the help does not show {default}:\n{help}");
+        }
+    }
+}
