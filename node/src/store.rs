@@ -430,7 +430,7 @@ impl Store {
                     .values()
                     .map(|v| self.decode(&v.map_err(|e| self.err(e))?))
                     .collect::<Result<_, _>>()?;
-                all.sort_by_key(|m| m.stored_at);
+                all.sort_by_key(|m| (m.sent_at, m.stored_at));
                 all.into_iter().rev().take(limit).collect()
             }
         };

@@ -1,0 +1,213 @@
+//! Crash recovery: the sender, the mailbox and the recipient are killed with SIGKILL at random
+//! moments while messages flow, and restarted. Afterwards every message whose `kith send` was
+//! acknowledged must be shown to the recipient exactly once, in the order it was sent, and
+//! every store must have reopened cleanly (each restart must serve its API again).
+//!
+//! `KITH_CRASH_ITERATIONS` (default 50) sets the number of messages, each followed by a chance
+//! of a crash; `KITH_CRASH_SEED` replays a run (the seed is printed).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A small deterministic generator (xorshift64*), so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+struct Peer {
+    node: Node,
+    listen: String,
+    bootstrap: Option<String>,
+    extra: Vec<&'static str>,
+}
+
+impl Peer {
+    fn start(&mut self) {
+        let mut args: Vec<&str> = vec!["--listen", &self.listen];
+        args.extend(self.extra.iter().copied());
+        self.node.start_with(self.bootstrap.as_deref(), &args);
+    }
+}
+
+#[test]
+fn crashes_lose_nothing_that_was_acknowledged() {
+    let iterations = env_u64("KITH_CRASH_ITERATIONS").unwrap_or(50);
+    let seed = env_u64("KITH_CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    }) | 1;
+    eprintln!("crash test: {iterations} iterations, KITH_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    // Fixed ports, so a restarted node is found where it was.
+    let port = |p: u16| format!("/ip4/127.0.0.1/tcp/{p}");
+    let mut mailbox = Peer {
+        node: Node::init("mailbox"),
+        listen: port(free_port()),
+        bootstrap: None,
+        extra: vec!["--mailbox"],
+    };
+    mailbox.start();
+    let mb_peer =
+        mailbox.node.status().expect("status")["peer_id"].as_str().expect("peer id").to_owned();
+    let mb_addr = format!("{}/p2p/{mb_peer}", mailbox.listen);
+    let mut alice = Peer {
+        node: Node::init("alice"),
+        listen: port(free_port()),
+        bootstrap: Some(mb_addr.clone()),
+        extra: vec![],
+    };
+    let mut bob = Peer {
+        node: Node::init("bob"),
+        listen: port(free_port()),
+        bootstrap: Some(mb_addr.clone()),
+        extra: vec![],
+    };
+    alice.start();
+    bob.start();
+    alice.node.register("alice");
+    bob.node.register("bob");
+    bob.node.kith(&["mailbox", "add", &mb_addr]).ok();
+    wait_until("alice to see bob's mailbox", Duration::from_secs(60), || {
+        let out = alice.node.kith(&["resolve", "bob", "--json"]);
+        (out.status.success() && out.json()["mailboxes"].as_array().is_some_and(|m| !m.is_empty()))
+            .then_some(())
+    });
+
+    let started = Instant::now();
+    let mut acked: Vec<String> = Vec::new();
+    let mut crashes = [0u32; 3];
+    for i in 0..iterations {
+        // A node left down by the previous crash comes back now.
+        for p in [&mut mailbox, &mut alice, &mut bob] {
+            if !p.node.running() {
+                p.start();
+            }
+        }
+        let text = format!("crash-{i:04}");
+        // A quarter of the time, one of the three is killed while the send is under way.
+        let during = (rng.below(4) == 0).then(|| {
+            let victim = rng.below(3) as usize;
+            let pid = [&mailbox, &alice, &bob][victim].node.pid().expect("running");
+            let delay = Duration::from_millis(rng.below(40));
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ =
+                    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            });
+            (victim, killer)
+        });
+        let out = alice.node.kith(&["send", "@bob", &text]);
+        if let Some((victim, killer)) = during {
+            let _ = killer.join();
+            crashes[victim] += 1;
+            // Reap it; it is restarted before the next message.
+            [&mut mailbox, &mut alice, &mut bob]
+                .into_iter()
+                .nth(victim)
+                .expect("victim")
+                .node
+                .kill();
+        }
+        if out.status.success() {
+            acked.push(text);
+        } else {
+            eprintln!("send {i} not acknowledged: {}", out.stderr.trim());
+        }
+        // Half of the time, crash one of the three after a random moment, while the message is
+        // being delivered; it is restarted at once or before the next message.
+        if rng.below(2) == 0 {
+            std::thread::sleep(Duration::from_millis(rng.below(60)));
+            let victim = rng.below(3) as usize;
+            crashes[victim] += 1;
+            let p = [&mut mailbox, &mut alice, &mut bob].into_iter().nth(victim).expect("victim");
+            p.node.kill();
+            if rng.below(2) == 0 {
+                p.start();
+            }
+        }
+    }
+    for p in [&mut mailbox, &mut alice, &mut bob] {
+        if !p.node.running() {
+            p.start();
+        }
+    }
+    eprintln!(
+        "{} of {iterations} sends acknowledged; crashes: mailbox {}, alice {}, bob {}; {:?}",
+        acked.len(),
+        crashes[0],
+        crashes[1],
+        crashes[2],
+        started.elapsed()
+    );
+    assert!(
+        acked.len() as u64 * 2 >= iterations,
+        "too few sends were acknowledged to test anything"
+    );
+
+    let shown =
+        wait_until("bob to show every acknowledged message", Duration::from_secs(240), || {
+            let messages = bob.node.messages(&["--limit", "10000"])?;
+            let shown: Vec<String> = messages
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["text"].as_str())
+                .filter(|t| t.starts_with("crash-"))
+                .map(str::to_owned)
+                .collect();
+            acked.iter().all(|a| shown.contains(a)).then_some(shown)
+        });
+    for a in &acked {
+        assert_eq!(
+            shown.iter().filter(|s| *s == a).count(),
+            1,
+            "{a} shown more than once: {shown:?}"
+        );
+    }
+    // Per-sender order: alice's messages appear in the order she sent them, in the whole
+    // history and in the conversation.
+    let mut sorted = shown.clone();
+    sorted.sort();
+    assert_eq!(shown, sorted, "bob shows alice's messages out of order");
+    let conversation: Vec<String> = bob
+        .node
+        .messages(&["@alice", "--limit", "10000"])
+        .expect("conversation")
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(conversation, sorted, "the conversation with alice is out of order or incomplete");
+
+    // And alice learns that every one of them was delivered.
+    wait_until("alice's outbox to empty", Duration::from_secs(240), || {
+        (alice.node.status()?["outbox"].as_u64()? == 0).then_some(())
+    });
+
+    // Every store closes and reopens cleanly.
+    for p in [&mut mailbox, &mut alice, &mut bob] {
+        p.node.stop();
+        p.start();
+    }
+}
