@@ -134,3 +134,70 @@ fn daemon_settings_errors_are_one_line() {
     let out = kith(&home, &["daemon", "--mailbox", "--mailbox-allow", "nothex"]);
     out.fails_with("--mailbox-allow \"nothex\"");
 }
+
+#[test]
+fn store_problems_are_one_line_errors_naming_the_store() {
+    let mut node = Node::init("store");
+    node.start(None);
+    // A second daemon on the same home finds the store locked.
+    node.kith(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+        .fails_with("is in use by another process");
+    node.stop();
+    // A store whose data was lost is refused, not silently started empty.
+    std::fs::write(node.home().join("store/db"), vec![0x5a; 4096]).expect("damage the store");
+    let out = node.kith(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"]);
+    out.fails_with("is damaged");
+    assert!(out.stderr.contains("store"), "{}", out.stderr);
+}
+
+#[test]
+fn a_mailbox_holds_messages_while_everyone_is_offline() {
+    let mb_port = free_port();
+    let mut mailbox = Node::init("mailbox");
+    let listen = format!("/ip4/127.0.0.1/tcp/{mb_port}");
+    let mb = mailbox.start_with(None, &["--listen", &listen, "--mailbox"]);
+    let mb_addr = format!("{listen}/p2p/{}", mb["peer_id"].as_str().expect("peer id"));
+    let mut alice = Node::init("alice");
+    alice.start(Some(&mb_addr));
+    let mut bob = Node::init("bob");
+    bob.start(Some(&mb_addr));
+    alice.register("alice");
+    bob.register("bob");
+    let enrolled = bob.kith(&["mailbox", "add", &mb_addr]).ok();
+    assert!(enrolled.stdout.contains("enrolled"), "{}", enrolled.stdout);
+    let listed = bob.kith(&["mailbox", "list", "--json"]).ok().json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    wait_until("alice to see bob's mailbox", Duration::from_secs(60), || {
+        let out = alice.kith(&["resolve", "bob", "--json"]);
+        (out.status.success() && out.json()["mailboxes"].as_array().is_some_and(|m| m.len() == 1))
+            .then_some(())
+    });
+
+    // Bob goes offline; alice sends; the mailbox holds it; alice goes offline too.
+    bob.stop();
+    let id = alice.kith(&["send", "@bob", "held for you"]).ok().stdout.trim().to_owned();
+    assert!(is_message_id(&id), "{id}");
+    wait_until("the message to be stored at the mailbox", Duration::from_secs(60), || {
+        let m = alice.kith(&["messages", "@bob", "--json"]).ok().json();
+        with_text(&m, "held for you").first().is_some_and(|m| m["status"] == "stored").then_some(())
+    });
+    alice.stop();
+
+    // Bob comes back and gets it from his mailbox, exactly once.
+    bob.start(Some(&mb_addr));
+    wait_until("bob to fetch the message", Duration::from_secs(60), || {
+        let m = bob.messages(&[])?;
+        (!with_text(&m, "held for you").is_empty()).then_some(())
+    });
+    // Alice comes back and learns it was delivered.
+    alice.start(Some(&mb_addr));
+    wait_until("alice to see it delivered", Duration::from_secs(120), || {
+        let m = alice.messages(&["@bob"])?;
+        with_text(&m, "held for you")
+            .first()
+            .is_some_and(|m| m["status"] == "delivered")
+            .then_some(())
+    });
+    let m = bob.messages(&[]).expect("bob's messages");
+    assert_eq!(with_text(&m, "held for you").len(), 1, "{m}");
+}

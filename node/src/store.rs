@@ -27,6 +27,8 @@ use crate::error::NodeError;
 
 /// The version of the store layout; opening a store of another version is refused.
 pub const SCHEMA_VERSION: u64 = 1;
+/// A file next to sled's own, written when the store is created.
+const MARKER: &str = "kith-store";
 /// Largest value the store decodes.
 const MAX_VALUE: usize = 1024 * 1024;
 
@@ -258,8 +260,22 @@ impl Store {
             db,
             path: path.to_owned(),
         };
+        // sled opens a damaged database as an empty one; the marker file, written once the
+        // store was first created, tells "new" from "lost its data".
+        let marker = path.join(MARKER);
         match store.meta_get::<u64>("schema")? {
-            None => store.meta_set("schema", &SCHEMA_VERSION)?,
+            None if marker.exists() => {
+                return Err(err(
+                    "is damaged: its data is missing; restore it from a backup, or move it away to start with an empty history"
+                        .into(),
+                ))
+            }
+            None => {
+                store.meta_set("schema", &SCHEMA_VERSION)?;
+                store.db.flush().map_err(|e| err(format!("cannot be written: {e}")))?;
+                std::fs::write(&marker, format!("kith store, layout {SCHEMA_VERSION}\n"))
+                    .map_err(|e| err(format!("cannot be written: {e}")))?;
+            }
             Some(SCHEMA_VERSION) => {}
             Some(v) => {
                 return Err(err(format!(
@@ -702,6 +718,19 @@ mod tests {
         assert_eq!(s.mailbox_usage(&dev).expect("usage"), (1, 100));
         assert_eq!(s.expire_held(13).expect("expire"), 1);
         assert_eq!(s.mailbox_totals().expect("totals"), (0, 0));
+    }
+
+    #[test]
+    fn a_store_that_lost_its_data_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.insert_incoming(&msg(1, 1, 1)).expect("insert");
+        }
+        std::fs::write(dir.path().join("db"), vec![0x5a; 4096]).expect("damage");
+        let err = Store::open(dir.path()).expect_err("refused");
+        assert!(err.to_string().contains("is damaged"), "{err}");
+        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
     }
 
     #[test]
