@@ -99,6 +99,10 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/trust", post(trust))
         .route("/v1/events", get(events))
         .route("/v1/mailboxes", get(mailboxes).post(add_mailbox))
+        .route("/v1/conversations", get(conversations))
+        .route("/v1/conversations/{id}/members", get(members))
+        .route("/v1/conversations/{id}/leave", post(leave))
+        .route("/v1/conversations/{id}/remove", post(remove))
         .route("/v1/mailboxes/{peer_id}", axum::routing::delete(remove_mailbox))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
@@ -180,7 +184,7 @@ async fn send(
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
-    let m = s.node.send_text(&b.to, &b.text).await?;
+    let m = s.node.send_to(&b.to, &b.text).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": m.id, "conversation": m.conversation, "status": m.status })),
@@ -217,6 +221,36 @@ async fn trust(
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
     Ok(Json(s.node.trust(&b.name).await?))
+}
+
+async fn conversations(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.conversations()?))
+}
+
+fn conv(id: &str) -> String {
+    format!("#{}", id.trim_start_matches('#'))
+}
+
+async fn members(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.members(&conv(&id))?))
+}
+
+async fn leave(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    s.node.leave(&conv(&id)).await?;
+    Ok(Json(json!({ "left": id })))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<NameBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    s.node.remove_member(&conv(&id), &b.name).await?;
+    Ok(Json(json!({ "removed": b.name })))
 }
 
 #[derive(Deserialize)]

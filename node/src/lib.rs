@@ -4,6 +4,7 @@
 //! - [`store`]: the sled store; the only module that touches sled.
 //! - [`network`]: the libp2p swarm, owned by one task, and its cloneable [`network::Client`].
 //! - [`node`]: names, resolution with trust on first use, direct messages, outbox.
+//! - [`group`]: group chats over gossipsub: forming by mention, epochs, validation, sync.
 //! - [`mail`]: mailboxes: enrolling, depositing, fetching, and the mailbox service.
 //! - [`mailbox`]: mailbox policy and limits.
 //! - [`metrics`]: Prometheus metrics.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod daemon;
 pub mod error;
+pub mod group;
 pub mod home;
 pub mod mail;
 pub mod mailbox;

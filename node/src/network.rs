@@ -21,7 +21,7 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, identify, kad, noise, ping, relay, tcp, yamux, Multiaddr, PeerId,
+    connection_limits, gossipsub, identify, kad, noise, ping, relay, tcp, yamux, Multiaddr, PeerId,
     StreamProtocol, Swarm,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +34,8 @@ use crate::metrics::Counters;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/kad/1.0.0");
 /// Direct-message protocol name.
 pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/dm/1");
+/// Group sync protocol name.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/sync/1");
 /// Mailbox protocol name.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/mailbox/1");
 /// Identify protocol version string.
@@ -98,6 +100,8 @@ pub enum Proto {
     Dm,
     /// `/kith/mailbox/1`.
     Mailbox,
+    /// `/kith/sync/1`.
+    Sync,
 }
 
 /// What the network reports to the node.
@@ -121,8 +125,37 @@ pub enum Event {
         /// Where to send the answer.
         reply: Reply,
     },
+    /// A group sync request arrived; it must be answered.
+    SyncRequest {
+        /// The requesting peer.
+        peer: PeerId,
+        /// The encoded request.
+        bytes: Vec<u8>,
+        /// Where to send the answer.
+        reply: Reply,
+    },
+    /// A message arrived on a group topic; it must be judged with [`Client::validate`].
+    GroupMessage {
+        /// The peer that forwarded it.
+        source: PeerId,
+        /// Gossipsub's id of it (a content hash).
+        id: gossipsub::MessageId,
+        /// The encoded group envelope.
+        data: Vec<u8>,
+    },
     /// A connection to a peer was established.
     PeerConnected(PeerId),
+}
+
+/// The verdict on a group message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: deliver and forward.
+    Accept,
+    /// Not for us now (unknown group, future epoch, duplicate): drop without penalty.
+    Ignore,
+    /// Invalid (forged, tampered, from a non-member): drop and penalize the forwarder.
+    Reject,
 }
 
 enum Command {
@@ -150,6 +183,23 @@ enum Command {
     Status {
         reply: oneshot::Sender<NetStatus>,
     },
+    Subscribe {
+        topic: String,
+        on: bool,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Validate {
+        id: gossipsub::MessageId,
+        source: PeerId,
+        verdict: Verdict,
+    },
+    DialPeer {
+        peer: PeerId,
+    },
     Dial {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), String>>,
@@ -172,6 +222,10 @@ impl std::fmt::Debug for Command {
             Command::Respond { .. } => "Respond",
             Command::Status { .. } => "Status",
             Command::Dial { .. } => "Dial",
+            Command::Subscribe { .. } => "Subscribe",
+            Command::Publish { .. } => "Publish",
+            Command::Validate { .. } => "Validate",
+            Command::DialPeer { .. } => "DialPeer",
         })
     }
 }
@@ -229,6 +283,54 @@ impl Client {
     ) -> Result<Result<Vec<u8>, String>, NodeError> {
         self.call(|reply| Command::Request { proto: Proto::Mailbox, peer, addrs, bytes, reply })
             .await
+    }
+
+    /// Sends a group sync request to a peer.
+    pub async fn sync_request(
+        &self,
+        peer: PeerId,
+        bytes: Vec<u8>,
+    ) -> Result<Result<Vec<u8>, String>, NodeError> {
+        self.call(|reply| Command::Request {
+            proto: Proto::Sync,
+            peer,
+            addrs: Vec::new(),
+            bytes,
+            reply,
+        })
+        .await
+    }
+
+    /// Subscribes to (or, with `on == false`, leaves) a gossipsub topic.
+    pub async fn subscribe(&self, topic: String, on: bool) -> Result<(), NodeError> {
+        self.tx.send(Command::Subscribe { topic, on }).await.map_err(|_| NodeError::NetworkStopped)
+    }
+
+    /// Publishes on a topic; `Err` text says why not (no subscribed peer connected, say).
+    pub async fn publish(
+        &self,
+        topic: String,
+        data: Vec<u8>,
+    ) -> Result<Result<(), String>, NodeError> {
+        self.call(|reply| Command::Publish { topic, data, reply }).await
+    }
+
+    /// Reports the verdict on a group message to gossipsub.
+    pub async fn validate(
+        &self,
+        id: gossipsub::MessageId,
+        source: PeerId,
+        verdict: Verdict,
+    ) -> Result<(), NodeError> {
+        self.tx
+            .send(Command::Validate { id, source, verdict })
+            .await
+            .map_err(|_| NodeError::NetworkStopped)
+    }
+
+    /// Connects to a peer by id, finding its addresses on the DHT if needed.
+    pub async fn dial_peer(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.tx.send(Command::DialPeer { peer }).await.map_err(|_| NodeError::NetworkStopped)
     }
 
     /// Answers an inbound request with encoded bytes.
@@ -344,6 +446,8 @@ struct Behaviour {
     mailbox: request_response::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<FrameCodec>,
     relay: Toggle<relay::Behaviour>,
 }
 
@@ -412,7 +516,40 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
             .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
     );
     let ping = ping::Behaviour::new(ping::Config::new());
-    Behaviour { limits, kad, dm, mailbox, identify, ping, relay }
+    let sync = request_response::Behaviour::with_codec(
+        FrameCodec { max_request: 4096, max_response: MAX_MAILBOX_RESPONSE },
+        [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+        rr_config(),
+    );
+    let gossipsub = gossip(key);
+    Behaviour { limits, kad, dm, mailbox, identify, ping, gossipsub, sync, relay }
+}
+
+/// Gossipsub for group chats: messages are anonymous at the gossipsub layer (authenticity comes
+/// from the device signature inside the ciphertext), ids are content hashes, every message is
+/// validated by the node before it is forwarded, and peer scoring uses libp2p's defaults.
+fn gossip(key: &libp2p::identity::Keypair) -> gossipsub::Behaviour {
+    let _ = key;
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .validate_messages()
+        .max_transmit_size(kith_protocol::group::MAX_GROUP_ENVELOPE + 1024)
+        .heartbeat_interval(Duration::from_millis(700))
+        .message_id_fn(|m: &gossipsub::Message| {
+            use sha2::Digest;
+            gossipsub::MessageId::from(sha2::Sha256::digest(&m.data).to_vec())
+        })
+        .build();
+    let mut g = match config {
+        Ok(c) => gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, c),
+        Err(e) => Err(e.to_string().leak() as &str),
+    }
+    .unwrap_or_else(|e| unreachable!("static gossipsub configuration is valid: {e}"));
+    let _ = g.with_peer_score(
+        gossipsub::PeerScoreParams::default(),
+        gossipsub::PeerScoreThresholds::default(),
+    );
+    g
 }
 
 fn build_swarm(
@@ -496,6 +633,7 @@ pub fn new(
         pending_send: HashMap::new(),
         pending_lookup: HashMap::new(),
         pending_dial: Vec::new(),
+        pending_dials: HashMap::new(),
     };
     Ok((client, erx, ev))
 }
@@ -518,6 +656,7 @@ pub struct EventLoop {
     pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
     pending_lookup: HashMap<kad::QueryId, Vec<(PeerId, Vec<u8>, SendReply)>>,
     pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
+    pending_dials: HashMap<kad::QueryId, PeerId>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -546,7 +685,10 @@ impl EventLoop {
     }
 
     fn pending(&self) -> usize {
-        self.pending_put.len() + self.pending_get.len() + self.pending_lookup.len()
+        self.pending_put.len()
+            + self.pending_get.len()
+            + self.pending_lookup.len()
+            + self.pending_dials.len()
     }
 
     fn on_command(&mut self, command: Command) {
@@ -596,6 +738,7 @@ impl EventLoop {
                 let sent = match proto {
                     Proto::Dm => b.dm.send_response(channel, bytes),
                     Proto::Mailbox => b.mailbox.send_response(channel, bytes),
+                    Proto::Sync => b.sync.send_response(channel, bytes),
                 };
                 if sent.is_err() {
                     debug!("peer went away before the answer was sent");
@@ -607,6 +750,44 @@ impl EventLoop {
                     listen_addrs: self.listen_addrs.clone(),
                     connected_peers: self.swarm.connected_peers().count(),
                 });
+            }
+            Command::Subscribe { topic, on } => {
+                let t = gossipsub::IdentTopic::new(topic);
+                let g = &mut self.swarm.behaviour_mut().gossipsub;
+                let r = if on {
+                    g.subscribe(&t).map(|_| ()).map_err(|e| e.to_string())
+                } else {
+                    g.unsubscribe(&t);
+                    Ok(())
+                };
+                if let Err(e) = r {
+                    warn!("cannot subscribe: {e}");
+                }
+            }
+            Command::Publish { topic, data, reply } => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(gossipsub::IdentTopic::new(topic), data);
+                let _ = reply.send(r.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            Command::Validate { id, source, verdict } => {
+                let acceptance = match verdict {
+                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                    Verdict::Reject => gossipsub::MessageAcceptance::Reject,
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
+            Command::DialPeer { peer } => {
+                if !self.swarm.is_connected(&peer) && self.pending() < MAX_PENDING_QUERIES {
+                    let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    self.pending_dials.insert(id, peer);
+                }
             }
             Command::Dial { addr, reply } => {
                 if let Some(Protocol::P2p(peer)) = addr.iter().last() {
@@ -631,6 +812,7 @@ impl EventLoop {
         let id = match proto {
             Proto::Dm => b.dm.send_request(&peer, bytes),
             Proto::Mailbox => b.mailbox.send_request(&peer, bytes),
+            Proto::Sync => b.sync.send_request(&peer, bytes),
         };
         self.pending_send.insert((proto, id), reply);
     }
@@ -678,6 +860,31 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dm(e)) => self.on_rr(Proto::Dm, e),
             SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_rr(Proto::Mailbox, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_rr(Proto::Sync, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let event = Event::GroupMessage {
+                    source: propagation_source,
+                    id: message_id,
+                    data: message.data,
+                };
+                if let Err(mpsc::error::TrySendError::Full(Event::GroupMessage {
+                    source,
+                    id,
+                    ..
+                })) = self.events.try_send(event)
+                {
+                    self.counters.busy.inc();
+                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                        &id,
+                        &source,
+                        gossipsub::MessageAcceptance::Ignore,
+                    );
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.p2p_metrics.record(&e),
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.p2p_metrics.record(&e),
             _ => {}
@@ -731,6 +938,9 @@ impl EventLoop {
                         }
                     }
                     if step.last {
+                        if let Some(peer) = self.pending_dials.remove(&id) {
+                            let _ = self.swarm.dial(peer);
+                        }
                         for (peer, bytes, reply) in
                             self.pending_lookup.remove(&id).unwrap_or_default()
                         {
@@ -792,9 +1002,12 @@ impl EventLoop {
                     let event = match proto {
                         Proto::Dm => Event::InboundEnvelope { peer, bytes: request, reply },
                         Proto::Mailbox => Event::MailboxRequest { peer, bytes: request, reply },
+                        Proto::Sync => Event::SyncRequest { peer, bytes: request, reply },
                     };
                     if let Err(mpsc::error::TrySendError::Full(
-                        Event::InboundEnvelope { reply, .. } | Event::MailboxRequest { reply, .. },
+                        Event::InboundEnvelope { reply, .. }
+                        | Event::MailboxRequest { reply, .. }
+                        | Event::SyncRequest { reply, .. },
                     )) = self.events.try_send(event)
                     {
                         self.counters.busy.inc();
@@ -803,15 +1016,18 @@ impl EventLoop {
                                 DeliveryAck::new(AckStatus::Busy, Some("recipient is busy".into()))
                                     .to_bytes()
                             }
-                            Proto::Mailbox => kith_protocol::mailbox::MailboxResponse::Refused {
-                                reason: "busy".into(),
+                            Proto::Mailbox | Proto::Sync => {
+                                kith_protocol::mailbox::MailboxResponse::Refused {
+                                    reason: "busy".into(),
+                                }
+                                .to_bytes()
                             }
-                            .to_bytes(),
                         };
                         let b = self.swarm.behaviour_mut();
                         let _ = match proto {
                             Proto::Dm => b.dm.send_response(reply.1, busy),
                             Proto::Mailbox => b.mailbox.send_response(reply.1, busy),
+                            Proto::Sync => b.sync.send_response(reply.1, busy),
                         };
                     }
                 }

@@ -211,6 +211,7 @@ pub(crate) struct Inner {
     /// The last `sent_at` used, so each sender's times strictly increase.
     pub(crate) last_sent: Mutex<u64>,
     pub(crate) wake_fetch: Notify,
+    pub(crate) wake_sync: Notify,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) wake_outbox: Notify,
     wake_maintainer: Notify,
@@ -274,6 +275,7 @@ impl Node {
                 deposit_rate: Mutex::new(HashMap::new()),
                 last_sent: Mutex::new(last_sent),
                 wake_fetch: Notify::new(),
+                wake_sync: Notify::new(),
                 events,
                 wake_outbox: Notify::new(),
                 wake_maintainer: Notify::new(),
@@ -290,6 +292,7 @@ impl Node {
             tokio::spawn(node.clone().outbox_task()),
             tokio::spawn(node.clone().maintainer_task()),
             tokio::spawn(node.clone().fetch_task()),
+            tokio::spawn(node.clone().group_task()),
         ];
         let tasks = if node.inner.mailbox.enabled {
             let mut t = tasks;
@@ -640,7 +643,7 @@ impl Node {
     }
 
     /// The next `sent_at`: the clock, but always above the previous one.
-    fn next_sent_at(&self) -> u64 {
+    pub(crate) fn next_sent_at(&self) -> u64 {
         let now = now_ms();
         let Ok(mut last) = self.inner.last_sent.lock() else { return now };
         *last = now.max(*last + 1);
@@ -736,6 +739,15 @@ impl Node {
     ) -> Result<Vec<MessageView>, NodeError> {
         let limit = limit.clamp(1, MAX_HISTORY);
         let conv = match with {
+            Some(to) if to.trim().starts_with('#') => match self.target(to)? {
+                crate::group::Target::Group(id) => Some(id),
+                crate::group::Target::Direct(name) => {
+                    let c = self.inner.store.contact(&name)?.ok_or_else(|| {
+                        NodeError::NotFound(format!("no conversation with {name}"))
+                    })?;
+                    Some(ConversationId::direct(&self.user_id(), &UserId(c.user_id)).0)
+                }
+            },
             Some(name) => {
                 let name = normalize_name(name.trim_start_matches('@'))?;
                 let c =
@@ -767,6 +779,10 @@ impl Node {
         Ok(self.view(&m, &self.names()?))
     }
 
+    pub(crate) fn view_of(&self, m: &StoredMessage) -> Result<MessageView, NodeError> {
+        Ok(self.view(m, &self.names()?))
+    }
+
     fn names(&self) -> Result<HashMap<[u8; 16], String>, NodeError> {
         let mut names: HashMap<[u8; 16], String> =
             self.inner.store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
@@ -787,7 +803,9 @@ impl Node {
     fn view(&self, m: &StoredMessage, names: &HashMap<[u8; 16], String>) -> MessageView {
         let show = |u: &[u8; 16]| names.get(u).cloned().unwrap_or_else(|| UserId(*u).to_string());
         let me = self.user_id().0;
+        let group = m.peer == m.conversation;
         let (from, to) = match m.direction {
+            _ if group => (show(&m.sender), format!("#{}", ConversationId(m.conversation))),
             Direction::Out => (show(&me), show(&m.peer)),
             Direction::In => (show(&m.sender), show(&me)),
         };
@@ -844,6 +862,13 @@ impl Node {
                         notify.extend(deposited_for);
                         replies.push((reply, answer.to_bytes()));
                     }
+                    Event::SyncRequest { peer, bytes, reply } => {
+                        replies.push((reply, self.answer_sync(peer, &bytes).to_bytes()));
+                    }
+                    Event::GroupMessage { source, id, data } => {
+                        let verdict = self.on_gossip(&data).await;
+                        let _ = self.inner.net.validate(id, source, verdict).await;
+                    }
                     Event::PeerConnected(peer) => self.peer_connected(peer).await,
                 }
             }
@@ -897,6 +922,10 @@ impl Node {
         }
         if let Content::Receipt { kind: kith_protocol::ReceiptKind::Delivered, ids } = &m.content {
             self.receipt_received(&opened.sender.device, ids);
+            return Ok(Accepted::Receipt);
+        }
+        if let Content::GroupInvite { .. } = &m.content {
+            self.on_group_state(&opened.sender.identity, &m.content);
             return Ok(Accepted::Receipt);
         }
         if store.message(&m.id.0)?.is_some() {
@@ -983,6 +1012,9 @@ impl Node {
     async fn peer_connected(&self, peer: PeerId) {
         if self.is_my_mailbox(&peer) {
             self.inner.wake_fetch.notify_one();
+        }
+        if self.is_group_peer(&peer) {
+            self.inner.wake_sync.notify_one();
         }
         let bytes = peer.to_bytes();
         let _guard = self.inner.outbox_lock.lock().await;

@@ -5,12 +5,13 @@
 //! | `meta` | text key | CBOR value (schema version, registered name, record sequence, ...) |
 //! | `prekeys` | prekey id, u32 BE | [`PrekeyEntry`] |
 //! | `contacts` | normalized name | [`Contact`] |
-//! | `messages` | conversation id (16) ‖ sent time (u64 BE) ‖ sequence (u64 BE) | [`StoredMessage`] |
+//! | `messages` | conversation id (16) ‖ sent time (u64 BE) ‖ message id (16) | [`StoredMessage`] |
 //! | `msg_index` | message id (16) | key in `messages` |
 //! | `outbox` | message id (16) | [`OutboxEntry`] |
 //! | `mailbox` | device (32) ‖ deposit time (u64 BE) ‖ envelope id (16) | [`HeldEnvelope`] (mailbox nodes) |
 //! | `mailbox_idx` | device (32) ‖ envelope id (16) | key in `mailbox` |
 //! | `enrolled` | device (32) | user id (16) of an enrolled device (mailbox nodes) |
+//! | `groups` | group id (16) | [`GroupState`] |
 //!
 //! Values are CBOR through `kith_protocol::codec`. Writes that belong together (a message, its
 //! index entry, its outbox entry) are one sled transaction. Callers that acknowledge a write to
@@ -222,6 +223,7 @@ pub struct Store {
     mailbox: sled::Tree,
     mailbox_idx: sled::Tree,
     enrolled: sled::Tree,
+    groups: sled::Tree,
 }
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
@@ -257,6 +259,7 @@ impl Store {
             mailbox: tree("mailbox")?,
             mailbox_idx: tree("mailbox_idx")?,
             enrolled: tree("enrolled")?,
+            groups: tree("groups")?,
             db,
             path: path.to_owned(),
         };
@@ -361,8 +364,7 @@ impl Store {
     /// Stores an incoming message unless a message with the same id is already stored.
     /// Returns whether it was new.
     pub fn insert_incoming(&self, m: &StoredMessage) -> Result<bool, NodeError> {
-        let seq = self.db.generate_id().map_err(|e| self.err(e))?;
-        let key = msg_key(&m.conversation, m.sent_at, seq);
+        let key = msg_key(&m.conversation, m.sent_at, &m.id);
         let value = enc(m);
         let r: Result<bool, TransactionError<()>> =
             (&self.messages, &self.msg_index).transaction(|(msgs, index)| {
@@ -378,8 +380,7 @@ impl Store {
 
     /// Stores an outgoing message and its outbox entry in one transaction.
     pub fn insert_outgoing(&self, m: &StoredMessage, out: &OutboxEntry) -> Result<(), NodeError> {
-        let seq = self.db.generate_id().map_err(|e| self.err(e))?;
-        let key = msg_key(&m.conversation, m.sent_at, seq);
+        let key = msg_key(&m.conversation, m.sent_at, &m.id);
         let (value, entry) = (enc(m), enc(out));
         let r: Result<(), TransactionError<()>> = (&self.messages, &self.msg_index, &self.outbox)
             .transaction(|(msgs, index, outbox)| {
@@ -484,13 +485,91 @@ impl Store {
 }
 
 /// Messages of a conversation sort by the sender's time, so each sender's messages show in the
-/// order they were sent whatever order they arrive in; the sequence breaks ties.
-fn msg_key(conversation: &[u8; 16], sent_at: u64, seq: u64) -> [u8; 32] {
-    let mut k = [0u8; 32];
+/// order they were sent whatever order they arrive in; the message id breaks ties, so every
+/// member of a group sees the same order.
+fn msg_key(conversation: &[u8; 16], sent_at: u64, id: &[u8; 16]) -> [u8; 40] {
+    let mut k = [0u8; 40];
     k[..16].copy_from_slice(conversation);
     k[16..24].copy_from_slice(&sent_at.to_be_bytes());
-    k[24..].copy_from_slice(&seq.to_be_bytes());
+    k[24..].copy_from_slice(id);
     k
+}
+
+/// A member of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// User id.
+    #[serde(with = "serde_bytes")]
+    pub user: [u8; 16],
+    /// Identity key.
+    #[serde(with = "serde_bytes")]
+    pub identity: [u8; 32],
+    /// Name, when known.
+    pub name: Option<String>,
+}
+
+/// What this device knows of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Group (conversation) id.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 16],
+    /// Members, in the order they joined.
+    pub members: Vec<GroupMember>,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Keys of the epochs this device was a member of: (epoch, key).
+    pub keys: Vec<(u64, Vec<u8>)>,
+    /// Whether this user is still a member.
+    pub active: bool,
+    /// When this device joined (its history starts there).
+    pub joined_at: u64,
+    /// Members that announced they leave, awaiting the new epoch.
+    #[serde(default)]
+    pub leaving: Vec<Vec<u8>>,
+    /// Peer ids (binary) of member devices seen, used to sync and to keep the mesh connected.
+    #[serde(default)]
+    pub peers: Vec<Vec<u8>>,
+}
+
+impl Store {
+    /// A group by id.
+    pub fn group(&self, id: &[u8; 16]) -> Result<Option<GroupState>, NodeError> {
+        match self.groups.get(id).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a group.
+    pub fn put_group(&self, g: &GroupState) -> Result<(), NodeError> {
+        self.groups.insert(g.id, enc(g)).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Every group.
+    pub fn groups(&self) -> Result<Vec<GroupState>, NodeError> {
+        self.groups.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+    }
+
+    /// Messages of a conversation sent at or after `since`, oldest first, at most `max`.
+    pub fn messages_since(
+        &self,
+        conversation: &[u8; 16],
+        since: u64,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, NodeError> {
+        let mut start = [0u8; 40];
+        start[..16].copy_from_slice(conversation);
+        start[16..24].copy_from_slice(&since.to_be_bytes());
+        let mut end = [0xffu8; 40];
+        end[..16].copy_from_slice(conversation);
+        self.messages
+            .range(start..=end)
+            .values()
+            .take(max)
+            .map(|v| self.decode(&v.map_err(|e| self.err(e))?))
+            .collect()
+    }
 }
 
 /// Why a deposit was refused.

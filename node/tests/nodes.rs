@@ -389,3 +389,119 @@ async fn a_mailbox_refuses_users_off_its_allow_list_and_plain_nodes_refuse_enrol
     assert!(err.to_string().contains("not a mailbox"), "{err}");
     assert!(alice.node.mailboxes().expect("list").is_empty());
 }
+
+fn texts(n: &Node, conv: &str) -> Vec<String> {
+    n.messages(Some(conv), 1000)
+        .map(|m| m.into_iter().filter_map(|m| m.text).collect())
+        .unwrap_or_default()
+}
+
+async fn has_text(n: &Node, conv: &str, text: &str) -> bool {
+    texts(n, conv).iter().any(|t| t == text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_form_by_mention_add_remove_and_catch_up() {
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let carol = spawn(vec![b.clone()]).await;
+    let dave = spawn(vec![b.clone()]).await;
+    for (n, name) in [(&carol, "carol"), (&dave, "dave")] {
+        eventually(10, "connection", || async {
+            (n.node.status().await.ok()?.connected_peers > 0).then_some(())
+        })
+        .await;
+        n.node.register(name).await.expect("registers");
+    }
+    // A direct chat first; mentioning carol forms a group of three.
+    alice.node.send_text("bob", "just us").await.expect("direct");
+    let first = alice.node.send_to("@bob", "hi @carol, welcome").await.expect("group formed");
+    let gid = first.conversation.clone();
+    let conv = format!("#{}", &gid[..8]);
+    assert_ne!(gid, alice.node.messages(Some("bob"), 10).expect("direct")[0].conversation);
+    let kinds: Vec<_> = alice
+        .node
+        .conversations()
+        .expect("list")
+        .into_iter()
+        .map(|c| (c.kind, c.members.len()))
+        .collect();
+    assert!(kinds.contains(&("group", 3)), "{kinds:?}");
+    for n in [&bob.node, &carol.node] {
+        eventually(30, "the first group message", || async {
+            has_text(n, &conv, "hi @carol, welcome").await.then_some(())
+        })
+        .await;
+    }
+    // The 1:1 thread stays as it was.
+    assert_eq!(texts(&alice.node, "bob"), vec!["just us"]);
+    // Everyone hears everyone.
+    bob.node.send_to(&conv, "bob here").await.expect("bob posts");
+    carol.node.send_to(&conv, "carol here").await.expect("carol posts");
+    for n in [&alice.node, &bob.node, &carol.node] {
+        for t in ["bob here", "carol here"] {
+            eventually(30, t, || async { has_text(n, &conv, t).await.then_some(()) }).await;
+        }
+    }
+    // Mentioning dave in the group adds him; he sees messages from then on only.
+    carol.node.send_to(&conv, "and @dave too").await.expect("dave added");
+    eventually(30, "dave's first message", || async {
+        has_text(&dave.node, &conv, "and @dave too").await.then_some(())
+    })
+    .await;
+    assert!(
+        !has_text(&dave.node, &conv, "bob here").await,
+        "dave must not see messages from before he joined"
+    );
+    assert_eq!(alice.node.members(&conv).expect("members").len(), 4);
+
+    // Carol goes offline; alice and bob talk; carol comes back and catches up, once each.
+    let TestNode { node: carol_node, home: carol_home, _dir: _carol_dir } = carol;
+    carol_node.shutdown().await.expect("stops");
+    drop(carol_node);
+    eventually(30, "dave to hold the newest epoch", || async {
+        (dave.node.members(&conv).ok()?.len() == 4).then_some(())
+    })
+    .await;
+    alice.node.send_to(&conv, "while carol was away 1").await.expect("posts");
+    bob.node.send_to(&conv, "while carol was away 2").await.expect("posts");
+    let carol2 = start(&carol_home, vec![b.clone()]).await;
+    for t in ["while carol was away 1", "while carol was away 2"] {
+        eventually(60, t, || async { has_text(&carol2, &conv, t).await.then_some(()) }).await;
+    }
+    let seen = texts(&carol2, &conv);
+    for t in ["while carol was away 1", "while carol was away 2", "hi @carol, welcome", "bob here"]
+    {
+        assert_eq!(seen.iter().filter(|s| *s == t).count(), 1, "{t}: {seen:?}");
+    }
+
+    // Alice removes dave (he joined after her): he stops receiving and cannot post.
+    let before = dave.node.messages(Some(&conv), 1000).expect("history").len();
+    alice.node.remove_member(&conv, "@dave").await.expect("removed");
+    eventually(30, "dave to learn he was removed", || async {
+        dave.node.send_to(&conv, "still here?").await.is_err().then_some(())
+    })
+    .await;
+    eventually(30, "bob to move to the new epoch", || async {
+        (bob.node.members(&conv).ok()?.len() == 3).then_some(())
+    })
+    .await;
+    alice.node.send_to(&conv, "after dave left").await.expect("posts");
+    for n in [&bob.node, &carol2] {
+        eventually(30, "message after the removal", || async {
+            has_text(n, &conv, "after dave left").await.then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!has_text(&dave.node, &conv, "after dave left").await);
+    assert!(dave.node.messages(Some(&conv), 1000).expect("history").len() <= before + 1);
+    // Bob (who joined before alice? no: after) may not remove alice.
+    assert!(bob.node.remove_member(&conv, "alice").await.is_err());
+    // Everyone who stayed shows the same messages in the same order.
+    let a = texts(&alice.node, &conv);
+    eventually(30, "the same history everywhere", || async {
+        (texts(&bob.node, &conv) == a && texts(&carol2, &conv) == a).then_some(())
+    })
+    .await;
+}

@@ -185,6 +185,9 @@ pub enum EnvelopeError {
     /// The sender's certificate is not valid.
     #[error("sender certificate: {0}")]
     Certificate(#[from] CertError),
+    /// The sender's device signature does not verify.
+    #[error("sender signature does not verify")]
+    BadSignature,
     /// The Noise static key of the sender does not match its certificate, or the message claims
     /// another sender than the certificate's identity.
     #[error("sender is not who the envelope claims")]

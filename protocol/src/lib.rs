@@ -18,6 +18,7 @@
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod group;
 pub mod identity;
 pub mod mailbox;
 pub mod message;

@@ -1,0 +1,731 @@
+//! Group chats over gossipsub.
+//!
+//! A group forms when a message in a direct chat mentions `@name` of someone who is not in it:
+//! the sender creates a group (a random id, epoch 1 with a random key) of both participants and
+//! the people mentioned, sends each member the group's state in a sealed direct message
+//! (`group.invite`), and posts the message to the group. Mentioning a non-member in a group adds
+//! them. Every membership change starts a new epoch whose key reaches the remaining members only
+//! in sealed direct messages. Rules (`docs/protocol.md`, 7.4): only members post; a member may
+//! remove the members who joined after it; after a leave, the remaining member with the lowest
+//! user id rekeys.
+
+use std::collections::HashSet;
+
+use kith_protocol::group::{topic, GroupEnvelope, SyncRequest, SyncResponse, MAX_SYNC_RESPONSE};
+use kith_protocol::message::Member;
+use kith_protocol::{
+    normalize_name, Content, ConversationId, IdentityPublic, Message, MessageId, Text, UserId,
+    VerifiedNameRecord, VERSION,
+};
+use libp2p::PeerId;
+use rand::RngCore;
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::error::NodeError;
+use crate::network::Verdict;
+use crate::node::{MessageView, NewMessage, Node, NodeEvent};
+use crate::now_ms;
+use crate::store::{Direction, GroupMember, GroupState, Status, StoredMessage};
+
+/// Most member devices a node keeps connections to, per group, for the gossipsub mesh.
+pub const MESH_DIALS: usize = 8;
+/// Most member devices asked for missed messages per sync round.
+pub const SYNC_PEERS: usize = 4;
+
+/// A conversation as the API lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConversationView {
+    /// Conversation id.
+    pub id: String,
+    /// `direct` or `group`.
+    pub kind: &'static str,
+    /// Members: names when known, else user ids.
+    pub members: Vec<String>,
+    /// For a group: whether this user is still a member.
+    pub active: bool,
+}
+
+/// A conversation named by the user: `@name` or `#id-prefix`.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A direct chat with this name.
+    Direct(String),
+    /// A group.
+    Group([u8; 16]),
+}
+
+/// Names mentioned in a text (`@name`, normalized; invalid ones are skipped).
+pub fn mentions(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        let Some(rest) = word.strip_prefix('@') else { continue };
+        let rest =
+            rest.trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        if let Ok(n) = normalize_name(rest) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+fn member_of(r: &VerifiedNameRecord) -> GroupMember {
+    GroupMember { user: r.user_id.0, identity: r.identity.to_bytes(), name: Some(r.name.clone()) }
+}
+
+fn wire_member(m: &GroupMember) -> Member {
+    Member { user: UserId(m.user), identity: m.identity, name: m.name.clone() }
+}
+
+fn state_member(m: &Member) -> GroupMember {
+    GroupMember { user: m.user.0, identity: m.identity, name: m.name.clone() }
+}
+
+fn key_of(g: &GroupState, epoch: u64) -> Option<[u8; 32]> {
+    g.keys
+        .iter()
+        .find(|(e, _)| *e == epoch)
+        .and_then(|(_, k)| <[u8; 32]>::try_from(k.as_slice()).ok())
+}
+
+impl Node {
+    /// Parses `@name` or `#id-prefix` (a unique prefix of a conversation id).
+    pub fn target(&self, to: &str) -> Result<Target, NodeError> {
+        let to = to.trim();
+        let Some(prefix) = to.strip_prefix('#') else {
+            return Ok(Target::Direct(normalize_name(to.trim_start_matches('@'))?));
+        };
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.is_empty() {
+            return Err(NodeError::NotFound("empty conversation id".into()));
+        }
+        let found: Vec<ConversationView> =
+            self.conversations()?.into_iter().filter(|c| c.id.starts_with(&prefix)).collect();
+        match found.as_slice() {
+            [one] if one.kind == "group" => Ok(Target::Group(
+                ConversationId::parse(&one.id).map_err(|e| NodeError::NotFound(e.to_string()))?.0,
+            )),
+            [one] => Ok(Target::Direct(
+                one.members
+                    .iter()
+                    .find(|m| Some(m.as_str()) != self.name().as_deref())
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+            [] => Err(NodeError::NotFound(format!("no conversation starts with #{prefix}"))),
+            _ => Err(NodeError::NotFound(format!(
+                "#{prefix} matches {} conversations; give more digits",
+                found.len()
+            ))),
+        }
+    }
+
+    /// Direct conversations (one per contact) and groups.
+    pub fn conversations(&self) -> Result<Vec<ConversationView>, NodeError> {
+        let me = self.user_id();
+        let my_name = self.name().unwrap_or_else(|| me.to_string());
+        let mut out: Vec<ConversationView> = self
+            .inner
+            .store
+            .contacts()?
+            .into_iter()
+            .filter(|c| c.user_id != me.0)
+            .map(|c| ConversationView {
+                id: ConversationId::direct(&me, &UserId(c.user_id)).to_string(),
+                kind: "direct",
+                members: vec![my_name.clone(), c.name],
+                active: true,
+            })
+            .collect();
+        for g in self.inner.store.groups()? {
+            out.push(ConversationView {
+                id: ConversationId(g.id).to_string(),
+                kind: "group",
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| m.name.clone().unwrap_or_else(|| UserId(m.user).to_string()))
+                    .collect(),
+                active: g.active,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The members of a conversation.
+    pub fn members(&self, to: &str) -> Result<Vec<String>, NodeError> {
+        let id = match self.target(to)? {
+            Target::Group(id) => id,
+            Target::Direct(name) => {
+                return Ok(vec![self.name().unwrap_or_else(|| self.user_id().to_string()), name]);
+            }
+        };
+        let g = self.group_state(&id)?;
+        Ok(g.members
+            .iter()
+            .map(|m| m.name.clone().unwrap_or_else(|| UserId(m.user).to_string()))
+            .collect())
+    }
+
+    fn group_state(&self, id: &[u8; 16]) -> Result<GroupState, NodeError> {
+        self.inner
+            .store
+            .group(id)?
+            .ok_or_else(|| NodeError::NotFound(format!("group {}", ConversationId(*id))))
+    }
+
+    /// Sends `text` to `@name` or `#id`. In a direct chat, mentioning people who are not in it
+    /// forms a group; in a group, it adds them.
+    pub async fn send_to(&self, to: &str, text: &str) -> Result<MessageView, NodeError> {
+        let named = mentions(text);
+        match self.target(to)? {
+            Target::Direct(name) => {
+                let me = self.name();
+                let others: Vec<String> =
+                    named.into_iter().filter(|n| *n != name && Some(n) != me.as_ref()).collect();
+                let mut invited = Vec::new();
+                for n in &others {
+                    match self.resolve_record(n).await {
+                        Ok(r) if r.user_id != self.user_id() => invited.push(r),
+                        Ok(_) => {}
+                        Err(e) => debug!(name = %n, "mention does not resolve: {e}"),
+                    }
+                }
+                if invited.is_empty() {
+                    return self.send_text(&name, text).await;
+                }
+                let peer = self.resolve_record(&name).await?;
+                let g = self.form_group(&peer, &invited).await?;
+                self.post(&g, Content::Text(Text { body: text.to_owned() })).await
+            }
+            Target::Group(id) => {
+                let mut g = self.group_state(&id)?;
+                if !g.active {
+                    return Err(NodeError::Message(
+                        "you are no longer a member of this group".into(),
+                    ));
+                }
+                let mut new = Vec::new();
+                for n in named {
+                    if g.members.iter().any(|m| m.name.as_deref() == Some(n.as_str())) {
+                        continue;
+                    }
+                    match self.resolve_record(&n).await {
+                        Ok(r) if !g.members.iter().any(|m| m.user == r.user_id.0) => new.push(r),
+                        Ok(_) => {}
+                        Err(e) => debug!(name = %n, "mention does not resolve: {e}"),
+                    }
+                }
+                if !new.is_empty() {
+                    g = self.change_members(g, &new, &[]).await?;
+                }
+                self.post(&g, Content::Text(Text { body: text.to_owned() })).await
+            }
+        }
+    }
+
+    async fn form_group(
+        &self,
+        peer: &VerifiedNameRecord,
+        invited: &[VerifiedNameRecord],
+    ) -> Result<GroupState, NodeError> {
+        let me = GroupMember {
+            user: self.user_id().0,
+            identity: self.inner.keys.identity.public().to_bytes(),
+            name: self.name(),
+        };
+        let mut members = vec![me, member_of(peer)];
+        members.extend(invited.iter().map(member_of));
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let g = GroupState {
+            id: ConversationId::random(&mut rand::rngs::OsRng).0,
+            members,
+            epoch: 1,
+            keys: vec![(1, key.to_vec())],
+            active: true,
+            joined_at: now_ms(),
+            leaving: Vec::new(),
+            peers: Vec::new(),
+        };
+        self.inner.store.put_group(&g)?;
+        self.inner.store.flush().await?;
+        info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
+        self.join_topic(&g).await;
+        self.send_state(&g, &g.members).await;
+        Ok(g)
+    }
+
+    /// Starts a new epoch with `added` in and `removed` out, and sends the new state to every
+    /// remaining member in sealed direct messages.
+    async fn change_members(
+        &self,
+        mut g: GroupState,
+        added: &[VerifiedNameRecord],
+        removed: &[[u8; 16]],
+    ) -> Result<GroupState, NodeError> {
+        g.members.retain(|m| !removed.contains(&m.user));
+        g.members.extend(added.iter().map(member_of));
+        g.leaving.retain(|l| !removed.iter().any(|r| r.as_slice() == l.as_slice()));
+        g.epoch += 1;
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        g.keys.push((g.epoch, key.to_vec()));
+        self.inner.store.put_group(&g)?;
+        self.inner.store.flush().await?;
+        self.send_state(&g, &g.members).await;
+        Ok(g)
+    }
+
+    /// Sends the group's current state and key to `to` (except this user), sealed.
+    async fn send_state(&self, g: &GroupState, to: &[GroupMember]) {
+        let Some(key) = key_of(g, g.epoch) else { return };
+        let content = Content::GroupInvite {
+            group: ConversationId(g.id),
+            title: None,
+            members: g.members.iter().map(wire_member).collect(),
+            epoch: g.epoch,
+            epoch_key: key,
+        };
+        for m in to.iter().filter(|m| m.user != self.user_id().0) {
+            let Some(name) = &m.name else { continue };
+            match self.resolve_record(name).await {
+                Ok(r) if r.identity.to_bytes() == m.identity => {
+                    if let Err(e) = self.queue(&r, content.clone(), false).await {
+                        warn!(%name, "cannot send the group state: {e}");
+                    }
+                }
+                Ok(_) => {
+                    warn!(%name, "not sending the group key: the name now belongs to another key")
+                }
+                Err(e) => warn!(%name, "cannot send the group state: {e}"),
+            }
+        }
+    }
+
+    /// Seals, stores and publishes a message to the group.
+    async fn post(&self, g: &GroupState, content: Content) -> Result<MessageView, NodeError> {
+        let key = key_of(g, g.epoch)
+            .ok_or_else(|| NodeError::Message("no key for the current epoch".into()))?;
+        let message = Message {
+            v: VERSION,
+            id: MessageId::random(&mut rand::rngs::OsRng),
+            conversation: ConversationId(g.id),
+            sender: self.user_id(),
+            sent_at: self.next_sent_at(),
+            content,
+        };
+        message.content.validate().map_err(|e| NodeError::Message(e.to_string()))?;
+        let env = GroupEnvelope::seal(
+            &mut rand::rngs::OsRng,
+            &key,
+            g.epoch,
+            &self.inner.keys.cert,
+            &self.inner.keys.device,
+            &message,
+        )
+        .map_err(|e| NodeError::Message(e.to_string()))?;
+        let bytes = env.to_bytes();
+        let stored = self.group_stored(&message, Direction::Out, bytes.clone());
+        self.inner.store.insert_incoming(&stored)?;
+        self.inner.store.flush().await?;
+        let view = self.view_of(&stored)?;
+        let _ = self.inner.events.send(NodeEvent::Message(view.clone()));
+        self.inner.counters.messages_sent.inc();
+        // Members not reachable now get it when they sync.
+        if let Ok(Err(e)) = self.inner.net.publish(topic(&ConversationId(g.id)), bytes).await {
+            debug!("group message not published now ({e}); members will sync it");
+        }
+        Ok(view)
+    }
+
+    fn group_stored(&self, m: &Message, direction: Direction, raw: Vec<u8>) -> StoredMessage {
+        StoredMessage {
+            id: m.id.0,
+            conversation: m.conversation.0,
+            direction,
+            sender: m.sender.0,
+            peer: m.conversation.0,
+            kind: m.content.kind().to_owned(),
+            text: m.content.text().map(str::to_owned),
+            sent_at: m.sent_at,
+            stored_at: now_ms(),
+            status: if direction == Direction::Out { Status::Sent } else { Status::Received },
+            raw,
+        }
+    }
+
+    /// Leaves a group: tells the members, forgets the key, stops listening.
+    pub async fn leave(&self, to: &str) -> Result<(), NodeError> {
+        let Target::Group(id) = self.target(to)? else {
+            return Err(NodeError::Message("only groups can be left".into()));
+        };
+        let mut g = self.group_state(&id)?;
+        if !g.active {
+            return Err(NodeError::Message("you already left this group".into()));
+        }
+        self.post(&g, Content::GroupLeave { group: ConversationId(id) }).await?;
+        g.active = false;
+        self.inner.store.put_group(&g)?;
+        self.inner.store.flush().await?;
+        let _ = self.inner.net.subscribe(topic(&ConversationId(id)), false).await;
+        Ok(())
+    }
+
+    /// Removes `@name` from a group (allowed for members who joined after you).
+    pub async fn remove_member(&self, to: &str, name: &str) -> Result<(), NodeError> {
+        let Target::Group(id) = self.target(to)? else {
+            return Err(NodeError::Message("only group members can be removed".into()));
+        };
+        let name = normalize_name(name.trim_start_matches('@'))?;
+        let g = self.group_state(&id)?;
+        if !g.active {
+            return Err(NodeError::Message("you are no longer a member of this group".into()));
+        }
+        let Some(target) = g.members.iter().position(|m| m.name.as_deref() == Some(name.as_str()))
+        else {
+            return Err(NodeError::NotFound(format!("{name} is not a member of this group")));
+        };
+        let me = g.members.iter().position(|m| m.user == self.user_id().0).unwrap_or(usize::MAX);
+        if target <= me {
+            return Err(NodeError::Message(format!(
+                "you may remove only members who joined after you; {name} joined before you"
+            )));
+        }
+        let user = g.members[target].user;
+        self.post(&g, Content::GroupRemove { group: ConversationId(id), user: UserId(user) })
+            .await?;
+        self.change_members(g, &[], &[user]).await?;
+        Ok(())
+    }
+
+    async fn join_topic(&self, g: &GroupState) {
+        let _ = self.inner.net.subscribe(topic(&ConversationId(g.id)), true).await;
+        self.connect_members(g).await;
+    }
+
+    /// Connects to some member devices so the gossipsub mesh of the group can form.
+    async fn connect_members(&self, g: &GroupState) {
+        let mut dialed = 0;
+        for m in &g.members {
+            if dialed >= MESH_DIALS || m.user == self.user_id().0 {
+                continue;
+            }
+            let Some(name) = &m.name else { continue };
+            if let Ok(r) = self.resolve_record(name).await {
+                for d in r.devices.iter().take(1) {
+                    let _ = self.inner.net.dial_peer(d.device.peer_id).await;
+                    self.remember_peer(&g.id, &d.device.peer_id);
+                    dialed += 1;
+                }
+            }
+        }
+    }
+
+    fn remember_peer(&self, id: &[u8; 16], peer: &PeerId) {
+        if let Ok(Some(mut g)) = self.inner.store.group(id) {
+            let bytes = peer.to_bytes();
+            if !g.peers.contains(&bytes) {
+                g.peers.push(bytes);
+                let _ = self.inner.store.put_group(&g);
+            }
+        }
+    }
+
+    /// A sealed `group.invite` arrived from `sender`: join the group, or move to its new epoch.
+    pub(crate) fn on_group_state(&self, sender: &IdentityPublic, content: &Content) {
+        let Content::GroupInvite { group, members, epoch, epoch_key, .. } = content else { return };
+        let me = self.user_id();
+        let sender_id = sender.user_id();
+        if !members.iter().any(|m| m.user == me) || !members.iter().any(|m| m.user == sender_id) {
+            return;
+        }
+        let new_members: Vec<GroupMember> = members.iter().map(state_member).collect();
+        let store = &self.inner.store;
+        let state = match store.group(&group.0) {
+            Ok(Some(mut g)) => {
+                if *epoch <= g.epoch {
+                    return;
+                }
+                let Some(s_pos) = g.members.iter().position(|m| m.user == sender_id.0) else {
+                    return;
+                };
+                // Removals must follow the rule: later joiners, or members who announced a leave.
+                let allowed = g.members.iter().enumerate().all(|(i, m)| {
+                    new_members.iter().any(|n| n.user == m.user)
+                        || i > s_pos
+                        || g.leaving.iter().any(|l| l.as_slice() == m.user)
+                });
+                if !allowed {
+                    warn!(group = %group, "ignoring a group change that removes members its sender may not remove");
+                    return;
+                }
+                g.members = new_members;
+                g.epoch = *epoch;
+                g.keys.push((*epoch, epoch_key.to_vec()));
+                g.active = true;
+                g
+            }
+            Ok(None) => GroupState {
+                id: group.0,
+                members: new_members,
+                epoch: *epoch,
+                keys: vec![(*epoch, epoch_key.to_vec())],
+                active: true,
+                joined_at: now_ms(),
+                leaving: Vec::new(),
+                peers: Vec::new(),
+            },
+            Err(_) => return,
+        };
+        if store.put_group(&state).is_err() {
+            return;
+        }
+        info!(group = %group, epoch, "group state updated");
+        let node = self.clone();
+        tokio::spawn(async move {
+            let _ = node.inner.store.flush().await;
+            node.join_topic(&state).await;
+            // Reload: joining learned the members' devices.
+            let state = node.inner.store.group(&state.id).ok().flatten().unwrap_or(state);
+            node.sync_group(&state).await;
+        });
+    }
+
+    /// Judges a message from a group topic, stores it if valid.
+    pub(crate) async fn on_gossip(&self, data: &[u8]) -> Verdict {
+        match self.accept_group_envelope(data) {
+            Ok(Some(m)) => {
+                if self.inner.store.flush().await.is_err() {
+                    return Verdict::Ignore;
+                }
+                let _ = self.inner.events.send(NodeEvent::Message(m.view.clone()));
+                self.inner.counters.messages_received.inc();
+                Verdict::Accept
+            }
+            Ok(None) => Verdict::Ignore,
+            Err(v) => {
+                if v == Verdict::Reject {
+                    self.inner.counters.envelopes_rejected.inc();
+                }
+                v
+            }
+        }
+    }
+
+    /// Validates and stores a group envelope. `Ok(None)`: a duplicate. `Err`: the verdict.
+    pub(crate) fn accept_group_envelope(
+        &self,
+        data: &[u8],
+    ) -> Result<Option<Box<NewMessage>>, Verdict> {
+        let env = GroupEnvelope::from_bytes(data).map_err(|_| Verdict::Reject)?;
+        let store = &self.inner.store;
+        let Ok(Some(mut g)) = store.group(&env.group.0) else { return Err(Verdict::Ignore) };
+        if !g.active {
+            return Err(Verdict::Ignore);
+        }
+        let Some(key) = key_of(&g, env.epoch) else {
+            return Err(if env.epoch > g.epoch { Verdict::Ignore } else { Verdict::Reject });
+        };
+        let opened = env.open(&key).map_err(|e| {
+            debug!("rejected a group message: {e}");
+            Verdict::Reject
+        })?;
+        let m = &opened.message;
+        if !g.members.iter().any(|x| x.user == m.sender.0) {
+            debug!("rejected a group message from a non-member");
+            return Err(Verdict::Reject);
+        }
+        if matches!(store.message(&m.id.0), Ok(Some(_))) {
+            return Err(Verdict::Ignore);
+        }
+        let me = self.user_id();
+        let direction = if m.sender == me { Direction::Out } else { Direction::In };
+        let stored = self.group_stored(m, direction, data.to_vec());
+        match store.insert_incoming(&stored) {
+            Ok(true) => {}
+            Ok(false) => return Err(Verdict::Ignore),
+            Err(_) => return Err(Verdict::Ignore),
+        }
+        // Membership control messages, signed by their sender inside the ciphertext.
+        let sender_pos = g.members.iter().position(|x| x.user == m.sender.0);
+        match &m.content {
+            Content::GroupLeave { .. } => {
+                g.leaving.push(m.sender.0.to_vec());
+                let _ = store.put_group(&g);
+                self.rekey_after_leave(g.clone());
+            }
+            Content::GroupRemove { user, .. } if *user == me => {
+                let mine = g.members.iter().position(|x| x.user == me.0);
+                if sender_pos.is_some() && mine > sender_pos {
+                    g.active = false;
+                    let _ = store.put_group(&g);
+                    let net = self.inner.net.clone();
+                    let t = topic(&env.group);
+                    tokio::spawn(async move {
+                        let _ = net.subscribe(t, false).await;
+                    });
+                }
+            }
+            _ => {}
+        }
+        self.remember_peer(&g.id, &opened.sender.peer_id);
+        let view = self.view_of(&stored).map_err(|_| Verdict::Ignore)?;
+        Ok(Some(Box::new(NewMessage {
+            view,
+            id: m.id,
+            sender: opened.sender.identity,
+            known: true,
+            sender_name: None,
+        })))
+    }
+
+    /// After a member announced its leave, the remaining member with the lowest user id starts
+    /// a new epoch without it.
+    fn rekey_after_leave(&self, g: GroupState) {
+        let leaving: Vec<[u8; 16]> =
+            g.leaving.iter().filter_map(|l| <[u8; 16]>::try_from(l.as_slice()).ok()).collect();
+        let lowest = g.members.iter().map(|m| m.user).filter(|u| !leaving.contains(u)).min();
+        if lowest != Some(self.user_id().0) {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.change_members(g, &[], &leaving).await {
+                warn!("rekeying after a leave failed: {e}");
+            }
+        });
+    }
+
+    /// Answers a sync request from a member device.
+    pub(crate) fn answer_sync(&self, peer: PeerId, bytes: &[u8]) -> SyncResponse {
+        let empty = SyncResponse { v: VERSION, envelopes: Vec::new(), more: false };
+        let Ok(req) = SyncRequest::from_bytes(bytes) else { return empty };
+        let Ok(cert) = req.cert.verify(None) else { return empty };
+        if cert.peer_id != peer {
+            return empty;
+        }
+        let Ok(Some(g)) = self.inner.store.group(&req.group.0) else { return empty };
+        if !g.members.iter().any(|m| m.user == cert.identity.user_id().0) {
+            return empty;
+        }
+        let Ok(msgs) = self.inner.store.messages_since(&req.group.0, req.since, 4096) else {
+            return empty;
+        };
+        let mut size = 0;
+        let mut envelopes = Vec::new();
+        for m in msgs {
+            if size + m.raw.len() + 64 > MAX_SYNC_RESPONSE - 1024 {
+                return SyncResponse { v: VERSION, envelopes, more: true };
+            }
+            size += m.raw.len() + 16;
+            envelopes.push(serde_bytes::ByteBuf::from(m.raw));
+        }
+        SyncResponse { v: VERSION, envelopes, more: false }
+    }
+
+    /// Asks some member devices for group messages this device missed; stores each once.
+    pub(crate) async fn sync_group(&self, g: &GroupState) {
+        if !g.active {
+            return;
+        }
+        let mut fresh = 0;
+        let peers: Vec<PeerId> = g
+            .peers
+            .iter()
+            .filter_map(|p| PeerId::from_bytes(p).ok())
+            .filter(|p| *p != self.peer_id())
+            .take(SYNC_PEERS)
+            .collect();
+        for peer in peers {
+            let mut since = g.joined_at.saturating_sub(60_000);
+            loop {
+                let req = SyncRequest {
+                    v: VERSION,
+                    group: ConversationId(g.id),
+                    since,
+                    cert: self.inner.keys.cert.clone(),
+                };
+                let Ok(Ok(answer)) = self.inner.net.sync_request(peer, req.to_bytes()).await else {
+                    break;
+                };
+                let Ok(resp) = SyncResponse::from_bytes(&answer) else { break };
+                let mut last = since;
+                for e in &resp.envelopes {
+                    if let Ok(Some(m)) = self.accept_group_envelope(e) {
+                        fresh += 1;
+                        last = last.max(m.view_sent_at());
+                        let _ = self.inner.events.send(NodeEvent::Message(m.view));
+                    }
+                }
+                if !resp.more || resp.envelopes.is_empty() || last <= since {
+                    break;
+                }
+                since = last;
+            }
+        }
+        if fresh > 0 {
+            let _ = self.inner.store.flush().await;
+            info!(group = %ConversationId(g.id), fresh, "caught up on group messages");
+        }
+    }
+
+    /// At start: listen on every active group, connect to members, catch up; then again every
+    /// few minutes and when woken.
+    pub(crate) async fn group_task(self) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        loop {
+            for g in self.inner.store.groups().unwrap_or_default().into_iter().filter(|g| g.active)
+            {
+                self.join_topic(&g).await;
+                let g = self.inner.store.group(&g.id).ok().flatten().unwrap_or(g);
+                self.sync_group(&g).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(120)) => {}
+                _ = self.inner.wake_sync.notified() => {}
+            }
+        }
+    }
+
+    /// Whether `peer` is a known device of a member of an active group.
+    pub(crate) fn is_group_peer(&self, peer: &PeerId) -> bool {
+        let bytes = peer.to_bytes();
+        let known: HashSet<Vec<u8>> = self
+            .inner
+            .store
+            .groups()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| g.active)
+            .flat_map(|g| g.peers)
+            .collect();
+        known.contains(&bytes)
+    }
+}
+
+impl NewMessage {
+    fn view_sent_at(&self) -> u64 {
+        humantime::parse_rfc3339(&self.view.sent_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_found_and_normalized() {
+        assert_eq!(
+            mentions("hi @Carol, meet @dave! and @bob@x @ab"),
+            vec!["carol".to_owned(), "dave".to_owned()]
+        );
+        assert!(mentions("no mentions here").is_empty());
+    }
+}
