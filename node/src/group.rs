@@ -690,6 +690,14 @@ impl Node {
         }
     }
 
+    /// The stored group envelopes (ciphertext, as published) of a group, oldest first.
+    pub fn group_envelopes(&self, to: &str, limit: usize) -> Result<Vec<Vec<u8>>, NodeError> {
+        let Target::Group(id) = self.target(to)? else {
+            return Err(NodeError::Message("not a group".into()));
+        };
+        Ok(self.inner.store.messages(Some(&id), limit)?.into_iter().map(|m| m.raw).collect())
+    }
+
     /// Whether `peer` is a known device of a member of an active group.
     pub(crate) fn is_group_peer(&self, peer: &PeerId) -> bool {
         let bytes = peer.to_bytes();

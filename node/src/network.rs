@@ -755,6 +755,8 @@ impl EventLoop {
                 let t = gossipsub::IdentTopic::new(topic);
                 let g = &mut self.swarm.behaviour_mut().gossipsub;
                 let r = if on {
+                    // Score params per topic, so rejected messages count against their forwarder.
+                    let _ = g.set_topic_params(t.clone(), gossipsub::TopicScoreParams::default());
                     g.subscribe(&t).map(|_| ()).map_err(|e| e.to_string())
                 } else {
                     g.unsubscribe(&t);

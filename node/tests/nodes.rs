@@ -505,3 +505,112 @@ async fn groups_form_by_mention_add_remove_and_catch_up() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_group_messages_are_not_shown() {
+    use kith_protocol::group::{topic, GroupEnvelope};
+    use kith_protocol::{Content, ConversationId, Message, MessageId, Text};
+
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let carol = spawn(vec![b.clone()]).await;
+    eventually(10, "connection", || async {
+        (carol.node.status().await.ok()?.connected_peers > 0).then_some(())
+    })
+    .await;
+    carol.node.register("carol").await.expect("registers");
+    let first = alice.node.send_to("bob", "hello @carol").await.expect("group");
+    let conv = format!("#{}", first.conversation);
+    for n in [&bob.node, &carol.node] {
+        eventually(30, "the first message", || async {
+            has_text(n, &conv, "hello @carol").await.then_some(())
+        })
+        .await;
+    }
+    // Mallory is no member; she joins the topic through alice.
+    let mallory = spawn(vec![b]).await;
+    mallory.node.network().dial(addr(&alice.node).await).await.expect("dial");
+    let group = ConversationId::parse(&first.conversation).expect("id");
+    mallory.node.network().subscribe(topic(&group), true).await.expect("subscribe");
+    let id = IdentityKeypair::generate(&mut rand::rngs::OsRng);
+    let dev = DeviceKeypair::generate(&mut rand::rngs::OsRng);
+    let cert = DeviceCertificate::issue(
+        &id,
+        &dev,
+        &X25519Secret::generate(&mut rand::rngs::OsRng),
+        1,
+        "m",
+    );
+    let forged = Message {
+        v: kith_protocol::VERSION,
+        id: MessageId::random(&mut rand::rngs::OsRng),
+        conversation: group,
+        sender: id.user_id(),
+        sent_at: kith_node::now_ms(),
+        content: Content::Text(Text { body: "forged".into() }),
+    };
+    let forged = GroupEnvelope::seal(&mut rand::rngs::OsRng, &[7; 32], 1, &cert, &dev, &forged)
+        .expect("seal")
+        .to_bytes();
+    let before = alice.node.status().await.expect("status").rejected.envelopes;
+    eventually(20, "the forged message to be published", || async {
+        mallory.node.network().publish(topic(&group), forged.clone()).await.ok()?.ok()
+    })
+    .await;
+    eventually(20, "the forgery to be rejected", || async {
+        (alice.node.status().await.ok()?.rejected.envelopes > before).then_some(())
+    })
+    .await;
+    // A replay of a real message, captured and re-published by mallory.
+    let raw = bob.node.group_envelopes(&conv, 10).expect("envelopes");
+    let _ = mallory.node.network().publish(topic(&group), raw[0].clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in [&alice.node, &bob.node, &carol.node] {
+        let t = texts(n, &conv);
+        assert!(!t.iter().any(|x| x == "forged"), "{t:?}");
+        assert_eq!(t.iter().filter(|x| *x == "hello @carol").count(), 1, "{t:?}");
+    }
+}
+
+/// A group of `KITH_GROUP_SIZE` members (default 100): formed by one message that mentions
+/// everyone, then every member receives a message from the last one to join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_a_hundred() {
+    let size: usize =
+        std::env::var("KITH_GROUP_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let started = std::time::Instant::now();
+    let boot = spawn(vec![]).await;
+    let b = addr(&boot.node).await;
+    let mut nodes = Vec::with_capacity(size);
+    for i in 0..size {
+        let n = spawn(vec![b.clone()]).await;
+        eventually(20, "connection", || async {
+            (n.node.status().await.ok()?.connected_peers > 0).then_some(())
+        })
+        .await;
+        n.node.register(&format!("member{i:03}")).await.expect("registers");
+        nodes.push(n);
+    }
+    eprintln!("{size} nodes up and registered in {:?}", started.elapsed());
+    let mention: Vec<String> = (2..size).map(|i| format!("@member{i:03}")).collect();
+    let text = format!("welcome {}", mention.join(" "));
+    let first = nodes[0].node.send_to("member001", &text).await.expect("group formed");
+    let conv = format!("#{}", first.conversation);
+    assert_eq!(nodes[0].node.members(&conv).expect("members").len(), size);
+    let last = &nodes[size - 1].node;
+    eventually(120, "the last member to join", || async {
+        has_text(last, &conv, &text).await.then_some(())
+    })
+    .await;
+    last.send_to(&conv, "hello everyone").await.expect("posts");
+    for (i, n) in nodes.iter().enumerate() {
+        eventually(120, &format!("member{i:03} to receive"), || async {
+            has_text(&n.node, &conv, "hello everyone").await.then_some(())
+        })
+        .await;
+    }
+    eprintln!(
+        "group of {size}: formed and every member received a message in {:?}",
+        started.elapsed()
+    );
+}
