@@ -362,6 +362,13 @@ pub struct FrameCodec {
     max_response: usize,
 }
 
+impl FrameCodec {
+    /// A codec with these limits (the benchmark's bare libp2p exchange uses it too).
+    pub fn new(max_request: usize, max_response: usize) -> Self {
+        FrameCodec { max_request, max_response }
+    }
+}
+
 async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,

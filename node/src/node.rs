@@ -49,6 +49,10 @@ pub const PREKEY_GRACE_MS: u64 = 14 * 24 * 3600 * 1000;
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Capacity of the event broadcast to API subscribers; a slower subscriber misses events.
 pub const EVENT_BROADCAST: usize = 1024;
+/// How long a resolved record is reused without asking the DHT again.
+pub const RESOLVE_CACHE_MS: u64 = 30_000;
+/// Most names kept in the resolution cache (it is cleared when full).
+pub const MAX_RESOLVE_CACHE: usize = 4096;
 /// Most messages one history request returns.
 pub const MAX_HISTORY: usize = 10_000;
 
@@ -212,6 +216,8 @@ pub(crate) struct Inner {
     pub(crate) last_sent: Mutex<u64>,
     pub(crate) wake_fetch: Notify,
     pub(crate) wake_sync: Notify,
+    /// Recently resolved records by name: (when, record).
+    pub(crate) resolved: Mutex<HashMap<String, (u64, VerifiedNameRecord)>>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) wake_outbox: Notify,
     wake_maintainer: Notify,
@@ -276,6 +282,7 @@ impl Node {
                 last_sent: Mutex::new(last_sent),
                 wake_fetch: Notify::new(),
                 wake_sync: Notify::new(),
+                resolved: Mutex::new(HashMap::new()),
                 events,
                 wake_outbox: Notify::new(),
                 wake_maintainer: Notify::new(),
@@ -515,8 +522,36 @@ impl Node {
     /// Resolves a name to a verified record, pinning its key on first use.
     pub async fn resolve_record(&self, name: &str) -> Result<VerifiedNameRecord, NodeError> {
         let name = normalize_name(name.trim_start_matches('@'))?;
-        let store = &self.inner.store;
         let now = now_ms();
+        // A record resolved moments ago is still good: sending a burst of messages must not
+        // cost a DHT lookup each.
+        if let Ok(cache) = self.inner.resolved.lock() {
+            if let Some((at, r)) = cache.get(&name) {
+                if now < at + RESOLVE_CACHE_MS && now < r.expires_at {
+                    return Ok(r.clone());
+                }
+            }
+        }
+        self.resolve_fresh(&name).await
+    }
+
+    /// Resolves a name on the DHT now (no cache), pinning its key on first use.
+    pub async fn resolve_fresh(&self, name: &str) -> Result<VerifiedNameRecord, NodeError> {
+        let name = normalize_name(name.trim_start_matches('@'))?;
+        let now = now_ms();
+        let r = self.resolve_uncached(&name, now).await?;
+        if let Ok(mut cache) = self.inner.resolved.lock() {
+            if cache.len() >= MAX_RESOLVE_CACHE {
+                cache.clear();
+            }
+            cache.insert(name, (now, r.clone()));
+        }
+        Ok(r)
+    }
+
+    async fn resolve_uncached(&self, name: &str, now: u64) -> Result<VerifiedNameRecord, NodeError> {
+        let name = name.to_owned();
+        let store = &self.inner.store;
         let fetched = self.fetch_valid(&name).await;
         let pinned = store.contact(&name)?;
         let stored = pinned.as_ref().and_then(|c| {
@@ -574,7 +609,7 @@ impl Node {
 
     /// Resolves a name for the API.
     pub async fn resolve(&self, name: &str) -> Result<ResolveView, NodeError> {
-        let r = self.resolve_record(name).await?;
+        let r = self.resolve_fresh(name).await?;
         Ok(ResolveView {
             name: r.name.clone(),
             user_id: r.user_id.to_string(),
@@ -602,6 +637,9 @@ impl Node {
         let name = normalize_name(name.trim_start_matches('@'))?;
         let valid = self.fetch_valid(&name).await?;
         let winner = select_record(valid).ok_or_else(|| NodeError::NameNotFound(name.clone()))?;
+        if let Ok(mut cache) = self.inner.resolved.lock() {
+            cache.remove(&name);
+        }
         let contact = Contact {
             name: name.clone(),
             user_id: user_bytes(&winner.user_id),

@@ -1,0 +1,500 @@
+//! `kith-sim bench`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use kith_node::home::Home;
+use kith_node::mailbox::MailboxConfig;
+use kith_node::network::{FrameCodec, TransportKind};
+use kith_node::node::NodeEvent;
+use kith_node::store::{Direction, Status, Store, StoredMessage};
+use kith_node::{Multiaddr, Node, NodeConfig};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{noise, tcp, yamux, StreamProtocol};
+use serde::Serialize;
+use serde_json::json;
+
+const POW_BITS: u32 = 8;
+
+#[derive(Debug, Serialize, Clone, Copy)]
+struct Figures {
+    msgs_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn figures(mut lat: Vec<Duration>, total: Duration) -> Figures {
+    lat.sort();
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat[i.min(lat.len() - 1)].as_secs_f64() * 1e3
+    };
+    Figures { msgs_per_sec: lat.len() as f64 / total.as_secs_f64(), p50_ms: pct(0.5), p99_ms: pct(0.99) }
+}
+
+struct Params {
+    sequential: usize,
+    parallel: usize,
+    network: usize,
+}
+
+pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
+    let params = if quick {
+        Params { sequential: 100, parallel: 640, network: 20 }
+    } else {
+        Params { sequential: 1000, parallel: 6400, network: 100 }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let started = Instant::now();
+    let report = rt.block_on(async move {
+        let dir = tempfile::tempdir().context("temporary directory")?;
+        eprintln!("direct messages: Kith ...");
+        let (size, ack) = kith_sizes();
+        let kith1 = kith_direct(dir.path(), params.sequential, 1).await?;
+        let kith64 = kith_direct(dir.path(), params.parallel, 64).await?;
+        eprintln!("direct messages: bare libp2p ...");
+        let bare1 = bare_libp2p(params.sequential, 1, size, ack).await?;
+        let bare64 = bare_libp2p(params.parallel, 64, size, ack).await?;
+        eprintln!("network of {} nodes: names and a group ...", params.network);
+        let net = network(dir.path(), params.network).await?;
+        eprintln!("history read ...");
+        let history = history(dir.path())?;
+        eprintln!("idle daemon memory ...");
+        let rss = idle_rss(dir.path());
+        Ok::<_, anyhow::Error>(json!({
+            "message_bytes": size,
+            "direct": {
+                "in_flight_1": {"kith": kith1, "libp2p": bare1,
+                    "throughput_ratio": kith1.msgs_per_sec / bare1.msgs_per_sec,
+                    "p50_diff_ms": kith1.p50_ms - bare1.p50_ms},
+                "in_flight_64": {"kith": kith64, "libp2p": bare64,
+                    "throughput_ratio": kith64.msgs_per_sec / bare64.msgs_per_sec,
+                    "p50_diff_ms": kith64.p50_ms - bare64.p50_ms},
+            },
+            "network": net,
+            "history_last_50_of_100000_ms": history,
+            "idle_daemon_rss_mib": rss,
+        }))
+    })?;
+    let mut report = report;
+    report["seconds"] = json!(started.elapsed().as_secs_f64());
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    println!("Kith benchmarks ({:.0} s; message of {} bytes)", f(&r["seconds"]), r["message_bytes"]);
+    println!("{:<32} {:>12} {:>10} {:>10}", "direct messages", "msgs/s", "p50 ms", "p99 ms");
+    for k in ["in_flight_1", "in_flight_64"] {
+        for who in ["kith", "libp2p"] {
+            let x = &r["direct"][k][who];
+            println!(
+                "{:<32} {:>12.0} {:>10.2} {:>10.2}",
+                format!("  {k} {who}"),
+                f(&x["msgs_per_sec"]),
+                f(&x["p50_ms"]),
+                f(&x["p99_ms"])
+            );
+        }
+        println!(
+            "  {k}: Kith/libp2p throughput {:.2}, p50 difference {:+.2} ms",
+            f(&r["direct"][k]["throughput_ratio"]),
+            f(&r["direct"][k]["p50_diff_ms"])
+        );
+    }
+    let n = &r["network"];
+    println!("network of {} nodes (memory transport):", n["nodes"]);
+    println!("  register      p50 {:.1} ms  p99 {:.1} ms", f(&n["register"]["p50_ms"]), f(&n["register"]["p99_ms"]));
+    println!("  resolve       p50 {:.1} ms  p99 {:.1} ms", f(&n["resolve"]["p50_ms"]), f(&n["resolve"]["p99_ms"]));
+    println!(
+        "  group fan-out to {} members: p50 {:.1} ms  max {:.1} ms",
+        n["group_members"],
+        f(&n["fanout"]["p50_ms"]),
+        f(&n["fanout"]["max_ms"])
+    );
+    println!("last 50 of 100,000 messages: {:.3} ms", f(&r["history_last_50_of_100000_ms"]));
+    match r["idle_daemon_rss_mib"].as_f64() {
+        Some(m) => println!("idle daemon resident memory: {m:.1} MiB"),
+        None => println!("idle daemon resident memory: not measured (no kith binary next to kith-sim)"),
+    }
+}
+
+/// The size of a sealed text envelope and of its acknowledgement, for the bare exchange.
+fn kith_sizes() -> (usize, usize) {
+    use kith_protocol::envelope::Recipient;
+    use kith_protocol::*;
+    let mut rng = rand::rngs::OsRng;
+    let id = IdentityKeypair::generate(&mut rng);
+    let dev = DeviceKeypair::generate(&mut rng);
+    let st = X25519Secret::generate(&mut rng);
+    let cert = DeviceCertificate::issue(&id, &dev, &st, 0, "bench");
+    let to = Recipient { device: dev.public_bytes(), prekey_id: 1, prekey: X25519Secret::generate(&mut rng).public() };
+    let m = Message {
+        v: VERSION,
+        id: MessageId::random(&mut rng),
+        conversation: ConversationId([0; 16]),
+        sender: id.user_id(),
+        sent_at: 0,
+        content: Content::Text(Text { body: "x".repeat(100) }),
+    };
+    let env = Envelope::seal(&cert, &st, &to, &m, Some("alice")).map(|e| e.to_bytes().len()).unwrap_or(700);
+    (env, DeliveryAck::new(AckStatus::Stored, None).to_bytes().len())
+}
+
+async fn node_at(base: &std::path::Path, name: &str, transport: TransportKind, bootstrap: Vec<Multiaddr>) -> Result<Node> {
+    let home = base.join(name);
+    Home::new(&home).init(name, kith_node::now_ms())?;
+    let listen = match transport {
+        TransportKind::Tcp => "/ip4/127.0.0.1/tcp/0",
+        TransportKind::Memory => "/memory/0",
+    };
+    let node = Node::start(NodeConfig {
+        home,
+        transport,
+        listen: vec![listen.parse()?],
+        bootstrap,
+        pow_bits: POW_BITS,
+        mailbox: MailboxConfig::default(),
+    })
+    .await?;
+    Ok(node)
+}
+
+async fn first_addr(n: &Node) -> Result<Multiaddr> {
+    for _ in 0..200 {
+        if let Some(a) = n.status().await?.listen_addrs.first() {
+            return Ok(a.parse()?);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("node did not listen")
+}
+
+async fn connected(n: &Node) -> Result<()> {
+    for _ in 0..500 {
+        if n.status().await?.connected_peers > 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("node did not connect")
+}
+
+/// Kith's direct-message path between two nodes over TCP on loopback: sealed, queued durably,
+/// delivered, stored durably by the recipient, acknowledged. Latency: from `send_text` to the
+/// `delivered` status.
+async fn kith_direct(base: &std::path::Path, count: usize, in_flight: usize) -> Result<Figures> {
+    let tag = format!("d{in_flight}");
+    let bob = node_at(base, &format!("{tag}-bob"), TransportKind::Tcp, vec![]).await?;
+    let alice = node_at(base, &format!("{tag}-alice"), TransportKind::Tcp, vec![first_addr(&bob).await?]).await?;
+    connected(&alice).await?;
+    bob.register(&format!("{tag}bob")).await?;
+    alice.register(&format!("{tag}alice")).await?;
+    let to = format!("{tag}bob");
+    // Warm up: resolve, connect, first delivery.
+    let mut events = alice.subscribe();
+    let warm = alice.send_text(&to, "warm-up").await?;
+    wait_delivered(&mut events, &[warm.id]).await?;
+    let text = "x".repeat(100);
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut lat = Vec::with_capacity(count);
+    let start = Instant::now();
+    let mut queued = 0;
+    // Sends are issued concurrently, as several API clients would, up to `in_flight`
+    // messages not yet delivered; each send returns once the message is durably queued.
+    let mut sending = tokio::task::JoinSet::new();
+    // Deliveries reported before their send returned (the event can win the race).
+    let mut early: HashMap<String, Instant> = HashMap::new();
+    while lat.len() < count {
+        while queued < count && sent.len() + sending.len() < in_flight {
+            let (a, to, text) = (alice.clone(), to.clone(), text.clone());
+            sending.spawn(async move {
+                let t = Instant::now();
+                a.send_text(&to, &text).await.map(|m| (m.id, t))
+            });
+            queued += 1;
+        }
+        while let Some(done) = sending.try_join_next() {
+            let (id, t) = done??;
+            match early.remove(&id) {
+                Some(at) => lat.push(at.duration_since(t)),
+                None => {
+                    sent.insert(id, t);
+                }
+            }
+        }
+        if sent.is_empty() {
+            if let Some(done) = sending.join_next().await {
+                let (id, t) = done??;
+                match early.remove(&id) {
+                    Some(at) => lat.push(at.duration_since(t)),
+                    None => {
+                        sent.insert(id, t);
+                    }
+                }
+            }
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Ok(NodeEvent::Status { id, status: "delivered" })) => {
+                if let Some(t) = sent.remove(&id) {
+                    lat.push(t.elapsed());
+                } else {
+                    early.insert(id, Instant::now());
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                // Recount from the store.
+                let ids: Vec<String> = sent.keys().cloned().collect();
+                for id in ids {
+                    if alice.message(&id).map(|m| m.status == "delivered").unwrap_or(false) {
+                        if let Some(t) = sent.remove(&id) {
+                            lat.push(t.elapsed());
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => bail!("event stream: {e}"),
+            Err(_) => bail!("no delivery within 30 s ({} of {count} done)", lat.len()),
+        }
+    }
+    let total = start.elapsed();
+    alice.shutdown().await?;
+    bob.shutdown().await?;
+    Ok(figures(lat, total))
+}
+
+async fn wait_delivered(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, ids: &[String]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut left: Vec<String> = ids.to_vec();
+    while !left.is_empty() {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, events.recv()).await {
+            Ok(Ok(NodeEvent::Status { id, status: "delivered" })) => left.retain(|x| *x != id),
+            Ok(_) => {}
+            Err(_) => bail!("not delivered within 30 s"),
+        }
+    }
+    Ok(())
+}
+
+/// Bare rust-libp2p: request-response over TCP + Noise + Yamux on loopback, same sizes.
+async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) -> Result<Figures> {
+    const PROTO: StreamProtocol = StreamProtocol::new("/bench/1");
+    let make = || -> Result<libp2p::Swarm<request_response::Behaviour<FrameCodec>>> {
+        Ok(libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    FrameCodec::new(size + 1024, ack + 1024),
+                    [(PROTO, ProtocolSupport::Full)],
+                    request_response::Config::default().with_max_concurrent_streams(256),
+                )
+            })?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build())
+    };
+    let mut server = make()?;
+    let mut client = make()?;
+    server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_id = *server.local_peer_id();
+    client.add_peer_address(server_id, addr);
+    let response = vec![7u8; ack];
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            }) = server.select_next_some().await
+            {
+                let _ = server.behaviour_mut().send_response(channel, response.clone());
+            }
+        }
+    });
+    let payload = vec![1u8; size];
+    let mut sent = HashMap::new();
+    let mut lat = Vec::with_capacity(count);
+    // Warm up the connection.
+    client.behaviour_mut().send_request(&server_id, payload.clone());
+    loop {
+        if let SwarmEvent::Behaviour(request_response::Event::Message { .. }) = client.select_next_some().await {
+            break;
+        }
+    }
+    let start = Instant::now();
+    let mut queued = 0;
+    while lat.len() < count {
+        while queued < count && sent.len() < in_flight {
+            let id = client.behaviour_mut().send_request(&server_id, payload.clone());
+            sent.insert(id, Instant::now());
+            queued += 1;
+        }
+        match client.select_next_some().await {
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            }) => {
+                if let Some(t) = sent.remove(&request_id) {
+                    lat.push(t.elapsed());
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                bail!("bare libp2p request failed: {error}")
+            }
+            _ => {}
+        }
+    }
+    Ok(figures(lat, start.elapsed()))
+}
+
+/// Names and a group in an in-process network over the memory transport.
+async fn network(base: &std::path::Path, size: usize) -> Result<serde_json::Value> {
+    let boot = node_at(base, "net-boot", TransportKind::Memory, vec![]).await?;
+    let b = first_addr(&boot).await?;
+    let mut nodes = Vec::with_capacity(size);
+    let mut register = Vec::with_capacity(size);
+    for i in 0..size {
+        let n = node_at(base, &format!("net-{i}"), TransportKind::Memory, vec![b.clone()]).await?;
+        connected(&n).await?;
+        let t = Instant::now();
+        n.register(&format!("member{i:03}")).await?;
+        register.push(t.elapsed());
+        nodes.push(n);
+    }
+    let mut resolve = Vec::new();
+    for i in 0..size.min(50) {
+        let from = &nodes[(i * 7 + 3) % size];
+        let target = format!("member{:03}", (i * 13 + 1) % size);
+        let t = Instant::now();
+        from.resolve_fresh(&target).await?;
+        resolve.push(t.elapsed());
+    }
+    // A group of everyone, formed by one message.
+    let mention: Vec<String> = (2..size).map(|i| format!("@member{i:03}")).collect();
+    let first = nodes[0].send_to("member001", &format!("welcome {}", mention.join(" "))).await?;
+    let conv = format!("#{}", first.conversation);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for n in &nodes {
+        while n.members(&conv).map(|m| m.len()).unwrap_or(0) < size {
+            if Instant::now() > deadline {
+                bail!("the group did not form within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Let the gossipsub mesh settle, then time messages from several members to everyone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut fanout = Vec::new();
+    for round in 0..5 {
+        let mut subs: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
+        let from = (round * 17 + 5) % size;
+        let t = Instant::now();
+        let m = nodes[from].send_to(&conv, &format!("round {round}")).await?;
+        let mut worst = Duration::ZERO;
+        for (i, sub) in subs.iter_mut().enumerate() {
+            if i == from {
+                continue;
+            }
+            let got = loop {
+                match tokio::time::timeout(Duration::from_secs(60), sub.recv()).await {
+                    Ok(Ok(NodeEvent::Message(v))) if v.id == m.id => break t.elapsed(),
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    _ => bail!("member {i} did not receive round {round} within 60 s"),
+                }
+            };
+            worst = worst.max(got);
+        }
+        fanout.push(worst);
+    }
+    let reg = figures(register, Duration::from_secs(1));
+    let res = figures(resolve, Duration::from_secs(1));
+    let fo = figures(fanout.clone(), Duration::from_secs(1));
+    let max = fanout.iter().max().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
+    for n in nodes {
+        let _ = n.shutdown().await;
+    }
+    let _ = boot.shutdown().await;
+    Ok(json!({
+        "nodes": size,
+        "register": {"p50_ms": reg.p50_ms, "p99_ms": reg.p99_ms},
+        "resolve": {"p50_ms": res.p50_ms, "p99_ms": res.p99_ms},
+        "group_members": size,
+        "fanout": {"p50_ms": fo.p50_ms, "max_ms": max, "note": "time until the last member stored the message"},
+    }))
+}
+
+/// The last 50 messages of a conversation holding 100,000.
+fn history(base: &std::path::Path) -> Result<f64> {
+    let store = Store::open(&base.join("history-store"))?;
+    let conv = [9u8; 16];
+    for i in 0..100_000u64 {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&i.to_be_bytes());
+        store.insert_incoming(&StoredMessage {
+            id,
+            conversation: conv,
+            direction: Direction::In,
+            sender: [1; 16],
+            peer: [1; 16],
+            kind: "text".into(),
+            text: Some(format!("message number {i} with some words in it")),
+            sent_at: 1_700_000_000_000 + i,
+            stored_at: 1_700_000_000_000 + i,
+            status: Status::Received,
+            raw: vec![0; 200],
+        })?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..101 {
+        let t = Instant::now();
+        let got = store.messages(Some(&conv), 50)?;
+        times.push(t.elapsed());
+        if got.len() != 50 {
+            bail!("expected 50 messages, got {}", got.len());
+        }
+    }
+    times.sort();
+    Ok(times[50].as_secs_f64() * 1e3)
+}
+
+/// Resident memory of an idle `kith daemon` (the binary next to this one), after 5 s.
+fn idle_rss(base: &std::path::Path) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?.with_file_name("kith");
+    if !exe.exists() {
+        return None;
+    }
+    let home = base.join("idle");
+    std::process::Command::new(&exe).arg("--home").arg(&home).arg("init").output().ok()?;
+    let mut child = std::process::Command::new(&exe)
+        .arg("--home")
+        .arg(&home)
+        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_secs(5));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    let kib: f64 = status?.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
