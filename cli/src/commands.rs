@@ -157,15 +157,17 @@ pub fn resolve(home: &Home, name: &str, json: bool) -> Result<()> {
     }
 }
 
-/// `kith send @NAME TEXT...`; `wait` is the `--timeout` of `--wait`, in seconds.
+/// `kith send TARGET TEXT...`; `wait` is the `--timeout` of `--wait`, in seconds.
 pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bool) -> Result<()> {
-    let to = parse_name(to)?;
+    let target = Target::parse(to)?;
     let text = words.join(" ");
     if text.trim().is_empty() {
         bail!("the message is empty");
     }
     let client = Client::from_home(home)?;
-    let mut answer = client.post("/v1/messages", &json!({ "to": to, "text": text }))?;
+    let mut answer = client
+        .post("/v1/messages", &json!({ "to": target.api(), "text": text }))
+        .map_err(|e| conversation_hint(e, &target))?;
     let id = answer
         .get("id")
         .and_then(Value::as_str)
@@ -175,35 +177,68 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
     if !json {
         emit(&id)?;
     }
+    // A message to '#ID', or one whose mention formed a group, may be a group message.
+    let group = match &target {
+        Target::Conversation(_) => group_of(&client, &id),
+        Target::Name(_) if text.contains('@') => group_of(&client, &id),
+        Target::Name(_) => None,
+    };
+    if let (Target::Name(name), Some(group)) = (&target, &group) {
+        let short = short_id(group);
+        let members = client
+            .get(&format!("/v1/conversations/{group}/members"), &[])
+            .ok()
+            .and_then(|m| m.as_array().map(|m| output::list(m, ", ")))
+            .unwrap_or_default();
+        eprintln!(
+            "mentioning someone who is not in your chat with @{name} started the group \
+             #{short} ({members}); see it with `kith messages '#{short}'`"
+        );
+    }
     let mut status = answer.get("status").and_then(Value::as_str).unwrap_or("queued").to_owned();
     let mut reason: Option<String> = None;
-    if let Some(secs) = wait {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !matches!(status.as_str(), "delivered" | "read") {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                if json {
-                    answer["status"] = json!(status);
-                    emit_json(&answer)?;
+    match wait {
+        Some(_) if group.is_some() => eprintln!(
+            "not waiting: the members of a group do not acknowledge its messages; \
+             they get it when they are online"
+        ),
+        Some(secs) => {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            while !matches!(status.as_str(), "delivered" | "read") {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    if json {
+                        answer["status"] = json!(status);
+                        emit_json(&answer)?;
+                    }
+                    bail!(
+                        "not delivered after {secs}s: {}",
+                        undelivered_reason(&target.to_string(), &status, reason.as_deref())
+                    );
                 }
-                bail!(
-                    "not delivered after {secs}s: {}",
-                    undelivered_reason(&to, &status, reason.as_deref())
-                );
+                std::thread::sleep(left.min(POLL_INTERVAL));
+                let message = client.get(&format!("/v1/messages/{id}"), &[])?;
+                if let Some(s) = message.get("status").and_then(Value::as_str) {
+                    status = s.to_owned();
+                }
+                reason = message.get("pending_reason").and_then(Value::as_str).map(str::to_owned);
             }
-            std::thread::sleep(left.min(POLL_INTERVAL));
-            let message = client.get(&format!("/v1/messages/{id}"), &[])?;
-            if let Some(s) = message.get("status").and_then(Value::as_str) {
-                status = s.to_owned();
-            }
-            reason = message.get("pending_reason").and_then(Value::as_str).map(str::to_owned);
         }
+        None => {}
     }
     if json {
         answer["status"] = json!(status);
         emit_json(&answer)?;
     }
     Ok(())
+}
+
+/// The conversation id of message `id` if it went to a group (its `to` is `#<group id>`).
+/// `None` also when the daemon cannot say: this only adds notes.
+fn group_of(client: &Client, id: &str) -> Option<String> {
+    let m = client.get(&format!("/v1/messages/{id}"), &[]).ok()?;
+    field(&m, "to").filter(|to| to.starts_with('#'))?;
+    field(&m, "conversation").map(str::to_owned)
 }
 
 fn undelivered_reason(to: &str, status: &str, last_error: Option<&str>) -> String {
@@ -221,7 +256,7 @@ fn undelivered_reason(to: &str, status: &str, last_error: Option<&str>) -> Strin
     }
 }
 
-/// `kith messages [@NAME]`.
+/// `kith messages [@NAME|#ID]`.
 pub fn messages(
     home: &Home,
     with: Option<&str>,
@@ -229,25 +264,28 @@ pub fn messages(
     follow: bool,
     limit: Option<u32>,
 ) -> Result<()> {
-    let with = with.map(parse_name).transpose()?;
+    let with = with.map(Target::parse).transpose()?;
     let client = Client::from_home(home)?;
     // Subscribe before reading the history, so that nothing falls between the two.
     let events = if follow { Some(client.events()?) } else { None };
-    let history = history(&client, with.as_deref(), limit)?;
+    let history = history(&client, with.as_ref(), limit)?;
+    // Listing everything, a group message is marked with its group.
+    let line = |m: &Value| output::message(m, with.is_none());
     let Some(events) = events else {
         if json {
             return emit_json(&Value::Array(history));
         }
         if history.is_empty() {
             match &with {
-                Some(name) => eprintln!("no messages with @{name} yet"),
+                Some(Target::Name(name)) => eprintln!("no messages with @{name} yet"),
+                Some(target) => eprintln!("no messages in {target} yet"),
                 None => eprintln!("no messages yet"),
             }
         }
-        return history.iter().try_for_each(|m| emit(output::message(m)));
+        return history.iter().try_for_each(|m| emit(line(m)));
     };
-    let print = |m: &Value| if json { emit(m) } else { emit(output::message(m)) };
-    let mut filter = Filter::new(&client, with)?;
+    let print = |m: &Value| if json { emit(m) } else { emit(line(m)) };
+    let mut filter = Filter::new(&client, with.as_ref())?;
     for m in &history {
         filter.remember(m);
         print(m)?;
@@ -263,6 +301,50 @@ pub fn messages(
         }
     }
     bail!("the daemon closed the event stream (has it stopped?)")
+}
+
+/// `kith conversations`.
+pub fn conversations(home: &Home, json: bool) -> Result<()> {
+    let list = Client::from_home(home)?.get("/v1/conversations", &[])?;
+    if json {
+        emit_json(&list)
+    } else {
+        emit(output::conversations(&list))
+    }
+}
+
+/// `kith members #ID`.
+pub fn members(home: &Home, conversation: &str, json: bool) -> Result<()> {
+    let id = parse_conversation(conversation)?;
+    let list = Client::from_home(home)?
+        .get(&format!("/v1/conversations/{id}/members"), &[])
+        .map_err(|e| conversation_hint(e, &Target::Conversation(id.clone())))?;
+    if json {
+        return emit_json(&list);
+    }
+    let list = list.as_array().context("the daemon's member list is not a JSON array")?;
+    emit(output::list(list, "\n"))
+}
+
+/// `kith leave #ID`.
+pub fn leave(home: &Home, conversation: &str) -> Result<()> {
+    let id = parse_conversation(conversation)?;
+    Client::from_home(home)?
+        .post(&format!("/v1/conversations/{id}/leave"), &json!({}))
+        .map_err(|e| conversation_hint(e, &Target::Conversation(id.clone())))
+        .with_context(|| format!("cannot leave #{id}"))?;
+    emit(format_args!("left the group #{id}"))
+}
+
+/// `kith remove #ID @NAME`.
+pub fn remove(home: &Home, conversation: &str, name: &str) -> Result<()> {
+    let id = parse_conversation(conversation)?;
+    let name = parse_name(name)?;
+    Client::from_home(home)?
+        .post(&format!("/v1/conversations/{id}/remove"), &json!({ "name": name }))
+        .map_err(|e| conversation_hint(e, &Target::Conversation(id.clone())))
+        .with_context(|| format!("cannot remove @{name} from #{id}"))?;
+    emit(format_args!("removed @{name} from the group #{id}"))
 }
 
 /// `kith contacts`.
@@ -286,19 +368,33 @@ pub fn trust(home: &Home, name: &str, json: bool) -> Result<()> {
     emit(format_args!("now trusting the current key of @{name} (safety number {fingerprint})"))
 }
 
-/// `kith chat @NAME`.
+/// `kith chat @NAME|#ID`.
 pub fn chat(home: &Home, with: &str) -> Result<()> {
-    let name = parse_name(with)?;
+    let target = Target::parse(with)?;
     let client = Client::from_home(home)?;
     let events = client.events()?;
-    let history = history(&client, Some(&name), Some(CHAT_HISTORY))?;
-    let mut filter = Filter::new(&client, Some(name.clone()))?;
+    let history = history(&client, Some(&target), Some(CHAT_HISTORY))?;
+    let mut filter = Filter::new(&client, Some(&target))?;
     for m in &history {
         filter.remember(m);
-        emit(output::message(m))?;
+        emit(output::message(m, false))?;
     }
+    // The conversation(s) shown: a line that forms a group goes elsewhere, which is then said.
+    let shown = filter.conversations.clone().unwrap_or_default();
+    let whom = match &target {
+        Target::Name(name) => format!("with @{name}"),
+        Target::Conversation(id) => {
+            let members = client
+                .get(&format!("/v1/conversations/{id}/members"), &[])
+                .ok()
+                .and_then(|m| m.as_array().map(|m| output::list(m, ", ")))
+                .unwrap_or_default();
+            format!("in #{id} ({members})")
+        }
+    };
     eprintln!(
-        "-- chatting with @{name}: type a message and press Enter; /quit or Ctrl-D leaves --"
+        "-- chatting {whom}: type a message and press Enter; @name in a line invites that \
+         person; /quit or Ctrl-D leaves --"
     );
     std::thread::spawn(move || {
         for event in events {
@@ -318,7 +414,7 @@ pub fn chat(home: &Home, with: &str) -> Result<()> {
             };
             // What we send ourselves is already on the screen, as typed.
             let incoming = m.get("direction").and_then(Value::as_str) != Some("out");
-            if filter.accept(&m) && incoming && emit(output::message(&m)).is_err() {
+            if filter.accept(&m) && incoming && emit(output::message(&m, false)).is_err() {
                 return;
             }
         }
@@ -332,10 +428,21 @@ pub fn chat(home: &Home, with: &str) -> Result<()> {
             "/quit" => break,
             _ => {}
         }
-        match client.post("/v1/messages", &json!({ "to": name, "text": text })) {
-            Ok(_) => {}
+        match client.post("/v1/messages", &json!({ "to": target.api(), "text": text })) {
+            Ok(answer) => {
+                let conversation = field(&answer, "conversation").unwrap_or_default();
+                if !shown.is_empty() && !shown.contains(conversation) {
+                    let short = short_id(conversation);
+                    eprintln!(
+                        "-- that line mentioned someone new and started the group #{short}; \
+                         continue there with `kith chat '#{short}'` --"
+                    );
+                }
+            }
             // The daemon refused this message (say, the name is unknown): say so, go on.
-            Err(e) if e.is::<ApiError>() => eprintln!("kith: {e}"),
+            Err(e) if e.is::<ApiError>() => {
+                eprintln!("kith: {}", conversation_hint(e, &target));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -404,52 +511,161 @@ fn peer_id_of(addr: &str) -> Option<&str> {
 }
 
 /// `GET /v1/messages`, checked to be a list.
-fn history(client: &Client, with: Option<&str>, limit: Option<u32>) -> Result<Vec<Value>> {
+fn history(client: &Client, with: Option<&Target>, limit: Option<u32>) -> Result<Vec<Value>> {
     let mut query = Vec::new();
-    if let Some(name) = with {
-        query.push(("with", name.to_owned()));
+    if let Some(target) = with {
+        query.push(("with", target.api()));
     }
     if let Some(limit) = limit {
         query.push(("limit", limit.to_string()));
     }
-    match client.get("/v1/messages", &query)? {
-        Value::Array(list) => Ok(list),
-        _ => bail!("the daemon's message list is not a JSON array"),
+    match client.get("/v1/messages", &query) {
+        Ok(Value::Array(list)) => Ok(list),
+        Ok(_) => bail!("the daemon's message list is not a JSON array"),
+        Err(e) => Err(match with {
+            Some(target) => conversation_hint(e, target),
+            None => e,
+        }),
+    }
+}
+
+/// A conversation named on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    /// `@name`: the direct chat with this (normalized) name.
+    Name(String),
+    /// `#ID`: the conversation whose id starts with these (lowercase hex) digits.
+    Conversation(String),
+}
+
+impl Target {
+    /// `@name`, `name` or `#ID`.
+    fn parse(input: &str) -> Result<Target> {
+        if input.trim().starts_with('#') {
+            parse_conversation(input).map(Target::Conversation)
+        } else {
+            parse_name(input).map(Target::Name)
+        }
+    }
+
+    /// As the API takes it in `to` and `with`.
+    fn api(&self) -> String {
+        match self {
+            Target::Name(name) => name.clone(),
+            Target::Conversation(id) => format!("#{id}"),
+        }
+    }
+}
+
+impl Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Name(name) => write!(f, "@{name}"),
+            Target::Conversation(id) => write!(f, "#{id}"),
+        }
+    }
+}
+
+/// Validates a conversation id (prefix) given as `#ID` or `ID`; answers the lowercase digits.
+fn parse_conversation(input: &str) -> Result<String> {
+    let trimmed = input.trim();
+    if trimmed.starts_with('@') {
+        bail!(
+            "expected a conversation id like '#3fa2b1c0', not the name {input:?} \
+             (`kith conversations` lists the ids)"
+        );
+    }
+    let id = trimmed.strip_prefix('#').unwrap_or(trimmed).to_ascii_lowercase();
+    if id.is_empty() {
+        bail!("the conversation id after '#' is missing (`kith conversations` lists the ids)");
+    }
+    if id.len() > 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "invalid conversation id {input:?}: expected up to 32 hex digits, like '#3fa2b1c0' \
+             (`kith conversations` lists the ids)"
+        );
+    }
+    Ok(id)
+}
+
+/// The first 8 digits of a conversation id, as `kith conversations` shows it.
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Adds where the ids are listed to the daemon's "no such conversation" errors.
+fn conversation_hint(e: anyhow::Error, target: &Target) -> anyhow::Error {
+    let unknown = e
+        .downcast_ref::<ApiError>()
+        .is_some_and(|a| a.code == "not_found" && matches!(target, Target::Conversation(_)))
+        && e.to_string().contains("conversation");
+    if unknown {
+        anyhow::anyhow!("{e} (`kith conversations` lists them)")
+    } else {
+        e
     }
 }
 
 /// Picks, from the event stream, the messages not shown yet that belong to the conversation.
 #[derive(Debug)]
 struct Filter {
-    /// The name and, when it is a known contact, its user id; `None` lets every message pass.
-    party: Option<Vec<String>>,
-    conversations: HashSet<String>,
+    /// The ids of the conversation shown; `None` lets every message pass.
+    conversations: Option<HashSet<String>>,
+    /// While the id of a direct chat is unknown: the name and user id of the other person,
+    /// matched against `from` and `to` of direct messages.
+    party: Vec<String>,
     seen: HashSet<String>,
 }
 
 impl Filter {
-    fn new(client: &Client, with: Option<String>) -> Result<Filter> {
-        let party = match with {
-            None => None,
-            Some(name) => {
+    fn new(client: &Client, with: Option<&Target>) -> Result<Filter> {
+        let Some(target) = with else {
+            return Ok(Filter { conversations: None, party: Vec::new(), seen: HashSet::new() });
+        };
+        let list = client.get("/v1/conversations", &[])?;
+        let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        let conversations: HashSet<String> = list
+            .iter()
+            .filter(|c| match target {
+                Target::Conversation(prefix) => {
+                    field(c, "id").is_some_and(|id| id.starts_with(prefix.as_str()))
+                }
+                Target::Name(name) => {
+                    field(c, "kind") == Some("direct")
+                        && c.get("members")
+                            .and_then(Value::as_array)
+                            .is_some_and(|m| m.iter().any(|m| m.as_str() == Some(name)))
+                }
+            })
+            .filter_map(|c| field(c, "id").map(str::to_owned))
+            .collect();
+        let party = match target {
+            Target::Name(name) if conversations.is_empty() => {
                 // `from` and `to` are user ids while the daemon does not know the name.
                 let contacts = client.get("/v1/contacts", &[])?;
                 let user_id = contacts.as_array().into_iter().flatten().find_map(|c| {
-                    (c.get("name").and_then(Value::as_str) == Some(&name))
-                        .then(|| c.get("user_id").and_then(Value::as_str))
-                        .flatten()
-                        .map(str::to_owned)
+                    (field(c, "name") == Some(name)).then(|| field(c, "user_id")).flatten()
                 });
-                Some([name].into_iter().chain(user_id).collect())
+                [name.as_str()].into_iter().chain(user_id).map(str::to_owned).collect()
+            }
+            Target::Name(_) => Vec::new(),
+            Target::Conversation(prefix) => {
+                if conversations.is_empty() {
+                    bail!(
+                        "no conversation starts with #{prefix} (`kith conversations` lists them)"
+                    );
+                }
+                Vec::new()
             }
         };
-        Ok(Filter { party, conversations: HashSet::new(), seen: HashSet::new() })
+        Ok(Filter { conversations: Some(conversations), party, seen: HashSet::new() })
     }
 
     /// Records a message of the conversation that is already shown.
     fn remember(&mut self, m: &Value) {
-        if let Some(c) = field(m, "conversation") {
-            self.conversations.insert(c.to_owned());
+        if let (Some(c), Some(conversations)) = (field(m, "conversation"), &mut self.conversations)
+        {
+            conversations.insert(c.to_owned());
         }
         if let Some(id) = field(m, "id") {
             self.seen.insert(id.to_owned());
@@ -461,12 +677,15 @@ impl Filter {
         if field(m, "id").is_some_and(|id| self.seen.contains(id)) {
             return false;
         }
-        if let Some(party) = &self.party {
+        if let Some(conversations) = &self.conversations {
             let in_conversation =
-                field(m, "conversation").is_some_and(|c| self.conversations.contains(c));
-            let with_party = ["from", "to"]
-                .iter()
-                .any(|f| field(m, f).is_some_and(|v| party.iter().any(|p| p == v)));
+                field(m, "conversation").is_some_and(|c| conversations.contains(c));
+            // A group message names the group in `to`, never a person.
+            let direct = !field(m, "to").is_some_and(|to| to.starts_with('#'));
+            let with_party = direct
+                && ["from", "to"]
+                    .iter()
+                    .any(|f| field(m, f).is_some_and(|v| self.party.iter().any(|p| p == v)));
             if !in_conversation && !with_party {
                 return false;
             }
@@ -534,8 +753,8 @@ mod tests {
     #[test]
     fn filter_keeps_the_conversation_and_drops_repeats() {
         let mut f = Filter {
-            party: Some(vec!["bob".into()]),
-            conversations: HashSet::new(),
+            conversations: Some(HashSet::new()),
+            party: vec!["bob".into()],
             seen: HashSet::new(),
         };
         f.remember(&json!({"id": "1", "conversation": "c1"}));
@@ -546,6 +765,57 @@ mod tests {
         );
         assert!(f.accept(&json!({"id": "4", "conversation": "c3", "from": "alice", "to": "bob"})));
         assert!(f.accept(&json!({"id": "5", "conversation": "c3", "from": "alice", "to": "b0b1d"})));
+        // Bob writing in a group is not the direct chat with bob.
+        assert!(!f.accept(&json!({"id": "6", "conversation": "g1", "from": "bob", "to": "#g1"})));
+    }
+
+    #[test]
+    fn filter_of_a_group_takes_only_the_group() {
+        let mut f = Filter {
+            conversations: Some(HashSet::from(["g1".to_owned()])),
+            party: Vec::new(),
+            seen: HashSet::new(),
+        };
+        assert!(f.accept(&json!({"id": "1", "conversation": "g1", "from": "bob", "to": "#g1"})));
+        assert!(!f.accept(&json!({"id": "1", "conversation": "g1", "from": "bob", "to": "#g1"})));
+        assert!(!f.accept(&json!({"id": "2", "conversation": "d1", "from": "bob", "to": "alice"})));
+        let mut all = Filter { conversations: None, party: Vec::new(), seen: HashSet::new() };
+        assert!(all.accept(&json!({"id": "3", "conversation": "d1"})));
+    }
+
+    #[test]
+    fn targets_are_names_or_conversation_ids() {
+        assert_eq!(Target::parse("@Bob").expect("name"), Target::Name("bob".into()));
+        assert_eq!(Target::parse("#3FA2").expect("id"), Target::Conversation("3fa2".into()));
+        assert_eq!(Target::parse("#3fa2").expect("id").api(), "#3fa2");
+        assert_eq!(Target::parse("bob").expect("name").to_string(), "@bob");
+        assert_eq!(parse_conversation("3fa2b1c0").expect("bare id"), "3fa2b1c0");
+        let err = |input: &str| format!("{:#}", parse_conversation(input).expect_err(input));
+        assert!(err("#").contains("missing"), "{}", err("#"));
+        assert!(err("#xyz").contains("hex digits"), "{}", err("#xyz"));
+        assert!(err(&format!("#{}", "a".repeat(33))).contains("up to 32"));
+        assert!(err("@bob").contains("not the name"), "{}", err("@bob"));
+        assert!(format!("{:#}", Target::parse("#g!").expect_err("bad")).contains("hex"));
+    }
+
+    #[test]
+    fn unknown_conversations_point_to_the_list() {
+        let api = |code: &str, message: &str| -> anyhow::Error {
+            ApiError { code: code.into(), message: message.into() }.into()
+        };
+        let conv = Target::Conversation("ab".into());
+        let e = conversation_hint(
+            api("not_found", "not found: no conversation starts with #ab"),
+            &conv,
+        );
+        assert!(e.to_string().ends_with("(`kith conversations` lists them)"), "{e}");
+        let e = conversation_hint(api("not_found", "no one has registered the name \"x\""), &conv);
+        assert!(!e.to_string().contains("kith conversations"), "{e}");
+        let e = conversation_hint(
+            api("not_found", "no conversation with bob"),
+            &Target::Name("bob".into()),
+        );
+        assert!(e.is::<ApiError>(), "{e}");
     }
 
     #[test]

@@ -25,7 +25,12 @@ use kith_node::Multiaddr;
                   kith init                   create your identity and device keys\n  \
                   kith daemon &               run your node (every other command talks to it)\n  \
                   kith register alice         claim the name @alice on the network\n  \
-                  kith send @bob hi there     send a message; `kith chat @bob` to talk"
+                  kith send @bob hi there     send a message; `kith chat @bob` to talk\n  \
+                  kith conversations          your chats and groups, with their ids\n\n\
+                  Writing @name in a message to someone invites that person: the message starts \
+                  a group of you, the recipient and everyone mentioned, named '#ID' (a prefix of \
+                  its id; quote it, the shell takes # as a comment): \
+                  `kith send '#3fa2b1c0' hello all`."
 )]
 struct Cli {
     /// The home directory holding your keys, the message store and the daemon's API address
@@ -86,32 +91,45 @@ enum Command {
         json: bool,
     },
 
-    /// Send a message to @NAME; prints its id
+    /// Send a message to @NAME or to the conversation '#ID'; prints its id
+    ///
+    /// TARGET is a name (`@bob`; the '@' is optional) for the direct chat with that person, or
+    /// '#ID' for a group (or any conversation), where ID is a unique prefix of its id as
+    /// `kith conversations` shows it. Quote '#ID': unquoted, the shell takes # as a comment.
+    ///
+    /// Writing @name in the text invites that person: in a direct chat, the message starts a
+    /// new group of you, the recipient and everyone mentioned (the direct chat stays as it was;
+    /// the new group's id is shown on standard error); in a group, it adds them to the group.
     ///
     /// The message is stored in the outbox and delivered in the background, also later if the
     /// recipient is offline now. Put `--` before a text that starts with '-'.
     Send {
-        /// The recipient (a leading '@' is optional)
-        #[arg(value_name = "@NAME")]
+        /// The recipient: @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
         to: String,
         /// The text; several words are joined with single spaces
         #[arg(value_name = "TEXT", required = true, num_args = 1..)]
         text: Vec<String>,
-        /// Wait until a device of the recipient acknowledged the message
+        /// Wait until a device of the recipient acknowledged the message (group messages are
+        /// not acknowledged: for them this does not wait)
         #[arg(long)]
         wait: bool,
         /// How long --wait waits before giving up (the message stays queued)
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         timeout: u64,
-        /// Print {"id": ..., "status": ...} as JSON
+        /// Print {"id": ..., "conversation": ..., "status": ...} as JSON
         #[arg(long)]
         json: bool,
     },
 
-    /// List messages, oldest first: all of them, or those of the conversation with @NAME
+    /// List messages, oldest first: all of them, or those of one conversation
+    ///
+    /// With @NAME, the direct chat with that person; with '#ID' (quoted), the conversation
+    /// whose id starts with ID, such as a group (`kith conversations` lists the ids). Without
+    /// either, every message, group messages marked with their group's '#ID'.
     Messages {
-        /// Only the direct conversation with this name (a leading '@' is optional)
-        #[arg(value_name = "@NAME")]
+        /// Only this conversation: @NAME for the direct chat, '#ID' for a group
+        #[arg(value_name = "@NAME|#ID")]
         with: Option<String>,
         /// Print a JSON array (with --follow: one JSON object per line)
         #[arg(long)]
@@ -122,6 +140,54 @@ enum Command {
         /// Show only the last N messages
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: Option<u32>,
+    },
+
+    /// List your conversations: direct chats and groups, with their ids and members
+    ///
+    /// One line per conversation: the first 8 digits of its id (use it as '#ID' in `send`,
+    /// `messages`, `chat`, `members`, `leave` and `remove`), `direct` or `group`, the members,
+    /// and "(left)" for a group you left or were removed from. A group forms when a message to
+    /// someone mentions @name of a person who is not in the chat.
+    Conversations {
+        /// Print the daemon's answer as JSON: an array of {id, kind, members, active}
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List the members of a conversation, one per line, in the order they joined
+    ///
+    /// Writing @name in a message to the group adds that person.
+    Members {
+        /// The conversation: '#ID' (quoted) or ID, a unique prefix of its id
+        #[arg(value_name = "#ID")]
+        conversation: String,
+        /// Print the daemon's answer as JSON: an array of names
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Leave a group: its members are told, and you get none of its later messages
+    ///
+    /// The group stays in `kith conversations`, marked "(left)", with its history. To come
+    /// back, a member has to mention you (@name) in the group again.
+    Leave {
+        /// The group: '#ID' (quoted) or ID, a unique prefix of its id
+        #[arg(value_name = "#ID")]
+        conversation: String,
+    },
+
+    /// Remove @NAME from a group
+    ///
+    /// You may remove only the members who joined after you. The removed member is told, and
+    /// the other members move to a new group key, so that the removed member cannot read later
+    /// messages.
+    Remove {
+        /// The group: '#ID' (quoted) or ID, a unique prefix of its id
+        #[arg(value_name = "#ID")]
+        conversation: String,
+        /// The member to remove (a leading '@' is optional)
+        #[arg(value_name = "@NAME")]
+        name: String,
     },
 
     /// List the people you have talked to, with their safety numbers
@@ -143,13 +209,15 @@ enum Command {
         json: bool,
     },
 
-    /// Chat with @NAME interactively, line by line
+    /// Chat with @NAME, or in the group '#ID', interactively, line by line
     ///
     /// Shows the recent messages, prints new ones as they arrive and sends each line you type;
-    /// `/quit` or the end of input (Ctrl-D) leaves.
+    /// `/quit` or the end of input (Ctrl-D) leaves. Writing @name in a line invites that person:
+    /// in a chat with @NAME, that line starts a new group (its '#ID' is shown; continue there
+    /// with `kith chat '#ID'`); in a group, it adds them.
     Chat {
-        /// Whom to chat with (a leading '@' is optional)
-        #[arg(value_name = "@NAME")]
+        /// Whom to chat with: @NAME (the '@' is optional), or '#ID' (quoted) for a group
+        #[arg(value_name = "@NAME|#ID")]
         with: String,
     },
 
@@ -206,6 +274,10 @@ fn main() -> ExitCode {
         Command::Messages { with, json, follow, limit } => {
             commands::messages(&home, with.as_deref(), json, follow, limit)
         }
+        Command::Conversations { json } => commands::conversations(&home, json),
+        Command::Members { conversation, json } => commands::members(&home, &conversation, json),
+        Command::Leave { conversation } => commands::leave(&home, &conversation),
+        Command::Remove { conversation, name } => commands::remove(&home, &conversation, &name),
         Command::Contacts { json } => commands::contacts(&home, json),
         Command::Trust { name, json } => commands::trust(&home, &name, json),
         Command::Chat { with } => commands::chat(&home, &with),
@@ -253,6 +325,23 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn group_commands_parse() {
+        let cli = Cli::try_parse_from(["kith", "send", "#3fa2b1c0", "hi", "all"]).expect("parses");
+        assert!(matches!(cli.command, Command::Send { to, .. } if to == "#3fa2b1c0"));
+        let cli = Cli::try_parse_from(["kith", "remove", "#3fa2", "@dave"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Remove { conversation, name } if conversation == "#3fa2" && name == "@dave"
+        ));
+        let cli = Cli::try_parse_from(["kith", "messages", "#3fa2", "-f", "--json"]).expect("ok");
+        assert!(
+            matches!(cli.command, Command::Messages { with: Some(w), follow: true, .. } if w == "#3fa2")
+        );
+        assert!(Cli::try_parse_from(["kith", "leave"]).is_err());
+        assert!(Cli::try_parse_from(["kith", "conversations", "--json"]).is_ok());
     }
 
     #[test]

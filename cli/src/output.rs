@@ -22,15 +22,65 @@ fn time(rfc3339: &str) -> String {
     rfc3339.replacen('T', " ", 1)
 }
 
-/// One message: `[time] from: text  (status)`.
-pub fn message(m: &Value) -> String {
+/// One message: `[time] from: text  (status)`; with `show_conversation`, a group message as
+/// `[time] #3fa2b1c0 from: text  (status)`.
+pub fn message(m: &Value, show_conversation: bool) -> String {
+    let kind = m.get("kind").and_then(Value::as_str).unwrap_or("non-text");
     let body = m.get("text").and_then(Value::as_str).map_or_else(
-        || format!("<{} message>", m.get("kind").and_then(Value::as_str).unwrap_or("non-text")),
+        || match kind {
+            "group.leave" => "<left the group>".to_owned(),
+            "group.remove" => "<removed a member from the group>".to_owned(),
+            _ => format!("<{kind} message>"),
+        },
         str::to_owned,
     );
     // Keep one message on one line per line of its text, indenting continuation lines.
     let body = body.lines().collect::<Vec<_>>().join("\n    ");
-    format!("[{}] {}: {}  ({})", time(text(m, "sent_at")), text(m, "from"), body, text(m, "status"))
+    let group = match m.get("to").and_then(Value::as_str) {
+        Some(to) if show_conversation && to.starts_with('#') => {
+            format!("{} ", to.get(..9).unwrap_or(to))
+        }
+        _ => String::new(),
+    };
+    format!(
+        "[{}] {group}{}: {}  ({})",
+        time(text(m, "sent_at")),
+        text(m, "from"),
+        body,
+        text(m, "status")
+    )
+}
+
+/// Strings of a JSON array joined by `sep`; other values as JSON.
+pub fn list(items: &[Value], sep: &str) -> String {
+    let items: Vec<String> =
+        items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect();
+    items.join(sep)
+}
+
+/// `GET /v1/conversations`: one line each, `3fa2b1c0  group   alice, bob, carol  (left)`.
+pub fn conversations(all: &Value) -> String {
+    let all = all.as_array().map(Vec::as_slice).unwrap_or_default();
+    if all.is_empty() {
+        return "no conversations yet (start one with `kith send @NAME TEXT`)".to_owned();
+    }
+    let lines: Vec<String> = all
+        .iter()
+        .map(|c| {
+            let id = text(c, "id");
+            let members = c
+                .get("members")
+                .and_then(Value::as_array)
+                .map_or_else(String::new, |m| list(m, ", "));
+            let left = if c.get("active").and_then(Value::as_bool) == Some(false) {
+                "  (left)"
+            } else {
+                ""
+            };
+            format!("{}  {:<6}  {members}{left}", id.get(..8).unwrap_or(id), text(c, "kind"))
+        })
+        .collect();
+    lines.join("\n")
 }
 
 /// `GET /v1/status`.
@@ -143,12 +193,33 @@ mod tests {
     #[test]
     fn message_line() {
         let m = json!({"id": "x", "from": "alice", "text": "hi\nthere", "sent_at": "2026-11-22T10:00:00Z", "status": "delivered"});
-        assert_eq!(message(&m), "[2026-11-22 10:00:00Z] alice: hi\n    there  (delivered)");
+        assert_eq!(message(&m, true), "[2026-11-22 10:00:00Z] alice: hi\n    there  (delivered)");
+        let g = json!({"from": "bob", "to": "#3fa2b1c0d4e5f60718293a4b5c6d7e8f", "text": "yo",
+                       "sent_at": "t", "status": "received"});
+        assert_eq!(message(&g, true), "[t] #3fa2b1c0 bob: yo  (received)");
+        assert_eq!(message(&g, false), "[t] bob: yo  (received)");
+        let leave =
+            json!({"from": "carol", "kind": "group.leave", "sent_at": "t", "status": "sent"});
+        assert_eq!(message(&leave, false), "[t] carol: <left the group>  (sent)");
+    }
+
+    #[test]
+    fn conversation_lines() {
+        let list = json!([
+            {"id": "0011223344556677", "kind": "direct", "members": ["alice", "bob"], "active": true},
+            {"id": "3fa2b1c0d4e5f607", "kind": "group", "members": ["alice", "bob", "carol"], "active": false},
+        ]);
+        assert_eq!(
+            conversations(&list),
+            "00112233  direct  alice, bob\n3fa2b1c0  group   alice, bob, carol  (left)"
+        );
+        assert!(conversations(&json!([])).starts_with("no conversations"));
+        assert_eq!(conversations(&json!([{}])), "?  ?       ");
     }
 
     #[test]
     fn missing_fields_do_not_fail() {
-        assert_eq!(message(&json!({})), "[?] ?: <non-text message>  (?)");
+        assert_eq!(message(&json!({}), true), "[?] ?: <non-text message>  (?)");
         assert!(status(&json!({"name": null})).contains("kith register"));
         assert!(contacts(&json!([])).starts_with("no contacts"));
         assert!(resolved(&json!({"devices": [{"peer_id": "p", "label": "laptop"}]}))

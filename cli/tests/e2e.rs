@@ -5,10 +5,18 @@
 
 mod support;
 
-use std::time::Duration;
+use std::fs::File;
+use std::io::Write;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::*;
 use tempfile::TempDir;
+
+/// Longest a group message may take to reach a member (gossip, or a sync from a member).
+const GROUP_WAIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn three_daemons_deliver_direct_and_queued_messages() {
@@ -200,4 +208,222 @@ fn a_mailbox_holds_messages_while_everyone_is_offline() {
     });
     let m = bob.messages(&[]).expect("bob's messages");
     assert_eq!(with_text(&m, "held for you").len(), 1, "{m}");
+}
+
+/// Waits until `node` lists every `(author, text)` in the conversation `tag` (`#prefix`), then
+/// checks that each is there exactly once, in that conversation. The sender shows as a user id
+/// until the daemon has resolved that member's name, so the wait is also for the name.
+#[track_caller]
+fn wait_for_texts(node: &Node, tag: &str, expected: &[(&str, &str)]) -> Value {
+    let what = format!("{} to see {expected:?} in {tag}", node.name);
+    let list = wait_until(&what, GROUP_WAIT, || {
+        node.messages(&[tag]).filter(|l| {
+            expected.iter().all(|(author, t)| with_text(l, t).iter().any(|m| m["from"] == *author))
+        })
+    });
+    for (_, text) in expected {
+        let found = with_text(&list, text);
+        assert_eq!(found.len(), 1, "{}: {text:?} is not listed exactly once: {list}", node.name);
+    }
+    let group = &tag[1..];
+    for m in list.as_array().expect("array") {
+        let c = m["conversation"].as_str().unwrap_or_default();
+        assert!(c.starts_with(group), "{}: {tag} lists a message of {c}: {list}", node.name);
+        assert_eq!(m["to"], format!("#{c}"), "{}: a group message's `to`: {m}", node.name);
+    }
+    list
+}
+
+/// The entry of conversation `id` in `node`'s `kith conversations --json`.
+#[track_caller]
+fn conversation(node: &Node, id: &str) -> Value {
+    let list = node.kith(&["conversations", "--json"]).ok().json();
+    let found = list.as_array().expect("array").iter().find(|c| c["id"] == id).cloned();
+    found.unwrap_or_else(|| panic!("{} does not list {id}: {list}", node.name))
+}
+
+/// `kith members TAG --json` as names, or `None` if it fails.
+fn members(node: &Node, tag: &str) -> Option<Vec<String>> {
+    let out = node.kith(&["members", tag, "--json"]);
+    let list = out.status.success().then(|| out.json())?;
+    Some(list.as_array()?.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
+}
+
+#[test]
+fn four_people_form_a_group_by_mentioning_and_manage_it() {
+    let started = Instant::now();
+    let mut boot = Node::init("boot");
+    let boot_status = boot.start(None);
+    let boot_addr = boot_status["listen_addrs"][0].as_str().expect("boot listens").to_owned();
+    let mut alice = Node::init("alice");
+    let mut bob = Node::init("bob");
+    let mut carol = Node::init("carol");
+    let mut dave = Node::init("dave");
+    for node in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        node.start(Some(&boot_addr));
+    }
+    for node in [&alice, &bob, &carol, &dave] {
+        wait_until(&format!("{} to connect to a peer", node.name), START_TIMEOUT, || {
+            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+    }
+    for node in [&alice, &bob, &carol, &dave] {
+        node.register(node.name);
+    }
+
+    // Alice mentions carol in her chat with bob: a group of the three forms.
+    let out = alice.kith(&["send", "@bob", "hi @carol", "--json"]).ok();
+    let sent = out.json();
+    let group = sent["conversation"].as_str().expect("conversation").to_owned();
+    assert!(is_message_id(&group), "{sent}");
+    let tag = format!("#{}", &group[..8]);
+    let tag = tag.as_str();
+    assert!(out.stderr.contains(&format!("started the group {tag}")), "{}", out.stderr);
+    let listed = conversation(&alice, &group);
+    assert_eq!(listed["kind"], "group", "{listed}");
+    assert_eq!(listed["active"], true, "{listed}");
+    assert_eq!(listed["members"].as_array().map(Vec::len), Some(3), "{listed}");
+    let human = alice.kith(&["conversations"]).ok().stdout;
+    assert!(human.lines().any(|l| l.starts_with(&group[..8]) && l.contains("group")), "{human}");
+    // The direct chat stays as it was.
+    let direct = alice.messages(&["@bob"]).expect("alice's chat with bob");
+    assert!(with_text(&direct, "hi @carol").is_empty(), "{direct}");
+
+    for node in [&bob, &carol] {
+        wait_for_texts(node, tag, &[("alice", "hi @carol")]);
+    }
+    // Group messages are not acknowledged: --wait does not wait for them.
+    let out = bob.kith(&["send", tag, "bob here", "--wait"]).ok();
+    assert!(is_message_id(out.stdout.trim()) && out.stderr.contains("not waiting"), "{out:?}");
+    carol.kith(&["send", tag, "carol here"]).ok();
+    let all = [("alice", "hi @carol"), ("bob", "bob here"), ("carol", "carol here")];
+    for node in [&alice, &bob, &carol] {
+        wait_for_texts(node, tag, &all);
+    }
+
+    // Bob follows the group: a direct message to him is not part of it; a line that carol
+    // types in `kith chat '#ID'` is.
+    let follow_log = bob.dir.path().join("follow.jsonl");
+    let follow = command(&bob.home())
+        .args(["messages", tag, "--follow", "--json"])
+        .stdin(Stdio::null())
+        .stdout(File::create(&follow_log).expect("create follow log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kith messages --follow");
+    let _follow = Daemon { child: follow, log: follow_log.clone() };
+    let followed = || std::fs::read_to_string(&follow_log).unwrap_or_default();
+    wait_until("bob's follow to print the history", COMMAND_TIMEOUT, || {
+        followed().contains("carol here").then_some(())
+    });
+    alice.kith(&["send", "@bob", "just between us"]).ok();
+    wait_until("bob to get the direct message", GROUP_WAIT, || {
+        bob.messages(&["@alice"]).filter(|l| !with_text(l, "just between us").is_empty())
+    });
+    let mut chat = command(&carol.home())
+        .args(["chat", tag])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kith chat");
+    let chat_stderr = drain(chat.stderr.take());
+    let mut stdin = chat.stdin.take().expect("chat stdin");
+    stdin.write_all(b"typed in the chat\n/quit\n").expect("type into the chat");
+    drop(stdin);
+    let mut chat = Daemon { child: chat, log: carol.dir.path().join("chat.log") };
+    let status =
+        wait_until("carol's chat to end", COMMAND_TIMEOUT, || chat.child.try_wait().ok()?);
+    let chat_stderr = chat_stderr.join().unwrap_or_default();
+    assert!(status.success(), "kith chat {tag} failed ({status}): {chat_stderr}");
+    assert!(chat_stderr.contains(&format!("chatting in {tag}")), "{chat_stderr}");
+    wait_until("bob's follow to print the chat line", GROUP_WAIT, || {
+        followed().contains("typed in the chat").then_some(())
+    });
+    let lines: Vec<Value> = followed()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(lines.iter().all(|m| m["conversation"] == group.as_str()), "{lines:?}");
+    assert_eq!(lines.iter().filter(|m| m["text"] == "typed in the chat").count(), 1, "{lines:?}");
+    drop(_follow);
+
+    // Carol mentions dave in the group: he joins, and sees only what is posted from then on.
+    carol.kith(&["send", tag, "welcome @dave"]).ok();
+    let seen = wait_for_texts(&dave, tag, &[("carol", "welcome @dave")]);
+    assert!(with_text(&seen, "hi @carol").is_empty(), "dave sees a message from before: {seen}");
+    for node in [&alice, &bob, &carol, &dave] {
+        let names = wait_until(&format!("{} to list 4 members", node.name), GROUP_WAIT, || {
+            members(node, tag).filter(|m| m.len() == 4)
+        });
+        assert_eq!(names, ["alice", "bob", "carol", "dave"], "{}", node.name);
+    }
+    let human = carol.kith(&["members", tag]).ok().stdout;
+    assert_eq!(human.lines().collect::<Vec<_>>(), ["alice", "bob", "carol", "dave"], "{human}");
+
+    // Only members who joined later may be removed.
+    bob.kith(&["remove", tag, "@alice"]).fails_with("joined before you");
+    let out = alice.kith(&["remove", tag, "@dave"]).ok();
+    assert!(out.stdout.contains("removed @dave"), "{}", out.stdout);
+    assert_eq!(members(&alice, tag).expect("members").len(), 3);
+    alice.kith(&["send", tag, "after dave"]).ok();
+    for node in [&bob, &carol] {
+        wait_for_texts(node, tag, &[("alice", "after dave")]);
+    }
+    thread::sleep(Duration::from_secs(2));
+    let seen = dave.messages(&[tag]).expect("dave's messages");
+    assert!(with_text(&seen, "after dave").is_empty(), "dave read a later message: {seen}");
+    // Dave learns of his removal asynchronously; then he can no longer post.
+    let refused = wait_until("dave's post to be refused", GROUP_WAIT, || {
+        let out = dave.kith(&["send", tag, "x"]);
+        (!out.status.success()).then_some(out)
+    });
+    refused.fails_with("no longer a member");
+    assert_eq!(conversation(&dave, &group)["active"], false);
+
+    // Bob is away while two messages are posted; back, he gets both, once.
+    bob.stop();
+    alice.kith(&["send", tag, "while bob was away 1"]).ok();
+    carol.kith(&["send", tag, "while bob was away 2"]).ok();
+    bob.start(Some(&boot_addr));
+    let away = [("alice", "while bob was away 1"), ("carol", "while bob was away 2")];
+    wait_for_texts(&bob, tag, &away);
+    thread::sleep(Duration::from_secs(2));
+    wait_for_texts(&bob, tag, &away);
+
+    // Carol leaves: the group stays listed, inactive, and she can no longer post.
+    let out = carol.kith(&["leave", tag]).ok();
+    assert!(out.stdout.contains("left"), "{}", out.stdout);
+    let listed = conversation(&carol, &group);
+    assert_eq!(listed["active"], false, "{listed}");
+    assert!(carol.kith(&["conversations"]).ok().stdout.contains("(left)"));
+    carol.kith(&["send", tag, "still here?"]).fails_with("no longer a member");
+    eprintln!("the group test took {:?}", started.elapsed());
+}
+
+#[test]
+fn group_commands_explain_themselves_and_check_ids() {
+    let dir = TempDir::new().expect("tempdir");
+    let help = kith(dir.path(), &["send", "--help"]).ok().stdout;
+    assert!(help.contains("#ID") && help.contains("invites that person"), "{help}");
+    let help = kith(dir.path(), &["chat", "--help"]).ok().stdout;
+    assert!(help.contains("#ID") && help.contains("new group"), "{help}");
+    for command in ["conversations", "members", "leave", "remove"] {
+        let help = kith(dir.path(), &[command, "--help"]).ok().stdout;
+        assert!(help.to_lowercase().contains("group"), "{command}: {help}");
+    }
+    let home = dir.path().join("home");
+    kith(&home, &["members", "#zz"]).fails_with("hex digits");
+    kith(&home, &["leave", "@bob"]).fails_with("not the name");
+    kith(&home, &["send", "#", "hi"]).fails_with("missing");
+    kith(&home, &["messages", "#12g"]).fails_with("hex digits");
+    assert_eq!(kith(&home, &["remove", "#12"]).status.code(), Some(2));
+    let mut node = Node::init("nogroup");
+    node.start(None);
+    node.kith(&["members", "#0123456789"]).fails_with("`kith conversations` lists them");
+    node.kith(&["send", "#0123456789", "hi"]).fails_with("no conversation starts with #0123456789");
+    node.kith(&["leave", "0123456789"]).fails_with("cannot leave #0123456789");
+    let out = node.kith(&["conversations"]).ok();
+    assert!(out.stdout.starts_with("no conversations"), "{}", out.stdout);
+    assert_eq!(node.kith(&["conversations", "--json"]).ok().json(), serde_json::json!([]));
 }
