@@ -65,7 +65,7 @@ pub enum NodeError {
     #[error("DHT: {0}")]
     Dht(String),
     /// A message could not be built or sealed.
-    #[error("message: {0}")]
+    #[error("{0}")]
     Message(String),
     /// No such message, contact or conversation.
     #[error("not found: {0}")]

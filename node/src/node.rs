@@ -549,7 +549,11 @@ impl Node {
         Ok(r)
     }
 
-    async fn resolve_uncached(&self, name: &str, now: u64) -> Result<VerifiedNameRecord, NodeError> {
+    async fn resolve_uncached(
+        &self,
+        name: &str,
+        now: u64,
+    ) -> Result<VerifiedNameRecord, NodeError> {
         let name = name.to_owned();
         let store = &self.inner.store;
         let fetched = self.fetch_valid(&name).await;
@@ -788,10 +792,8 @@ impl Node {
             },
             Some(name) => {
                 let name = normalize_name(name.trim_start_matches('@'))?;
-                let c =
-                    self.inner.store.contact(&name)?.ok_or_else(|| {
-                        NodeError::NotFound(format!("no conversation with {name}"))
-                    })?;
+                // Someone never talked to has an empty conversation, not an error.
+                let Some(c) = self.inner.store.contact(&name)? else { return Ok(Vec::new()) };
                 Some(ConversationId::direct(&self.user_id(), &UserId(c.user_id)).0)
             }
             None => None,
@@ -826,6 +828,14 @@ impl Node {
             self.inner.store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
         if let Some(n) = self.name() {
             names.insert(self.user_id().0, n);
+        }
+        // Group members' names as their group lists them, where no pinned contact names them.
+        for g in self.inner.store.groups()? {
+            for m in g.members {
+                if let Some(n) = m.name {
+                    names.entry(m.user).or_insert(n);
+                }
+            }
         }
         Ok(names)
     }

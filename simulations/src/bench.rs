@@ -35,7 +35,11 @@ fn figures(mut lat: Vec<Duration>, total: Duration) -> Figures {
         let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
         lat[i.min(lat.len() - 1)].as_secs_f64() * 1e3
     };
-    Figures { msgs_per_sec: lat.len() as f64 / total.as_secs_f64(), p50_ms: pct(0.5), p99_ms: pct(0.99) }
+    Figures {
+        msgs_per_sec: lat.len() as f64 / total.as_secs_f64(),
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    }
 }
 
 struct Params {
@@ -50,7 +54,10 @@ pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
     } else {
         Params { sequential: 1000, parallel: 6400, network: 100 }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     let started = Instant::now();
     let report = rt.block_on(async move {
         let dir = tempfile::tempdir().context("temporary directory")?;
@@ -94,7 +101,11 @@ pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
 
 fn print_table(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    println!("Kith benchmarks ({:.0} s; message of {} bytes)", f(&r["seconds"]), r["message_bytes"]);
+    println!(
+        "Kith benchmarks ({:.0} s; message of {} bytes)",
+        f(&r["seconds"]),
+        r["message_bytes"]
+    );
     println!("{:<32} {:>12} {:>10} {:>10}", "direct messages", "msgs/s", "p50 ms", "p99 ms");
     for k in ["in_flight_1", "in_flight_64"] {
         for who in ["kith", "libp2p"] {
@@ -115,8 +126,16 @@ fn print_table(r: &serde_json::Value) {
     }
     let n = &r["network"];
     println!("network of {} nodes (memory transport):", n["nodes"]);
-    println!("  register      p50 {:.1} ms  p99 {:.1} ms", f(&n["register"]["p50_ms"]), f(&n["register"]["p99_ms"]));
-    println!("  resolve       p50 {:.1} ms  p99 {:.1} ms", f(&n["resolve"]["p50_ms"]), f(&n["resolve"]["p99_ms"]));
+    println!(
+        "  register      p50 {:.1} ms  p99 {:.1} ms",
+        f(&n["register"]["p50_ms"]),
+        f(&n["register"]["p99_ms"])
+    );
+    println!(
+        "  resolve       p50 {:.1} ms  p99 {:.1} ms",
+        f(&n["resolve"]["p50_ms"]),
+        f(&n["resolve"]["p99_ms"])
+    );
     println!(
         "  group fan-out to {} members: p50 {:.1} ms  max {:.1} ms",
         n["group_members"],
@@ -126,7 +145,9 @@ fn print_table(r: &serde_json::Value) {
     println!("last 50 of 100,000 messages: {:.3} ms", f(&r["history_last_50_of_100000_ms"]));
     match r["idle_daemon_rss_mib"].as_f64() {
         Some(m) => println!("idle daemon resident memory: {m:.1} MiB"),
-        None => println!("idle daemon resident memory: not measured (no kith binary next to kith-sim)"),
+        None => {
+            println!("idle daemon resident memory: not measured (no kith binary next to kith-sim)")
+        }
     }
 }
 
@@ -139,7 +160,11 @@ fn kith_sizes() -> (usize, usize) {
     let dev = DeviceKeypair::generate(&mut rng);
     let st = X25519Secret::generate(&mut rng);
     let cert = DeviceCertificate::issue(&id, &dev, &st, 0, "bench");
-    let to = Recipient { device: dev.public_bytes(), prekey_id: 1, prekey: X25519Secret::generate(&mut rng).public() };
+    let to = Recipient {
+        device: dev.public_bytes(),
+        prekey_id: 1,
+        prekey: X25519Secret::generate(&mut rng).public(),
+    };
     let m = Message {
         v: VERSION,
         id: MessageId::random(&mut rng),
@@ -148,11 +173,18 @@ fn kith_sizes() -> (usize, usize) {
         sent_at: 0,
         content: Content::Text(Text { body: "x".repeat(100) }),
     };
-    let env = Envelope::seal(&cert, &st, &to, &m, Some("alice")).map(|e| e.to_bytes().len()).unwrap_or(700);
+    let env = Envelope::seal(&cert, &st, &to, &m, Some("alice"))
+        .map(|e| e.to_bytes().len())
+        .unwrap_or(700);
     (env, DeliveryAck::new(AckStatus::Stored, None).to_bytes().len())
 }
 
-async fn node_at(base: &std::path::Path, name: &str, transport: TransportKind, bootstrap: Vec<Multiaddr>) -> Result<Node> {
+async fn node_at(
+    base: &std::path::Path,
+    name: &str,
+    transport: TransportKind,
+    bootstrap: Vec<Multiaddr>,
+) -> Result<Node> {
     let home = base.join(name);
     Home::new(&home).init(name, kith_node::now_ms())?;
     let listen = match transport {
@@ -197,7 +229,9 @@ async fn connected(n: &Node) -> Result<()> {
 async fn kith_direct(base: &std::path::Path, count: usize, in_flight: usize) -> Result<Figures> {
     let tag = format!("d{in_flight}");
     let bob = node_at(base, &format!("{tag}-bob"), TransportKind::Tcp, vec![]).await?;
-    let alice = node_at(base, &format!("{tag}-alice"), TransportKind::Tcp, vec![first_addr(&bob).await?]).await?;
+    let alice =
+        node_at(base, &format!("{tag}-alice"), TransportKind::Tcp, vec![first_addr(&bob).await?])
+            .await?;
     connected(&alice).await?;
     bob.register(&format!("{tag}bob")).await?;
     alice.register(&format!("{tag}alice")).await?;
@@ -276,7 +310,10 @@ async fn kith_direct(base: &std::path::Path, count: usize, in_flight: usize) -> 
     Ok(figures(lat, total))
 }
 
-async fn wait_delivered(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, ids: &[String]) -> Result<()> {
+async fn wait_delivered(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    ids: &[String],
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut left: Vec<String> = ids.to_vec();
     while !left.is_empty() {
@@ -296,7 +333,11 @@ async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) ->
     let make = || -> Result<libp2p::Swarm<request_response::Behaviour<FrameCodec>>> {
         Ok(libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
                     FrameCodec::new(size + 1024, ack + 1024),
@@ -335,7 +376,9 @@ async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) ->
     // Warm up the connection.
     client.behaviour_mut().send_request(&server_id, payload.clone());
     loop {
-        if let SwarmEvent::Behaviour(request_response::Event::Message { .. }) = client.select_next_some().await {
+        if let SwarmEvent::Behaviour(request_response::Event::Message { .. }) =
+            client.select_next_some().await
+        {
             break;
         }
     }
@@ -495,6 +538,12 @@ fn idle_rss(base: &std::path::Path) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok();
     let _ = child.kill();
     let _ = child.wait();
-    let kib: f64 = status?.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: f64 = status?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib / 1024.0)
 }
