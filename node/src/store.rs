@@ -226,6 +226,17 @@ pub struct Store {
     groups: sled::Tree,
 }
 
+/// Serializes sled transactions and flushes in this process. sled 0.34 guards both with one
+/// process-wide reader-writer lock; a flush that holds it as a reader while waiting on its I/O
+/// threads, and a transaction waiting for it as a writer, can block each other forever. So
+/// transactions and flushes never overlap, and sled's own background flusher is off (every
+/// acknowledged write is flushed explicitly).
+static SLED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn sled_lock() -> std::sync::MutexGuard<'static, ()> {
+    SLED_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     codec::to_vec(v)
 }
@@ -237,7 +248,7 @@ impl Store {
     /// process, damaged, or of another schema version.
     pub fn open(path: &Path) -> Result<Store, NodeError> {
         let err = |reason: String| NodeError::Store { path: path.to_owned(), reason };
-        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
                 err("is in use by another process (is a kith daemon already running with this home?)".into())
             }
@@ -275,7 +286,10 @@ impl Store {
             }
             None => {
                 store.meta_set("schema", &SCHEMA_VERSION)?;
-                store.db.flush().map_err(|e| err(format!("cannot be written: {e}")))?;
+                {
+                    let _serial = sled_lock();
+                    store.db.flush().map_err(|e| err(format!("cannot be written: {e}")))?;
+                }
                 std::fs::write(&marker, format!("kith store, layout {SCHEMA_VERSION}\n"))
                     .map_err(|e| err(format!("cannot be written: {e}")))?;
             }
@@ -299,7 +313,14 @@ impl Store {
 
     /// Flushes every pending write to disk. Call before acknowledging a write.
     pub async fn flush(&self) -> Result<(), NodeError> {
-        self.db.flush_async().await.map(|_| ()).map_err(|e| self.err(e))
+        let db = self.db.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            let _serial = sled_lock();
+            db.flush()
+        })
+        .await
+        .map_err(|e| self.err(format!("flush task failed: {e}")))?;
+        flushed.map(|_| ()).map_err(|e| self.err(e))
     }
 
     /// Reads a metadata value.
@@ -366,6 +387,7 @@ impl Store {
     pub fn insert_incoming(&self, m: &StoredMessage) -> Result<bool, NodeError> {
         let key = msg_key(&m.conversation, m.sent_at, &m.id);
         let value = enc(m);
+        let _serial = sled_lock();
         let r: Result<bool, TransactionError<()>> =
             (&self.messages, &self.msg_index).transaction(|(msgs, index)| {
                 if index.get(m.id)?.is_some() {
@@ -382,6 +404,7 @@ impl Store {
     pub fn insert_outgoing(&self, m: &StoredMessage, out: &OutboxEntry) -> Result<(), NodeError> {
         let key = msg_key(&m.conversation, m.sent_at, &m.id);
         let (value, entry) = (enc(m), enc(out));
+        let _serial = sled_lock();
         let r: Result<(), TransactionError<()>> = (&self.messages, &self.msg_index, &self.outbox)
             .transaction(|(msgs, index, outbox)| {
                 if out.in_history {
@@ -410,6 +433,7 @@ impl Store {
         status: Status,
     ) -> Result<Option<StoredMessage>, NodeError> {
         let Some(key) = self.msg_index.get(id).map_err(|e| self.err(e))? else { return Ok(None) };
+        let _serial = sled_lock();
         let r: Result<Option<Vec<u8>>, TransactionError<()>> = self.messages.transaction(|msgs| {
             let Some(v) = msgs.get(&key)? else { return Ok(None) };
             let mut m: StoredMessage = codec::from_slice(&v, MAX_VALUE)
@@ -628,6 +652,7 @@ impl Store {
         key[32..40].copy_from_slice(&held.deposited_at.to_be_bytes());
         key[40..].copy_from_slice(&held.id);
         let value = enc(held);
+        let _serial = sled_lock();
         let r: Result<bool, TransactionError<()>> =
             (&self.mailbox, &self.mailbox_idx).transaction(|(mb, ix)| {
                 if ix.get(idx)?.is_some() {
@@ -797,6 +822,39 @@ mod tests {
         assert_eq!(s.mailbox_usage(&dev).expect("usage"), (1, 100));
         assert_eq!(s.expire_held(13).expect("expire"), 1);
         assert_eq!(s.mailbox_totals().expect("totals"), (0, 0));
+    }
+
+    #[test]
+    fn concurrent_writers_do_not_deadlock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        for t in 0..8u8 {
+            let (s, tx) = (s.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for i in 0..200u8 {
+                    let mut m = msg(i, t, u64::from(i));
+                    m.id[0] = t;
+                    m.id[1] = i;
+                    let out = OutboxEntry {
+                        id: m.id,
+                        recipient: [0; 16],
+                        targets: vec![],
+                        created_at: 0,
+                        mailboxes: vec![],
+                        in_history: true,
+                    };
+                    s.insert_outgoing(&m, &out).expect("insert");
+                    s.insert_incoming(&msg(i, t.wrapping_add(100), 0)).expect("insert");
+                }
+                let _ = tx.send(());
+            });
+        }
+        for _ in 0..8 {
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .expect("a writer is stuck (deadlock)");
+        }
+        assert_eq!(s.outbox_len(), 8 * 200);
     }
 
     #[test]
