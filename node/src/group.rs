@@ -342,19 +342,8 @@ impl Node {
     }
 
     fn group_stored(&self, m: &Message, direction: Direction, raw: Vec<u8>) -> StoredMessage {
-        StoredMessage {
-            id: m.id.0,
-            conversation: m.conversation.0,
-            direction,
-            sender: m.sender.0,
-            peer: m.conversation.0,
-            kind: m.content.kind().to_owned(),
-            text: m.content.text().map(str::to_owned),
-            sent_at: m.sent_at,
-            stored_at: now_ms(),
-            status: if direction == Direction::Out { Status::Sent } else { Status::Received },
-            raw,
-        }
+        let status = if direction == Direction::Out { Status::Sent } else { Status::Received };
+        StoredMessage::of(m, direction, m.conversation.0, status, raw)
     }
 
     /// Leaves a group: tells the members, forgets the key, stops listening.

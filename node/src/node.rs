@@ -737,19 +737,13 @@ impl Node {
                 deposited: false,
             });
         }
-        let stored = StoredMessage {
-            id: message.id.0,
-            conversation: message.conversation.0,
-            direction: Direction::Out,
-            sender: me.0,
-            peer: record.user_id.0,
-            kind: message.content.kind().to_owned(),
-            text: message.content.text().map(str::to_owned),
-            sent_at: now,
-            stored_at: now,
-            status: Status::Queued,
-            raw: message.to_bytes(),
-        };
+        let stored = StoredMessage::of(
+            &message,
+            Direction::Out,
+            record.user_id.0,
+            Status::Queued,
+            message.to_bytes(),
+        );
         let entry = OutboxEntry {
             id: message.id.0,
             recipient: record.user_id.0,
@@ -979,19 +973,8 @@ impl Node {
         if store.message(&m.id.0)?.is_some() {
             return Ok(Accepted::Duplicate);
         }
-        let stored = StoredMessage {
-            id: m.id.0,
-            conversation: m.conversation.0,
-            direction: Direction::In,
-            sender: m.sender.0,
-            peer: m.sender.0,
-            kind: m.content.kind().to_owned(),
-            text: m.content.text().map(str::to_owned),
-            sent_at: m.sent_at,
-            stored_at: now_ms(),
-            status: Status::Received,
-            raw: m.to_bytes(),
-        };
+        let stored =
+            StoredMessage::of(m, Direction::In, m.sender.0, Status::Received, m.to_bytes());
         if !store.insert_incoming(&stored)? {
             return Ok(Accepted::Duplicate);
         }

@@ -107,6 +107,32 @@ pub struct StoredMessage {
     pub raw: Vec<u8>,
 }
 
+impl StoredMessage {
+    /// The history entry of `m`; `peer` is the other party (the group id for group messages),
+    /// `raw` what is kept of it (the encoded message, or the group envelope).
+    pub fn of(
+        m: &kith_protocol::Message,
+        direction: Direction,
+        peer: [u8; 16],
+        status: Status,
+        raw: Vec<u8>,
+    ) -> Self {
+        StoredMessage {
+            id: m.id.0,
+            conversation: m.conversation.0,
+            direction,
+            sender: m.sender.0,
+            peer,
+            kind: m.content.kind().to_owned(),
+            text: m.content.text().map(str::to_owned),
+            sent_at: m.sent_at,
+            stored_at: crate::now_ms(),
+            status,
+            raw,
+        }
+    }
+}
+
 /// One recipient device of an outgoing message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
