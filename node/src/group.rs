@@ -30,6 +30,8 @@ use crate::store::{Direction, GroupMember, GroupState, Status, StoredMessage};
 
 /// Most member devices a node keeps connections to, per group, for the gossipsub mesh.
 pub const MESH_DIALS: usize = 8;
+/// How long after moving to a new epoch messages of the previous one are still accepted.
+pub const EPOCH_GRACE_MS: u64 = 60_000;
 /// Most member devices asked for missed messages per sync round.
 pub const SYNC_PEERS: usize = 4;
 
@@ -240,16 +242,18 @@ impl Node {
         members.extend(invited.iter().map(member_of));
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        let g = GroupState {
+        let mut g = GroupState {
             id: ConversationId::random(&mut rand::rngs::OsRng).0,
             members,
-            epoch: 1,
-            keys: vec![(1, key.to_vec())],
+            epoch: 0,
+            keys: Vec::new(),
             active: true,
             joined_at: now_ms(),
             leaving: Vec::new(),
             peers: Vec::new(),
+            epochs: Vec::new(),
         };
+        g.enter_epoch(1, key, now_ms());
         self.inner.store.put_group(&g)?;
         self.inner.store.flush().await?;
         info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
@@ -269,10 +273,9 @@ impl Node {
         g.members.retain(|m| !removed.contains(&m.user));
         g.members.extend(added.iter().map(member_of));
         g.leaving.retain(|l| !removed.iter().any(|r| r.as_slice() == l.as_slice()));
-        g.epoch += 1;
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        g.keys.push((g.epoch, key.to_vec()));
+        g.enter_epoch(g.epoch + 1, key, now_ms());
         self.inner.store.put_group(&g)?;
         self.inner.store.flush().await?;
         self.send_state(&g, &g.members).await;
@@ -452,21 +455,25 @@ impl Node {
                     return;
                 }
                 g.members = new_members;
-                g.epoch = *epoch;
-                g.keys.push((*epoch, epoch_key.to_vec()));
+                g.enter_epoch(*epoch, *epoch_key, now_ms());
                 g.active = true;
                 g
             }
-            Ok(None) => GroupState {
-                id: group.0,
-                members: new_members,
-                epoch: *epoch,
-                keys: vec![(*epoch, epoch_key.to_vec())],
-                active: true,
-                joined_at: now_ms(),
-                leaving: Vec::new(),
-                peers: Vec::new(),
-            },
+            Ok(None) => {
+                let mut g = GroupState {
+                    id: group.0,
+                    members: new_members,
+                    epoch: 0,
+                    keys: Vec::new(),
+                    active: true,
+                    joined_at: now_ms(),
+                    leaving: Vec::new(),
+                    peers: Vec::new(),
+                    epochs: Vec::new(),
+                };
+                g.enter_epoch(*epoch, *epoch_key, now_ms());
+                g
+            }
             Err(_) => return,
         };
         if store.put_group(&state).is_err() {
@@ -485,7 +492,7 @@ impl Node {
 
     /// Judges a message from a group topic, stores it if valid.
     pub(crate) async fn on_gossip(&self, data: &[u8]) -> Verdict {
-        match self.accept_group_envelope(data) {
+        match self.accept_group_envelope(data, false) {
             Ok(Some(m)) => {
                 if self.inner.store.flush().await.is_err() {
                     return Verdict::Ignore;
@@ -508,6 +515,7 @@ impl Node {
     pub(crate) fn accept_group_envelope(
         &self,
         data: &[u8],
+        synced: bool,
     ) -> Result<Option<Box<NewMessage>>, Verdict> {
         let env = GroupEnvelope::from_bytes(data).map_err(|_| Verdict::Reject)?;
         let store = &self.inner.store;
@@ -523,8 +531,29 @@ impl Node {
             Verdict::Reject
         })?;
         let m = &opened.message;
-        if !g.members.iter().any(|x| x.user == m.sender.0) {
+        // The sender must have been a member of the message's epoch, and an epoch this device
+        // has moved on from accepts messages only for a grace period (they may still be on
+        // their way), so a removed member cannot keep posting under its last key.
+        let epoch = g.epochs.iter().find(|e| e.epoch == env.epoch);
+        let member = match epoch {
+            Some(e) => e.members.iter().any(|u| u.as_slice() == m.sender.0),
+            None => g.members.iter().any(|x| x.user == m.sender.0),
+        };
+        if !member {
             debug!("rejected a group message from a non-member");
+            return Err(Verdict::Reject);
+        }
+        // A message handed over by a member's sync was accepted there; it only has to belong
+        // to the epoch's lifetime.
+        let late = |ended: u64| {
+            if synced {
+                m.sent_at > ended + EPOCH_GRACE_MS
+            } else {
+                ended + EPOCH_GRACE_MS < now_ms()
+            }
+        };
+        if epoch.and_then(|e| e.ended_at).is_some_and(late) {
+            debug!("rejected a group message in a closed epoch");
             return Err(Verdict::Reject);
         }
         if matches!(store.message(&m.id.0), Ok(Some(_))) {
@@ -643,7 +672,7 @@ impl Node {
                 let Ok(resp) = SyncResponse::from_bytes(&answer) else { break };
                 let mut last = since;
                 for e in &resp.envelopes {
-                    if let Ok(Some(m)) = self.accept_group_envelope(e) {
+                    if let Ok(Some(m)) = self.accept_group_envelope(e, true) {
                         fresh += 1;
                         last = last.max(m.view_sent_at());
                         let _ = self.inner.events.send(NodeEvent::Message(m.view));

@@ -580,6 +580,37 @@ pub struct GroupState {
     /// Peer ids (binary) of member devices seen, used to sync and to keep the mesh connected.
     #[serde(default)]
     pub peers: Vec<Vec<u8>>,
+    /// For each epoch this device held: its members (user ids) and when this device moved on
+    /// from it (local time), if it did.
+    #[serde(default)]
+    pub epochs: Vec<EpochMembers>,
+}
+
+/// The members of one epoch of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochMembers {
+    /// Epoch number.
+    pub epoch: u64,
+    /// Members' user ids.
+    pub members: Vec<Vec<u8>>,
+    /// When this device moved to a later epoch.
+    pub ended_at: Option<u64>,
+}
+
+impl GroupState {
+    /// Moves to `epoch` with `key` and the current member list, closing the previous epoch.
+    pub fn enter_epoch(&mut self, epoch: u64, key: [u8; 32], now: u64) {
+        for e in self.epochs.iter_mut().filter(|e| e.ended_at.is_none()) {
+            e.ended_at = Some(now);
+        }
+        self.epoch = epoch;
+        self.keys.push((epoch, key.to_vec()));
+        self.epochs.push(EpochMembers {
+            epoch,
+            members: self.members.iter().map(|m| m.user.to_vec()).collect(),
+            ended_at: None,
+        });
+    }
 }
 
 impl Store {
