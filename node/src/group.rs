@@ -32,6 +32,8 @@ use crate::store::{Direction, GroupMember, GroupState, Status, StoredMessage};
 pub const MESH_DIALS: usize = 8;
 /// How long after moving to a new epoch messages of the previous one are still accepted.
 pub const EPOCH_GRACE_MS: u64 = 60_000;
+/// Most member devices a group remembers.
+pub const MAX_GROUP_PEERS: usize = 256;
 /// Most member devices asked for missed messages per sync round.
 pub const SYNC_PEERS: usize = 4;
 
@@ -419,7 +421,8 @@ impl Node {
     fn remember_peer(&self, id: &[u8; 16], peer: &PeerId) {
         if let Ok(Some(mut g)) = self.inner.store.group(id) {
             let bytes = peer.to_bytes();
-            if !g.peers.contains(&bytes) {
+            // Bounded: member devices beyond this are found again through the DHT.
+            if !g.peers.contains(&bytes) && g.peers.len() < MAX_GROUP_PEERS {
                 g.peers.push(bytes);
                 let _ = self.inner.store.put_group(&g);
             }

@@ -250,6 +250,18 @@ pub struct Store {
     mailbox_idx: sled::Tree,
     enrolled: sled::Tree,
     groups: sled::Tree,
+    flushes: std::sync::Arc<FlushGate>,
+}
+
+/// Group commit: callers that ask for a flush while one is running share the next one.
+#[derive(Debug, Default)]
+struct FlushGate {
+    /// Tickets handed out (one per `flush` call).
+    requested: std::sync::atomic::AtomicU64,
+    /// The highest ticket whose writes are known to be on disk.
+    done: std::sync::atomic::AtomicU64,
+    /// Held while a flush runs.
+    running: tokio::sync::Mutex<()>,
 }
 
 /// Serializes sled transactions and flushes in this process. sled 0.34 guards both with one
@@ -274,8 +286,21 @@ impl Store {
     /// process, damaged, or of another schema version.
     pub fn open(path: &Path) -> Result<Store, NodeError> {
         let err = |reason: String| NodeError::Store { path: path.to_owned(), reason };
-        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"));
+        // A store closed a moment ago in this process may still be held by sled's I/O threads
+        // for a few milliseconds; wait briefly before calling it locked.
+        let mut opened = sled::Config::new().path(path).flush_every_ms(None).open();
+        for _ in 0..40 {
+            match &opened {
+                Err(e) if locked(e) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    opened = sled::Config::new().path(path).flush_every_ms(None).open();
+                }
+                _ => break,
+            }
+        }
+        let db = opened.map_err(|e| match e {
+            ref l if locked(l) => {
                 err("is in use by another process (is a kith daemon already running with this home?)".into())
             }
             sled::Error::Corruption { .. } => err(format!(
@@ -297,6 +322,7 @@ impl Store {
             mailbox_idx: tree("mailbox_idx")?,
             enrolled: tree("enrolled")?,
             groups: tree("groups")?,
+            flushes: std::sync::Arc::new(FlushGate::default()),
             db,
             path: path.to_owned(),
         };
@@ -338,7 +364,19 @@ impl Store {
     }
 
     /// Flushes every pending write to disk. Call before acknowledging a write.
+    ///
+    /// Concurrent callers share flushes: a caller's writes are on disk once a flush that began
+    /// after its call has finished.
     pub async fn flush(&self) -> Result<(), NodeError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let gate = &self.flushes;
+        let ticket = gate.requested.fetch_add(1, SeqCst) + 1;
+        let _running = gate.running.lock().await;
+        if gate.done.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket handed out so far belongs to writes made before this flush starts.
+        let covers = gate.requested.load(SeqCst);
         let db = self.db.clone();
         let flushed = tokio::task::spawn_blocking(move || {
             let _serial = sled_lock();
@@ -346,7 +384,9 @@ impl Store {
         })
         .await
         .map_err(|e| self.err(format!("flush task failed: {e}")))?;
-        flushed.map(|_| ()).map_err(|e| self.err(e))
+        flushed.map_err(|e| self.err(e))?;
+        gate.done.fetch_max(covers, SeqCst);
+        Ok(())
     }
 
     /// Reads a metadata value.
