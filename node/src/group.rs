@@ -244,18 +244,13 @@ impl Node {
         members.extend(invited.iter().map(member_of));
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        let mut g = GroupState {
-            id: ConversationId::random(&mut rand::rngs::OsRng).0,
+        let g = GroupState::joined(
+            ConversationId::random(&mut rand::rngs::OsRng).0,
             members,
-            epoch: 0,
-            keys: Vec::new(),
-            active: true,
-            joined_at: now_ms(),
-            leaving: Vec::new(),
-            peers: Vec::new(),
-            epochs: Vec::new(),
-        };
-        g.enter_epoch(1, key, now_ms());
+            1,
+            key,
+            now_ms(),
+        );
         self.inner.store.put_group(&g)?;
         self.inner.store.flush().await?;
         info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
@@ -462,21 +457,7 @@ impl Node {
                 g.active = true;
                 g
             }
-            Ok(None) => {
-                let mut g = GroupState {
-                    id: group.0,
-                    members: new_members,
-                    epoch: 0,
-                    keys: Vec::new(),
-                    active: true,
-                    joined_at: now_ms(),
-                    leaving: Vec::new(),
-                    peers: Vec::new(),
-                    epochs: Vec::new(),
-                };
-                g.enter_epoch(*epoch, *epoch_key, now_ms());
-                g
-            }
+            Ok(None) => GroupState::joined(group.0, new_members, *epoch, *epoch_key, now_ms()),
             Err(_) => return,
         };
         if store.put_group(&state).is_err() {

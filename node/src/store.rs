@@ -638,6 +638,29 @@ pub struct EpochMembers {
 }
 
 impl GroupState {
+    /// A group this device joins now, at `epoch` with `key`.
+    pub fn joined(
+        id: [u8; 16],
+        members: Vec<GroupMember>,
+        epoch: u64,
+        key: [u8; 32],
+        now: u64,
+    ) -> Self {
+        let mut g = GroupState {
+            id,
+            members,
+            epoch: 0,
+            keys: Vec::new(),
+            active: true,
+            joined_at: now,
+            leaving: Vec::new(),
+            peers: Vec::new(),
+            epochs: Vec::new(),
+        };
+        g.enter_epoch(epoch, key, now);
+        g
+    }
+
     /// Moves to `epoch` with `key` and the current member list, closing the previous epoch.
     pub fn enter_epoch(&mut self, epoch: u64, key: [u8; 32], now: u64) {
         for e in self.epochs.iter_mut().filter(|e| e.ended_at.is_none()) {
