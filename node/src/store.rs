@@ -360,7 +360,8 @@ impl Store {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, NodeError> {
-        codec::from_slice(bytes, MAX_VALUE).map_err(|e| self.err(format!("damaged value: {e}")))
+        codec::from_stored_slice(bytes, MAX_VALUE)
+            .map_err(|e| self.err(format!("damaged value: {e}")))
     }
 
     /// Flushes every pending write to disk. Call before acknowledging a write.
@@ -502,7 +503,7 @@ impl Store {
         let _serial = sled_lock();
         let r: Result<Option<Vec<u8>>, TransactionError<()>> = self.messages.transaction(|msgs| {
             let Some(v) = msgs.get(&key)? else { return Ok(None) };
-            let mut m: StoredMessage = codec::from_slice(&v, MAX_VALUE)
+            let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
                 .map_err(|_| ConflictableTransactionError::Abort(()))?;
             m.status = status;
             let bytes = enc(&m);

@@ -3,8 +3,9 @@
 //! Every encoding and decoding in Kith goes through [`to_vec`] and [`from_slice`], so the CBOR
 //! implementation (today `serde_cbor`, unmaintained upstream) can be swapped by editing this file
 //! alone. Decoding checks the input length against an explicit limit *before* parsing, rejects
-//! trailing bytes, and relies on the parser's nesting limit, so no input can make it panic or
-//! allocate more than a small multiple of the limit.
+//! trailing bytes and any input that is not the canonical encoding of its value, and relies on
+//! the parser's nesting limit, so no input can make it panic or allocate more than a small
+//! multiple of the limit.
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -23,9 +24,29 @@ pub fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
     }
 }
 
-/// Decodes one CBOR value of type `T` from `bytes`, which must hold exactly that value and be at
-/// most `max` bytes long.
-pub fn from_slice<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
+/// Decodes one CBOR value of type `T` from `bytes`, which must hold exactly that value, be at
+/// most `max` bytes long, and be its canonical encoding: the bytes [`to_vec`] produces for the
+/// decoded value. So every value has exactly one encoding, and no byte of an encoded value can
+/// change without changing the value (no malleable outer layers around signed or sealed bytes).
+pub fn from_slice<T: DeserializeOwned + Serialize>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge { len: bytes.len(), max });
+    }
+    let value: T =
+        serde_cbor::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if to_vec(&value) != bytes {
+        return Err(DecodeError::Malformed("not in canonical form".into()));
+    }
+    Ok(value)
+}
+
+/// Decodes a value this program stored itself (local databases, not the wire): like
+/// [`from_slice`] but without the canonical-form check, so stored values written by an older
+/// encoder still read.
+pub fn from_stored_slice<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::TooLarge { len: bytes.len(), max });
     }

@@ -266,7 +266,10 @@ impl Signed {
         Signature::from_bytes(&self.sig)
     }
 
-    pub(crate) fn decode_body<T: DeserializeOwned>(&self, max: usize) -> Result<T, DecodeError> {
+    pub(crate) fn decode_body<T: DeserializeOwned + Serialize>(
+        &self,
+        max: usize,
+    ) -> Result<T, DecodeError> {
         codec::from_slice(&self.body, max)
     }
 }

@@ -475,6 +475,14 @@ mod tests {
             NameRecord::verify(&vec![0u8; MAX_RECORD_SIZE + 1], None, 2_000, &policy),
             Err(RecordError::Oversized { .. })
         ));
+        // The same record in another encoding (a map key as a byte string instead of text)
+        // is not accepted: only the canonical encoding decodes.
+        let mut other = rec.clone();
+        other[1] ^= 0x20;
+        assert!(matches!(
+            NameRecord::verify(&other, Some(&key), 2_000, &policy),
+            Err(RecordError::Decode(DecodeError::Malformed(_)))
+        ));
         let mut forged: NameRecord = codec::from_slice(&rec, MAX_RECORD_SIZE).expect("decodes");
         forged.0.sig[10] ^= 0x40;
         assert_eq!(
