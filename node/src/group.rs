@@ -578,6 +578,7 @@ impl Node {
         Ok(Some(Box::new(NewMessage {
             view,
             id: m.id,
+            sent_at: m.sent_at,
             sender: opened.sender.identity,
             known: true,
             sender_name: None,
@@ -658,7 +659,7 @@ impl Node {
                 for e in &resp.envelopes {
                     if let Ok(Some(m)) = self.accept_group_envelope(e, true) {
                         fresh += 1;
-                        last = last.max(m.view_sent_at());
+                        last = last.max(m.sent_at);
                         let _ = self.inner.events.send(NodeEvent::Message(m.view));
                     }
                 }
@@ -713,16 +714,6 @@ impl Node {
             .flat_map(|g| g.peers)
             .collect();
         known.contains(&bytes)
-    }
-}
-
-impl NewMessage {
-    fn view_sent_at(&self) -> u64 {
-        humantime::parse_rfc3339(&self.view.sent_at)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
     }
 }
 

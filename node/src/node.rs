@@ -982,6 +982,7 @@ impl Node {
         Ok(Accepted::New(Box::new(NewMessage {
             view: self.view(&stored, &names),
             id: m.id,
+            sent_at: m.sent_at,
             sender: opened.sender.identity,
             known: names.contains_key(&m.sender.0),
             sender_name: names.get(&m.sender.0).cloned().or(opened.sender_name),
@@ -1247,6 +1248,8 @@ pub(crate) enum Accepted {
 pub(crate) struct NewMessage {
     pub(crate) view: MessageView,
     pub(crate) id: MessageId,
+    /// The sender's time (milliseconds).
+    pub(crate) sent_at: u64,
     pub(crate) sender: IdentityPublic,
     /// Whether the sender's name was already known.
     pub(crate) known: bool,

@@ -169,11 +169,7 @@ impl Envelope {
     where
         F: FnOnce(u32) -> Option<X25519Secret>,
     {
-        if self.v != VERSION {
-            return Err(
-                DecodeError::UnsupportedVersion { found: self.v, supported: VERSION }.into()
-            );
-        }
+        crate::check_version(self.v)?;
         if self.recipient != *device {
             return Err(EnvelopeError::WrongRecipient);
         }
@@ -199,19 +195,9 @@ impl Envelope {
             .ok_or_else(|| EnvelopeError::Crypto("no sender static key".into()))?
             .to_vec();
         let sealed: Sealed = codec::from_slice(&payload, MAX_SEALED)?;
-        if sealed.v != VERSION {
-            return Err(
-                DecodeError::UnsupportedVersion { found: sealed.v, supported: VERSION }.into()
-            );
-        }
+        crate::check_version(sealed.v)?;
         sealed.message.content.validate()?;
-        if sealed.message.v != VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                found: sealed.message.v,
-                supported: VERSION,
-            }
-            .into());
-        }
+        crate::check_version(sealed.message.v)?;
         if sealed.sender_name.as_ref().is_some_and(|n| n.len() > crate::name::MAX_NAME_LEN) {
             return Err(DecodeError::Invalid("sender name too long".into()).into());
         }
@@ -249,9 +235,7 @@ impl Envelope {
     /// Decodes an envelope (without opening it).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let env: Envelope = codec::from_slice(bytes, MAX_ENVELOPE)?;
-        if env.v != VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: env.v, supported: VERSION });
-        }
+        crate::check_version(env.v)?;
         Ok(env)
     }
 }
@@ -405,9 +389,7 @@ impl DeliveryAck {
     /// Decodes an acknowledgement.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let ack: DeliveryAck = codec::from_slice(bytes, MAX_ACK)?;
-        if ack.v != VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: ack.v, supported: VERSION });
-        }
+        crate::check_version(ack.v)?;
         Ok(ack)
     }
 }

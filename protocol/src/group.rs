@@ -145,11 +145,7 @@ impl GroupEnvelope {
             )
             .map_err(|_| EnvelopeError::Crypto("does not decrypt with the epoch key".into()))?;
         let plain: GroupPlain = codec::from_slice(&plain, MAX_GROUP_ENVELOPE)?;
-        if plain.v != VERSION {
-            return Err(
-                DecodeError::UnsupportedVersion { found: plain.v, supported: VERSION }.into()
-            );
-        }
+        crate::check_version(plain.v)?;
         let cert = plain.cert.verify(None)?;
         let device =
             VerifyingKey::from_bytes(&cert.device).map_err(|_| EnvelopeError::BadSignature)?;
@@ -182,9 +178,7 @@ impl GroupEnvelope {
     /// Decodes an envelope.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let env: GroupEnvelope = codec::from_slice(bytes, MAX_GROUP_ENVELOPE)?;
-        if env.v != VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: env.v, supported: VERSION });
-        }
+        crate::check_version(env.v)?;
         Ok(env)
     }
 }
@@ -293,9 +287,7 @@ impl SyncRequest {
     /// Decodes a request.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let r: SyncRequest = codec::from_slice(bytes, MAX_SYNC_REQUEST)?;
-        if r.v != VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: r.v, supported: VERSION });
-        }
+        crate::check_version(r.v)?;
         Ok(r)
     }
 }
@@ -309,9 +301,7 @@ impl SyncResponse {
     /// Decodes a response.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let r: SyncResponse = codec::from_slice(bytes, MAX_SYNC_RESPONSE)?;
-        if r.v != VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: r.v, supported: VERSION });
-        }
+        crate::check_version(r.v)?;
         Ok(r)
     }
 }

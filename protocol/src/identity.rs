@@ -344,7 +344,7 @@ impl DeviceCertificate {
     /// when that is given.
     pub fn verify(&self, expected: Option<&IdentityPublic>) -> Result<VerifiedDevice, CertError> {
         let body: DeviceCertBody = self.0.decode_body(MAX_SIGNED_BLOB)?;
-        check_version(body.v)?;
+        crate::check_version(body.v)?;
         if body.label.len() > MAX_DEVICE_LABEL {
             return Err(DecodeError::Invalid("device label too long".into()).into());
         }
@@ -438,7 +438,7 @@ impl SignedPrekey {
     /// Checks that the prekey was signed by `device` and has not expired at `now`.
     pub fn verify(&self, device: &[u8; 32], now: u64) -> Result<VerifiedPrekey, CertError> {
         let body: PrekeyBody = self.0.decode_body(MAX_SIGNED_BLOB)?;
-        check_version(body.v)?;
+        crate::check_version(body.v)?;
         if body.device != *device {
             return Err(CertError::WrongDevice);
         }
@@ -456,13 +456,6 @@ impl SignedPrekey {
             expires_at: body.expires_at,
         })
     }
-}
-
-fn check_version(v: u8) -> Result<(), DecodeError> {
-    if v != VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: v, supported: VERSION });
-    }
-    Ok(())
 }
 
 pub(crate) fn truncate_utf8(s: &mut String, max: usize) {

@@ -40,3 +40,11 @@ pub use name::{
 /// The version of every wire format defined here; each top-level value carries it in a `v`
 /// field, and decoders reject other values.
 pub const VERSION: u8 = 1;
+
+/// Rejects a value whose `v` field is not [`VERSION`].
+pub(crate) fn check_version(v: u8) -> Result<(), DecodeError> {
+    if v != VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: v, supported: VERSION });
+    }
+    Ok(())
+}

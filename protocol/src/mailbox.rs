@@ -114,7 +114,7 @@ impl MailboxRequest {
     /// Decodes a request.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let f: Frame<MailboxRequest> = codec::from_slice(bytes, MAX_MAILBOX_REQUEST)?;
-        check(f.v)?;
+        crate::check_version(f.v)?;
         if let MailboxRequest::Delete { ids } = &f.body {
             if ids.len() > MAX_DELETE {
                 return Err(DecodeError::Invalid(format!("more than {MAX_DELETE} ids")));
@@ -133,16 +133,9 @@ impl MailboxResponse {
     /// Decodes a response.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let f: Frame<MailboxResponse> = codec::from_slice(bytes, MAX_MAILBOX_RESPONSE)?;
-        check(f.v)?;
+        crate::check_version(f.v)?;
         Ok(f.body)
     }
-}
-
-fn check(v: u8) -> Result<(), DecodeError> {
-    if v != VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: v, supported: VERSION });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

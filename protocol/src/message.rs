@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 use crate::codec;
 use crate::error::DecodeError;
 use crate::identity::UserId;
-use crate::VERSION;
 
 /// Largest encoded message, in bytes (it must fit one envelope with its sender certificate).
 pub const MAX_MESSAGE_SIZE: usize = 60 * 1024;
@@ -98,7 +97,7 @@ impl ConversationId {
 /// A message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Message {
-    /// Format version, [`VERSION`].
+    /// Format version, [`VERSION`](crate::VERSION).
     pub v: u8,
     /// Message id.
     pub id: MessageId,
@@ -121,9 +120,7 @@ impl Message {
     /// Decodes a message and checks every field against the protocol's limits.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let msg: Message = codec::from_slice(bytes, MAX_MESSAGE_SIZE)?;
-        if msg.v != VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: msg.v, supported: VERSION });
-        }
+        crate::check_version(msg.v)?;
         msg.content.validate()?;
         Ok(msg)
     }
@@ -636,6 +633,7 @@ impl<'de> Deserialize<'de> for Content {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::VERSION;
 
     fn msg(content: Content) -> Message {
         Message {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec;
-use crate::error::{DecodeError, NameError, RecordError};
+use crate::error::{NameError, RecordError};
 use crate::identity::{
     DeviceCertificate, IdentityKeypair, IdentityPublic, Signed, SignedPrekey, UserId,
     VerifiedDevice, VerifiedPrekey,
@@ -280,12 +280,7 @@ impl NameRecord {
             codec::from_slice(bytes, MAX_RECORD_SIZE).map_err(RecordError::Decode)?;
         let body: NameRecordBody =
             record.0.decode_body(MAX_RECORD_SIZE).map_err(RecordError::Decode)?;
-        if body.v != VERSION {
-            return Err(RecordError::Decode(DecodeError::UnsupportedVersion {
-                found: body.v,
-                supported: VERSION,
-            }));
-        }
+        crate::check_version(body.v).map_err(RecordError::Decode)?;
         let name = normalize_name(&body.name)?;
         if name != body.name {
             return Err(RecordError::Name(NameError::NotNormalized));
@@ -400,6 +395,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::DecodeError;
     use crate::identity::{DeviceKeypair, X25519Secret};
 
     #[test]
