@@ -58,6 +58,8 @@ impl From<NodeError> for ApiError {
             NodeError::Dht(_) => (StatusCode::BAD_GATEWAY, "dht"),
             NodeError::Refused(_) => (StatusCode::FORBIDDEN, "refused"),
             NodeError::Message(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            NodeError::NoIdentityKey => (StatusCode::CONFLICT, "no_identity_key"),
+            NodeError::Link(_) => (StatusCode::CONFLICT, "link"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -104,6 +106,10 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/conversations/{id}/leave", post(leave))
         .route("/v1/conversations/{id}/remove", post(remove))
         .route("/v1/mailboxes/{peer_id}", axum::routing::delete(remove_mailbox))
+        .route("/v1/devices", get(devices))
+        .route("/v1/devices/link", post(link_start))
+        .route("/v1/devices/link/{id}", get(link_status))
+        .route("/v1/devices/{peer_id}/revoke", post(revoke))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
         .route("/metrics", get(metrics))
@@ -276,6 +282,40 @@ async fn remove_mailbox(
 ) -> ApiResult<impl IntoResponse> {
     s.node.remove_mailbox(&peer).await?;
     Ok(Json(json!({ "removed": peer })))
+}
+
+async fn devices(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.devices().await?))
+}
+
+#[derive(Deserialize, Default)]
+struct LinkBody {
+    /// Seconds the code stays valid (default and most: 300).
+    ttl_secs: Option<u64>,
+}
+
+async fn link_start(
+    State(s): State<AppState>,
+    body: Option<Json<LinkBody>>,
+) -> ApiResult<impl IntoResponse> {
+    let ttl = body
+        .and_then(|Json(b)| b.ttl_secs)
+        .map_or(crate::devices::LINK_CODE_TTL_MS, |t| t.saturating_mul(1000));
+    Ok((StatusCode::CREATED, Json(s.node.link_start_with(ttl).await?)))
+}
+
+async fn link_status(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.link_status(&id)?))
+}
+
+async fn revoke(
+    State(s): State<AppState>,
+    Path(peer): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.revoke_device(&peer).await?))
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {

@@ -76,6 +76,15 @@ pub enum NodeError {
     /// The network task has stopped.
     #[error("the network task has stopped")]
     NetworkStopped,
+    /// The operation needs the identity key, which this (linked) device does not hold.
+    #[error(
+        "this device does not hold the identity key; run this on the device you linked it from \
+         (or one restored with `kith init --recover`)"
+    )]
+    NoIdentityKey,
+    /// Linking a device failed.
+    #[error("linking: {0}")]
+    Link(String),
     /// A configuration value is not acceptable.
     #[error("configuration: {0}")]
     Config(String),

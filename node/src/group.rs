@@ -237,7 +237,7 @@ impl Node {
     ) -> Result<GroupState, NodeError> {
         let me = GroupMember {
             user: self.user_id().0,
-            identity: self.inner.keys.identity.public().to_bytes(),
+            identity: self.inner.keys.identity_public.to_bytes(),
             name: self.name(),
         };
         let mut members = vec![me, member_of(peer)];
@@ -279,7 +279,13 @@ impl Node {
         Ok(g)
     }
 
-    /// Sends the group's current state and key to `to` (except this user), sealed.
+    /// Starts a new epoch with the same members (after a device of this user was revoked).
+    pub(crate) async fn rekey(&self, g: GroupState) -> Result<GroupState, NodeError> {
+        self.change_members(g, &[], &[]).await
+    }
+
+    /// Sends the group's current state and key to `to` (except this user), sealed, and to this
+    /// user's other devices.
     async fn send_state(&self, g: &GroupState, to: &[GroupMember]) {
         let Some(key) = key_of(g, g.epoch) else { return };
         let content = Content::GroupInvite {
@@ -303,6 +309,7 @@ impl Node {
                 Err(e) => warn!(%name, "cannot send the group state: {e}"),
             }
         }
+        self.send_to_own(content).await;
     }
 
     /// Seals, stores and publishes a message to the group.
@@ -465,8 +472,13 @@ impl Node {
         }
         info!(group = %group, epoch, "group state updated");
         let node = self.clone();
+        // A member's copy may have missed this user's newest devices: pass it on to them.
+        let forward = (sender_id != me).then(|| content.clone());
         tokio::spawn(async move {
             let _ = node.inner.store.flush().await;
+            if let Some(content) = forward {
+                node.send_to_own(content).await;
+            }
             node.join_topic(&state).await;
             // Reload: joining learned the members' devices.
             let state = node.inner.store.group(&state.id).ok().flatten().unwrap_or(state);

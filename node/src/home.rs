@@ -2,7 +2,8 @@
 //!
 //! | file | content |
 //! |---|---|
-//! | `identity.key` | identity secret key, 64 hex digits, mode 0600 |
+//! | `identity.key` | identity secret key, 64 hex digits, mode 0600; only on devices that hold it |
+//! | `identity.pub` | identity public key, 64 hex digits |
 //! | `device.key` | device secret key (also the libp2p key), 64 hex digits, mode 0600 |
 //! | `static.key` | device static X25519 secret, 64 hex digits, mode 0600 |
 //! | `device.cert` | the device certificate, hex of its CBOR encoding |
@@ -15,7 +16,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use kith_protocol::{DeviceCertificate, DeviceKeypair, IdentityKeypair, UserId, X25519Secret};
+use kith_protocol::{
+    DeviceCertificate, DeviceKeypair, IdentityKeypair, IdentityPublic, UserId, X25519Secret,
+};
 use rand::RngCore;
 
 use crate::error::NodeError;
@@ -29,8 +32,11 @@ pub struct Home {
 /// The keys of this device, loaded from the home directory.
 #[derive(Debug)]
 pub struct Keys {
-    /// The user's identity key.
-    pub identity: IdentityKeypair,
+    /// The user's identity key, on a device that holds it (created or recovered here; a linked
+    /// device has only the public key).
+    pub identity: Option<IdentityKeypair>,
+    /// The user's identity public key.
+    pub identity_public: IdentityPublic,
     /// This device's key.
     pub device: DeviceKeypair,
     /// This device's static X25519 key.
@@ -51,6 +57,7 @@ pub struct InitInfo {
 }
 
 const IDENTITY: &str = "identity.key";
+const IDENTITY_PUB: &str = "identity.pub";
 const DEVICE: &str = "device.key";
 const STATIC: &str = "static.key";
 const CERT: &str = "device.cert";
@@ -86,33 +93,71 @@ impl Home {
 
     /// Whether an identity exists here.
     pub fn is_initialized(&self) -> bool {
-        self.dir.join(IDENTITY).exists()
+        self.dir.join(IDENTITY).exists() || self.dir.join(IDENTITY_PUB).exists()
     }
 
     /// Creates a new identity, device keys, certificate and API token. Refuses to overwrite an
     /// existing identity.
     pub fn init(&self, label: &str, now: u64) -> Result<InitInfo, NodeError> {
-        if self.is_initialized() {
-            return Err(NodeError::AlreadyInitialized(self.dir.clone()));
-        }
-        create_private_dir(&self.dir)?;
+        self.init_with(IdentityKeypair::generate(&mut rand::rngs::OsRng), label, now)
+    }
+
+    /// Like [`Home::init`], with an existing identity key (restored from its recovery phrase)
+    /// and a new device key.
+    pub fn init_with(
+        &self,
+        identity: IdentityKeypair,
+        label: &str,
+        now: u64,
+    ) -> Result<InitInfo, NodeError> {
+        self.refuse_initialized()?;
         let mut rng = rand::rngs::OsRng;
-        let identity = IdentityKeypair::generate(&mut rng);
         let device = DeviceKeypair::generate(&mut rng);
         let static_key = X25519Secret::generate(&mut rng);
         let cert = DeviceCertificate::issue(&identity, &device, &static_key, now, label);
+        self.write_device(Some(&identity), &identity.public(), &device, &static_key, &cert)
+    }
+
+    /// Creates the directory, readable by the owner only.
+    pub fn create_dir(&self) -> Result<(), NodeError> {
+        create_private_dir(&self.dir)
+    }
+
+    /// Refuses a directory that already holds an identity.
+    pub fn refuse_initialized(&self) -> Result<(), NodeError> {
+        if self.is_initialized() {
+            return Err(NodeError::AlreadyInitialized(self.dir.clone()));
+        }
+        Ok(())
+    }
+
+    /// Writes the key files of a device. `identity` is `None` on a linked device, which holds
+    /// only the public key and a certificate issued by another device.
+    pub fn write_device(
+        &self,
+        identity: Option<&IdentityKeypair>,
+        public: &IdentityPublic,
+        device: &DeviceKeypair,
+        static_key: &X25519Secret,
+        cert: &DeviceCertificate,
+    ) -> Result<InitInfo, NodeError> {
+        self.refuse_initialized()?;
+        create_private_dir(&self.dir)?;
         let mut token = [0u8; 32];
-        rng.fill_bytes(&mut token);
-        // The identity file is written last: its presence is what marks the home initialized.
+        rand::rngs::OsRng.fill_bytes(&mut token);
+        // The identity files are written last: their presence marks the home initialized.
         self.write_private(DEVICE, &hex::encode(*device.secret()))?;
         self.write_private(STATIC, &hex::encode(*static_key.to_bytes()))?;
         self.write_private(CERT, &hex::encode(cert.to_bytes()))?;
         self.write_private(TOKEN, &hex::encode(token))?;
-        self.write_private(IDENTITY, &hex::encode(*identity.secret()))?;
+        if let Some(identity) = identity {
+            self.write_private(IDENTITY, &hex::encode(*identity.secret()))?;
+        }
+        self.write_private(IDENTITY_PUB, &hex::encode(public.to_bytes()))?;
         Ok(InitInfo {
-            user_id: identity.user_id(),
+            user_id: public.user_id(),
             peer_id: device.peer_id().to_string(),
-            fingerprint: identity.public().fingerprint(),
+            fingerprint: public.fingerprint(),
         })
     }
 
@@ -121,7 +166,17 @@ impl Home {
         if !self.is_initialized() {
             return Err(NodeError::NotInitialized(self.dir.clone()));
         }
-        let identity = IdentityKeypair::from_secret(&self.read_key(IDENTITY)?);
+        let identity = if self.dir.join(IDENTITY).exists() {
+            Some(IdentityKeypair::from_secret(&self.read_key(IDENTITY)?))
+        } else {
+            None
+        };
+        let identity_public = match &identity {
+            Some(k) => k.public(),
+            None => IdentityPublic::from_bytes(&self.read_key(IDENTITY_PUB)?).map_err(|e| {
+                NodeError::Corrupt { path: self.dir.join(IDENTITY_PUB), what: e.to_string() }
+            })?,
+        };
         let device = DeviceKeypair::from_secret(&self.read_key(DEVICE)?);
         let static_key = X25519Secret::from_bytes(self.read_key(STATIC)?);
         let path = self.dir.join(CERT);
@@ -134,7 +189,7 @@ impl Home {
                 what: "not a device certificate".into(),
             })?;
         let v = cert
-            .verify(Some(&identity.public()))
+            .verify(Some(&identity_public))
             .map_err(|e| NodeError::Corrupt { path: path.clone(), what: e.to_string() })?;
         if v.device != device.public_bytes() || v.static_key != static_key.public() {
             return Err(NodeError::Corrupt {
@@ -142,7 +197,7 @@ impl Home {
                 what: "certificate does not match the device keys".into(),
             });
         }
-        Ok(Keys { identity, device, static_key, cert })
+        Ok(Keys { identity, identity_public, device, static_key, cert })
     }
 
     /// The API bearer token.
@@ -225,7 +280,8 @@ mod tests {
         let home = Home::new(dir.path().join("h"));
         let info = home.init("laptop", 1).expect("init");
         let keys = home.load_keys().expect("keys load");
-        assert_eq!(keys.identity.user_id(), info.user_id);
+        assert_eq!(keys.identity_public.user_id(), info.user_id);
+        assert!(keys.identity.is_some());
         assert!(matches!(home.init("again", 2), Err(NodeError::AlreadyInitialized(_))));
         #[cfg(unix)]
         {

@@ -5,6 +5,8 @@
 //! - [`network`]: the libp2p swarm, owned by one task, and its cloneable [`network::Client`].
 //! - [`node`]: names, resolution with trust on first use, direct messages, outbox.
 //! - [`group`]: group chats over gossipsub: forming by mention, epochs, validation, sync.
+//! - [`devices`]: one identity on several devices: device list, linking, revocation, copies.
+//! - [`link`]: joining an identity as a new device (`kith init --link`).
 //! - [`mail`]: mailboxes: enrolling, depositing, fetching, and the mailbox service.
 //! - [`mailbox`]: mailbox policy and limits.
 //! - [`metrics`]: Prometheus metrics.
@@ -16,9 +18,11 @@
 
 pub mod api;
 pub mod daemon;
+pub mod devices;
 pub mod error;
 pub mod group;
 pub mod home;
+pub mod link;
 pub mod mail;
 pub mod mailbox;
 pub mod metrics;

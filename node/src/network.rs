@@ -38,6 +38,8 @@ pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/dm/1");
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/sync/1");
 /// Mailbox protocol name.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/mailbox/1");
+/// Device linking protocol name.
+pub const LINK_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/link/1");
 /// Identify protocol version string.
 pub const IDENTIFY_VERSION: &str = "/kith/1.0.0";
 
@@ -102,6 +104,8 @@ pub enum Proto {
     Mailbox,
     /// `/kith/sync/1`.
     Sync,
+    /// `/kith/link/1`.
+    Link,
 }
 
 /// What the network reports to the node.
@@ -128,6 +132,16 @@ pub enum Event {
     /// A group sync request arrived; it must be answered.
     SyncRequest {
         /// The requesting peer.
+        peer: PeerId,
+        /// The encoded request.
+        bytes: Vec<u8>,
+        /// Where to send the answer.
+        reply: Reply,
+    },
+    /// A device asks to be linked (or for history); it must be answered with an encoded
+    /// [`kith_protocol::link::LinkResponse`].
+    LinkRequest {
+        /// The requesting peer (authenticated by the transport).
         peer: PeerId,
         /// The encoded request.
         bytes: Vec<u8>,
@@ -283,6 +297,16 @@ impl Client {
     ) -> Result<Result<Vec<u8>, String>, NodeError> {
         self.call(|reply| Command::Request { proto: Proto::Mailbox, peer, addrs, bytes, reply })
             .await
+    }
+
+    /// Sends a link request to a peer at `addrs`.
+    pub async fn link_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        bytes: Vec<u8>,
+    ) -> Result<Result<Vec<u8>, String>, NodeError> {
+        self.call(|reply| Command::Request { proto: Proto::Link, peer, addrs, bytes, reply }).await
     }
 
     /// Sends a group sync request to a peer.
@@ -455,6 +479,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<FrameCodec>,
+    link: request_response::Behaviour<FrameCodec>,
     relay: Toggle<relay::Behaviour>,
 }
 
@@ -528,8 +553,16 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
         [(SYNC_PROTOCOL, ProtocolSupport::Full)],
         rr_config(),
     );
+    let link = request_response::Behaviour::with_codec(
+        FrameCodec {
+            max_request: kith_protocol::link::MAX_LINK_REQUEST,
+            max_response: kith_protocol::link::MAX_LINK_RESPONSE,
+        },
+        [(LINK_PROTOCOL, ProtocolSupport::Full)],
+        rr_config(),
+    );
     let gossipsub = gossip(key);
-    Behaviour { limits, kad, dm, mailbox, identify, ping, gossipsub, sync, relay }
+    Behaviour { limits, kad, dm, mailbox, identify, ping, gossipsub, sync, link, relay }
 }
 
 /// Gossipsub for group chats: messages are anonymous at the gossipsub layer (authenticity comes
@@ -730,7 +763,9 @@ impl EventLoop {
                 }
                 if self.pending_send.len() >= MAX_PENDING_QUERIES {
                     let _ = reply.send(Err("too many requests in flight".into()));
-                } else if proto == Proto::Mailbox || self.swarm.is_connected(&peer) {
+                } else if matches!(proto, Proto::Mailbox | Proto::Link)
+                    || self.swarm.is_connected(&peer)
+                {
                     self.send_request(proto, peer, bytes, reply);
                 } else if self.pending() >= MAX_PENDING_QUERIES {
                     let _ = reply.send(Err("too many DHT queries in flight".into()));
@@ -746,6 +781,7 @@ impl EventLoop {
                     Proto::Dm => b.dm.send_response(channel, bytes),
                     Proto::Mailbox => b.mailbox.send_response(channel, bytes),
                     Proto::Sync => b.sync.send_response(channel, bytes),
+                    Proto::Link => b.link.send_response(channel, bytes),
                 };
                 if sent.is_err() {
                     debug!("peer went away before the answer was sent");
@@ -822,6 +858,7 @@ impl EventLoop {
             Proto::Dm => b.dm.send_request(&peer, bytes),
             Proto::Mailbox => b.mailbox.send_request(&peer, bytes),
             Proto::Sync => b.sync.send_request(&peer, bytes),
+            Proto::Link => b.link.send_request(&peer, bytes),
         };
         self.pending_send.insert((proto, id), reply);
     }
@@ -870,6 +907,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Dm(e)) => self.on_rr(Proto::Dm, e),
             SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_rr(Proto::Mailbox, e),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_rr(Proto::Sync, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Link(e)) => self.on_rr(Proto::Link, e),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -1012,17 +1050,23 @@ impl EventLoop {
                         Proto::Dm => Event::InboundEnvelope { peer, bytes: request, reply },
                         Proto::Mailbox => Event::MailboxRequest { peer, bytes: request, reply },
                         Proto::Sync => Event::SyncRequest { peer, bytes: request, reply },
+                        Proto::Link => Event::LinkRequest { peer, bytes: request, reply },
                     };
                     if let Err(mpsc::error::TrySendError::Full(
                         Event::InboundEnvelope { reply, .. }
                         | Event::MailboxRequest { reply, .. }
-                        | Event::SyncRequest { reply, .. },
+                        | Event::SyncRequest { reply, .. }
+                        | Event::LinkRequest { reply, .. },
                     )) = self.events.try_send(event)
                     {
                         self.counters.busy.inc();
                         let busy = match proto {
                             Proto::Dm => {
                                 DeliveryAck::new(AckStatus::Busy, Some("recipient is busy".into()))
+                                    .to_bytes()
+                            }
+                            Proto::Link => {
+                                kith_protocol::link::LinkResponse::Refused { reason: "busy".into() }
                                     .to_bytes()
                             }
                             Proto::Mailbox | Proto::Sync => {
@@ -1037,6 +1081,7 @@ impl EventLoop {
                             Proto::Dm => b.dm.send_response(reply.1, busy),
                             Proto::Mailbox => b.mailbox.send_response(reply.1, busy),
                             Proto::Sync => b.sync.send_response(reply.1, busy),
+                            Proto::Link => b.link.send_response(reply.1, busy),
                         };
                     }
                 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use kith_protocol::envelope::Recipient;
 use kith_protocol::message::MAX_TEXT;
-use kith_protocol::name::{select_record, solve_pow, DeviceEntry, RecordDraft};
+use kith_protocol::name::{
+    compare_records, select_record, solve_pow, DeviceEntry, RecordDevice, RecordDraft,
+};
 use kith_protocol::{
     dht_key, normalize_name, AckStatus, Content, ConversationId, DeliveryAck, Envelope,
     IdentityPublic, Message, MessageId, NameRecord, RecordPolicy, SignedPrekey, Text, UserId,
@@ -218,6 +220,10 @@ pub(crate) struct Inner {
     pub(crate) wake_sync: Notify,
     /// Recently resolved records by name: (when, record).
     pub(crate) resolved: Mutex<HashMap<String, (u64, VerifiedNameRecord)>>,
+    /// The newest own name record and when it was found.
+    pub(crate) own_record: Mutex<Option<(u64, VerifiedNameRecord)>>,
+    /// Link codes shown by this device (bounded by [`crate::devices::MAX_PENDING_LINKS`]).
+    pub(crate) links: Mutex<Vec<crate::devices::PendingLink>>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) wake_outbox: Notify,
     wake_maintainer: Notify,
@@ -237,7 +243,7 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("user_id", &self.inner.keys.identity.user_id()).finish()
+        f.debug_struct("Node").field("user_id", &self.inner.keys.identity_public.user_id()).finish()
     }
 }
 
@@ -283,6 +289,8 @@ impl Node {
                 wake_fetch: Notify::new(),
                 wake_sync: Notify::new(),
                 resolved: Mutex::new(HashMap::new()),
+                own_record: Mutex::new(None),
+                links: Mutex::new(Vec::new()),
                 events,
                 wake_outbox: Notify::new(),
                 wake_maintainer: Notify::new(),
@@ -355,7 +363,7 @@ impl Node {
 
     /// This user's id.
     pub fn user_id(&self) -> UserId {
-        self.inner.keys.identity.user_id()
+        self.inner.keys.identity_public.user_id()
     }
 
     /// This device's peer id.
@@ -376,7 +384,7 @@ impl Node {
             peer_id: net.peer_id.to_string(),
             user_id: self.user_id().to_string(),
             name: self.name(),
-            fingerprint: self.inner.keys.identity.public().fingerprint(),
+            fingerprint: self.inner.keys.identity_public.fingerprint(),
             listen_addrs: net.listen_addrs.iter().map(ToString::to_string).collect(),
             connected_peers: net.connected_peers,
             outbox: self.inner.store.outbox_len(),
@@ -452,7 +460,7 @@ impl Node {
                 return Ok(nonce);
             }
         }
-        let identity = self.inner.keys.identity.public();
+        let identity = self.inner.keys.identity_public;
         let owned = name.to_owned();
         let nonce = tokio::task::spawn_blocking(move || solve_pow(&owned, &identity, bits, 0))
             .await
@@ -461,27 +469,81 @@ impl Node {
         Ok(nonce)
     }
 
+    /// Signs and publishes the name record listing every device of this user (needs the
+    /// identity key).
     pub(crate) async fn publish(&self, name: &str) -> Result<u64, NodeError> {
-        let seq = self.inner.store.meta_get::<u64>("seq")?.unwrap_or(0) + 1;
-        let nonce = self.pow_nonce(name).await?;
-        let (prekey, prekey_expires) = self.current_prekey()?;
+        let identity = self.inner.keys.identity.as_ref().ok_or(NodeError::NoIdentityKey)?;
+        let me = self.inner.keys.identity_public;
+        // The newest own record anywhere: a device restored from its recovery phrase continues
+        // the sequence numbers, and keeps the devices listed there.
+        let latest = self
+            .fetch_valid(name)
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().filter(|r| r.identity == me).max_by(compare_records));
+        let local_seq = self.inner.store.meta_get::<u64>("seq")?.unwrap_or(0);
+        let seq = local_seq.max(latest.as_ref().map_or(0, |r| r.seq)) + 1;
         let now = now_ms();
-        let expires_at = (now + RECORD_LIFETIME_MS).min(prekey_expires - 1);
+        let my_device = self.inner.keys.device.public_bytes();
+        let revoked: Vec<[u8; 32]> = self.inner.store.meta_get("revoked")?.unwrap_or_default();
+        // A newer record signed by another device holding the identity key wins: its list is
+        // the base, plus devices linked here since it was issued.
+        let mut others = match (self.inner.store.meta_get::<Vec<DeviceEntry>>("devices")?, &latest)
+        {
+            (Some(list), Some(r)) if r.seq > local_seq => {
+                let mut base = r.device_entries();
+                for e in list {
+                    let newer = e.cert.verify(None).is_ok_and(|c| c.created_at > r.issued_at);
+                    if newer && !base.iter().any(|b| b.cert == e.cert) {
+                        base.push(e);
+                    }
+                }
+                base
+            }
+            (Some(list), _) => list,
+            (None, Some(r)) => r.device_entries(),
+            (None, None) => Vec::new(),
+        };
+        // Entries whose prekey has expired would make the record invalid: leave them out until
+        // their device sends a new one.
+        others.retain(|e| {
+            e.cert
+                .verify(Some(&me))
+                .is_ok_and(|c| c.device != my_device && !revoked.contains(&c.device))
+                && e.cert
+                    .verify(None)
+                    .ok()
+                    .and_then(|c| e.prekey.verify(&c.device, now).ok())
+                    .is_some()
+        });
+        self.inner.store.meta_set("devices", &others)?;
+        let (prekey, prekey_expires) = self.current_prekey()?;
+        let mut expires_at = (now + RECORD_LIFETIME_MS).min(prekey_expires - 1);
+        for e in &others {
+            if let Some(p) =
+                e.cert.verify(None).ok().and_then(|c| e.prekey.verify(&c.device, now).ok())
+            {
+                expires_at = expires_at.min(p.expires_at - 1);
+            }
+        }
+        let mut devices = vec![DeviceEntry { cert: self.inner.keys.cert.clone(), prekey }];
+        devices.extend(others);
         let record = RecordDraft {
             name: name.to_owned(),
-            devices: vec![DeviceEntry { cert: self.inner.keys.cert.clone(), prekey }],
+            devices,
             mailboxes: self.my_mailboxes()?,
             seq,
             issued_at: now,
             expires_at,
-            pow_nonce: nonce,
+            pow_nonce: self.pow_nonce(name).await?,
         }
-        .sign(&self.inner.keys.identity)?;
+        .sign(identity)?;
         let bytes = record.to_bytes();
-        NameRecord::verify(&bytes, Some(&dht_key(name)), now, &self.inner.policy)
+        let verified = NameRecord::verify(&bytes, Some(&dht_key(name)), now, &self.inner.policy)
             .map_err(|e| NodeError::Config(format!("own record does not verify: {e}")))?;
         self.inner.store.meta_set("seq", &seq)?;
         self.inner.net.put_record(dht_key(name).to_vec(), bytes, expires_at).await?;
+        self.remember_own_record(&verified);
         Ok(seq)
     }
 
@@ -489,7 +551,7 @@ impl Node {
     pub async fn register(&self, name: &str) -> Result<RegisterView, NodeError> {
         let name = normalize_name(name)?;
         let _guard = self.inner.publish_lock.lock().await;
-        let me = self.inner.keys.identity.public();
+        let me = self.inner.keys.identity_public;
         let records = self.fetch_valid(&name).await.unwrap_or_default();
         if records.iter().any(|r| r.identity != me) {
             return Err(NodeError::NameTaken(name));
@@ -501,7 +563,10 @@ impl Node {
         Ok(RegisterView { name, user_id: self.user_id().to_string(), seq })
     }
 
-    async fn fetch_valid(&self, name: &str) -> Result<Vec<VerifiedNameRecord>, NodeError> {
+    pub(crate) async fn fetch_valid(
+        &self,
+        name: &str,
+    ) -> Result<Vec<VerifiedNameRecord>, NodeError> {
         let key = dht_key(name);
         let raw = self.inner.net.get_records(key.to_vec()).await?;
         let now = now_ms();
@@ -695,10 +760,23 @@ impl Node {
         t
     }
 
-    /// Seals `content` to every device of `record`'s user and queues it durably.
+    /// Seals `content` to every device of `record`'s user and queues it durably; a message
+    /// shown in the history is also copied to this user's other devices.
     pub(crate) async fn queue(
         &self,
         record: &VerifiedNameRecord,
+        content: Content,
+        in_history: bool,
+    ) -> Result<MessageView, NodeError> {
+        self.queue_to(record.user_id, &record.devices, &record.mailboxes, content, in_history).await
+    }
+
+    /// Seals `content` to `devices` of `user` and queues it durably.
+    pub(crate) async fn queue_to(
+        &self,
+        user: UserId,
+        devices: &[RecordDevice],
+        mailboxes: &[kith_protocol::name::MailboxPeer],
         content: Content,
         in_history: bool,
     ) -> Result<MessageView, NodeError> {
@@ -707,23 +785,81 @@ impl Node {
         let message = Message {
             v: VERSION,
             id: MessageId::random(&mut rand::rngs::OsRng),
-            conversation: ConversationId::direct(&me, &record.user_id),
+            conversation: ConversationId::direct(&me, &user),
             sender: me,
             sent_at: now,
             content,
         };
         message.content.validate().map_err(|e| NodeError::Message(e.to_string()))?;
         let name = self.name();
-        let mut targets = Vec::with_capacity(record.devices.len());
-        for d in &record.devices {
+        let entry =
+            self.outbox_entry(&message, user, devices, mailboxes, in_history, name.as_deref())?;
+        // Copy what the history shows to this user's other devices, so every device shows the
+        // same conversation.
+        let copy = if in_history && user != me {
+            let own = self.other_devices().await;
+            if own.is_empty() {
+                None
+            } else {
+                let names = self.names()?;
+                let wrapper = Message {
+                    v: VERSION,
+                    id: MessageId::random(&mut rand::rngs::OsRng),
+                    conversation: ConversationId::direct(&me, &me),
+                    sender: me,
+                    sent_at: now,
+                    content: Content::SelfSent {
+                        peer: user,
+                        peer_name: names.get(&user.0).cloned(),
+                        message: message.to_bytes(),
+                    },
+                };
+                let mine = self.my_mailboxes()?;
+                Some((
+                    StoredMessage::of(&wrapper, Direction::Out, me.0, Status::Queued, Vec::new()),
+                    self.outbox_entry(&wrapper, me, &own, &mine, false, name.as_deref())?,
+                ))
+            }
+        } else {
+            None
+        };
+        let stored =
+            StoredMessage::of(&message, Direction::Out, user.0, Status::Queued, message.to_bytes());
+        self.inner.store.insert_outgoing(&stored, &entry)?;
+        if let Some((m, e)) = &copy {
+            self.inner.store.insert_outgoing(m, e)?;
+        }
+        self.inner.store.flush().await?;
+        let view = self.view(&stored, &self.names()?);
+        if in_history {
+            self.inner.counters.messages_sent.inc();
+            let _ = self.inner.events.send(NodeEvent::Message(view.clone()));
+        }
+        self.inner.wake_outbox.notify_one();
+        Ok(view)
+    }
+
+    /// An outbox entry of `message` sealed to each of `devices` except this one.
+    fn outbox_entry(
+        &self,
+        message: &Message,
+        user: UserId,
+        devices: &[RecordDevice],
+        mailboxes: &[kith_protocol::name::MailboxPeer],
+        in_history: bool,
+        name: Option<&str>,
+    ) -> Result<OutboxEntry, NodeError> {
+        let mine = self.inner.keys.device.public_bytes();
+        let mut targets = Vec::with_capacity(devices.len());
+        for d in devices.iter().filter(|d| d.device.device != mine) {
             let to =
                 Recipient { device: d.device.device, prekey_id: d.prekey.id, prekey: d.prekey.key };
             let env = Envelope::seal(
                 &self.inner.keys.cert,
                 &self.inner.keys.static_key,
                 &to,
-                &message,
-                name.as_deref(),
+                message,
+                name,
             )
             .map_err(|e| NodeError::Message(e.to_string()))?;
             targets.push(Target {
@@ -737,34 +873,14 @@ impl Node {
                 deposited: false,
             });
         }
-        let stored = StoredMessage::of(
-            &message,
-            Direction::Out,
-            record.user_id.0,
-            Status::Queued,
-            message.to_bytes(),
-        );
-        let entry = OutboxEntry {
+        Ok(OutboxEntry {
             id: message.id.0,
-            recipient: record.user_id.0,
+            recipient: user.0,
             targets,
-            created_at: now,
-            mailboxes: record
-                .mailboxes
-                .iter()
-                .map(|m| (m.peer_id.clone(), m.addrs.clone()))
-                .collect(),
+            created_at: message.sent_at,
+            mailboxes: mailboxes.iter().map(|m| (m.peer_id.clone(), m.addrs.clone())).collect(),
             in_history,
-        };
-        self.inner.store.insert_outgoing(&stored, &entry)?;
-        self.inner.store.flush().await?;
-        let view = self.view(&stored, &self.names()?);
-        if in_history {
-            self.inner.counters.messages_sent.inc();
-            let _ = self.inner.events.send(NodeEvent::Message(view.clone()));
-        }
-        self.inner.wake_outbox.notify_one();
-        Ok(view)
+        })
     }
 
     /// The history, oldest first: the direct conversation with `with`, or everything.
@@ -904,6 +1020,9 @@ impl Node {
                         notify.extend(deposited_for);
                         replies.push((reply, answer.to_bytes()));
                     }
+                    Event::LinkRequest { peer, bytes, reply } => {
+                        tokio::spawn(self.clone().answer_link(peer, bytes, reply));
+                    }
                     Event::SyncRequest { peer, bytes, reply } => {
                         replies.push((reply, self.answer_sync(peer, &bytes).to_bytes()));
                     }
@@ -942,7 +1061,7 @@ impl Node {
             if receipt {
                 self.send_receipt(a.sender, name, a.id);
             } else if !a.known {
-                self.learn_name(a.sender, name);
+                self.learn_name(a.sender.user_id(), name);
             }
         }
     }
@@ -959,8 +1078,22 @@ impl Node {
             .map_err(|e| bad(e.to_string()))?;
         let me = self.user_id();
         let m = &opened.message;
+        self.device_allowed(&opened.sender).map_err(bad)?;
         if m.conversation != ConversationId::direct(&m.sender, &me) {
             return Err(bad("message is not for a conversation this device knows".into()));
+        }
+        match &m.content {
+            Content::SelfSent { .. } | Content::DevicePrekey { .. } if m.sender != me => {
+                return Err(bad(format!("{} from another user", m.content.kind())));
+            }
+            Content::SelfSent { peer, peer_name, message } => {
+                return self.accept_copy(m, *peer, peer_name.clone(), message);
+            }
+            Content::DevicePrekey { prekey } => {
+                self.on_device_prekey(&opened.sender, prekey);
+                return Ok(Accepted::Receipt);
+            }
+            _ => {}
         }
         if let Content::Receipt { kind: kith_protocol::ReceiptKind::Delivered, ids } = &m.content {
             self.receipt_received(&opened.sender.device, ids);
@@ -989,6 +1122,43 @@ impl Node {
         })))
     }
 
+    /// A copy of a message this user sent from another device.
+    fn accept_copy(
+        &self,
+        outer: &Message,
+        peer: UserId,
+        peer_name: Option<String>,
+        bytes: &[u8],
+    ) -> Result<Accepted, NodeError> {
+        let bad = |e: String| NodeError::Message(e);
+        let inner = Message::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+        let me = self.user_id();
+        if inner.sender != me || inner.conversation != ConversationId::direct(&me, &peer) {
+            return Err(bad("a copy of a message that is not this user's".into()));
+        }
+        let store = &self.inner.store;
+        if store.message(&inner.id.0)?.is_some() {
+            return Ok(Accepted::Duplicate);
+        }
+        let stored =
+            StoredMessage::of(&inner, Direction::Out, peer.0, Status::Sent, inner.to_bytes());
+        if !store.insert_incoming(&stored)? {
+            return Ok(Accepted::Duplicate);
+        }
+        let names = self.names()?;
+        if let Some(name) = peer_name.filter(|_| !names.contains_key(&peer.0)) {
+            self.learn_name(peer, name);
+        }
+        Ok(Accepted::New(Box::new(NewMessage {
+            view: self.view(&stored, &names),
+            id: outer.id,
+            sent_at: inner.sent_at,
+            sender: self.inner.keys.identity_public,
+            known: true,
+            sender_name: None,
+        })))
+    }
+
     /// A recipient device reports messages as durably stored (they reached it through a mailbox).
     fn receipt_received(&self, device: &[u8; 32], ids: &[MessageId]) {
         let node = self.clone();
@@ -1013,7 +1183,7 @@ impl Node {
 
     /// The sender of a message named itself: resolve that name in the background and pin it if
     /// it resolves to the sender's key.
-    fn learn_name(&self, sender: IdentityPublic, name: String) {
+    fn learn_name(&self, sender: UserId, name: String) {
         let node = self.clone();
         tokio::spawn(async move {
             let Ok(name) = normalize_name(&name) else { return };
@@ -1022,7 +1192,7 @@ impl Node {
             }
             match node.fetch_valid(&name).await {
                 Ok(valid) => {
-                    if let Some(r) = select_record(valid).filter(|r| r.identity == sender) {
+                    if let Some(r) = select_record(valid).filter(|r| r.user_id == sender) {
                         let _ = node.inner.store.put_contact(&Contact {
                             name: name.clone(),
                             user_id: user_bytes(&r.user_id),
@@ -1194,7 +1364,12 @@ impl Node {
             if due {
                 if let Some(name) = self.name() {
                     let _guard = self.inner.publish_lock.lock().await;
-                    match self.publish(&name).await {
+                    let published = if self.inner.keys.identity.is_some() {
+                        self.publish(&name).await
+                    } else {
+                        self.keep_own_record(&name, rotated).await
+                    };
+                    match published {
                         Ok(seq) => {
                             failures = 0;
                             let _ = self.inner.store.meta_set("published_at", &now_ms());
@@ -1213,6 +1388,18 @@ impl Node {
                 _ = self.inner.wake_maintainer.notified() => {}
             }
         }
+    }
+
+    /// On a linked device (no identity key): announces a new prekey to the device that signs
+    /// the record, and stores the newest own record in the DHT again so it stays reachable.
+    async fn keep_own_record(&self, name: &str, rotated: bool) -> Result<u64, NodeError> {
+        if rotated {
+            let (prekey, _) = self.current_prekey()?;
+            self.send_to_own(Content::DevicePrekey { prekey }).await;
+        }
+        let r = self.own_record().await.ok_or_else(|| NodeError::NameNotFound(name.to_owned()))?;
+        self.inner.net.put_record(dht_key(name).to_vec(), r.bytes.clone(), r.expires_at).await?;
+        Ok(r.seq)
     }
 
     fn republish_due(&self) -> bool {

@@ -183,6 +183,9 @@ fn yes() -> bool {
     true
 }
 
+/// One page of history: encoded messages, and the key to continue after.
+pub type HistoryPage = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
 /// An envelope held by this node's mailbox service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldEnvelope {
@@ -544,6 +547,33 @@ impl Store {
         };
         out.reverse();
         Ok(out)
+    }
+
+    /// One page of the whole history in key order, for a device being linked: the encoded
+    /// messages after `after` (a key from the previous page) up to about `max_bytes`, and the
+    /// key to continue from (`None` on the last page).
+    pub fn history_page(
+        &self,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<HistoryPage, NodeError> {
+        let range = match after {
+            Some(k) => self
+                .messages
+                .range::<&[u8], _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => self.messages.iter(),
+        };
+        let (mut out, mut size, mut last) = (Vec::new(), 0, None);
+        for item in range {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if size + v.len() > max_bytes && !out.is_empty() {
+                return Ok((out, last));
+            }
+            size += v.len();
+            out.push(v.to_vec());
+            last = Some(k.to_vec());
+        }
+        Ok((out, None))
     }
 
     /// An outbox entry by message id.

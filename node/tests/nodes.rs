@@ -622,3 +622,210 @@ async fn a_group_of_a_hundred() {
         started.elapsed()
     );
 }
+
+async fn link(from: &Node, bootstrap: Vec<Multiaddr>, history: bool) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let code = from.link_start().await.expect("link code");
+    let info = kith_node::link::join(
+        &Home::new(&home),
+        kith_node::link::JoinOptions {
+            code: code.code.clone(),
+            label: "laptop".into(),
+            history,
+            transport: TransportKind::Memory,
+            timeout: Duration::from_secs(20),
+        },
+        |_| {},
+    )
+    .await
+    .expect("joins");
+    assert_eq!(info.user_id, from.user_id().to_string());
+    assert_eq!(from.link_status(&code.id).expect("state").state, "linked");
+    // The same code again is refused.
+    let again = kith_node::link::join(
+        &Home::new(dir.path().join("other")),
+        kith_node::link::JoinOptions {
+            code: code.code,
+            label: "thief".into(),
+            history: false,
+            transport: TransportKind::Memory,
+            timeout: Duration::from_secs(20),
+        },
+        |_| {},
+    )
+    .await
+    .expect_err("a used code is refused");
+    assert!(again.to_string().contains("not valid"), "{again}");
+    assert!(!Home::new(dir.path().join("other")).is_initialized());
+    let node = start(&home, bootstrap).await;
+    TestNode { node, home, _dir: Some(dir) }
+}
+
+fn direct_texts(n: &Node, with: &str, direction: &str) -> Vec<String> {
+    n.messages(Some(with), 1000)
+        .map(|m| {
+            m.into_iter().filter(|m| m.direction == direction).filter_map(|m| m.text).collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_devices_share_conversations_and_revoked_ones_get_nothing_new() {
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let carol = spawn(vec![b.clone()]).await;
+    eventually(10, "connection", || async {
+        (carol.node.status().await.ok()?.connected_peers > 0).then_some(())
+    })
+    .await;
+    carol.node.register("carol").await.expect("registers");
+    bob.node.send_text("alice", "before the laptop").await.expect("sent");
+    eventually(20, "first message", || async {
+        direct_texts(&alice.node, "bob", "in")
+            .contains(&"before the laptop".to_owned())
+            .then_some(())
+    })
+    .await;
+
+    // A stale code is refused with a clear error.
+    let stale = alice.node.link_start_with(1).await.expect("code");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = kith_node::link::join(
+        &Home::new(dir.path().join("h")),
+        kith_node::link::JoinOptions {
+            code: stale.code,
+            label: "late".into(),
+            history: false,
+            transport: TransportKind::Memory,
+            timeout: Duration::from_secs(20),
+        },
+        |_| {},
+    )
+    .await
+    .expect_err("stale code refused");
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    // Link a laptop with the history; the linked device holds no identity key.
+    let laptop = link(&alice.node, vec![b.clone()], true).await;
+    assert_eq!(laptop.node.user_id(), alice.node.user_id());
+    assert_eq!(laptop.node.name().as_deref(), Some("alice"));
+    assert!(direct_texts(&laptop.node, "bob", "in").contains(&"before the laptop".to_owned()));
+    assert!(matches!(laptop.node.register("alice2").await, Err(NodeError::NoIdentityKey)));
+    let devices = alice.node.devices().await.expect("devices");
+    assert_eq!(devices.len(), 2);
+    assert_eq!(bob.node.resolve("alice").await.expect("resolves").devices.len(), 2);
+
+    // Bob's message reaches both; each device's own messages show as sent on the other.
+    bob.node.send_text("alice", "to both of you").await.expect("sent");
+    alice.node.send_text("bob", "from the phone").await.expect("sent");
+    laptop.node.send_text("bob", "from the laptop").await.expect("sent");
+    for (n, with, text, dir) in [
+        (&alice.node, "bob", "to both of you", "in"),
+        (&laptop.node, "bob", "to both of you", "in"),
+        (&laptop.node, "bob", "from the phone", "out"),
+        (&alice.node, "bob", "from the laptop", "out"),
+        (&bob.node, "alice", "from the phone", "in"),
+        (&bob.node, "alice", "from the laptop", "in"),
+    ] {
+        eventually(30, text, || async {
+            direct_texts(n, with, dir).contains(&text.to_owned()).then_some(())
+        })
+        .await;
+    }
+    let on_phone = direct_texts(&alice.node, "bob", "out");
+    assert_eq!(on_phone.iter().filter(|t| *t == "from the laptop").count(), 1);
+
+    // A group formed by bob reaches both of alice's devices; the laptop can post.
+    let first = bob.node.send_to("@alice", "hi @carol").await.expect("group");
+    let conv = format!("#{}", &first.conversation[..8]);
+    for n in [&alice.node, &laptop.node, &carol.node] {
+        eventually(30, "group invite", || async {
+            has_text(n, &conv, "hi @carol").await.then_some(())
+        })
+        .await;
+    }
+    laptop.node.send_to(&conv, "laptop in the group").await.expect("posts");
+    for n in [&alice.node, &bob.node, &carol.node] {
+        eventually(30, "laptop's post", || async {
+            has_text(n, &conv, "laptop in the group").await.then_some(())
+        })
+        .await;
+    }
+
+    // Revoke the laptop: out of the record, no new direct or group messages, and its own
+    // messages are refused.
+    let gone = alice.node.revoke_device(&laptop.node.peer_id().to_string()).await.expect("revokes");
+    assert_eq!(gone.peer_id, laptop.node.peer_id().to_string());
+    assert_eq!(alice.node.devices().await.expect("devices").len(), 1);
+    assert_eq!(bob.node.resolve("alice").await.expect("resolves").devices.len(), 1);
+    bob.node.send_text("alice", "after the revocation").await.expect("sent");
+    alice.node.send_text("bob", "phone after the revocation").await.expect("sent");
+    eventually(30, "the phone still gets messages", || async {
+        direct_texts(&alice.node, "bob", "in")
+            .contains(&"after the revocation".to_owned())
+            .then_some(())
+    })
+    .await;
+    eventually(60, "a new epoch on carol", || async {
+        let g = carol.node.conversations().ok()?;
+        g.iter().any(|c| c.kind == "group").then_some(())
+    })
+    .await;
+    // Give the rekey time to reach everyone, then post in the new epoch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bob.node.send_to(&conv, "group after the revocation").await.expect("posts");
+    eventually(30, "the phone sees the group", || async {
+        has_text(&alice.node, &conv, "group after the revocation").await.then_some(())
+    })
+    .await;
+    let refused = laptop.node.send_text("bob", "from a revoked laptop").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let laptop_in = direct_texts(&laptop.node, "bob", "in");
+    assert!(!laptop_in.contains(&"after the revocation".to_owned()), "{laptop_in:?}");
+    assert!(!direct_texts(&laptop.node, "bob", "out")
+        .contains(&"phone after the revocation".to_owned()));
+    assert!(!has_text(&laptop.node, &conv, "group after the revocation").await);
+    if refused.is_ok() {
+        assert!(
+            !direct_texts(&bob.node, "alice", "in").contains(&"from a revoked laptop".to_owned())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_phrase_restores_the_identity_and_keeps_its_devices() {
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let phrase = kith_node::home::Home::new(&alice.home)
+        .load_keys()
+        .ok()
+        .and_then(|k| k.identity)
+        .map(|k| kith_protocol::link::recovery_phrase(&k))
+        .expect("phrase");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("restored");
+    let identity = kith_protocol::link::from_recovery_phrase(&phrase).expect("valid phrase");
+    Home::new(&home).init_with(identity, "restored", kith_node::now_ms()).expect("init");
+    let restored = start(&home, vec![b]).await;
+    assert_eq!(restored.user_id(), alice.node.user_id());
+    eventually(10, "connection", || async {
+        (restored.status().await.ok()?.connected_peers > 0).then_some(())
+    })
+    .await;
+    restored.register("alice").await.expect("the same identity may take its name back");
+    let r = bob.node.resolve("alice").await.expect("resolves");
+    assert_eq!(r.devices.len(), 2, "the restored device is added next to the old one");
+    // The old device's next record keeps the restored one (the newer record's list wins).
+    alice.node.register("alice").await.expect("republishes");
+    let r = bob.node.resolve("alice").await.expect("resolves");
+    assert_eq!(r.devices.len(), 2, "the old device keeps the restored one listed");
+    bob.node.send_text("alice", "to the restored one").await.expect("sent");
+    eventually(30, "restored device receives", || async {
+        direct_texts(&restored, "bob", "in")
+            .contains(&"to the restored one".to_owned())
+            .then_some(())
+    })
+    .await;
+}

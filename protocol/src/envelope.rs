@@ -84,6 +84,8 @@ pub struct SenderDevice {
     pub device: [u8; 32],
     /// The sending device's libp2p peer id.
     pub peer_id: libp2p_identity::PeerId,
+    /// When the device's certificate was issued.
+    pub certified_at: u64,
 }
 
 /// An opened envelope.
@@ -213,6 +215,7 @@ impl Envelope {
                 identity: cert.identity,
                 device: cert.device,
                 peer_id: cert.peer_id,
+                certified_at: cert.created_at,
             },
             message: sealed.message,
             sender_name: sealed.sender_name,

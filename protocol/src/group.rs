@@ -165,6 +165,7 @@ impl GroupEnvelope {
                 user_id: cert.identity.user_id(),
                 device: cert.device,
                 peer_id: cert.peer_id,
+                certified_at: cert.created_at,
             },
             message,
         })

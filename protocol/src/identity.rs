@@ -325,13 +325,24 @@ impl DeviceCertificate {
         created_at: u64,
         label: &str,
     ) -> Self {
+        Self::issue_for(identity, device.public_bytes(), static_key.public(), created_at, label)
+    }
+
+    /// Issues a certificate for a device known by its public keys (a device being linked).
+    pub fn issue_for(
+        identity: &IdentityKeypair,
+        device: [u8; 32],
+        static_key: [u8; 32],
+        created_at: u64,
+        label: &str,
+    ) -> Self {
         let mut label = label.to_owned();
         truncate_utf8(&mut label, MAX_DEVICE_LABEL);
         let body = DeviceCertBody {
             v: VERSION,
             identity: identity.public().to_bytes(),
-            device: device.public_bytes(),
-            static_key: static_key.public(),
+            device,
+            static_key,
             created_at,
             label,
         };

@@ -20,6 +20,7 @@ pub mod envelope;
 pub mod error;
 pub mod group;
 pub mod identity;
+pub mod link;
 pub mod mailbox;
 pub mod message;
 pub mod name;

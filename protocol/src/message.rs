@@ -307,6 +307,22 @@ pub enum Content {
         /// The epoch key.
         key: [u8; 32],
     },
+    /// `sync.sent`: a copy of a direct message this user sent from one device, for the user's
+    /// other devices (sent to the user's own devices only).
+    SelfSent {
+        /// The other user of the conversation.
+        peer: UserId,
+        /// That user's name, when known.
+        peer_name: Option<String>,
+        /// The encoded [`Message`] as it was sent.
+        message: Vec<u8>,
+    },
+    /// `device.prekey`: a device announces its new signed prekey to the user's other devices,
+    /// so a device holding the identity key can list it in the name record.
+    DevicePrekey {
+        /// The prekey, signed by the sending device's key.
+        prekey: crate::identity::SignedPrekey,
+    },
     /// A kind this implementation does not know; kept as received.
     Unsupported {
         /// The wire kind.
@@ -408,6 +424,17 @@ struct GroupRemoveW {
     user: UserId,
 }
 #[derive(Serialize, Deserialize)]
+struct SelfSentW {
+    peer: UserId,
+    peer_name: Option<String>,
+    #[serde(with = "serde_bytes")]
+    message: Vec<u8>,
+}
+#[derive(Serialize, Deserialize)]
+struct DevicePrekeyW {
+    prekey: crate::identity::SignedPrekey,
+}
+#[derive(Serialize, Deserialize)]
 struct GroupKeyW {
     group: ConversationId,
     epoch: u64,
@@ -435,6 +462,8 @@ impl Content {
             Content::GroupLeave { .. } => "group.leave",
             Content::GroupRemove { .. } => "group.remove",
             Content::GroupKey { .. } => "group.key",
+            Content::SelfSent { .. } => "sync.sent",
+            Content::DevicePrekey { .. } => "device.prekey",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -503,6 +532,16 @@ impl Content {
                 list(members.len(), "members")?;
                 title.as_deref().map_or(Ok(()), |t| short(t, "title"))
             }
+            Content::SelfSent { peer_name, message, .. } => {
+                peer_name.as_deref().map_or(Ok(()), |n| short(n, "name"))?;
+                // One level only: the copy of a copy is refused before it is looked into.
+                let inner: Message = codec::from_slice(message, MAX_MESSAGE_SIZE)?;
+                crate::check_version(inner.v)?;
+                if matches!(inner.content, Content::SelfSent { .. }) {
+                    return Err(DecodeError::Invalid("a sync.sent inside a sync.sent".into()));
+                }
+                inner.content.validate()
+            }
             Content::Unsupported { kind, .. } => short(kind, "kind"),
             _ => Ok(()),
         }
@@ -540,6 +579,10 @@ impl Content {
             Content::GroupKey { group, epoch, key } => {
                 codec::to_vec(&GroupKeyW { group, epoch, key })
             }
+            Content::SelfSent { peer, peer_name, message } => {
+                codec::to_vec(&SelfSentW { peer, peer_name, message })
+            }
+            Content::DevicePrekey { prekey } => codec::to_vec(&DevicePrekeyW { prekey }),
             Content::Unsupported { body, .. } => body,
         };
         WireContent { kind: self.kind().to_owned(), body }
@@ -611,6 +654,14 @@ impl Content {
             "group.key" => {
                 let GroupKeyW { group, epoch, key } = codec::from_slice(b, m)?;
                 Content::GroupKey { group, epoch, key }
+            }
+            "sync.sent" => {
+                let SelfSentW { peer, peer_name, message } = codec::from_slice(b, m)?;
+                Content::SelfSent { peer, peer_name, message }
+            }
+            "device.prekey" => {
+                let DevicePrekeyW { prekey } = codec::from_slice(b, m)?;
+                Content::DevicePrekey { prekey }
             }
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })

@@ -216,6 +216,17 @@ pub struct VerifiedNameRecord {
     pub bytes: Vec<u8>,
 }
 
+impl VerifiedNameRecord {
+    /// The device entries exactly as the record lists them (certificates and signed prekeys).
+    pub fn device_entries(&self) -> Vec<DeviceEntry> {
+        codec::from_slice::<NameRecord>(&self.bytes, MAX_RECORD_SIZE)
+            .ok()
+            .and_then(|r| r.0.decode_body::<NameRecordBody>(MAX_RECORD_SIZE).ok())
+            .map(|b| b.devices)
+            .unwrap_or_default()
+    }
+}
+
 /// The fields a user chooses for a new record; [`RecordDraft::sign`] turns it into a record.
 #[derive(Clone, Debug)]
 pub struct RecordDraft {

@@ -1,0 +1,247 @@
+//! Joining an identity as a new device (`kith init --link CODE`).
+//!
+//! The new device creates its own device and static keys and a first prekey, dials the device
+//! that showed the code over libp2p (TCP or memory, Noise, Yamux; the Noise handshake
+//! authenticates that device by the peer id in the code), sends the code's secret with its
+//! public keys, and receives a certificate signed by the identity key and a snapshot of the
+//! account: name, newest name record, contacts with their pinned keys, groups with their keys,
+//! mailboxes, and (if asked) the message history, page by page. The home's key files are written
+//! last, once everything else is stored and flushed, so a failed link leaves no identity behind.
+
+use std::time::Duration;
+
+use kith_protocol::codec;
+use kith_protocol::link::{LinkCode, LinkRequest, LinkResponse};
+use kith_protocol::mailbox::{MailboxRequest, MailboxResponse};
+use kith_protocol::{dht_key, DeviceKeypair, NameRecord, RecordPolicy, SignedPrekey, X25519Secret};
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+use tracing::warn;
+
+use crate::error::NodeError;
+use crate::home::Home;
+use crate::metrics::Counters;
+use crate::network::{self, NetworkConfig, TransportKind};
+use crate::node::PREKEY_LIFETIME_MS;
+use crate::now_ms;
+use crate::store::{Contact, GroupState, PrekeyEntry, Store, StoredMessage};
+
+/// Largest stored value accepted in a snapshot.
+const MAX_SNAPSHOT_VALUE: usize = 1024 * 1024;
+
+/// How to join.
+#[derive(Clone, Debug)]
+pub struct JoinOptions {
+    /// The link code shown by `kith device link`.
+    pub code: String,
+    /// This device's label ("laptop").
+    pub label: String,
+    /// Whether to copy the message history.
+    pub history: bool,
+    /// Transport (TCP for real use, memory for tests).
+    pub transport: TransportKind,
+    /// How long to wait for each answer of the other device.
+    pub timeout: Duration,
+}
+
+/// What joining did.
+#[derive(Clone, Debug, Serialize)]
+pub struct JoinInfo {
+    /// The user id of the identity joined.
+    pub user_id: String,
+    /// This device's peer id.
+    pub peer_id: String,
+    /// Safety number of the identity key.
+    pub fingerprint: String,
+    /// The registered name, if any.
+    pub name: Option<String>,
+    /// Contacts copied.
+    pub contacts: usize,
+    /// Groups copied.
+    pub groups: usize,
+    /// Messages copied.
+    pub messages: usize,
+}
+
+fn link_err(what: impl std::fmt::Display) -> NodeError {
+    NodeError::Link(what.to_string())
+}
+
+/// Joins the identity whose device showed `opts.code`, writing a new home at `home`.
+/// `progress` is called with the number of history messages copied so far.
+pub async fn join(
+    home: &Home,
+    opts: JoinOptions,
+    progress: impl FnMut(usize),
+) -> Result<JoinInfo, NodeError> {
+    home.refuse_initialized()?;
+    let code =
+        LinkCode::parse(&opts.code).map_err(|e| link_err(format!("not a link code: {e}")))?;
+    let peer = PeerId::from_bytes(&code.peer).map_err(|e| link_err(format!("link code: {e}")))?;
+    let addrs: Vec<Multiaddr> = code.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    let store_existed = home.store_path().exists();
+    let result = run(home, &opts, code, peer, addrs, progress).await;
+    if result.is_err() && !store_existed {
+        let _ = std::fs::remove_dir_all(home.store_path());
+    }
+    result
+}
+
+async fn run(
+    home: &Home,
+    opts: &JoinOptions,
+    code: LinkCode,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    mut progress: impl FnMut(usize),
+) -> Result<JoinInfo, NodeError> {
+    let mut rng = rand::rngs::OsRng;
+    let device = DeviceKeypair::generate(&mut rng);
+    let static_key = X25519Secret::generate(&mut rng);
+    let now = now_ms();
+    let prekey_secret = X25519Secret::generate(&mut rng);
+    let prekey = SignedPrekey::sign(&device, 1, &prekey_secret, now, now + PREKEY_LIFETIME_MS);
+    let (net, mut events, event_loop) = network::new(
+        device.to_libp2p(),
+        NetworkConfig {
+            transport: opts.transport,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            pow_bits: 0,
+            relay: false,
+        },
+        Counters::default(),
+        &mut libp2p::metrics::Registry::default(),
+    )?;
+    let swarm = tokio::spawn(event_loop.run());
+    // This device serves nothing while joining: inbound requests are dropped.
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let ask = |request: LinkRequest| {
+        let (net, addrs, timeout) = (net.clone(), addrs.clone(), opts.timeout);
+        async move {
+            let answer =
+                tokio::time::timeout(timeout, net.link_request(peer, addrs, request.to_bytes()))
+                    .await
+                    .map_err(|_| {
+                        link_err("the device that showed the code did not answer in time")
+                    })??
+                    .map_err(|e| {
+                        link_err(format!("cannot reach the device that showed the code: {e}"))
+                    })?;
+            match LinkResponse::from_bytes(&answer) {
+                Ok(LinkResponse::Refused { reason }) => Err(link_err(format!("refused: {reason}"))),
+                Ok(r) => Ok(r),
+                Err(e) => Err(link_err(format!("malformed answer: {e}"))),
+            }
+        }
+    };
+    let result = async {
+        let joined = ask(LinkRequest::Join {
+            secret: code.secret,
+            device: device.public_bytes(),
+            static_key: static_key.public(),
+            label: opts.label.clone(),
+            prekey: prekey.clone(),
+            history: opts.history,
+        })
+        .await?;
+        let LinkResponse::Joined { cert, name, record, contacts, groups, mailboxes } = joined
+        else {
+            return Err(link_err("unexpected answer to the link request"));
+        };
+        let v = cert.verify(None).map_err(|e| link_err(format!("the certificate: {e}")))?;
+        if v.device != device.public_bytes() || v.static_key != static_key.public() {
+            return Err(link_err("the certificate is not for this device"));
+        }
+        let identity = v.identity;
+        if let (Some(name), Some(record)) = (&name, &record) {
+            let r = NameRecord::verify(
+                record,
+                Some(&dht_key(name)),
+                now_ms(),
+                &RecordPolicy { min_pow_bits: 0 },
+            )
+            .map_err(|e| link_err(format!("the name record: {e}")))?;
+            if r.identity != identity {
+                return Err(link_err("the name record is of another identity"));
+            }
+        }
+        home.create_dir()?;
+        let store = Store::open(&home.store_path())?;
+        store.put_prekey(&PrekeyEntry {
+            id: 1,
+            secret: *prekey_secret.to_bytes(),
+            signed: codec::to_vec(&prekey),
+            created_at: now,
+            expires_at: now + PREKEY_LIFETIME_MS,
+            replaced_at: None,
+        })?;
+        let bad = |e: kith_protocol::DecodeError| link_err(format!("snapshot: {e}"));
+        for c in &contacts {
+            let c: Contact = codec::from_stored_slice(c, MAX_SNAPSHOT_VALUE).map_err(bad)?;
+            store.put_contact(&c)?;
+        }
+        for g in &groups {
+            let g: GroupState = codec::from_stored_slice(g, MAX_SNAPSHOT_VALUE).map_err(bad)?;
+            store.put_group(&g)?;
+        }
+        if let Some(n) = &name {
+            store.meta_set("name", n)?;
+        }
+        if let Some(r) = &record {
+            store.meta_set("own_record", r)?;
+        }
+        store.meta_set("mailboxes", &mailboxes)?;
+        let mut messages = 0;
+        if opts.history {
+            let mut after: Option<ByteBuf> = None;
+            loop {
+                let page = ask(LinkRequest::History { secret: code.secret, after }).await?;
+                let LinkResponse::History { messages: page, next } = page else {
+                    return Err(link_err("unexpected answer to a history request"));
+                };
+                for m in &page {
+                    let m: StoredMessage =
+                        codec::from_stored_slice(m, MAX_SNAPSHOT_VALUE).map_err(bad)?;
+                    if store.insert_incoming(&m)? {
+                        messages += 1;
+                    }
+                }
+                progress(messages);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        store.flush().await?;
+        // Mailboxes hold mail for enrolled devices only: enroll this one with each.
+        for mb in &mailboxes {
+            let Ok(mpeer) = PeerId::from_bytes(&mb.peer_id) else { continue };
+            let maddrs = mb.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            let request = MailboxRequest::Enroll { cert: cert.clone() }.to_bytes();
+            match net.mailbox_request(mpeer, maddrs, request).await {
+                Ok(Ok(a))
+                    if matches!(MailboxResponse::from_bytes(&a), Ok(MailboxResponse::Enrolled)) => {
+                }
+                other => warn!(peer = %mpeer, "could not enroll with a mailbox: {other:?}"),
+            }
+        }
+        drop(store);
+        let info = home.write_device(None, &identity, &device, &static_key, &cert)?;
+        Ok(JoinInfo {
+            user_id: info.user_id.to_string(),
+            peer_id: info.peer_id,
+            fingerprint: info.fingerprint,
+            name,
+            contacts: contacts.len(),
+            groups: groups.len(),
+            messages,
+        })
+    }
+    .await;
+    swarm.abort();
+    drain.abort();
+    result
+}
