@@ -23,19 +23,7 @@ const CHAT_HISTORY: u32 = 20;
 
 /// `kith init`.
 pub fn init(home: &Home, label: Option<String>, json: bool) -> Result<()> {
-    let label = match label {
-        Some(label) => label.trim().to_owned(),
-        None => hostname(),
-    };
-    if label.is_empty() {
-        bail!("the device label is empty");
-    }
-    if label.len() > MAX_DEVICE_LABEL {
-        bail!(
-            "the device label is {} bytes long; at most {MAX_DEVICE_LABEL} are allowed",
-            label.len()
-        );
-    }
+    let label = validate_label(label)?;
     let info = home.init(&label, kith_node::now_ms())?;
     if json {
         return emit_json(&json!({
@@ -54,6 +42,24 @@ pub fn init(home: &Home, label: Option<String>, json: bool) -> Result<()> {
          `kith --home {dir} register NAME`.",
         info.user_id, info.peer_id, info.fingerprint
     ))
+}
+
+/// The device label given, or the host name.
+pub(crate) fn validate_label(label: Option<String>) -> Result<String> {
+    let label = match label {
+        Some(label) => label.trim().to_owned(),
+        None => hostname(),
+    };
+    if label.is_empty() {
+        bail!("the device label is empty");
+    }
+    if label.len() > MAX_DEVICE_LABEL {
+        bail!(
+            "the device label is {} bytes long; at most {MAX_DEVICE_LABEL} are allowed",
+            label.len()
+        );
+    }
+    Ok(label)
 }
 
 /// `kith daemon`: runs until SIGINT or SIGTERM.
@@ -718,13 +724,13 @@ fn hostname() -> String {
 }
 
 /// Prints one line (or block) to standard output, flushed, so that pipes see it at once.
-fn emit(text: impl Display) -> Result<()> {
+pub(crate) fn emit(text: impl Display) -> Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{text}").and_then(|()| out.flush()).context("cannot write to standard output")
 }
 
 /// Prints a JSON value, pretty.
-fn emit_json(value: &Value) -> Result<()> {
+pub(crate) fn emit_json(value: &Value) -> Result<()> {
     emit(serde_json::to_string_pretty(value).context("cannot format JSON")?)
 }
 

@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod config;
+mod devices;
 mod output;
 
 use std::path::PathBuf;
@@ -45,13 +46,40 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a new identity and device keys in the home directory (never overwrites one)
+    ///
+    /// With --link, this device joins the identity of another device instead: run
+    /// `kith device link` there and give its code here. With --recover, the identity is restored
+    /// from its recovery phrase (`kith identity export`), read from standard input.
     Init {
         /// A name for this device, shown to your contacts [default: the host name]
         #[arg(long, value_name = "NAME")]
         label: Option<String>,
-        /// Print the result as JSON (user_id, peer_id, fingerprint)
+        /// Join an existing identity with the one-time code `kith device link` shows on a
+        /// device that holds it (both devices must reach each other over the network)
+        #[arg(long, value_name = "CODE", conflicts_with = "recover")]
+        link: Option<String>,
+        /// With --link: also copy the message history
+        #[arg(long, requires = "link")]
+        history: bool,
+        /// Restore an identity from its 24-word recovery phrase, read from standard input
+        #[arg(long)]
+        recover: bool,
+        /// Print the result as JSON (user_id, peer_id, fingerprint; with --link also name,
+        /// contacts, groups, messages)
         #[arg(long)]
         json: bool,
+    },
+
+    /// Your devices: link a new one, list them, revoke one
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+
+    /// Your identity key: export its recovery phrase
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
     },
 
     /// Run the node: connect to the network, deliver messages and serve the local API
@@ -259,11 +287,77 @@ enum MailboxCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Show a one-time code (and QR code) that links a new device to your identity
+    ///
+    /// Run this on a device that holds the identity key (the one you ran `kith init` on, or
+    /// restored with `kith init --recover`), with its daemon running. On the new device run
+    /// `kith --home DIR init --link CODE [--history]`. The code is valid once, for 5 minutes;
+    /// this command returns when the new device is linked or the code expires.
+    Link {
+        /// Print {"code": ..., "id": ..., "expires_at": ...} as the first line, then the final
+        /// state as a second JSON line
+        #[arg(long)]
+        json: bool,
+        /// How long the code stays valid, in seconds (at most 300)
+        #[arg(long, value_name = "SECS")]
+        expires: Option<u64>,
+    },
+    /// List your devices (this one first)
+    List {
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one of your devices: out of your name record, no new messages or group keys
+    ///
+    /// Run on a device that holds the identity key. Every group you are in starts a new epoch
+    /// whose key the revoked device never gets.
+    Revoke {
+        /// The device's peer id, as `kith device list` shows it
+        #[arg(value_name = "PEER_ID")]
+        peer_id: String,
+        /// Print the daemon's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Print the 24-word recovery phrase of your identity key
+    ///
+    /// Anyone with the phrase can act as you; `kith init --recover` restores the identity on a
+    /// new device from it. Only a device that holds the identity key can export it.
+    Export {
+        /// Print {"phrase": ..., "user_id": ...} as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let home = Home::new(cli.home.unwrap_or_else(Home::default_dir));
     let result = match cli.command {
-        Command::Init { label, json } => commands::init(&home, label, json),
+        Command::Init { label, link: Some(code), history, json, .. } => {
+            devices::init_link(&home, &code, label, history, json)
+        }
+        Command::Init { label, recover: true, json, .. } => {
+            devices::init_recover(&home, label, json)
+        }
+        Command::Init { label, json, .. } => commands::init(&home, label, json),
+        Command::Device { command: DeviceCommand::Link { json, expires } } => {
+            devices::link(&home, json, expires)
+        }
+        Command::Device { command: DeviceCommand::List { json } } => devices::list(&home, json),
+        Command::Device { command: DeviceCommand::Revoke { peer_id, json } } => {
+            devices::revoke(&home, &peer_id, json)
+        }
+        Command::Identity { command: IdentityCommand::Export { json } } => {
+            devices::export(&home, json)
+        }
         Command::Daemon(args) => commands::daemon(&home, args),
         Command::Status { json } => commands::status(&home, json),
         Command::Register { name, json } => commands::register(&home, &name, json),

@@ -162,6 +162,27 @@ pub fn contacts(list: &Value) -> String {
 }
 
 /// `GET /v1/mailboxes`: one line per mailbox, its peer id and addresses.
+pub fn devices(list: &Value) -> String {
+    let items = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    let lines: Vec<String> = items
+        .iter()
+        .map(|d| {
+            let this = if d.get("this_device").and_then(Value::as_bool) == Some(true) {
+                "  (this device)"
+            } else {
+                ""
+            };
+            format!(
+                "{}  {}  linked {}{this}",
+                text(d, "peer_id"),
+                text(d, "label"),
+                time(text(d, "linked_at"))
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
 pub fn mailboxes(list: &Value) -> String {
     let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
     if list.is_empty() {

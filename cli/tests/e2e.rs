@@ -427,3 +427,170 @@ fn group_commands_explain_themselves_and_check_ids() {
     assert!(out.stdout.starts_with("no conversations"), "{}", out.stdout);
     assert_eq!(node.kith(&["conversations", "--json"]).ok().json(), serde_json::json!([]));
 }
+
+/// Starts `kith device link --json` on `node` and returns the child and the code it printed.
+fn link_code(
+    node: &Node,
+    extra: &[&str],
+) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>, String) {
+    use std::io::BufRead;
+    let mut child = command(&node.home())
+        .args(["device", "link", "--json"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kith device link");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    let first: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let code = first["code"].as_str().expect("code").to_owned();
+    (child, out, code)
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not exit within {within:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn texts_with(node: &Node, with: &str, direction: &str) -> Vec<String> {
+    let list = node.messages(&[with]).unwrap_or(Value::Null);
+    list.as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|m| m["direction"] == direction)
+                .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_linked_device_shares_conversations_until_it_is_revoked() {
+    use std::io::BufRead;
+    let mut boot = Node::init("boot");
+    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
+    let mut alice = Node::init("alice");
+    let alice_user = alice.start(Some(&boot_addr))["user_id"].as_str().expect("id").to_owned();
+    let mut bob = Node::init("bob");
+    bob.start(Some(&boot_addr));
+    for node in [&alice, &bob] {
+        wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
+            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+    }
+    alice.register("alice");
+    bob.register("bob");
+    bob.kith(&["send", "@alice", "before the laptop", "--wait"]).ok();
+
+    // Link a laptop with the history; `device link` returns once it is linked.
+    let (mut linking, mut out, code) = link_code(&alice, &[]);
+    let mut laptop = Node::empty("laptop");
+    let joined = laptop
+        .kith(&["init", "--link", &code, "--history", "--label", "laptop", "--json"])
+        .ok()
+        .json();
+    assert_eq!(joined["user_id"], alice_user.as_str(), "{joined}");
+    assert_eq!(joined["name"], "alice", "{joined}");
+    assert!(joined["messages"].as_u64() >= Some(1), "{joined}");
+    let mut line = String::new();
+    out.read_line(&mut line).expect("second line");
+    let done: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(done["state"], "linked", "{done}");
+    assert!(wait_exit(&mut linking, Duration::from_secs(10)).success());
+
+    // The same code again, and a stale one, are refused with a clear error.
+    let thief = Node::empty("thief");
+    thief.kith(&["init", "--link", &code]).fails_with("not valid");
+    assert!(!thief.home().join("identity.pub").exists(), "a refused link leaves no identity");
+    let (mut stale_cmd, _out, stale) = link_code(&alice, &["--expires", "1"]);
+    assert!(!wait_exit(&mut stale_cmd, Duration::from_secs(10)).success(), "an expired code fails");
+    thief.kith(&["init", "--link", &stale]).fails_with("expired");
+    thief.kith(&["init", "--link", "kithlink1nonsense"]).fails_with("link code");
+
+    let laptop_peer = laptop.start(Some(&boot_addr))["peer_id"].as_str().expect("peer").to_owned();
+    assert!(texts_with(&laptop, "@bob", "in").contains(&"before the laptop".to_owned()));
+    let devices = alice.kith(&["device", "list", "--json"]).ok().json();
+    assert_eq!(devices.as_array().map(Vec::len), Some(2), "{devices}");
+    laptop.kith(&["identity", "export"]).fails_with("identity key");
+    let resolved = bob.kith(&["resolve", "alice", "--json"]).ok().json();
+    assert_eq!(resolved["devices"].as_array().map(Vec::len), Some(2), "{resolved}");
+
+    bob.kith(&["send", "@alice", "to both of you"]).ok();
+    alice.kith(&["send", "@bob", "from the phone"]).ok();
+    laptop.kith(&["send", "@bob", "from the laptop"]).ok();
+    for (node, with, text, dir) in [
+        (&alice, "@bob", "to both of you", "in"),
+        (&laptop, "@bob", "to both of you", "in"),
+        (&laptop, "@bob", "from the phone", "out"),
+        (&alice, "@bob", "from the laptop", "out"),
+        (&bob, "@alice", "from the laptop", "in"),
+    ] {
+        wait_until(&format!("{} to show {text:?}", node.name), Duration::from_secs(60), || {
+            texts_with(node, with, dir).contains(&text.to_owned()).then_some(())
+        });
+    }
+
+    // Revoke the laptop: it receives nothing new.
+    let revoked = alice.kith(&["device", "revoke", &laptop_peer, "--json"]).ok().json();
+    assert_eq!(revoked["peer_id"], laptop_peer.as_str(), "{revoked}");
+    alice.kith(&["device", "revoke", &laptop_peer]).fails_with("not one of your");
+    let resolved = bob.kith(&["resolve", "alice", "--json"]).ok().json();
+    assert_eq!(resolved["devices"].as_array().map(Vec::len), Some(1), "{resolved}");
+    bob.kith(&["send", "@alice", "after the revocation", "--wait"]).ok();
+    alice.kith(&["send", "@bob", "phone after the revocation", "--wait"]).ok();
+    wait_until("alice to receive after the revocation", Duration::from_secs(30), || {
+        texts_with(&alice, "@bob", "in").contains(&"after the revocation".to_owned()).then_some(())
+    });
+    thread::sleep(Duration::from_secs(3));
+    assert!(!texts_with(&laptop, "@bob", "in").contains(&"after the revocation".to_owned()));
+    assert!(!texts_with(&laptop, "@bob", "out").contains(&"phone after the revocation".to_owned()));
+    drop(boot);
+}
+
+#[test]
+fn a_recovery_phrase_restores_the_identity() {
+    let alice = Node::init("alice");
+    let phrase = alice.kith(&["identity", "export"]).ok().stdout;
+    assert_eq!(phrase.split_whitespace().count(), 24, "{phrase:?}");
+    let user = alice.kith(&["identity", "export", "--json"]).ok().json()["user_id"].clone();
+    let restored = Node::empty("restored");
+    let mut child = command(&restored.home())
+        .args(["init", "--recover", "--label", "new phone", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(phrase.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(info["user_id"], user, "{info}");
+    // A wrong phrase is a clear error, and nothing is written.
+    let other = Node::empty("other");
+    let mut child = command(&other.home())
+        .args(["init", "--recover"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let wrong = phrase.replacen(phrase.split_whitespace().next().unwrap_or(""), "zzzz", 1);
+    child.stdin.take().expect("stdin").write_all(wrong.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recovery phrase"), "{out:?}");
+    assert!(!other.home().join("identity.pub").exists());
+}

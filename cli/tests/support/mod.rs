@@ -195,6 +195,15 @@ impl Node {
         node
     }
 
+    /// A node with an empty home (for `kith init --link` or `--recover`).
+    pub fn empty(name: &'static str) -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kith-e2e-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        Node { name, daemon: None, starts: 0, dir }
+    }
+
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
