@@ -39,6 +39,10 @@ pub const OWN_RECORD_CACHE_MS: u64 = 30_000;
 /// message from one of its devices arrives, so revocations reach the contact.
 pub const RECORD_RECHECK_MS: u64 = 10 * 60 * 1000;
 
+/// See `Inner::known`.
+pub(crate) type KnownRecords =
+    std::collections::HashMap<[u8; 16], (u64, String, Option<VerifiedNameRecord>)>;
+
 /// A link code waiting for its device.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingLink {
@@ -215,35 +219,60 @@ impl Node {
                 None => Ok(()),
             };
         }
-        let Ok(contacts) = self.inner.store.contacts() else { return Ok(()) };
-        let Some(c) = contacts.into_iter().find(|c| c.user_id == sender.user_id.0) else {
+        let Some((checked_at, name, record)) = self.known_record(sender.user_id.0, now) else {
             return Ok(());
         };
-        let cached = self.inner.resolved.lock().ok().and_then(|m| m.get(&c.name).cloned());
-        let fresh = cached.as_ref().is_some_and(|(at, _)| now < at + RECORD_RECHECK_MS);
-        let record = match cached {
-            Some((_, r)) if r.identity == sender.identity => Some(r),
-            _ => NameRecord::verify(
-                &c.record,
-                Some(&dht_key(&c.name)),
-                now,
-                &RecordPolicy { min_pow_bits: 0 },
-            )
-            .ok()
-            .filter(|r| r.identity == sender.identity),
-        };
+        let record = record.filter(|r| r.identity == sender.identity);
         let verdict = record.as_ref().map_or(Ok(()), |r| check_listed(r, sender));
         let unlisted =
             record.is_some_and(|r| !r.devices.iter().any(|d| d.device.device == sender.device));
-        if !fresh || unlisted {
+        if now >= checked_at + RECORD_RECHECK_MS || unlisted && now >= checked_at + 1000 {
+            // Marked as checked now, so a burst of messages starts one lookup.
+            if let Ok(mut known) = self.inner.known.lock() {
+                if let Some(k) = known.get_mut(&sender.user_id.0) {
+                    k.0 = now;
+                }
+            }
             let node = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = node.resolve_fresh(&c.name).await {
-                    debug!(name = %c.name, "refreshing a contact's record failed: {e}");
+                if let Err(e) = node.resolve_fresh(&name).await {
+                    debug!(%name, "refreshing a contact's record failed: {e}");
                 }
             });
         }
         verdict
+    }
+
+    /// The newest record this node knows of a contact's user id: (when it was last checked
+    /// against the DHT, the name, the verified record). `None` if the user is no contact.
+    fn known_record(
+        &self,
+        user: [u8; 16],
+        now: u64,
+    ) -> Option<(u64, String, Option<VerifiedNameRecord>)> {
+        if let Some(k) = self.inner.known.lock().ok()?.get(&user) {
+            return Some(k.clone());
+        }
+        let c = self.inner.store.contacts().ok()?.into_iter().find(|c| c.user_id == user)?;
+        let any_pow = RecordPolicy { min_pow_bits: 0 };
+        let r = NameRecord::verify(&c.record, Some(&dht_key(&c.name)), now, &any_pow).ok();
+        let entry = (0, c.name, r);
+        let mut known = self.inner.known.lock().ok()?;
+        if known.len() >= crate::node::MAX_RESOLVE_CACHE {
+            known.clear();
+        }
+        known.insert(user, entry.clone());
+        Some(entry)
+    }
+
+    /// Remembers a record just resolved on the DHT, for [`Node::device_allowed`].
+    pub(crate) fn note_record(&self, r: &VerifiedNameRecord) {
+        if let Ok(mut known) = self.inner.known.lock() {
+            if known.len() >= crate::node::MAX_RESOLVE_CACHE {
+                known.clear();
+            }
+            known.insert(r.user_id.0, (now_ms(), r.name.clone(), Some(r.clone())));
+        }
     }
 
     /// A device of this user announced a new prekey: list it in the record (identity holder).

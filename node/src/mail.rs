@@ -149,6 +149,11 @@ impl Node {
     }
 
     async fn republish(&self) -> Result<(), NodeError> {
+        // A linked device cannot sign the record; the device holding the identity key lists
+        // the mailbox (this device is enrolled with it either way).
+        if self.inner.keys.identity.is_none() {
+            return self.inner.store.flush().await;
+        }
         if let Some(name) = self.name() {
             let _guard = self.inner.publish_lock.lock().await;
             self.publish(&name).await?;

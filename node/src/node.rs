@@ -220,6 +220,9 @@ pub(crate) struct Inner {
     pub(crate) wake_sync: Notify,
     /// Recently resolved records by name: (when, record).
     pub(crate) resolved: Mutex<HashMap<String, (u64, VerifiedNameRecord)>>,
+    /// Contacts' records as last verified, by user id: (checked against the DHT at, name,
+    /// record); bounded by [`MAX_RESOLVE_CACHE`].
+    pub(crate) known: Mutex<crate::devices::KnownRecords>,
     /// The newest own name record and when it was found.
     pub(crate) own_record: Mutex<Option<(u64, VerifiedNameRecord)>>,
     /// Link codes shown by this device (bounded by [`crate::devices::MAX_PENDING_LINKS`]).
@@ -290,6 +293,7 @@ impl Node {
                 wake_sync: Notify::new(),
                 resolved: Mutex::new(HashMap::new()),
                 own_record: Mutex::new(None),
+                known: Mutex::new(HashMap::new()),
                 links: Mutex::new(Vec::new()),
                 events,
                 wake_outbox: Notify::new(),
@@ -605,6 +609,7 @@ impl Node {
         let name = normalize_name(name.trim_start_matches('@'))?;
         let now = now_ms();
         let r = self.resolve_uncached(&name, now).await?;
+        self.note_record(&r);
         if let Ok(mut cache) = self.inner.resolved.lock() {
             if cache.len() >= MAX_RESOLVE_CACHE {
                 cache.clear();
@@ -1398,6 +1403,17 @@ impl Node {
             self.send_to_own(Content::DevicePrekey { prekey }).await;
         }
         let r = self.own_record().await.ok_or_else(|| NodeError::NameNotFound(name.to_owned()))?;
+        // Mailboxes added on another device: enroll this one too, so they hold its mail.
+        let mine = self.my_mailboxes()?;
+        for mb in r.mailboxes.iter().filter(|m| !mine.iter().any(|x| x.peer_id == m.peer_id)) {
+            let Ok(peer) = PeerId::from_bytes(&mb.peer_id) else { continue };
+            let Some(addr) = mb.addrs.iter().find(|a| a.ends_with(&peer.to_string())) else {
+                continue;
+            };
+            if let Err(e) = self.add_mailbox(addr).await {
+                warn!(%peer, "cannot enroll with a mailbox of this user: {e}");
+            }
+        }
         self.inner.net.put_record(dht_key(name).to_vec(), r.bytes.clone(), r.expires_at).await?;
         Ok(r.seq)
     }
