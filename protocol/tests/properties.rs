@@ -119,6 +119,20 @@ fn content() -> impl Strategy<Value = Content> {
             .prop_map(|(group, epoch, key)| Content::GroupKey { group, epoch, key }),
         ("x-[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(kind, body)| Content::Unsupported { kind, body }),
+        (id16(), proptest::option::of(short()), short(), any::<u64>()).prop_map(
+            |(peer, peer_name, body, sent_at)| {
+                let me = UserId([9; 16]);
+                let inner = Message {
+                    v: kith_protocol::VERSION,
+                    id: MessageId([7; 16]),
+                    conversation: ConversationId::direct(&me, &UserId(peer)),
+                    sender: me,
+                    sent_at,
+                    content: Content::Text(Text { body }),
+                };
+                Content::SelfSent { peer: UserId(peer), peer_name, message: inner.to_bytes() }
+            }
+        ),
     ]
 }
 
@@ -259,6 +273,9 @@ proptest! {
         let _ = Envelope::from_bytes(&bytes);
         let _ = DeviceCertificate::from_bytes(&bytes);
         let _ = NameRecord::verify(&bytes, None, NOW, &POLICY);
+        let _ = kith_protocol::link::LinkRequest::from_bytes(&bytes);
+        let _ = kith_protocol::link::LinkResponse::from_bytes(&bytes);
+        let _ = kith_protocol::link::LinkCode::parse(&String::from_utf8_lossy(&bytes));
     }
 
     #[test]
