@@ -209,7 +209,11 @@ impl Node {
                     .unwrap_or_default()
                     .iter()
                     .any(|e| e.cert.verify(None).is_ok_and(|c| c.device == sender.device));
-                return if listed { Ok(()) } else { Err("not one of this user's devices".into()) };
+                if listed {
+                    return Ok(());
+                }
+                // Not linked here: perhaps by another device holding the identity key since
+                // this one's last record.
             }
             let own =
                 self.inner.own_record.lock().ok().and_then(|o| o.as_ref().map(|x| x.1.clone()));
@@ -266,13 +270,46 @@ impl Node {
     }
 
     /// Remembers a record just resolved on the DHT, for [`Node::device_allowed`].
+    /// When the record lists other devices than before, queued messages stop waiting for the
+    /// devices it no longer lists.
     pub(crate) fn note_record(&self, r: &VerifiedNameRecord) {
-        if let Ok(mut known) = self.inner.known.lock() {
-            if known.len() >= crate::node::MAX_RESOLVE_CACHE {
-                known.clear();
-            }
-            known.insert(r.user_id.0, (now_ms(), r.name.clone(), Some(r.clone())));
+        let devices = |r: &VerifiedNameRecord| -> Vec<[u8; 32]> {
+            r.devices.iter().map(|d| d.device.device).collect()
+        };
+        let Ok(mut known) = self.inner.known.lock() else { return };
+        let before = known.get(&r.user_id.0).and_then(|k| k.2.as_ref()).map(devices);
+        if known.len() >= crate::node::MAX_RESOLVE_CACHE {
+            known.clear();
         }
+        known.insert(r.user_id.0, (now_ms(), r.name.clone(), Some(r.clone())));
+        drop(known);
+        let now = devices(r);
+        if before.is_some_and(|b| b.iter().any(|d| !now.contains(d))) {
+            let node = self.clone();
+            let user = r.user_id.0;
+            tokio::spawn(async move { node.drop_targets(user, &now).await });
+        }
+    }
+
+    /// Removes, from queued messages to `user`, the devices not in `keep` (revoked or
+    /// replaced); a message then complete is `delivered` to every device the user still has.
+    pub(crate) async fn drop_targets(&self, user: [u8; 16], keep: &[[u8; 32]]) {
+        let _guard = self.inner.outbox_lock.lock().await;
+        for mut e in self.inner.store.outbox().unwrap_or_default() {
+            if e.recipient != user || e.targets.iter().all(|t| keep.contains(&t.device)) {
+                continue;
+            }
+            e.targets.retain(|t| keep.contains(&t.device));
+            if e.targets.is_empty() {
+                let _ = self.inner.store.remove_outbox(&e.id);
+            } else if crate::outbox::complete(&e) {
+                let _ = self.inner.store.remove_outbox(&e.id);
+                self.set_status(&e.id, crate::store::Status::Delivered);
+            } else {
+                let _ = self.inner.store.put_outbox(&e);
+            }
+        }
+        let _ = self.inner.store.flush().await;
     }
 
     /// A device of this user announced a new prekey: list it in the record (identity holder).
@@ -524,6 +561,10 @@ impl Node {
         self.inner.store.meta_set("devices", &list)?;
         self.inner.store.meta_set("revoked", &revoked)?;
         self.inner.store.flush().await?;
+        let mut keep: Vec<[u8; 32]> =
+            list.iter().filter_map(|e| e.cert.verify(None).ok().map(|c| c.device)).collect();
+        keep.push(self.inner.keys.device.public_bytes());
+        self.drop_targets(self.user_id().0, &keep).await;
         if let Some(name) = self.name() {
             let _guard = self.inner.publish_lock.lock().await;
             self.publish(&name).await?;
