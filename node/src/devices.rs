@@ -377,7 +377,7 @@ impl Node {
         }
         let status = self.inner.net.status().await?;
         let addrs: Vec<String> =
-            status.listen_addrs.iter().take(MAX_LINK_ADDRS).map(ToString::to_string).collect();
+            status.listen_addrs.iter().take(MAX_LINK_ADDRS).map(without_peer_id).collect();
         if addrs.is_empty() {
             return Err(NodeError::Link("this device listens on no address".into()));
         }
@@ -610,4 +610,14 @@ fn check_listed(r: &VerifiedNameRecord, sender: &SenderDevice) -> Result<(), Str
             sender.peer_id
         ))
     }
+}
+
+/// An address as text without its trailing `/p2p/<peer id>` (a link code carries the peer id
+/// once).
+fn without_peer_id(a: &libp2p::Multiaddr) -> String {
+    let mut a = a.clone();
+    if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+        a.pop();
+    }
+    a.to_string()
 }
