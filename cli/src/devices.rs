@@ -88,6 +88,16 @@ fn qr_text(text: &str) -> Option<String> {
     )
 }
 
+/// `kith read TARGET`.
+pub fn read(home: &Home, with: &str, json: bool) -> Result<()> {
+    let answer = Client::from_home(home)?.post("/v1/read", &json!({ "with": with }))?;
+    if json {
+        return emit_json(&answer);
+    }
+    let n = answer.get("read").and_then(Value::as_u64).unwrap_or(0);
+    emit(format_args!("marked {n} messages read"))
+}
+
 /// `kith device list`.
 pub fn list(home: &Home, json: bool) -> Result<()> {
     let list = Client::from_home(home)?.get("/v1/devices", &[])?;

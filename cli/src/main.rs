@@ -70,6 +70,16 @@ enum Command {
         json: bool,
     },
 
+    /// Mark a conversation read, on this device and on your other devices
+    Read {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        with: String,
+        /// Print {"read": N} (messages newly marked read here) as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Your devices: link a new one, list them, revoke one
     Device {
         #[command(subcommand)]
@@ -352,6 +362,7 @@ fn main() -> ExitCode {
             devices::link(&home, json, expires)
         }
         Command::Device { command: DeviceCommand::List { json } } => devices::list(&home, json),
+        Command::Read { with, json } => devices::read(&home, &with, json),
         Command::Device { command: DeviceCommand::Revoke { peer_id, json } } => {
             devices::revoke(&home, &peer_id, json)
         }

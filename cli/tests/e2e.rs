@@ -542,6 +542,16 @@ fn a_linked_device_shares_conversations_until_it_is_revoked() {
         });
     }
 
+    // Reading on the phone shows on the laptop.
+    let read = alice.kith(&["read", "@bob", "--json"]).ok().json();
+    assert!(read["read"].as_u64() >= Some(2), "{read}");
+    wait_until("the laptop to show bob's messages read", Duration::from_secs(30), || {
+        let list = laptop.messages(&["@bob"])?;
+        let incoming: Vec<&Value> =
+            list.as_array()?.iter().filter(|m| m["direction"] == "in").collect();
+        incoming.iter().all(|m| m["status"] == "read").then_some(())
+    });
+
     // Revoke the laptop: it receives nothing new.
     let revoked = alice.kith(&["device", "revoke", &laptop_peer, "--json"]).ok().json();
     assert_eq!(revoked["peer_id"], laptop_peer.as_str(), "{revoked}");

@@ -106,6 +106,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/conversations/{id}/leave", post(leave))
         .route("/v1/conversations/{id}/remove", post(remove))
         .route("/v1/mailboxes/{peer_id}", axum::routing::delete(remove_mailbox))
+        .route("/v1/read", post(read))
         .route("/v1/devices", get(devices))
         .route("/v1/devices/link", post(link_start))
         .route("/v1/devices/link/{id}", get(link_status))
@@ -282,6 +283,19 @@ async fn remove_mailbox(
 ) -> ApiResult<impl IntoResponse> {
     s.node.remove_mailbox(&peer).await?;
     Ok(Json(json!({ "removed": peer })))
+}
+
+#[derive(Deserialize)]
+struct WithBody {
+    with: String,
+}
+
+async fn read(
+    State(s): State<AppState>,
+    body: Result<Json<WithBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    Ok(Json(json!({ "read": s.node.mark_read(&b.with).await? })))
 }
 
 async fn devices(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {

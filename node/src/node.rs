@@ -896,21 +896,11 @@ impl Node {
     ) -> Result<Vec<MessageView>, NodeError> {
         let limit = limit.clamp(1, MAX_HISTORY);
         let conv = match with {
-            Some(to) if to.trim().starts_with('#') => match self.target(to)? {
-                crate::group::Target::Group(id) => Some(id),
-                crate::group::Target::Direct(name) => {
-                    let c = self.inner.store.contact(&name)?.ok_or_else(|| {
-                        NodeError::NotFound(format!("no conversation with {name}"))
-                    })?;
-                    Some(ConversationId::direct(&self.user_id(), &UserId(c.user_id)).0)
-                }
-            },
-            Some(name) => {
-                let name = normalize_name(name.trim_start_matches('@'))?;
+            Some(w) => match self.conversation_of(w)? {
+                Some(c) => Some(c),
                 // Someone never talked to has an empty conversation, not an error.
-                let Some(c) = self.inner.store.contact(&name)? else { return Ok(Vec::new()) };
-                Some(ConversationId::direct(&self.user_id(), &UserId(c.user_id)).0)
-            }
+                None => return Ok(Vec::new()),
+            },
             None => None,
         };
         let names = self.names()?;
@@ -921,6 +911,47 @@ impl Node {
             .iter()
             .map(|m| self.view(m, &names))
             .collect())
+    }
+
+    /// The conversation id of `@name` or `#id`; `None` for a name never talked to.
+    fn conversation_of(&self, with: &str) -> Result<Option<[u8; 16]>, NodeError> {
+        if with.trim().starts_with('#') {
+            return Ok(Some(match self.target(with)? {
+                crate::group::Target::Group(id) => id,
+                crate::group::Target::Direct(name) => {
+                    let c = self.inner.store.contact(&name)?.ok_or_else(|| {
+                        NodeError::NotFound(format!("no conversation with {name}"))
+                    })?;
+                    ConversationId::direct(&self.user_id(), &UserId(c.user_id)).0
+                }
+            }));
+        }
+        let name = normalize_name(with.trim().trim_start_matches('@'))?;
+        let Some(c) = self.inner.store.contact(&name)? else { return Ok(None) };
+        Ok(Some(ConversationId::direct(&self.user_id(), &UserId(c.user_id)).0))
+    }
+
+    /// Marks the conversation with `@name` or `#id` read, here and on this user's other
+    /// devices; returns how many messages became read here.
+    pub async fn mark_read(&self, with: &str) -> Result<usize, NodeError> {
+        let Some(conv) = self.conversation_of(with)? else { return Ok(0) };
+        let until = self.inner.store.messages(Some(&conv), 1)?.last().map_or(0, |m| m.sent_at);
+        let n = self.mark_read_here(&conv, until)?;
+        self.inner.store.flush().await?;
+        self.send_to_own(Content::SyncRead { conversation: ConversationId(conv), until }).await;
+        Ok(n)
+    }
+
+    /// Marks incoming messages of `conv` sent at or before `until` read on this device.
+    pub(crate) fn mark_read_here(&self, conv: &[u8; 16], until: u64) -> Result<usize, NodeError> {
+        let mut n = 0;
+        for m in self.inner.store.messages(Some(conv), MAX_HISTORY)? {
+            if m.direction == Direction::In && m.status == Status::Received && m.sent_at <= until {
+                self.set_status(&m.id, Status::Read);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// One message by id (32 hex digits).
@@ -1088,7 +1119,9 @@ impl Node {
             return Err(bad("message is not for a conversation this device knows".into()));
         }
         match &m.content {
-            Content::SelfSent { .. } | Content::DevicePrekey { .. } if m.sender != me => {
+            Content::SelfSent { .. } | Content::DevicePrekey { .. } | Content::SyncRead { .. }
+                if m.sender != me =>
+            {
                 return Err(bad(format!("{} from another user", m.content.kind())));
             }
             Content::SelfSent { peer, peer_name, message } => {
@@ -1096,6 +1129,10 @@ impl Node {
             }
             Content::DevicePrekey { prekey } => {
                 self.on_device_prekey(&opened.sender, prekey);
+                return Ok(Accepted::Receipt);
+            }
+            Content::SyncRead { conversation, until } => {
+                self.mark_read_here(&conversation.0, *until)?;
                 return Ok(Accepted::Receipt);
             }
             _ => {}

@@ -734,6 +734,13 @@ async fn linked_devices_share_conversations_and_revoked_ones_get_nothing_new() {
         })
         .await;
     }
+    // Reading on the phone marks the conversation read on the laptop too.
+    assert!(alice.node.mark_read("@bob").await.expect("read") >= 2);
+    eventually(30, "read state on the laptop", || async {
+        let m = laptop.node.messages(Some("bob"), 100).ok()?;
+        m.iter().filter(|m| m.direction == "in").all(|m| m.status == "read").then_some(())
+    })
+    .await;
     let on_phone = direct_texts(&alice.node, "bob", "out");
     assert_eq!(on_phone.iter().filter(|t| *t == "from the laptop").count(), 1);
 

@@ -323,6 +323,13 @@ pub enum Content {
         /// The prekey, signed by the sending device's key.
         prekey: crate::identity::SignedPrekey,
     },
+    /// `sync.read`: the user read a conversation on another device, up to a time.
+    SyncRead {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Incoming messages sent at or before this time (sender's clock) are read.
+        until: u64,
+    },
     /// A kind this implementation does not know; kept as received.
     Unsupported {
         /// The wire kind.
@@ -431,6 +438,11 @@ struct SelfSentW {
     message: Vec<u8>,
 }
 #[derive(Serialize, Deserialize)]
+struct SyncReadW {
+    conversation: ConversationId,
+    until: u64,
+}
+#[derive(Serialize, Deserialize)]
 struct DevicePrekeyW {
     prekey: crate::identity::SignedPrekey,
 }
@@ -464,6 +476,7 @@ impl Content {
             Content::GroupKey { .. } => "group.key",
             Content::SelfSent { .. } => "sync.sent",
             Content::DevicePrekey { .. } => "device.prekey",
+            Content::SyncRead { .. } => "sync.read",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -583,6 +596,9 @@ impl Content {
                 codec::to_vec(&SelfSentW { peer, peer_name, message })
             }
             Content::DevicePrekey { prekey } => codec::to_vec(&DevicePrekeyW { prekey }),
+            Content::SyncRead { conversation, until } => {
+                codec::to_vec(&SyncReadW { conversation, until })
+            }
             Content::Unsupported { body, .. } => body,
         };
         WireContent { kind: self.kind().to_owned(), body }
@@ -658,6 +674,10 @@ impl Content {
             "sync.sent" => {
                 let SelfSentW { peer, peer_name, message } = codec::from_slice(b, m)?;
                 Content::SelfSent { peer, peer_name, message }
+            }
+            "sync.read" => {
+                let SyncReadW { conversation, until } = codec::from_slice(b, m)?;
+                Content::SyncRead { conversation, until }
             }
             "device.prekey" => {
                 let DevicePrekeyW { prekey } = codec::from_slice(b, m)?;
