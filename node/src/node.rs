@@ -476,15 +476,22 @@ impl Node {
     /// Signs and publishes the name record listing every device of this user (needs the
     /// identity key).
     pub(crate) async fn publish(&self, name: &str) -> Result<u64, NodeError> {
+        let found = self.fetch_valid(name).await.ok();
+        self.publish_after(name, found).await
+    }
+
+    /// [`Node::publish`] with the records of `name` just fetched from the DHT.
+    async fn publish_after(
+        &self,
+        name: &str,
+        found: Option<Vec<VerifiedNameRecord>>,
+    ) -> Result<u64, NodeError> {
         let identity = self.inner.keys.identity.as_ref().ok_or(NodeError::NoIdentityKey)?;
         let me = self.inner.keys.identity_public;
         // The newest own record anywhere: a device restored from its recovery phrase continues
         // the sequence numbers, and keeps the devices listed there.
-        let latest = self
-            .fetch_valid(name)
-            .await
-            .ok()
-            .and_then(|v| v.into_iter().filter(|r| r.identity == me).max_by(compare_records));
+        let latest =
+            found.and_then(|v| v.into_iter().filter(|r| r.identity == me).max_by(compare_records));
         let local_seq = self.inner.store.meta_get::<u64>("seq")?.unwrap_or(0);
         let seq = local_seq.max(latest.as_ref().map_or(0, |r| r.seq)) + 1;
         let now = now_ms();
@@ -560,7 +567,7 @@ impl Node {
         if records.iter().any(|r| r.identity != me) {
             return Err(NodeError::NameTaken(name));
         }
-        let seq = self.publish(&name).await?;
+        let seq = self.publish_after(&name, Some(records)).await?;
         self.inner.store.meta_set("name", &name)?;
         self.inner.store.flush().await?;
         info!(%name, seq, "registered");
