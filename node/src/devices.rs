@@ -33,6 +33,8 @@ pub const MAX_PENDING_LINKS: usize = 8;
 pub const LINK_HISTORY_WINDOW_MS: u64 = 30 * 60 * 1000;
 /// Target size of one page of history sent to a linked device.
 pub const HISTORY_PAGE_BYTES: usize = 1024 * 1024;
+/// Room kept in a link answer for the certificate, the record and the mailboxes.
+const SNAPSHOT_MARGIN: usize = 64 * 1024;
 /// How long the own name record is reused before asking the DHT again (linked devices).
 pub const OWN_RECORD_CACHE_MS: u64 = 30_000;
 /// A contact's record not re-fetched for this long is refreshed in the background when a
@@ -430,7 +432,20 @@ impl Node {
                 LinkResponse::Refused { reason: e.to_string() }
             }
         };
-        let _ = self.inner.net.respond(reply, answer.to_bytes()).await;
+        let mut bytes = answer.to_bytes();
+        if bytes.len() > kith_protocol::link::MAX_LINK_RESPONSE {
+            warn!(len = bytes.len(), "the account's state is too large to link a device");
+            bytes = LinkResponse::Refused {
+                reason: format!(
+                    "this account's contacts and groups take {} bytes, more than the {} a link \
+                     carries",
+                    bytes.len(),
+                    kith_protocol::link::MAX_LINK_RESPONSE
+                ),
+            }
+            .to_bytes();
+        }
+        let _ = self.inner.net.respond(reply, bytes).await;
     }
 
     async fn link_request(&self, peer: PeerId, bytes: &[u8]) -> Result<LinkResponse, NodeError> {
@@ -465,6 +480,20 @@ impl Node {
                 if list.len() + 1 >= MAX_DEVICES {
                     return Err(NodeError::Link(format!("at most {MAX_DEVICES} devices")));
                 }
+                // The snapshot must fit one answer; check before anything is changed.
+                let store = &self.inner.store;
+                let contacts: Vec<ByteBuf> =
+                    store.contacts()?.iter().map(|c| ByteBuf::from(to_vec(c))).collect();
+                let groups: Vec<ByteBuf> =
+                    store.groups()?.iter().map(|g| ByteBuf::from(to_vec(g))).collect();
+                let size: usize = contacts.iter().chain(&groups).map(|b| b.len() + 8).sum();
+                if size + SNAPSHOT_MARGIN > kith_protocol::link::MAX_LINK_RESPONSE {
+                    return Err(NodeError::Link(format!(
+                        "this account's contacts and groups take {size} bytes, more than a link \
+                         carries ({} bytes)",
+                        kith_protocol::link::MAX_LINK_RESPONSE - SNAPSHOT_MARGIN
+                    )));
+                }
                 // Claim the code before anything slow: a second request with it fails.
                 {
                     let mut links = self.inner.links.lock().map_err(|_| invalid())?;
@@ -497,13 +526,12 @@ impl Node {
                 }
                 self.inner.store.flush().await?;
                 info!(%peer, %label, "linked a new device");
-                let store = &self.inner.store;
                 Ok(LinkResponse::Joined {
                     cert,
                     name,
                     record,
-                    contacts: store.contacts()?.iter().map(|c| ByteBuf::from(to_vec(c))).collect(),
-                    groups: store.groups()?.iter().map(|g| ByteBuf::from(to_vec(g))).collect(),
+                    contacts,
+                    groups,
                     mailboxes: self.my_mailboxes()?,
                 })
             }
