@@ -125,12 +125,7 @@ fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
 
 /// `kith status`.
 pub fn status(home: &Home, json: bool) -> Result<()> {
-    let status = Client::from_home(home)?.get("/v1/status", &[])?;
-    if json {
-        emit_json(&status)
-    } else {
-        emit(output::status(&status))
-    }
+    show(home, "/v1/status", json, output::status)
 }
 
 /// `kith register NAME`.
@@ -155,12 +150,7 @@ pub fn register(home: &Home, name: &str, json: bool) -> Result<()> {
 /// `kith resolve NAME`.
 pub fn resolve(home: &Home, name: &str, json: bool) -> Result<()> {
     let name = parse_name(name)?;
-    let record = Client::from_home(home)?.get(&format!("/v1/resolve/{name}"), &[])?;
-    if json {
-        emit_json(&record)
-    } else {
-        emit(output::resolved(&record))
-    }
+    show(home, &format!("/v1/resolve/{name}"), json, output::resolved)
 }
 
 /// `kith send TARGET TEXT...`; `wait` is the `--timeout` of `--wait`, in seconds.
@@ -311,12 +301,7 @@ pub fn messages(
 
 /// `kith conversations`.
 pub fn conversations(home: &Home, json: bool) -> Result<()> {
-    let list = Client::from_home(home)?.get("/v1/conversations", &[])?;
-    if json {
-        emit_json(&list)
-    } else {
-        emit(output::conversations(&list))
-    }
+    show(home, "/v1/conversations", json, output::conversations)
 }
 
 /// `kith members #ID`.
@@ -355,12 +340,7 @@ pub fn remove(home: &Home, conversation: &str, name: &str) -> Result<()> {
 
 /// `kith contacts`.
 pub fn contacts(home: &Home, json: bool) -> Result<()> {
-    let list = Client::from_home(home)?.get("/v1/contacts", &[])?;
-    if json {
-        emit_json(&list)
-    } else {
-        emit(output::contacts(&list))
-    }
+    show(home, "/v1/contacts", json, output::contacts)
 }
 
 /// `kith trust NAME`.
@@ -485,12 +465,7 @@ pub fn mailbox_add(home: &Home, addr: &Multiaddr, json: bool) -> Result<()> {
 
 /// `kith mailbox list`.
 pub fn mailbox_list(home: &Home, json: bool) -> Result<()> {
-    let list = Client::from_home(home)?.get("/v1/mailboxes", &[])?;
-    if json {
-        emit_json(&list)
-    } else {
-        emit(output::mailboxes(&list))
-    }
+    show(home, "/v1/mailboxes", json, output::mailboxes)
 }
 
 /// `kith mailbox remove PEER_ID`.
@@ -730,6 +705,16 @@ pub(crate) fn emit(text: impl Display) -> Result<()> {
 }
 
 /// Prints a JSON value, pretty.
+/// GETs `path` from the daemon and prints the answer: as JSON with `--json`, else with `human`.
+pub(crate) fn show(home: &Home, path: &str, json: bool, human: fn(&Value) -> String) -> Result<()> {
+    let answer = Client::from_home(home)?.get(path, &[])?;
+    if json {
+        emit_json(&answer)
+    } else {
+        emit(human(&answer))
+    }
+}
+
 pub(crate) fn emit_json(value: &Value) -> Result<()> {
     emit(serde_json::to_string_pretty(value).context("cannot format JSON")?)
 }

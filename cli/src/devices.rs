@@ -12,7 +12,7 @@ use kith_protocol::link::{from_recovery_phrase, recovery_phrase, LinkCode};
 use serde_json::{json, Value};
 
 use crate::client::{shell_quote, ApiError, Client};
-use crate::commands::{emit, emit_json, validate_label};
+use crate::commands::{emit, emit_json, show, validate_label};
 use crate::output;
 
 /// How often `kith device link` asks the daemon whether the code was used.
@@ -100,12 +100,7 @@ pub fn read(home: &Home, with: &str, json: bool) -> Result<()> {
 
 /// `kith device list`.
 pub fn list(home: &Home, json: bool) -> Result<()> {
-    let list = Client::from_home(home)?.get("/v1/devices", &[])?;
-    if json {
-        emit_json(&list)
-    } else {
-        emit(output::devices(&list))
-    }
+    show(home, "/v1/devices", json, output::devices)
 }
 
 /// `kith device revoke PEER_ID`.

@@ -623,39 +623,33 @@ async fn a_group_of_a_hundred() {
     );
 }
 
+async fn join(
+    code: &str,
+    home: &std::path::Path,
+    label: &str,
+    history: bool,
+) -> Result<kith_node::link::JoinInfo, NodeError> {
+    let options = kith_node::link::JoinOptions {
+        code: code.to_owned(),
+        label: label.to_owned(),
+        history,
+        transport: TransportKind::Memory,
+        timeout: Duration::from_secs(20),
+    };
+    kith_node::link::join(&Home::new(home), options, |_| {}).await
+}
+
 async fn link(from: &Node, bootstrap: Vec<Multiaddr>, history: bool) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
     let code = from.link_start().await.expect("link code");
-    let info = kith_node::link::join(
-        &Home::new(&home),
-        kith_node::link::JoinOptions {
-            code: code.code.clone(),
-            label: "laptop".into(),
-            history,
-            transport: TransportKind::Memory,
-            timeout: Duration::from_secs(20),
-        },
-        |_| {},
-    )
-    .await
-    .expect("joins");
+    let info = join(&code.code, &home, "laptop", history).await.expect("joins");
     assert_eq!(info.user_id, from.user_id().to_string());
     assert_eq!(from.link_status(&code.id).expect("state").state, "linked");
     // The same code again is refused.
-    let again = kith_node::link::join(
-        &Home::new(dir.path().join("other")),
-        kith_node::link::JoinOptions {
-            code: code.code,
-            label: "thief".into(),
-            history: false,
-            transport: TransportKind::Memory,
-            timeout: Duration::from_secs(20),
-        },
-        |_| {},
-    )
-    .await
-    .expect_err("a used code is refused");
+    let again = join(&code.code, &dir.path().join("other"), "thief", false)
+        .await
+        .expect_err("a used code is refused");
     assert!(again.to_string().contains("not valid"), "{again}");
     assert!(!Home::new(dir.path().join("other")).is_initialized());
     let node = start(&home, bootstrap).await;
@@ -692,19 +686,9 @@ async fn linked_devices_share_conversations_and_revoked_ones_get_nothing_new() {
     let stale = alice.node.link_start_with(1).await.expect("code");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = kith_node::link::join(
-        &Home::new(dir.path().join("h")),
-        kith_node::link::JoinOptions {
-            code: stale.code,
-            label: "late".into(),
-            history: false,
-            transport: TransportKind::Memory,
-            timeout: Duration::from_secs(20),
-        },
-        |_| {},
-    )
-    .await
-    .expect_err("stale code refused");
+    let err = join(&stale.code, &dir.path().join("h"), "late", false)
+        .await
+        .expect_err("stale code refused");
     assert!(err.to_string().contains("expired"), "{err}");
 
     // Link a laptop with the history; the linked device holds no identity key.
