@@ -105,7 +105,7 @@ async fn run(
     let (net, mut events, event_loop) = network::new(
         device.to_libp2p(),
         NetworkConfig {
-            transport: opts.transport,
+            transport: opts.transport.clone(),
             listen: Vec::new(),
             bootstrap: Vec::new(),
             pow_bits: 0,

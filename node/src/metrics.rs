@@ -36,6 +36,10 @@ pub struct Counters {
     pub mailbox_fetches: Counter,
     /// Mailbox requests refused, by reason.
     pub mailbox_rejections: Family<ReasonLabels, Counter>,
+    /// DHT record lookups (GET queries) finished.
+    pub dht_lookups: Counter,
+    /// Peers queried by those lookups, in all (libp2p's `QueryStats::num_requests`).
+    pub dht_lookup_requests: Counter,
 }
 
 impl Counters {
@@ -50,6 +54,12 @@ impl Counters {
             self.frames_rejected.clone(),
         );
         r.register("busy", "Inbound envelopes answered busy", self.busy.clone());
+        r.register("dht_lookups", "DHT record lookups finished", self.dht_lookups.clone());
+        r.register(
+            "dht_lookup_requests",
+            "Peers queried by DHT record lookups",
+            self.dht_lookup_requests.clone(),
+        );
         r.register(
             "messages_received",
             "Messages stored from other users",

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
@@ -71,13 +72,37 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Idle connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A transport built by the caller from the node's key: authenticated and multiplexed, ready
+/// for the swarm. The simulator uses it for its shaped in-memory network.
+pub type CustomTransport = Arc<
+    dyn Fn(
+            &libp2p::identity::Keypair,
+        ) -> Result<
+            libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>,
+            Box<dyn std::error::Error + Send + Sync>,
+        > + Send
+        + Sync,
+>;
+
 /// Which transport the swarm uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum TransportKind {
     /// TCP + Noise + Yamux.
     Tcp,
     /// In-process memory transport + Noise + Yamux, for tests and simulations.
     Memory,
+    /// A transport of the caller's (see [`CustomTransport`]).
+    Custom(CustomTransport),
+}
+
+impl std::fmt::Debug for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportKind::Tcp => "Tcp",
+            TransportKind::Memory => "Memory",
+            TransportKind::Custom(_) => "Custom",
+        })
+    }
 }
 
 /// A snapshot of the network state.
@@ -627,6 +652,13 @@ fn build_swarm(
             .with_swarm_config(cfg)
             .build()
         }
+        TransportKind::Custom(make) => b
+            .with_other_transport(|key| make(key))
+            .map_err(|e| err(&e))?
+            .with_behaviour(|k| behaviour(k, relay))
+            .map_err(|e| err(&e))?
+            .with_swarm_config(cfg)
+            .build(),
     };
     Ok(swarm)
 }
@@ -938,12 +970,37 @@ impl EventLoop {
         }
     }
 
+    fn on_get_record(&mut self, id: kad::QueryId, r: kad::GetRecordResult, last: bool) {
+        match r {
+            Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                if let Some((records, _)) = self.pending_get.get_mut(&id) {
+                    if records.len() < 64 {
+                        records.push(found.record.value);
+                    }
+                }
+                if last {
+                    self.finish_get(id, None);
+                }
+            }
+            Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {
+                self.finish_get(id, None)
+            }
+            Err(e) => {
+                let err = match e {
+                    kad::GetRecordError::NotFound { .. } => None,
+                    other => Some(format!("{other:?}")),
+                };
+                self.finish_get(id, err);
+            }
+        }
+    }
+
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::InboundRequest {
                 request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
             } => self.on_inbound_put(source, record),
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+            kad::Event::OutboundQueryProgressed { id, result, step, stats } => match result {
                 kad::QueryResult::PutRecord(r) => {
                     if let Some(reply) = self.pending_put.remove(&id) {
                         let _ = reply.send(r.map(|_| ()).map_err(|e| match e {
@@ -952,28 +1009,12 @@ impl EventLoop {
                         }));
                     }
                 }
-                kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
-                    if let Some((records, _)) = self.pending_get.get_mut(&id) {
-                        if records.len() < 64 {
-                            records.push(found.record.value);
-                        }
-                    }
-                    if step.last {
-                        self.finish_get(id, None);
-                    }
+                kad::QueryResult::GetRecord(r) if step.last || r.is_err() => {
+                    self.counters.dht_lookups.inc();
+                    self.counters.dht_lookup_requests.inc_by(u64::from(stats.num_requests()));
+                    self.on_get_record(id, r, step.last);
                 }
-                kad::QueryResult::GetRecord(Ok(
-                    kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. },
-                )) => {
-                    self.finish_get(id, None);
-                }
-                kad::QueryResult::GetRecord(Err(e)) => {
-                    let err = match e {
-                        kad::GetRecordError::NotFound { .. } => None,
-                        other => Some(format!("{other:?}")),
-                    };
-                    self.finish_get(id, err);
-                }
+                kad::QueryResult::GetRecord(r) => self.on_get_record(id, r, step.last),
                 kad::QueryResult::GetClosestPeers(r) => {
                     let peers = match r {
                         Ok(ok) => ok.peers,

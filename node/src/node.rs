@@ -266,7 +266,7 @@ impl Node {
         let (net, events_rx, event_loop) = network::new(
             keys.device.to_libp2p(),
             NetworkConfig {
-                transport: config.transport,
+                transport: config.transport.clone(),
                 listen: config.listen.clone(),
                 bootstrap: config.bootstrap.clone(),
                 pow_bits: config.pow_bits,

@@ -189,7 +189,7 @@ async fn node_at(
     Home::new(&home).init(name, kith_node::now_ms())?;
     let listen = match transport {
         TransportKind::Tcp => "/ip4/127.0.0.1/tcp/0",
-        TransportKind::Memory => "/memory/0",
+        TransportKind::Memory | TransportKind::Custom(_) => "/memory/0",
     };
     let node = Node::start(NodeConfig {
         home,

@@ -1,0 +1,407 @@
+//! `kith-sim run`: every node of a scenario in this process, real `kith-node` code over the
+//! shaped in-memory network of `net`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use kith_node::home::Home;
+use kith_node::mailbox::MailboxConfig;
+use kith_node::{Multiaddr, Node, NodeConfig};
+use libp2p::multiaddr::Protocol;
+use libp2p::PeerId;
+use tokio::time::Instant;
+
+use crate::events::Event;
+use crate::net::Net;
+use crate::plan::{Action, Plan, Role};
+use crate::results::{analyze, process_usage, RunInfo};
+use crate::scenario::Scenario;
+use crate::work::{self, Clock, Log};
+
+/// Users started at once during setup.
+const START_CONCURRENCY: usize = 16;
+
+/// What `kith-sim run` was asked.
+#[derive(Debug)]
+pub(crate) struct RunOptions {
+    pub scenario: PathBuf,
+    pub seed: Option<u64>,
+    pub out: Option<PathBuf>,
+    pub check: bool,
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Runs a scenario; `Ok(false)` when `--check` found a failure.
+pub(crate) fn run(opts: RunOptions) -> Result<bool> {
+    let scenario = Scenario::load(&opts.scenario)?;
+    let seed = opts.seed.unwrap_or(scenario.seed);
+    let plan = Plan::new(&scenario, seed);
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("sim-results/{}-seed{seed}", scenario.name)));
+    let base = opts.work_dir.clone().unwrap_or_else(default_work_dir);
+    let work = tempfile::Builder::new()
+        .prefix("kith-sim-")
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot create a work directory in {}", base.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let analysis = rt.block_on(simulate(&scenario, &plan, work.path()))?;
+    // Nodes' background tasks may still hold sled stores: give them a moment, then go.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let files = analysis.write(&out).map_err(anyhow::Error::msg)?;
+    std::fs::copy(&opts.scenario, out.join("scenario.toml"))
+        .with_context(|| format!("cannot copy the scenario to {}", out.display()))?;
+    print!("{}", analysis.table());
+    println!("results in {} ({} files)", out.display(), files.len() + 2);
+    if !opts.check {
+        return Ok(true);
+    }
+    let failed = analysis.check();
+    for f in &failed {
+        eprintln!("check failed: {f}");
+    }
+    Ok(failed.is_empty())
+}
+
+/// Node homes go to memory when the machine has a tmpfs at `/dev/shm` (a thousand sled stores
+/// fsyncing to disk would measure the disk, not Kith).
+fn default_work_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {msg} ({elapsed})")
+    {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b.set_prefix(what.to_owned());
+    b
+}
+
+struct Sim<'a> {
+    scenario: &'a Scenario,
+    plan: &'a Plan,
+    net: Net,
+    work: PathBuf,
+    peers: Mutex<Vec<Option<PeerId>>>,
+    nodes: Mutex<Vec<Option<Node>>>,
+    /// DHT counters of node incarnations that have stopped.
+    dht: Mutex<HashMap<usize, (u64, u64)>>,
+    log: Arc<Log>,
+}
+
+impl Sim<'_> {
+    fn addr_of(&self, i: usize) -> Option<Multiaddr> {
+        let peer = self.peers.lock().ok()?.get(i).copied().flatten()?;
+        Some(self.net.addr(i).with(Protocol::P2p(peer)))
+    }
+
+    async fn start(&self, i: usize) -> Result<Node> {
+        let p = &self.plan.nodes[i];
+        let home = self.work.join(format!("n{i}"));
+        let h = Home::new(&home);
+        if !h.is_initialized() {
+            h.init(&format!("sim-{i}"), kith_node::now_ms())
+                .with_context(|| format!("node {i}: cannot create its home"))?;
+        }
+        let node = Node::start(NodeConfig {
+            home,
+            transport: self.net.transport(i),
+            listen: vec![self.net.addr(i)],
+            bootstrap: p.bootstrap.iter().filter_map(|&b| self.addr_of(b)).collect(),
+            pow_bits: self.scenario.pow_bits,
+            mailbox: MailboxConfig { enabled: p.role == Role::Mailbox, ..MailboxConfig::default() },
+        })
+        .await
+        .with_context(|| format!("node {i} did not start"))?;
+        if let Ok(mut peers) = self.peers.lock() {
+            peers[i] = Some(node.peer_id());
+        }
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes[i] = Some(node.clone());
+        }
+        Ok(node)
+    }
+
+    fn node(&self, i: usize) -> Option<Node> {
+        self.nodes.lock().ok()?.get(i).cloned().flatten()
+    }
+
+    async fn stop(&self, i: usize) {
+        let node = self.nodes.lock().ok().and_then(|mut n| n.get_mut(i).and_then(Option::take));
+        if let Some(node) = node {
+            let c = node.network().counters();
+            if let Ok(mut d) = self.dht.lock() {
+                let e = d.entry(i).or_default();
+                e.0 += c.dht_lookups.get();
+                e.1 += c.dht_lookup_requests.get();
+            }
+            let _ = node.shutdown().await;
+        }
+    }
+
+    fn traffic_events(&self) -> Vec<Event> {
+        (0..self.plan.nodes.len())
+            .map(|i| {
+                let (sent, received) = self.net.traffic(i);
+                let mut dht =
+                    self.dht.lock().ok().and_then(|d| d.get(&i).copied()).unwrap_or_default();
+                if let Some(n) = self.node(i) {
+                    let c = n.network().counters();
+                    dht.0 += c.dht_lookups.get();
+                    dht.1 += c.dht_lookup_requests.get();
+                }
+                Event::Traffic {
+                    node: i,
+                    sent,
+                    received,
+                    dht_lookups: dht.0,
+                    dht_lookup_requests: dht.1,
+                }
+            })
+            .collect()
+    }
+}
+
+async fn wait_connected(node: &Node) {
+    for _ in 0..200 {
+        if node.status().await.map(|s| s.connected_peers > 0).unwrap_or(false) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn simulate(
+    scenario: &Scenario,
+    plan: &Plan,
+    work: &Path,
+) -> Result<crate::results::Analysis> {
+    let started = Instant::now();
+    let total = plan.nodes.len();
+    let sim = Sim {
+        scenario,
+        plan,
+        net: Net::new(scenario, plan),
+        work: work.to_path_buf(),
+        peers: Mutex::new(vec![None; total]),
+        nodes: Mutex::new(vec![None; total]),
+        dht: Mutex::new(HashMap::new()),
+        log: Arc::new(Log::memory()),
+    };
+    let setup_clock = Clock(started);
+    // Infrastructure first: bootstrap nodes (each dials the first), then mailbox nodes.
+    let pb = bar(total as u64, "nodes");
+    for role in [Role::Bootstrap, Role::Mailbox] {
+        for n in plan.nodes.iter().filter(|n| n.role == role) {
+            sim.start(n.index).await?;
+            pb.inc(1);
+        }
+    }
+    let users: Vec<usize> =
+        plan.nodes.iter().filter(|n| n.role == Role::User).map(|n| n.index).collect();
+    let sim_ref = &sim;
+    let mut starts = futures::stream::iter(users.iter().copied())
+        .map(|i| async move {
+            let node = sim_ref.start(i).await?;
+            wait_connected(&node).await;
+            let mailbox =
+                plan.nodes[i].mailbox.and_then(|m| sim_ref.addr_of(m)).map(|a| a.to_string());
+            work::register(&node, plan, i, mailbox, setup_clock, &sim_ref.log).await;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(START_CONCURRENCY);
+    while let Some(r) = starts.next().await {
+        r?;
+        pb.inc(1);
+    }
+    drop(starts);
+    pb.finish();
+    // Groups, each formed by its creator mentioning the others.
+    let mut groups: Vec<Option<String>> = Vec::new();
+    let gb = bar(plan.groups.len() as u64, "groups");
+    for (g, group) in plan.groups.iter().enumerate() {
+        let t = Instant::now();
+        let formed = match sim.node(group.creator) {
+            Some(creator) => work::form_group(&creator, plan, g).await,
+            None => Err("creator not running".to_owned()),
+        };
+        let deadline =
+            t + Duration::from_secs(60) + Duration::from_millis(200 * group.members.len() as u64);
+        let ok = match &formed {
+            Ok(conv) => loop {
+                let missing = group
+                    .members
+                    .iter()
+                    .filter(|&&m| {
+                        !sim.node(m)
+                            .is_some_and(|n| work::knows_group(&n, conv, group.members.len()))
+                    })
+                    .count();
+                gb.set_message(format!("group {g}: {missing} members still joining"));
+                if missing == 0 {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    sim.log.push(Event::Error {
+                        t: setup_clock.now(),
+                        node: group.creator,
+                        what: format!(
+                            "group {g}: {missing} members had not joined after {:?}",
+                            t.elapsed()
+                        ),
+                    });
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            },
+            Err(e) => {
+                sim.log.push(Event::Error {
+                    t: setup_clock.now(),
+                    node: group.creator,
+                    what: format!("group {g} not formed: {e}"),
+                });
+                false
+            }
+        };
+        sim.log.push(Event::GroupFormed {
+            t: setup_clock.now(),
+            group: g,
+            ok,
+            ms: t.elapsed().as_secs_f64() * 1e3,
+        });
+        groups.push(formed.ok().filter(|_| ok));
+        gb.inc(1);
+    }
+    gb.finish();
+    let setup_secs = started.elapsed().as_secs_f64();
+    let setup_traffic: HashMap<usize, u64> =
+        (0..total).map(|i| (i, sim.net.traffic(i).0)).collect();
+
+    // The workload.
+    let clock = Clock(Instant::now());
+    for &i in &users {
+        if let Some(n) = sim.node(i) {
+            work::watch(&n, i, clock, sim.log.clone());
+        }
+    }
+    let duration = scenario.workload.duration_secs;
+    let wb = bar(duration, "workload");
+    let groups = Arc::new(groups);
+    let mut running = Vec::new();
+    for (at, action) in &plan.actions {
+        let due = clock.0 + Duration::from_millis(*at);
+        tokio::time::sleep_until(due).await;
+        wb.set_position((at / 1000).min(duration));
+        match action {
+            Action::Leave { node } => {
+                sim.log.push(Event::Down { t: clock.now(), node: *node });
+                sim.stop(*node).await;
+            }
+            Action::Return { node } => {
+                let n = sim.start(*node).await?;
+                work::watch(&n, *node, clock, sim.log.clone());
+                sim.log.push(Event::Up { t: clock.now(), node: *node });
+            }
+            Action::PartitionOpen { partition } => sim.net.set_partition(*partition, true),
+            Action::PartitionHeal { partition } => sim.net.set_partition(*partition, false),
+            Action::Lookup { from, .. }
+            | Action::Direct { from, .. }
+            | Action::Group { from, .. } => {
+                let Some(node) = sim.node(*from) else {
+                    sim.log.push(Event::Error {
+                        t: clock.now(),
+                        node: *from,
+                        what: format!("not running for {action:?}"),
+                    });
+                    continue;
+                };
+                let (action, log, groups) = (action.clone(), sim.log.clone(), groups.clone());
+                let (scenario, plan) = (scenario.clone(), plan.clone());
+                running.push(tokio::spawn(async move {
+                    work::perform(&node, &action, &scenario, &plan, &groups, clock, &log).await;
+                }));
+            }
+        }
+    }
+    tokio::time::sleep_until(clock.0 + Duration::from_secs(duration)).await;
+    wb.finish();
+    let workload_secs = clock.0.elapsed().as_secs_f64();
+
+    // Drain: wait for the last deliveries.
+    let drain_start = Instant::now();
+    let expected = plan.expected();
+    let want: usize = expected.values().map(|e| e.recipients.len()).sum();
+    let db = bar(want as u64, "delivered");
+    let mut got: HashSet<(u64, usize)> = HashSet::new();
+    let mut seen_events = 0;
+    loop {
+        if let Log::Memory(v) = &*sim.log {
+            if let Ok(v) = v.lock() {
+                for e in &v[seen_events..] {
+                    if let Event::Received { id, node, .. } = e {
+                        if expected.get(id).is_some_and(|x| x.recipients.contains(node)) {
+                            got.insert((*id, *node));
+                        }
+                    }
+                }
+                seen_events = v.len();
+            }
+        }
+        db.set_position(got.len() as u64);
+        if got.len() >= want || drain_start.elapsed() > Duration::from_secs(scenario.drain_secs) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    db.finish();
+    let drain_secs = drain_start.elapsed().as_secs_f64();
+    for t in running {
+        t.abort();
+    }
+    for e in sim.traffic_events() {
+        sim.log.push(e);
+    }
+    let (cpu_secs, peak_rss_mib) = process_usage();
+    let sb = bar(total as u64, "stopping");
+    let stops = futures::stream::iter(0..total).map(|i| {
+        let sim = &sim;
+        async move { sim.stop(i).await }
+    });
+    let mut stops = stops.buffer_unordered(32);
+    while stops.next().await.is_some() {
+        sb.inc(1);
+    }
+    drop(stops);
+    sb.finish_and_clear();
+    let run = RunInfo {
+        mode: "in-process".into(),
+        wall_secs: started.elapsed().as_secs_f64(),
+        setup_secs,
+        workload_secs,
+        drain_secs,
+        cpu_secs,
+        peak_rss_mib,
+        rss_per_node_kib: peak_rss_mib.map(|m| m * 1024.0 / total as f64),
+    };
+    let events = sim.log.take();
+    let mut analysis = analyze(scenario, plan, &events, &setup_traffic, run);
+    analysis.events = events;
+    Ok(analysis)
+}
