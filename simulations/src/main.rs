@@ -6,9 +6,12 @@ mod events;
 mod net;
 mod plan;
 mod plots;
+mod proc_node;
+mod report;
 mod results;
 mod run;
 mod scenario;
+mod shadow;
 mod work;
 
 use std::path::PathBuf;
@@ -51,6 +54,74 @@ enum Command {
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
+    /// Write a configuration for the Shadow network simulator that runs the scenario with one
+    /// real `kith-sim node` process per simulated host, over real TCP
+    ///
+    /// Writes shadow.yaml (Shadow 3.x), network.gml (one graph node per region, an edge per
+    /// region pair), scenario.toml and meta.json into --out, and creates logs/ there for the
+    /// nodes' event logs. Run `shadow shadow.yaml` in that directory, then `kith-sim report`
+    /// on it. Shadow takes one latency per edge (a distribution becomes its mean) and limits
+    /// bandwidth per host; its graph is static, so partitions are left out (with a warning);
+    /// churn is done by the node processes.
+    Shadow {
+        /// The scenario file (TOML; fields in docs/simulations.md)
+        scenario: PathBuf,
+        /// Where to write the configuration
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the topology and workload [default: the scenario's `seed`]
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The kith-sim binary the hosts run [default: this one]
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+    /// Run one node of a scenario in this process, over real TCP (what each Shadow host runs)
+    ///
+    /// Computes the scenario's plan from the seed, starts node --index with keys derived from
+    /// (seed, index), registers its user, forms or joins its groups, performs its own part of
+    /// the workload at the planned times (counted from --start-at), leaves and comes back when
+    /// the plan says so, and logs its events as JSON lines to --log. Exits 0 at the end of
+    /// the drain; gives up (exit 1) 20 s after it.
+    Node {
+        /// The scenario file
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Seed of the topology and workload (the same in every process)
+        #[arg(long)]
+        seed: u64,
+        /// Which node of the plan this is
+        #[arg(long)]
+        index: usize,
+        /// When the workload starts, in unix milliseconds
+        #[arg(long)]
+        start_at: u64,
+        /// Where to write the events (JSON lines)
+        #[arg(long)]
+        log: PathBuf,
+        /// Where the node's home goes (as <work-dir>/n<index>)
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// Listen on 127.0.0.1:(P + index) and find peers there, to run every node on one
+        /// machine [default: the Shadow host's own address, port 4100]
+        #[arg(long, value_name = "P")]
+        local_base_port: Option<u16>,
+        /// How many seconds before --start-at group creators form their groups
+        #[arg(long, default_value_t = shadow::GROUP_LEAD_SECS)]
+        group_lead_secs: u64,
+    },
+    /// Turn the event logs of a Shadow run (or of `kith-sim node` processes) into results
+    ///
+    /// Reads scenario.toml, meta.json and logs/n<i>.jsonl of DIR and writes the files of
+    /// `kith-sim run` (results.json, CSVs, events.jsonl, plots) into --out, then prints the
+    /// summary table. Times are the processes' own clocks (simulated time under Shadow).
+    Report {
+        /// A directory written by `kith-sim shadow`
+        dir: PathBuf,
+        /// Where to write the results [default: DIR/results]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Measure Kith's hot paths next to bare rust-libp2p on loopback, in one process
     ///
     /// Direct messages at 1 and 64 in flight (messages per second, latency p50 and p99, and the
@@ -72,6 +143,29 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { json, quick } => bench::run(json, quick),
+        Command::Shadow { scenario, out, seed, binary } => {
+            shadow::generate(shadow::ShadowOptions { scenario, out, seed, binary })
+        }
+        Command::Node {
+            scenario,
+            seed,
+            index,
+            start_at,
+            log,
+            work_dir,
+            local_base_port,
+            group_lead_secs,
+        } => proc_node::run(proc_node::NodeOptions {
+            scenario,
+            seed,
+            index,
+            start_at,
+            log,
+            work_dir,
+            local_base_port,
+            group_lead_secs,
+        }),
+        Command::Report { dir, out } => report::report(report::ReportOptions { dir, out }),
         Command::Run { scenario, seed, out, check, work_dir } => {
             match run::run(run::RunOptions { scenario, seed, out, check, work_dir }) {
                 Ok(true) => Ok(()),
