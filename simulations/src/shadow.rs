@@ -118,7 +118,8 @@ struct Config {
 #[derive(Serialize)]
 struct General {
     stop_time: String,
-    seed: u64,
+    /// Shadow's own seed is 32 bits.
+    seed: u32,
     model_unblocked_syscall_latency: bool,
 }
 
@@ -196,8 +197,8 @@ pub(crate) fn generate(opts: ShadowOptions) -> Result<()> {
     let stop_secs = (setup + duration + drain + STOP_MARGIN_MS).div_ceil(1000);
 
     let mut notes = vec![
-        "Shadow takes one latency per graph edge: each latency distribution is replaced by its \
-         mean (at least 1 ms)"
+        "Shadow takes one latency per graph edge (its `jitter` does nothing yet): each latency \
+         distribution is replaced by its mean (at least 1 ms)"
             .to_owned(),
         "Shadow limits each host's bandwidth, the scenario each connection's: a region's hosts \
          get the bandwidth of the region's own link (1 Gbit when unlimited)"
@@ -255,7 +256,7 @@ pub(crate) fn generate(opts: ShadowOptions) -> Result<()> {
     let config = Config {
         general: General {
             stop_time: format!("{stop_secs} s"),
-            seed,
+            seed: u32::try_from(seed).unwrap_or((seed ^ (seed >> 32)) as u32),
             model_unblocked_syscall_latency: true,
         },
         network: Network {
