@@ -204,7 +204,7 @@ fn node_processes_over_real_tcp_deliver_everything_and_report_reads_their_logs()
     let n = hosts.len();
     assert_eq!(n, 6);
     let base = free_ports(n as u16);
-    let start_at = now_ms() + 9_000;
+    let start_at = now_ms() + 12_000;
     let mut children = Kill(Vec::new());
     // Infrastructure (n4 bootstrap, n5 mailbox) first, then the users, like Shadow does.
     for i in [4, 5, 0, 1, 2, 3] {
@@ -212,7 +212,7 @@ fn node_processes_over_real_tcp_deliver_everything_and_report_reads_their_logs()
         let k = args.iter().position(|a| a == "--start-at").unwrap();
         args[k + 1] = start_at.to_string();
         args.extend(["--local-base-port".into(), base.to_string()]);
-        args.extend(["--group-lead-secs".into(), "4".into()]);
+        args.extend(["--group-lead-secs".into(), "5".into()]);
         let child = Command::new(BIN)
             .args(&args)
             .stdout(Stdio::null())
