@@ -36,6 +36,8 @@ pub const EPOCH_GRACE_MS: u64 = 60_000;
 pub const MAX_GROUP_PEERS: usize = 256;
 /// Most member devices asked for missed messages per sync round.
 pub const SYNC_PEERS: usize = 4;
+/// Names resolved at once when forming or changing a group.
+pub const RESOLVE_CONCURRENCY: usize = 16;
 
 /// A conversation as the API lists it.
 #[derive(Clone, Debug, Serialize)]
@@ -190,8 +192,8 @@ impl Node {
                 let others: Vec<String> =
                     named.into_iter().filter(|n| *n != name && Some(n) != me.as_ref()).collect();
                 let mut invited = Vec::new();
-                for n in &others {
-                    match self.resolve_record(n).await {
+                for (n, r) in self.resolve_many(others).await {
+                    match r {
                         Ok(r) if r.user_id != self.user_id() => invited.push(r),
                         Ok(_) => {}
                         Err(e) => debug!(name = %n, "mention does not resolve: {e}"),
@@ -212,11 +214,12 @@ impl Node {
                     ));
                 }
                 let mut new = Vec::new();
-                for n in named {
-                    if g.members.iter().any(|m| m.name.as_deref() == Some(n.as_str())) {
-                        continue;
-                    }
-                    match self.resolve_record(&n).await {
+                let named: Vec<String> = named
+                    .into_iter()
+                    .filter(|n| !g.members.iter().any(|m| m.name.as_deref() == Some(n.as_str())))
+                    .collect();
+                for (n, r) in self.resolve_many(named).await {
+                    match r {
                         Ok(r) if !g.members.iter().any(|m| m.user == r.user_id.0) => new.push(r),
                         Ok(_) => {}
                         Err(e) => debug!(name = %n, "mention does not resolve: {e}"),
@@ -295,10 +298,15 @@ impl Node {
             epoch: g.epoch,
             epoch_key: key,
         };
-        for m in to.iter().filter(|m| m.user != self.user_id().0) {
-            let Some(name) = &m.name else { continue };
-            match self.resolve_record(name).await {
-                Ok(r) if r.identity.to_bytes() == m.identity => {
+        let me = self.user_id().0;
+        let names: Vec<String> =
+            to.iter().filter(|m| m.user != me).filter_map(|m| m.name.clone()).collect();
+        let identities: std::collections::HashMap<&str, [u8; 32]> =
+            to.iter().filter_map(|m| m.name.as_deref().map(|n| (n, m.identity))).collect();
+        for (name, r) in self.resolve_many(names).await {
+            let Some(identity) = identities.get(name.as_str()) else { continue };
+            match r {
+                Ok(r) if r.identity.to_bytes() == *identity => {
                     if let Err(e) = self.queue(&r, content.clone(), false).await {
                         warn!(%name, "cannot send the group state: {e}");
                     }
@@ -310,6 +318,23 @@ impl Node {
             }
         }
         self.send_to_own(content).await;
+    }
+
+    /// Resolves names [`RESOLVE_CONCURRENCY`] at a time (a group of hundreds would otherwise
+    /// wait for hundreds of DHT lookups in a row), in the order given.
+    async fn resolve_many(
+        &self,
+        names: Vec<String>,
+    ) -> Vec<(String, Result<VerifiedNameRecord, NodeError>)> {
+        use futures::StreamExt;
+        futures::stream::iter(names)
+            .map(|n| async move {
+                let r = self.resolve_record(&n).await;
+                (n, r)
+            })
+            .buffered(RESOLVE_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Seals, stores and publishes a message to the group.

@@ -37,7 +37,7 @@ use crate::scenario::{LinkShape, Scenario};
 /// Size of one simulated TCP segment, for losses.
 const SEGMENT: usize = 1460;
 /// Largest chunk a pump moves at once.
-const CHUNK: usize = 16 * 1024;
+const CHUNK: usize = 8 * 1024;
 /// Chunks in flight per direction of a connection before the sender waits.
 const IN_FLIGHT: usize = 256;
 /// Memory-transport ports are `base + node`; every network in the process gets its own base.

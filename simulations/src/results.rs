@@ -194,6 +194,9 @@ pub(crate) fn analyze(
         }
         let start = sent_at.get(id).copied().unwrap_or(x.at_ms as i64);
         expected_at.push((start, x.kind, x.recipients.len()));
+        if seen.contains_key(&(*id, x.from)) {
+            errors.push(format!("message {id} was shown to its own sender as incoming"));
+        }
         for r in &x.recipients {
             match seen.get(&(*id, *r)) {
                 Some(t) => {

@@ -2,6 +2,7 @@
 //! shaped in-memory network of `net`.
 
 use std::collections::{HashMap, HashSet};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,7 +92,25 @@ fn bar(len: u64, what: &str) -> ProgressBar {
         b.set_style(style.progress_chars("=> "));
     }
     b.set_prefix(what.to_owned());
+    if !std::io::stderr().is_terminal() {
+        // No bar without a terminal: a line per phase instead, for logs of batch runs.
+        eprintln!("kith-sim: {what}: 0/{len}");
+    }
     b
+}
+
+/// Ends a phase's bar (and says so on a log).
+fn done(b: &ProgressBar) {
+    b.finish();
+    if !std::io::stderr().is_terminal() {
+        eprintln!(
+            "kith-sim: {}: {}/{} after {:.1} s",
+            b.prefix(),
+            b.position(),
+            b.length().unwrap_or(0),
+            b.elapsed().as_secs_f64()
+        );
+    }
 }
 
 struct Sim<'a> {
@@ -232,7 +251,7 @@ async fn simulate(
         pb.inc(1);
     }
     drop(starts);
-    pb.finish();
+    done(&pb);
     // Groups, each formed by its creator mentioning the others.
     let mut groups: Vec<Option<String>> = Vec::new();
     let gb = bar(plan.groups.len() as u64, "groups");
@@ -289,7 +308,7 @@ async fn simulate(
         groups.push(formed.ok().filter(|_| ok));
         gb.inc(1);
     }
-    gb.finish();
+    done(&gb);
     let setup_secs = started.elapsed().as_secs_f64();
     let setup_traffic: HashMap<usize, u64> =
         (0..total).map(|i| (i, sim.net.traffic(i).0)).collect();
@@ -341,7 +360,7 @@ async fn simulate(
         }
     }
     tokio::time::sleep_until(clock.0 + Duration::from_secs(duration)).await;
-    wb.finish();
+    done(&wb);
     let workload_secs = clock.0.elapsed().as_secs_f64();
 
     // Drain: wait for the last deliveries.
@@ -370,7 +389,7 @@ async fn simulate(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    db.finish();
+    done(&db);
     let drain_secs = drain_start.elapsed().as_secs_f64();
     for t in running {
         t.abort();
