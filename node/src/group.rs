@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use kith_protocol::group::{topic, GroupEnvelope, SyncRequest, SyncResponse, MAX_SYNC_RESPONSE};
-use kith_protocol::message::Member;
+use kith_protocol::message::{InvitePart, Member};
 use kith_protocol::{
     normalize_name, Content, ConversationId, IdentityPublic, Message, MessageId, Text, UserId,
     VerifiedNameRecord, VERSION,
@@ -36,6 +36,16 @@ pub const EPOCH_GRACE_MS: u64 = 60_000;
 pub const MAX_GROUP_PEERS: usize = 256;
 /// Most member devices asked for missed messages per sync round.
 pub const SYNC_PEERS: usize = 4;
+/// Members per `group.invite` part: a longer member list is split (about 80 bytes a member,
+/// so a part stays well under the 60 KiB message limit).
+pub const INVITE_PART_MEMBERS: usize = 512;
+/// Most members of a group: what [`kith_protocol::message::MAX_INVITE_PARTS`] parts hold.
+pub const MAX_GROUP_MEMBERS: usize =
+    INVITE_PART_MEMBERS * kith_protocol::message::MAX_INVITE_PARTS as usize;
+/// Group states arriving in parts kept at once, waiting for their other parts.
+pub const MAX_PENDING_INVITES: usize = 64;
+/// How long the parts of a group state wait for the others.
+pub const INVITE_PARTS_TTL_MS: u64 = 10 * 60 * 1000;
 /// Names resolved at once when forming or changing a group.
 pub const RESOLVE_CONCURRENCY: usize = 16;
 
@@ -51,6 +61,27 @@ pub struct ConversationView {
     /// For a group: whether this user is still a member.
     pub active: bool,
 }
+
+fn too_many(members: usize) -> Result<(), NodeError> {
+    if members > MAX_GROUP_MEMBERS {
+        return Err(NodeError::Message(format!(
+            "a group has at most {MAX_GROUP_MEMBERS} members, not {members}"
+        )));
+    }
+    Ok(())
+}
+
+/// The parts of a group state received so far.
+#[derive(Debug)]
+pub(crate) struct PendingInvite {
+    since: u64,
+    count: u32,
+    key: [u8; 32],
+    parts: std::collections::BTreeMap<u32, Content>,
+}
+
+/// Pending parts by (group, epoch, sender's user id).
+pub(crate) type PendingInvites = std::collections::HashMap<([u8; 16], u64, [u8; 16]), PendingInvite>;
 
 /// A conversation named by the user: `@name` or `#id-prefix`.
 #[derive(Clone, Debug)]
@@ -245,6 +276,7 @@ impl Node {
         };
         let mut members = vec![me, member_of(peer)];
         members.extend(invited.iter().map(member_of));
+        too_many(members.len())?;
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
         let g = GroupState::joined(
@@ -271,6 +303,7 @@ impl Node {
         removed: &[[u8; 16]],
     ) -> Result<GroupState, NodeError> {
         g.members.retain(|m| !removed.contains(&m.user));
+        too_many(g.members.len() + added.len())?;
         g.members.extend(added.iter().map(member_of));
         g.leaving.retain(|l| !removed.iter().any(|r| r.as_slice() == l.as_slice()));
         let mut key = [0u8; 32];
@@ -291,13 +324,20 @@ impl Node {
     /// user's other devices.
     async fn send_state(&self, g: &GroupState, to: &[GroupMember]) {
         let Some(key) = key_of(g, g.epoch) else { return };
-        let content = Content::GroupInvite {
-            group: ConversationId(g.id),
-            title: None,
-            members: g.members.iter().map(wire_member).collect(),
-            epoch: g.epoch,
-            epoch_key: key,
-        };
+        let members: Vec<Member> = g.members.iter().map(wire_member).collect();
+        let count = members.len().div_ceil(INVITE_PART_MEMBERS).max(1);
+        let parts: Vec<Content> = members
+            .chunks(INVITE_PART_MEMBERS)
+            .enumerate()
+            .map(|(i, chunk)| Content::GroupInvite {
+                group: ConversationId(g.id),
+                title: None,
+                members: chunk.to_vec(),
+                epoch: g.epoch,
+                epoch_key: key,
+                part: (count > 1).then_some(InvitePart { index: i as u32, count: count as u32 }),
+            })
+            .collect();
         let me = self.user_id().0;
         let names: Vec<String> =
             to.iter().filter(|m| m.user != me).filter_map(|m| m.name.clone()).collect();
@@ -307,8 +347,10 @@ impl Node {
             let Some(identity) = identities.get(name.as_str()) else { continue };
             match r {
                 Ok(r) if r.identity.to_bytes() == *identity => {
-                    if let Err(e) = self.queue(&r, content.clone(), false).await {
-                        warn!(%name, "cannot send the group state: {e}");
+                    for content in &parts {
+                        if let Err(e) = self.queue(&r, content.clone(), false).await {
+                            warn!(%name, "cannot send the group state: {e}");
+                        }
                     }
                 }
                 Ok(_) => {
@@ -317,7 +359,9 @@ impl Node {
                 Err(e) => warn!(%name, "cannot send the group state: {e}"),
             }
         }
-        self.send_to_own(content).await;
+        for content in parts {
+            self.send_to_own(content).await;
+        }
     }
 
     /// Resolves names [`RESOLVE_CONCURRENCY`] at a time (a group of hundreds would otherwise
@@ -458,7 +502,61 @@ impl Node {
 
     /// A sealed `group.invite` arrived from `sender`: join the group, or move to its new epoch.
     pub(crate) fn on_group_state(&self, sender: &IdentityPublic, content: &Content) {
-        let Content::GroupInvite { group, members, epoch, epoch_key, .. } = content else { return };
+        let Content::GroupInvite { group, members, epoch, epoch_key, part, .. } = content else {
+            return;
+        };
+        let Some(part) = part else {
+            self.adopt_state(sender, group, members, *epoch, epoch_key, vec![content.clone()]);
+            return;
+        };
+        // One part of a long member list: keep it until every part of this state is here.
+        let whole = {
+            let Ok(mut pending) = self.inner.invite_parts.lock() else { return };
+            let key = (group.0, *epoch, sender.user_id().0);
+            let now = now_ms();
+            pending.retain(|_, p| now.saturating_sub(p.since) < INVITE_PARTS_TTL_MS);
+            if !pending.contains_key(&key) && pending.len() >= MAX_PENDING_INVITES {
+                warn!(group = %group, "too many group states arriving in parts: dropping one");
+                return;
+            }
+            let p = pending.entry(key).or_insert_with(|| PendingInvite {
+                since: now,
+                count: part.count,
+                key: *epoch_key,
+                parts: std::collections::BTreeMap::new(),
+            });
+            if p.count != part.count || p.key != *epoch_key {
+                warn!(group = %group, "ignoring a group state part that contradicts the others");
+                return;
+            }
+            p.parts.insert(part.index, content.clone());
+            if p.parts.len() < p.count as usize {
+                return;
+            }
+            pending.remove(&key)
+        };
+        let Some(whole) = whole else { return };
+        let mut all = Vec::new();
+        for c in whole.parts.values() {
+            if let Content::GroupInvite { members, .. } = c {
+                all.extend(members.iter().cloned());
+            }
+        }
+        let forward = whole.parts.into_values().collect();
+        self.adopt_state(sender, group, &all, *epoch, epoch_key, forward);
+    }
+
+    /// Adopts a whole group state (joins the group, or moves to its new epoch); `parts` is the
+    /// state as it arrived, passed on to this user's other devices.
+    fn adopt_state(
+        &self,
+        sender: &IdentityPublic,
+        group: &ConversationId,
+        members: &[Member],
+        epoch: u64,
+        epoch_key: &[u8; 32],
+        parts: Vec<Content>,
+    ) {
         let me = self.user_id();
         let sender_id = sender.user_id();
         if !members.iter().any(|m| m.user == me) || !members.iter().any(|m| m.user == sender_id) {
@@ -468,7 +566,7 @@ impl Node {
         let store = &self.inner.store;
         let state = match store.group(&group.0) {
             Ok(Some(mut g)) => {
-                if *epoch <= g.epoch {
+                if epoch <= g.epoch {
                     return;
                 }
                 let Some(s_pos) = g.members.iter().position(|m| m.user == sender_id.0) else {
@@ -485,11 +583,11 @@ impl Node {
                     return;
                 }
                 g.members = new_members;
-                g.enter_epoch(*epoch, *epoch_key, now_ms());
+                g.enter_epoch(epoch, *epoch_key, now_ms());
                 g.active = true;
                 g
             }
-            Ok(None) => GroupState::joined(group.0, new_members, *epoch, *epoch_key, now_ms()),
+            Ok(None) => GroupState::joined(group.0, new_members, epoch, *epoch_key, now_ms()),
             Err(_) => return,
         };
         if store.put_group(&state).is_err() {
@@ -498,10 +596,10 @@ impl Node {
         info!(group = %group, epoch, "group state updated");
         let node = self.clone();
         // A member's copy may have missed this user's newest devices: pass it on to them.
-        let forward = (sender_id != me).then(|| content.clone());
+        let forward = if sender_id != me { parts } else { Vec::new() };
         tokio::spawn(async move {
             let _ = node.inner.store.flush().await;
-            if let Some(content) = forward {
+            for content in forward {
                 node.send_to_own(content).await;
             }
             node.join_topic(&state).await;
@@ -765,5 +863,60 @@ mod tests {
             vec!["carol".to_owned(), "dave".to_owned()]
         );
         assert!(mentions("no mentions here").is_empty());
+    }
+
+    /// A state of 1,100 members arrives in three parts: nothing is adopted until the last,
+    /// a part contradicting the others is dropped, and the whole list is kept in order.
+    #[tokio::test]
+    async fn a_long_member_list_is_adopted_once_every_part_is_here() {
+        use kith_protocol::IdentityKeypair;
+        let dir = tempfile::tempdir().unwrap();
+        crate::home::Home::new(dir.path()).init("test", now_ms()).unwrap();
+        let node = Node::start(crate::NodeConfig {
+            home: dir.path().to_path_buf(),
+            transport: crate::network::TransportKind::Memory,
+            listen: vec!["/memory/0".parse().unwrap()],
+            bootstrap: vec![],
+            pow_bits: 8,
+            mailbox: crate::mailbox::MailboxConfig::default(),
+        })
+        .await
+        .unwrap();
+        let sender = IdentityKeypair::generate(&mut rand::rngs::OsRng).public();
+        let member = |user: [u8; 16], identity: [u8; 32], name: String| Member {
+            user: UserId(user),
+            identity,
+            name: Some(name),
+        };
+        let mut members = vec![
+            member(sender.user_id().0, sender.to_bytes(), "sender".into()),
+            member(node.user_id().0, node.inner.keys.identity_public.to_bytes(), "me".into()),
+        ];
+        for i in 0..1098u32 {
+            let mut u = [0u8; 16];
+            u[..4].copy_from_slice(&i.to_be_bytes());
+            members.push(member(u, [7; 32], format!("m{i}")));
+        }
+        let group = ConversationId([5; 16]);
+        let part = |i: usize, key: [u8; 32]| Content::GroupInvite {
+            group,
+            title: None,
+            members: members.chunks(INVITE_PART_MEMBERS).nth(i).unwrap().to_vec(),
+            epoch: 3,
+            epoch_key: key,
+            part: Some(InvitePart { index: i as u32, count: 3 }),
+        };
+        for c in [part(2, [1; 32]), part(0, [1; 32]), part(1, [9; 32])] {
+            c.validate().unwrap();
+            node.on_group_state(&sender, &c);
+            assert!(node.inner.store.group(&group.0).unwrap().is_none());
+        }
+        node.on_group_state(&sender, &part(1, [1; 32]));
+        let g = node.inner.store.group(&group.0).unwrap().expect("adopted");
+        assert_eq!(g.members.len(), 1100);
+        assert_eq!(g.members[1099].name.as_deref(), Some("m1097"));
+        assert_eq!(g.epoch, 3);
+        assert!(node.inner.invite_parts.lock().unwrap().is_empty());
+        node.shutdown().await.unwrap();
     }
 }

@@ -227,6 +227,8 @@ pub(crate) struct Inner {
     pub(crate) own_record: Mutex<Option<(u64, VerifiedNameRecord)>>,
     /// Link codes shown by this device (bounded by [`crate::devices::MAX_PENDING_LINKS`]).
     pub(crate) links: Mutex<Vec<crate::devices::PendingLink>>,
+    /// Group states arriving in parts (long member lists), until they are whole.
+    pub(crate) invite_parts: Mutex<crate::group::PendingInvites>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) wake_outbox: Notify,
     wake_maintainer: Notify,
@@ -295,6 +297,7 @@ impl Node {
                 own_record: Mutex::new(None),
                 known: Mutex::new(HashMap::new()),
                 links: Mutex::new(Vec::new()),
+                invite_parts: Mutex::new(HashMap::new()),
                 events,
                 wake_outbox: Notify::new(),
                 wake_maintainer: Notify::new(),

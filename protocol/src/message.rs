@@ -22,6 +22,9 @@ pub const MAX_TEXT: usize = 32 * 1024;
 pub const MAX_SHORT: usize = 256;
 /// Most entries in a list field (receipt ids, bill shares, group members).
 pub const MAX_LIST: usize = 1024;
+/// Most parts of one `group.invite` state: a member list too long for one message is sent as
+/// up to this many parts, each a message of its own.
+pub const MAX_INVITE_PARTS: u32 = 8;
 
 /// Domain separation prefix of direct conversation ids.
 pub const DOMAIN_DIRECT: &[u8] = b"kith/v1/direct";
@@ -146,6 +149,15 @@ pub struct Member {
     pub identity: [u8; 32],
     /// The member's name, when known.
     pub name: Option<String>,
+}
+
+/// Which part of a split `group.invite` this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitePart {
+    /// 0-based index of this part.
+    pub index: u32,
+    /// Number of parts (2 to [`MAX_INVITE_PARTS`]).
+    pub count: u32,
 }
 
 /// One share of a bill.
@@ -278,6 +290,9 @@ pub enum Content {
         epoch: u64,
         /// The current epoch key.
         epoch_key: [u8; 32],
+        /// `Some` when the member list is split over several invites: this part's place.
+        /// `members` then holds this part's slice of the list, in order.
+        part: Option<InvitePart>,
     },
     /// `group.add`: a member was added (announced to the group).
     GroupAdd {
@@ -415,6 +430,8 @@ struct GroupInviteW {
     epoch: u64,
     #[serde(with = "serde_bytes")]
     epoch_key: [u8; 32],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    part: Option<InvitePart>,
 }
 #[derive(Serialize, Deserialize)]
 struct GroupAddW {
@@ -541,8 +558,16 @@ impl Content {
                 }
                 Ok(())
             }
-            Content::GroupInvite { members, title, .. } => {
+            Content::GroupInvite { members, title, part, .. } => {
                 list(members.len(), "members")?;
+                if let Some(p) = part {
+                    if !(2..=MAX_INVITE_PARTS).contains(&p.count) || p.index >= p.count {
+                        return Err(DecodeError::Invalid(format!(
+                            "invite part {} of {} (2 to {MAX_INVITE_PARTS} parts)",
+                            p.index, p.count
+                        )));
+                    }
+                }
                 title.as_deref().map_or(Ok(()), |t| short(t, "title"))
             }
             Content::SelfSent { peer_name, message, .. } => {
@@ -583,8 +608,8 @@ impl Content {
             Content::BillSplit { bill, description, total, currency, shares } => {
                 codec::to_vec(&BillW { bill, description, total, currency, shares })
             }
-            Content::GroupInvite { group, title, members, epoch, epoch_key } => {
-                codec::to_vec(&GroupInviteW { group, title, members, epoch, epoch_key })
+            Content::GroupInvite { group, title, members, epoch, epoch_key, part } => {
+                codec::to_vec(&GroupInviteW { group, title, members, epoch, epoch_key, part })
             }
             Content::GroupAdd { group, member } => codec::to_vec(&GroupAddW { group, member }),
             Content::GroupLeave { group } => codec::to_vec(&GroupW { group }),
@@ -651,9 +676,9 @@ impl Content {
                 Content::BillSplit { bill, description, total, currency, shares }
             }
             "group.invite" => {
-                let GroupInviteW { group, title, members, epoch, epoch_key } =
+                let GroupInviteW { group, title, members, epoch, epoch_key, part } =
                     codec::from_slice(b, m)?;
-                Content::GroupInvite { group, title, members, epoch, epoch_key }
+                Content::GroupInvite { group, title, members, epoch, epoch_key, part }
             }
             "group.add" => {
                 let GroupAddW { group, member } = codec::from_slice(b, m)?;
