@@ -81,7 +81,8 @@ pub(crate) struct PendingInvite {
 }
 
 /// Pending parts by (group, epoch, sender's user id).
-pub(crate) type PendingInvites = std::collections::HashMap<([u8; 16], u64, [u8; 16]), PendingInvite>;
+pub(crate) type PendingInvites =
+    std::collections::HashMap<([u8; 16], u64, [u8; 16]), PendingInvite>;
 
 /// A conversation named by the user: `@name` or `#id-prefix`.
 #[derive(Clone, Debug)]

@@ -71,6 +71,12 @@ pub const DM_TIMEOUT: Duration = Duration::from_secs(20);
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Idle connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often connections are checked for use. Gossipsub holds a stream open on every
+/// connection, which keeps libp2p from ever closing one as idle: without this check a node
+/// ends up connected to every peer a DHT query ever reached (up to [`MAX_CONNECTIONS`]).
+pub const REAP_INTERVAL: Duration = Duration::from_secs(30);
+/// Connections kept however idle (the most recently used ones), so the node stays in the DHT.
+pub const MIN_CONNECTIONS: usize = 8;
 
 /// A transport built by the caller from the node's key: authenticated and multiplexed, ready
 /// for the swarm. The simulator uses it for its shaped in-memory network.
@@ -706,6 +712,7 @@ pub fn new(
         pending_lookup: HashMap::new(),
         pending_dial: Vec::new(),
         pending_dials: HashMap::new(),
+        last_used: HashMap::new(),
     };
     Ok((client, erx, ev))
 }
@@ -729,6 +736,8 @@ pub struct EventLoop {
     pending_lookup: HashMap<kad::QueryId, Vec<(PeerId, Vec<u8>, SendReply)>>,
     pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
     pending_dials: HashMap<kad::QueryId, PeerId>,
+    /// When each connected peer was last used by Kith (a request, an answer, a group message).
+    last_used: HashMap<PeerId, Instant>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -744,9 +753,12 @@ fn now_ms() -> u64 {
 impl EventLoop {
     /// Runs until every client is gone.
     pub async fn run(mut self) {
+        let mut reap = tokio::time::interval(REAP_INTERVAL);
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = reap.tick() => self.reap_idle(),
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => break,
@@ -884,7 +896,43 @@ impl EventLoop {
         }
     }
 
+    /// Closes connections unused for [`IDLE_TIMEOUT`] that carry no group this node is in,
+    /// keeping the [`MIN_CONNECTIONS`] most recently used.
+    fn reap_idle(&mut self) {
+        let now = Instant::now();
+        let g = &self.swarm.behaviour().gossipsub;
+        let ours: Vec<&gossipsub::TopicHash> = g.topics().collect();
+        let grouped: std::collections::HashSet<PeerId> = g
+            .all_peers()
+            .filter(|(_, topics)| topics.iter().any(|t| ours.contains(t)))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut idle: Vec<(Instant, PeerId)> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| !grouped.contains(p))
+            .map(|p| (self.last_used.get(p).copied().unwrap_or(now), *p))
+            .collect();
+        let connected = self.swarm.connected_peers().count();
+        // Most recently used first: those are the ones kept.
+        idle.sort_by_key(|x| std::cmp::Reverse(x.0));
+        let keep = MIN_CONNECTIONS.saturating_sub(connected - idle.len());
+        for (used, peer) in idle.into_iter().skip(keep) {
+            if now.duration_since(used) >= IDLE_TIMEOUT {
+                debug!(%peer, "closing an idle connection");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn touch(&mut self, peer: PeerId) {
+        if let Some(t) = self.last_used.get_mut(&peer) {
+            *t = Instant::now();
+        }
+    }
+
     fn send_request(&mut self, proto: Proto, peer: PeerId, bytes: Vec<u8>, reply: SendReply) {
+        self.touch(peer);
         let b = self.swarm.behaviour_mut();
         let id = match proto {
             Proto::Dm => b.dm.send_request(&peer, bytes),
@@ -910,6 +958,7 @@ impl EventLoop {
                 self.listen_addrs.retain(|a| a != &full);
             }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                self.last_used.insert(peer_id, Instant::now());
                 for reply in self.pending_dial.drain(..) {
                     let _ = reply.send(Ok(()));
                 }
@@ -917,6 +966,9 @@ impl EventLoop {
                     // Never block the swarm: if the node is busy it will retry on its timer.
                     let _ = self.events.try_send(Event::PeerConnected(peer_id));
                 }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.last_used.remove(&peer_id);
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
                 for reply in self.pending_dial.drain(..) {
@@ -945,6 +997,7 @@ impl EventLoop {
                 message_id,
                 message,
             })) => {
+                self.touch(propagation_source);
                 let event = Event::GroupMessage {
                     source: propagation_source,
                     id: message_id,
@@ -1083,6 +1136,9 @@ impl EventLoop {
     }
 
     fn on_rr(&mut self, proto: Proto, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        if let request_response::Event::Message { peer, .. } = &event {
+            self.touch(*peer);
+        }
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {

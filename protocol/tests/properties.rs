@@ -106,13 +106,18 @@ fn content() -> impl Strategy<Value = Content> {
             any::<[u8; 32]>(),
             proptest::option::of((0u32..8, 2u32..=8))
         )
-            .prop_map(|(group, title, members, epoch, epoch_key, part)| Content::GroupInvite {
-                group,
-                title,
-                members,
-                epoch,
-                epoch_key,
-                part: part.map(|(i, n)| kith_protocol::message::InvitePart { index: i % n, count: n }),
+            .prop_map(|(group, title, members, epoch, epoch_key, part)| {
+                Content::GroupInvite {
+                    group,
+                    title,
+                    members,
+                    epoch,
+                    epoch_key,
+                    part: part.map(|(i, n)| kith_protocol::message::InvitePart {
+                        index: i % n,
+                        count: n,
+                    }),
+                }
             }),
         (cid(), member()).prop_map(|(group, member)| Content::GroupAdd { group, member }),
         cid().prop_map(|group| Content::GroupLeave { group }),
