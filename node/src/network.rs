@@ -74,9 +74,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often connections are checked for use. Gossipsub holds a stream open on every
 /// connection, which keeps libp2p from ever closing one as idle: without this check a node
 /// ends up connected to every peer a DHT query ever reached (up to [`MAX_CONNECTIONS`]).
-pub const REAP_INTERVAL: Duration = Duration::from_secs(30);
+pub const REAP_INTERVAL: Duration = Duration::from_secs(10);
 /// Connections kept however idle (the most recently used ones), so the node stays in the DHT.
 pub const MIN_CONNECTIONS: usize = 8;
+/// A connection Kith never used (one a DHT query opened, ours or a peer's) is closed this long
+/// after it opened; one that carried a direct message, a mailbox or sync request keeps
+/// [`IDLE_TIMEOUT`] after its last use.
+pub const DHT_ONLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A transport built by the caller from the node's key: authenticated and multiplexed, ready
 /// for the swarm. The simulator uses it for its shaped in-memory network.
@@ -736,8 +740,9 @@ pub struct EventLoop {
     pending_lookup: HashMap<kad::QueryId, Vec<(PeerId, Vec<u8>, SendReply)>>,
     pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
     pending_dials: HashMap<kad::QueryId, PeerId>,
-    /// When each connected peer was last used by Kith (a request, an answer, a group message).
-    last_used: HashMap<PeerId, Instant>,
+    /// When each connected peer was last used by Kith (a request, an answer, a group message),
+    /// and whether it ever was (else: when it connected).
+    last_used: HashMap<PeerId, (Instant, bool)>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -907,18 +912,19 @@ impl EventLoop {
             .filter(|(_, topics)| topics.iter().any(|t| ours.contains(t)))
             .map(|(p, _)| *p)
             .collect();
-        let mut idle: Vec<(Instant, PeerId)> = self
+        let mut idle: Vec<((Instant, bool), PeerId)> = self
             .swarm
             .connected_peers()
             .filter(|p| !grouped.contains(p))
-            .map(|p| (self.last_used.get(p).copied().unwrap_or(now), *p))
+            .map(|p| (self.last_used.get(p).copied().unwrap_or((now, false)), *p))
             .collect();
         let connected = self.swarm.connected_peers().count();
         // Most recently used first: those are the ones kept.
-        idle.sort_by_key(|x| std::cmp::Reverse(x.0));
+        idle.sort_by_key(|x| std::cmp::Reverse(x.0 .0));
         let keep = MIN_CONNECTIONS.saturating_sub(connected - idle.len());
-        for (used, peer) in idle.into_iter().skip(keep) {
-            if now.duration_since(used) >= IDLE_TIMEOUT {
+        for ((used, by_kith), peer) in idle.into_iter().skip(keep) {
+            let limit = if by_kith { IDLE_TIMEOUT } else { DHT_ONLY_TIMEOUT };
+            if now.duration_since(used) >= limit {
                 debug!(%peer, "closing an idle connection");
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -927,7 +933,7 @@ impl EventLoop {
 
     fn touch(&mut self, peer: PeerId) {
         if let Some(t) = self.last_used.get_mut(&peer) {
-            *t = Instant::now();
+            *t = (Instant::now(), true);
         }
     }
 
@@ -958,7 +964,7 @@ impl EventLoop {
                 self.listen_addrs.retain(|a| a != &full);
             }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
-                self.last_used.insert(peer_id, Instant::now());
+                self.last_used.entry(peer_id).or_insert((Instant::now(), false));
                 for reply in self.pending_dial.drain(..) {
                     let _ = reply.send(Ok(()));
                 }

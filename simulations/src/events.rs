@@ -65,6 +65,12 @@ pub(crate) enum Event {
         dht_lookups: u64,
         dht_lookup_requests: u64,
     },
+    /// How many peers a node was connected to at the end of the run.
+    Connections {
+        t: i64,
+        node: usize,
+        peers: usize,
+    },
     /// Something went wrong that the metrics do not show.
     Error {
         t: i64,

@@ -82,6 +82,8 @@ pub(crate) struct Traffic {
     pub wire_bytes_per_payload_byte: Option<f64>,
     /// The same figure when the workload is only group messages: their amplification.
     pub group_amplification: Option<f64>,
+    /// Peers each node was connected to at the end of the run.
+    pub connections_per_node: Percentiles,
 }
 
 /// The simulation itself.
@@ -154,6 +156,7 @@ pub(crate) fn analyze(
     let mut registers = Vec::new();
     let mut formed = Vec::new();
     let mut traffic: BTreeMap<usize, (u64, u64, u64, u64)> = BTreeMap::new();
+    let mut connections: BTreeMap<usize, usize> = BTreeMap::new();
     for e in events {
         match e {
             Event::Sent { t, id, .. } => {
@@ -175,6 +178,9 @@ pub(crate) fn analyze(
                 traffic.insert(*node, (*sent, *received, *dht_lookups, *dht_lookup_requests));
             }
             Event::Error { node, what, .. } => errors.push(format!("node {node}: {what}")),
+            Event::Connections { node, peers, .. } => {
+                connections.insert(*node, *peers);
+            }
             Event::Down { .. } | Event::Up { .. } => {}
         }
     }
@@ -287,6 +293,9 @@ pub(crate) fn analyze(
             per_node_received: Percentiles::of(nodes.iter().map(|n| n.4 as f64).collect()),
             wire_bytes_per_payload_byte: per_payload,
             group_amplification: per_payload.filter(|_| groups_only),
+            connections_per_node: Percentiles::of(
+                connections.values().map(|&c| c as f64).collect(),
+            ),
         },
         errors: errors.len(),
         error_samples: errors.into_iter().take(10).collect(),
@@ -424,6 +433,14 @@ impl Analysis {
             t.per_node_sent.max / 1024.0,
             t.wire_bytes_per_payload_byte.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
         );
+        let c = &t.connections_per_node;
+        if c.count > 0 {
+            let _ = writeln!(
+                s,
+                "connections per node at the end: p50 {:.0}, p95 {:.0}, max {:.0}",
+                c.p50, c.p95, c.max
+            );
+        }
         let u = &r.run;
         let _ = writeln!(
             s,

@@ -198,6 +198,19 @@ impl Sim<'_> {
     }
 }
 
+/// Peers each running node is connected to.
+async fn connections(sim: &Sim<'_>) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for i in 0..sim.plan.nodes.len() {
+        if let Some(n) = sim.node(i) {
+            if let Ok(s) = n.status().await {
+                out.push((i, s.connected_peers));
+            }
+        }
+    }
+    out
+}
+
 async fn wait_connected(node: &Node) {
     for _ in 0..200 {
         if node.status().await.map(|s| s.connected_peers > 0).unwrap_or(false) {
@@ -246,9 +259,20 @@ async fn simulate(
             anyhow::Ok(())
         })
         .buffer_unordered(START_CONCURRENCY);
+    let mut started_users = 0;
     while let Some(r) = starts.next().await {
         r?;
         pb.inc(1);
+        started_users += 1;
+        if !std::io::stderr().is_terminal() && started_users % (users.len() / 10).max(1) == 0 {
+            let c = connections(&sim).await;
+            let mean = c.iter().map(|x| x.1).sum::<usize>() as f64 / c.len().max(1) as f64;
+            eprintln!(
+                "kith-sim: {started_users}/{} users up after {:.0} s, {mean:.0} connections per node",
+                users.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     drop(starts);
     done(&pb);
@@ -393,6 +417,9 @@ async fn simulate(
     let drain_secs = drain_start.elapsed().as_secs_f64();
     for t in running {
         t.abort();
+    }
+    for (i, peers) in connections(&sim).await {
+        sim.log.push(Event::Connections { t: clock.now(), node: i, peers });
     }
     for e in sim.traffic_events() {
         sim.log.push(e);
