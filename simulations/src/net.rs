@@ -172,7 +172,9 @@ impl Net {
                 self.state.seed ^ (k << 20) ^ ((me as u64) << 1) ^ ((peer as u64) << 32) ^ dir,
             )
         };
-        let (app, pump) = tokio::io::duplex(CHUNK * 4);
+        // The pipe only hands bytes to the pumps (the delays are in their queues), so one
+        // chunk of room is enough; its buffers stay allocated for the connection's life.
+        let (app, pump) = tokio::io::duplex(CHUNK);
         let (app_rd, app_wr) = tokio::io::split(pump);
         let (net_rd, net_wr) = tokio::io::split(chan.compat());
         let st = self.state.clone();
