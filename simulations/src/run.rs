@@ -158,6 +158,19 @@ impl Sim<'_> {
         Ok(node)
     }
 
+    /// Starts a node that left again. Its old listener may take a moment to be released.
+    async fn restart(&self, i: usize) -> Result<Node> {
+        let mut last = None;
+        for _ in 0..50 {
+            match self.start(i).await {
+                Ok(n) => return Ok(n),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("node {i} did not start")))
+    }
+
     fn node(&self, i: usize) -> Option<Node> {
         self.nodes.lock().ok()?.get(i).cloned().flatten()
     }
@@ -357,11 +370,17 @@ async fn simulate(
                 sim.log.push(Event::Down { t: clock.now(), node: *node });
                 sim.stop(*node).await;
             }
-            Action::Return { node } => {
-                let n = sim.start(*node).await?;
-                work::watch(&n, *node, clock, sim.log.clone());
-                sim.log.push(Event::Up { t: clock.now(), node: *node });
-            }
+            Action::Return { node } => match sim.restart(*node).await {
+                Ok(n) => {
+                    work::watch(&n, *node, clock, sim.log.clone());
+                    sim.log.push(Event::Up { t: clock.now(), node: *node });
+                }
+                Err(e) => sim.log.push(Event::Error {
+                    t: clock.now(),
+                    node: *node,
+                    what: format!("did not come back: {e:#}"),
+                }),
+            },
             Action::PartitionOpen { partition } => sim.net.set_partition(*partition, true),
             Action::PartitionHeal { partition } => sim.net.set_partition(*partition, false),
             Action::Lookup { from, .. }
