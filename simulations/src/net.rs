@@ -40,8 +40,12 @@ const SEGMENT: usize = 1460;
 const CHUNK: usize = 8 * 1024;
 /// Chunks in flight per direction of a connection before the sender waits.
 const IN_FLIGHT: usize = 256;
-/// Memory-transport ports are `base + node`; every network in the process gets its own base.
+/// Memory-transport ports are `base + generation * nodes + node`; every network in the process
+/// gets its own base. A node that comes back listens on a new port (its generation grows):
+/// libp2p's memory transport never releases a port whose listener was dropped with its swarm.
 static NEXT_BASE: AtomicU64 = AtomicU64::new(1 << 40);
+/// Restarts of one node a network has room for.
+const GENERATIONS: u64 = 1 << 12;
 
 struct State {
     base: u64,
@@ -53,6 +57,7 @@ struct State {
     received: Vec<AtomicU64>,
     plan_partitions: Vec<Vec<usize>>,
     open: RwLock<Vec<usize>>,
+    generation: Vec<AtomicU64>,
     connections: AtomicU64,
 }
 
@@ -87,7 +92,7 @@ impl std::fmt::Debug for Net {
 impl Net {
     pub fn new(scenario: &Scenario, plan: &Plan) -> Net {
         let n = plan.nodes.len() as u64;
-        let base = NEXT_BASE.fetch_add(n + 1, Ordering::Relaxed);
+        let base = NEXT_BASE.fetch_add((n + 1) * GENERATIONS, Ordering::Relaxed);
         let regions = scenario.regions.len();
         let shapes =
             (0..regions).map(|a| (0..regions).map(|b| scenario.shape(a, b)).collect()).collect();
@@ -101,6 +106,7 @@ impl Net {
                 received: plan.nodes.iter().map(|_| AtomicU64::new(0)).collect(),
                 plan_partitions: plan.partitions.clone(),
                 open: RwLock::new(Vec::new()),
+                generation: plan.nodes.iter().map(|_| AtomicU64::new(0)).collect(),
                 connections: AtomicU64::new(0),
             }),
         }
@@ -108,15 +114,27 @@ impl Net {
 
     /// The address node `i` listens on.
     pub fn addr(&self, i: usize) -> Multiaddr {
-        Multiaddr::empty().with(Protocol::Memory(self.state.base + i as u64))
+        let g = self.state.generation.get(i).map(|g| g.load(Ordering::Relaxed)).unwrap_or(0);
+        let n = self.state.region.len() as u64;
+        Multiaddr::empty().with(Protocol::Memory(self.state.base + g * n + i as u64))
+    }
+
+    /// Moves node `i` to a new address, for its next start.
+    pub fn renew(&self, i: usize) {
+        if let Some(g) = self.state.generation.get(i) {
+            if g.load(Ordering::Relaxed) + 1 < GENERATIONS {
+                g.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn node_of(&self, addr: &Multiaddr) -> Option<usize> {
+        let n = self.state.region.len() as u64;
         addr.iter().find_map(|p| match p {
             Protocol::Memory(port) => port
                 .checked_sub(self.state.base)
-                .map(|i| i as usize)
-                .filter(|i| *i < self.state.region.len()),
+                .filter(|off| *off < n * GENERATIONS)
+                .map(|off| (off % n) as usize),
             _ => None,
         })
     }

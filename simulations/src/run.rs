@@ -101,7 +101,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 /// Ends a phase's bar (and says so on a log).
 fn done(b: &ProgressBar) {
-    b.finish();
+    b.abandon();
     if !std::io::stderr().is_terminal() {
         eprintln!(
             "kith-sim: {}: {}/{} after {:.1} s",
@@ -162,6 +162,7 @@ impl Sim<'_> {
     async fn restart(&self, i: usize) -> Result<Node> {
         let mut last = None;
         for _ in 0..50 {
+            self.net.renew(i);
             match self.start(i).await {
                 Ok(n) => return Ok(n),
                 Err(e) => last = Some(e),
