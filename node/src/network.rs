@@ -907,8 +907,9 @@ impl EventLoop {
         }
     }
 
-    /// Closes connections unused for [`IDLE_TIMEOUT`] that carry no group this node is in,
-    /// keeping the [`MIN_CONNECTIONS`] most recently used.
+    /// Closes connections that carry no group this node is in and were not used for
+    /// [`IDLE_TIMEOUT`] (or, never used by Kith, opened [`DHT_ONLY_TIMEOUT`] ago), keeping the
+    /// [`MIN_CONNECTIONS`] most recently used.
     fn reap_idle(&mut self) {
         let now = Instant::now();
         let g = &self.swarm.behaviour().gossipsub;
