@@ -16,12 +16,6 @@ mod work;
 
 use std::path::PathBuf;
 
-/// Thousands of nodes in one process allocate from many threads at once: glibc's allocator
-/// spent a fifth of the CPU time of a 300-node run in `malloc` and kept freed memory; mimalloc
-/// does better at both. (The `kith` daemon keeps the system allocator.)
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 
 /// Kith's network simulations and benchmarks: the real node code on a shaped network, with

@@ -55,6 +55,8 @@ pub(crate) fn report(opts: ReportOptions) -> Result<()> {
         cpu_secs: None,
         peak_rss_mib: None,
         rss_per_node_kib: None,
+        timer_lag_ms: None,
+        cpu_bound: false,
     };
     let mut analysis = analyze(&scenario, &plan, &events, &setup_traffic, run);
     analysis.events = events;

@@ -98,6 +98,28 @@ pub(crate) struct RunInfo {
     pub peak_rss_mib: Option<f64>,
     /// Peak resident memory divided by the number of nodes.
     pub rss_per_node_kib: Option<f64>,
+    /// How late a timer of the simulator fired during the workload and drain (it sleeps
+    /// [`LAG_PROBE_MS`] at a time). Every node shares the machine's cores: when they are busy,
+    /// every timer and every delivery waits for them, and the latencies above include that
+    /// wait. `None` for Shadow runs, whose clock is simulated.
+    pub timer_lag_ms: Option<Percentiles>,
+    /// `timer_lag_ms.p95` above [`SATURATED_LAG_MS`]: the run was CPU-bound, and its latencies
+    /// measure the machine as much as Kith.
+    pub cpu_bound: bool,
+}
+
+/// Period of the simulator's timer-lag probe.
+pub(crate) const LAG_PROBE_MS: u64 = 100;
+/// Timer lag (p95, ms) above which a run is reported as CPU-bound.
+pub(crate) const SATURATED_LAG_MS: f64 = 20.0;
+
+impl RunInfo {
+    /// Sets the timer-lag figures from the probe's samples (ms late, each).
+    pub fn set_timer_lag(&mut self, samples: Vec<f64>) {
+        let p = Percentiles::of(samples);
+        self.cpu_bound = p.count > 0 && p.p95 > SATURATED_LAG_MS;
+        self.timer_lag_ms = Some(p);
+    }
 }
 
 /// Everything `results.json` holds.
@@ -457,6 +479,21 @@ impl Analysis {
                 ))
                 .unwrap_or_else(|| "-".into()),
         );
+        if let Some(l) = u.timer_lag_ms.as_ref().filter(|l| l.count > 0) {
+            let _ = writeln!(
+                s,
+                "timer lag during the workload: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+                l.p50, l.p95, l.max
+            );
+            if u.cpu_bound {
+                let _ = writeln!(
+                    s,
+                    "warning: this run was CPU-bound (timer lag p95 above {SATURATED_LAG_MS} ms): \
+                     its latencies include waiting for the machine's cores; run fewer nodes \
+                     or a lighter workload to measure Kith alone"
+                );
+            }
+        }
         if r.errors > 0 {
             let _ = writeln!(s, "errors: {} (first: {})", r.errors, r.error_samples.join("; "));
         }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::events::Event;
 use crate::net::Net;
 use crate::plan::{Action, Plan, Role};
-use crate::results::{analyze, process_usage, RunInfo};
+use crate::results::{analyze, process_usage, RunInfo, LAG_PROBE_MS};
 use crate::scenario::Scenario;
 use crate::work::{self, Clock, Log};
 
@@ -252,6 +252,22 @@ async fn simulate(
         log: Arc::new(Log::memory()),
     };
     let setup_clock = Clock(started);
+    // How late timers fire: the measure of how busy the machine's cores are.
+    let lag: Arc<Mutex<Vec<(Instant, f64)>>> = Arc::default();
+    let probe = tokio::spawn({
+        let lag = lag.clone();
+        async move {
+            let period = Duration::from_millis(LAG_PROBE_MS);
+            loop {
+                let due = Instant::now() + period;
+                tokio::time::sleep_until(due).await;
+                let late = Instant::now().saturating_duration_since(due).as_secs_f64() * 1e3;
+                if let Ok(mut v) = lag.lock() {
+                    v.push((due, late));
+                }
+            }
+        }
+    });
     // Infrastructure first: bootstrap nodes (each dials the first), then mailbox nodes.
     let pb = bar(total as u64, "nodes");
     for role in [Role::Bootstrap, Role::Mailbox] {
@@ -445,6 +461,11 @@ async fn simulate(
         sim.log.push(e);
     }
     let (cpu_secs, peak_rss_mib) = process_usage();
+    probe.abort();
+    let lag_samples: Vec<f64> = lag
+        .lock()
+        .map(|v| v.iter().filter(|(at, _)| *at >= clock.0).map(|x| x.1).collect())
+        .unwrap_or_default();
     let sb = bar(total as u64, "stopping");
     let stops = futures::stream::iter(0..total).map(|i| {
         let sim = &sim;
@@ -456,7 +477,7 @@ async fn simulate(
     }
     drop(stops);
     sb.finish_and_clear();
-    let run = RunInfo {
+    let mut run = RunInfo {
         mode: "in-process".into(),
         wall_secs: started.elapsed().as_secs_f64(),
         setup_secs,
@@ -465,7 +486,10 @@ async fn simulate(
         cpu_secs,
         peak_rss_mib,
         rss_per_node_kib: peak_rss_mib.map(|m| m * 1024.0 / total as f64),
+        timer_lag_ms: None,
+        cpu_bound: false,
     };
+    run.set_timer_lag(lag_samples);
     let events = sim.log.take();
     let mut analysis = analyze(scenario, plan, &events, &setup_traffic, run);
     analysis.events = events;

@@ -100,8 +100,8 @@ pub(crate) fn watch(node: &Node, index: usize, clock: Clock, log: std::sync::Arc
     });
 }
 
-/// Registers user `i`'s name (and enrolls it with its mailbox, given as an address ending in
-/// `/p2p/<peer id>`).
+/// Registers user `i`'s name, enrolled with its mailbox (given as an address ending in
+/// `/p2p/<peer id>`) first, so that the one record it publishes already lists the mailbox.
 pub(crate) async fn register(
     node: &Node,
     plan: &Plan,
@@ -110,6 +110,11 @@ pub(crate) async fn register(
     clock: Clock,
     log: &Log,
 ) -> bool {
+    if let Some(addr) = mailbox {
+        if let Err(e) = node.add_mailbox(&addr).await {
+            log.push(Event::Error { t: clock.now(), node: i, what: format!("mailbox: {e}") });
+        }
+    }
     let name = at_name(plan, i);
     let start = Instant::now();
     let mut result = Err(String::new());
@@ -126,11 +131,6 @@ pub(crate) async fn register(
     if let Err(e) = &result {
         log.push(Event::Error { t: clock.now(), node: i, what: format!("register: {e}") });
         return false;
-    }
-    if let Some(addr) = mailbox {
-        if let Err(e) = node.add_mailbox(&addr).await {
-            log.push(Event::Error { t: clock.now(), node: i, what: format!("mailbox: {e}") });
-        }
     }
     true
 }
