@@ -588,4 +588,29 @@ mod tests {
         let ts = std::fs::read_to_string(dir.path().join("timeseries.csv")).unwrap();
         assert!(ts.lines().last().unwrap().contains(",group,2,1,0.5000"), "{ts}");
     }
+
+    #[test]
+    fn a_run_whose_timers_fire_late_is_called_cpu_bound_in_its_table() {
+        let s = Scenario::parse(
+            "name = \"t\"\nnodes = 3\n[workload]\nduration_secs = 1\ndirect_messages = 1\n",
+            "t.toml",
+        )
+        .unwrap();
+        let plan = Plan::new(&s, 1);
+        let mut quiet = RunInfo::default();
+        quiet.set_timer_lag(vec![1.0; 100]);
+        assert!(!quiet.cpu_bound);
+        let a = analyze(&s, &plan, &[], &HashMap::new(), quiet);
+        assert!(a.table().contains("timer lag during the workload: p50 1.0 ms"));
+        assert!(!a.table().contains("CPU-bound"));
+        let mut busy = RunInfo::default();
+        // 90 prompt timers and 10 that fired 250 ms late: p95 is late.
+        busy.set_timer_lag((0..100).map(|i| if i < 90 { 1.0 } else { 250.0 }).collect());
+        assert!(busy.cpu_bound);
+        let a = analyze(&s, &plan, &[], &HashMap::new(), busy);
+        assert!(a.table().contains("warning: this run was CPU-bound"), "{}", a.table());
+        // A Shadow run has no probe: no line, no warning.
+        let a = analyze(&s, &plan, &[], &HashMap::new(), RunInfo::default());
+        assert!(!a.table().contains("timer lag"));
+    }
 }
