@@ -452,6 +452,7 @@ async fn simulate(
     }
     done(&db);
     let drain_secs = drain_start.elapsed().as_secs_f64();
+    let drain_end = Instant::now();
     for t in running {
         t.abort();
     }
@@ -465,7 +466,9 @@ async fn simulate(
     probe.abort();
     let lag_samples: Vec<f64> = lag
         .lock()
-        .map(|v| v.iter().filter(|(at, _)| *at >= clock.0).map(|x| x.1).collect())
+        .map(|v| {
+            v.iter().filter(|(at, _)| *at >= clock.0 && *at <= drain_end).map(|x| x.1).collect()
+        })
         .unwrap_or_default();
     let sb = bar(total as u64, "stopping");
     let stops = futures::stream::iter(0..total).map(|i| {
