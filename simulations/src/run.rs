@@ -253,22 +253,6 @@ async fn simulate(
         log: Arc::new(Log::memory()),
     };
     let setup_clock = Clock(started);
-    // How late timers fire: the measure of how busy the machine's cores are.
-    let lag: Arc<Mutex<Vec<(Instant, f64)>>> = Arc::default();
-    let probe = tokio::spawn({
-        let lag = lag.clone();
-        async move {
-            let period = Duration::from_millis(LAG_PROBE_MS);
-            loop {
-                let due = Instant::now() + period;
-                tokio::time::sleep_until(due).await;
-                let late = Instant::now().saturating_duration_since(due).as_secs_f64() * 1e3;
-                if let Ok(mut v) = lag.lock() {
-                    v.push((due, late));
-                }
-            }
-        }
-    });
     // Infrastructure first: bootstrap nodes (each dials the first), then mailbox nodes.
     let pb = bar(total as u64, "nodes");
     for role in [Role::Bootstrap, Role::Mailbox] {
@@ -370,6 +354,23 @@ async fn simulate(
 
     // The workload.
     let clock = Clock(Instant::now());
+    // How late timers fire from here to the end of the drain: the measure of how busy the
+    // machine's cores are while the latencies are being measured.
+    let lag: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let probe = tokio::spawn({
+        let lag = lag.clone();
+        async move {
+            let period = Duration::from_millis(LAG_PROBE_MS);
+            loop {
+                let due = Instant::now() + period;
+                tokio::time::sleep_until(due).await;
+                let late = Instant::now().saturating_duration_since(due).as_secs_f64() * 1e3;
+                if let Ok(mut v) = lag.lock() {
+                    v.push(late);
+                }
+            }
+        }
+    });
     for &i in &users {
         if let Some(n) = sim.node(i) {
             work::watch(&n, i, clock, sim.log.clone());
@@ -452,7 +453,8 @@ async fn simulate(
     }
     done(&db);
     let drain_secs = drain_start.elapsed().as_secs_f64();
-    let drain_end = Instant::now();
+    probe.abort();
+    let lag_samples: Vec<f64> = lag.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
     for t in running {
         t.abort();
     }
@@ -463,13 +465,6 @@ async fn simulate(
         sim.log.push(e);
     }
     let (cpu_secs, peak_rss_mib) = process_usage();
-    probe.abort();
-    let lag_samples: Vec<f64> = lag
-        .lock()
-        .map(|v| {
-            v.iter().filter(|(at, _)| *at >= clock.0 && *at <= drain_end).map(|x| x.1).collect()
-        })
-        .unwrap_or_default();
     let sb = bar(total as u64, "stopping");
     let stops = futures::stream::iter(0..total).map(|i| {
         let sim = &sim;
