@@ -291,7 +291,9 @@ impl Node {
         self.inner.store.flush().await?;
         info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
         self.join_topic(&g).await;
-        self.send_state(&g, &g.members).await;
+        let mut known = invited.to_vec();
+        known.push(peer.clone());
+        self.send_state(&g, &g.members, &known).await;
         Ok(g)
     }
 
@@ -312,7 +314,7 @@ impl Node {
         g.enter_epoch(g.epoch + 1, key, now_ms());
         self.inner.store.put_group(&g)?;
         self.inner.store.flush().await?;
-        self.send_state(&g, &g.members).await;
+        self.send_state(&g, &g.members, added).await;
         Ok(g)
     }
 
@@ -322,8 +324,10 @@ impl Node {
     }
 
     /// Sends the group's current state and key to `to` (except this user), sealed, and to this
-    /// user's other devices.
-    async fn send_state(&self, g: &GroupState, to: &[GroupMember]) {
+    /// user's other devices. Members with a record in `known` (resolved moments ago, when they
+    /// were mentioned) are not resolved again: forming a group of hundreds would otherwise cost
+    /// every lookup twice.
+    async fn send_state(&self, g: &GroupState, to: &[GroupMember], known: &[VerifiedNameRecord]) {
         let Some(key) = key_of(g, g.epoch) else { return };
         let members: Vec<Member> = g.members.iter().map(wire_member).collect();
         let count = members.len().div_ceil(INVITE_PART_MEMBERS).max(1);
@@ -340,11 +344,21 @@ impl Node {
             })
             .collect();
         let me = self.user_id().0;
-        let names: Vec<String> =
-            to.iter().filter(|m| m.user != me).filter_map(|m| m.name.clone()).collect();
         let identities: std::collections::HashMap<&str, [u8; 32]> =
             to.iter().filter_map(|m| m.name.as_deref().map(|n| (n, m.identity))).collect();
-        for (name, r) in self.resolve_many(names).await {
+        let mut records: Vec<(String, Result<VerifiedNameRecord, NodeError>)> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let known: std::collections::HashMap<&str, &VerifiedNameRecord> =
+            known.iter().map(|r| (r.name.as_str(), r)).collect();
+        for m in to.iter().filter(|m| m.user != me) {
+            let Some(name) = m.name.clone() else { continue };
+            match known.get(name.as_str()).filter(|r| r.user_id.0 == m.user) {
+                Some(r) => records.push((name, Ok((*r).clone()))),
+                None => names.push(name),
+            }
+        }
+        records.extend(self.resolve_many(names).await);
+        for (name, r) in records {
             let Some(identity) = identities.get(name.as_str()) else { continue };
             match r {
                 Ok(r) if r.identity.to_bytes() == *identity => {

@@ -482,7 +482,7 @@ impl Analysis {
         if let Some(l) = u.timer_lag_ms.as_ref().filter(|l| l.count > 0) {
             let _ = writeln!(
                 s,
-                "timer lag during the workload: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+                "timer lag during the workload and drain: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
                 l.p50, l.p95, l.max
             );
             if u.cpu_bound {
@@ -601,7 +601,7 @@ mod tests {
         quiet.set_timer_lag(vec![1.0; 100]);
         assert!(!quiet.cpu_bound);
         let a = analyze(&s, &plan, &[], &HashMap::new(), quiet);
-        assert!(a.table().contains("timer lag during the workload: p50 1.0 ms"));
+        assert!(a.table().contains("timer lag during the workload and drain: p50 1.0 ms"));
         assert!(!a.table().contains("CPU-bound"));
         let mut busy = RunInfo::default();
         // 90 prompt timers and 10 that fired 250 ms late: p95 is late.

@@ -300,8 +300,11 @@ async fn simulate(
             Some(creator) => work::form_group(&creator, plan, g).await,
             None => Err("creator not running".to_owned()),
         };
-        let deadline =
-            t + Duration::from_secs(60) + Duration::from_millis(200 * group.members.len() as u64);
+        // The members' time to receive the group's state counts from when the creator's send
+        // returned: resolving hundreds of mentioned names can take longer than the deadline.
+        let deadline = Instant::now()
+            + Duration::from_secs(60)
+            + Duration::from_millis(200 * group.members.len() as u64);
         let ok = match &formed {
             Ok(conv) => {
                 // Members whose names did not resolve are not in the group: wait for those the
