@@ -291,9 +291,7 @@ impl Node {
         self.inner.store.flush().await?;
         info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
         self.join_topic(&g).await;
-        let mut known = invited.to_vec();
-        known.push(peer.clone());
-        self.send_state(&g, &g.members, &known).await;
+        self.send_state(&g, &g.members, invited.iter().chain([peer])).await;
         Ok(g)
     }
 
@@ -327,7 +325,12 @@ impl Node {
     /// user's other devices. Members with a record in `known` (resolved moments ago, when they
     /// were mentioned) are not resolved again: forming a group of hundreds would otherwise cost
     /// every lookup twice.
-    async fn send_state(&self, g: &GroupState, to: &[GroupMember], known: &[VerifiedNameRecord]) {
+    async fn send_state<'a>(
+        &self,
+        g: &GroupState,
+        to: &[GroupMember],
+        known: impl IntoIterator<Item = &'a VerifiedNameRecord>,
+    ) {
         let Some(key) = key_of(g, g.epoch) else { return };
         let members: Vec<Member> = g.members.iter().map(wire_member).collect();
         let count = members.len().div_ceil(INVITE_PART_MEMBERS).max(1);
@@ -349,7 +352,7 @@ impl Node {
         let mut records: Vec<(String, Result<VerifiedNameRecord, NodeError>)> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let known: std::collections::HashMap<&str, &VerifiedNameRecord> =
-            known.iter().map(|r| (r.name.as_str(), r)).collect();
+            known.into_iter().map(|r| (r.name.as_str(), r)).collect();
         for m in to.iter().filter(|m| m.user != me) {
             let Some(name) = m.name.clone() else { continue };
             match known.get(name.as_str()).filter(|r| r.user_id.0 == m.user) {

@@ -334,7 +334,7 @@ async fn simulate(
                         .count();
                     gb.set_message(format!(
                         "group {g}: {} members still joining",
-                        want - joined.min(want)
+                        want.saturating_sub(joined)
                     ));
                     if joined >= want {
                         break want == planned;
