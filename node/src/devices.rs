@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::error::NodeError;
 use crate::network::Reply;
 use crate::node::Node;
+use crate::rules;
 use crate::{now_ms, rfc3339};
 
 /// How long a link code is valid.
@@ -37,9 +38,7 @@ pub const HISTORY_PAGE_BYTES: usize = 1024 * 1024;
 const SNAPSHOT_MARGIN: usize = 64 * 1024;
 /// How long the own name record is reused before asking the DHT again (linked devices).
 pub const OWN_RECORD_CACHE_MS: u64 = 30_000;
-/// A contact's record not re-fetched for this long is refreshed in the background when a
-/// message from one of its devices arrives, so revocations reach the contact.
-pub const RECORD_RECHECK_MS: u64 = 10 * 60 * 1000;
+pub use crate::rules::devices::RECORD_RECHECK_MS;
 
 /// See `Inner::known`.
 pub(crate) type KnownRecords =
@@ -197,42 +196,30 @@ impl Node {
     pub(crate) fn device_allowed(&self, sender: &SenderDevice) -> Result<(), String> {
         let now = now_ms();
         if sender.user_id == self.user_id() {
-            if sender.device == self.inner.keys.device.public_bytes() {
-                return Ok(());
-            }
+            let store = &self.inner.store;
             let revoked: Vec<[u8; 32]> =
-                self.inner.store.meta_get("revoked").ok().flatten().unwrap_or_default();
-            if revoked.contains(&sender.device) {
-                return Err("this device was revoked".into());
-            }
-            if self.inner.keys.identity.is_some() {
-                let listed = self
-                    .linked_entries()
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|e| e.cert.verify(None).is_ok_and(|c| c.device == sender.device));
-                if listed {
-                    return Ok(());
-                }
-                // Not linked here: perhaps by another device holding the identity key since
-                // this one's last record.
-            }
+                store.meta_get("revoked").map_err(|e| e.to_string())?.unwrap_or_default();
+            let linked = match self.inner.keys.identity {
+                Some(_) => Some(self.linked_entries().map_err(|e| e.to_string())?),
+                None => None,
+            };
             let own =
                 self.inner.own_record.lock().ok().and_then(|o| o.as_ref().map(|x| x.1.clone()));
             let own = own.or_else(|| self.name().and_then(|n| self.stored_own_record(&n, now)));
-            return match own {
-                Some(r) => check_listed(&r, sender),
-                None => Ok(()),
+            let view = rules::devices::OwnDevices {
+                this_device: self.inner.keys.device.public_bytes(),
+                revoked: &revoked,
+                linked: linked.as_deref(),
+                own_record: own.as_ref(),
             };
+            return rules::devices::own_device_allowed(&view, sender);
         }
         let Some((checked_at, name, record)) = self.known_record(sender.user_id.0, now) else {
             return Ok(());
         };
-        let record = record.filter(|r| r.identity == sender.identity);
-        let verdict = record.as_ref().map_or(Ok(()), |r| check_listed(r, sender));
-        let unlisted =
-            record.is_some_and(|r| !r.devices.iter().any(|d| d.device.device == sender.device));
-        if now >= checked_at + RECORD_RECHECK_MS || unlisted && now >= checked_at + 1000 {
+        let known = rules::devices::KnownContact { checked_at, record: record.as_ref() };
+        let verdict = rules::devices::contact_device_allowed(&known, sender, now);
+        if verdict.refresh {
             // Marked as checked now, so a burst of messages starts one lookup.
             if let Ok(mut known) = self.inner.known.lock() {
                 if let Some(k) = known.get_mut(&sender.user_id.0) {
@@ -246,7 +233,7 @@ impl Node {
                 }
             });
         }
-        verdict
+        verdict.allowed
     }
 
     /// The newest record this node knows of a contact's user id: (when it was last checked
@@ -297,21 +284,19 @@ impl Node {
     /// replaced); a message then complete is `delivered` to every device the user still has.
     pub(crate) async fn drop_targets(&self, user: [u8; 16], keep: &[[u8; 32]]) {
         let _guard = self.inner.outbox_lock.lock().await;
-        for mut e in self.inner.store.outbox().unwrap_or_default() {
-            if e.recipient != user || e.targets.iter().all(|t| keep.contains(&t.device)) {
-                continue;
-            }
-            e.targets.retain(|t| keep.contains(&t.device));
-            if e.targets.is_empty() {
-                let _ = self.inner.store.remove_outbox(&e.id);
-            } else if crate::outbox::complete(&e) {
-                let _ = self.inner.store.remove_outbox(&e.id);
-                self.set_status(&e.id, crate::store::Status::Delivered);
-            } else {
-                let _ = self.inner.store.put_outbox(&e);
+        let entries = match self.inner.store.outbox() {
+            Ok(entries) => entries,
+            Err(e) => return warn!("cannot read the outbox to drop revoked devices: {e}"),
+        };
+        for mut e in entries.into_iter().filter(|e| e.recipient == user) {
+            let progress = rules::outbox::keep_devices(&mut e, keep);
+            if let Err(err) = self.save_progress(&e, progress) {
+                warn!("cannot drop revoked devices from a queued message: {err}");
             }
         }
-        let _ = self.inner.store.flush().await;
+        if let Err(e) = self.inner.store.flush().await {
+            warn!("cannot flush the outbox: {e}");
+        }
     }
 
     /// A device of this user announced a new prekey: list it in the record (identity holder).
@@ -623,20 +608,6 @@ impl Node {
         if let Err(e) = self.queue_to(self.user_id(), &devices, &mailboxes, content, false).await {
             warn!("cannot send to this user's other devices: {e}");
         }
-    }
-}
-
-/// See [`Node::device_allowed`].
-fn check_listed(r: &VerifiedNameRecord, sender: &SenderDevice) -> Result<(), String> {
-    if r.devices.iter().any(|d| d.device.device == sender.device)
-        || sender.certified_at >= r.issued_at
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "device {} is not (or no longer) listed in the sender's record",
-            sender.peer_id
-        ))
     }
 }
 

@@ -26,12 +26,12 @@ use crate::error::NodeError;
 use crate::network::Verdict;
 use crate::node::{MessageView, NewMessage, Node, NodeEvent};
 use crate::now_ms;
+use crate::rules::group::{self as rule, key_of, Adopt, Offer};
 use crate::store::{Direction, GroupMember, GroupState, Status, StoredMessage};
 
 /// Most member devices a node keeps connections to, per group, for the gossipsub mesh.
 pub const MESH_DIALS: usize = 8;
-/// How long after moving to a new epoch messages of the previous one are still accepted.
-pub const EPOCH_GRACE_MS: u64 = 60_000;
+pub use crate::rules::group::{EPOCH_GRACE_MS, INVITE_PARTS_TTL_MS, MAX_PENDING_INVITES};
 /// Most member devices a group remembers.
 pub const MAX_GROUP_PEERS: usize = 256;
 /// Most member devices asked for missed messages per sync round.
@@ -42,10 +42,6 @@ pub const INVITE_PART_MEMBERS: usize = 512;
 /// Most members of a group: what [`kith_protocol::message::MAX_INVITE_PARTS`] parts hold.
 pub const MAX_GROUP_MEMBERS: usize =
     INVITE_PART_MEMBERS * kith_protocol::message::MAX_INVITE_PARTS as usize;
-/// Group states arriving in parts kept at once, waiting for their other parts.
-pub const MAX_PENDING_INVITES: usize = 64;
-/// How long the parts of a group state wait for the others.
-pub const INVITE_PARTS_TTL_MS: u64 = 10 * 60 * 1000;
 /// Names resolved at once when forming or changing a group.
 pub const RESOLVE_CONCURRENCY: usize = 16;
 
@@ -70,19 +66,6 @@ fn too_many(members: usize) -> Result<(), NodeError> {
     }
     Ok(())
 }
-
-/// The parts of a group state received so far.
-#[derive(Debug)]
-pub(crate) struct PendingInvite {
-    since: u64,
-    count: u32,
-    key: [u8; 32],
-    parts: std::collections::BTreeMap<u32, Content>,
-}
-
-/// Pending parts by (group, epoch, sender's user id).
-pub(crate) type PendingInvites =
-    std::collections::HashMap<([u8; 16], u64, [u8; 16]), PendingInvite>;
 
 /// A conversation named by the user: `@name` or `#id-prefix`.
 #[derive(Clone, Debug)]
@@ -109,6 +92,13 @@ pub fn mentions(text: &str) -> Vec<String> {
     out
 }
 
+fn verdict(d: rule::Drop) -> Verdict {
+    match d {
+        rule::Drop::Ignore => Verdict::Ignore,
+        rule::Drop::Reject => Verdict::Reject,
+    }
+}
+
 fn member_of(r: &VerifiedNameRecord) -> GroupMember {
     GroupMember { user: r.user_id.0, identity: r.identity.to_bytes(), name: Some(r.name.clone()) }
 }
@@ -119,13 +109,6 @@ fn wire_member(m: &GroupMember) -> Member {
 
 fn state_member(m: &Member) -> GroupMember {
     GroupMember { user: m.user.0, identity: m.identity, name: m.name.clone() }
-}
-
-fn key_of(g: &GroupState, epoch: u64) -> Option<[u8; 32]> {
-    g.keys
-        .iter()
-        .find(|(e, _)| *e == epoch)
-        .and_then(|(_, k)| <[u8; 32]>::try_from(k.as_slice()).ok())
 }
 
 impl Node {
@@ -471,13 +454,12 @@ impl Node {
         else {
             return Err(NodeError::NotFound(format!("{name} is not a member of this group")));
         };
-        let me = g.members.iter().position(|m| m.user == self.user_id().0).unwrap_or(usize::MAX);
-        if target <= me {
+        let user = g.members[target].user;
+        if !rule::may_remove(&g.members, &self.user_id().0, &user) {
             return Err(NodeError::Message(format!(
                 "you may remove only members who joined after you; {name} joined before you"
             )));
         }
-        let user = g.members[target].user;
         self.post(&g, Content::GroupRemove { group: ConversationId(id), user: UserId(user) })
             .await?;
         self.change_members(g, &[], &[user]).await?;
@@ -528,40 +510,28 @@ impl Node {
             return;
         };
         // One part of a long member list: keep it until every part of this state is here.
-        let whole = {
+        let offer = {
             let Ok(mut pending) = self.inner.invite_parts.lock() else { return };
             let key = (group.0, *epoch, sender.user_id().0);
-            let now = now_ms();
-            pending.retain(|_, p| now.saturating_sub(p.since) < INVITE_PARTS_TTL_MS);
-            if !pending.contains_key(&key) && pending.len() >= MAX_PENDING_INVITES {
-                warn!(group = %group, "too many group states arriving in parts: dropping one");
-                return;
-            }
-            let p = pending.entry(key).or_insert_with(|| PendingInvite {
-                since: now,
-                count: part.count,
-                key: *epoch_key,
-                parts: std::collections::BTreeMap::new(),
-            });
-            if p.count != part.count || p.key != *epoch_key {
-                warn!(group = %group, "ignoring a group state part that contradicts the others");
-                return;
-            }
-            p.parts.insert(part.index, content.clone());
-            if p.parts.len() < p.count as usize {
-                return;
-            }
-            pending.remove(&key)
+            pending.offer(key, *part, *epoch_key, content.clone(), now_ms())
         };
-        let Some(whole) = whole else { return };
+        let parts = match offer {
+            Offer::Whole(parts) => parts,
+            Offer::Incomplete => return,
+            Offer::Full => {
+                return warn!(group = %group, "too many group states arriving in parts: dropping one")
+            }
+            Offer::Contradicts => {
+                return warn!(group = %group, "ignoring a group state part that contradicts the others")
+            }
+        };
         let mut all = Vec::new();
-        for c in whole.parts.values() {
+        for c in &parts {
             if let Content::GroupInvite { members, .. } = c {
                 all.extend(members.iter().cloned());
             }
         }
-        let forward = whole.parts.into_values().collect();
-        self.adopt_state(sender, group, &all, *epoch, epoch_key, forward);
+        self.adopt_state(sender, group, &all, *epoch, epoch_key, parts);
     }
 
     /// Adopts a whole group state (joins the group, or moves to its new epoch); `parts` is the
@@ -577,36 +547,29 @@ impl Node {
     ) {
         let me = self.user_id();
         let sender_id = sender.user_id();
-        if !members.iter().any(|m| m.user == me) || !members.iter().any(|m| m.user == sender_id) {
-            return;
-        }
         let new_members: Vec<GroupMember> = members.iter().map(state_member).collect();
         let store = &self.inner.store;
-        let state = match store.group(&group.0) {
-            Ok(Some(mut g)) => {
-                if epoch <= g.epoch {
-                    return;
-                }
-                let Some(s_pos) = g.members.iter().position(|m| m.user == sender_id.0) else {
-                    return;
-                };
-                // Removals must follow the rule: later joiners, or members who announced a leave.
-                let allowed = g.members.iter().enumerate().all(|(i, m)| {
-                    new_members.iter().any(|n| n.user == m.user)
-                        || i > s_pos
-                        || g.leaving.iter().any(|l| l.as_slice() == m.user)
-                });
-                if !allowed {
-                    warn!(group = %group, "ignoring a group change that removes members its sender may not remove");
-                    return;
-                }
+        let current = match store.group(&group.0) {
+            Ok(g) => g,
+            Err(e) => return warn!(group = %group, "cannot read the group: {e}"),
+        };
+        let state = match (
+            rule::adopt(current.as_ref(), &me.0, &sender_id.0, &new_members, epoch),
+            current,
+        ) {
+            (Adopt::Join, _) => {
+                GroupState::joined(group.0, new_members, epoch, *epoch_key, now_ms())
+            }
+            (Adopt::Advance, Some(mut g)) => {
                 g.members = new_members;
                 g.enter_epoch(epoch, *epoch_key, now_ms());
                 g.active = true;
                 g
             }
-            Ok(None) => GroupState::joined(group.0, new_members, epoch, *epoch_key, now_ms()),
-            Err(_) => return,
+            (Adopt::Forbidden, _) => {
+                return warn!(group = %group, "ignoring a group change that removes members its sender may not remove");
+            }
+            (verdict, _) => return debug!(group = %group, ?verdict, "ignoring a group state"),
         };
         if store.put_group(&state).is_err() {
             return;
@@ -657,42 +620,18 @@ impl Node {
         let env = GroupEnvelope::from_bytes(data).map_err(|_| Verdict::Reject)?;
         let store = &self.inner.store;
         let Ok(Some(mut g)) = store.group(&env.group.0) else { return Err(Verdict::Ignore) };
-        if !g.active {
-            return Err(Verdict::Ignore);
-        }
-        let Some(key) = key_of(&g, env.epoch) else {
-            return Err(if env.epoch > g.epoch { Verdict::Ignore } else { Verdict::Reject });
-        };
+        let key = rule::epoch_key(&g, env.epoch).map_err(verdict)?;
         let opened = env.open(&key).map_err(|e| {
             debug!("rejected a group message: {e}");
             Verdict::Reject
         })?;
         let m = &opened.message;
-        // The sender must have been a member of the message's epoch, and an epoch this device
-        // has moved on from accepts messages only for a grace period (they may still be on
-        // their way), so a removed member cannot keep posting under its last key.
-        let epoch = g.epochs.iter().find(|e| e.epoch == env.epoch);
-        let member = match epoch {
-            Some(e) => e.members.iter().any(|u| u.as_slice() == m.sender.0),
-            None => g.members.iter().any(|x| x.user == m.sender.0),
-        };
-        if !member {
-            debug!("rejected a group message from a non-member");
-            return Err(Verdict::Reject);
-        }
-        // A message handed over by a member's sync was accepted there; it only has to belong
-        // to the epoch's lifetime.
-        let late = |ended: u64| {
-            if synced {
-                m.sent_at > ended + EPOCH_GRACE_MS
-            } else {
-                ended + EPOCH_GRACE_MS < now_ms()
-            }
-        };
-        if epoch.and_then(|e| e.ended_at).is_some_and(late) {
-            debug!("rejected a group message in a closed epoch");
-            return Err(Verdict::Reject);
-        }
+        rule::sender_allowed(&g, env.epoch, &m.sender.0, m.sent_at, now_ms(), synced).map_err(
+            |d| {
+                debug!("rejected a group message from a non-member or in a closed epoch");
+                verdict(d)
+            },
+        )?;
         if matches!(store.message(&m.id.0), Ok(Some(_))) {
             return Err(Verdict::Ignore);
         }
@@ -705,24 +644,22 @@ impl Node {
             Err(_) => return Err(Verdict::Ignore),
         }
         // Membership control messages, signed by their sender inside the ciphertext.
-        let sender_pos = g.members.iter().position(|x| x.user == m.sender.0);
         match &m.content {
             Content::GroupLeave { .. } => {
                 g.leaving.push(m.sender.0.to_vec());
                 let _ = store.put_group(&g);
                 self.rekey_after_leave(g.clone());
             }
-            Content::GroupRemove { user, .. } if *user == me => {
-                let mine = g.members.iter().position(|x| x.user == me.0);
-                if sender_pos.is_some() && mine > sender_pos {
-                    g.active = false;
-                    let _ = store.put_group(&g);
-                    let net = self.inner.net.clone();
-                    let t = topic(&env.group);
-                    tokio::spawn(async move {
-                        let _ = net.subscribe(t, false).await;
-                    });
-                }
+            Content::GroupRemove { user, .. }
+                if *user == me && rule::may_remove(&g.members, &m.sender.0, &me.0) =>
+            {
+                g.active = false;
+                let _ = store.put_group(&g);
+                let net = self.inner.net.clone();
+                let t = topic(&env.group);
+                tokio::spawn(async move {
+                    let _ = net.subscribe(t, false).await;
+                });
             }
             _ => {}
         }
@@ -741,12 +678,10 @@ impl Node {
     /// After a member announced its leave, the remaining member with the lowest user id starts
     /// a new epoch without it.
     fn rekey_after_leave(&self, g: GroupState) {
-        let leaving: Vec<[u8; 16]> =
-            g.leaving.iter().filter_map(|l| <[u8; 16]>::try_from(l.as_slice()).ok()).collect();
-        let lowest = g.members.iter().map(|m| m.user).filter(|u| !leaving.contains(u)).min();
-        if lowest != Some(self.user_id().0) {
+        if rule::rekeyer(&g) != Some(self.user_id().0) {
             return;
         }
+        let leaving = rule::leaving(&g);
         let node = self.clone();
         tokio::spawn(async move {
             if let Err(e) = node.change_members(g, &[], &leaving).await {

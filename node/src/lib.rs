@@ -10,7 +10,8 @@
 //! - [`mail`]: mailboxes: enrolling, depositing, fetching, and the mailbox service.
 //! - [`mailbox`]: mailbox policy and limits.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`outbox`]: retry decisions of the outbox.
+//! - [`rules`]: the rules as pure functions of their inputs and `now` (outbox retries, trust
+//!   on first use, device lists, group membership and epochs, mailbox rate, prekey rotation).
 //! - [`api`]: the local HTTP/JSON API.
 //! - [`daemon`]: wires everything together for `kith daemon`.
 #![deny(missing_docs, unreachable_pub)]
@@ -28,7 +29,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod network;
 pub mod node;
-pub mod outbox;
+pub mod rules;
 pub mod store;
 
 pub use error::NodeError;

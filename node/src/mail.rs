@@ -23,8 +23,6 @@ use crate::store::{DepositRefusal, HeldEnvelope};
 pub const FETCH_INTERVAL: Duration = Duration::from_secs(300);
 /// How often a mailbox node expires old envelopes and recounts what it holds.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
-/// Most sending peers tracked by the deposit rate limit; the table is cleared beyond.
-const MAX_RATE_ENTRIES: usize = 10_000;
 
 /// A mailbox as the API shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -422,17 +420,8 @@ impl Node {
     }
 
     fn within_rate(&self, peer: PeerId) -> bool {
-        let minute = now_ms() / 60_000;
         let Ok(mut table) = self.inner.deposit_rate.lock() else { return false };
-        if table.len() >= MAX_RATE_ENTRIES {
-            table.clear();
-        }
-        let entry = table.entry(peer).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= self.inner.mailbox.deposits_per_minute
+        table.allow(peer, now_ms())
     }
 
     fn recount_mailbox(&self) {

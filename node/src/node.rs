@@ -32,21 +32,18 @@ use crate::home::{Home, Keys};
 use crate::mailbox::MailboxConfig;
 use crate::metrics::{Counters, Metrics};
 use crate::network::{self, Client, Event, NetworkConfig, TransportKind};
+use crate::rules::outbox::{self, Attempt, Progress};
+use crate::rules::{prekeys, trust};
 use crate::store::{
     Contact, Direction, OutboxEntry, PrekeyEntry, Status, Store, StoredMessage, Target,
 };
-use crate::{now_ms, outbox, rfc3339};
+use crate::{now_ms, rfc3339};
 
 /// How long a published name record is valid.
 pub const RECORD_LIFETIME_MS: u64 = 24 * 3600 * 1000;
 /// How often the name record is republished.
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(3600);
-/// A new prekey is created when the current one is this old.
-pub const PREKEY_ROTATION_MS: u64 = 7 * 24 * 3600 * 1000;
-/// Lifetime of a prekey (rotation period plus a margin so records never outlive it).
-pub const PREKEY_LIFETIME_MS: u64 = 14 * 24 * 3600 * 1000;
-/// A replaced prekey's private key is deleted this long after it was replaced.
-pub const PREKEY_GRACE_MS: u64 = 14 * 24 * 3600 * 1000;
+pub use crate::rules::prekeys::{PREKEY_GRACE_MS, PREKEY_LIFETIME_MS, PREKEY_ROTATION_MS};
 /// Most envelope deliveries in flight at once.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Capacity of the event broadcast to API subscribers; a slower subscriber misses events.
@@ -213,7 +210,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) counters: Counters,
     /// Deposits per sending peer in the current minute (mailbox nodes); bounded.
-    pub(crate) deposit_rate: Mutex<HashMap<PeerId, (u64, u32)>>,
+    pub(crate) deposit_rate: Mutex<crate::rules::mailbox::RateTable<PeerId>>,
     /// The last `sent_at` used, so each sender's times strictly increase.
     pub(crate) last_sent: Mutex<u64>,
     pub(crate) wake_fetch: Notify,
@@ -228,7 +225,7 @@ pub(crate) struct Inner {
     /// Link codes shown by this device (bounded by [`crate::devices::MAX_PENDING_LINKS`]).
     pub(crate) links: Mutex<Vec<crate::devices::PendingLink>>,
     /// Group states arriving in parts (long member lists), until they are whole.
-    pub(crate) invite_parts: Mutex<crate::group::PendingInvites>,
+    pub(crate) invite_parts: Mutex<crate::rules::group::InviteParts>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) wake_outbox: Notify,
     wake_maintainer: Notify,
@@ -289,7 +286,9 @@ impl Node {
                 mailbox: config.mailbox.clone(),
                 metrics: Arc::new(Metrics::new(registry)),
                 counters,
-                deposit_rate: Mutex::new(HashMap::new()),
+                deposit_rate: Mutex::new(crate::rules::mailbox::RateTable::new(
+                    config.mailbox.deposits_per_minute,
+                )),
                 last_sent: Mutex::new(last_sent),
                 wake_fetch: Notify::new(),
                 wake_sync: Notify::new(),
@@ -297,7 +296,7 @@ impl Node {
                 own_record: Mutex::new(None),
                 known: Mutex::new(HashMap::new()),
                 links: Mutex::new(Vec::new()),
-                invite_parts: Mutex::new(HashMap::new()),
+                invite_parts: Mutex::new(Default::default()),
                 events,
                 wake_outbox: Notify::new(),
                 wake_maintainer: Notify::new(),
@@ -412,18 +411,11 @@ impl Node {
     fn rotate_prekeys(&self, now: u64) -> Result<bool, NodeError> {
         let store = &self.inner.store;
         let all = store.prekeys()?;
-        for p in &all {
-            if p.replaced_at.is_some_and(|r| r + PREKEY_GRACE_MS <= now)
-                || p.expires_at + PREKEY_GRACE_MS <= now
-            {
-                store.delete_prekey(p.id)?;
-            }
+        let plan = prekeys::rotation(&all, now);
+        for id in &plan.delete {
+            store.delete_prekey(*id)?;
         }
-        let current = all.iter().filter(|p| p.replaced_at.is_none()).max_by_key(|p| p.id);
-        if current.is_some_and(|p| p.created_at + PREKEY_ROTATION_MS > now) {
-            return Ok(false);
-        }
-        let id = all.iter().map(|p| p.id).max().map_or(1, |m| m.wrapping_add(1));
+        let Some(id) = plan.create else { return Ok(false) };
         let secret = X25519Secret::generate(&mut rand::rngs::OsRng);
         let signed =
             SignedPrekey::sign(&self.inner.keys.device, id, &secret, now, now + PREKEY_LIFETIME_MS);
@@ -435,7 +427,7 @@ impl Node {
             expires_at: now + PREKEY_LIFETIME_MS,
             replaced_at: None,
         })?;
-        for mut p in all.into_iter().filter(|p| p.replaced_at.is_none()) {
+        for mut p in all.into_iter().filter(|p| plan.replace.contains(&p.id)) {
             p.replaced_at = Some(now);
             store.put_prekey(&p)?;
         }
@@ -637,50 +629,47 @@ impl Node {
         let name = name.to_owned();
         let store = &self.inner.store;
         let fetched = self.fetch_valid(&name).await;
-        let pinned = store.contact(&name)?;
-        let stored = pinned.as_ref().and_then(|c| {
-            NameRecord::verify(&c.record, Some(&dht_key(&name)), now, &self.inner.policy).ok()
-        });
-        let valid = match fetched {
-            Ok(v) => v,
-            // The DHT is unreachable: fall back on the pinned record while it is valid.
-            Err(e) => return stored.ok_or(e),
+        let contact = store.contact(&name)?;
+        let pinned = trust::Pinned {
+            identity: contact.as_ref().map(|c| c.identity),
+            stored: contact.as_ref().and_then(|c| {
+                NameRecord::verify(&c.record, Some(&dht_key(&name)), now, &self.inner.policy).ok()
+            }),
         };
-        let Some(winner) = select_record(valid.iter().cloned()) else {
-            return stored.ok_or(NodeError::NameNotFound(name));
+        let (fetched, dht_error) = match fetched {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
         };
-        let Some(mut contact) = pinned else {
-            store.put_contact(&Contact {
-                name: name.clone(),
-                user_id: user_bytes(&winner.user_id),
-                identity: winner.identity.to_bytes(),
-                record: winner.bytes.clone(),
-                pinned_at: now,
-                changed_to: None,
-            })?;
-            info!(%name, user_id = %winner.user_id, "pinned new contact");
-            return Ok(winner);
-        };
-        let own = valid
-            .iter()
-            .filter(|r| r.identity.to_bytes() == contact.identity)
-            .cloned()
-            .max_by(kith_protocol::name::compare_records);
-        let changed = (winner.identity.to_bytes() != contact.identity)
-            .then(|| winner.identity.to_bytes().to_vec());
-        if changed.is_some() {
-            warn!(%name, "the name now resolves to a different key than the pinned one");
-        }
-        contact.changed_to = changed.clone();
-        match own.or(stored) {
-            Some(r) => {
-                if r.bytes != contact.record {
-                    contact.record = r.bytes.clone();
-                }
-                store.put_contact(&contact)?;
-                Ok(r)
+        match (trust::decide(&pinned, fetched), contact) {
+            (trust::Decision::Fallback(r), _) => Ok(r),
+            (trust::Decision::Unreachable, _) => {
+                Err(dht_error.unwrap_or_else(|| NodeError::Dht("no answer".into())))
             }
-            None => {
+            (trust::Decision::NotFound, _) => Err(NodeError::NameNotFound(name)),
+            (trust::Decision::PinFirst(winner), _) => {
+                store.put_contact(&Contact {
+                    name: name.clone(),
+                    user_id: user_bytes(&winner.user_id),
+                    identity: winner.identity.to_bytes(),
+                    record: winner.bytes.clone(),
+                    pinned_at: now,
+                    changed_to: None,
+                })?;
+                info!(%name, user_id = %winner.user_id, "pinned new contact");
+                Ok(winner)
+            }
+            (trust::Decision::UsePinned { record, changed_to }, Some(mut contact)) => {
+                if changed_to.is_some() {
+                    warn!(%name, "the name now resolves to a different key than the pinned one");
+                }
+                contact.changed_to = changed_to.map(|k| k.to_vec());
+                contact.record = record.bytes.clone();
+                store.put_contact(&contact)?;
+                Ok(record)
+            }
+            (trust::Decision::KeyChanged { winner, changed_to }, Some(mut contact)) => {
+                warn!(%name, "the name now resolves to a different key than the pinned one");
+                contact.changed_to = Some(changed_to.to_vec());
                 store.put_contact(&contact)?;
                 Err(NodeError::KeyChanged {
                     name,
@@ -688,6 +677,9 @@ impl Node {
                     now: winner.user_id.to_string(),
                 })
             }
+            // The rule decides on a pin only when there is one.
+            (trust::Decision::UsePinned { record, .. }, None) => Ok(record),
+            (trust::Decision::KeyChanged { .. }, None) => Err(NodeError::NameNotFound(name)),
         }
     }
 
@@ -1219,17 +1211,14 @@ impl Node {
             let _guard = node.inner.outbox_lock.lock().await;
             for id in ids {
                 let Ok(Some(mut e)) = node.inner.store.outbox_entry(&id.0) else { continue };
-                for t in e.targets.iter_mut().filter(|t| t.device == device) {
-                    t.done = true;
-                }
-                if outbox::complete(&e) {
-                    let _ = node.inner.store.remove_outbox(&id.0);
-                    node.set_status(&id.0, Status::Delivered);
-                } else {
-                    let _ = node.inner.store.put_outbox(&e);
+                let progress = outbox::apply_receipt(&mut e, &device);
+                if let Err(err) = node.save_progress(&e, progress) {
+                    warn!("cannot record a delivery receipt: {err}");
                 }
             }
-            let _ = node.inner.store.flush().await;
+            if let Err(err) = node.inner.store.flush().await {
+                warn!("cannot flush delivery receipts: {err}");
+            }
         });
     }
 
@@ -1364,31 +1353,38 @@ impl Node {
     async fn finish_attempt(&self, (id, i): ([u8; 16], usize), outcome: Attempt) {
         let _guard = self.inner.outbox_lock.lock().await;
         let Ok(Some(mut e)) = self.inner.store.outbox_entry(&id) else { return };
-        let Some(t) = e.targets.get_mut(i) else { return };
-        let jitter: f64 = rand::thread_rng().gen();
-        let result = match outcome {
-            Attempt::Delivered => Ok(()),
-            Attempt::Deposited(err) => {
-                // A mailbox holds it; keep trying the device directly, at the usual pace, until
-                // it or its delivery receipt answers.
-                t.deposited = true;
-                Err(err)
-            }
-            Attempt::Failed(err) => Err(err),
-        };
-        if let Err(err) = &result {
+        if let Attempt::Deposited(err) | Attempt::Failed(err) = &outcome {
             debug!(id = %MessageId(id), "delivery attempt failed: {err}");
         }
-        outbox::record_attempt(t, result, now_ms(), jitter);
-        if outbox::complete(&e) {
-            let _ = self.inner.store.remove_outbox(&id);
-            self.set_status(&id, Status::Delivered);
-        } else {
-            let _ = self.inner.store.put_outbox(&e);
-            if e.targets.iter().all(|t| t.done || t.deposited) {
-                self.set_status(&id, Status::Stored);
-            }
+        let jitter: f64 = rand::thread_rng().gen();
+        let progress = outbox::finish_attempt(&mut e, i, outcome, now_ms(), jitter);
+        if let Err(err) = self.save_progress(&e, progress) {
+            warn!(id = %MessageId(id), "cannot record a delivery attempt: {err}");
         }
+    }
+
+    /// Writes what a rule decided about an outbox entry (the caller holds `outbox_lock`).
+    pub(crate) fn save_progress(
+        &self,
+        e: &OutboxEntry,
+        progress: Progress,
+    ) -> Result<(), NodeError> {
+        let store = &self.inner.store;
+        match progress {
+            Progress::Unchanged => {}
+            Progress::Pending { stored } => {
+                store.put_outbox(e)?;
+                if stored {
+                    self.set_status(&e.id, Status::Stored);
+                }
+            }
+            Progress::Complete => {
+                store.remove_outbox(&e.id)?;
+                self.set_status(&e.id, Status::Delivered);
+            }
+            Progress::Empty => store.remove_outbox(&e.id)?,
+        }
+        Ok(())
     }
 
     pub(crate) fn set_status(&self, id: &[u8; 16], status: Status) {
@@ -1469,17 +1465,6 @@ impl Node {
         let last = self.inner.store.meta_get::<u64>("published_at").ok().flatten().unwrap_or(0);
         last + REPUBLISH_INTERVAL.as_millis() as u64 <= now_ms()
     }
-}
-
-/// The result of one delivery attempt to one device.
-#[derive(Debug)]
-pub(crate) enum Attempt {
-    /// The device acknowledged it.
-    Delivered,
-    /// The device was not reached (the reason), but a mailbox now holds it.
-    Deposited(String),
-    /// Neither.
-    Failed(String),
 }
 
 /// What became of an inbound envelope.

@@ -1,0 +1,313 @@
+//! Group membership rules (`docs/protocol.md`, 7.4): only members post; a member may remove the
+//! members who joined after it; a state is adopted only from a current member, for a newer
+//! epoch, dropping only members its sender may drop; an epoch this device moved on from
+//! accepts messages for a grace period; after a leave, the remaining member with the lowest
+//! user id rekeys; long member lists arrive in parts that are adopted once whole.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kith_protocol::message::InvitePart;
+use kith_protocol::Content;
+
+use crate::store::{GroupMember, GroupState};
+
+/// How long after moving to a new epoch messages of the previous one are still accepted.
+pub const EPOCH_GRACE_MS: u64 = 60_000;
+/// Group states arriving in parts kept at once, waiting for their other parts.
+pub const MAX_PENDING_INVITES: usize = 64;
+/// How long the parts of a group state wait for the others.
+pub const INVITE_PARTS_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// Why a group message is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// Not for us now (unknown group, future epoch, duplicate): no penalty.
+    Ignore,
+    /// Invalid (forged, from a non-member, in a closed epoch): penalize the forwarder.
+    Reject,
+}
+
+fn position(members: &[GroupMember], user: &[u8; 16]) -> Option<usize> {
+    members.iter().position(|m| m.user == *user)
+}
+
+/// Whether `remover` may remove `target`: both are members and `target` joined later.
+pub fn may_remove(members: &[GroupMember], remover: &[u8; 16], target: &[u8; 16]) -> bool {
+    matches!((position(members, remover), position(members, target)), (Some(r), Some(t)) if t > r)
+}
+
+/// What to do with a whole group state sent by `sender`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adopt {
+    /// A group this device does not know yet: join it.
+    Join,
+    /// A newer epoch of a known group: move to it.
+    Advance,
+    /// The state does not name this user, or not its sender.
+    NotNamed,
+    /// Not newer than the current epoch.
+    Stale,
+    /// Its sender is not a current member.
+    NotAMember,
+    /// It drops members its sender may not drop.
+    Forbidden,
+}
+
+/// Decides whether to adopt a state (`members`, `epoch`) from `sender`, given the current one.
+pub fn adopt(
+    current: Option<&GroupState>,
+    me: &[u8; 16],
+    sender: &[u8; 16],
+    members: &[GroupMember],
+    epoch: u64,
+) -> Adopt {
+    if position(members, me).is_none() || position(members, sender).is_none() {
+        return Adopt::NotNamed;
+    }
+    let Some(g) = current else { return Adopt::Join };
+    if epoch <= g.epoch {
+        return Adopt::Stale;
+    }
+    let Some(s_pos) = position(&g.members, sender) else { return Adopt::NotAMember };
+    // Removals must follow the rule: later joiners, or members who announced a leave.
+    let allowed = g.members.iter().enumerate().all(|(i, m)| {
+        position(members, &m.user).is_some()
+            || i > s_pos
+            || g.leaving.iter().any(|l| l.as_slice() == m.user)
+    });
+    if allowed {
+        Adopt::Advance
+    } else {
+        Adopt::Forbidden
+    }
+}
+
+/// The key of `epoch`, if this device holds it.
+pub fn key_of(g: &GroupState, epoch: u64) -> Option<[u8; 32]> {
+    g.keys
+        .iter()
+        .find(|(e, _)| *e == epoch)
+        .and_then(|(_, k)| <[u8; 32]>::try_from(k.as_slice()).ok())
+}
+
+/// The key to open a message of `epoch` with, or why it is dropped before opening.
+pub fn epoch_key(g: &GroupState, epoch: u64) -> Result<[u8; 32], Drop> {
+    if !g.active {
+        return Err(Drop::Ignore);
+    }
+    key_of(g, epoch).ok_or(if epoch > g.epoch { Drop::Ignore } else { Drop::Reject })
+}
+
+/// Whether an opened message of `epoch` from `sender`, sent at `sent_at`, is accepted at `now`.
+/// The sender must have been a member of the message's epoch, and an epoch this device has
+/// moved on from accepts messages only for [`EPOCH_GRACE_MS`] (they may still be on their way),
+/// so a removed member cannot keep posting under its last key. A message handed over by a
+/// member's sync (`synced`) was accepted there; it only has to belong to the epoch's lifetime.
+pub fn sender_allowed(
+    g: &GroupState,
+    epoch: u64,
+    sender: &[u8; 16],
+    sent_at: u64,
+    now: u64,
+    synced: bool,
+) -> Result<(), Drop> {
+    let e = g.epochs.iter().find(|e| e.epoch == epoch);
+    let member = match e {
+        Some(e) => e.members.iter().any(|u| u.as_slice() == sender),
+        None => position(&g.members, sender).is_some(),
+    };
+    if !member {
+        return Err(Drop::Reject);
+    }
+    let late = |ended: u64| {
+        if synced {
+            sent_at > ended + EPOCH_GRACE_MS
+        } else {
+            ended + EPOCH_GRACE_MS < now
+        }
+    };
+    if e.and_then(|e| e.ended_at).is_some_and(late) {
+        return Err(Drop::Reject);
+    }
+    Ok(())
+}
+
+/// The members who announced a leave.
+pub fn leaving(g: &GroupState) -> Vec<[u8; 16]> {
+    g.leaving.iter().filter_map(|l| <[u8; 16]>::try_from(l.as_slice()).ok()).collect()
+}
+
+/// Who starts the new epoch after a leave: the remaining member with the lowest user id.
+pub fn rekeyer(g: &GroupState) -> Option<[u8; 16]> {
+    let leaving = leaving(g);
+    g.members.iter().map(|m| m.user).filter(|u| !leaving.contains(u)).min()
+}
+
+/// The parts of one group state received so far.
+#[derive(Debug)]
+struct Pending {
+    since: u64,
+    count: u32,
+    key: [u8; 32],
+    parts: BTreeMap<u32, Content>,
+}
+
+/// What became of a part.
+#[derive(Debug, PartialEq)]
+pub enum Offer {
+    /// Kept; other parts are missing.
+    Incomplete,
+    /// The last part: every part, in order.
+    Whole(Vec<Content>),
+    /// It disagrees with the parts received before (count or key): dropped.
+    Contradicts,
+    /// [`MAX_PENDING_INVITES`] other states are waiting: dropped.
+    Full,
+}
+
+/// Group states arriving in parts, by (group, epoch, sender's user id); bounded by
+/// [`MAX_PENDING_INVITES`], each kept [`INVITE_PARTS_TTL_MS`].
+#[derive(Debug, Default)]
+pub struct InviteParts {
+    pending: HashMap<([u8; 16], u64, [u8; 16]), Pending>,
+}
+
+impl InviteParts {
+    /// Offers `content`, part `part` of the state of `group` at `epoch` with `epoch_key` sent by
+    /// `sender`.
+    pub fn offer(
+        &mut self,
+        (group, epoch, sender): ([u8; 16], u64, [u8; 16]),
+        part: InvitePart,
+        epoch_key: [u8; 32],
+        content: Content,
+        now: u64,
+    ) -> Offer {
+        let key = (group, epoch, sender);
+        self.pending.retain(|_, p| now.saturating_sub(p.since) < INVITE_PARTS_TTL_MS);
+        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING_INVITES {
+            return Offer::Full;
+        }
+        let p = self.pending.entry(key).or_insert_with(|| Pending {
+            since: now,
+            count: part.count,
+            key: epoch_key,
+            parts: BTreeMap::new(),
+        });
+        if p.count != part.count || p.key != epoch_key {
+            return Offer::Contradicts;
+        }
+        p.parts.insert(part.index, content);
+        if p.parts.len() < p.count as usize {
+            return Offer::Incomplete;
+        }
+        match self.pending.remove(&key) {
+            Some(p) => Offer::Whole(p.parts.into_values().collect()),
+            None => Offer::Incomplete,
+        }
+    }
+
+    /// States waiting for parts.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no state waits for parts.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn member(u: u8) -> GroupMember {
+        GroupMember { user: [u; 16], identity: [u; 32], name: Some(format!("m{u}")) }
+    }
+
+    fn group(members: &[u8], epoch: u64, now: u64) -> GroupState {
+        GroupState::joined(
+            [9; 16],
+            members.iter().map(|u| member(*u)).collect(),
+            epoch,
+            [epoch as u8; 32],
+            now,
+        )
+    }
+
+    #[test]
+    fn members_remove_only_later_joiners() {
+        let m: Vec<GroupMember> = [1, 2, 3].map(member).to_vec();
+        assert!(may_remove(&m, &[1; 16], &[3; 16]));
+        assert!(!may_remove(&m, &[3; 16], &[1; 16]));
+        assert!(!may_remove(&m, &[2; 16], &[2; 16]), "not oneself");
+        assert!(!may_remove(&m, &[7; 16], &[3; 16]), "not a member");
+    }
+
+    #[test]
+    fn a_state_is_adopted_only_when_its_sender_may_make_it() {
+        let g = group(&[1, 2, 3], 4, 0);
+        let m = |us: &[u8]| us.iter().map(|u| member(*u)).collect::<Vec<_>>();
+        assert_eq!(adopt(None, &[2; 16], &[1; 16], &m(&[1, 2]), 1), Adopt::Join);
+        assert_eq!(adopt(None, &[2; 16], &[1; 16], &m(&[1, 3]), 1), Adopt::NotNamed);
+        assert_eq!(adopt(Some(&g), &[2; 16], &[1; 16], &m(&[1, 2]), 4), Adopt::Stale);
+        assert_eq!(adopt(Some(&g), &[2; 16], &[1; 16], &m(&[1, 2]), 5), Adopt::Advance);
+        assert_eq!(adopt(Some(&g), &[2; 16], &[3; 16], &m(&[2, 3]), 5), Adopt::Forbidden);
+        assert_eq!(adopt(Some(&g), &[2; 16], &[7; 16], &m(&[1, 2, 3, 7]), 5), Adopt::NotAMember);
+        let mut left = g.clone();
+        left.leaving.push(vec![1; 16]);
+        assert_eq!(adopt(Some(&left), &[2; 16], &[3; 16], &m(&[2, 3]), 5), Adopt::Advance);
+    }
+
+    #[test]
+    fn closed_epochs_accept_messages_for_a_grace_period() {
+        let mut g = group(&[1, 2, 3], 1, 0);
+        g.members.retain(|m| m.user != [3; 16]);
+        g.enter_epoch(2, [2; 32], 1_000);
+        assert_eq!(epoch_key(&g, 1), Ok([1; 32]));
+        assert_eq!(epoch_key(&g, 3), Err(Drop::Ignore), "a key on its way");
+        assert_eq!(epoch_key(&g, 0), Err(Drop::Reject));
+        assert_eq!(sender_allowed(&g, 2, &[3; 16], 1_500, 1_500, false), Err(Drop::Reject));
+        assert_eq!(sender_allowed(&g, 1, &[3; 16], 1_500, 1_500, false), Ok(()));
+        let after = 1_000 + EPOCH_GRACE_MS + 1;
+        assert_eq!(sender_allowed(&g, 1, &[3; 16], 900, after, false), Err(Drop::Reject));
+        assert_eq!(sender_allowed(&g, 1, &[3; 16], 900, after, true), Ok(()), "synced");
+        assert_eq!(sender_allowed(&g, 1, &[3; 16], after, after, true), Err(Drop::Reject));
+        g.active = false;
+        assert_eq!(epoch_key(&g, 2), Err(Drop::Ignore), "left the group");
+    }
+
+    #[test]
+    fn the_lowest_remaining_member_rekeys() {
+        let mut g = group(&[5, 2, 8], 1, 0);
+        assert_eq!(rekeyer(&g), Some([2; 16]));
+        g.leaving.push(vec![2; 16]);
+        assert_eq!(rekeyer(&g), Some([5; 16]));
+    }
+
+    #[test]
+    fn parts_are_whole_once_all_arrived_and_bounded() {
+        let mut p = InviteParts::default();
+        let part = |index| InvitePart { index, count: 2 };
+        let c = |i: u8| Content::Text(kith_protocol::Text { body: format!("{i}") });
+        let k = ([1; 16], 3, [2; 16]);
+        assert_eq!(p.offer(k, part(1), [0; 32], c(1), 0), Offer::Incomplete);
+        assert_eq!(p.offer(k, part(0), [5; 32], c(9), 0), Offer::Contradicts);
+        assert_eq!(p.offer(k, part(0), [0; 32], c(0), 0), Offer::Whole(vec![c(0), c(1)]));
+        assert!(p.is_empty());
+        for g in 0..MAX_PENDING_INVITES as u8 {
+            assert_eq!(
+                p.offer(([g; 16], 1, [0; 16]), part(0), [0; 32], c(0), 0),
+                Offer::Incomplete
+            );
+        }
+        assert_eq!(p.offer(([200; 16], 1, [0; 16]), part(0), [0; 32], c(0), 1), Offer::Full);
+        let later = INVITE_PARTS_TTL_MS;
+        assert_eq!(
+            p.offer(([200; 16], 1, [0; 16]), part(0), [0; 32], c(0), later),
+            Offer::Incomplete
+        );
+        assert_eq!(p.len(), 1, "the expired ones are gone");
+    }
+}

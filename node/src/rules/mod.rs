@@ -1,0 +1,23 @@
+//! The node's rules as pure functions and small state machines of their inputs and `now`:
+//! no network, no store, no clock, no randomness of their own (time and random numbers are
+//! arguments). The services run them; the unit tests here drive them by hand, and
+//! [`harness`] replays random sequences of events from a seed.
+//!
+//! - [`outbox`]: when to retry a device, what an attempt, a receipt or a new device list
+//!   changes.
+//! - [`trust`]: resolving a name against the pinned key (trust on first use).
+//! - [`devices`]: whether a message from a device is accepted (device lists, revocation).
+//! - [`group`]: group membership: who may remove whom, which state to adopt, which epoch's
+//!   messages to accept, who rekeys after a leave, states arriving in parts.
+//! - [`mailbox`]: the mailbox service's deposit rate limit.
+//! - [`prekeys`]: prekey rotation.
+
+pub mod devices;
+pub mod group;
+pub mod mailbox;
+pub mod outbox;
+pub mod prekeys;
+pub mod trust;
+
+#[cfg(test)]
+pub(crate) mod harness;

@@ -1,0 +1,248 @@
+//! Outbox decisions as plain functions of the entry and the time: when to retry a device,
+//! what an attempt's result, a delivery receipt or a new device list changes. The node runs
+//! them; tests and the simulator can too.
+
+use crate::store::{OutboxEntry, Target};
+
+/// Delay after the first failed attempt.
+pub const BASE_BACKOFF_MS: u64 = 1_000;
+/// Longest delay between attempts.
+pub const MAX_BACKOFF_MS: u64 = 60_000;
+
+/// The delay before attempt `attempts + 1`: doubling from [`BASE_BACKOFF_MS`] up to
+/// [`MAX_BACKOFF_MS`], plus up to 25 % jitter (`jitter` in `[0, 1)`) so that many senders do not
+/// retry in step.
+pub fn backoff(attempts: u32, jitter: f64) -> u64 {
+    let exp = BASE_BACKOFF_MS.saturating_mul(1u64 << attempts.min(16));
+    let base = exp.min(MAX_BACKOFF_MS);
+    let extra = (base as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as u64;
+    base + extra
+}
+
+/// Indices of the targets due for an attempt at `now`.
+pub fn due(entry: &OutboxEntry, now: u64) -> Vec<usize> {
+    entry
+        .targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.done && t.next_at <= now)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Records the outcome of an attempt on a target.
+pub fn record_attempt(target: &mut Target, outcome: Result<(), String>, now: u64, jitter: f64) {
+    match outcome {
+        Ok(()) => {
+            target.done = true;
+            target.last_error = None;
+        }
+        Err(e) => {
+            target.next_at = now + backoff(target.attempts, jitter);
+            target.attempts = target.attempts.saturating_add(1);
+            target.last_error = Some(e);
+        }
+    }
+}
+
+/// Makes every pending target on `peer` due now (the peer just connected).
+pub fn peer_connected(entry: &mut OutboxEntry, peer: &[u8]) -> bool {
+    let mut changed = false;
+    for t in entry.targets.iter_mut().filter(|t| !t.done && t.peer_id == peer) {
+        t.next_at = 0;
+        changed = true;
+    }
+    changed
+}
+
+/// Whether every target acknowledged.
+pub fn complete(entry: &OutboxEntry) -> bool {
+    entry.targets.iter().all(|t| t.done)
+}
+
+/// The earliest time any pending target is due, if any is pending.
+pub fn next_due(entry: &OutboxEntry) -> Option<u64> {
+    entry.targets.iter().filter(|t| !t.done).map(|t| t.next_at).min()
+}
+
+/// The result of one delivery attempt to one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The device acknowledged it.
+    Delivered,
+    /// The device was not reached (the reason), but a mailbox now holds it.
+    Deposited(String),
+    /// Neither.
+    Failed(String),
+}
+
+/// What became of an outbox entry after a change, so the caller knows what to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing changed.
+    Unchanged,
+    /// Some devices are still pending: store the entry. `stored` when every pending device's
+    /// copy is held by a mailbox (the message is then `stored`).
+    Pending {
+        /// Every device either acknowledged or has its envelope in a mailbox.
+        stored: bool,
+    },
+    /// Every device acknowledged: remove the entry; the message is `delivered`.
+    Complete,
+    /// No device is left to deliver to (all were dropped): remove the entry, status unchanged.
+    Empty,
+}
+
+fn progress(entry: &OutboxEntry) -> Progress {
+    if entry.targets.is_empty() {
+        Progress::Empty
+    } else if complete(entry) {
+        Progress::Complete
+    } else {
+        Progress::Pending { stored: entry.targets.iter().all(|t| t.done || t.deposited) }
+    }
+}
+
+/// Records the outcome of an attempt on target `index` (an index that no longer exists changes
+/// nothing). A deposit keeps the device pending: it is tried directly at the usual pace until
+/// it, or its delivery receipt, answers.
+pub fn finish_attempt(
+    entry: &mut OutboxEntry,
+    index: usize,
+    outcome: Attempt,
+    now: u64,
+    jitter: f64,
+) -> Progress {
+    let Some(t) = entry.targets.get_mut(index) else { return Progress::Unchanged };
+    let result = match outcome {
+        Attempt::Delivered => Ok(()),
+        Attempt::Deposited(err) => {
+            t.deposited = true;
+            Err(err)
+        }
+        Attempt::Failed(err) => Err(err),
+    };
+    record_attempt(t, result, now, jitter);
+    progress(entry)
+}
+
+/// A delivery receipt from `device` (the message reached it through a mailbox).
+pub fn apply_receipt(entry: &mut OutboxEntry, device: &[u8; 32]) -> Progress {
+    let mut changed = false;
+    for t in entry.targets.iter_mut().filter(|t| t.device == *device && !t.done) {
+        t.done = true;
+        changed = true;
+    }
+    if changed {
+        progress(entry)
+    } else {
+        Progress::Unchanged
+    }
+}
+
+/// The recipient's record now lists only `keep`: stop waiting for the other devices (revoked
+/// or replaced).
+pub fn keep_devices(entry: &mut OutboxEntry, keep: &[[u8; 32]]) -> Progress {
+    if entry.targets.iter().all(|t| keep.contains(&t.device)) {
+        return Progress::Unchanged;
+    }
+    entry.targets.retain(|t| keep.contains(&t.device));
+    progress(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(peer: u8) -> Target {
+        Target {
+            device: [peer; 32],
+            peer_id: vec![peer],
+            envelope: vec![],
+            done: false,
+            attempts: 0,
+            next_at: 0,
+            last_error: None,
+            deposited: false,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0, 0.0), 1_000);
+        assert_eq!(backoff(1, 0.0), 2_000);
+        assert_eq!(backoff(5, 0.0), 32_000);
+        assert_eq!(backoff(6, 0.0), 60_000);
+        assert_eq!(backoff(40, 0.0), 60_000);
+        assert_eq!(backoff(0, 0.999_999), 1_249);
+    }
+
+    #[test]
+    fn attempts_schedule_and_connect_resets() {
+        let mut e = OutboxEntry {
+            id: [0; 16],
+            recipient: [0; 16],
+            targets: vec![target(1), target(2)],
+            created_at: 0,
+            mailboxes: vec![],
+            in_history: true,
+        };
+        assert_eq!(due(&e, 0), vec![0, 1]);
+        record_attempt(&mut e.targets[0], Ok(()), 0, 0.0);
+        record_attempt(&mut e.targets[1], Err("offline".into()), 100, 0.0);
+        assert_eq!(due(&e, 100), Vec::<usize>::new());
+        assert_eq!(next_due(&e), Some(1_100));
+        assert!(!complete(&e));
+        assert!(peer_connected(&mut e, &[2]));
+        assert_eq!(due(&e, 100), vec![1]);
+        record_attempt(&mut e.targets[1], Ok(()), 200, 0.0);
+        assert!(complete(&e));
+        assert_eq!(next_due(&e), None);
+    }
+
+    fn entry(targets: Vec<Target>) -> OutboxEntry {
+        OutboxEntry {
+            id: [0; 16],
+            recipient: [0; 16],
+            targets,
+            created_at: 0,
+            mailboxes: vec![],
+            in_history: true,
+        }
+    }
+
+    #[test]
+    fn a_deposit_keeps_the_device_pending_and_marks_the_message_stored() {
+        let mut e = entry(vec![target(1), target(2)]);
+        let p = finish_attempt(&mut e, 0, Attempt::Delivered, 0, 0.0);
+        assert_eq!(p, Progress::Pending { stored: false });
+        let p = finish_attempt(&mut e, 1, Attempt::Deposited("offline".into()), 10, 0.0);
+        assert_eq!(p, Progress::Pending { stored: true });
+        assert!(!e.targets[1].done);
+        assert_eq!(e.targets[1].next_at, 1_010, "still retried directly");
+        assert_eq!(finish_attempt(&mut e, 7, Attempt::Delivered, 20, 0.0), Progress::Unchanged);
+        assert_eq!(apply_receipt(&mut e, &[2; 32]), Progress::Complete);
+        assert_eq!(apply_receipt(&mut e, &[2; 32]), Progress::Unchanged, "a second receipt");
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_with_backoff_and_remembers_why() {
+        let mut e = entry(vec![target(1)]);
+        let p = finish_attempt(&mut e, 0, Attempt::Failed("unreachable".into()), 5_000, 0.5);
+        assert_eq!(p, Progress::Pending { stored: false });
+        assert_eq!(e.targets[0].next_at, 5_000 + 1_125);
+        assert_eq!(e.targets[0].last_error.as_deref(), Some("unreachable"));
+        assert_eq!(e.targets[0].attempts, 1);
+    }
+
+    #[test]
+    fn dropping_devices_completes_or_empties_an_entry() {
+        let mut e = entry(vec![target(1), target(2)]);
+        assert_eq!(keep_devices(&mut e, &[[1; 32], [2; 32]]), Progress::Unchanged);
+        record_attempt(&mut e.targets[0], Ok(()), 0, 0.0);
+        assert_eq!(keep_devices(&mut e, &[[1; 32]]), Progress::Complete, "only the done one");
+        let mut e = entry(vec![target(3)]);
+        assert_eq!(keep_devices(&mut e, &[[1; 32]]), Progress::Empty);
+        assert!(e.targets.is_empty());
+    }
+}
