@@ -227,7 +227,7 @@ impl Node {
                 }
             }
             let node = self.clone();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 if let Err(e) = node.resolve_fresh(&name).await {
                     debug!(%name, "refreshing a contact's record failed: {e}");
                 }
@@ -276,7 +276,7 @@ impl Node {
         if before.is_some_and(|b| b.iter().any(|d| !now.contains(d))) {
             let node = self.clone();
             let user = r.user_id.0;
-            tokio::spawn(async move { node.drop_targets(user, &now).await });
+            self.spawn(async move { node.drop_targets(user, &now).await });
         }
     }
 
@@ -324,7 +324,7 @@ impl Node {
     /// Republishes the name record in the background.
     pub(crate) fn republish_soon(&self) {
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             if let Some(name) = node.name() {
                 let _guard = node.inner.publish_lock.lock().await;
                 match node.publish(&name).await {

@@ -578,7 +578,7 @@ impl Node {
         let node = self.clone();
         // A member's copy may have missed this user's newest devices: pass it on to them.
         let forward = if sender_id != me { parts } else { Vec::new() };
-        tokio::spawn(async move {
+        self.spawn(async move {
             let _ = node.inner.store.flush().await;
             for content in forward {
                 node.send_to_own(content).await;
@@ -657,7 +657,7 @@ impl Node {
                 let _ = store.put_group(&g);
                 let net = self.inner.net.clone();
                 let t = topic(&env.group);
-                tokio::spawn(async move {
+                self.spawn(async move {
                     let _ = net.subscribe(t, false).await;
                 });
             }
@@ -683,7 +683,7 @@ impl Node {
         }
         let leaving = rule::leaving(&g);
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             if let Err(e) = node.change_members(g, &[], &leaving).await {
                 warn!("rekeying after a leave failed: {e}");
             }

@@ -31,6 +31,7 @@ pub mod network;
 pub mod node;
 pub mod rules;
 pub mod store;
+mod tasks;
 
 pub use error::NodeError;
 pub use libp2p::Multiaddr;

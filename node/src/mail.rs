@@ -241,7 +241,7 @@ impl Node {
     /// name resolves to the key that sealed it.
     pub(crate) fn send_receipt(&self, sender: IdentityPublic, name: String, id: MessageId) {
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             match node.resolve_record(&name).await {
                 Ok(r) if r.identity == sender => {
                     let receipt = Content::Receipt { kind: ReceiptKind::Delivered, ids: vec![id] };
@@ -259,7 +259,7 @@ impl Node {
     pub(crate) fn notify_device(&self, device: [u8; 32]) {
         let Ok(peer) = kith_protocol::identity::peer_id_of(&device) else { return };
         let net = self.inner.net.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let _ = net.mailbox_request(peer, Vec::new(), MailboxRequest::Notify.to_bytes()).await;
         });
     }

@@ -24,7 +24,6 @@ use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::error::NodeError;
@@ -37,6 +36,7 @@ use crate::rules::{prekeys, trust};
 use crate::store::{
     Contact, Direction, OutboxEntry, PrekeyEntry, Status, Store, StoredMessage, Target,
 };
+use crate::tasks::Tasks;
 use crate::{now_ms, rfc3339};
 
 /// How long a published name record is valid.
@@ -233,7 +233,8 @@ pub(crate) struct Inner {
     pub(crate) outbox_lock: tokio::sync::Mutex<()>,
     /// Serializes registration and republishing.
     pub(crate) publish_lock: tokio::sync::Mutex<()>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Every task of this node (see [`crate::tasks`]).
+    pub(crate) tasks: Tasks,
     shutdown: watch::Sender<bool>,
 }
 
@@ -302,44 +303,44 @@ impl Node {
                 wake_maintainer: Notify::new(),
                 outbox_lock: tokio::sync::Mutex::new(()),
                 publish_lock: tokio::sync::Mutex::new(()),
-                tasks: Mutex::new(Vec::new()),
+                tasks: Tasks::default(),
                 shutdown,
             }),
         };
         node.rotate_prekeys(now_ms())?;
-        let tasks = vec![
-            tokio::spawn(event_loop.run()),
-            tokio::spawn(node.clone().inbound_task(events_rx)),
-            tokio::spawn(node.clone().outbox_task()),
-            tokio::spawn(node.clone().maintainer_task()),
-            tokio::spawn(node.clone().fetch_task()),
-            tokio::spawn(node.clone().group_task()),
-        ];
-        let tasks = if node.inner.mailbox.enabled {
-            let mut t = tasks;
-            t.push(tokio::spawn(node.clone().mailbox_housekeeping()));
-            t
-        } else {
-            tasks
-        };
-        if let Ok(mut t) = node.inner.tasks.lock() {
-            t.extend(tasks);
+        let tasks = &node.inner.tasks;
+        tasks.spawn(event_loop.run());
+        tasks.spawn(node.clone().inbound_task(events_rx));
+        tasks.spawn(node.clone().outbox_task());
+        tasks.spawn(node.clone().maintainer_task());
+        tasks.spawn(node.clone().fetch_task());
+        tasks.spawn(node.clone().group_task());
+        if node.inner.mailbox.enabled {
+            tasks.spawn(node.clone().mailbox_housekeeping());
         }
         Ok(node)
     }
 
-    /// Stops the node's tasks and flushes the store.
+    /// Stops every task of the node (the network, the workers, and whatever they started),
+    /// waits until all have ended, then flushes the store.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
-        let _ = self.inner.shutdown.send(true);
-        let tasks: Vec<JoinHandle<()>> =
-            self.inner.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
-        for t in &tasks {
-            t.abort();
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
+        self.begin_shutdown();
+        self.inner.tasks.stop().await;
         self.inner.store.flush().await
+    }
+
+    /// Runs `task` as one of the node's tasks: it ends, at the latest, on
+    /// [`Node::shutdown`].
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(task);
+    }
+
+    /// How many of the node's tasks are running (none once [`Node::shutdown`] returned).
+    pub fn running_tasks(&self) -> usize {
+        self.inner.tasks.len()
     }
 
     /// Signals that the node is stopping (event streams end); [`Node::shutdown`] does the rest.
@@ -1059,7 +1060,7 @@ impl Node {
                         replies.push((reply, answer.to_bytes()));
                     }
                     Event::LinkRequest { peer, bytes, reply } => {
-                        tokio::spawn(self.clone().answer_link(peer, bytes, reply));
+                        self.spawn(self.clone().answer_link(peer, bytes, reply));
                     }
                     Event::SyncRequest { peer, bytes, reply } => {
                         replies.push((reply, self.answer_sync(peer, &bytes).to_bytes()));
@@ -1207,7 +1208,7 @@ impl Node {
     fn receipt_received(&self, device: &[u8; 32], ids: &[MessageId]) {
         let node = self.clone();
         let (device, ids) = (*device, ids.to_vec());
-        tokio::spawn(async move {
+        self.spawn(async move {
             let _guard = node.inner.outbox_lock.lock().await;
             for id in ids {
                 let Ok(Some(mut e)) = node.inner.store.outbox_entry(&id.0) else { continue };
@@ -1226,7 +1227,7 @@ impl Node {
     /// it resolves to the sender's key.
     fn learn_name(&self, sender: UserId, name: String) {
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let Ok(name) = normalize_name(&name) else { return };
             if node.inner.store.contact(&name).ok().flatten().is_some() {
                 return;
@@ -1295,7 +1296,7 @@ impl Node {
                     );
                     let mailboxes =
                         if e.targets[i].deposited { Vec::new() } else { e.mailboxes.clone() };
-                    tokio::spawn(async move {
+                    self.spawn(async move {
                         let direct = match net.send_envelope(peer, bytes.clone()).await {
                             Ok(Ok(answer)) => match DeliveryAck::from_bytes(&answer) {
                                 Ok(a)
@@ -1500,5 +1501,41 @@ fn contact_view(c: &Contact) -> ContactView {
         user_id: UserId(c.user_id).to_string(),
         fingerprint,
         key_changed: c.changed_to.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the node started ends with it: once `shutdown` returns, no task holds the node,
+    /// so its store can be opened again at once (the simulator's restarts rely on it).
+    #[tokio::test]
+    async fn shutdown_ends_every_task_and_releases_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::home::Home::new(dir.path()).init("test", now_ms()).unwrap();
+        let config = NodeConfig {
+            home: dir.path().to_path_buf(),
+            transport: TransportKind::Memory,
+            listen: vec!["/memory/0".parse().unwrap()],
+            bootstrap: vec![],
+            pow_bits: 8,
+            mailbox: MailboxConfig { enabled: true, ..MailboxConfig::default() },
+        };
+        let node = Node::start(config.clone()).await.unwrap();
+        // A background job that would otherwise hold the node (and its store) for a long time,
+        // like a lookup waiting on the DHT.
+        let held = node.clone();
+        node.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(held);
+        });
+        assert!(node.running_tasks() >= 7, "the workers and the job: {}", node.running_tasks());
+        node.shutdown().await.unwrap();
+        assert_eq!(node.running_tasks(), 0);
+        assert_eq!(Arc::strong_count(&node.inner), 1, "only this handle is left");
+        drop(node);
+        let again = Node::start(config).await.expect("the store is free again");
+        again.shutdown().await.unwrap();
     }
 }

@@ -103,7 +103,8 @@ pub(crate) fn run(opts: NodeOptions) -> Result<()> {
     if let Err(e) = &result {
         log.push(Event::Error { t: 0, node: opts.index, what: format!("{e:#}") });
     }
-    // Background tasks may still hold the store: give them a moment, then go.
+    // The node's own tasks ended with its shutdown; a proof of work still running on a
+    // blocking thread is not waited for beyond this.
     rt.shutdown_timeout(Duration::from_secs(3));
     result
 }

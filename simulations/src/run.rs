@@ -56,7 +56,8 @@ pub(crate) fn run(opts: RunOptions) -> Result<bool> {
         .build()
         .context("cannot start the runtime")?;
     let analysis = rt.block_on(simulate(&scenario, &plan, work.path()))?;
-    // Nodes' background tasks may still hold sled stores: give them a moment, then go.
+    // Every node was shut down (its tasks ended with it); a proof of work still running on a
+    // blocking thread is not waited for beyond this.
     rt.shutdown_timeout(Duration::from_secs(5));
     let files = analysis.write(&out).map_err(anyhow::Error::msg)?;
     std::fs::copy(&opts.scenario, out.join("scenario.toml"))
@@ -158,7 +159,8 @@ impl Sim<'_> {
         Ok(node)
     }
 
-    /// Starts a node that left again. Its old listener may take a moment to be released.
+    /// Starts a node that left again. A workload job that was using the old node (a send in
+    /// progress) may hold its store for a moment after its shutdown: retry until it lets go.
     async fn restart(&self, i: usize) -> Result<Node> {
         let mut last = None;
         for _ in 0..50 {
