@@ -450,7 +450,7 @@ pub fn mailbox_add(home: &Home, addr: &Multiaddr, json: bool) -> Result<()> {
         Err(e) => {
             let hint = match e.downcast_ref::<ApiError>().map(|e| e.code.as_str()) {
                 Some("refused") => " (it serves only the users on its allow list)",
-                Some("dht") => " (is it running, and is its port reachable from here?)",
+                Some("mailbox") => " (is it running, and is its port reachable from here?)",
                 _ => "",
             };
             return Err(e.context(format!("cannot enroll with mailbox {peer_id}{hint}")));

@@ -50,16 +50,22 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let (status, code) = match &e {
             NodeError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            NodeError::BadInput(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             NodeError::NameNotFound(_) | NodeError::NotFound(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             NodeError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
             NodeError::KeyChanged { .. } => (StatusCode::CONFLICT, "key_changed"),
-            NodeError::Dht(_) => (StatusCode::BAD_GATEWAY, "dht"),
+            NodeError::NotAllowed(_) => (StatusCode::FORBIDDEN, "not_allowed"),
             NodeError::Refused(_) => (StatusCode::FORBIDDEN, "refused"),
-            NodeError::Message(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             NodeError::NoIdentityKey => (StatusCode::CONFLICT, "no_identity_key"),
             NodeError::Link(_) => (StatusCode::CONFLICT, "link"),
+            NodeError::Dht(_) => (StatusCode::BAD_GATEWAY, "dht"),
+            NodeError::Mailbox(_) => (StatusCode::BAD_GATEWAY, "mailbox"),
+            NodeError::Network(_) => (StatusCode::BAD_GATEWAY, "network"),
+            NodeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            NodeError::NetworkStopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            NodeError::Store { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -368,4 +374,36 @@ async fn events(
         Some((Ok(event), (rx, stop)))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind of failure has its own status and code (docs/api.md lists them).
+    #[test]
+    fn errors_map_to_their_own_status_and_code() {
+        let cases = [
+            (NodeError::BadInput("empty message".into()), 400, "bad_request"),
+            (NodeError::NotAllowed("joined before you".into()), 403, "not_allowed"),
+            (NodeError::Refused("allow list".into()), 403, "refused"),
+            (NodeError::NotFound("message".into()), 404, "not_found"),
+            (NodeError::NameNotFound("bob".into()), 404, "not_found"),
+            (NodeError::NameTaken("bob".into()), 409, "name_taken"),
+            (NodeError::NoIdentityKey, 409, "no_identity_key"),
+            (NodeError::Dht("timeout".into()), 502, "dht"),
+            (NodeError::Mailbox("unreachable".into()), 502, "mailbox"),
+            (NodeError::Network("unreachable".into()), 502, "network"),
+            (NodeError::Busy("recipient".into()), 503, "busy"),
+            (NodeError::NetworkStopped, 503, "stopping"),
+            (NodeError::Store { path: "s".into(), reason: "disk full".into() }, 500, "store"),
+            (NodeError::Internal("bug".into()), 500, "internal"),
+        ];
+        for (error, status, code) in cases {
+            let line = error.to_string();
+            let e = ApiError::from(error);
+            assert_eq!((e.status.as_u16(), e.code), (status, code), "{line}");
+            assert_eq!(e.message, line);
+        }
+    }
 }

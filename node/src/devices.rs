@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_bytes::ByteBuf;
 use tracing::{debug, info, warn};
 
-use crate::error::NodeError;
+use crate::error::{NodeError, OrWarn};
 use crate::network::Reply;
 use crate::node::Node;
 use crate::rules;
@@ -39,6 +39,9 @@ const SNAPSHOT_MARGIN: usize = 64 * 1024;
 /// How long the own name record is reused before asking the DHT again (linked devices).
 pub const OWN_RECORD_CACHE_MS: u64 = 30_000;
 pub use crate::rules::devices::RECORD_RECHECK_MS;
+
+/// What a failed write of the last publication time is logged as.
+pub(crate) const PUBLISHED_AT: &str = "cannot store when the record was published";
 
 /// See `Inner::known`.
 pub(crate) type KnownRecords =
@@ -152,7 +155,10 @@ impl Node {
 
     /// Caches the newest own record (after publishing it, or finding it).
     pub(crate) fn remember_own_record(&self, r: &VerifiedNameRecord) {
-        let _ = self.inner.store.meta_set("own_record", &ByteBuf::from(r.bytes.clone()));
+        self.inner
+            .store
+            .meta_set("own_record", &ByteBuf::from(r.bytes.clone()))
+            .or_warn("cannot store the own name record");
         if let Ok(mut own) = self.inner.own_record.lock() {
             *own = Some((now_ms(), r.clone()));
         }
@@ -163,7 +169,8 @@ impl Node {
         let me = self.inner.keys.device.public_bytes();
         let now = now_ms();
         if self.inner.keys.identity.is_some() {
-            let list = self.linked_entries().unwrap_or_default();
+            let list =
+                self.linked_entries().or_warn("cannot read the device list").unwrap_or_default();
             return list.iter().filter_map(|e| self.verify_entry(e, now)).collect();
         }
         match self.own_record().await {
@@ -329,8 +336,8 @@ impl Node {
                 let _guard = node.inner.publish_lock.lock().await;
                 match node.publish(&name).await {
                     Ok(_) => {
-                        let _ = node.inner.store.meta_set("published_at", &now_ms());
-                        let _ = node.inner.store.flush().await;
+                        node.inner.store.meta_set("published_at", &now_ms()).or_warn(PUBLISHED_AT);
+                        node.inner.store.flush().await.or_warn("cannot flush the store");
                     }
                     Err(e) => warn!("republishing the name record failed: {e}"),
                 }
@@ -349,7 +356,7 @@ impl Node {
     /// Like [`Node::link_start`], valid for `ttl_ms` (at most [`LINK_CODE_TTL_MS`]).
     pub async fn link_start_with(&self, ttl_ms: u64) -> Result<LinkView, NodeError> {
         if ttl_ms == 0 || ttl_ms > LINK_CODE_TTL_MS {
-            return Err(NodeError::Message(format!(
+            return Err(NodeError::BadInput(format!(
                 "a link code lives between 1 ms and {} s",
                 LINK_CODE_TTL_MS / 1000
             )));
@@ -503,7 +510,10 @@ impl Node {
                     let _guard = self.inner.publish_lock.lock().await;
                     match self.publish(name).await {
                         Ok(_) => {
-                            let _ = self.inner.store.meta_set("published_at", &now_ms());
+                            self.inner
+                                .store
+                                .meta_set("published_at", &now_ms())
+                                .or_warn(PUBLISHED_AT);
                         }
                         Err(e) => warn!("republishing after linking failed (retried later): {e}"),
                     }
@@ -556,7 +566,7 @@ impl Node {
             .parse()
             .map_err(|e| NodeError::NotFound(format!("{peer_id} is not a peer id: {e}")))?;
         if peer == self.peer_id() {
-            return Err(NodeError::Message(
+            return Err(NodeError::NotAllowed(
                 "this is the device you are using; revoke it from another device".into(),
             ));
         }
@@ -566,7 +576,10 @@ impl Node {
             return Err(NodeError::NotFound(format!("{peer} is not one of your devices")));
         };
         let entry = list.remove(pos);
-        let cert = entry.cert.verify(None).map_err(|e| NodeError::Message(e.to_string()))?;
+        let cert = entry.cert.verify(None).map_err(|e| NodeError::Corrupt {
+            path: "store/meta/devices".into(),
+            what: e.to_string(),
+        })?;
         let mut revoked: Vec<[u8; 32]> = self.inner.store.meta_get("revoked")?.unwrap_or_default();
         if !revoked.contains(&cert.device) {
             revoked.push(cert.device);
@@ -581,7 +594,7 @@ impl Node {
         if let Some(name) = self.name() {
             let _guard = self.inner.publish_lock.lock().await;
             self.publish(&name).await?;
-            let _ = self.inner.store.meta_set("published_at", &now_ms());
+            self.inner.store.meta_set("published_at", &now_ms())?;
         }
         for g in self.inner.store.groups()?.into_iter().filter(|g| g.active) {
             if let Err(e) = self.rekey(g).await {
@@ -604,7 +617,8 @@ impl Node {
         if devices.is_empty() {
             return;
         }
-        let mailboxes = self.my_mailboxes().unwrap_or_default();
+        let mailboxes =
+            self.my_mailboxes().or_warn("cannot read the mailboxes").unwrap_or_default();
         if let Err(e) = self.queue_to(self.user_id(), &devices, &mailboxes, content, false).await {
             warn!("cannot send to this user's other devices: {e}");
         }

@@ -64,9 +64,27 @@ pub enum NodeError {
     /// The DHT could not be reached or did not answer.
     #[error("DHT: {0}")]
     Dht(String),
-    /// A message could not be built or sealed.
+    /// What was asked is not acceptable as given: a message too long or empty, an address that
+    /// is not one, a conversation that is not a group.
     #[error("{0}")]
-    Message(String),
+    BadInput(String),
+    /// The rules do not allow it: removing a member who joined before you, posting to a group
+    /// you left, revoking the device you are using.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// A mailbox could not be reached, or answered something other than the protocol allows.
+    #[error("mailbox: {0}")]
+    Mailbox(String),
+    /// A peer could not be reached or did not answer.
+    #[error("network: {0}")]
+    Network(String),
+    /// A peer, or this node, is too busy to take the request now; try again shortly.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Something that should not happen did (a message this node built does not seal, a
+    /// poisoned lock): a bug to report.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// No such message, contact or conversation.
     #[error("not found: {0}")]
     NotFound(String),
@@ -93,5 +111,24 @@ pub enum NodeError {
 impl NodeError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         NodeError::Io { path: path.into(), source }
+    }
+}
+
+/// For results a background task cannot return to anyone: log the failure (with what was being
+/// done) instead of dropping it, and go on.
+pub(crate) trait OrWarn<T> {
+    /// The value, or `None` after logging the error as a warning.
+    fn or_warn(self, what: &str) -> Option<T>;
+}
+
+impl<T> OrWarn<T> for Result<T, NodeError> {
+    fn or_warn(self, what: &str) -> Option<T> {
+        match self {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!("{what}: {e}");
+                None
+            }
+        }
     }
 }

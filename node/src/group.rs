@@ -22,7 +22,7 @@ use rand::RngCore;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::error::NodeError;
+use crate::error::{NodeError, OrWarn};
 use crate::network::Verdict;
 use crate::node::{MessageView, NewMessage, Node, NodeEvent};
 use crate::now_ms;
@@ -60,7 +60,7 @@ pub struct ConversationView {
 
 fn too_many(members: usize) -> Result<(), NodeError> {
     if members > MAX_GROUP_MEMBERS {
-        return Err(NodeError::Message(format!(
+        return Err(NodeError::NotAllowed(format!(
             "a group has at most {MAX_GROUP_MEMBERS} members, not {members}"
         )));
     }
@@ -224,7 +224,7 @@ impl Node {
             Target::Group(id) => {
                 let mut g = self.group_state(&id)?;
                 if !g.active {
-                    return Err(NodeError::Message(
+                    return Err(NodeError::NotAllowed(
                         "you are no longer a member of this group".into(),
                     ));
                 }
@@ -385,7 +385,7 @@ impl Node {
     /// Seals, stores and publishes a message to the group.
     async fn post(&self, g: &GroupState, content: Content) -> Result<MessageView, NodeError> {
         let key = key_of(g, g.epoch)
-            .ok_or_else(|| NodeError::Message("no key for the current epoch".into()))?;
+            .ok_or_else(|| NodeError::Internal("no key for the current epoch".into()))?;
         let message = Message {
             v: VERSION,
             id: MessageId::random(&mut rand::rngs::OsRng),
@@ -394,7 +394,7 @@ impl Node {
             sent_at: self.next_sent_at(),
             content,
         };
-        message.content.validate().map_err(|e| NodeError::Message(e.to_string()))?;
+        message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
         let env = GroupEnvelope::seal(
             &mut rand::rngs::OsRng,
             &key,
@@ -403,7 +403,7 @@ impl Node {
             &self.inner.keys.device,
             &message,
         )
-        .map_err(|e| NodeError::Message(e.to_string()))?;
+        .map_err(|e| NodeError::Internal(format!("cannot seal a group message: {e}")))?;
         let bytes = env.to_bytes();
         let stored = self.group_stored(&message, Direction::Out, bytes.clone());
         self.inner.store.insert_incoming(&stored)?;
@@ -426,11 +426,11 @@ impl Node {
     /// Leaves a group: tells the members, forgets the key, stops listening.
     pub async fn leave(&self, to: &str) -> Result<(), NodeError> {
         let Target::Group(id) = self.target(to)? else {
-            return Err(NodeError::Message("only groups can be left".into()));
+            return Err(NodeError::BadInput("only groups can be left".into()));
         };
         let mut g = self.group_state(&id)?;
         if !g.active {
-            return Err(NodeError::Message("you already left this group".into()));
+            return Err(NodeError::NotAllowed("you already left this group".into()));
         }
         self.post(&g, Content::GroupLeave { group: ConversationId(id) }).await?;
         g.active = false;
@@ -443,12 +443,12 @@ impl Node {
     /// Removes `@name` from a group (allowed for members who joined after you).
     pub async fn remove_member(&self, to: &str, name: &str) -> Result<(), NodeError> {
         let Target::Group(id) = self.target(to)? else {
-            return Err(NodeError::Message("only group members can be removed".into()));
+            return Err(NodeError::BadInput("only group members can be removed".into()));
         };
         let name = normalize_name(name.trim_start_matches('@'))?;
         let g = self.group_state(&id)?;
         if !g.active {
-            return Err(NodeError::Message("you are no longer a member of this group".into()));
+            return Err(NodeError::NotAllowed("you are no longer a member of this group".into()));
         }
         let Some(target) = g.members.iter().position(|m| m.name.as_deref() == Some(name.as_str()))
         else {
@@ -456,7 +456,7 @@ impl Node {
         };
         let user = g.members[target].user;
         if !rule::may_remove(&g.members, &self.user_id().0, &user) {
-            return Err(NodeError::Message(format!(
+            return Err(NodeError::NotAllowed(format!(
                 "you may remove only members who joined after you; {name} joined before you"
             )));
         }
@@ -495,7 +495,7 @@ impl Node {
             // Bounded: member devices beyond this are found again through the DHT.
             if !g.peers.contains(&bytes) && g.peers.len() < MAX_GROUP_PEERS {
                 g.peers.push(bytes);
-                let _ = self.inner.store.put_group(&g);
+                self.inner.store.put_group(&g).or_warn("cannot save a group");
             }
         }
     }
@@ -579,7 +579,7 @@ impl Node {
         // A member's copy may have missed this user's newest devices: pass it on to them.
         let forward = if sender_id != me { parts } else { Vec::new() };
         self.spawn(async move {
-            let _ = node.inner.store.flush().await;
+            node.inner.store.flush().await.or_warn("cannot flush a group state");
             for content in forward {
                 node.send_to_own(content).await;
             }
@@ -647,14 +647,14 @@ impl Node {
         match &m.content {
             Content::GroupLeave { .. } => {
                 g.leaving.push(m.sender.0.to_vec());
-                let _ = store.put_group(&g);
+                store.put_group(&g).or_warn("cannot record a leave");
                 self.rekey_after_leave(g.clone());
             }
             Content::GroupRemove { user, .. }
                 if *user == me && rule::may_remove(&g.members, &m.sender.0, &me.0) =>
             {
                 g.active = false;
-                let _ = store.put_group(&g);
+                store.put_group(&g).or_warn("cannot record a removal");
                 let net = self.inner.net.clone();
                 let t = topic(&env.group);
                 self.spawn(async move {
@@ -758,7 +758,7 @@ impl Node {
             }
         }
         if fresh > 0 {
-            let _ = self.inner.store.flush().await;
+            self.inner.store.flush().await.or_warn("cannot flush synced messages");
             info!(group = %ConversationId(g.id), fresh, "caught up on group messages");
         }
     }
@@ -768,8 +768,8 @@ impl Node {
     pub(crate) async fn group_task(self) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         loop {
-            for g in self.inner.store.groups().unwrap_or_default().into_iter().filter(|g| g.active)
-            {
+            let groups = self.inner.store.groups().or_warn("cannot read the groups");
+            for g in groups.unwrap_or_default().into_iter().filter(|g| g.active) {
                 self.join_topic(&g).await;
                 let g = self.inner.store.group(&g.id).ok().flatten().unwrap_or(g);
                 self.sync_group(&g).await;
@@ -784,7 +784,7 @@ impl Node {
     /// The stored group envelopes (ciphertext, as published) of a group, oldest first.
     pub fn group_envelopes(&self, to: &str, limit: usize) -> Result<Vec<Vec<u8>>, NodeError> {
         let Target::Group(id) = self.target(to)? else {
-            return Err(NodeError::Message("not a group".into()));
+            return Err(NodeError::BadInput("not a group".into()));
         };
         Ok(self.inner.store.messages(Some(&id), limit)?.into_iter().map(|m| m.raw).collect())
     }

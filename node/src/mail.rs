@@ -13,7 +13,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::error::NodeError;
+use crate::error::{NodeError, OrWarn};
 use crate::network::Client;
 use crate::node::{Accepted, Node};
 use crate::now_ms;
@@ -94,10 +94,12 @@ impl Node {
     /// Enrolls this device with the mailbox at `addr` (ending in `/p2p/<peer id>`), lists it in
     /// the name record and republishes the record.
     pub async fn add_mailbox(&self, addr: &str) -> Result<MailboxView, NodeError> {
-        let addr: Multiaddr =
-            addr.trim().parse().map_err(|e| NodeError::Message(format!("not a multiaddr: {e}")))?;
+        let addr: Multiaddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| NodeError::BadInput(format!("not a multiaddr: {e}")))?;
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
-            return Err(NodeError::Message(format!("{addr} must end in /p2p/<peer id>")));
+            return Err(NodeError::BadInput(format!("{addr} must end in /p2p/<peer id>")));
         };
         let request = MailboxRequest::Enroll { cert: self.inner.keys.cert.clone() }.to_bytes();
         let answer = self
@@ -105,24 +107,20 @@ impl Node {
             .net
             .mailbox_request(peer, vec![addr.clone()], request)
             .await?
-            .map_err(|e| NodeError::Dht(format!("mailbox {peer} not reachable: {e}")))?;
+            .map_err(|e| NodeError::Mailbox(format!("{peer} not reachable: {e}")))?;
         match MailboxResponse::from_bytes(&answer) {
             Ok(MailboxResponse::Enrolled) => {}
             Ok(MailboxResponse::Refused { reason }) => return Err(NodeError::Refused(reason)),
             Ok(other) => {
-                return Err(NodeError::Dht(format!(
-                    "unexpected answer from the mailbox: {other:?}"
-                )))
+                return Err(NodeError::Mailbox(format!("unexpected answer from {peer}: {other:?}")))
             }
-            Err(e) => {
-                return Err(NodeError::Dht(format!("malformed answer from the mailbox: {e}")))
-            }
+            Err(e) => return Err(NodeError::Mailbox(format!("malformed answer from {peer}: {e}"))),
         }
         let entry = MailboxPeer { peer_id: peer.to_bytes(), addrs: vec![addr.to_string()] };
         let mut list = self.my_mailboxes()?;
         list.retain(|m| m.peer_id != entry.peer_id);
         if list.len() >= MAX_MAILBOXES {
-            return Err(NodeError::Message(format!(
+            return Err(NodeError::NotAllowed(format!(
                 "at most {MAX_MAILBOXES} mailboxes; remove one first"
             )));
         }
@@ -155,7 +153,7 @@ impl Node {
         if let Some(name) = self.name() {
             let _guard = self.inner.publish_lock.lock().await;
             self.publish(&name).await?;
-            let _ = self.inner.store.meta_set("published_at", &now_ms());
+            self.inner.store.meta_set("published_at", &now_ms())?;
         }
         self.inner.store.flush().await
     }
@@ -170,7 +168,8 @@ impl Node {
     /// when a mailbox connects.
     pub(crate) async fn fetch_task(self) {
         loop {
-            for mb in self.my_mailboxes().unwrap_or_default() {
+            let mailboxes = self.my_mailboxes().or_warn("cannot read the mailboxes");
+            for mb in mailboxes.unwrap_or_default() {
                 match self.fetch_from(&mb).await {
                     Ok(0) => {}
                     Ok(n) => info!(n, "fetched messages from a mailbox"),
@@ -186,8 +185,10 @@ impl Node {
 
     /// Fetches everything waiting at one mailbox: stores it, flushes, then deletes it there.
     async fn fetch_from(&self, mb: &MailboxPeer) -> Result<usize, NodeError> {
-        let peer =
-            PeerId::from_bytes(&mb.peer_id).map_err(|e| NodeError::Message(e.to_string()))?;
+        let peer = PeerId::from_bytes(&mb.peer_id).map_err(|e| NodeError::Corrupt {
+            path: "store/meta/mailboxes".into(),
+            what: e.to_string(),
+        })?;
         let addrs = parse_addrs(&mb.addrs);
         let mut total = 0;
         loop {
@@ -197,12 +198,14 @@ impl Node {
                 .net
                 .mailbox_request(peer, addrs.clone(), request)
                 .await?
-                .map_err(NodeError::Dht)?;
+                .map_err(NodeError::Mailbox)?;
             let (items, more) = match MailboxResponse::from_bytes(&answer) {
                 Ok(MailboxResponse::Envelopes { items, more }) => (items, more),
                 Ok(MailboxResponse::Refused { reason }) => return Err(NodeError::Refused(reason)),
-                Ok(other) => return Err(NodeError::Dht(format!("unexpected answer: {other:?}"))),
-                Err(e) => return Err(NodeError::Dht(e.to_string())),
+                Ok(other) => {
+                    return Err(NodeError::Mailbox(format!("unexpected answer: {other:?}")))
+                }
+                Err(e) => return Err(NodeError::Mailbox(format!("malformed answer: {e}"))),
             };
             let mut fresh = Vec::new();
             let mut ids = Vec::with_capacity(items.len());
@@ -229,7 +232,7 @@ impl Node {
                     .net
                     .mailbox_request(peer, addrs.clone(), request)
                     .await?
-                    .map_err(NodeError::Dht)?;
+                    .map_err(NodeError::Mailbox)?;
             }
             if !more {
                 return Ok(total);

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
-use crate::error::NodeError;
+use crate::error::{NodeError, OrWarn};
 use crate::home::{Home, Keys};
 use crate::mailbox::MailboxConfig;
 use crate::metrics::{Counters, Metrics};
@@ -740,13 +740,13 @@ impl Node {
     /// Queues a text message to `to` (a name); returns once it is durably queued.
     pub async fn send_text(&self, to: &str, text: &str) -> Result<MessageView, NodeError> {
         if text.len() > MAX_TEXT {
-            return Err(NodeError::Message(format!(
+            return Err(NodeError::BadInput(format!(
                 "text of {} bytes exceeds the limit of {MAX_TEXT}",
                 text.len()
             )));
         }
         if text.is_empty() {
-            return Err(NodeError::Message("empty message".into()));
+            return Err(NodeError::BadInput("empty message".into()));
         }
         self.send_content(to, Content::Text(Text { body: text.to_owned() })).await
     }
@@ -764,7 +764,7 @@ impl Node {
         *last = now.max(*last + 1);
         let t = *last;
         drop(last);
-        let _ = self.inner.store.meta_set("last_sent", &t);
+        self.inner.store.meta_set("last_sent", &t).or_warn("cannot store the last send time");
         t
     }
 
@@ -798,7 +798,7 @@ impl Node {
             sent_at: now,
             content,
         };
-        message.content.validate().map_err(|e| NodeError::Message(e.to_string()))?;
+        message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
         let name = self.name();
         let entry =
             self.outbox_entry(&message, user, devices, mailboxes, in_history, name.as_deref())?;
@@ -869,7 +869,7 @@ impl Node {
                 message,
                 name,
             )
-            .map_err(|e| NodeError::Message(e.to_string()))?;
+            .map_err(|e| NodeError::Internal(format!("cannot seal a message: {e}")))?;
             targets.push(Target {
                 device: d.device.device,
                 peer_id: d.device.peer_id.to_bytes(),
@@ -1107,7 +1107,7 @@ impl Node {
 
     /// Opens and stores an envelope (receipts update the outbox instead).
     pub(crate) fn accept_envelope(&self, bytes: &[u8]) -> Result<Accepted, NodeError> {
-        let bad = |e: String| NodeError::Message(e);
+        let bad = |e: String| NodeError::BadInput(e);
         let env = Envelope::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         let store = &self.inner.store;
         let opened = env
@@ -1175,7 +1175,7 @@ impl Node {
         peer_name: Option<String>,
         bytes: &[u8],
     ) -> Result<Accepted, NodeError> {
-        let bad = |e: String| NodeError::Message(e);
+        let bad = |e: String| NodeError::BadInput(e);
         let inner = Message::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         let me = self.user_id();
         if inner.sender != me || inner.conversation != ConversationId::direct(&me, &peer) {
@@ -1235,7 +1235,7 @@ impl Node {
             match node.fetch_valid(&name).await {
                 Ok(valid) => {
                     if let Some(r) = select_record(valid).filter(|r| r.user_id == sender) {
-                        let _ = node.inner.store.put_contact(&Contact {
+                        let saved = node.inner.store.put_contact(&Contact {
                             name: name.clone(),
                             user_id: user_bytes(&r.user_id),
                             identity: r.identity.to_bytes(),
@@ -1243,7 +1243,9 @@ impl Node {
                             pinned_at: now_ms(),
                             changed_to: None,
                         });
-                        info!(%name, "learned the name of a sender");
+                        if saved.or_warn("cannot pin the name of a sender").is_some() {
+                            info!(%name, "learned the name of a sender");
+                        }
                     }
                 }
                 Err(e) => debug!("could not check the sender's name: {e}"),
@@ -1263,9 +1265,10 @@ impl Node {
         let bytes = peer.to_bytes();
         let _guard = self.inner.outbox_lock.lock().await;
         let mut woke = false;
-        for mut e in self.inner.store.outbox().unwrap_or_default() {
+        let entries = self.inner.store.outbox().or_warn("cannot read the outbox");
+        for mut e in entries.unwrap_or_default() {
             if outbox::peer_connected(&mut e, &bytes) {
-                let _ = self.inner.store.put_outbox(&e);
+                self.inner.store.put_outbox(&e).or_warn("cannot update the outbox");
                 woke = true;
             }
         }
@@ -1280,7 +1283,8 @@ impl Node {
         loop {
             let now = now_ms();
             let mut next = now + 1_000;
-            let entries = self.inner.store.outbox().unwrap_or_default();
+            let entries =
+                self.inner.store.outbox().or_warn("cannot read the outbox").unwrap_or_default();
             for e in &entries {
                 for i in outbox::due(e, now) {
                     if in_flight.len() >= MAX_IN_FLIGHT || in_flight.contains(&(e.id, i)) {
@@ -1421,7 +1425,10 @@ impl Node {
                     match published {
                         Ok(seq) => {
                             failures = 0;
-                            let _ = self.inner.store.meta_set("published_at", &now_ms());
+                            self.inner
+                                .store
+                                .meta_set("published_at", &now_ms())
+                                .or_warn(crate::devices::PUBLISHED_AT);
                             debug!(seq, "republished the name record");
                         }
                         Err(e) => {
