@@ -686,6 +686,17 @@ pub fn new(
     counters: Counters,
     registry: &mut Registry,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NodeError> {
+    with_event_capacity(key, config, counters, registry, EVENT_CAPACITY)
+}
+
+/// [`new`] with an event channel of `event_capacity` (tests fill it to see the busy answers).
+pub(crate) fn with_event_capacity(
+    key: libp2p::identity::Keypair,
+    config: NetworkConfig,
+    counters: Counters,
+    registry: &mut Registry,
+    event_capacity: usize,
+) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NodeError> {
     let mut swarm = build_swarm(key, config.transport, config.relay)?;
     let p2p_metrics = P2pMetrics::new(registry);
     for addr in &config.listen {
@@ -706,7 +717,7 @@ pub fn new(
         }
     }
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
-    let (etx, erx) = mpsc::channel(EVENT_CAPACITY);
+    let (etx, erx) = mpsc::channel(event_capacity);
     let client = Client { tx, counters: counters.clone() };
     let ev = EventLoop {
         swarm,
@@ -729,6 +740,8 @@ pub fn new(
 
 type SendReply = oneshot::Sender<Result<Vec<u8>, String>>;
 type GetReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
+/// A request waiting for a lookup of its peer's addresses: protocol, peer, bytes, reply.
+type Parked = (Proto, PeerId, Vec<u8>, SendReply);
 
 /// The task that owns the swarm. Run it with [`EventLoop::run`]; it ends when every
 /// [`Client`] is dropped.
@@ -743,7 +756,8 @@ pub struct EventLoop {
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
     pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, GetReply)>,
     pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
-    pending_lookup: HashMap<kad::QueryId, Vec<(PeerId, Vec<u8>, SendReply)>>,
+    /// Requests waiting for a lookup of their peer's addresses, each with its protocol.
+    pending_lookup: HashMap<kad::QueryId, Vec<Parked>>,
     pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
     pending_dials: HashMap<kad::QueryId, PeerId>,
     /// When each connected peer was last used by Kith (a request, an answer, a group message),
@@ -827,7 +841,7 @@ impl EventLoop {
                 } else {
                     // Find the peer's addresses first; the request is sent when the lookup ends.
                     let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-                    self.pending_lookup.entry(id).or_default().push((peer, bytes, reply));
+                    self.pending_lookup.entry(id).or_default().push((proto, peer, bytes, reply));
                 }
             }
             Command::Respond { reply: Reply(proto, channel), bytes } => {
@@ -1095,10 +1109,10 @@ impl EventLoop {
                         if let Some(peer) = self.pending_dials.remove(&id) {
                             let _ = self.swarm.dial(peer);
                         }
-                        for (peer, bytes, reply) in
+                        for (proto, peer, bytes, reply) in
                             self.pending_lookup.remove(&id).unwrap_or_default()
                         {
-                            self.send_request(Proto::Dm, peer, bytes, reply);
+                            self.send_request(proto, peer, bytes, reply);
                         }
                     }
                 }
@@ -1179,12 +1193,18 @@ impl EventLoop {
                                 kith_protocol::link::LinkResponse::Refused { reason: "busy".into() }
                                     .to_bytes()
                             }
-                            Proto::Mailbox | Proto::Sync => {
-                                kith_protocol::mailbox::MailboxResponse::Refused {
-                                    reason: "busy".into(),
-                                }
-                                .to_bytes()
+                            Proto::Mailbox => kith_protocol::mailbox::MailboxResponse::Refused {
+                                reason: "busy".into(),
                             }
+                            .to_bytes(),
+                            // An empty page with more to come: the requester stops on an empty
+                            // page and asks again on its next round.
+                            Proto::Sync => kith_protocol::group::SyncResponse {
+                                v: kith_protocol::VERSION,
+                                envelopes: vec![],
+                                more: true,
+                            }
+                            .to_bytes(),
                         };
                         let b = self.swarm.behaviour_mut();
                         let _ = match proto {
@@ -1225,4 +1245,168 @@ impl EventLoop {
 /// The `Instant` corresponding to a wall-clock time in milliseconds (now if it has passed).
 fn instant_at(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How long a test waits for anything before it fails.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    type Started = (Client, mpsc::Receiver<Event>, PeerId, Registry);
+
+    /// Starts an event loop on the memory transport and spawns it.
+    fn start(listen: bool, bootstrap: Vec<Multiaddr>, event_capacity: usize) -> Started {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let mut registry = Registry::default();
+        let config = NetworkConfig {
+            transport: TransportKind::Memory,
+            listen: if listen { vec!["/memory/0".parse().unwrap()] } else { vec![] },
+            bootstrap,
+            pow_bits: 8,
+            relay: false,
+        };
+        let (client, events, event_loop) =
+            with_event_capacity(key, config, Counters::default(), &mut registry, event_capacity)
+                .unwrap();
+        tokio::spawn(event_loop.run());
+        (client, events, peer, registry)
+    }
+
+    /// Polls `client`'s status until `ok` holds, failing after [`WAIT`].
+    async fn wait_status(
+        client: &Client,
+        what: &str,
+        ok: impl Fn(&NetStatus) -> bool,
+    ) -> NetStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = client.status().await.unwrap();
+            if ok(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The first listen address of a started loop.
+    async fn address(client: &Client) -> Multiaddr {
+        wait_status(client, "a listen address", |s| !s.listen_addrs.is_empty()).await.listen_addrs
+            [0]
+        .clone()
+    }
+
+    /// The next event that is not a new connection.
+    async fn next_request(events: &mut mpsc::Receiver<Event>) -> Event {
+        loop {
+            match tokio::time::timeout(WAIT, events.recv()).await {
+                Ok(Some(Event::PeerConnected(_))) => continue,
+                Ok(Some(event)) => return event,
+                Ok(None) => panic!("the event loop stopped"),
+                Err(_) => panic!("no request arrived within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// How many Kademlia bootstrap steps the loop behind `registry` has finished.
+    fn bootstrap_steps(registry: &Registry) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "libp2p_kad_query_result_duration_seconds_count{type=\"Bootstrap\"} ",
+                )
+            })
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// Waits until the loop behind `registry` has bootstrapped and no further step followed for
+    /// a quarter of a second (the steps of one bootstrap follow each other at once).
+    async fn wait_bootstrapped(registry: &Registry) {
+        let deadline = Instant::now() + WAIT;
+        let (mut seen, mut since) = (0, Instant::now());
+        loop {
+            let steps = bootstrap_steps(registry);
+            if steps != seen {
+                (seen, since) = (steps, Instant::now());
+            } else if seen > 0 && since.elapsed() >= Duration::from_millis(250) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no finished bootstrap ({seen} steps)");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A sync request to a peer this node is not connected to is found through the DHT and
+    /// arrives on `/kith/sync/1`, not as a direct message.
+    #[tokio::test]
+    async fn a_sync_request_to_an_unconnected_peer_stays_a_sync_request() {
+        let (b, _b_events, b_peer, _) = start(true, vec![], EVENT_CAPACITY);
+        let b_addr = address(&b).await.with_p2p(b_peer).unwrap();
+        // A listens nowhere, so B cannot hand A's address to C (nor C's bootstrap reach A).
+        let (a, _a_events, _, a_registry) = start(false, vec![b_addr.clone()], EVENT_CAPACITY);
+        wait_status(&a, "A connected to B", |s| s.connected_peers == 1).await;
+        // A's own bootstrap must be over before B knows C, or it would connect A to C.
+        wait_bootstrapped(&a_registry).await;
+        let (c, mut c_events, c_peer, _) = start(true, vec![b_addr], EVENT_CAPACITY);
+        wait_status(&c, "C connected to B", |s| s.connected_peers == 1).await;
+        wait_status(&b, "B connected to A and C", |s| s.connected_peers == 2).await;
+
+        let deadline = Instant::now() + WAIT;
+        let (request, answer) = loop {
+            assert_eq!(a.status().await.unwrap().connected_peers, 1, "A is connected to C already");
+            let mut answer = tokio::spawn({
+                let a = a.clone();
+                async move { a.sync_request(c_peer, b"since 0".to_vec()).await }
+            });
+            tokio::select! {
+                event = next_request(&mut c_events) => break (event, answer),
+                r = &mut answer => {
+                    // B may not have learnt C's address yet (identify): look again.
+                    let e = r.unwrap().unwrap().unwrap_err();
+                    assert!(Instant::now() < deadline, "C never reached: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let Event::SyncRequest { peer, bytes, reply } = request else {
+            panic!("expected a SyncRequest, got {request:?}");
+        };
+        assert_eq!(bytes, b"since 0");
+        assert_ne!(peer, b_peer);
+        c.respond(reply, b"page".to_vec()).await.unwrap();
+        let got = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap().unwrap().unwrap();
+        assert_eq!(got, b"page");
+    }
+
+    /// A node whose event channel is full answers a sync request with an empty page that has
+    /// `more` set, which the requester decodes as a sync response.
+    #[tokio::test]
+    async fn a_busy_node_answers_a_sync_request_with_a_sync_response() {
+        use kith_protocol::group::SyncResponse;
+        let (c, c_events, c_peer, _) = start(true, vec![], 1);
+        let c_addr = address(&c).await.with_p2p(c_peer).unwrap();
+        let (a, _a_events, _, _) = start(false, vec![c_addr], EVENT_CAPACITY);
+        wait_status(&a, "A connected to C", |s| s.connected_peers == 1).await;
+        // Nobody reads C's events: the first (A's connection) fills the channel.
+        let deadline = Instant::now() + WAIT;
+        while c_events.is_empty() {
+            assert!(Instant::now() < deadline, "C reported no event");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let answer = tokio::time::timeout(WAIT, a.sync_request(c_peer, b"since 0".to_vec()))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let page = SyncResponse::from_bytes(&answer)
+            .unwrap_or_else(|e| panic!("the busy answer is not a SyncResponse: {e}"));
+        assert!(page.more);
+        assert!(page.envelopes.is_empty());
+        drop(c_events);
+    }
 }
