@@ -145,6 +145,78 @@ pub enum Proto {
     Link,
 }
 
+/// Everything that differs between the request-response protocols: one row per [`Proto`].
+pub(crate) struct RrProtocol {
+    /// Which protocol this row describes (its index in [`RR_PROTOCOLS`]).
+    pub(crate) proto: Proto,
+    /// The protocol name on the wire.
+    pub(crate) name: StreamProtocol,
+    /// Largest request frame.
+    pub(crate) max_request: usize,
+    /// Largest response frame.
+    pub(crate) max_response: usize,
+    /// The answer to a request when the node's event channel is full.
+    pub(crate) busy: fn() -> Vec<u8>,
+    /// The event an inbound request becomes.
+    pub(crate) event: fn(PeerId, Vec<u8>, Reply) -> Event,
+}
+
+/// The request-response protocols, in [`Proto`] order.
+pub(crate) static RR_PROTOCOLS: [RrProtocol; 4] = [
+    RrProtocol {
+        proto: Proto::Dm,
+        name: DM_PROTOCOL,
+        max_request: MAX_DM_REQUEST,
+        max_response: MAX_DM_RESPONSE,
+        busy: || DeliveryAck::new(AckStatus::Busy, Some("recipient is busy".into())).to_bytes(),
+        event: |peer, bytes, reply| Event::InboundEnvelope { peer, bytes, reply },
+    },
+    RrProtocol {
+        proto: Proto::Mailbox,
+        name: MAILBOX_PROTOCOL,
+        max_request: MAX_MAILBOX_REQUEST,
+        max_response: MAX_MAILBOX_RESPONSE,
+        busy: || {
+            kith_protocol::mailbox::MailboxResponse::Refused { reason: "busy".into() }.to_bytes()
+        },
+        event: |peer, bytes, reply| Event::MailboxRequest { peer, bytes, reply },
+    },
+    RrProtocol {
+        proto: Proto::Sync,
+        name: SYNC_PROTOCOL,
+        max_request: 4096,
+        max_response: MAX_MAILBOX_RESPONSE,
+        // An empty page with more to come: the requester stops on an empty page and asks
+        // again on its next round.
+        busy: || {
+            kith_protocol::group::SyncResponse {
+                v: kith_protocol::VERSION,
+                envelopes: vec![],
+                more: true,
+            }
+            .to_bytes()
+        },
+        event: |peer, bytes, reply| Event::SyncRequest { peer, bytes, reply },
+    },
+    RrProtocol {
+        proto: Proto::Link,
+        name: LINK_PROTOCOL,
+        max_request: kith_protocol::link::MAX_LINK_REQUEST,
+        max_response: kith_protocol::link::MAX_LINK_RESPONSE,
+        busy: || kith_protocol::link::LinkResponse::Refused { reason: "busy".into() }.to_bytes(),
+        event: |peer, bytes, reply| Event::LinkRequest { peer, bytes, reply },
+    },
+];
+
+impl Proto {
+    /// This protocol's row of [`RR_PROTOCOLS`].
+    pub(crate) fn spec(self) -> &'static RrProtocol {
+        let spec = &RR_PROTOCOLS[self as usize];
+        debug_assert_eq!(spec.proto, self, "RR_PROTOCOLS is in Proto order");
+        spec
+    }
+}
+
 /// What the network reports to the node.
 #[derive(Debug)]
 pub enum Event {
@@ -520,6 +592,18 @@ struct Behaviour {
     relay: Toggle<relay::Behaviour>,
 }
 
+impl Behaviour {
+    /// The request-response behaviour of `proto` (the one place that maps one to the other).
+    fn rr(&mut self, proto: Proto) -> &mut request_response::Behaviour<FrameCodec> {
+        match proto {
+            Proto::Dm => &mut self.dm,
+            Proto::Mailbox => &mut self.mailbox,
+            Proto::Sync => &mut self.sync,
+            Proto::Link => &mut self.link,
+        }
+    }
+}
+
 /// How to build the network.
 #[derive(Clone, Debug)]
 pub struct NetworkConfig {
@@ -560,21 +644,18 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
     );
     let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
     kad.set_mode(Some(kad::Mode::Server));
-    let rr_config = || {
-        request_response::Config::default()
-            .with_request_timeout(DM_TIMEOUT)
-            .with_max_concurrent_streams(MAX_DM_STREAMS)
+    let rr = |proto: Proto| {
+        let spec = proto.spec();
+        request_response::Behaviour::with_codec(
+            FrameCodec { max_request: spec.max_request, max_response: spec.max_response },
+            [(spec.name.clone(), ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(DM_TIMEOUT)
+                .with_max_concurrent_streams(MAX_DM_STREAMS),
+        )
     };
-    let dm = request_response::Behaviour::with_codec(
-        FrameCodec { max_request: MAX_DM_REQUEST, max_response: MAX_DM_RESPONSE },
-        [(DM_PROTOCOL, ProtocolSupport::Full)],
-        rr_config(),
-    );
-    let mailbox = request_response::Behaviour::with_codec(
-        FrameCodec { max_request: MAX_MAILBOX_REQUEST, max_response: MAX_MAILBOX_RESPONSE },
-        [(MAILBOX_PROTOCOL, ProtocolSupport::Full)],
-        rr_config(),
-    );
+    let dm = rr(Proto::Dm);
+    let mailbox = rr(Proto::Mailbox);
     let relay = Toggle::from(
         relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
     );
@@ -589,19 +670,8 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
             .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
     );
     let ping = ping::Behaviour::new(ping::Config::new());
-    let sync = request_response::Behaviour::with_codec(
-        FrameCodec { max_request: 4096, max_response: MAX_MAILBOX_RESPONSE },
-        [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-        rr_config(),
-    );
-    let link = request_response::Behaviour::with_codec(
-        FrameCodec {
-            max_request: kith_protocol::link::MAX_LINK_REQUEST,
-            max_response: kith_protocol::link::MAX_LINK_RESPONSE,
-        },
-        [(LINK_PROTOCOL, ProtocolSupport::Full)],
-        rr_config(),
-    );
+    let sync = rr(Proto::Sync);
+    let link = rr(Proto::Link);
     let gossipsub = gossip(key);
     Behaviour { limits, kad, dm, mailbox, identify, ping, gossipsub, sync, link, relay }
 }
@@ -845,14 +915,7 @@ impl EventLoop {
                 }
             }
             Command::Respond { reply: Reply(proto, channel), bytes } => {
-                let b = self.swarm.behaviour_mut();
-                let sent = match proto {
-                    Proto::Dm => b.dm.send_response(channel, bytes),
-                    Proto::Mailbox => b.mailbox.send_response(channel, bytes),
-                    Proto::Sync => b.sync.send_response(channel, bytes),
-                    Proto::Link => b.link.send_response(channel, bytes),
-                };
-                if sent.is_err() {
+                if self.swarm.behaviour_mut().rr(proto).send_response(channel, bytes).is_err() {
                     debug!("peer went away before the answer was sent");
                 }
             }
@@ -960,13 +1023,7 @@ impl EventLoop {
 
     fn send_request(&mut self, proto: Proto, peer: PeerId, bytes: Vec<u8>, reply: SendReply) {
         self.touch(peer);
-        let b = self.swarm.behaviour_mut();
-        let id = match proto {
-            Proto::Dm => b.dm.send_request(&peer, bytes),
-            Proto::Mailbox => b.mailbox.send_request(&peer, bytes),
-            Proto::Sync => b.sync.send_request(&peer, bytes),
-            Proto::Link => b.link.send_request(&peer, bytes),
-        };
+        let id = self.swarm.behaviour_mut().rr(proto).send_request(&peer, bytes);
         self.pending_send.insert((proto, id), reply);
     }
 
@@ -1170,12 +1227,7 @@ impl EventLoop {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let reply = Reply(proto, channel);
-                    let event = match proto {
-                        Proto::Dm => Event::InboundEnvelope { peer, bytes: request, reply },
-                        Proto::Mailbox => Event::MailboxRequest { peer, bytes: request, reply },
-                        Proto::Sync => Event::SyncRequest { peer, bytes: request, reply },
-                        Proto::Link => Event::LinkRequest { peer, bytes: request, reply },
-                    };
+                    let event = (proto.spec().event)(peer, request, reply);
                     if let Err(mpsc::error::TrySendError::Full(
                         Event::InboundEnvelope { reply, .. }
                         | Event::MailboxRequest { reply, .. }
@@ -1184,35 +1236,8 @@ impl EventLoop {
                     )) = self.events.try_send(event)
                     {
                         self.counters.busy.inc();
-                        let busy = match proto {
-                            Proto::Dm => {
-                                DeliveryAck::new(AckStatus::Busy, Some("recipient is busy".into()))
-                                    .to_bytes()
-                            }
-                            Proto::Link => {
-                                kith_protocol::link::LinkResponse::Refused { reason: "busy".into() }
-                                    .to_bytes()
-                            }
-                            Proto::Mailbox => kith_protocol::mailbox::MailboxResponse::Refused {
-                                reason: "busy".into(),
-                            }
-                            .to_bytes(),
-                            // An empty page with more to come: the requester stops on an empty
-                            // page and asks again on its next round.
-                            Proto::Sync => kith_protocol::group::SyncResponse {
-                                v: kith_protocol::VERSION,
-                                envelopes: vec![],
-                                more: true,
-                            }
-                            .to_bytes(),
-                        };
-                        let b = self.swarm.behaviour_mut();
-                        let _ = match proto {
-                            Proto::Dm => b.dm.send_response(reply.1, busy),
-                            Proto::Mailbox => b.mailbox.send_response(reply.1, busy),
-                            Proto::Sync => b.sync.send_response(reply.1, busy),
-                            Proto::Link => b.link.send_response(reply.1, busy),
-                        };
+                        let busy = (proto.spec().busy)();
+                        let _ = self.swarm.behaviour_mut().rr(proto).send_response(reply.1, busy);
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
@@ -1339,6 +1364,40 @@ mod tests {
             assert!(Instant::now() < deadline, "no finished bootstrap ({seen} steps)");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Each row of the protocol table sits at its protocol's index, with the names and limits
+    /// the wire has always had.
+    #[test]
+    fn the_protocol_table_keeps_names_and_limits() {
+        let rows: Vec<_> = RR_PROTOCOLS
+            .iter()
+            .map(|r| (r.proto, r.name.as_ref().to_owned(), r.max_request, r.max_response))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (Proto::Dm, "/kith/dm/1".to_owned(), MAX_DM_REQUEST, MAX_DM_RESPONSE),
+                (
+                    Proto::Mailbox,
+                    "/kith/mailbox/1".to_owned(),
+                    MAX_MAILBOX_REQUEST,
+                    MAX_MAILBOX_RESPONSE
+                ),
+                (Proto::Sync, "/kith/sync/1".to_owned(), 4096, MAX_MAILBOX_RESPONSE),
+                (
+                    Proto::Link,
+                    "/kith/link/1".to_owned(),
+                    kith_protocol::link::MAX_LINK_REQUEST,
+                    kith_protocol::link::MAX_LINK_RESPONSE
+                ),
+            ]
+        );
+        for p in [Proto::Dm, Proto::Mailbox, Proto::Sync, Proto::Link] {
+            assert_eq!(p.spec().proto, p);
+        }
+        let dm = DeliveryAck::from_bytes(&(Proto::Dm.spec().busy)()).unwrap();
+        assert_eq!(dm.status, AckStatus::Busy);
     }
 
     /// A sync request to a peer this node is not connected to is found through the DHT and
