@@ -1,0 +1,531 @@
+//! [`EventLoop`]: the one task that owns the swarm, serving the client's commands and turning
+//! swarm events into the node's [`Event`]s.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kith_protocol::name::check_replaces;
+use kith_protocol::{NameRecord, RecordPolicy};
+use libp2p::kad::store::RecordStore;
+use libp2p::metrics::{Metrics as P2pMetrics, Recorder};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, kad, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::{
+    Command, Event, NetStatus, Proto, Reply, SendReply, Verdict, DHT_ONLY_TIMEOUT, IDLE_TIMEOUT,
+    KAD_PROTOCOL, MAX_PENDING_QUERIES, MIN_CONNECTIONS, REAP_INTERVAL,
+};
+use crate::metrics::Counters;
+
+type GetReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
+/// A request waiting for a lookup of its peer's addresses: protocol, peer, bytes, reply.
+type Parked = (Proto, PeerId, Vec<u8>, SendReply);
+
+/// The task that owns the swarm. Run it with [`EventLoop::run`]; it ends when every
+/// [`Client`](super::Client) is dropped.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    counters: Counters,
+    p2p_metrics: P2pMetrics,
+    policy: RecordPolicy,
+    listen_addrs: Vec<Multiaddr>,
+    pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
+    pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, GetReply)>,
+    pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
+    /// Requests waiting for a lookup of their peer's addresses, each with its protocol.
+    pending_lookup: HashMap<kad::QueryId, Vec<Parked>>,
+    pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
+    pending_dials: HashMap<kad::QueryId, PeerId>,
+    /// When each connected peer was last used by Kith (a request, an answer, a group message),
+    /// and whether it ever was (else: when it connected).
+    last_used: HashMap<PeerId, (Instant, bool)>,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("peer_id", self.swarm.local_peer_id()).finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::now_ms()
+}
+
+impl EventLoop {
+    /// An event loop over `swarm`, with nothing pending.
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        counters: Counters,
+        p2p_metrics: P2pMetrics,
+        policy: RecordPolicy,
+    ) -> Self {
+        EventLoop {
+            swarm,
+            commands,
+            events,
+            counters,
+            p2p_metrics,
+            policy,
+            listen_addrs: Vec::new(),
+            pending_put: HashMap::new(),
+            pending_get: HashMap::new(),
+            pending_send: HashMap::new(),
+            pending_lookup: HashMap::new(),
+            pending_dial: Vec::new(),
+            pending_dials: HashMap::new(),
+            last_used: HashMap::new(),
+        }
+    }
+
+    /// Runs until every client is gone.
+    pub async fn run(mut self) {
+        let mut reap = tokio::time::interval(REAP_INTERVAL);
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = reap.tick() => self.reap_idle(),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+            }
+        }
+        debug!("network task stopped");
+    }
+
+    fn pending(&self) -> usize {
+        self.pending_put.len()
+            + self.pending_get.len()
+            + self.pending_lookup.len()
+            + self.pending_dials.len()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::PutRecord { key, value, expires_at, reply } => {
+                if self.pending() >= MAX_PENDING_QUERIES {
+                    let _ = reply.send(Err("too many DHT queries in flight".into()));
+                    return;
+                }
+                let mut record = kad::Record::new(key, value);
+                record.expires = Some(instant_at(expires_at));
+                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    Ok(id) => {
+                        self.pending_put.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("local store refused the record: {e:?}")));
+                    }
+                }
+            }
+            Command::GetRecords { key, reply } => {
+                if self.pending() >= MAX_PENDING_QUERIES {
+                    let _ = reply.send(Err("too many DHT queries in flight".into()));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
+                self.pending_get.insert(id, (Vec::new(), reply));
+            }
+            Command::Request { proto, peer, addrs, bytes, reply } => {
+                self.request(proto, peer, addrs, bytes, reply)
+            }
+            Command::Respond { reply: Reply(proto, channel), bytes } => {
+                if self.swarm.behaviour_mut().rr(proto).send_response(channel, bytes).is_err() {
+                    debug!("peer went away before the answer was sent");
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(NetStatus {
+                    peer_id: *self.swarm.local_peer_id(),
+                    listen_addrs: self.listen_addrs.clone(),
+                    connected_peers: self.swarm.connected_peers().count(),
+                });
+            }
+            Command::Subscribe { topic, on } => self.subscribe(topic, on),
+            Command::Publish { topic, data, reply } => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(gossipsub::IdentTopic::new(topic), data);
+                let _ = reply.send(r.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            Command::Validate { id, source, verdict } => {
+                let acceptance = match verdict {
+                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                    Verdict::Reject => gossipsub::MessageAcceptance::Reject,
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
+            Command::DialPeer { peer } => {
+                if !self.swarm.is_connected(&peer) && self.pending() < MAX_PENDING_QUERIES {
+                    let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    self.pending_dials.insert(id, peer);
+                }
+            }
+            Command::Dial { addr, reply } => self.dial(addr, reply),
+        }
+    }
+
+    /// Sends a request now if the peer is connected (or the protocol dials by address), else
+    /// after a DHT lookup of the peer's addresses.
+    fn request(
+        &mut self,
+        proto: Proto,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        bytes: Vec<u8>,
+        reply: SendReply,
+    ) {
+        for addr in addrs {
+            self.swarm.add_peer_address(peer, addr);
+        }
+        if self.pending_send.len() >= MAX_PENDING_QUERIES {
+            let _ = reply.send(Err("too many requests in flight".into()));
+        } else if matches!(proto, Proto::Mailbox | Proto::Link) || self.swarm.is_connected(&peer) {
+            self.send_request(proto, peer, bytes, reply);
+        } else if self.pending() >= MAX_PENDING_QUERIES {
+            let _ = reply.send(Err("too many DHT queries in flight".into()));
+        } else {
+            // Find the peer's addresses first; the request is sent when the lookup ends.
+            let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+            self.pending_lookup.entry(id).or_default().push((proto, peer, bytes, reply));
+        }
+    }
+
+    /// Joins (or, with `on == false`, leaves) a gossipsub topic.
+    fn subscribe(&mut self, topic: String, on: bool) {
+        let t = gossipsub::IdentTopic::new(topic);
+        let g = &mut self.swarm.behaviour_mut().gossipsub;
+        let r = if on {
+            // Score params per topic, so rejected messages count against their forwarder.
+            let _ = g.set_topic_params(t.clone(), gossipsub::TopicScoreParams::default());
+            g.subscribe(&t).map(|_| ()).map_err(|e| e.to_string())
+        } else {
+            g.unsubscribe(&t);
+            Ok(())
+        };
+        if let Err(e) = r {
+            warn!("cannot subscribe: {e}");
+        }
+    }
+
+    /// Dials an address; `reply` hears when a connection is established or fails.
+    fn dial(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<(), String>>) {
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
+        if self.pending_dial.len() >= MAX_PENDING_QUERIES {
+            let _ = reply.send(Err("too many dials in flight".into()));
+            return;
+        }
+        match self.swarm.dial(addr) {
+            Ok(()) => self.pending_dial.push(reply),
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    /// Closes connections that carry no group this node is in and were not used for
+    /// [`IDLE_TIMEOUT`] (or, never used by Kith, opened [`DHT_ONLY_TIMEOUT`] ago), keeping the
+    /// [`MIN_CONNECTIONS`] most recently used.
+    fn reap_idle(&mut self) {
+        let now = Instant::now();
+        let g = &self.swarm.behaviour().gossipsub;
+        let ours: Vec<&gossipsub::TopicHash> = g.topics().collect();
+        let grouped: std::collections::HashSet<PeerId> = g
+            .all_peers()
+            .filter(|(_, topics)| topics.iter().any(|t| ours.contains(t)))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut idle: Vec<((Instant, bool), PeerId)> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| !grouped.contains(p))
+            .map(|p| (self.last_used.get(p).copied().unwrap_or((now, false)), *p))
+            .collect();
+        let connected = self.swarm.connected_peers().count();
+        // Most recently used first: those are the ones kept.
+        idle.sort_by_key(|x| std::cmp::Reverse(x.0 .0));
+        let keep = MIN_CONNECTIONS.saturating_sub(connected - idle.len());
+        for ((used, by_kith), peer) in idle.into_iter().skip(keep) {
+            let limit = if by_kith { IDLE_TIMEOUT } else { DHT_ONLY_TIMEOUT };
+            if now.duration_since(used) >= limit {
+                debug!(%peer, "closing an idle connection");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn touch(&mut self, peer: PeerId) {
+        if let Some(t) = self.last_used.get_mut(&peer) {
+            *t = (Instant::now(), true);
+        }
+    }
+
+    fn send_request(&mut self, proto: Proto, peer: PeerId, bytes: Vec<u8>, reply: SendReply) {
+        self.touch(peer);
+        let id = self.swarm.behaviour_mut().rr(proto).send_request(&peer, bytes);
+        self.pending_send.insert((proto, id), reply);
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.p2p_metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
+                info!(%full, "listening");
+                if !self.listen_addrs.contains(&full) {
+                    self.listen_addrs.push(full);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address.with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
+                self.listen_addrs.retain(|a| a != &full);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                self.last_used.entry(peer_id).or_insert((Instant::now(), false));
+                for reply in self.pending_dial.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+                if num_established.get() == 1 {
+                    // Never block the swarm: if the node is busy it will retry on its timer.
+                    let _ = self.events.try_send(Event::PeerConnected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.last_used.remove(&peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                for reply in self.pending_dial.drain(..) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&KAD_PROTOCOL) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => {
+                self.p2p_metrics.record(&e);
+                self.on_kad(e);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dm(e)) => self.on_rr(Proto::Dm, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_rr(Proto::Mailbox, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_rr(Proto::Sync, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Link(e)) => self.on_rr(Proto::Link, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                self.touch(propagation_source);
+                let event = Event::GroupMessage {
+                    source: propagation_source,
+                    id: message_id,
+                    data: message.data,
+                };
+                if let Err(mpsc::error::TrySendError::Full(Event::GroupMessage {
+                    source,
+                    id,
+                    ..
+                })) = self.events.try_send(event)
+                {
+                    self.counters.busy.inc();
+                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                        &id,
+                        &source,
+                        gossipsub::MessageAcceptance::Ignore,
+                    );
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.p2p_metrics.record(&e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.p2p_metrics.record(&e),
+            _ => {}
+        }
+    }
+
+    fn on_get_record(&mut self, id: kad::QueryId, r: kad::GetRecordResult, last: bool) {
+        match r {
+            Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                if let Some((records, _)) = self.pending_get.get_mut(&id) {
+                    if records.len() < 64 {
+                        records.push(found.record.value);
+                    }
+                }
+                if last {
+                    self.finish_get(id, None);
+                }
+            }
+            Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {
+                self.finish_get(id, None)
+            }
+            Err(e) => {
+                let err = match e {
+                    kad::GetRecordError::NotFound { .. } => None,
+                    other => Some(format!("{other:?}")),
+                };
+                self.finish_get(id, err);
+            }
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+            } => self.on_inbound_put(source, record),
+            kad::Event::OutboundQueryProgressed { id, result, step, stats } => match result {
+                kad::QueryResult::PutRecord(r) => {
+                    if let Some(reply) = self.pending_put.remove(&id) {
+                        let _ = reply.send(r.map(|_| ()).map_err(|e| match e {
+                            kad::PutRecordError::QuorumFailed { .. } => "no peer stored the record (is this node connected to the network?)".to_owned(),
+                            kad::PutRecordError::Timeout { .. } => "timed out storing the record".to_owned(),
+                        }));
+                    }
+                }
+                kad::QueryResult::GetRecord(r) if step.last || r.is_err() => {
+                    self.counters.dht_lookups.inc();
+                    self.counters.dht_lookup_requests.inc_by(u64::from(stats.num_requests()));
+                    self.on_get_record(id, r, step.last);
+                }
+                kad::QueryResult::GetRecord(r) => self.on_get_record(id, r, step.last),
+                kad::QueryResult::GetClosestPeers(r) => {
+                    let peers = match r {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    for info in peers {
+                        for addr in info.addrs {
+                            self.swarm.add_peer_address(info.peer_id, addr);
+                        }
+                    }
+                    if step.last {
+                        if let Some(peer) = self.pending_dials.remove(&id) {
+                            let _ = self.swarm.dial(peer);
+                        }
+                        for (proto, peer, bytes, reply) in
+                            self.pending_lookup.remove(&id).unwrap_or_default()
+                        {
+                            self.send_request(proto, peer, bytes, reply);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn finish_get(&mut self, id: kad::QueryId, err: Option<String>) {
+        if let Some((records, reply)) = self.pending_get.remove(&id) {
+            let _ = match err {
+                Some(e) if records.is_empty() => reply.send(Err(e)),
+                _ => reply.send(Ok(records)),
+            };
+        }
+    }
+
+    /// A peer asks us to store a name record: verify it, check it against the one we hold, and
+    /// store it only if it passes.
+    fn on_inbound_put(&mut self, source: PeerId, mut record: kad::Record) {
+        let now = now_ms();
+        let new =
+            match NameRecord::verify(&record.value, Some(record.key.as_ref()), now, &self.policy) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.counters.records_rejected.inc();
+                    debug!(%source, "rejected name record: {e}");
+                    return;
+                }
+            };
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Some(held) = store.get(&record.key) {
+            if let Ok(held) =
+                NameRecord::verify(&held.value, Some(record.key.as_ref()), now, &self.policy)
+            {
+                if let Err(e) = check_replaces(&new, &held) {
+                    self.counters.records_rejected.inc();
+                    debug!(%source, "refused name record: {e}");
+                    return;
+                }
+            }
+        }
+        record.expires = Some(instant_at(new.expires_at));
+        if let Err(e) = store.put(record) {
+            warn!("record store full or refused: {e:?}");
+        }
+    }
+
+    fn on_rr(&mut self, proto: Proto, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        if let request_response::Event::Message { peer, .. } = &event {
+            self.touch(*peer);
+        }
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let reply = Reply(proto, channel);
+                    let event = (proto.spec().event)(peer, request, reply);
+                    if let Err(mpsc::error::TrySendError::Full(
+                        Event::InboundEnvelope { reply, .. }
+                        | Event::MailboxRequest { reply, .. }
+                        | Event::SyncRequest { reply, .. }
+                        | Event::LinkRequest { reply, .. },
+                    )) = self.events.try_send(event)
+                    {
+                        self.counters.busy.inc();
+                        let busy = (proto.spec().busy)();
+                        let _ = self.swarm.behaviour_mut().rr(proto).send_response(reply.1, busy);
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_send.remove(&(proto, request_id)) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let request_response::OutboundFailure::Io(_) = error {
+                    self.counters.frames_rejected.inc();
+                }
+                if let Some(reply) = self.pending_send.remove(&(proto, request_id)) {
+                    let _ = reply.send(Err(format!("peer {peer} not reachable: {error}")));
+                }
+            }
+            request_response::Event::InboundFailure {
+                error: request_response::InboundFailure::Io(e),
+                peer,
+                ..
+            } => {
+                self.counters.frames_rejected.inc();
+                debug!(%peer, "malformed frame: {e}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `Instant` corresponding to a wall-clock time in milliseconds (now if it has passed).
+fn instant_at(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms()))
+}
