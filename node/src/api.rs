@@ -320,7 +320,7 @@ async fn link_start(
 ) -> ApiResult<impl IntoResponse> {
     let ttl = body
         .and_then(|Json(b)| b.ttl_secs)
-        .map_or(crate::devices::LINK_CODE_TTL_MS, |t| t.saturating_mul(1000));
+        .map_or(crate::services::devices::LINK_CODE_TTL_MS, |t| t.saturating_mul(1000));
     Ok((StatusCode::CREATED, Json(s.node.link_start_with(ttl).await?)))
 }
 

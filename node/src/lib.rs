@@ -1,42 +1,49 @@
 //! `kith-node`: the Kith node as a library, driven by the `kith` command and by the simulator.
 //!
-//! - [`home`]: the home directory: key files, API token and address.
-//! - [`store`]: the sled store; the only module that touches sled.
-//! - [`network`]: the libp2p swarm, owned by one task, and its cloneable [`network::Client`].
-//! - [`node`]: names, resolution with trust on first use, direct messages, outbox.
-//! - [`group`]: group chats over gossipsub: forming by mention, epochs, validation, sync.
-//! - [`devices`]: one identity on several devices: device list, linking, revocation, copies.
-//! - [`link`]: joining an identity as a new device (`kith init --link`).
-//! - [`mail`]: mailboxes: enrolling, depositing, fetching, and the mailbox service.
-//! - [`mailbox`]: mailbox policy and limits.
-//! - [`metrics`]: Prometheus metrics.
+//! Dependencies run one way, top to bottom:
+//!
+//! - [`node`]: [`Node`], the façade: starts the network and the tasks, answers every public
+//!   call through the services.
+//! - `inbound` and `maintenance`: the inbound path (direct envelopes, mailbox fetches, group
+//!   messages, requests) and the republishing task, over the services.
+//! - `content`: one module per content kind: what receiving it does.
+//! - [`services`]: names and records, messaging and the outbox, groups, conversations, devices,
+//!   both sides of mailboxes; each owns its own state.
+//! - `ctx`: what every service shares (keys, store, network client, clock, events, tasks).
 //! - [`rules`]: the rules as pure functions of their inputs and `now` (outbox retries, trust
 //!   on first use, device lists, group membership and epochs, mailbox rate, prekey rotation).
-//! - [`api`]: the local HTTP/JSON API.
-//! - [`daemon`]: wires everything together for `kith daemon`.
+//! - [`network`]: the libp2p swarm, owned by one task, and its cloneable [`network::Client`].
+//! - [`store`]: the sled store; the only module that touches sled.
+//! - [`views`]: what the API shows; [`error`]: typed errors.
+//! - Beside them: [`home`] (key files, API token and address), [`link`] (joining an identity
+//!   as a new device), [`mailbox`] (mailbox policy and limits), [`metrics`], [`api`] (the local
+//!   HTTP/JSON API) and [`daemon`] (everything wired together for `kith daemon`).
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
+mod content;
+mod ctx;
 pub mod daemon;
-pub mod devices;
 pub mod error;
-pub mod group;
 pub mod home;
+mod inbound;
 pub mod link;
-pub mod mail;
 pub mod mailbox;
+mod maintenance;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod rules;
+pub mod services;
 pub mod store;
 mod tasks;
+pub mod views;
 
 pub use error::NodeError;
 pub use libp2p::Multiaddr;
-pub use mail::MailboxView;
 pub use node::{Node, NodeConfig};
+pub use services::mailbox_client::MailboxView;
 
 /// The default address of the local API.
 pub const DEFAULT_API: &str = "127.0.0.1:7390";

@@ -108,6 +108,12 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// Whether it belongs to a group: group messages are stored with the group's id as their
+    /// `peer` (a direct conversation's id is never a user id).
+    pub fn is_group(&self) -> bool {
+        self.peer == self.conversation
+    }
+
     /// The history entry of `m`; `peer` is the other party (the group id for group messages),
     /// `raw` what is kept of it (the encoded message, or the group envelope).
     pub fn of(

@@ -1,0 +1,11 @@
+//! `group.invite`: a group's state (members, epoch, key), sealed to each member, possibly in
+//! parts. Adopted under the membership rules (`rules::group::adopt`); not shown in the history.
+
+use kith_protocol::{Content, IdentityPublic};
+
+use crate::services::Services;
+
+/// Receives a group state sent by `sender`.
+pub(crate) fn receive(s: &Services, sender: &IdentityPublic, content: &Content) {
+    s.groups.on_group_state(sender, content);
+}

@@ -1,0 +1,73 @@
+//! Content kinds, one module each: how a kind is validated, what receiving it does, and how it
+//! is shown. Every direct envelope, once opened and its sender's device checked
+//! ([`crate::inbound`]), comes to [`receive`]; group messages go through
+//! [`crate::services::groups`], whose control kinds (`group.leave`, `group.remove`) are
+//! handled there.
+//!
+//! - [`shown`]: kinds shown in the history (text, and any kind not listed below): stored once,
+//!   announced.
+//! - [`receipt`]: `receipt` (delivered): marks a device done in the outbox.
+//! - [`group_state`]: `group.invite`: join a group or move to its new epoch.
+//! - [`device_sync`]: `sync.sent`, `sync.read`, `device.prekey`: what the user's other devices
+//!   tell this one; refused from anyone else.
+//!
+//! Validation of the fields is the protocol's (`kith_protocol::Content::validate`, run when a
+//! message is decoded); how a kind is shown is `store::StoredMessage::of` (its kind and text)
+//! and [`crate::views`].
+//!
+//! Adding a kind: its wire form and `validate` in `protocol/src/message.rs`; a module here with
+//! its `receive`, and one arm in [`receive`]; sending it is `Node::send_content`.
+
+pub(crate) mod device_sync;
+pub(crate) mod group_state;
+pub(crate) mod receipt;
+pub(crate) mod shown;
+
+use kith_protocol::envelope::Opened;
+use kith_protocol::{Content, ReceiptKind};
+
+use crate::error::NodeError;
+use crate::services::Services;
+use crate::views::NewMessage;
+
+/// What became of an inbound envelope.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// A new message, stored.
+    New(Box<NewMessage>),
+    /// Already stored.
+    Duplicate,
+    /// Not a message of the history (a receipt, a group state, a device's note): applied.
+    Applied,
+}
+
+/// Receives an opened envelope from a device allowed to send it.
+pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeError> {
+    let me = s.ctx.user_id();
+    let m = &opened.message;
+    if device_sync::own_only(&m.content) && m.sender != me {
+        return Err(NodeError::BadInput(format!("{} from another user", m.content.kind())));
+    }
+    match &m.content {
+        Content::SelfSent { peer, peer_name, message } => {
+            device_sync::receive_copy(s, m, *peer, peer_name.clone(), message)
+        }
+        Content::DevicePrekey { prekey } => {
+            s.records.on_device_prekey(&opened.sender, prekey);
+            Ok(Accepted::Applied)
+        }
+        Content::SyncRead { conversation, until } => {
+            s.conversations.mark_read_here(&conversation.0, *until)?;
+            Ok(Accepted::Applied)
+        }
+        Content::Receipt { kind: ReceiptKind::Delivered, ids } => {
+            receipt::receive(s, &opened.sender.device, ids);
+            Ok(Accepted::Applied)
+        }
+        Content::GroupInvite { .. } => {
+            group_state::receive(s, &opened.sender.identity, &m.content);
+            Ok(Accepted::Applied)
+        }
+        _ => shown::receive(s, opened),
+    }
+}

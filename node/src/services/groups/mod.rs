@@ -1,0 +1,533 @@
+//! Group chats over gossipsub.
+//!
+//! A group forms when a message in a direct chat mentions `@name` of someone who is not in it:
+//! the sender creates a group (a random id, epoch 1 with a random key) of both participants and
+//! the people mentioned, sends each member the group's state in a sealed direct message
+//! (`group.invite`), and posts the message to the group. Mentioning a non-member in a group adds
+//! them. Every membership change starts a new epoch whose key reaches the remaining members only
+//! in sealed direct messages. Rules (`docs/protocol.md`, 7.4): only members post; a member may
+//! remove the members who joined after it; after a leave, the remaining member with the lowest
+//! user id rekeys.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use kith_protocol::message::{InvitePart, Member};
+use kith_protocol::{
+    normalize_name, Content, ConversationId, IdentityPublic, Message, MessageId, UserId,
+    VerifiedNameRecord, VERSION,
+};
+use libp2p::PeerId;
+use rand::RngCore;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::ctx::Ctx;
+use crate::error::{NodeError, OrWarn};
+use crate::rules;
+use crate::store::{Direction, GroupMember, GroupState, Status, StoredMessage};
+use crate::views::{self, MessageView, NodeEvent};
+
+use kith_protocol::group::{topic, GroupEnvelope};
+
+use crate::network::Verdict;
+use crate::rules::group::{self as rule, key_of, Adopt, Offer};
+
+mod sync;
+
+/// Most member devices a node keeps connections to, per group, for the gossipsub mesh.
+pub const MESH_DIALS: usize = 8;
+pub use crate::rules::group::{EPOCH_GRACE_MS, INVITE_PARTS_TTL_MS, MAX_PENDING_INVITES};
+/// Most member devices a group remembers.
+pub const MAX_GROUP_PEERS: usize = 256;
+/// Most member devices asked for missed messages per sync round.
+pub const SYNC_PEERS: usize = 4;
+/// Members per `group.invite` part: a longer member list is split (about 80 bytes a member,
+/// so a part stays well under the 60 KiB message limit).
+pub const INVITE_PART_MEMBERS: usize = 512;
+/// Most members of a group: what [`kith_protocol::message::MAX_INVITE_PARTS`] parts hold.
+pub const MAX_GROUP_MEMBERS: usize =
+    INVITE_PART_MEMBERS * kith_protocol::message::MAX_INVITE_PARTS as usize;
+
+/// The groups service.
+#[derive(Clone, Debug)]
+pub(crate) struct Groups {
+    pub(crate) ctx: Ctx,
+    pub(crate) records: super::records::Records,
+    pub(crate) messaging: super::messaging::Messaging,
+    /// Group states arriving in parts (long member lists), until they are whole.
+    pub(crate) invite_parts: Arc<Mutex<rules::group::InviteParts>>,
+    /// Wakes the group task (a member device connected).
+    pub(crate) wake_sync: Arc<Notify>,
+}
+
+impl Groups {
+    pub(crate) fn new(
+        ctx: Ctx,
+        records: super::records::Records,
+        messaging: super::messaging::Messaging,
+    ) -> Self {
+        Groups { ctx, records, messaging, invite_parts: Arc::default(), wake_sync: Arc::default() }
+    }
+}
+
+fn too_many(members: usize) -> Result<(), NodeError> {
+    if members > MAX_GROUP_MEMBERS {
+        return Err(NodeError::NotAllowed(format!(
+            "a group has at most {MAX_GROUP_MEMBERS} members, not {members}"
+        )));
+    }
+    Ok(())
+}
+
+fn verdict(d: rule::Drop) -> Verdict {
+    match d {
+        rule::Drop::Ignore => Verdict::Ignore,
+        rule::Drop::Reject => Verdict::Reject,
+    }
+}
+
+fn member_of(r: &VerifiedNameRecord) -> GroupMember {
+    GroupMember { user: r.user_id.0, identity: r.identity.to_bytes(), name: Some(r.name.clone()) }
+}
+
+fn wire_member(m: &GroupMember) -> Member {
+    Member { user: UserId(m.user), identity: m.identity, name: m.name.clone() }
+}
+
+fn state_member(m: &Member) -> GroupMember {
+    GroupMember { user: m.user.0, identity: m.identity, name: m.name.clone() }
+}
+
+impl Groups {
+    pub(crate) fn group_state(&self, id: &[u8; 16]) -> Result<GroupState, NodeError> {
+        self.ctx
+            .store
+            .group(id)?
+            .ok_or_else(|| NodeError::NotFound(format!("group {}", ConversationId(*id))))
+    }
+
+    pub(crate) async fn form_group(
+        &self,
+        peer: &VerifiedNameRecord,
+        invited: &[VerifiedNameRecord],
+    ) -> Result<GroupState, NodeError> {
+        let me = GroupMember {
+            user: self.ctx.user_id().0,
+            identity: self.ctx.keys.identity_public.to_bytes(),
+            name: self.ctx.name(),
+        };
+        let mut members = vec![me, member_of(peer)];
+        members.extend(invited.iter().map(member_of));
+        too_many(members.len())?;
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let g = GroupState::joined(
+            ConversationId::random(&mut rand::rngs::OsRng).0,
+            members,
+            1,
+            key,
+            self.ctx.now(),
+        );
+        self.ctx.store.put_group(&g)?;
+        self.ctx.store.flush().await?;
+        info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
+        self.join_topic(&g).await;
+        self.send_state(&g, &g.members, invited.iter().chain([peer])).await;
+        Ok(g)
+    }
+
+    /// Starts a new epoch with `added` in and `removed` out, and sends the new state to every
+    /// remaining member in sealed direct messages.
+    pub(crate) async fn change_members(
+        &self,
+        mut g: GroupState,
+        added: &[VerifiedNameRecord],
+        removed: &[[u8; 16]],
+    ) -> Result<GroupState, NodeError> {
+        g.members.retain(|m| !removed.contains(&m.user));
+        too_many(g.members.len() + added.len())?;
+        g.members.extend(added.iter().map(member_of));
+        g.leaving.retain(|l| !removed.iter().any(|r| r.as_slice() == l.as_slice()));
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        g.enter_epoch(g.epoch + 1, key, self.ctx.now());
+        self.ctx.store.put_group(&g)?;
+        self.ctx.store.flush().await?;
+        self.send_state(&g, &g.members, added).await;
+        Ok(g)
+    }
+
+    /// Starts a new epoch with the same members (after a device of this user was revoked).
+    pub(crate) async fn rekey(&self, g: GroupState) -> Result<GroupState, NodeError> {
+        self.change_members(g, &[], &[]).await
+    }
+
+    /// Sends the group's current state and key to `to` (except this user), sealed, and to this
+    /// user's other devices. Members with a record in `known` (resolved moments ago, when they
+    /// were mentioned) are not resolved again: forming a group of hundreds would otherwise cost
+    /// every lookup twice.
+    pub(crate) async fn send_state<'a>(
+        &self,
+        g: &GroupState,
+        to: &[GroupMember],
+        known: impl IntoIterator<Item = &'a VerifiedNameRecord>,
+    ) {
+        let Some(key) = key_of(g, g.epoch) else { return };
+        let members: Vec<Member> = g.members.iter().map(wire_member).collect();
+        let count = members.len().div_ceil(INVITE_PART_MEMBERS).max(1);
+        let parts: Vec<Content> = members
+            .chunks(INVITE_PART_MEMBERS)
+            .enumerate()
+            .map(|(i, chunk)| Content::GroupInvite {
+                group: ConversationId(g.id),
+                title: None,
+                members: chunk.to_vec(),
+                epoch: g.epoch,
+                epoch_key: key,
+                part: (count > 1).then_some(InvitePart { index: i as u32, count: count as u32 }),
+            })
+            .collect();
+        let me = self.ctx.user_id().0;
+        let identities: std::collections::HashMap<&str, [u8; 32]> =
+            to.iter().filter_map(|m| m.name.as_deref().map(|n| (n, m.identity))).collect();
+        let mut records: Vec<(String, Result<VerifiedNameRecord, NodeError>)> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let known: std::collections::HashMap<&str, &VerifiedNameRecord> =
+            known.into_iter().map(|r| (r.name.as_str(), r)).collect();
+        for m in to.iter().filter(|m| m.user != me) {
+            let Some(name) = m.name.clone() else { continue };
+            match known.get(name.as_str()).filter(|r| r.user_id.0 == m.user) {
+                Some(r) => records.push((name, Ok((*r).clone()))),
+                None => names.push(name),
+            }
+        }
+        records.extend(self.records.resolve_many(names).await);
+        for (name, r) in records {
+            let Some(identity) = identities.get(name.as_str()) else { continue };
+            match r {
+                Ok(r) if r.identity.to_bytes() == *identity => {
+                    for content in &parts {
+                        if let Err(e) = self.messaging.queue(&r, content.clone(), false).await {
+                            warn!(%name, "cannot send the group state: {e}");
+                        }
+                    }
+                }
+                Ok(_) => {
+                    warn!(%name, "not sending the group key: the name now belongs to another key")
+                }
+                Err(e) => warn!(%name, "cannot send the group state: {e}"),
+            }
+        }
+        for content in parts {
+            self.messaging.send_to_own(content).await;
+        }
+    }
+
+    /// Seals, stores and publishes a message to the group.
+    pub(crate) async fn post(
+        &self,
+        g: &GroupState,
+        content: Content,
+    ) -> Result<MessageView, NodeError> {
+        let key = key_of(g, g.epoch)
+            .ok_or_else(|| NodeError::Internal("no key for the current epoch".into()))?;
+        let message = Message {
+            v: VERSION,
+            id: MessageId::random(&mut rand::rngs::OsRng),
+            conversation: ConversationId(g.id),
+            sender: self.ctx.user_id(),
+            sent_at: self.messaging.next_sent_at(),
+            content,
+        };
+        message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
+        let env = GroupEnvelope::seal(
+            &mut rand::rngs::OsRng,
+            &key,
+            g.epoch,
+            &self.ctx.keys.cert,
+            &self.ctx.keys.device,
+            &message,
+        )
+        .map_err(|e| NodeError::Internal(format!("cannot seal a group message: {e}")))?;
+        let bytes = env.to_bytes();
+        let stored = self.group_stored(&message, Direction::Out, bytes.clone());
+        self.ctx.store.insert_incoming(&stored)?;
+        self.ctx.store.flush().await?;
+        let view = views::view_of(&self.ctx, &stored)?;
+        let _ = self.ctx.events.send(NodeEvent::Message(view.clone()));
+        self.ctx.counters.messages_sent.inc();
+        // Members not reachable now get it when they sync.
+        if let Ok(Err(e)) = self.ctx.net.publish(topic(&ConversationId(g.id)), bytes).await {
+            debug!("group message not published now ({e}); members will sync it");
+        }
+        Ok(view)
+    }
+
+    pub(crate) fn group_stored(
+        &self,
+        m: &Message,
+        direction: Direction,
+        raw: Vec<u8>,
+    ) -> StoredMessage {
+        let status = if direction == Direction::Out { Status::Sent } else { Status::Received };
+        StoredMessage::of(m, direction, m.conversation.0, status, raw)
+    }
+
+    /// Leaves group `id`: tells the members, forgets the key, stops listening.
+    pub(crate) async fn leave(&self, id: [u8; 16]) -> Result<(), NodeError> {
+        let mut g = self.group_state(&id)?;
+        if !g.active {
+            return Err(NodeError::NotAllowed("you already left this group".into()));
+        }
+        self.post(&g, Content::GroupLeave { group: ConversationId(id) }).await?;
+        g.active = false;
+        self.ctx.store.put_group(&g)?;
+        self.ctx.store.flush().await?;
+        let _ = self.ctx.net.subscribe(topic(&ConversationId(id)), false).await;
+        Ok(())
+    }
+
+    /// Removes `@name` from a group (allowed for members who joined after you).
+    pub(crate) async fn remove_member(&self, id: [u8; 16], name: &str) -> Result<(), NodeError> {
+        let name = normalize_name(name.trim_start_matches('@'))?;
+        let g = self.group_state(&id)?;
+        if !g.active {
+            return Err(NodeError::NotAllowed("you are no longer a member of this group".into()));
+        }
+        let Some(target) = g.members.iter().position(|m| m.name.as_deref() == Some(name.as_str()))
+        else {
+            return Err(NodeError::NotFound(format!("{name} is not a member of this group")));
+        };
+        let user = g.members[target].user;
+        if !rule::may_remove(&g.members, &self.ctx.user_id().0, &user) {
+            return Err(NodeError::NotAllowed(format!(
+                "you may remove only members who joined after you; {name} joined before you"
+            )));
+        }
+        self.post(&g, Content::GroupRemove { group: ConversationId(id), user: UserId(user) })
+            .await?;
+        self.change_members(g, &[], &[user]).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn join_topic(&self, g: &GroupState) {
+        let _ = self.ctx.net.subscribe(topic(&ConversationId(g.id)), true).await;
+        self.connect_members(g).await;
+    }
+
+    /// Connects to some member devices so the gossipsub mesh of the group can form.
+    pub(crate) async fn connect_members(&self, g: &GroupState) {
+        let mut dialed = 0;
+        for m in &g.members {
+            if dialed >= MESH_DIALS || m.user == self.ctx.user_id().0 {
+                continue;
+            }
+            let Some(name) = &m.name else { continue };
+            if let Ok(r) = self.records.resolve_record(name).await {
+                for d in r.devices.iter().take(1) {
+                    let _ = self.ctx.net.dial_peer(d.device.peer_id).await;
+                    self.remember_peer(&g.id, &d.device.peer_id);
+                    dialed += 1;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn remember_peer(&self, id: &[u8; 16], peer: &PeerId) {
+        if let Ok(Some(mut g)) = self.ctx.store.group(id) {
+            let bytes = peer.to_bytes();
+            // Bounded: member devices beyond this are found again through the DHT.
+            if !g.peers.contains(&bytes) && g.peers.len() < MAX_GROUP_PEERS {
+                g.peers.push(bytes);
+                self.ctx.store.put_group(&g).or_warn("cannot save a group");
+            }
+        }
+    }
+
+    /// A sealed `group.invite` arrived from `sender`: join the group, or move to its new epoch.
+    pub(crate) fn on_group_state(&self, sender: &IdentityPublic, content: &Content) {
+        let Content::GroupInvite { group, members, epoch, epoch_key, part, .. } = content else {
+            return;
+        };
+        let Some(part) = part else {
+            self.adopt_state(sender, group, members, *epoch, epoch_key, vec![content.clone()]);
+            return;
+        };
+        // One part of a long member list: keep it until every part of this state is here.
+        let offer = {
+            let Ok(mut pending) = self.invite_parts.lock() else { return };
+            let key = (group.0, *epoch, sender.user_id().0);
+            pending.offer(key, *part, *epoch_key, content.clone(), self.ctx.now())
+        };
+        let parts = match offer {
+            Offer::Whole(parts) => parts,
+            Offer::Incomplete => return,
+            Offer::Full => {
+                return warn!(group = %group, "too many group states arriving in parts: dropping one")
+            }
+            Offer::Contradicts => {
+                return warn!(group = %group, "ignoring a group state part that contradicts the others")
+            }
+        };
+        let mut all = Vec::new();
+        for c in &parts {
+            if let Content::GroupInvite { members, .. } = c {
+                all.extend(members.iter().cloned());
+            }
+        }
+        self.adopt_state(sender, group, &all, *epoch, epoch_key, parts);
+    }
+
+    /// Adopts a whole group state (joins the group, or moves to its new epoch); `parts` is the
+    /// state as it arrived, passed on to this user's other devices.
+    pub(crate) fn adopt_state(
+        &self,
+        sender: &IdentityPublic,
+        group: &ConversationId,
+        members: &[Member],
+        epoch: u64,
+        epoch_key: &[u8; 32],
+        parts: Vec<Content>,
+    ) {
+        let me = self.ctx.user_id();
+        let sender_id = sender.user_id();
+        let new_members: Vec<GroupMember> = members.iter().map(state_member).collect();
+        let store = &self.ctx.store;
+        let current = match store.group(&group.0) {
+            Ok(g) => g,
+            Err(e) => return warn!(group = %group, "cannot read the group: {e}"),
+        };
+        let state = match (
+            rule::adopt(current.as_ref(), &me.0, &sender_id.0, &new_members, epoch),
+            current,
+        ) {
+            (Adopt::Join, _) => {
+                GroupState::joined(group.0, new_members, epoch, *epoch_key, self.ctx.now())
+            }
+            (Adopt::Advance, Some(mut g)) => {
+                g.members = new_members;
+                g.enter_epoch(epoch, *epoch_key, self.ctx.now());
+                g.active = true;
+                g
+            }
+            (Adopt::Forbidden, _) => {
+                return warn!(group = %group, "ignoring a group change that removes members its sender may not remove");
+            }
+            (verdict, _) => return debug!(group = %group, ?verdict, "ignoring a group state"),
+        };
+        if store.put_group(&state).is_err() {
+            return;
+        }
+        info!(group = %group, epoch, "group state updated");
+        let node = self.clone();
+        // A member's copy may have missed this user's newest devices: pass it on to them.
+        let forward = if sender_id != me { parts } else { Vec::new() };
+        self.ctx.spawn(async move {
+            node.ctx.store.flush().await.or_warn("cannot flush a group state");
+            for content in forward {
+                node.messaging.send_to_own(content).await;
+            }
+            node.join_topic(&state).await;
+            // Reload: joining learned the members' devices.
+            let state = node.ctx.store.group(&state.id).ok().flatten().unwrap_or(state);
+            node.sync_group(&state).await;
+        });
+    }
+
+    /// At start: listen on every active group, connect to members, catch up; then again every
+    /// few minutes and when woken.
+    pub(crate) async fn group_task(self) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        loop {
+            let groups = self.ctx.store.groups().or_warn("cannot read the groups");
+            for g in groups.unwrap_or_default().into_iter().filter(|g| g.active) {
+                self.join_topic(&g).await;
+                let g = self.ctx.store.group(&g.id).ok().flatten().unwrap_or(g);
+                self.sync_group(&g).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(120)) => {}
+                _ = self.wake_sync.notified() => {}
+            }
+        }
+    }
+
+    /// Whether `peer` is a known device of a member of an active group.
+    pub(crate) fn is_group_peer(&self, peer: &PeerId) -> bool {
+        let bytes = peer.to_bytes();
+        let known: HashSet<Vec<u8>> = self
+            .ctx
+            .store
+            .groups()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| g.active)
+            .flat_map(|g| g.peers)
+            .collect();
+        known.contains(&bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Node;
+    use crate::now_ms;
+
+    /// A state of 1,100 members arrives in three parts: nothing is adopted until the last,
+    /// a part contradicting the others is dropped, and the whole list is kept in order.
+    #[tokio::test]
+    async fn a_long_member_list_is_adopted_once_every_part_is_here() {
+        use kith_protocol::IdentityKeypair;
+        let dir = tempfile::tempdir().unwrap();
+        crate::home::Home::new(dir.path()).init("test", now_ms()).unwrap();
+        let node = Node::start(crate::NodeConfig {
+            home: dir.path().to_path_buf(),
+            transport: crate::network::TransportKind::Memory,
+            listen: vec!["/memory/0".parse().unwrap()],
+            bootstrap: vec![],
+            pow_bits: 8,
+            mailbox: crate::mailbox::MailboxConfig::default(),
+        })
+        .await
+        .unwrap();
+        let s = node.services().clone();
+        let sender = IdentityKeypair::generate(&mut rand::rngs::OsRng).public();
+        let member = |user: [u8; 16], identity: [u8; 32], name: String| Member {
+            user: UserId(user),
+            identity,
+            name: Some(name),
+        };
+        let mut members = vec![
+            member(sender.user_id().0, sender.to_bytes(), "sender".into()),
+            member(node.user_id().0, s.ctx.keys.identity_public.to_bytes(), "me".into()),
+        ];
+        for i in 0..1098u32 {
+            let mut u = [0u8; 16];
+            u[..4].copy_from_slice(&i.to_be_bytes());
+            members.push(member(u, [7; 32], format!("m{i}")));
+        }
+        let group = ConversationId([5; 16]);
+        let part = |i: usize, key: [u8; 32]| Content::GroupInvite {
+            group,
+            title: None,
+            members: members.chunks(INVITE_PART_MEMBERS).nth(i).unwrap().to_vec(),
+            epoch: 3,
+            epoch_key: key,
+            part: Some(InvitePart { index: i as u32, count: 3 }),
+        };
+        for c in [part(2, [1; 32]), part(0, [1; 32]), part(1, [9; 32])] {
+            c.validate().unwrap();
+            s.groups.on_group_state(&sender, &c);
+            assert!(s.ctx.store.group(&group.0).unwrap().is_none());
+        }
+        s.groups.on_group_state(&sender, &part(1, [1; 32]));
+        let g = s.ctx.store.group(&group.0).unwrap().expect("adopted");
+        assert_eq!(g.members.len(), 1100);
+        assert_eq!(g.members[1099].name.as_deref(), Some("m1097"));
+        assert_eq!(g.epoch, 3);
+        assert!(s.groups.invite_parts.lock().unwrap().is_empty());
+        node.shutdown().await.unwrap();
+    }
+}

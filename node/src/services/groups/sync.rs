@@ -1,0 +1,191 @@
+//! A group's messages in: judging and storing what arrives on its topic, answering and asking
+//! for missed messages (`/kith/sync/1`), and rekeying after a leave.
+
+use kith_protocol::{Content, ConversationId, VERSION};
+use libp2p::PeerId;
+use tracing::{debug, info, warn};
+
+use crate::error::OrWarn;
+use crate::store::{Direction, GroupState};
+use crate::views::{self, NodeEvent};
+
+use kith_protocol::group::{topic, GroupEnvelope, SyncRequest, SyncResponse, MAX_SYNC_RESPONSE};
+
+use super::{verdict, Groups, SYNC_PEERS};
+use crate::network::Verdict;
+use crate::rules::group::{self as rule};
+use crate::views::NewMessage;
+
+impl Groups {
+    /// Judges a message from a group topic, stores it if valid.
+    pub(crate) async fn on_gossip(&self, data: &[u8]) -> Verdict {
+        match self.accept_group_envelope(data, false) {
+            Ok(Some(m)) => {
+                if self.ctx.store.flush().await.is_err() {
+                    return Verdict::Ignore;
+                }
+                let _ = self.ctx.events.send(NodeEvent::Message(m.view.clone()));
+                self.ctx.counters.messages_received.inc();
+                Verdict::Accept
+            }
+            Ok(None) => Verdict::Ignore,
+            Err(v) => {
+                if v == Verdict::Reject {
+                    self.ctx.counters.envelopes_rejected.inc();
+                }
+                v
+            }
+        }
+    }
+
+    /// Validates and stores a group envelope. `Ok(None)`: a duplicate. `Err`: the verdict.
+    pub(crate) fn accept_group_envelope(
+        &self,
+        data: &[u8],
+        synced: bool,
+    ) -> Result<Option<Box<NewMessage>>, Verdict> {
+        let env = GroupEnvelope::from_bytes(data).map_err(|_| Verdict::Reject)?;
+        let store = &self.ctx.store;
+        let Ok(Some(mut g)) = store.group(&env.group.0) else { return Err(Verdict::Ignore) };
+        let key = rule::epoch_key(&g, env.epoch).map_err(verdict)?;
+        let opened = env.open(&key).map_err(|e| {
+            debug!("rejected a group message: {e}");
+            Verdict::Reject
+        })?;
+        let m = &opened.message;
+        rule::sender_allowed(&g, env.epoch, &m.sender.0, m.sent_at, self.ctx.now(), synced)
+            .map_err(|d| {
+                debug!("rejected a group message from a non-member or in a closed epoch");
+                verdict(d)
+            })?;
+        if matches!(store.message(&m.id.0), Ok(Some(_))) {
+            return Err(Verdict::Ignore);
+        }
+        let me = self.ctx.user_id();
+        let direction = if m.sender == me { Direction::Out } else { Direction::In };
+        let stored = self.group_stored(m, direction, data.to_vec());
+        match store.insert_incoming(&stored) {
+            Ok(true) => {}
+            Ok(false) => return Err(Verdict::Ignore),
+            Err(_) => return Err(Verdict::Ignore),
+        }
+        // Membership control messages, signed by their sender inside the ciphertext.
+        match &m.content {
+            Content::GroupLeave { .. } => {
+                g.leaving.push(m.sender.0.to_vec());
+                store.put_group(&g).or_warn("cannot record a leave");
+                self.rekey_after_leave(g.clone());
+            }
+            Content::GroupRemove { user, .. }
+                if *user == me && rule::may_remove(&g.members, &m.sender.0, &me.0) =>
+            {
+                g.active = false;
+                store.put_group(&g).or_warn("cannot record a removal");
+                let net = self.ctx.net.clone();
+                let t = topic(&env.group);
+                self.ctx.spawn(async move {
+                    let _ = net.subscribe(t, false).await;
+                });
+            }
+            _ => {}
+        }
+        self.remember_peer(&g.id, &opened.sender.peer_id);
+        let view = views::view_of(&self.ctx, &stored).map_err(|_| Verdict::Ignore)?;
+        Ok(Some(Box::new(NewMessage {
+            view,
+            id: m.id,
+            sent_at: m.sent_at,
+            sender: opened.sender.identity,
+            known: true,
+            sender_name: None,
+        })))
+    }
+
+    /// After a member announced its leave, the remaining member with the lowest user id starts
+    /// a new epoch without it.
+    pub(crate) fn rekey_after_leave(&self, g: GroupState) {
+        if rule::rekeyer(&g) != Some(self.ctx.user_id().0) {
+            return;
+        }
+        let leaving = rule::leaving(&g);
+        let node = self.clone();
+        self.ctx.spawn(async move {
+            if let Err(e) = node.change_members(g, &[], &leaving).await {
+                warn!("rekeying after a leave failed: {e}");
+            }
+        });
+    }
+
+    /// Answers a sync request from a member device.
+    pub(crate) fn answer_sync(&self, peer: PeerId, bytes: &[u8]) -> SyncResponse {
+        let empty = SyncResponse { v: VERSION, envelopes: Vec::new(), more: false };
+        let Ok(req) = SyncRequest::from_bytes(bytes) else { return empty };
+        let Ok(cert) = req.cert.verify(None) else { return empty };
+        if cert.peer_id != peer {
+            return empty;
+        }
+        let Ok(Some(g)) = self.ctx.store.group(&req.group.0) else { return empty };
+        if !g.members.iter().any(|m| m.user == cert.identity.user_id().0) {
+            return empty;
+        }
+        let Ok(msgs) = self.ctx.store.messages_since(&req.group.0, req.since, 4096) else {
+            return empty;
+        };
+        let mut size = 0;
+        let mut envelopes = Vec::new();
+        for m in msgs {
+            if size + m.raw.len() + 64 > MAX_SYNC_RESPONSE - 1024 {
+                return SyncResponse { v: VERSION, envelopes, more: true };
+            }
+            size += m.raw.len() + 16;
+            envelopes.push(serde_bytes::ByteBuf::from(m.raw));
+        }
+        SyncResponse { v: VERSION, envelopes, more: false }
+    }
+
+    /// Asks some member devices for group messages this device missed; stores each once.
+    pub(crate) async fn sync_group(&self, g: &GroupState) {
+        if !g.active {
+            return;
+        }
+        let mut fresh = 0;
+        let peers: Vec<PeerId> = g
+            .peers
+            .iter()
+            .filter_map(|p| PeerId::from_bytes(p).ok())
+            .filter(|p| *p != self.ctx.peer_id())
+            .take(SYNC_PEERS)
+            .collect();
+        for peer in peers {
+            let mut since = g.joined_at.saturating_sub(60_000);
+            loop {
+                let req = SyncRequest {
+                    v: VERSION,
+                    group: ConversationId(g.id),
+                    since,
+                    cert: self.ctx.keys.cert.clone(),
+                };
+                let Ok(Ok(answer)) = self.ctx.net.sync_request(peer, req.to_bytes()).await else {
+                    break;
+                };
+                let Ok(resp) = SyncResponse::from_bytes(&answer) else { break };
+                let mut last = since;
+                for e in &resp.envelopes {
+                    if let Ok(Some(m)) = self.accept_group_envelope(e, true) {
+                        fresh += 1;
+                        last = last.max(m.sent_at);
+                        let _ = self.ctx.events.send(NodeEvent::Message(m.view));
+                    }
+                }
+                if !resp.more || resp.envelopes.is_empty() || last <= since {
+                    break;
+                }
+                since = last;
+            }
+        }
+        if fresh > 0 {
+            self.ctx.store.flush().await.or_warn("cannot flush synced messages");
+            info!(group = %ConversationId(g.id), fresh, "caught up on group messages");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The node's services. Each owns its own state and reaches the others only downwards:
+//!
+//! ```text
+//!   mailbox_server ──> mailbox_client ──┐
+//!   devices ──> groups ──> messaging ──> records ──> outbox ──> ctx
+//!   conversations ──┘──────────┘
+//! ```
+//!
+//! - [`outbox`]: the durable outbox (its lock, what a rule decided, receipts, dropped devices).
+//! - [`records`]: prekeys, the name record, resolution with trust on first use, device lists.
+//! - [`messaging`]: sealing and queueing direct messages, the delivery task.
+//! - [`groups`]: group chats: forming, member changes and epochs, posting, validation, sync.
+//! - [`conversations`]: conversations as the user names them, the history, read marks.
+//! - [`devices`]: linking and revoking devices.
+//! - [`mailbox_client`], [`mailbox_server`]: both sides of mailboxes.
+//!
+//! [`Services`] holds one of each; the inbound path ([`crate::inbound`]), the maintenance task
+//! ([`crate::maintenance`]) and the [`crate::Node`] façade drive them.
+
+pub mod conversations;
+pub mod devices;
+pub mod groups;
+pub mod mailbox_client;
+pub mod mailbox_server;
+pub mod messaging;
+pub mod outbox;
+pub mod records;
+
+use std::sync::{Arc, Mutex};
+
+use crate::ctx::Ctx;
+use crate::error::NodeError;
+
+/// One of each service, sharing one context. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Services {
+    pub(crate) ctx: Ctx,
+    pub(crate) outbox: outbox::Outbox,
+    pub(crate) records: records::Records,
+    pub(crate) messaging: messaging::Messaging,
+    pub(crate) groups: groups::Groups,
+    pub(crate) conversations: conversations::Conversations,
+    pub(crate) devices: devices::Devices,
+    pub(crate) mailbox_client: mailbox_client::MailboxClient,
+    pub(crate) mailbox_server: mailbox_server::MailboxServer,
+}
+
+impl Services {
+    /// Builds every service over `ctx`.
+    pub(crate) fn new(ctx: Ctx) -> Result<Self, NodeError> {
+        let outbox = outbox::Outbox::new(ctx.clone());
+        let records = records::Records::new(ctx.clone(), outbox.clone());
+        let messaging = messaging::Messaging::new(ctx.clone(), records.clone(), outbox.clone())?;
+        let groups = groups::Groups::new(ctx.clone(), records.clone(), messaging.clone());
+        let conversations = conversations::Conversations {
+            ctx: ctx.clone(),
+            messaging: messaging.clone(),
+            groups: groups.clone(),
+            records: records.clone(),
+        };
+        let devices = devices::Devices {
+            ctx: ctx.clone(),
+            records: records.clone(),
+            outbox: outbox.clone(),
+            groups: groups.clone(),
+            links: Arc::default(),
+        };
+        let mailbox_client = mailbox_client::MailboxClient {
+            ctx: ctx.clone(),
+            records: records.clone(),
+            wake_fetch: Arc::default(),
+        };
+        let mailbox_server = mailbox_server::MailboxServer {
+            ctx: ctx.clone(),
+            mailbox_client: mailbox_client.clone(),
+            deposit_rate: Arc::new(Mutex::new(crate::rules::mailbox::RateTable::new(
+                ctx.mailbox.deposits_per_minute,
+            ))),
+        };
+        Ok(Services {
+            ctx,
+            outbox,
+            records,
+            messaging,
+            groups,
+            conversations,
+            devices,
+            mailbox_client,
+            mailbox_server,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! The durable outbox: the lock that serializes read-modify-write of its entries, writing what
+//! a rule (`rules::outbox`) decided, stopping waiting for devices a record no longer lists,
+//! delivery receipts, and waking the delivery task. Delivery itself is
+//! [`super::messaging::Messaging::outbox_task`].
+
+use std::sync::Arc;
+
+use kith_protocol::MessageId;
+use libp2p::PeerId;
+use tokio::sync::Notify;
+use tracing::warn;
+
+use crate::ctx::Ctx;
+use crate::error::{NodeError, OrWarn};
+use crate::rules;
+use crate::rules::outbox::{self, Progress};
+use crate::store::{OutboxEntry, Status};
+
+/// The outbox service.
+#[derive(Clone, Debug)]
+pub(crate) struct Outbox {
+    pub(crate) ctx: Ctx,
+    /// Serializes read-modify-write of outbox entries.
+    pub(crate) outbox_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the delivery task (a new entry, a peer connected).
+    pub(crate) wake_outbox: Arc<Notify>,
+}
+
+impl Outbox {
+    pub(crate) fn new(ctx: Ctx) -> Self {
+        Outbox { ctx, outbox_lock: Arc::default(), wake_outbox: Arc::default() }
+    }
+
+    /// A peer connected: make every pending delivery to it due now.
+    pub(crate) async fn peer_connected(&self, peer: &PeerId) {
+        let bytes = peer.to_bytes();
+        let _guard = self.outbox_lock.lock().await;
+        let mut woke = false;
+        let entries = self.ctx.store.outbox().or_warn("cannot read the outbox");
+        for mut e in entries.unwrap_or_default() {
+            if outbox::peer_connected(&mut e, &bytes) {
+                self.ctx.store.put_outbox(&e).or_warn("cannot update the outbox");
+                woke = true;
+            }
+        }
+        if woke {
+            self.wake_outbox.notify_one();
+        }
+    }
+}
+
+impl Outbox {
+    /// Writes what a rule decided about an outbox entry (the caller holds `outbox_lock`).
+    pub(crate) fn save_progress(
+        &self,
+        e: &OutboxEntry,
+        progress: Progress,
+    ) -> Result<(), NodeError> {
+        let store = &self.ctx.store;
+        match progress {
+            Progress::Unchanged => {}
+            Progress::Pending { stored } => {
+                store.put_outbox(e)?;
+                if stored {
+                    self.ctx.set_status(&e.id, Status::Stored);
+                }
+            }
+            Progress::Complete => {
+                store.remove_outbox(&e.id)?;
+                self.ctx.set_status(&e.id, Status::Delivered);
+            }
+            Progress::Empty => store.remove_outbox(&e.id)?,
+        }
+        Ok(())
+    }
+
+    /// Removes, from queued messages to `user`, the devices not in `keep` (revoked or
+    /// replaced); a message then complete is `delivered` to every device the user still has.
+    pub(crate) async fn drop_targets(&self, user: [u8; 16], keep: &[[u8; 32]]) {
+        let _guard = self.outbox_lock.lock().await;
+        let entries = match self.ctx.store.outbox() {
+            Ok(entries) => entries,
+            Err(e) => return warn!("cannot read the outbox to drop revoked devices: {e}"),
+        };
+        for mut e in entries.into_iter().filter(|e| e.recipient == user) {
+            let progress = rules::outbox::keep_devices(&mut e, keep);
+            if let Err(err) = self.save_progress(&e, progress) {
+                warn!("cannot drop revoked devices from a queued message: {err}");
+            }
+        }
+        if let Err(e) = self.ctx.store.flush().await {
+            warn!("cannot flush the outbox: {e}");
+        }
+    }
+
+    /// A recipient device reports messages as durably stored (they reached it through a mailbox).
+    pub(crate) fn receipt_received(&self, device: &[u8; 32], ids: &[MessageId]) {
+        let node = self.clone();
+        let (device, ids) = (*device, ids.to_vec());
+        self.ctx.spawn(async move {
+            let _guard = node.outbox_lock.lock().await;
+            for id in ids {
+                let Ok(Some(mut e)) = node.ctx.store.outbox_entry(&id.0) else { continue };
+                let progress = outbox::apply_receipt(&mut e, &device);
+                if let Err(err) = node.save_progress(&e, progress) {
+                    warn!("cannot record a delivery receipt: {err}");
+                }
+            }
+            if let Err(err) = node.ctx.store.flush().await {
+                warn!("cannot flush delivery receipts: {err}");
+            }
+        });
+    }
+}

@@ -1,0 +1,234 @@
+//! What the node shows: messages, status, names, contacts and conversations as the API and the
+//! CLI see them, the events subscribers receive, and how a stored message becomes a view.
+
+use std::collections::HashMap;
+
+use kith_protocol::{ConversationId, IdentityPublic, MessageId, UserId};
+use serde::Serialize;
+
+use crate::ctx::Ctx;
+use crate::error::NodeError;
+use crate::rfc3339;
+use crate::store::{Contact, Direction, Status, StoredMessage};
+
+/// Something the node reports to API subscribers.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    /// A message arrived or was queued.
+    Message(MessageView),
+    /// An outgoing message changed status.
+    Status {
+        /// Message id.
+        id: String,
+        /// The new status.
+        status: &'static str,
+    },
+}
+
+/// A message as the API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MessageView {
+    /// Message id.
+    pub id: String,
+    /// Conversation id.
+    pub conversation: String,
+    /// `in` or `out`.
+    pub direction: &'static str,
+    /// Sender: name when known, else user id.
+    pub from: String,
+    /// Recipient: name when known, else user id.
+    pub to: String,
+    /// Text, for text-bearing kinds.
+    pub text: Option<String>,
+    /// Content kind.
+    pub kind: String,
+    /// Sender's time, RFC 3339.
+    pub sent_at: String,
+    /// Status.
+    pub status: &'static str,
+    /// For an outgoing message not yet delivered: why the last attempt to reach a device
+    /// failed (offline, a mailbox over quota, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+}
+
+/// The node's status as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusView {
+    /// This device's peer id.
+    pub peer_id: String,
+    /// The user id.
+    pub user_id: String,
+    /// The registered name.
+    pub name: Option<String>,
+    /// Safety number of the identity key.
+    pub fingerprint: String,
+    /// Listen addresses ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<String>,
+    /// Number of connected peers.
+    pub connected_peers: usize,
+    /// Outgoing messages not yet acknowledged by every recipient device.
+    pub outbox: usize,
+    /// What the node rejected from the network.
+    pub rejected: RejectedView,
+    /// Kith version.
+    pub version: &'static str,
+}
+
+/// Rejection counters.
+#[derive(Clone, Debug, Serialize)]
+pub struct RejectedView {
+    /// Name records refused.
+    pub records: u64,
+    /// Envelopes refused.
+    pub envelopes: u64,
+    /// Malformed or oversized frames.
+    pub frames: u64,
+    /// Envelopes answered busy.
+    pub busy: u64,
+}
+
+/// A device in a resolved record.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceView {
+    /// Peer id.
+    pub peer_id: String,
+    /// Label.
+    pub label: String,
+}
+
+/// A resolved name.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolveView {
+    /// The name.
+    pub name: String,
+    /// User id.
+    pub user_id: String,
+    /// Safety number.
+    pub fingerprint: String,
+    /// Record sequence number.
+    pub seq: u64,
+    /// Record expiry, RFC 3339.
+    pub expires_at: String,
+    /// Devices.
+    pub devices: Vec<DeviceView>,
+    /// Mailbox peer ids.
+    pub mailboxes: Vec<String>,
+}
+
+/// A contact.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContactView {
+    /// Name.
+    pub name: String,
+    /// Pinned user id.
+    pub user_id: String,
+    /// Safety number of the pinned key.
+    pub fingerprint: String,
+    /// Whether the name now resolves to another key.
+    pub key_changed: bool,
+}
+
+/// The answer to a registration.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegisterView {
+    /// The name.
+    pub name: String,
+    /// User id.
+    pub user_id: String,
+    /// Record sequence number.
+    pub seq: u64,
+}
+
+/// A conversation as the API lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConversationView {
+    /// Conversation id.
+    pub id: String,
+    /// `direct` or `group`.
+    pub kind: &'static str,
+    /// Members: names when known, else user ids.
+    pub members: Vec<String>,
+    /// For a group: whether this user is still a member.
+    pub active: bool,
+}
+
+/// A newly stored incoming message.
+#[derive(Debug)]
+pub(crate) struct NewMessage {
+    pub(crate) view: MessageView,
+    pub(crate) id: MessageId,
+    /// The sender's time (milliseconds).
+    pub(crate) sent_at: u64,
+    pub(crate) sender: IdentityPublic,
+    /// Whether the sender's name was already known.
+    pub(crate) known: bool,
+    /// The sender's name: known, or as claimed in the envelope.
+    pub(crate) sender_name: Option<String>,
+}
+
+pub(crate) fn contact_view(c: &Contact) -> ContactView {
+    let fingerprint =
+        IdentityPublic::from_bytes(&c.identity).map(|k| k.fingerprint()).unwrap_or_default();
+    ContactView {
+        name: c.name.clone(),
+        user_id: UserId(c.user_id).to_string(),
+        fingerprint,
+        key_changed: c.changed_to.is_some(),
+    }
+}
+
+pub(crate) fn view_of(ctx: &Ctx, m: &StoredMessage) -> Result<MessageView, NodeError> {
+    Ok(view(ctx, m, &names(ctx)?))
+}
+
+pub(crate) fn names(ctx: &Ctx) -> Result<HashMap<[u8; 16], String>, NodeError> {
+    let mut names: HashMap<[u8; 16], String> =
+        ctx.store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
+    if let Some(n) = ctx.name() {
+        names.insert(ctx.user_id().0, n);
+    }
+    // Group members' names as their group lists them, where no pinned contact names them.
+    for g in ctx.store.groups()? {
+        for m in g.members {
+            if let Some(n) = m.name {
+                names.entry(m.user).or_insert(n);
+            }
+        }
+    }
+    Ok(names)
+}
+
+pub(crate) fn pending_reason(ctx: &Ctx, m: &StoredMessage) -> Option<String> {
+    if m.direction != Direction::Out || matches!(m.status, Status::Delivered | Status::Read) {
+        return None;
+    }
+    let entry = ctx.store.outbox_entry(&m.id).ok().flatten()?;
+    entry.targets.iter().filter(|t| !t.done).find_map(|t| t.last_error.clone())
+}
+
+pub(crate) fn view(ctx: &Ctx, m: &StoredMessage, names: &HashMap<[u8; 16], String>) -> MessageView {
+    let show = |u: &[u8; 16]| names.get(u).cloned().unwrap_or_else(|| UserId(*u).to_string());
+    let me = ctx.user_id().0;
+    let group = m.is_group();
+    let (from, to) = match m.direction {
+        _ if group => (show(&m.sender), format!("#{}", ConversationId(m.conversation))),
+        Direction::Out => (show(&me), show(&m.peer)),
+        Direction::In => (show(&m.sender), show(&me)),
+    };
+    MessageView {
+        id: MessageId(m.id).to_string(),
+        conversation: ConversationId(m.conversation).to_string(),
+        direction: match m.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        },
+        from,
+        to,
+        text: m.text.clone(),
+        kind: m.kind.clone(),
+        sent_at: rfc3339(m.sent_at),
+        status: m.status.as_str(),
+        pending_reason: pending_reason(ctx, m),
+    }
+}
