@@ -18,7 +18,7 @@ use kith_protocol::codec::to_vec;
 use kith_protocol::identity::peer_id_of;
 use kith_protocol::link::{LinkCode, LinkRequest, LinkResponse, MAX_LINK_ADDRS};
 use kith_protocol::name::MAX_DEVICES;
-use kith_protocol::DeviceCertificate;
+use kith_protocol::{DeviceCertificate, SignedPrekey};
 use serde_bytes::ByteBuf;
 
 use crate::network::Reply;
@@ -214,123 +214,142 @@ impl Devices {
         let _ = self.ctx.net.respond(reply, bytes).await;
     }
 
+    /// Answers a `/kith/link/1` request: a new device joining, or paging through the history.
     pub(crate) async fn link_request(
         &self,
         peer: PeerId,
         bytes: &[u8],
     ) -> Result<LinkResponse, NodeError> {
-        let request = LinkRequest::from_bytes(bytes).map_err(|e| NodeError::Link(e.to_string()))?;
-        let now = self.ctx.now();
-        let invalid = || {
-            NodeError::Link("the link code is not valid: expired, already used, or mistyped".into())
-        };
-        match request {
+        match LinkRequest::from_bytes(bytes).map_err(|e| NodeError::Link(e.to_string()))? {
             LinkRequest::Join { secret, device, static_key, label, prekey, history: _ } => {
-                let identity = self.ctx.keys.identity.as_ref().ok_or(NodeError::NoIdentityKey)?;
-                {
-                    let links = self.links.lock().map_err(|_| invalid())?;
-                    let ok = links.iter().any(|l| {
-                        ct_eq(&l.secret, &secret) && l.linked.is_none() && now < l.expires_at
-                    });
-                    if !ok {
-                        return Err(invalid());
-                    }
-                }
-                let device_peer =
-                    peer_id_of(&device).map_err(|e| NodeError::Link(e.to_string()))?;
-                if device_peer != peer {
-                    return Err(NodeError::Link(
-                        "the device key is not the key of the connection".into(),
-                    ));
-                }
-                prekey
-                    .verify(&device, now)
-                    .map_err(|e| NodeError::Link(format!("the device's prekey: {e}")))?;
-                let mut list = self.records.linked_entries()?;
-                if list.len() + 1 >= MAX_DEVICES {
-                    return Err(NodeError::Link(format!("at most {MAX_DEVICES} devices")));
-                }
-                // The snapshot must fit one answer; check before anything is changed.
-                let store = &self.ctx.store;
-                let contacts: Vec<ByteBuf> =
-                    store.contacts()?.iter().map(|c| ByteBuf::from(to_vec(c))).collect();
-                let groups: Vec<ByteBuf> =
-                    store.groups()?.iter().map(|g| ByteBuf::from(to_vec(g))).collect();
-                let size: usize = contacts.iter().chain(&groups).map(|b| b.len() + 8).sum();
-                if size + SNAPSHOT_MARGIN > kith_protocol::link::MAX_LINK_RESPONSE {
-                    return Err(NodeError::Link(format!(
-                        "this account's contacts and groups take {size} bytes, more than a link \
-                         carries ({} bytes)",
-                        kith_protocol::link::MAX_LINK_RESPONSE - SNAPSHOT_MARGIN
-                    )));
-                }
-                // Claim the code before anything slow: a second request with it fails.
-                {
-                    let mut links = self.links.lock().map_err(|_| invalid())?;
-                    let Some(l) = links.iter_mut().find(|l| {
-                        ct_eq(&l.secret, &secret) && l.linked.is_none() && now < l.expires_at
-                    }) else {
-                        return Err(invalid());
-                    };
-                    l.linked = Some((peer, now));
-                }
-                let cert = DeviceCertificate::issue_for(identity, device, static_key, now, &label);
-                list.retain(|e| e.cert.verify(None).map_or(true, |c| c.device != device));
-                list.push(DeviceEntry { cert: cert.clone(), prekey });
-                self.ctx.store.meta_set("devices", &list)?;
-                let mut revoked: Vec<[u8; 32]> =
-                    self.ctx.store.meta_get("revoked")?.unwrap_or_default();
-                revoked.retain(|d| *d != device);
-                self.ctx.store.meta_set("revoked", &revoked)?;
-                let name = self.ctx.name();
-                let mut record = None;
-                if let Some(name) = &name {
-                    let _guard = self.records.publish_lock.lock().await;
-                    match self.records.publish(name).await {
-                        Ok(_) => {
-                            self.ctx
-                                .store
-                                .meta_set("published_at", &self.ctx.now())
-                                .or_warn(PUBLISHED_AT);
-                        }
-                        Err(e) => warn!("republishing after linking failed (retried later): {e}"),
-                    }
-                    record = self.records.own_record().await.map(|r| ByteBuf::from(r.bytes));
-                }
-                self.ctx.store.flush().await?;
-                info!(%peer, %label, "linked a new device");
-                Ok(LinkResponse::Joined {
-                    cert,
-                    name,
-                    record,
-                    contacts,
-                    groups,
-                    mailboxes: self.records.my_mailboxes()?,
-                })
+                self.link_join(peer, secret, device, static_key, label, prekey).await
             }
-            LinkRequest::History { secret, after } => {
-                {
-                    let links = self.links.lock().map_err(|_| invalid())?;
-                    let ok = links.iter().any(|l| {
-                        ct_eq(&l.secret, &secret)
-                            && l.linked.is_some_and(|(p, at)| {
-                                p == peer && now < at + LINK_HISTORY_WINDOW_MS
-                            })
-                    });
-                    if !ok {
-                        return Err(invalid());
-                    }
-                }
-                let (messages, next) = self
-                    .ctx
-                    .store
-                    .history_page(after.as_ref().map(|a| a.as_slice()), HISTORY_PAGE_BYTES)?;
-                Ok(LinkResponse::History {
-                    messages: messages.into_iter().map(ByteBuf::from).collect(),
-                    next: next.map(ByteBuf::from),
-                })
-            }
+            LinkRequest::History { secret, after } => self.link_history(peer, secret, after),
         }
+    }
+
+    /// Whether a link code with `secret` matches `ok`.
+    fn code_matches(
+        &self,
+        secret: &[u8; 16],
+        ok: impl Fn(&PendingLink) -> bool,
+    ) -> Result<(), NodeError> {
+        let links = self.links.lock().map_err(|_| invalid_code())?;
+        if links.iter().any(|l| ct_eq(&l.secret, secret) && ok(l)) {
+            Ok(())
+        } else {
+            Err(invalid_code())
+        }
+    }
+
+    async fn link_join(
+        &self,
+        peer: PeerId,
+        secret: [u8; 16],
+        device: [u8; 32],
+        static_key: [u8; 32],
+        label: String,
+        prekey: SignedPrekey,
+    ) -> Result<LinkResponse, NodeError> {
+        let now = self.ctx.now();
+        let identity = self.ctx.keys.identity.as_ref().ok_or(NodeError::NoIdentityKey)?;
+        self.code_matches(&secret, |l| l.linked.is_none() && now < l.expires_at)?;
+        let device_peer = peer_id_of(&device).map_err(|e| NodeError::Link(e.to_string()))?;
+        if device_peer != peer {
+            return Err(NodeError::Link("the device key is not the key of the connection".into()));
+        }
+        prekey
+            .verify(&device, now)
+            .map_err(|e| NodeError::Link(format!("the device's prekey: {e}")))?;
+        let mut list = self.records.linked_entries()?;
+        if list.len() + 1 >= MAX_DEVICES {
+            return Err(NodeError::Link(format!("at most {MAX_DEVICES} devices")));
+        }
+        // The snapshot must fit one answer; check before anything is changed.
+        let (contacts, groups) = self.snapshot()?;
+        // Claim the code before anything slow: a second request with it fails.
+        self.claim_code(&secret, peer, now)?;
+        let cert = DeviceCertificate::issue_for(identity, device, static_key, now, &label);
+        list.retain(|e| e.cert.verify(None).map_or(true, |c| c.device != device));
+        list.push(DeviceEntry { cert: cert.clone(), prekey });
+        let store = &self.ctx.store;
+        store.meta_set("devices", &list)?;
+        let mut revoked: Vec<[u8; 32]> = store.meta_get("revoked")?.unwrap_or_default();
+        revoked.retain(|d| *d != device);
+        store.meta_set("revoked", &revoked)?;
+        let name = self.ctx.name();
+        let record = match &name {
+            Some(name) => self.publish_after_link(name).await,
+            None => None,
+        };
+        store.flush().await?;
+        info!(%peer, %label, "linked a new device");
+        let mailboxes = self.records.my_mailboxes()?;
+        Ok(LinkResponse::Joined { cert, name, record, contacts, groups, mailboxes })
+    }
+
+    /// The contacts and groups a new device receives, checked to fit one link answer.
+    fn snapshot(&self) -> Result<(Vec<ByteBuf>, Vec<ByteBuf>), NodeError> {
+        let store = &self.ctx.store;
+        let contacts: Vec<ByteBuf> =
+            store.contacts()?.iter().map(|c| ByteBuf::from(to_vec(c))).collect();
+        let groups: Vec<ByteBuf> =
+            store.groups()?.iter().map(|g| ByteBuf::from(to_vec(g))).collect();
+        let size: usize = contacts.iter().chain(&groups).map(|b| b.len() + 8).sum();
+        if size + SNAPSHOT_MARGIN > kith_protocol::link::MAX_LINK_RESPONSE {
+            return Err(NodeError::Link(format!(
+                "this account's contacts and groups take {size} bytes, more than a link carries \
+                 ({} bytes)",
+                kith_protocol::link::MAX_LINK_RESPONSE - SNAPSHOT_MARGIN
+            )));
+        }
+        Ok((contacts, groups))
+    }
+
+    /// Marks the unused code with `secret` as used by `peer`.
+    fn claim_code(&self, secret: &[u8; 16], peer: PeerId, now: u64) -> Result<(), NodeError> {
+        let mut links = self.links.lock().map_err(|_| invalid_code())?;
+        let l = links
+            .iter_mut()
+            .find(|l| ct_eq(&l.secret, secret) && l.linked.is_none() && now < l.expires_at)
+            .ok_or_else(invalid_code)?;
+        l.linked = Some((peer, now));
+        Ok(())
+    }
+
+    /// Republishes the record with the new device (a failure is retried later) and returns
+    /// the newest own record for the new device.
+    async fn publish_after_link(&self, name: &str) -> Option<ByteBuf> {
+        let _guard = self.records.publish_lock.lock().await;
+        match self.records.publish(name).await {
+            Ok(_) => {
+                self.ctx.store.meta_set("published_at", &self.ctx.now()).or_warn(PUBLISHED_AT);
+            }
+            Err(e) => warn!("republishing after linking failed (retried later): {e}"),
+        }
+        self.records.own_record().await.map(|r| ByteBuf::from(r.bytes))
+    }
+
+    /// A page of history for a device linked with `secret` less than
+    /// [`LINK_HISTORY_WINDOW_MS`] ago.
+    fn link_history(
+        &self,
+        peer: PeerId,
+        secret: [u8; 16],
+        after: Option<ByteBuf>,
+    ) -> Result<LinkResponse, NodeError> {
+        let now = self.ctx.now();
+        self.code_matches(&secret, |l| {
+            l.linked.is_some_and(|(p, at)| p == peer && now < at + LINK_HISTORY_WINDOW_MS)
+        })?;
+        let (messages, next) = self
+            .ctx
+            .store
+            .history_page(after.as_ref().map(|a| a.as_slice()), HISTORY_PAGE_BYTES)?;
+        Ok(LinkResponse::History {
+            messages: messages.into_iter().map(ByteBuf::from).collect(),
+            next: next.map(ByteBuf::from),
+        })
     }
 
     /// Revokes one of the user's other devices: drops it from the record, republishes, and
@@ -405,4 +424,8 @@ impl Devices {
         out.extend(self.records.other_devices().await.iter().map(|d| view(&d.device, false)));
         Ok(out)
     }
+}
+
+fn invalid_code() -> NodeError {
+    NodeError::Link("the link code is not valid: expired, already used, or mistyped".into())
 }

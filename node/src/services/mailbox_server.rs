@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kith_protocol::Envelope;
+use kith_protocol::{DeviceCertificate, Envelope, UserId};
 use libp2p::PeerId;
 use tracing::{info, warn};
 
@@ -58,153 +58,127 @@ impl MailboxServer {
         peer: PeerId,
         bytes: &[u8],
     ) -> (MailboxResponse, Option<[u8; 32]>) {
-        let c = &self.ctx.counters;
-        let refuse = |reason: &str, label: &str| {
-            c.mailbox_refused(label);
-            (MailboxResponse::Refused { reason: reason.to_owned() }, None)
-        };
-        let request = match MailboxRequest::from_bytes(bytes) {
-            Ok(r) => r,
-            Err(e) => return refuse(&format!("malformed request: {e}"), "malformed"),
-        };
+        match self.answer(peer, bytes) {
+            Ok(answer) => answer,
+            Err(r) => {
+                self.ctx.counters.mailbox_refused(r.label);
+                (MailboxResponse::Refused { reason: r.reason }, None)
+            }
+        }
+    }
+
+    fn answer(&self, peer: PeerId, bytes: &[u8]) -> Answer {
+        let request = MailboxRequest::from_bytes(bytes)
+            .map_err(|e| refusal(format!("malformed request: {e}"), "malformed"))?;
         if let MailboxRequest::Notify = request {
             if self.mailbox_client.is_my_mailbox(&peer) {
                 self.mailbox_client.wake_fetch.notify_one();
             }
-            return (MailboxResponse::Ok, None);
+            return Ok((MailboxResponse::Ok, None));
         }
-        let cfg = &self.ctx.mailbox;
-        if !cfg.enabled {
-            return refuse("this node is not a mailbox", "not_a_mailbox");
+        if !self.ctx.mailbox.enabled {
+            return Err(refusal("this node is not a mailbox", "not_a_mailbox"));
         }
-        let store = &self.ctx.store;
-        let failed = |e: NodeError| {
-            warn!("mailbox store error: {e}");
-            c.mailbox_refused("internal");
-            (
-                MailboxResponse::Refused {
-                    reason: "the mailbox could not store it; try later".into(),
-                },
-                None,
-            )
-        };
         match request {
-            MailboxRequest::Enroll { cert } => {
-                let v = match cert.verify(None) {
-                    Ok(v) => v,
-                    Err(e) => return refuse(&format!("invalid certificate: {e}"), "invalid"),
-                };
-                if v.peer_id != peer {
-                    return refuse("the certificate is not the connecting device's", "invalid");
-                }
-                let user = v.identity.user_id();
-                if !cfg.allow.is_empty() && !cfg.allow.contains(&user) {
-                    return refuse(
-                        &format!("user {user} is not allowed on this mailbox"),
-                        "not_allowed",
-                    );
-                }
-                match store.enroll(&v.device, &user.0) {
-                    Ok(()) => (MailboxResponse::Enrolled, None),
-                    Err(e) => failed(e),
-                }
-            }
-            MailboxRequest::Deposit { envelope } => {
-                if !self.within_rate(peer) {
-                    return refuse(
-                        &format!(
-                            "rate limited: at most {} deposits a minute",
-                            cfg.deposits_per_minute
-                        ),
-                        "rate_limited",
-                    );
-                }
-                let env = match Envelope::from_bytes(&envelope) {
-                    Ok(e) => e,
-                    Err(e) => return refuse(&format!("not an envelope: {e}"), "malformed"),
-                };
-                match store.enrolled_user(&env.recipient) {
-                    Ok(Some(user))
-                        if !cfg.allow.is_empty()
-                            && !cfg.allow.contains(&kith_protocol::UserId(user)) =>
-                    {
-                        return refuse(
-                            "the recipient is no longer allowed on this mailbox",
-                            "not_allowed",
-                        )
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        return refuse(
-                            "the recipient device is not enrolled with this mailbox",
-                            "not_enrolled",
-                        )
-                    }
-                    Err(e) => return failed(e),
-                }
-                let held =
-                    HeldEnvelope { id: env.digest(), envelope, deposited_at: self.ctx.now() };
-                match store.deposit(&env.recipient, &held, cfg.max_messages, cfg.max_bytes) {
-                    Ok(Ok(new)) => {
-                        if new {
-                            c.mailbox_deposits.inc();
-                            c.mailbox_envelopes.inc();
-                            c.mailbox_bytes.inc_by(held.envelope.len() as i64);
-                        }
-                        (
-                            MailboxResponse::Deposited { duplicate: !new },
-                            new.then_some(env.recipient),
-                        )
-                    }
-                    Ok(Err(DepositRefusal::Messages)) => refuse(
-                        &format!(
-                            "over quota: the recipient already has {} messages waiting",
-                            cfg.max_messages
-                        ),
-                        "quota",
-                    ),
-                    Ok(Err(DepositRefusal::Bytes)) => refuse(
-                        &format!(
-                            "over quota: the recipient already has {} bytes waiting",
-                            cfg.max_bytes
-                        ),
-                        "quota",
-                    ),
-                    Err(e) => failed(e),
-                }
-            }
-            MailboxRequest::Fetch { max } => {
-                let Some(device) = device_of(&peer) else {
-                    return refuse("not a device", "invalid");
-                };
-                let max = max.clamp(1, MAX_FETCH) as usize;
-                match store.held(&device, max, MAX_MAILBOX_RESPONSE - 64 * 1024) {
-                    Ok((items, more)) => {
-                        c.mailbox_fetches.inc();
-                        let items = items
-                            .into_iter()
-                            .map(|h| MailItem { id: MailId(h.id), envelope: h.envelope })
-                            .collect();
-                        (MailboxResponse::Envelopes { items, more }, None)
-                    }
-                    Err(e) => failed(e),
-                }
-            }
-            MailboxRequest::Delete { ids } => {
-                let Some(device) = device_of(&peer) else {
-                    return refuse("not a device", "invalid");
-                };
-                let ids: Vec<[u8; 16]> = ids.into_iter().map(|i| i.0).collect();
-                match store.release(&device, &ids) {
-                    Ok(count) => {
-                        self.recount_mailbox();
-                        (MailboxResponse::Deleted { count }, None)
-                    }
-                    Err(e) => failed(e),
-                }
-            }
-            MailboxRequest::Notify => (MailboxResponse::Ok, None),
+            MailboxRequest::Enroll { cert } => self.enroll(peer, &cert),
+            MailboxRequest::Deposit { envelope } => self.deposit(peer, envelope),
+            MailboxRequest::Fetch { max } => self.fetch(peer, max),
+            MailboxRequest::Delete { ids } => self.delete(peer, ids),
+            MailboxRequest::Notify => Ok((MailboxResponse::Ok, None)),
         }
+    }
+
+    fn enroll(&self, peer: PeerId, cert: &DeviceCertificate) -> Answer {
+        let v = cert
+            .verify(None)
+            .map_err(|e| refusal(format!("invalid certificate: {e}"), "invalid"))?;
+        if v.peer_id != peer {
+            return Err(refusal("the certificate is not the connecting device's", "invalid"));
+        }
+        let user = v.identity.user_id();
+        let allow = &self.ctx.mailbox.allow;
+        if !allow.is_empty() && !allow.contains(&user) {
+            return Err(refusal(
+                format!("user {user} is not allowed on this mailbox"),
+                "not_allowed",
+            ));
+        }
+        self.ctx.store.enroll(&v.device, &user.0).map_err(failed)?;
+        Ok((MailboxResponse::Enrolled, None))
+    }
+
+    fn deposit(&self, peer: PeerId, envelope: Vec<u8>) -> Answer {
+        let cfg = &self.ctx.mailbox;
+        if !self.within_rate(peer) {
+            let reason =
+                format!("rate limited: at most {} deposits a minute", cfg.deposits_per_minute);
+            return Err(refusal(reason, "rate_limited"));
+        }
+        let env = Envelope::from_bytes(&envelope)
+            .map_err(|e| refusal(format!("not an envelope: {e}"), "malformed"))?;
+        let store = &self.ctx.store;
+        match store.enrolled_user(&env.recipient).map_err(failed)? {
+            Some(user) if !cfg.allow.is_empty() && !cfg.allow.contains(&UserId(user)) => {
+                return Err(refusal(
+                    "the recipient is no longer allowed on this mailbox",
+                    "not_allowed",
+                ))
+            }
+            Some(_) => {}
+            None => {
+                return Err(refusal(
+                    "the recipient device is not enrolled with this mailbox",
+                    "not_enrolled",
+                ))
+            }
+        }
+        let held = HeldEnvelope { id: env.digest(), envelope, deposited_at: self.ctx.now() };
+        match store
+            .deposit(&env.recipient, &held, cfg.max_messages, cfg.max_bytes)
+            .map_err(failed)?
+        {
+            Ok(new) => {
+                if new {
+                    let c = &self.ctx.counters;
+                    c.mailbox_deposits.inc();
+                    c.mailbox_envelopes.inc();
+                    c.mailbox_bytes.inc_by(held.envelope.len() as i64);
+                }
+                Ok((MailboxResponse::Deposited { duplicate: !new }, new.then_some(env.recipient)))
+            }
+            Err(DepositRefusal::Messages) => Err(refusal(
+                format!(
+                    "over quota: the recipient already has {} messages waiting",
+                    cfg.max_messages
+                ),
+                "quota",
+            )),
+            Err(DepositRefusal::Bytes) => Err(refusal(
+                format!("over quota: the recipient already has {} bytes waiting", cfg.max_bytes),
+                "quota",
+            )),
+        }
+    }
+
+    fn fetch(&self, peer: PeerId, max: u32) -> Answer {
+        let device = device_of(&peer).ok_or_else(|| refusal("not a device", "invalid"))?;
+        let max = max.clamp(1, MAX_FETCH) as usize;
+        let (items, more) =
+            self.ctx.store.held(&device, max, MAX_MAILBOX_RESPONSE - 64 * 1024).map_err(failed)?;
+        self.ctx.counters.mailbox_fetches.inc();
+        let items = items
+            .into_iter()
+            .map(|h| MailItem { id: MailId(h.id), envelope: h.envelope })
+            .collect();
+        Ok((MailboxResponse::Envelopes { items, more }, None))
+    }
+
+    fn delete(&self, peer: PeerId, ids: Vec<MailId>) -> Answer {
+        let device = device_of(&peer).ok_or_else(|| refusal("not a device", "invalid"))?;
+        let ids: Vec<[u8; 16]> = ids.into_iter().map(|i| i.0).collect();
+        let count = self.ctx.store.release(&device, &ids).map_err(failed)?;
+        self.recount_mailbox();
+        Ok((MailboxResponse::Deleted { count }, None))
     }
 
     pub(crate) fn within_rate(&self, peer: PeerId) -> bool {
@@ -233,4 +207,24 @@ impl MailboxServer {
             tokio::time::sleep(HOUSEKEEPING_INTERVAL).await;
         }
     }
+}
+
+/// An answer to a mailbox request, and the device to notify of a new deposit.
+type Answer = Result<(MailboxResponse, Option<[u8; 32]>), Refusal>;
+
+/// Why the mailbox refuses a request: the reason the peer is told, and the metrics label.
+#[derive(Debug)]
+struct Refusal {
+    reason: String,
+    label: &'static str,
+}
+
+fn refusal(reason: impl Into<String>, label: &'static str) -> Refusal {
+    Refusal { reason: reason.into(), label }
+}
+
+/// A store failure: logged here; the peer is told to try later.
+fn failed(e: NodeError) -> Refusal {
+    warn!("mailbox store error: {e}");
+    refusal("the mailbox could not store it; try later", "internal")
 }
