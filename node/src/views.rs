@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use kith_protocol::{ConversationId, IdentityPublic, MessageId, UserId};
 use serde::Serialize;
 
-use crate::ctx::Ctx;
 use crate::error::NodeError;
 use crate::rfc3339;
-use crate::store::{Contact, Direction, Status, StoredMessage};
+use crate::store::{Contact, Direction, Status, Store, StoredMessage};
 
 /// Something the node reports to API subscribers.
 #[derive(Clone, Debug)]
@@ -178,18 +177,22 @@ pub(crate) fn contact_view(c: &Contact) -> ContactView {
     }
 }
 
-pub(crate) fn view_of(ctx: &Ctx, m: &StoredMessage) -> Result<MessageView, NodeError> {
-    Ok(view(ctx, m, &names(ctx)?))
+pub(crate) fn view_of(
+    store: &Store,
+    me: UserId,
+    m: &StoredMessage,
+) -> Result<MessageView, NodeError> {
+    Ok(view(store, me, m, &names(store, me)?))
 }
 
-pub(crate) fn names(ctx: &Ctx) -> Result<HashMap<[u8; 16], String>, NodeError> {
+pub(crate) fn names(store: &Store, me: UserId) -> Result<HashMap<[u8; 16], String>, NodeError> {
     let mut names: HashMap<[u8; 16], String> =
-        ctx.store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
-    if let Some(n) = ctx.name() {
-        names.insert(ctx.user_id().0, n);
+        store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
+    if let Some(n) = store.meta_get::<String>("name").ok().flatten() {
+        names.insert(me.0, n);
     }
     // Group members' names as their group lists them, where no pinned contact names them.
-    for g in ctx.store.groups()? {
+    for g in store.groups()? {
         for m in g.members {
             if let Some(n) = m.name {
                 names.entry(m.user).or_insert(n);
@@ -199,17 +202,22 @@ pub(crate) fn names(ctx: &Ctx) -> Result<HashMap<[u8; 16], String>, NodeError> {
     Ok(names)
 }
 
-pub(crate) fn pending_reason(ctx: &Ctx, m: &StoredMessage) -> Option<String> {
+pub(crate) fn pending_reason(store: &Store, m: &StoredMessage) -> Option<String> {
     if m.direction != Direction::Out || matches!(m.status, Status::Delivered | Status::Read) {
         return None;
     }
-    let entry = ctx.store.outbox_entry(&m.id).ok().flatten()?;
+    let entry = store.outbox_entry(&m.id).ok().flatten()?;
     entry.targets.iter().filter(|t| !t.done).find_map(|t| t.last_error.clone())
 }
 
-pub(crate) fn view(ctx: &Ctx, m: &StoredMessage, names: &HashMap<[u8; 16], String>) -> MessageView {
+pub(crate) fn view(
+    store: &Store,
+    me: UserId,
+    m: &StoredMessage,
+    names: &HashMap<[u8; 16], String>,
+) -> MessageView {
     let show = |u: &[u8; 16]| names.get(u).cloned().unwrap_or_else(|| UserId(*u).to_string());
-    let me = ctx.user_id().0;
+    let me = me.0;
     let group = m.is_group();
     let (from, to) = match m.direction {
         _ if group => (show(&m.sender), format!("#{}", ConversationId(m.conversation))),
@@ -229,6 +237,6 @@ pub(crate) fn view(ctx: &Ctx, m: &StoredMessage, names: &HashMap<[u8; 16], Strin
         kind: m.kind.clone(),
         sent_at: rfc3339(m.sent_at),
         status: m.status.as_str(),
-        pending_reason: pending_reason(ctx, m),
+        pending_reason: pending_reason(store, m),
     }
 }

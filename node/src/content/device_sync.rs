@@ -44,12 +44,12 @@ pub(crate) fn receive_copy(
     if !store.insert_incoming(&stored)? {
         return Ok(Accepted::Duplicate);
     }
-    let names = views::names(&s.ctx)?;
+    let names = views::names(&s.ctx.store, s.ctx.user_id())?;
     if let Some(name) = peer_name.filter(|_| !names.contains_key(&peer.0)) {
         s.records.learn_name(peer, name);
     }
     Ok(Accepted::New(Box::new(NewMessage {
-        view: views::view(&s.ctx, &stored, &names),
+        view: views::view(&s.ctx.store, s.ctx.user_id(), &stored, &names),
         id: outer.id,
         sent_at: inner.sent_at,
         sender: s.ctx.keys.identity_public,

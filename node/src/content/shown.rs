@@ -21,9 +21,9 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
     if !store.insert_incoming(&stored)? {
         return Ok(Accepted::Duplicate);
     }
-    let names = views::names(&s.ctx)?;
+    let names = views::names(&s.ctx.store, s.ctx.user_id())?;
     Ok(Accepted::New(Box::new(NewMessage {
-        view: views::view(&s.ctx, &stored, &names),
+        view: views::view(&s.ctx.store, s.ctx.user_id(), &stored, &names),
         id: m.id,
         sent_at: m.sent_at,
         sender: opened.sender.identity,

@@ -143,13 +143,13 @@ impl Conversations {
             },
             None => None,
         };
-        let names = views::names(&self.ctx)?;
+        let names = views::names(&self.ctx.store, self.ctx.user_id())?;
         Ok(self
             .ctx
             .store
             .messages(conv.as_ref(), limit)?
             .iter()
-            .map(|m| views::view(&self.ctx, m, &names))
+            .map(|m| views::view(&self.ctx.store, self.ctx.user_id(), m, &names))
             .collect())
     }
 
@@ -204,7 +204,12 @@ impl Conversations {
             .store
             .message(&id.0)?
             .ok_or_else(|| NodeError::NotFound(format!("message {id}")))?;
-        Ok(views::view(&self.ctx, &m, &views::names(&self.ctx)?))
+        Ok(views::view(
+            &self.ctx.store,
+            self.ctx.user_id(),
+            &m,
+            &views::names(&self.ctx.store, self.ctx.user_id())?,
+        ))
     }
 
     /// The stored group envelopes (ciphertext, as published) of a group, oldest first.

@@ -103,7 +103,7 @@ impl Messaging {
             if own.is_empty() {
                 None
             } else {
-                let names = views::names(&self.ctx)?;
+                let names = views::names(&self.ctx.store, self.ctx.user_id())?;
                 let wrapper = Message {
                     v: VERSION,
                     id: MessageId::random(&mut rand::rngs::OsRng),
@@ -132,7 +132,12 @@ impl Messaging {
             self.ctx.store.insert_outgoing(m, e)?;
         }
         self.ctx.store.flush().await?;
-        let view = views::view(&self.ctx, &stored, &views::names(&self.ctx)?);
+        let view = views::view(
+            &self.ctx.store,
+            self.ctx.user_id(),
+            &stored,
+            &views::names(&self.ctx.store, self.ctx.user_id())?,
+        );
         if in_history {
             self.ctx.counters.messages_sent.inc();
             let _ = self.ctx.events.send(NodeEvent::Message(view.clone()));

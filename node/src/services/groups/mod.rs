@@ -254,7 +254,7 @@ impl Groups {
         let stored = self.group_stored(&message, Direction::Out, bytes.clone());
         self.ctx.store.insert_incoming(&stored)?;
         self.ctx.store.flush().await?;
-        let view = views::view_of(&self.ctx, &stored)?;
+        let view = views::view_of(&self.ctx.store, self.ctx.user_id(), &stored)?;
         let _ = self.ctx.events.send(NodeEvent::Message(view.clone()));
         self.ctx.counters.messages_sent.inc();
         // Members not reachable now get it when they sync.

@@ -90,7 +90,8 @@ impl Groups {
             _ => {}
         }
         self.remember_peer(&g.id, &opened.sender.peer_id);
-        let view = views::view_of(&self.ctx, &stored).map_err(|_| Verdict::Ignore)?;
+        let view = views::view_of(&self.ctx.store, self.ctx.user_id(), &stored)
+            .map_err(|_| Verdict::Ignore)?;
         Ok(Some(Box::new(NewMessage {
             view,
             id: m.id,
