@@ -4,6 +4,8 @@
 //! verdict; mailbox, sync and link requests to their services; a new connection wakes whatever
 //! waits for that peer.
 
+use kith_protocol::ReceiptKind;
+use kith_protocol::mailbox::{MailItem, MailboxRequest, MailboxResponse, MAX_FETCH};
 use kith_protocol::name::MailboxPeer;
 use kith_protocol::{
     AckStatus, Content, ConversationId, DeliveryAck, Envelope, IdentityPublic, MessageId,
@@ -13,16 +15,13 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::error::{NodeError, OrWarn};
-use crate::views::NodeEvent;
-use kith_protocol::mailbox::{MailItem, MailboxRequest, MailboxResponse, MAX_FETCH};
-use kith_protocol::ReceiptKind;
-
 use crate::content::{self, Accepted};
+use crate::error::{NodeError, OrWarn};
 use crate::network::Event;
-use crate::services::mailbox_client::{parse_addrs, FETCH_INTERVAL};
 use crate::services::Services;
+use crate::services::mailbox_client::{parse_addrs, FETCH_INTERVAL};
 use crate::views::NewMessage;
+use crate::views::NodeEvent;
 
 impl Services {
     /// Opens an envelope, checks its sender's device, and receives it by kind.
@@ -56,7 +55,6 @@ impl Services {
 }
 
 impl Services {
-    // ---------------------------------------------------------------- inbound
 
     pub(crate) async fn inbound_task(self, mut rx: mpsc::Receiver<Event>) {
         let mut batch = Vec::with_capacity(64);

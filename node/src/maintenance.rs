@@ -9,13 +9,11 @@ use libp2p::PeerId;
 use tracing::{debug, warn};
 
 use crate::error::{NodeError, OrWarn};
-
 use crate::rules::outbox;
-use crate::services::records::{PUBLISHED_AT, REPUBLISH_INTERVAL};
 use crate::services::Services;
+use crate::services::records::{PUBLISHED_AT, REPUBLISH_INTERVAL};
 
 impl Services {
-    // ---------------------------------------------------------------- maintenance
 
     pub(crate) async fn maintainer_task(self) {
         // Give bootstrap connections a moment before the first republish.

@@ -199,7 +199,6 @@ impl Node {
         })
     }
 
-    // ---------------------------------------------------------------- names
 
     /// Claims `name`: fails if it is invalid or held by another identity.
     pub async fn register(&self, name: &str) -> Result<RegisterView, NodeError> {
@@ -231,7 +230,6 @@ impl Node {
         self.s.records.contacts()
     }
 
-    // ---------------------------------------------------------------- sending
 
     /// Sends `text` to `@name` or `#id`. In a direct chat, mentioning people who are not in it
     /// forms a group; in a group, it adds them.
@@ -257,7 +255,6 @@ impl Node {
         self.s.conversations.send(&to, content).await
     }
 
-    // ---------------------------------------------------------------- conversations
 
     /// The history, oldest first: the direct conversation with `with`, or everything.
     pub fn messages(
@@ -315,7 +312,6 @@ impl Node {
         self.s.groups.remove_member(id, &normalize_name(name.trim_start_matches('@'))?).await
     }
 
-    // ---------------------------------------------------------------- devices and mailboxes
 
     /// The user's devices, this one first.
     pub async fn devices(&self) -> Result<Vec<DeviceListView>, NodeError> {

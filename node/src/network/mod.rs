@@ -413,7 +413,7 @@ impl Client {
 
     /// Dials an address (a bootstrap peer, say).
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.call(|reply| Command::Dial { addr, reply }).await?.map_err(NodeError::Dht)
+        self.call(|reply| Command::Dial { addr, reply }).await?.map_err(NodeError::Network)
     }
 
     /// Kith's counters.

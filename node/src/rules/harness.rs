@@ -141,10 +141,10 @@ mod tests {
     use super::for_seeds;
     use crate::rules::group::{self, Adopt, Drop};
     use crate::rules::outbox::{self, Attempt, Progress, MAX_BACKOFF_MS};
-    use crate::store::{GroupMember, GroupState, OutboxEntry, Target};
+    use crate::store::{DeviceTarget, GroupMember, GroupState, OutboxEntry};
 
-    fn target(d: u8) -> Target {
-        Target {
+    fn target(d: u8) -> DeviceTarget {
+        DeviceTarget {
             device: [d; 32],
             peer_id: vec![d],
             envelope: vec![],

@@ -2,7 +2,7 @@
 //! what an attempt's result, a delivery receipt or a new device list changes. The node runs
 //! them; tests and the simulator can too.
 
-use crate::store::{OutboxEntry, Target};
+use crate::store::{DeviceTarget, OutboxEntry};
 
 /// Delay after the first failed attempt.
 pub const BASE_BACKOFF_MS: u64 = 1_000;
@@ -31,7 +31,12 @@ pub fn due(entry: &OutboxEntry, now: u64) -> Vec<usize> {
 }
 
 /// Records the outcome of an attempt on a target.
-pub fn record_attempt(target: &mut Target, outcome: Result<(), String>, now: u64, jitter: f64) {
+pub fn record_attempt(
+    target: &mut DeviceTarget,
+    outcome: Result<(), String>,
+    now: u64,
+    jitter: f64,
+) {
     match outcome {
         Ok(()) => {
             target.done = true;
@@ -154,8 +159,8 @@ pub fn keep_devices(entry: &mut OutboxEntry, keep: &[[u8; 32]]) -> Progress {
 mod tests {
     use super::*;
 
-    fn target(peer: u8) -> Target {
-        Target {
+    fn target(peer: u8) -> DeviceTarget {
+        DeviceTarget {
             device: [peer; 32],
             peer_id: vec![peer],
             envelope: vec![],
@@ -200,7 +205,7 @@ mod tests {
         assert_eq!(next_due(&e), None);
     }
 
-    fn entry(targets: Vec<Target>) -> OutboxEntry {
+    fn entry(targets: Vec<DeviceTarget>) -> OutboxEntry {
         OutboxEntry {
             id: [0; 16],
             recipient: [0; 16],

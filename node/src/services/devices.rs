@@ -5,23 +5,22 @@
 
 use std::sync::{Arc, Mutex};
 
+use kith_protocol::codec::to_vec;
+use kith_protocol::identity::peer_id_of;
+use kith_protocol::link::{LinkCode, LinkRequest, LinkResponse, MAX_LINK_ADDRS};
 use kith_protocol::name::DeviceEntry;
+use kith_protocol::name::MAX_DEVICES;
+use kith_protocol::{DeviceCertificate, SignedPrekey};
 use libp2p::PeerId;
 use rand::RngCore;
 use serde::Serialize;
+use serde_bytes::ByteBuf;
 use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
-use crate::rfc3339;
-use kith_protocol::codec::to_vec;
-use kith_protocol::identity::peer_id_of;
-use kith_protocol::link::{LinkCode, LinkRequest, LinkResponse, MAX_LINK_ADDRS};
-use kith_protocol::name::MAX_DEVICES;
-use kith_protocol::{DeviceCertificate, SignedPrekey};
-use serde_bytes::ByteBuf;
-
 use crate::network::Reply;
+use crate::rfc3339;
 use crate::services::records::PUBLISHED_AT;
 
 /// How long a link code is valid.
@@ -116,7 +115,6 @@ fn without_peer_id(a: &libp2p::Multiaddr) -> String {
 }
 
 impl Devices {
-    // ------------------------------------------------------------------------------ linking
 
     /// Creates a one-time link code for a new device, valid for [`LINK_CODE_TTL_MS`] (needs the
     /// identity key).

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kith_protocol::mailbox::{MailboxRequest, MailboxResponse};
+use kith_protocol::name::MAX_MAILBOXES;
 use kith_protocol::name::MailboxPeer;
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -13,10 +16,6 @@ use tracing::info;
 
 use crate::ctx::Ctx;
 use crate::error::NodeError;
-use kith_protocol::mailbox::{MailboxRequest, MailboxResponse};
-use kith_protocol::name::MAX_MAILBOXES;
-use libp2p::multiaddr::Protocol;
-
 use crate::network::Client;
 
 /// How often a device fetches from its mailboxes even without a notice.

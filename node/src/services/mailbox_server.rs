@@ -5,6 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kith_protocol::mailbox::{
+    MailId, MailItem, MailboxRequest, MailboxResponse, MAX_FETCH, MAX_MAILBOX_RESPONSE,
+};
 use kith_protocol::{DeviceCertificate, Envelope, UserId};
 use libp2p::PeerId;
 use tracing::{info, warn};
@@ -12,11 +15,6 @@ use tracing::{info, warn};
 use crate::ctx::Ctx;
 use crate::error::NodeError;
 use crate::rules;
-
-use kith_protocol::mailbox::{
-    MailId, MailItem, MailboxRequest, MailboxResponse, MAX_FETCH, MAX_MAILBOX_RESPONSE,
-};
-
 use crate::store::{DepositRefusal, HeldEnvelope};
 
 /// How often a mailbox node expires old envelopes and recounts what it holds.

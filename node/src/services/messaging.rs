@@ -20,11 +20,10 @@ use tracing::{debug, warn};
 
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
-use crate::store::{Direction, OutboxEntry, Status, StoredMessage, Target};
-use crate::views::{self, MessageView, NodeEvent};
-
 use crate::rules::outbox::{self, Attempt};
 use crate::services::mailbox_client::deposit;
+use crate::store::{DeviceTarget, Direction, OutboxEntry, Status, StoredMessage};
+use crate::views::{self, MessageView, NodeEvent};
 
 /// Most envelope deliveries in flight at once.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -164,7 +163,7 @@ impl Messaging {
             let env =
                 Envelope::seal(&self.ctx.keys.cert, &self.ctx.keys.static_key, &to, message, name)
                     .map_err(|e| NodeError::Internal(format!("cannot seal a message: {e}")))?;
-            targets.push(Target {
+            targets.push(DeviceTarget {
                 device: d.device.device,
                 peer_id: d.device.peer_id.to_bytes(),
                 envelope: env.to_bytes(),

@@ -16,16 +16,15 @@ use kith_protocol::{
     VerifiedNameRecord, X25519Secret,
 };
 use libp2p::PeerId;
+use serde_bytes::ByteBuf;
 use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::rfc3339;
+use crate::rules::{prekeys, trust};
 use crate::rules;
 use crate::store::{Contact, PrekeyEntry};
-use serde_bytes::ByteBuf;
-
-use crate::rules::{prekeys, trust};
 use crate::views::{contact_view, ContactView, DeviceView, RegisterView, ResolveView};
 
 /// How long a published name record is valid.
@@ -83,7 +82,6 @@ impl Records {
 }
 
 impl Records {
-    // ---------------------------------------------------------------- prekeys and records
 
     /// Creates a prekey if none is current, marks replaced ones, deletes those past their grace
     /// period. Returns whether a new prekey was created.

@@ -147,7 +147,7 @@ impl StoredMessage {
 
 /// One recipient device of an outgoing message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
+pub struct DeviceTarget {
     /// The device's ed25519 key.
     #[serde(with = "serde_bytes")]
     pub device: [u8; 32],
@@ -180,7 +180,7 @@ pub struct OutboxEntry {
     #[serde(with = "serde_bytes")]
     pub recipient: [u8; 16],
     /// The recipient devices.
-    pub targets: Vec<Target>,
+    pub targets: Vec<DeviceTarget>,
     /// When it was queued.
     pub created_at: u64,
     /// The recipient's mailboxes: binary peer id and multiaddrs.

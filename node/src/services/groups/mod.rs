@@ -9,9 +9,12 @@
 //! remove the members who joined after it; after a leave, the remaining member with the lowest
 //! user id rekeys.
 
+mod sync;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use kith_protocol::group::{topic, GroupEnvelope};
 use kith_protocol::message::{InvitePart, Member};
 use kith_protocol::{
     normalize_name, Content, ConversationId, IdentityPublic, Message, MessageId, UserId,
@@ -24,16 +27,11 @@ use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
+use crate::network::Verdict;
+use crate::rules::group::{self as rule, key_of, Adopt, Offer};
 use crate::rules;
 use crate::store::{Direction, GroupMember, GroupState, Status, StoredMessage};
 use crate::views::{self, MessageView, NodeEvent};
-
-use kith_protocol::group::{topic, GroupEnvelope};
-
-use crate::network::Verdict;
-use crate::rules::group::{self as rule, key_of, Adopt, Offer};
-
-mod sync;
 
 /// Most member devices a node keeps connections to, per group, for the gossipsub mesh.
 pub const MESH_DIALS: usize = 8;

@@ -1,20 +1,18 @@
 //! A group's messages in: judging and storing what arrives on its topic, answering and asking
 //! for missed messages (`/kith/sync/1`), and rekeying after a leave.
 
+use kith_protocol::group::{topic, GroupEnvelope, SyncRequest, SyncResponse, MAX_SYNC_RESPONSE};
 use kith_protocol::{Content, ConversationId, VERSION};
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
 
 use crate::error::OrWarn;
-use crate::store::{Direction, GroupState};
-use crate::views::{self, NodeEvent};
-
-use kith_protocol::group::{topic, GroupEnvelope, SyncRequest, SyncResponse, MAX_SYNC_RESPONSE};
-
-use super::{verdict, Groups, SYNC_PEERS};
 use crate::network::Verdict;
 use crate::rules::group::{self as rule};
+use crate::store::{Direction, GroupState};
 use crate::views::NewMessage;
+use crate::views::{self, NodeEvent};
+use super::{verdict, Groups, SYNC_PEERS};
 
 impl Groups {
     /// Judges a message from a group topic, stores it if valid.
