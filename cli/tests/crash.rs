@@ -47,8 +47,72 @@ impl Peer {
     }
 }
 
-#[test]
-fn crashes_lose_nothing_that_was_acknowledged() {
+/// The three nodes of the test: a mailbox, a sender and a recipient.
+struct Peers {
+    mailbox: Peer,
+    alice: Peer,
+    bob: Peer,
+}
+
+impl Peers {
+    /// Starts the mailbox, then alice and bob bootstrapping from it; registers alice and bob,
+    /// gives bob the mailbox, and waits until alice sees it.
+    fn start() -> Peers {
+        // Fixed ports, so a restarted node is found where it was.
+        let port = |p: u16| format!("/ip4/127.0.0.1/tcp/{p}");
+        let mut mailbox = Peer {
+            node: Node::init("mailbox"),
+            listen: port(free_port()),
+            bootstrap: None,
+            extra: vec!["--mailbox"],
+        };
+        mailbox.start();
+        let mb_peer =
+            mailbox.node.status().expect("status")["peer_id"].as_str().expect("peer id").to_owned();
+        let mb_addr = format!("{}/p2p/{mb_peer}", mailbox.listen);
+        let mut alice = Peer {
+            node: Node::init("alice"),
+            listen: port(free_port()),
+            bootstrap: Some(mb_addr.clone()),
+            extra: vec![],
+        };
+        let mut bob = Peer {
+            node: Node::init("bob"),
+            listen: port(free_port()),
+            bootstrap: Some(mb_addr.clone()),
+            extra: vec![],
+        };
+        alice.start();
+        bob.start();
+        alice.node.register("alice");
+        bob.node.register("bob");
+        bob.node.kith(&["mailbox", "add", &mb_addr]).ok();
+        wait_until("alice to see bob's mailbox", Duration::from_secs(60), || {
+            let out = alice.node.kith(&["resolve", "bob", "--json"]);
+            (out.status.success()
+                && out.json()["mailboxes"].as_array().is_some_and(|m| !m.is_empty()))
+            .then_some(())
+        });
+        Peers { mailbox, alice, bob }
+    }
+
+    /// Mailbox, alice, bob: the order crash victims are numbered in.
+    fn all(&mut self) -> [&mut Peer; 3] {
+        [&mut self.mailbox, &mut self.alice, &mut self.bob]
+    }
+
+    /// Restarts every node that is down.
+    fn start_stopped(&mut self) {
+        for p in self.all() {
+            if !p.node.running() {
+                p.start();
+            }
+        }
+    }
+}
+
+/// The number of messages and the generator, from the environment or a fresh seed (printed).
+fn iterations_and_rng() -> (u64, Rng) {
     let iterations = env_u64("KITH_CRASH_ITERATIONS").unwrap_or(50);
     let seed = env_u64("KITH_CRASH_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -57,101 +121,72 @@ fn crashes_lose_nothing_that_was_acknowledged() {
             .unwrap_or(1)
     }) | 1;
     eprintln!("crash test: {iterations} iterations, KITH_CRASH_SEED={seed}");
-    let mut rng = Rng(seed);
+    (iterations, Rng(seed))
+}
 
-    // Fixed ports, so a restarted node is found where it was.
-    let port = |p: u16| format!("/ip4/127.0.0.1/tcp/{p}");
-    let mut mailbox = Peer {
-        node: Node::init("mailbox"),
-        listen: port(free_port()),
-        bootstrap: None,
-        extra: vec!["--mailbox"],
-    };
-    mailbox.start();
-    let mb_peer =
-        mailbox.node.status().expect("status")["peer_id"].as_str().expect("peer id").to_owned();
-    let mb_addr = format!("{}/p2p/{mb_peer}", mailbox.listen);
-    let mut alice = Peer {
-        node: Node::init("alice"),
-        listen: port(free_port()),
-        bootstrap: Some(mb_addr.clone()),
-        extra: vec![],
-    };
-    let mut bob = Peer {
-        node: Node::init("bob"),
-        listen: port(free_port()),
-        bootstrap: Some(mb_addr.clone()),
-        extra: vec![],
-    };
-    alice.start();
-    bob.start();
-    alice.node.register("alice");
-    bob.node.register("bob");
-    bob.node.kith(&["mailbox", "add", &mb_addr]).ok();
-    wait_until("alice to see bob's mailbox", Duration::from_secs(60), || {
-        let out = alice.node.kith(&["resolve", "bob", "--json"]);
-        (out.status.success() && out.json()["mailboxes"].as_array().is_some_and(|m| !m.is_empty()))
-            .then_some(())
+/// Alice sends `text` to bob; a quarter of the time, one of the three is killed while the send
+/// is under way (and reaped; it is restarted before the next message). Returns the send's
+/// output.
+fn send_maybe_killing_one(
+    peers: &mut Peers,
+    rng: &mut Rng,
+    crashes: &mut [u32; 3],
+    text: &str,
+) -> Output {
+    let during = (rng.below(4) == 0).then(|| {
+        let victim = rng.below(3) as usize;
+        let pid = [&peers.mailbox, &peers.alice, &peers.bob][victim].node.pid().expect("running");
+        let delay = Duration::from_millis(rng.below(40));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        });
+        (victim, killer)
     });
+    let out = peers.alice.node.kith(&["send", "@bob", text]);
+    if let Some((victim, killer)) = during {
+        let _ = killer.join();
+        crashes[victim] += 1;
+        // Reap it; it is restarted before the next message.
+        peers.all().into_iter().nth(victim).expect("victim").node.kill();
+    }
+    out
+}
 
+/// Half of the time, crashes one of the three after a random moment, while the message is
+/// being delivered; it is restarted at once or before the next message.
+fn maybe_crash_one_while_delivering(peers: &mut Peers, rng: &mut Rng, crashes: &mut [u32; 3]) {
+    if rng.below(2) == 0 {
+        std::thread::sleep(Duration::from_millis(rng.below(60)));
+        let victim = rng.below(3) as usize;
+        crashes[victim] += 1;
+        let p = peers.all().into_iter().nth(victim).expect("victim");
+        p.node.kill();
+        if rng.below(2) == 0 {
+            p.start();
+        }
+    }
+}
+
+/// Sends `iterations` messages from alice to bob with crashes in between, restarts whatever is
+/// down at the end, and returns the texts whose send was acknowledged.
+fn send_while_crashing(peers: &mut Peers, rng: &mut Rng, iterations: u64) -> Vec<String> {
     let started = Instant::now();
     let mut acked: Vec<String> = Vec::new();
     let mut crashes = [0u32; 3];
     for i in 0..iterations {
         // A node left down by the previous crash comes back now.
-        for p in [&mut mailbox, &mut alice, &mut bob] {
-            if !p.node.running() {
-                p.start();
-            }
-        }
+        peers.start_stopped();
         let text = format!("crash-{i:04}");
-        // A quarter of the time, one of the three is killed while the send is under way.
-        let during = (rng.below(4) == 0).then(|| {
-            let victim = rng.below(3) as usize;
-            let pid = [&mailbox, &alice, &bob][victim].node.pid().expect("running");
-            let delay = Duration::from_millis(rng.below(40));
-            let killer = std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                let _ =
-                    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            });
-            (victim, killer)
-        });
-        let out = alice.node.kith(&["send", "@bob", &text]);
-        if let Some((victim, killer)) = during {
-            let _ = killer.join();
-            crashes[victim] += 1;
-            // Reap it; it is restarted before the next message.
-            [&mut mailbox, &mut alice, &mut bob]
-                .into_iter()
-                .nth(victim)
-                .expect("victim")
-                .node
-                .kill();
-        }
+        let out = send_maybe_killing_one(peers, rng, &mut crashes, &text);
         if out.status.success() {
             acked.push(text);
         } else {
             eprintln!("send {i} not acknowledged: {}", out.stderr.trim());
         }
-        // Half of the time, crash one of the three after a random moment, while the message is
-        // being delivered; it is restarted at once or before the next message.
-        if rng.below(2) == 0 {
-            std::thread::sleep(Duration::from_millis(rng.below(60)));
-            let victim = rng.below(3) as usize;
-            crashes[victim] += 1;
-            let p = [&mut mailbox, &mut alice, &mut bob].into_iter().nth(victim).expect("victim");
-            p.node.kill();
-            if rng.below(2) == 0 {
-                p.start();
-            }
-        }
+        maybe_crash_one_while_delivering(peers, rng, &mut crashes);
     }
-    for p in [&mut mailbox, &mut alice, &mut bob] {
-        if !p.node.running() {
-            p.start();
-        }
-    }
+    peers.start_stopped();
     eprintln!(
         "{} of {iterations} sends acknowledged; crashes: mailbox {}, alice {}, bob {}; {:?}",
         acked.len(),
@@ -164,10 +199,15 @@ fn crashes_lose_nothing_that_was_acknowledged() {
         acked.len() as u64 * 2 >= iterations,
         "too few sends were acknowledged to test anything"
     );
+    acked
+}
 
+/// Bob shows every acknowledged message exactly once, in the order alice sent them, in the
+/// whole history and in the conversation with alice.
+fn bob_shows_each_acknowledged_message_once_in_order(bob: &Node, acked: &[String]) {
     let shown =
         wait_until("bob to show every acknowledged message", Duration::from_secs(240), || {
-            let messages = bob.node.messages(&["--limit", "10000"])?;
+            let messages = bob.messages(&["--limit", "10000"])?;
             let shown: Vec<String> = messages
                 .as_array()?
                 .iter()
@@ -177,7 +217,7 @@ fn crashes_lose_nothing_that_was_acknowledged() {
                 .collect();
             acked.iter().all(|a| shown.contains(a)).then_some(shown)
         });
-    for a in &acked {
+    for a in acked {
         assert_eq!(
             shown.iter().filter(|s| *s == a).count(),
             1,
@@ -190,7 +230,6 @@ fn crashes_lose_nothing_that_was_acknowledged() {
     sorted.sort();
     assert_eq!(shown, sorted, "bob shows alice's messages out of order");
     let conversation: Vec<String> = bob
-        .node
         .messages(&["@alice", "--limit", "10000"])
         .expect("conversation")
         .as_array()
@@ -199,14 +238,22 @@ fn crashes_lose_nothing_that_was_acknowledged() {
         .filter_map(|m| m["text"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(conversation, sorted, "the conversation with alice is out of order or incomplete");
+}
+
+#[test]
+fn crashes_lose_nothing_that_was_acknowledged() {
+    let (iterations, mut rng) = iterations_and_rng();
+    let mut peers = Peers::start();
+    let acked = send_while_crashing(&mut peers, &mut rng, iterations);
+    bob_shows_each_acknowledged_message_once_in_order(&peers.bob.node, &acked);
 
     // And alice learns that every one of them was delivered.
     wait_until("alice's outbox to empty", Duration::from_secs(240), || {
-        (alice.node.status()?["outbox"].as_u64()? == 0).then_some(())
+        (peers.alice.node.status()?["outbox"].as_u64()? == 0).then_some(())
     });
 
     // Every store closes and reopens cleanly.
-    for p in [&mut mailbox, &mut alice, &mut bob] {
+    for p in peers.all() {
         p.node.stop();
         p.start();
     }

@@ -249,18 +249,15 @@ fn members(node: &Node, tag: &str) -> Option<Vec<String>> {
     Some(list.as_array()?.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
 }
 
-#[test]
-fn four_people_form_a_group_by_mentioning_and_manage_it() {
-    let started = Instant::now();
-    let mut boot = Node::init("boot");
-    let boot_status = boot.start(None);
-    let boot_addr = boot_status["listen_addrs"][0].as_str().expect("boot listens").to_owned();
+/// Alice, bob, carol and dave, each started from `boot_addr`, connected and registered under
+/// their own name.
+fn four_registered_people(boot_addr: &str) -> [Node; 4] {
     let mut alice = Node::init("alice");
     let mut bob = Node::init("bob");
     let mut carol = Node::init("carol");
     let mut dave = Node::init("dave");
     for node in [&mut alice, &mut bob, &mut carol, &mut dave] {
-        node.start(Some(&boot_addr));
+        node.start(Some(boot_addr));
     }
     for node in [&alice, &bob, &carol, &dave] {
         wait_until(&format!("{} to connect to a peer", node.name), START_TIMEOUT, || {
@@ -270,8 +267,12 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
     for node in [&alice, &bob, &carol, &dave] {
         node.register(node.name);
     }
+    [alice, bob, carol, dave]
+}
 
-    // Alice mentions carol in her chat with bob: a group of the three forms.
+/// Alice mentions carol in her chat with bob: a group of the three forms, and each of them
+/// sees the others' posts. Returns the group's id.
+fn alice_mentions_carol_to_form_a_group(alice: &Node, bob: &Node, carol: &Node) -> String {
     let out = alice.kith(&["send", "@bob", "hi @carol", "--json"]).ok();
     let sent = out.json();
     let group = sent["conversation"].as_str().expect("conversation").to_owned();
@@ -279,7 +280,7 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
     let tag = format!("#{}", &group[..8]);
     let tag = tag.as_str();
     assert!(out.stderr.contains(&format!("started the group {tag}")), "{}", out.stderr);
-    let listed = conversation(&alice, &group);
+    let listed = conversation(alice, &group);
     assert_eq!(listed["kind"], "group", "{listed}");
     assert_eq!(listed["active"], true, "{listed}");
     assert_eq!(listed["members"].as_array().map(Vec::len), Some(3), "{listed}");
@@ -289,7 +290,7 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
     let direct = alice.messages(&["@bob"]).expect("alice's chat with bob");
     assert!(with_text(&direct, "hi @carol").is_empty(), "{direct}");
 
-    for node in [&bob, &carol] {
+    for node in [bob, carol] {
         wait_for_texts(node, tag, &[("alice", "hi @carol")]);
     }
     // Group messages are not acknowledged: --wait does not wait for them.
@@ -297,29 +298,15 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
     assert!(is_message_id(out.stdout.trim()) && out.stderr.contains("not waiting"), "{out:?}");
     carol.kith(&["send", tag, "carol here"]).ok();
     let all = [("alice", "hi @carol"), ("bob", "bob here"), ("carol", "carol here")];
-    for node in [&alice, &bob, &carol] {
+    for node in [alice, bob, carol] {
         wait_for_texts(node, tag, &all);
     }
+    group
+}
 
-    // Bob follows the group: a direct message to him is not part of it; a line that carol
-    // types in `kith chat '#ID'` is.
-    let follow_log = bob.dir.path().join("follow.jsonl");
-    let follow = command(&bob.home())
-        .args(["messages", tag, "--follow", "--json"])
-        .stdin(Stdio::null())
-        .stdout(File::create(&follow_log).expect("create follow log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn kith messages --follow");
-    let _follow = Daemon { child: follow, log: follow_log.clone() };
-    let followed = || std::fs::read_to_string(&follow_log).unwrap_or_default();
-    wait_until("bob's follow to print the history", COMMAND_TIMEOUT, || {
-        followed().contains("carol here").then_some(())
-    });
-    alice.kith(&["send", "@bob", "just between us"]).ok();
-    wait_until("bob to get the direct message", GROUP_WAIT, || {
-        bob.messages(&["@alice"]).filter(|l| !with_text(l, "just between us").is_empty())
-    });
+/// Carol types a line into `kith chat TAG` and quits; the chat must succeed and say where it
+/// chats.
+fn carol_types_in_the_chat(carol: &Node, tag: &str) {
     let mut chat = command(&carol.home())
         .args(["chat", tag])
         .stdin(Stdio::piped())
@@ -337,6 +324,29 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
     let chat_stderr = chat_stderr.join().unwrap_or_default();
     assert!(status.success(), "kith chat {tag} failed ({status}): {chat_stderr}");
     assert!(chat_stderr.contains(&format!("chatting in {tag}")), "{chat_stderr}");
+}
+
+/// Bob follows the group: a direct message to him is not part of it; a line that carol types
+/// in `kith chat '#ID'` is.
+fn bob_follows_the_group(alice: &Node, bob: &Node, carol: &Node, group: &str, tag: &str) {
+    let follow_log = bob.dir.path().join("follow.jsonl");
+    let follow = command(&bob.home())
+        .args(["messages", tag, "--follow", "--json"])
+        .stdin(Stdio::null())
+        .stdout(File::create(&follow_log).expect("create follow log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kith messages --follow");
+    let _follow = Daemon { child: follow, log: follow_log.clone() };
+    let followed = || std::fs::read_to_string(&follow_log).unwrap_or_default();
+    wait_until("bob's follow to print the history", COMMAND_TIMEOUT, || {
+        followed().contains("carol here").then_some(())
+    });
+    alice.kith(&["send", "@bob", "just between us"]).ok();
+    wait_until("bob to get the direct message", GROUP_WAIT, || {
+        bob.messages(&["@alice"]).filter(|l| !with_text(l, "just between us").is_empty())
+    });
+    carol_types_in_the_chat(carol, tag);
     wait_until("bob's follow to print the chat line", GROUP_WAIT, || {
         followed().contains("typed in the chat").then_some(())
     });
@@ -344,15 +354,18 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
         .collect();
-    assert!(lines.iter().all(|m| m["conversation"] == group.as_str()), "{lines:?}");
+    assert!(lines.iter().all(|m| m["conversation"] == group), "{lines:?}");
     assert_eq!(lines.iter().filter(|m| m["text"] == "typed in the chat").count(), 1, "{lines:?}");
     drop(_follow);
+}
 
-    // Carol mentions dave in the group: he joins, and sees only what is posted from then on.
+/// Carol mentions dave in the group: he joins, and sees only what is posted from then on.
+fn carol_mentions_dave_to_add_him(people: &[Node; 4], tag: &str) {
+    let [alice, bob, carol, dave] = people;
     carol.kith(&["send", tag, "welcome @dave"]).ok();
-    let seen = wait_for_texts(&dave, tag, &[("carol", "welcome @dave")]);
+    let seen = wait_for_texts(dave, tag, &[("carol", "welcome @dave")]);
     assert!(with_text(&seen, "hi @carol").is_empty(), "dave sees a message from before: {seen}");
-    for node in [&alice, &bob, &carol, &dave] {
+    for node in [alice, bob, carol, dave] {
         let names = wait_until(&format!("{} to list 4 members", node.name), GROUP_WAIT, || {
             members(node, tag).filter(|m| m.len() == 4)
         });
@@ -360,14 +373,18 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
     }
     let human = carol.kith(&["members", tag]).ok().stdout;
     assert_eq!(human.lines().collect::<Vec<_>>(), ["alice", "bob", "carol", "dave"], "{human}");
+}
 
-    // Only members who joined later may be removed.
+/// Only members who joined later may be removed: alice removes dave, who then reads nothing
+/// new and, once he learns of it, can no longer post.
+fn alice_removes_dave(people: &[Node; 4], group: &str, tag: &str) {
+    let [alice, bob, carol, dave] = people;
     bob.kith(&["remove", tag, "@alice"]).fails_with("joined before you");
     let out = alice.kith(&["remove", tag, "@dave"]).ok();
     assert!(out.stdout.contains("removed @dave"), "{}", out.stdout);
-    assert_eq!(members(&alice, tag).expect("members").len(), 3);
+    assert_eq!(members(alice, tag).expect("members").len(), 3);
     alice.kith(&["send", tag, "after dave"]).ok();
-    for node in [&bob, &carol] {
+    for node in [bob, carol] {
         wait_for_texts(node, tag, &[("alice", "after dave")]);
     }
     thread::sleep(Duration::from_secs(2));
@@ -379,25 +396,47 @@ fn four_people_form_a_group_by_mentioning_and_manage_it() {
         (!out.status.success()).then_some(out)
     });
     refused.fails_with("no longer a member");
-    assert_eq!(conversation(&dave, &group)["active"], false);
+    assert_eq!(conversation(dave, group)["active"], false);
+}
 
-    // Bob is away while two messages are posted; back, he gets both, once.
+/// Bob is away while two messages are posted; back, he gets both, once.
+fn bob_catches_up_after_being_away(people: &mut [Node; 4], tag: &str, boot_addr: &str) {
+    let [alice, bob, carol, _] = people;
     bob.stop();
     alice.kith(&["send", tag, "while bob was away 1"]).ok();
     carol.kith(&["send", tag, "while bob was away 2"]).ok();
-    bob.start(Some(&boot_addr));
+    bob.start(Some(boot_addr));
     let away = [("alice", "while bob was away 1"), ("carol", "while bob was away 2")];
-    wait_for_texts(&bob, tag, &away);
+    wait_for_texts(bob, tag, &away);
     thread::sleep(Duration::from_secs(2));
-    wait_for_texts(&bob, tag, &away);
+    wait_for_texts(bob, tag, &away);
+}
 
-    // Carol leaves: the group stays listed, inactive, and she can no longer post.
+/// Carol leaves: the group stays listed, inactive, and she can no longer post.
+fn carol_leaves(carol: &Node, group: &str, tag: &str) {
     let out = carol.kith(&["leave", tag]).ok();
     assert!(out.stdout.contains("left"), "{}", out.stdout);
-    let listed = conversation(&carol, &group);
+    let listed = conversation(carol, group);
     assert_eq!(listed["active"], false, "{listed}");
     assert!(carol.kith(&["conversations"]).ok().stdout.contains("(left)"));
     carol.kith(&["send", tag, "still here?"]).fails_with("no longer a member");
+}
+
+#[test]
+fn four_people_form_a_group_by_mentioning_and_manage_it() {
+    let started = Instant::now();
+    let mut boot = Node::init("boot");
+    let boot_status = boot.start(None);
+    let boot_addr = boot_status["listen_addrs"][0].as_str().expect("boot listens").to_owned();
+    let mut people = four_registered_people(&boot_addr);
+    let [alice, bob, carol, _] = &people;
+    let group = alice_mentions_carol_to_form_a_group(alice, bob, carol);
+    let tag = format!("#{}", &group[..8]);
+    bob_follows_the_group(alice, bob, carol, &group, &tag);
+    carol_mentions_dave_to_add_him(&people, &tag);
+    alice_removes_dave(&people, &group, &tag);
+    bob_catches_up_after_being_away(&mut people, &tag, &boot_addr);
+    carol_leaves(&people[2], &group, &tag);
     eprintln!("the group test took {:?}", started.elapsed());
 }
 

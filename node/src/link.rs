@@ -13,10 +13,15 @@ use std::time::Duration;
 use kith_protocol::codec;
 use kith_protocol::link::{LinkCode, LinkRequest, LinkResponse};
 use kith_protocol::mailbox::{MailboxRequest, MailboxResponse};
-use kith_protocol::{dht_key, DeviceKeypair, NameRecord, RecordPolicy, SignedPrekey, X25519Secret};
+use kith_protocol::name::MailboxPeer;
+use kith_protocol::{
+    dht_key, DeviceCertificate, DeviceKeypair, IdentityPublic, NameRecord, RecordPolicy,
+    SignedPrekey, X25519Secret,
+};
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use serde_bytes::ByteBuf;
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::error::NodeError;
@@ -94,14 +99,55 @@ async fn run(
     code: LinkCode,
     peer: PeerId,
     addrs: Vec<Multiaddr>,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<JoinInfo, NodeError> {
-    let mut rng = rand::rngs::OsRng;
-    let device = DeviceKeypair::generate(&mut rng);
-    let static_key = X25519Secret::generate(&mut rng);
-    let now = now_ms();
-    let prekey_secret = X25519Secret::generate(&mut rng);
-    let prekey = SignedPrekey::sign(&device, 1, &prekey_secret, now, now + PREKEY_LIFETIME_MS);
+    let keys = NewKeys::generate();
+    let (net, swarm, drain) = start_network(&keys.device, opts)?;
+    let other = OtherDevice { net, peer, addrs, timeout: opts.timeout };
+    let result = async {
+        let snapshot = request_snapshot(&other, &code, &keys, opts).await?;
+        let store = write_snapshot(home, &keys, &snapshot)?;
+        let messages =
+            if opts.history { copy_history(&other, &code, &store, progress).await? } else { 0 };
+        store.flush().await?;
+        enroll_with_mailboxes(&other.net, &snapshot).await;
+        drop(store);
+        write_keys(home, &keys, snapshot, messages)
+    }
+    .await;
+    swarm.abort();
+    drain.abort();
+    result
+}
+
+/// The keys this device makes for itself before asking to join.
+struct NewKeys {
+    device: DeviceKeypair,
+    static_key: X25519Secret,
+    prekey_secret: X25519Secret,
+    prekey: SignedPrekey,
+    /// When the prekey was made.
+    now: u64,
+}
+
+impl NewKeys {
+    fn generate() -> NewKeys {
+        let mut rng = rand::rngs::OsRng;
+        let device = DeviceKeypair::generate(&mut rng);
+        let static_key = X25519Secret::generate(&mut rng);
+        let now = now_ms();
+        let prekey_secret = X25519Secret::generate(&mut rng);
+        let prekey = SignedPrekey::sign(&device, 1, &prekey_secret, now, now + PREKEY_LIFETIME_MS);
+        NewKeys { device, static_key, prekey_secret, prekey, now }
+    }
+}
+
+/// Starts a network that only dials out, returning its client, the swarm task, and the task
+/// that drops inbound requests.
+fn start_network(
+    device: &DeviceKeypair,
+    opts: &JoinOptions,
+) -> Result<(network::Client, JoinHandle<()>, JoinHandle<()>), NodeError> {
     let (net, mut events, event_loop) = network::new(
         device.to_libp2p(),
         NetworkConfig {
@@ -117,131 +163,188 @@ async fn run(
     let swarm = tokio::spawn(event_loop.run());
     // This device serves nothing while joining: inbound requests are dropped.
     let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let ask = |request: LinkRequest| {
-        let (net, addrs, timeout) = (net.clone(), addrs.clone(), opts.timeout);
-        async move {
-            let answer =
-                tokio::time::timeout(timeout, net.link_request(peer, addrs, request.to_bytes()))
-                    .await
-                    .map_err(|_| {
-                        link_err("the device that showed the code did not answer in time")
-                    })??
-                    .map_err(|e| {
-                        link_err(format!("cannot reach the device that showed the code: {e}"))
-                    })?;
-            match LinkResponse::from_bytes(&answer) {
-                Ok(LinkResponse::Refused { reason }) => Err(link_err(format!("refused: {reason}"))),
-                Ok(r) => Ok(r),
-                Err(e) => Err(link_err(format!("malformed answer: {e}"))),
-            }
+    Ok((net, swarm, drain))
+}
+
+/// The device that showed the code, as this one reaches it.
+struct OtherDevice {
+    net: network::Client,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    /// How long to wait for each answer.
+    timeout: Duration,
+}
+
+impl OtherDevice {
+    /// Sends `request` and returns the answer; a refusal is an error.
+    async fn ask(&self, request: LinkRequest) -> Result<LinkResponse, NodeError> {
+        let send = self.net.link_request(self.peer, self.addrs.clone(), request.to_bytes());
+        let answer = tokio::time::timeout(self.timeout, send)
+            .await
+            .map_err(|_| link_err("the device that showed the code did not answer in time"))??
+            .map_err(|e| link_err(format!("cannot reach the device that showed the code: {e}")))?;
+        match LinkResponse::from_bytes(&answer) {
+            Ok(LinkResponse::Refused { reason }) => Err(link_err(format!("refused: {reason}"))),
+            Ok(r) => Ok(r),
+            Err(e) => Err(link_err(format!("malformed answer: {e}"))),
         }
-    };
-    let result = async {
-        let joined = ask(LinkRequest::Join {
+    }
+}
+
+/// The account as the other device sent it, with the certificate and name record checked.
+struct Snapshot {
+    cert: DeviceCertificate,
+    identity: IdentityPublic,
+    name: Option<String>,
+    record: Option<ByteBuf>,
+    contacts: Vec<ByteBuf>,
+    groups: Vec<ByteBuf>,
+    mailboxes: Vec<MailboxPeer>,
+}
+
+/// Asks to join with the code's secret and this device's public keys, and checks that the
+/// certificate is for this device and the name record (if any) of the same identity.
+async fn request_snapshot(
+    other: &OtherDevice,
+    code: &LinkCode,
+    keys: &NewKeys,
+    opts: &JoinOptions,
+) -> Result<Snapshot, NodeError> {
+    let joined = other
+        .ask(LinkRequest::Join {
             secret: code.secret,
-            device: device.public_bytes(),
-            static_key: static_key.public(),
+            device: keys.device.public_bytes(),
+            static_key: keys.static_key.public(),
             label: opts.label.clone(),
-            prekey: prekey.clone(),
+            prekey: keys.prekey.clone(),
             history: opts.history,
         })
         .await?;
-        let LinkResponse::Joined { cert, name, record, contacts, groups, mailboxes } = joined
-        else {
-            return Err(link_err("unexpected answer to the link request"));
-        };
-        let v = cert.verify(None).map_err(|e| link_err(format!("the certificate: {e}")))?;
-        if v.device != device.public_bytes() || v.static_key != static_key.public() {
-            return Err(link_err("the certificate is not for this device"));
-        }
-        let identity = v.identity;
-        if let (Some(name), Some(record)) = (&name, &record) {
-            let r = NameRecord::verify(
-                record,
-                Some(&dht_key(name)),
-                now_ms(),
-                &RecordPolicy { min_pow_bits: 0 },
-            )
-            .map_err(|e| link_err(format!("the name record: {e}")))?;
-            if r.identity != identity {
-                return Err(link_err("the name record is of another identity"));
-            }
-        }
-        home.create_dir()?;
-        let store = Store::open(&home.store_path())?;
-        store.put_prekey(&PrekeyEntry {
-            id: 1,
-            secret: *prekey_secret.to_bytes(),
-            signed: codec::to_vec(&prekey),
-            created_at: now,
-            expires_at: now + PREKEY_LIFETIME_MS,
-            replaced_at: None,
-        })?;
-        let bad = |e: kith_protocol::DecodeError| link_err(format!("snapshot: {e}"));
-        for c in &contacts {
-            let c: Contact = codec::from_stored_slice(c, MAX_SNAPSHOT_VALUE).map_err(bad)?;
-            store.put_contact(&c)?;
-        }
-        for g in &groups {
-            let g: GroupState = codec::from_stored_slice(g, MAX_SNAPSHOT_VALUE).map_err(bad)?;
-            store.put_group(&g)?;
-        }
-        if let Some(n) = &name {
-            store.meta_set("name", n)?;
-        }
-        if let Some(r) = &record {
-            store.meta_set("own_record", r)?;
-        }
-        store.meta_set("mailboxes", &mailboxes)?;
-        let mut messages = 0;
-        if opts.history {
-            let mut after: Option<ByteBuf> = None;
-            loop {
-                let page = ask(LinkRequest::History { secret: code.secret, after }).await?;
-                let LinkResponse::History { messages: page, next } = page else {
-                    return Err(link_err("unexpected answer to a history request"));
-                };
-                for m in &page {
-                    let m: StoredMessage =
-                        codec::from_stored_slice(m, MAX_SNAPSHOT_VALUE).map_err(bad)?;
-                    if store.insert_incoming(&m)? {
-                        messages += 1;
-                    }
-                }
-                progress(messages);
-                match next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
-            }
-        }
-        store.flush().await?;
-        // Mailboxes hold mail for enrolled devices only: enroll this one with each.
-        for mb in &mailboxes {
-            let Ok(mpeer) = PeerId::from_bytes(&mb.peer_id) else { continue };
-            let maddrs = mb.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-            let request = MailboxRequest::Enroll { cert: cert.clone() }.to_bytes();
-            match net.mailbox_request(mpeer, maddrs, request).await {
-                Ok(Ok(a))
-                    if matches!(MailboxResponse::from_bytes(&a), Ok(MailboxResponse::Enrolled)) => {
-                }
-                other => warn!(peer = %mpeer, "could not enroll with a mailbox: {other:?}"),
-            }
-        }
-        drop(store);
-        let info = home.write_device(None, &identity, &device, &static_key, &cert)?;
-        Ok(JoinInfo {
-            user_id: info.user_id.to_string(),
-            peer_id: info.peer_id,
-            fingerprint: info.fingerprint,
-            name,
-            contacts: contacts.len(),
-            groups: groups.len(),
-            messages,
-        })
+    let LinkResponse::Joined { cert, name, record, contacts, groups, mailboxes } = joined else {
+        return Err(link_err("unexpected answer to the link request"));
+    };
+    let v = cert.verify(None).map_err(|e| link_err(format!("the certificate: {e}")))?;
+    if v.device != keys.device.public_bytes() || v.static_key != keys.static_key.public() {
+        return Err(link_err("the certificate is not for this device"));
     }
-    .await;
-    swarm.abort();
-    drain.abort();
-    result
+    let identity = v.identity;
+    if let (Some(name), Some(record)) = (&name, &record) {
+        let r = NameRecord::verify(
+            record,
+            Some(&dht_key(name)),
+            now_ms(),
+            &RecordPolicy { min_pow_bits: 0 },
+        )
+        .map_err(|e| link_err(format!("the name record: {e}")))?;
+        if r.identity != identity {
+            return Err(link_err("the name record is of another identity"));
+        }
+    }
+    Ok(Snapshot { cert, identity, name, record, contacts, groups, mailboxes })
+}
+
+fn bad_snapshot(e: kith_protocol::DecodeError) -> NodeError {
+    link_err(format!("snapshot: {e}"))
+}
+
+/// Creates the home's directory and store, and writes the prekey and the snapshot into it.
+fn write_snapshot(home: &Home, keys: &NewKeys, snapshot: &Snapshot) -> Result<Store, NodeError> {
+    home.create_dir()?;
+    let store = Store::open(&home.store_path())?;
+    store.put_prekey(&PrekeyEntry {
+        id: 1,
+        secret: *keys.prekey_secret.to_bytes(),
+        signed: codec::to_vec(&keys.prekey),
+        created_at: keys.now,
+        expires_at: keys.now + PREKEY_LIFETIME_MS,
+        replaced_at: None,
+    })?;
+    for c in &snapshot.contacts {
+        let c: Contact = codec::from_stored_slice(c, MAX_SNAPSHOT_VALUE).map_err(bad_snapshot)?;
+        store.put_contact(&c)?;
+    }
+    for g in &snapshot.groups {
+        let g: GroupState =
+            codec::from_stored_slice(g, MAX_SNAPSHOT_VALUE).map_err(bad_snapshot)?;
+        store.put_group(&g)?;
+    }
+    if let Some(n) = &snapshot.name {
+        store.meta_set("name", n)?;
+    }
+    if let Some(r) = &snapshot.record {
+        store.meta_set("own_record", r)?;
+    }
+    store.meta_set("mailboxes", &snapshot.mailboxes)?;
+    Ok(store)
+}
+
+/// Fetches the message history page by page into `store`, calling `progress` after each page;
+/// returns the number of messages new to the store.
+async fn copy_history(
+    other: &OtherDevice,
+    code: &LinkCode,
+    store: &Store,
+    mut progress: impl FnMut(usize),
+) -> Result<usize, NodeError> {
+    let mut messages = 0;
+    let mut after: Option<ByteBuf> = None;
+    loop {
+        let page = other.ask(LinkRequest::History { secret: code.secret, after }).await?;
+        let LinkResponse::History { messages: page, next } = page else {
+            return Err(link_err("unexpected answer to a history request"));
+        };
+        for m in &page {
+            let m: StoredMessage =
+                codec::from_stored_slice(m, MAX_SNAPSHOT_VALUE).map_err(bad_snapshot)?;
+            if store.insert_incoming(&m)? {
+                messages += 1;
+            }
+        }
+        progress(messages);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    Ok(messages)
+}
+
+/// Mailboxes hold mail for enrolled devices only: enrolls this one with each. Failures are
+/// logged, not fatal.
+async fn enroll_with_mailboxes(net: &network::Client, snapshot: &Snapshot) {
+    for mb in &snapshot.mailboxes {
+        let Ok(mpeer) = PeerId::from_bytes(&mb.peer_id) else { continue };
+        let maddrs = mb.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let request = MailboxRequest::Enroll { cert: snapshot.cert.clone() }.to_bytes();
+        match net.mailbox_request(mpeer, maddrs, request).await {
+            Ok(Ok(a))
+                if matches!(MailboxResponse::from_bytes(&a), Ok(MailboxResponse::Enrolled)) => {}
+            other => warn!(peer = %mpeer, "could not enroll with a mailbox: {other:?}"),
+        }
+    }
+}
+
+/// Writes the home's key files, last: their presence marks the home initialized.
+fn write_keys(
+    home: &Home,
+    keys: &NewKeys,
+    snapshot: Snapshot,
+    messages: usize,
+) -> Result<JoinInfo, NodeError> {
+    let info = home.write_device(
+        None,
+        &snapshot.identity,
+        &keys.device,
+        &keys.static_key,
+        &snapshot.cert,
+    )?;
+    Ok(JoinInfo {
+        user_id: info.user_id.to_string(),
+        peer_id: info.peer_id,
+        fingerprint: info.fingerprint,
+        name: snapshot.name,
+        contacts: snapshot.contacts.len(),
+        groups: snapshot.groups.len(),
+        messages,
+    })
 }

@@ -400,118 +400,151 @@ async fn has_text(n: &Node, conv: &str, text: &str) -> bool {
     texts(n, conv).iter().any(|t| t == text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_form_by_mention_add_remove_and_catch_up() {
-    let (boot, alice, bob) = network().await;
-    let b = addr(&boot.node).await;
-    let carol = spawn(vec![b.clone()]).await;
-    let dave = spawn(vec![b.clone()]).await;
-    for (n, name) in [(&carol, "carol"), (&dave, "dave")] {
-        eventually(10, "connection", || async {
-            (n.node.status().await.ok()?.connected_peers > 0).then_some(())
-        })
-        .await;
-        n.node.register(name).await.expect("registers");
-    }
-    // A direct chat first; mentioning carol forms a group of three.
-    alice.node.send_text("bob", "just us").await.expect("direct");
-    let first = alice.node.send_to("@bob", "hi @carol, welcome").await.expect("group formed");
+/// Waits for `n` to connect to someone, then registers `name`.
+async fn connect_and_register(n: &TestNode, name: &str) {
+    eventually(10, "connection", || async {
+        (n.node.status().await.ok()?.connected_peers > 0).then_some(())
+    })
+    .await;
+    n.node.register(name).await.expect("registers");
+}
+
+/// Waits up to `secs` seconds for `text` to show in conversation `conv` on `n`.
+async fn sees(secs: u64, what: &str, n: &Node, conv: &str, text: &str) {
+    eventually(secs, what, || async { has_text(n, conv, text).await.then_some(()) }).await;
+}
+
+/// A direct chat first; then mentioning carol forms a group of three where everyone hears
+/// everyone. Returns the group's short conversation name.
+async fn form_group_by_mentioning_carol(alice: &Node, bob: &Node, carol: &Node) -> String {
+    alice.send_text("bob", "just us").await.expect("direct");
+    let first = alice.send_to("@bob", "hi @carol, welcome").await.expect("group formed");
     let gid = first.conversation.clone();
     let conv = format!("#{}", &gid[..8]);
-    assert_ne!(gid, alice.node.messages(Some("bob"), 10).expect("direct")[0].conversation);
+    assert_ne!(gid, alice.messages(Some("bob"), 10).expect("direct")[0].conversation);
     let kinds: Vec<_> = alice
-        .node
         .conversations()
         .expect("list")
         .into_iter()
         .map(|c| (c.kind, c.members.len()))
         .collect();
     assert!(kinds.contains(&("group", 3)), "{kinds:?}");
-    for n in [&bob.node, &carol.node] {
-        eventually(30, "the first group message", || async {
-            has_text(n, &conv, "hi @carol, welcome").await.then_some(())
-        })
-        .await;
+    for n in [bob, carol] {
+        sees(30, "the first group message", n, &conv, "hi @carol, welcome").await;
     }
     // The 1:1 thread stays as it was.
-    assert_eq!(texts(&alice.node, "bob"), vec!["just us"]);
+    assert_eq!(texts(alice, "bob"), vec!["just us"]);
     // Everyone hears everyone.
-    bob.node.send_to(&conv, "bob here").await.expect("bob posts");
-    carol.node.send_to(&conv, "carol here").await.expect("carol posts");
-    for n in [&alice.node, &bob.node, &carol.node] {
+    bob.send_to(&conv, "bob here").await.expect("bob posts");
+    carol.send_to(&conv, "carol here").await.expect("carol posts");
+    for n in [alice, bob, carol] {
         for t in ["bob here", "carol here"] {
-            eventually(30, t, || async { has_text(n, &conv, t).await.then_some(()) }).await;
+            sees(30, t, n, &conv, t).await;
         }
     }
-    // Mentioning dave in the group adds him; he sees messages from then on only.
-    carol.node.send_to(&conv, "and @dave too").await.expect("dave added");
-    eventually(30, "dave's first message", || async {
-        has_text(&dave.node, &conv, "and @dave too").await.then_some(())
-    })
-    .await;
+    conv
+}
+
+/// Mentioning dave in the group adds him; he sees messages from then on only.
+async fn add_dave_by_mentioning_him(alice: &Node, carol: &Node, dave: &Node, conv: &str) {
+    carol.send_to(conv, "and @dave too").await.expect("dave added");
+    sees(30, "dave's first message", dave, conv, "and @dave too").await;
     assert!(
-        !has_text(&dave.node, &conv, "bob here").await,
+        !has_text(dave, conv, "bob here").await,
         "dave must not see messages from before he joined"
     );
-    assert_eq!(alice.node.members(&conv).expect("members").len(), 4);
+    assert_eq!(alice.members(conv).expect("members").len(), 4);
+}
 
-    // Carol goes offline; alice and bob talk; carol comes back and catches up, once each.
-    let TestNode { node: carol_node, home: carol_home, _dir: _carol_dir } = carol;
+/// Carol goes offline; alice and bob talk; carol comes back and catches up, once each.
+/// Returns carol restarted.
+async fn carol_catches_up_after_being_away(
+    alice: &Node,
+    bob: &Node,
+    carol: TestNode,
+    dave: &Node,
+    conv: &str,
+    bootstrap: Vec<Multiaddr>,
+) -> TestNode {
+    let TestNode { node: carol_node, home: carol_home, _dir: carol_dir } = carol;
     carol_node.shutdown().await.expect("stops");
     drop(carol_node);
     eventually(30, "dave to hold the newest epoch", || async {
-        (dave.node.members(&conv).ok()?.len() == 4).then_some(())
+        (dave.members(conv).ok()?.len() == 4).then_some(())
     })
     .await;
-    alice.node.send_to(&conv, "while carol was away 1").await.expect("posts");
-    bob.node.send_to(&conv, "while carol was away 2").await.expect("posts");
-    let carol2 = start(&carol_home, vec![b.clone()]).await;
+    alice.send_to(conv, "while carol was away 1").await.expect("posts");
+    bob.send_to(conv, "while carol was away 2").await.expect("posts");
+    let carol2 = start(&carol_home, bootstrap).await;
     for t in ["while carol was away 1", "while carol was away 2"] {
-        eventually(60, t, || async { has_text(&carol2, &conv, t).await.then_some(()) }).await;
+        sees(60, t, &carol2, conv, t).await;
     }
-    let seen = texts(&carol2, &conv);
+    let seen = texts(&carol2, conv);
     for t in ["while carol was away 1", "while carol was away 2", "hi @carol, welcome", "bob here"]
     {
         assert_eq!(seen.iter().filter(|s| *s == t).count(), 1, "{t}: {seen:?}");
     }
+    TestNode { node: carol2, home: carol_home, _dir: carol_dir }
+}
 
-    // Alice removes dave (he joined after her): he stops receiving and cannot post.
+/// Alice removes dave (he joined after her): he stops receiving and cannot post; bob (who
+/// joined after alice) may not remove her; everyone who stayed ends with the same history.
+async fn alice_removes_dave(alice: &Node, bob: &Node, carol: &Node, dave: &Node, conv: &str) {
     let incoming = |n: &Node| {
-        n.messages(Some(&conv), 1000)
+        n.messages(Some(conv), 1000)
             .expect("history")
             .into_iter()
             .filter(|m| m.direction == "in")
             .count()
     };
-    let before = incoming(&dave.node);
-    alice.node.remove_member(&conv, "@dave").await.expect("removed");
+    let before = incoming(dave);
+    alice.remove_member(conv, "@dave").await.expect("removed");
     eventually(30, "dave to learn he was removed", || async {
-        dave.node.send_to(&conv, "still here?").await.is_err().then_some(())
+        dave.send_to(conv, "still here?").await.is_err().then_some(())
     })
     .await;
     eventually(30, "bob to move to the new epoch", || async {
-        (bob.node.members(&conv).ok()?.len() == 3).then_some(())
+        (bob.members(conv).ok()?.len() == 3).then_some(())
     })
     .await;
-    alice.node.send_to(&conv, "after dave left").await.expect("posts");
-    for n in [&bob.node, &carol2] {
-        eventually(30, "message after the removal", || async {
-            has_text(n, &conv, "after dave left").await.then_some(())
-        })
-        .await;
+    alice.send_to(conv, "after dave left").await.expect("posts");
+    for n in [bob, carol] {
+        sees(30, "message after the removal", n, conv, "after dave left").await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!has_text(&dave.node, &conv, "after dave left").await);
+    assert!(!has_text(dave, conv, "after dave left").await);
     // At most the removal notice itself reached dave.
-    assert!(incoming(&dave.node) <= before + 1);
+    assert!(incoming(dave) <= before + 1);
     // Bob joined after alice, so he may not remove her.
-    assert!(bob.node.remove_member(&conv, "alice").await.is_err());
+    assert!(bob.remove_member(conv, "alice").await.is_err());
     // Everyone who stayed shows the same messages in the same order.
-    let a = texts(&alice.node, &conv);
+    let a = texts(alice, conv);
     eventually(30, "the same history everywhere", || async {
-        (texts(&bob.node, &conv) == a && texts(&carol2, &conv) == a).then_some(())
+        (texts(bob, conv) == a && texts(carol, conv) == a).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_form_by_mention_add_remove_and_catch_up() {
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let carol = spawn(vec![b.clone()]).await;
+    let dave = spawn(vec![b.clone()]).await;
+    connect_and_register(&carol, "carol").await;
+    connect_and_register(&dave, "dave").await;
+    let conv = form_group_by_mentioning_carol(&alice.node, &bob.node, &carol.node).await;
+    add_dave_by_mentioning_him(&alice.node, &carol.node, &dave.node, &conv).await;
+    let carol = carol_catches_up_after_being_away(
+        &alice.node,
+        &bob.node,
+        carol,
+        &dave.node,
+        &conv,
+        vec![b],
+    )
+    .await;
+    alice_removes_dave(&alice.node, &bob.node, &carol.node, &dave.node, &conv).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,125 +697,136 @@ fn direct_texts(n: &Node, with: &str, direction: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linked_devices_share_conversations_and_revoked_ones_get_nothing_new() {
-    let (boot, alice, bob) = network().await;
-    let b = addr(&boot.node).await;
-    let carol = spawn(vec![b.clone()]).await;
-    eventually(10, "connection", || async {
-        (carol.node.status().await.ok()?.connected_peers > 0).then_some(())
+/// Waits up to `secs` seconds for `text` among the `direction` messages of `n` with `with`.
+async fn sees_direct(secs: u64, what: &str, n: &Node, with: &str, direction: &str, text: &str) {
+    eventually(secs, what, || async {
+        direct_texts(n, with, direction).contains(&text.to_owned()).then_some(())
     })
     .await;
-    carol.node.register("carol").await.expect("registers");
-    bob.node.send_text("alice", "before the laptop").await.expect("sent");
-    eventually(20, "first message", || async {
-        direct_texts(&alice.node, "bob", "in")
-            .contains(&"before the laptop".to_owned())
-            .then_some(())
-    })
-    .await;
+}
 
-    // A stale code is refused with a clear error.
-    let stale = alice.node.link_start_with(1).await.expect("code");
+/// A stale code is refused with a clear error.
+async fn a_stale_code_is_refused(alice: &Node) {
+    let stale = alice.link_start_with(1).await.expect("code");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let err = join(&stale.code, &dir.path().join("h"), "late", false)
         .await
         .expect_err("stale code refused");
     assert!(err.to_string().contains("expired"), "{err}");
+}
 
-    // Link a laptop with the history; the linked device holds no identity key.
-    let laptop = link(&alice.node, vec![b.clone()], true).await;
-    assert_eq!(laptop.node.user_id(), alice.node.user_id());
+/// Links a laptop to alice with the history; the linked device holds no identity key.
+async fn link_a_laptop(alice: &Node, bob: &Node, bootstrap: Vec<Multiaddr>) -> TestNode {
+    let laptop = link(alice, bootstrap, true).await;
+    assert_eq!(laptop.node.user_id(), alice.user_id());
     assert_eq!(laptop.node.name().as_deref(), Some("alice"));
     assert!(direct_texts(&laptop.node, "bob", "in").contains(&"before the laptop".to_owned()));
     assert!(matches!(laptop.node.register("alice2").await, Err(NodeError::NoIdentityKey)));
-    let devices = alice.node.devices().await.expect("devices");
+    let devices = alice.devices().await.expect("devices");
     assert_eq!(devices.len(), 2);
-    assert_eq!(bob.node.resolve("alice").await.expect("resolves").devices.len(), 2);
+    assert_eq!(bob.resolve("alice").await.expect("resolves").devices.len(), 2);
+    laptop
+}
 
-    // Bob's message reaches both; each device's own messages show as sent on the other.
-    bob.node.send_text("alice", "to both of you").await.expect("sent");
-    alice.node.send_text("bob", "from the phone").await.expect("sent");
-    laptop.node.send_text("bob", "from the laptop").await.expect("sent");
+/// Bob's message reaches both of alice's devices; each device's own messages show as sent on
+/// the other; reading on the phone marks the conversation read on the laptop too.
+async fn direct_messages_reach_both_devices(alice: &Node, bob: &Node, laptop: &Node) {
+    bob.send_text("alice", "to both of you").await.expect("sent");
+    alice.send_text("bob", "from the phone").await.expect("sent");
+    laptop.send_text("bob", "from the laptop").await.expect("sent");
     for (n, with, text, dir) in [
-        (&alice.node, "bob", "to both of you", "in"),
-        (&laptop.node, "bob", "to both of you", "in"),
-        (&laptop.node, "bob", "from the phone", "out"),
-        (&alice.node, "bob", "from the laptop", "out"),
-        (&bob.node, "alice", "from the phone", "in"),
-        (&bob.node, "alice", "from the laptop", "in"),
+        (alice, "bob", "to both of you", "in"),
+        (laptop, "bob", "to both of you", "in"),
+        (laptop, "bob", "from the phone", "out"),
+        (alice, "bob", "from the laptop", "out"),
+        (bob, "alice", "from the phone", "in"),
+        (bob, "alice", "from the laptop", "in"),
     ] {
-        eventually(30, text, || async {
-            direct_texts(n, with, dir).contains(&text.to_owned()).then_some(())
-        })
-        .await;
+        sees_direct(30, text, n, with, dir, text).await;
     }
-    // Reading on the phone marks the conversation read on the laptop too.
-    assert!(alice.node.mark_read("@bob").await.expect("read") >= 2);
+    assert!(alice.mark_read("@bob").await.expect("read") >= 2);
     eventually(30, "read state on the laptop", || async {
-        let m = laptop.node.messages(Some("bob"), 100).ok()?;
+        let m = laptop.messages(Some("bob"), 100).ok()?;
         m.iter().filter(|m| m.direction == "in").all(|m| m.status == "read").then_some(())
     })
     .await;
-    let on_phone = direct_texts(&alice.node, "bob", "out");
+    let on_phone = direct_texts(alice, "bob", "out");
     assert_eq!(on_phone.iter().filter(|t| *t == "from the laptop").count(), 1);
+}
 
-    // A group formed by bob reaches both of alice's devices; the laptop can post.
-    let first = bob.node.send_to("@alice", "hi @carol").await.expect("group");
+/// A group formed by bob reaches both of alice's devices; the laptop can post. Returns the
+/// group's short conversation name.
+async fn a_group_reaches_both_devices(
+    alice: &Node,
+    bob: &Node,
+    carol: &Node,
+    laptop: &Node,
+) -> String {
+    let first = bob.send_to("@alice", "hi @carol").await.expect("group");
     let conv = format!("#{}", &first.conversation[..8]);
-    for n in [&alice.node, &laptop.node, &carol.node] {
-        eventually(30, "group invite", || async {
-            has_text(n, &conv, "hi @carol").await.then_some(())
-        })
-        .await;
+    for n in [alice, laptop, carol] {
+        sees(30, "group invite", n, &conv, "hi @carol").await;
     }
-    laptop.node.send_to(&conv, "laptop in the group").await.expect("posts");
-    for n in [&alice.node, &bob.node, &carol.node] {
-        eventually(30, "laptop's post", || async {
-            has_text(n, &conv, "laptop in the group").await.then_some(())
-        })
-        .await;
+    laptop.send_to(&conv, "laptop in the group").await.expect("posts");
+    for n in [alice, bob, carol] {
+        sees(30, "laptop's post", n, &conv, "laptop in the group").await;
     }
+    conv
+}
 
-    // Revoke the laptop: out of the record, no new direct or group messages, and its own
-    // messages are refused.
-    let gone = alice.node.revoke_device(&laptop.node.peer_id().to_string()).await.expect("revokes");
-    assert_eq!(gone.peer_id, laptop.node.peer_id().to_string());
-    assert_eq!(alice.node.devices().await.expect("devices").len(), 1);
-    assert_eq!(bob.node.resolve("alice").await.expect("resolves").devices.len(), 1);
-    bob.node.send_text("alice", "after the revocation").await.expect("sent");
-    alice.node.send_text("bob", "phone after the revocation").await.expect("sent");
-    eventually(30, "the phone still gets messages", || async {
-        direct_texts(&alice.node, "bob", "in")
-            .contains(&"after the revocation".to_owned())
-            .then_some(())
-    })
-    .await;
+/// Revokes the laptop: out of the record, no new direct or group messages, and its own
+/// messages are refused.
+async fn a_revoked_laptop_gets_nothing_new(
+    alice: &Node,
+    bob: &Node,
+    carol: &Node,
+    laptop: &Node,
+    conv: &str,
+) {
+    let gone = alice.revoke_device(&laptop.peer_id().to_string()).await.expect("revokes");
+    assert_eq!(gone.peer_id, laptop.peer_id().to_string());
+    assert_eq!(alice.devices().await.expect("devices").len(), 1);
+    assert_eq!(bob.resolve("alice").await.expect("resolves").devices.len(), 1);
+    bob.send_text("alice", "after the revocation").await.expect("sent");
+    alice.send_text("bob", "phone after the revocation").await.expect("sent");
+    sees_direct(30, "the phone still gets messages", alice, "bob", "in", "after the revocation")
+        .await;
     eventually(60, "a new epoch on carol", || async {
-        let g = carol.node.conversations().ok()?;
+        let g = carol.conversations().ok()?;
         g.iter().any(|c| c.kind == "group").then_some(())
     })
     .await;
     // Give the rekey time to reach everyone, then post in the new epoch.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    bob.node.send_to(&conv, "group after the revocation").await.expect("posts");
-    eventually(30, "the phone sees the group", || async {
-        has_text(&alice.node, &conv, "group after the revocation").await.then_some(())
-    })
-    .await;
-    let refused = laptop.node.send_text("bob", "from a revoked laptop").await;
+    bob.send_to(conv, "group after the revocation").await.expect("posts");
+    sees(30, "the phone sees the group", alice, conv, "group after the revocation").await;
+    let refused = laptop.send_text("bob", "from a revoked laptop").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let laptop_in = direct_texts(&laptop.node, "bob", "in");
+    let laptop_in = direct_texts(laptop, "bob", "in");
     assert!(!laptop_in.contains(&"after the revocation".to_owned()), "{laptop_in:?}");
-    assert!(!direct_texts(&laptop.node, "bob", "out")
-        .contains(&"phone after the revocation".to_owned()));
-    assert!(!has_text(&laptop.node, &conv, "group after the revocation").await);
+    assert!(!direct_texts(laptop, "bob", "out").contains(&"phone after the revocation".to_owned()));
+    assert!(!has_text(laptop, conv, "group after the revocation").await);
     if refused.is_ok() {
-        assert!(
-            !direct_texts(&bob.node, "alice", "in").contains(&"from a revoked laptop".to_owned())
-        );
+        assert!(!direct_texts(bob, "alice", "in").contains(&"from a revoked laptop".to_owned()));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_devices_share_conversations_and_revoked_ones_get_nothing_new() {
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let carol = spawn(vec![b.clone()]).await;
+    connect_and_register(&carol, "carol").await;
+    bob.node.send_text("alice", "before the laptop").await.expect("sent");
+    sees_direct(20, "first message", &alice.node, "bob", "in", "before the laptop").await;
+    a_stale_code_is_refused(&alice.node).await;
+    let laptop = link_a_laptop(&alice.node, &bob.node, vec![b]).await;
+    direct_messages_reach_both_devices(&alice.node, &bob.node, &laptop.node).await;
+    let conv =
+        a_group_reaches_both_devices(&alice.node, &bob.node, &carol.node, &laptop.node).await;
+    a_revoked_laptop_gets_nothing_new(&alice.node, &bob.node, &carol.node, &laptop.node, &conv)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
