@@ -4,9 +4,9 @@
 //! verdict; mailbox, sync and link requests to their services; a new connection wakes whatever
 //! waits for that peer.
 
-use kith_protocol::ReceiptKind;
 use kith_protocol::mailbox::{MailItem, MailboxRequest, MailboxResponse, MAX_FETCH};
 use kith_protocol::name::MailboxPeer;
+use kith_protocol::ReceiptKind;
 use kith_protocol::{
     AckStatus, Content, ConversationId, DeliveryAck, Envelope, IdentityPublic, MessageId,
     X25519Secret,
@@ -18,8 +18,8 @@ use tracing::{debug, info, warn};
 use crate::content::{self, Accepted};
 use crate::error::{NodeError, OrWarn};
 use crate::network::Event;
-use crate::services::Services;
 use crate::services::mailbox_client::{parse_addrs, FETCH_INTERVAL};
+use crate::services::Services;
 use crate::views::NewMessage;
 use crate::views::NodeEvent;
 
@@ -55,7 +55,6 @@ impl Services {
 }
 
 impl Services {
-
     pub(crate) async fn inbound_task(self, mut rx: mpsc::Receiver<Event>) {
         let mut batch = Vec::with_capacity(64);
         loop {

@@ -10,11 +10,10 @@ use tracing::{debug, warn};
 
 use crate::error::{NodeError, OrWarn};
 use crate::rules::outbox;
-use crate::services::Services;
 use crate::services::records::{PUBLISHED_AT, REPUBLISH_INTERVAL};
+use crate::services::Services;
 
 impl Services {
-
     pub(crate) async fn maintainer_task(self) {
         // Give bootstrap connections a moment before the first republish.
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -199,7 +199,6 @@ impl Node {
         })
     }
 
-
     /// Claims `name`: fails if it is invalid or held by another identity.
     pub async fn register(&self, name: &str) -> Result<RegisterView, NodeError> {
         self.s.records.register(name).await
@@ -230,7 +229,6 @@ impl Node {
         self.s.records.contacts()
     }
 
-
     /// Sends `text` to `@name` or `#id`. In a direct chat, mentioning people who are not in it
     /// forms a group; in a group, it adds them.
     pub async fn send_to(&self, to: &str, text: &str) -> Result<MessageView, NodeError> {
@@ -254,7 +252,6 @@ impl Node {
         let to = self.s.conversations.target(to)?;
         self.s.conversations.send(&to, content).await
     }
-
 
     /// The history, oldest first: the direct conversation with `with`, or everything.
     pub fn messages(
@@ -311,7 +308,6 @@ impl Node {
         };
         self.s.groups.remove_member(id, &normalize_name(name.trim_start_matches('@'))?).await
     }
-
 
     /// The user's devices, this one first.
     pub async fn devices(&self) -> Result<Vec<DeviceListView>, NodeError> {

@@ -115,7 +115,6 @@ fn without_peer_id(a: &libp2p::Multiaddr) -> String {
 }
 
 impl Devices {
-
     /// Creates a one-time link code for a new device, valid for [`LINK_CODE_TTL_MS`] (needs the
     /// identity key).
     pub(crate) async fn link_start(&self) -> Result<LinkView, NodeError> {

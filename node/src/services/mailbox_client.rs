@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_protocol::mailbox::{MailboxRequest, MailboxResponse};
-use kith_protocol::name::MAX_MAILBOXES;
 use kith_protocol::name::MailboxPeer;
+use kith_protocol::name::MAX_MAILBOXES;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;

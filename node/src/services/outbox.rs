@@ -12,8 +12,8 @@ use tracing::warn;
 
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
-use crate::rules::outbox::{self, Progress};
 use crate::rules;
+use crate::rules::outbox::{self, Progress};
 use crate::store::{OutboxEntry, Status};
 
 /// The outbox service.

@@ -22,8 +22,8 @@ use tracing::{debug, info, warn};
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::rfc3339;
-use crate::rules::{prekeys, trust};
 use crate::rules;
+use crate::rules::{prekeys, trust};
 use crate::store::{Contact, PrekeyEntry};
 use crate::views::{contact_view, ContactView, DeviceView, RegisterView, ResolveView};
 
@@ -82,7 +82,6 @@ impl Records {
 }
 
 impl Records {
-
     /// Creates a prekey if none is current, marks replaced ones, deletes those past their grace
     /// period. Returns whether a new prekey was created.
     pub(crate) fn rotate_prekeys(&self, now: u64) -> Result<bool, NodeError> {

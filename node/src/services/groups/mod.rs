@@ -28,8 +28,8 @@ use tracing::{debug, info, warn};
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::network::Verdict;
-use crate::rules::group::{self as rule, key_of, Adopt, Offer};
 use crate::rules;
+use crate::rules::group::{self as rule, key_of, Adopt, Offer};
 use crate::store::{Direction, GroupMember, GroupState, Status, StoredMessage};
 use crate::views::{self, MessageView, NodeEvent};
 

@@ -6,13 +6,13 @@ use kith_protocol::{Content, ConversationId, VERSION};
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
 
+use super::{verdict, Groups, SYNC_PEERS};
 use crate::error::OrWarn;
 use crate::network::Verdict;
 use crate::rules::group::{self as rule};
 use crate::store::{Direction, GroupState};
 use crate::views::NewMessage;
 use crate::views::{self, NodeEvent};
-use super::{verdict, Groups, SYNC_PEERS};
 
 impl Groups {
     /// Judges a message from a group topic, stores it if valid.
