@@ -3,13 +3,14 @@
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::future::Future;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kith_node::home::Home;
 use kith_node::{Multiaddr, NodeError};
 use kith_protocol::identity::MAX_DEVICE_LABEL;
+use kith_protocol::message::MAX_TEXT;
 use serde_json::{json, Value};
 
 use crate::client::{shell_quote, ApiError, Client};
@@ -156,7 +157,11 @@ pub fn resolve(home: &Home, name: &str, json: bool) -> Result<()> {
 /// `kith send TARGET TEXT...`; `wait` is the `--timeout` of `--wait`, in seconds.
 pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bool) -> Result<()> {
     let target = Target::parse(to)?;
-    let text = words.join(" ");
+    let text = match words {
+        [] => read_message(&mut io::stdin().lock(), io::stdin().is_terminal())?,
+        [dash] if dash == "-" => read_message(&mut io::stdin().lock(), false)?,
+        _ => words.join(" "),
+    };
     if text.trim().is_empty() {
         bail!("the message is empty");
     }
@@ -189,6 +194,13 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
         eprintln!(
             "mentioning someone who is not in your chat with @{name} started the group \
              #{short} ({members}); see it with `kith messages '#{short}'`"
+        );
+    }
+    for n in answer.get("not_invited").and_then(Value::as_array).into_iter().flatten() {
+        eprintln!(
+            "@{} was not invited: {}",
+            field(n, "name").unwrap_or("?"),
+            field(n, "reason").unwrap_or("the name does not resolve")
         );
     }
     let mut status = answer.get("status").and_then(Value::as_str).unwrap_or("queued").to_owned();
@@ -227,6 +239,31 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
         emit_json(&answer)?;
     }
     Ok(())
+}
+
+/// Reads a message from standard input: at most [`MAX_TEXT`] bytes of UTF-8, one trailing
+/// newline dropped. A terminal is refused (the user forgot the text, or a pipe).
+fn read_message(input: &mut impl Read, terminal: bool) -> Result<String> {
+    if terminal {
+        bail!("no message: give the text after the name, or pipe it on standard input");
+    }
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_TEXT as u64 + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read the message from standard input")?;
+    if bytes.len() > MAX_TEXT {
+        bail!("the message on standard input is over the limit of {MAX_TEXT} bytes");
+    }
+    let mut text =
+        String::from_utf8(bytes).context("the message on standard input is not UTF-8 text")?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// The conversation id of message `id` if it went to a group (its `to` is `#<group id>`).
@@ -729,6 +766,18 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_read_from_standard_input_within_its_limit() {
+        let read = |input: &[u8]| read_message(&mut &input[..], false).map_err(|e| e.to_string());
+        assert_eq!(read(b"hello\nworld\n").as_deref(), Ok("hello\nworld"));
+        assert_eq!(read(b"crlf\r\n").as_deref(), Ok("crlf"));
+        assert_eq!(read(&vec![b'a'; MAX_TEXT]).map(|t| t.len()), Ok(MAX_TEXT));
+        assert!(read(&vec![b'a'; MAX_TEXT + 1]).unwrap_err().contains("over the limit"));
+        assert!(read(&[0xff, 0xfe]).unwrap_err().contains("not UTF-8"));
+        let terminal = read_message(&mut &b""[..], true).expect_err("a terminal").to_string();
+        assert!(terminal.contains("pipe it on standard input"), "{terminal}");
+    }
 
     #[test]
     fn names_accept_an_at_sign_and_are_normalized() {

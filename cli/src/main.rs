@@ -140,13 +140,16 @@ enum Command {
     /// the new group's id is shown on standard error); in a group, it adds them to the group.
     ///
     /// The message is stored in the outbox and delivered in the background, also later if the
-    /// recipient is offline now. Put `--` before a text that starts with '-'.
+    /// recipient is offline now. Put `--` before a text that starts with '-'. Mentioned names
+    /// that do not resolve invite no one: a line on standard error says which, and why.
     Send {
         /// The recipient: @NAME, or '#ID' for a group
         #[arg(value_name = "TARGET")]
         to: String,
-        /// The text; several words are joined with single spaces
-        #[arg(value_name = "TEXT", required = true, num_args = 1..)]
+        /// The text; several words are joined with single spaces. Without TEXT, or with `-`,
+        /// the message is read from standard input (at most 4,096 bytes; one trailing newline is
+        /// dropped)
+        #[arg(value_name = "TEXT", num_args = 0..)]
         text: Vec<String>,
         /// Wait until a device of the recipient acknowledged the message (group messages are
         /// not acknowledged: for them this does not wait)

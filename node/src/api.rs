@@ -197,11 +197,13 @@ async fn send(
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
-    let m = s.node.send_to(&b.to, &b.text).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": m.id, "conversation": m.conversation, "status": m.status })),
-    ))
+    let sent = s.node.send_message(&b.to, &b.text).await?;
+    let m = &sent.message;
+    let mut answer = json!({ "id": m.id, "conversation": m.conversation, "status": m.status });
+    if !sent.not_invited.is_empty() {
+        answer["not_invited"] = json!(sent.not_invited);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 #[derive(Deserialize)]

@@ -202,7 +202,16 @@ impl Home {
 
     /// The API bearer token.
     pub fn api_token(&self) -> Result<String, NodeError> {
-        Ok(self.read_text(TOKEN)?.trim().to_owned())
+        let token = self.read_text(TOKEN)?.trim().to_owned();
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NodeError::Corrupt {
+                path: self.dir.join(TOKEN),
+                what: "not an API token (64 hex digits); delete the file and run `kith init` \
+                       again, or write 64 hex digits into it"
+                    .into(),
+            });
+        }
+        Ok(token)
     }
 
     /// Records the address the API listens on.
@@ -290,6 +299,20 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(home.api_token().expect("token").len(), 64);
+    }
+
+    #[test]
+    fn a_junk_api_token_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(dir.path());
+        home.init("x", 1).expect("init");
+        for junk in ["", "secret", &"g".repeat(64), &"a".repeat(63)] {
+            fs::write(dir.path().join(TOKEN), junk).expect("write");
+            let err = home.api_token().expect_err("junk token").to_string();
+            assert!(err.contains("not an API token"), "{err}");
+        }
+        fs::write(dir.path().join(TOKEN), format!("{}\n", "aB".repeat(32))).expect("write");
+        assert_eq!(home.api_token().expect("64 hex digits"), "aB".repeat(32));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use crate::services::records::{
 };
 pub use crate::views::{
     ContactView, ConversationView, DeviceView, MessageView, NodeEvent, RegisterView, RejectedView,
-    ResolveView, StatusView,
+    ResolveView, SentView, StatusView,
 };
 
 /// Capacity of the event broadcast to API subscribers; a slower subscriber misses events.
@@ -232,10 +232,17 @@ impl Node {
     /// Sends `text` to `@name` or `#id`. In a direct chat, mentioning people who are not in it
     /// forms a group; in a group, it adds them.
     pub async fn send_to(&self, to: &str, text: &str) -> Result<MessageView, NodeError> {
+        Ok(self.send_message(to, text).await?.message)
+    }
+
+    /// Like [`Node::send_to`], and tells which mentioned people could not be invited (their
+    /// name does not resolve now) and why.
+    pub async fn send_message(&self, to: &str, text: &str) -> Result<SentView, NodeError> {
         check_text(text)?;
         let to = self.s.conversations.target(to)?;
         if mentions(text).is_empty() {
-            return self.s.conversations.send(&to, text_content(text)).await;
+            let message = self.s.conversations.send(&to, text_content(text)).await?;
+            return Ok(SentView { message, not_invited: Vec::new() });
         }
         self.s.conversations.send_mentioning(to, text).await
     }

@@ -152,6 +152,24 @@ pub struct ConversationView {
     pub active: bool,
 }
 
+/// A message just sent, and the people its text mentioned who could not be invited.
+#[derive(Clone, Debug, Serialize)]
+pub struct SentView {
+    /// The message.
+    pub message: MessageView,
+    /// Mentions that did not become invitations (the name does not resolve now).
+    pub not_invited: Vec<NotInvitedView>,
+}
+
+/// A mention that did not become an invitation.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NotInvitedView {
+    /// The name mentioned.
+    pub name: String,
+    /// Why it was not invited (the name is not registered, the DHT did not answer, ...).
+    pub reason: String,
+}
+
 /// A newly stored incoming message.
 #[derive(Debug)]
 pub(crate) struct NewMessage {

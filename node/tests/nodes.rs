@@ -148,6 +148,20 @@ async fn unknown_and_invalid_names_are_clear_errors() {
     );
 }
 
+/// A mention that does not resolve is not dropped silently: the sender learns who was not
+/// invited and why, and the message still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mentions_that_do_not_resolve_are_reported() {
+    let (_boot, alice, _bob) = network().await;
+    let sent = alice.node.send_message("bob", "hi, meet @nobody-here").await.expect("sent");
+    assert_eq!(sent.not_invited.len(), 1, "{:?}", sent.not_invited);
+    assert_eq!(sent.not_invited[0].name, "nobody-here");
+    assert!(sent.not_invited[0].reason.contains("no one has registered"), "{:?}", sent.not_invited);
+    assert!(!sent.message.to.starts_with('#'), "no group formed: {}", sent.message.to);
+    let plain = alice.node.send_message("bob", "no mentions").await.expect("sent");
+    assert!(plain.not_invited.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_history_and_outbox_delivers_once() {
     let (boot, alice, bob) = network().await;

@@ -61,7 +61,12 @@ impl LinkCode {
         let bytes = bs58::decode(body)
             .into_vec()
             .map_err(|e| DecodeError::Invalid(format!("link code is damaged: {e}")))?;
-        let code: LinkCode = codec::from_slice(&bytes, MAX_LINK_CODE)?;
+        let code: LinkCode = codec::from_slice(&bytes, MAX_LINK_CODE).map_err(|e| match e {
+            DecodeError::Malformed(_) => DecodeError::Invalid(
+                "this is not a link code: copy the whole code that `kith device link` shows".into(),
+            ),
+            other => other,
+        })?;
         crate::check_version(code.v)?;
         if code.addrs.len() > MAX_LINK_ADDRS {
             return Err(DecodeError::Invalid(format!("more than {MAX_LINK_ADDRS} addresses")));
@@ -225,6 +230,10 @@ mod tests {
         damaged.truncate(text.len() - 3);
         assert!(LinkCode::parse(&damaged).is_err());
         assert!(LinkCode::parse("hello").is_err());
+        // Valid base58 after the prefix, but not an encoded code: a clear error, not CBOR's.
+        let junk = format!("{LINK_CODE_PREFIX}{}", bs58::encode([1u8, 2, 3]).into_string());
+        let e = LinkCode::parse(&junk).expect_err("not a code").to_string();
+        assert!(e.contains("this is not a link code"), "{e}");
         assert!(LinkCode::parse(&"kithlink1".repeat(200)).is_err());
     }
 

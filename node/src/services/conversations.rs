@@ -7,7 +7,7 @@ use tracing::debug;
 use crate::ctx::Ctx;
 use crate::error::NodeError;
 use crate::store::{Direction, Status};
-use crate::views::{self, ConversationView, MessageView};
+use crate::views::{self, ConversationView, MessageView, NotInvitedView, SentView};
 
 /// Most messages one history request returns.
 pub const MAX_HISTORY: usize = 10_000;
@@ -252,14 +252,17 @@ impl Conversations {
     }
 
     /// Sends `text` to a conversation. In a direct chat, mentioning people who are not in it
-    /// forms a group; in a group, it adds them.
+    /// forms a group; in a group, it adds them. Mentions that do not resolve are reported, with
+    /// why, in [`SentView::not_invited`].
     pub(crate) async fn send_mentioning(
         &self,
         to: Conversation,
         text: &str,
-    ) -> Result<MessageView, NodeError> {
+    ) -> Result<SentView, NodeError> {
         let named = mentions(text);
-        match to {
+        let body = || Content::Text(Text { body: text.to_owned() });
+        let mut not_invited = Vec::new();
+        let message = match to {
             Conversation::Direct(name) => {
                 let me = self.ctx.name();
                 let others: Vec<String> =
@@ -269,20 +272,18 @@ impl Conversations {
                     match r {
                         Ok(r) if r.user_id != self.ctx.user_id() => invited.push(r),
                         Ok(_) => {}
-                        Err(e) => debug!(name = %n, "mention does not resolve: {e}"),
+                        Err(e) => {
+                            not_invited.push(NotInvitedView { name: n, reason: e.to_string() })
+                        }
                     }
                 }
                 if invited.is_empty() {
-                    return self
-                        .send(
-                            &Conversation::Direct(name),
-                            Content::Text(Text { body: text.to_owned() }),
-                        )
-                        .await;
+                    self.send(&Conversation::Direct(name), body()).await?
+                } else {
+                    let peer = self.records.resolve_record(&name).await?;
+                    let g = self.groups.form_group(&peer, &invited).await?;
+                    self.groups.post(&g, body()).await?
                 }
-                let peer = self.records.resolve_record(&name).await?;
-                let g = self.groups.form_group(&peer, &invited).await?;
-                self.groups.post(&g, Content::Text(Text { body: text.to_owned() })).await
             }
             Conversation::Group(id) => {
                 let mut g = self.groups.group_state(&id)?;
@@ -300,15 +301,21 @@ impl Conversations {
                     match r {
                         Ok(r) if !g.members.iter().any(|m| m.user == r.user_id.0) => new.push(r),
                         Ok(_) => {}
-                        Err(e) => debug!(name = %n, "mention does not resolve: {e}"),
+                        Err(e) => {
+                            not_invited.push(NotInvitedView { name: n, reason: e.to_string() })
+                        }
                     }
                 }
                 if !new.is_empty() {
                     g = self.groups.change_members(g, &new, &[]).await?;
                 }
-                self.groups.post(&g, Content::Text(Text { body: text.to_owned() })).await
+                self.groups.post(&g, body()).await?
             }
+        };
+        for n in &not_invited {
+            debug!(name = %n.name, "mention does not resolve: {}", n.reason);
         }
+        Ok(SentView { message, not_invited })
     }
 }
 
