@@ -231,6 +231,9 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
                 }
                 reason = message.get("pending_reason").and_then(Value::as_str).map(str::to_owned);
             }
+            if !json {
+                eprintln!("{status}: every device of {target} acknowledged it");
+            }
         }
         None => {}
     }

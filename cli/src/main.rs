@@ -151,8 +151,9 @@ enum Command {
         /// dropped)
         #[arg(value_name = "TEXT", num_args = 0..)]
         text: Vec<String>,
-        /// Wait until a device of the recipient acknowledged the message (group messages are
-        /// not acknowledged: for them this does not wait)
+        /// Wait until every device of the recipient acknowledged the message (directly, or
+        /// through a mailbox's delivery receipt), then say so on standard error; group messages
+        /// are not acknowledged: for them this does not wait
         #[arg(long)]
         wait: bool,
         /// How long --wait waits before giving up (the message stays queued)

@@ -50,6 +50,13 @@ fn three_daemons_deliver_direct_and_queued_messages() {
     // Both online: delivered while `send --wait` waits.
     let out = alice.kith(&["send", "@bob", "hello", "bob", "--wait", "--timeout", "60"]).ok();
     assert!(is_message_id(out.stdout.trim()), "send printed {:?}", out.stdout);
+    assert!(out.stderr.contains("delivered: every device of @bob acknowledged it"), "{out:?}");
+    // The text can come from standard input.
+    let out = alice.kith_input(&["send", "@bob"], "from a pipe\nsecond line\n").ok();
+    assert!(is_message_id(out.stdout.trim()), "send printed {:?}", out.stdout);
+    wait_until("bob to list the piped message", Duration::from_secs(20), || {
+        with_text(&bob.messages(&[])?, "from a pipe\nsecond line").first().map(|_| ())
+    });
     wait_until("bob to list 'hello bob' from alice", Duration::from_secs(20), || {
         let list = bob.messages(&[])?;
         let found = with_text(&list, "hello bob");
@@ -121,8 +128,10 @@ fn invalid_names_are_refused_with_the_rule() {
 #[test]
 fn usage_errors_exit_2_and_help_explains() {
     let dir = TempDir::new().expect("tempdir");
-    let out = kith(dir.path(), &["send", "@bob"]);
+    let out = kith(dir.path(), &["send"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // Without TEXT the message comes from standard input; an empty one is refused.
+    kith(dir.path(), &["send", "@bob"]).fails_with("the message is empty");
     let help = kith(dir.path(), &["daemon", "--help"]).ok().stdout;
     assert!(help.contains("127.0.0.1:0") && help.contains("--bootstrap"), "{help}");
     let help = kith(dir.path(), &["--help"]).ok().stdout;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -71,14 +71,26 @@ impl Output {
 
 /// Runs `kith --home HOME ARGS...`, killing it if it takes longer than [`COMMAND_TIMEOUT`].
 pub fn kith(home: &Path, args: &[&str]) -> Output {
+    kith_with(home, args, None)
+}
+
+/// [`kith`] with `input` on its standard input.
+pub fn kith_input(home: &Path, args: &[&str], input: &str) -> Output {
+    kith_with(home, args, Some(input))
+}
+
+fn kith_with(home: &Path, args: &[&str], input: Option<&str>) -> Output {
     let what = format!("kith {}", args.join(" "));
     let mut child = command(home)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("writing to {what}: {e}"));
+    }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + COMMAND_TIMEOUT;
@@ -210,6 +222,11 @@ impl Node {
 
     pub fn kith(&self, args: &[&str]) -> Output {
         kith(&self.home(), args)
+    }
+
+    /// `kith` on this node's home with `input` on standard input.
+    pub fn kith_input(&self, args: &[&str], input: &str) -> Output {
+        kith_input(&self.home(), args, input)
     }
 
     /// `kith status --json`, or `None` if it fails.
