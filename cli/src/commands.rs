@@ -204,6 +204,12 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
         );
     }
     let mut status = answer.get("status").and_then(Value::as_str).unwrap_or("queued").to_owned();
+    if status == "waiting" {
+        eprintln!(
+            "{target} does not resolve yet (not registered, or not found now): the message waits \
+             and is retried for 7 days; `kith cancel {id}` withdraws it"
+        );
+    }
     let mut reason: Option<String> = None;
     match wait {
         Some(_) if group.is_some() => eprintln!(
@@ -288,8 +294,27 @@ fn undelivered_reason(to: &str, status: &str, last_error: Option<&str>) -> Strin
         "stored" => {
             format!("{to}'s mailbox holds it until one of their devices fetches it; {later}")
         }
+        "waiting" => format!(
+            "{to} does not resolve yet{why}; the message stays stored and is sent once the name \
+             resolves (for 7 days)"
+        ),
         other => format!("its status is {other:?}{why}; {later}"),
     }
+}
+
+/// `kith cancel MESSAGE_ID`.
+pub fn cancel(home: &Home, id: &str, json: bool) -> Result<()> {
+    let id = id.trim().to_ascii_lowercase();
+    if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("invalid message id {id:?}: 32 hex digits, as `kith send` printed it");
+    }
+    let answer = Client::from_home(home)?
+        .post(&format!("/v1/messages/{id}/cancel"), &json!({}))
+        .with_context(|| format!("cannot cancel message {id}"))?;
+    if json {
+        return emit_json(&answer);
+    }
+    emit(format_args!("cancelled {id}"))
 }
 
 /// `kith messages [@NAME|#ID]`.

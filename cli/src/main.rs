@@ -70,6 +70,20 @@ enum Command {
         json: bool,
     },
 
+    /// Withdraw a message you sent that is not delivered yet
+    ///
+    /// Stops every delivery still pending (or, for a message waiting for its recipient's name
+    /// to resolve, the lookups); the message shows as `cancelled`. Devices that already have it
+    /// keep it. MESSAGE_ID is the id `kith send` printed (32 hex digits).
+    Cancel {
+        /// The message id
+        #[arg(value_name = "MESSAGE_ID")]
+        id: String,
+        /// Print the cancelled message as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Mark a conversation read, on this device and on your other devices
     Read {
         /// @NAME, or '#ID' for a group
@@ -367,6 +381,7 @@ fn main() -> ExitCode {
         }
         Command::Device { command: DeviceCommand::List { json } } => devices::list(&home, json),
         Command::Read { with, json } => devices::read(&home, &with, json),
+        Command::Cancel { id, json } => commands::cancel(&home, &id, json),
         Command::Device { command: DeviceCommand::Revoke { peer_id, json } } => {
             devices::revoke(&home, &peer_id, json)
         }

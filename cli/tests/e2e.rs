@@ -45,7 +45,7 @@ fn three_daemons_deliver_direct_and_queued_messages() {
     });
     assert_eq!(record["user_id"], bob_user.as_str(), "{record}");
 
-    alice.kith(&["send", "@nobody-here", "hi"]).fails_with("nobody-here");
+    waiting_messages_are_delivered_or_cancelled(&alice, &boot_addr);
 
     // Both online: delivered while `send --wait` waits.
     let out = alice.kith(&["send", "@bob", "hello", "bob", "--wait", "--timeout", "60"]).ok();
@@ -87,6 +87,34 @@ fn three_daemons_deliver_direct_and_queued_messages() {
     // Nothing was delivered twice meanwhile.
     let list = bob.messages(&[]).expect("bob's messages");
     assert_eq!(with_text(&list, "while you were away").len(), 1, "{list}");
+}
+
+/// A message to a name nobody holds yet is accepted and waits: `kith cancel` withdraws one, and
+/// another is delivered once its name is registered.
+fn waiting_messages_are_delivered_or_cancelled(alice: &Node, boot_addr: &str) {
+    let out = alice.kith(&["send", "@nobody-here", "hi"]).ok();
+    let id = out.stdout.trim().to_owned();
+    assert!(out.stderr.contains("@nobody-here does not resolve yet"), "{out:?}");
+    let shown = alice.kith(&["cancel", &id]).ok();
+    assert_eq!(shown.stdout.trim(), format!("cancelled {id}"));
+    alice.kith(&["cancel", &id]).fails_with("nothing is left to cancel");
+
+    let out = alice.kith(&["send", "@carol", "registered later"]).ok();
+    let id = out.stdout.trim().to_owned();
+    let mut carol = Node::init("carol");
+    carol.start(Some(boot_addr));
+    wait_until("carol to connect to a peer", START_TIMEOUT, || {
+        carol.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+    });
+    carol.register("carol");
+    wait_until("the waiting message to be delivered", Duration::from_secs(90), || {
+        let list = alice.messages(&["@carol"])?;
+        let m = list.as_array()?.iter().find(|m| m["id"] == id.as_str())?.clone();
+        matches!(m["status"].as_str(), Some("delivered" | "read")).then_some(())
+    });
+    let list = carol.messages(&[]).expect("carol's messages");
+    assert_eq!(with_text(&list, "registered later").len(), 1, "{list}");
+    carol.stop();
 }
 
 #[test]

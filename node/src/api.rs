@@ -103,6 +103,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/resolve/{name}", get(resolve))
         .route("/v1/messages", get(messages).post(send))
         .route("/v1/messages/{id}", get(message))
+        .route("/v1/messages/{id}/cancel", post(cancel))
         .route("/v1/contacts", get(contacts))
         .route("/v1/trust", post(trust))
         .route("/v1/events", get(events))
@@ -224,6 +225,10 @@ async fn message(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(s.node.message(&id)?))
+}
+
+async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.cancel(&id).await?))
 }
 
 async fn contacts(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {

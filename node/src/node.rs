@@ -275,6 +275,12 @@ impl Node {
         self.s.conversations.mark_read(with).await
     }
 
+    /// Withdraws an outgoing message not yet delivered to every device (or still waiting for its
+    /// recipient's name to resolve): it is `cancelled` and no further delivery is tried.
+    pub async fn cancel(&self, id: &str) -> Result<MessageView, NodeError> {
+        self.s.messaging.cancel(id).await
+    }
+
     /// One message by id (32 hex digits).
     pub fn message(&self, id: &str) -> Result<MessageView, NodeError> {
         self.s.conversations.message(id)

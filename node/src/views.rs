@@ -225,6 +225,11 @@ pub(crate) fn pending_reason(store: &Store, m: &StoredMessage) -> Option<String>
         return None;
     }
     let entry = store.outbox_entry(&m.id).ok().flatten()?;
+    if let Some(w) = &entry.waiting {
+        let why = w.last_error.as_deref().unwrap_or("not looked up yet");
+        let until = rfc3339(w.since.saturating_add(crate::rules::outbox::WAITING_LIMIT_MS));
+        return Some(format!("waiting for @{}: {why} (retried until {until})", w.name));
+    }
     entry.targets.iter().filter(|t| !t.done).find_map(|t| t.last_error.clone())
 }
 
@@ -239,7 +244,10 @@ pub(crate) fn view(
     let group = m.is_group();
     let (from, to) = match m.direction {
         _ if group => (show(&m.sender), format!("#{}", ConversationId(m.conversation))),
-        Direction::Out => (show(&me), show(&m.peer)),
+        Direction::Out => match &m.waiting_for {
+            Some(name) => (show(&me), name.clone()),
+            None => (show(&me), show(&m.peer)),
+        },
         Direction::In => (show(&m.sender), show(&me)),
     };
     MessageView {

@@ -139,13 +139,43 @@ async fn register_resolve_send_and_ack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_invalid_names_are_clear_errors() {
     let (_boot, alice, _bob) = network().await;
-    assert!(matches!(alice.node.send_text("nobody", "hi").await, Err(NodeError::NameNotFound(_))));
     assert!(matches!(alice.node.register("A B").await, Err(NodeError::InvalidName(_))));
-    assert_eq!(
-        alice.node.status().await.expect("status").outbox,
-        0,
-        "nothing queued for unknown names"
-    );
+    assert!(matches!(alice.node.send_text("A B", "hi").await, Err(NodeError::InvalidName(_))));
+    // A name no one has registered (yet) is not refused: the message waits, and says why.
+    let waiting = alice.node.send_text("nobody", "hi").await.expect("accepted");
+    assert_eq!((waiting.status, waiting.to.as_str()), ("waiting", "nobody"));
+    let shown = alice.node.message(&waiting.id).expect("stored");
+    let reason = shown.pending_reason.unwrap_or_default();
+    assert!(reason.starts_with("waiting for @nobody: no one has registered"), "{reason}");
+    let history = alice.node.messages(Some("nobody"), 10).expect("history");
+    assert_eq!(history.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [waiting.id.as_str()]);
+    assert_eq!(alice.node.status().await.expect("status").outbox, 1);
+    // Withdrawn: nothing is left to deliver, and it cannot be withdrawn twice.
+    let cancelled = alice.node.cancel(&waiting.id).await.expect("cancelled");
+    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(alice.node.status().await.expect("status").outbox, 0);
+    assert!(matches!(alice.node.cancel(&waiting.id).await, Err(NodeError::NotAllowed(_))));
+}
+
+/// A message to a name that nobody holds yet is accepted, waits, and is delivered once the
+/// name is registered (same id, now in the conversation with its holder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_name_registered_later_is_delivered() {
+    let (boot, alice, _bob) = network().await;
+    let sent = alice.node.send_text("carol", "see you soon").await.expect("accepted");
+    assert_eq!(sent.status, "waiting");
+    let carol = spawn(vec![addr(&boot.node).await]).await;
+    connect_and_register(&carol, "carol").await;
+    eventually(90, "the waiting message to be delivered", || async {
+        delivered(&alice.node, &sent.id).await.then_some(())
+    })
+    .await;
+    let got = carol.node.messages(Some("alice"), 10).expect("history");
+    assert_eq!(got.iter().filter(|m| m.text.as_deref() == Some("see you soon")).count(), 1);
+    let mine = alice.node.messages(Some("carol"), 10).expect("history");
+    assert_eq!(mine.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [sent.id.as_str()]);
+    assert_eq!(mine[0].to, "carol");
+    assert_eq!(alice.node.status().await.expect("status").outbox, 0);
 }
 
 /// A mention that does not resolve is not dropped silently: the sender learns who was not

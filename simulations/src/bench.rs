@@ -503,6 +503,7 @@ fn history(base: &std::path::Path) -> Result<f64> {
             stored_at: 1_700_000_000_000 + i,
             status: Status::Received,
             raw: vec![0; 200],
+            waiting_for: None,
         })?;
     }
     let mut times = Vec::new();

@@ -5,7 +5,7 @@ use kith_protocol::{Content, IdentityPublic};
 
 use crate::services::Services;
 
-/// Receives a group state sent by `sender`.
-pub(crate) fn receive(s: &Services, sender: &IdentityPublic, content: &Content) {
-    s.groups.on_group_state(sender, content);
+/// Receives a group state sent by `sender` at `sent_at` (by its clock).
+pub(crate) fn receive(s: &Services, sender: &IdentityPublic, content: &Content, sent_at: u64) {
+    s.groups.on_group_state(sender, content, sent_at);
 }

@@ -171,6 +171,7 @@ mod tests {
                 created_at: 0,
                 mailboxes: vec![],
                 in_history: true,
+                waiting: None,
             };
             let mut owed: BTreeSet<u8> = (1..=n).collect();
             let mut held: BTreeSet<u8> = BTreeSet::new();

@@ -2,12 +2,18 @@
 //! what an attempt's result, a delivery receipt or a new device list changes. The node runs
 //! them; tests and the simulator can too.
 
-use crate::store::{DeviceTarget, OutboxEntry};
+use crate::store::{DeviceTarget, OutboxEntry, Waiting};
 
 /// Delay after the first failed attempt.
 pub const BASE_BACKOFF_MS: u64 = 1_000;
 /// Longest delay between attempts.
 pub const MAX_BACKOFF_MS: u64 = 60_000;
+/// How long a message to a name that does not resolve is kept trying (then it fails).
+pub const WAITING_LIMIT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Longest delay between two lookups of a name that does not resolve.
+pub const MAX_LOOKUP_BACKOFF_MS: u64 = 10 * 60 * 1000;
+/// A new connection makes a waiting name's lookup due, but no sooner than this after the last.
+pub const MIN_LOOKUP_GAP_MS: u64 = 5_000;
 
 /// The delay before attempt `attempts + 1`: doubling from [`BASE_BACKOFF_MS`] up to
 /// [`MAX_BACKOFF_MS`], plus up to 25 % jitter (`jitter` in `[0, 1)`) so that many senders do not
@@ -65,9 +71,58 @@ pub fn complete(entry: &OutboxEntry) -> bool {
     entry.targets.iter().all(|t| t.done)
 }
 
-/// The earliest time any pending target is due, if any is pending.
+/// The earliest time any pending target (or the lookup of a waiting name) is due, if any.
 pub fn next_due(entry: &OutboxEntry) -> Option<u64> {
-    entry.targets.iter().filter(|t| !t.done).map(|t| t.next_at).min()
+    let targets = entry.targets.iter().filter(|t| !t.done).map(|t| t.next_at);
+    targets.chain(entry.waiting.as_ref().map(|w| w.next_at)).min()
+}
+
+/// Whether the recipient's name of a waiting entry is due for a lookup at `now`.
+pub fn lookup_due(entry: &OutboxEntry, now: u64) -> bool {
+    entry.waiting.as_ref().is_some_and(|w| w.next_at <= now)
+}
+
+/// What to do after a lookup of a waiting name failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Try again at the entry's new `next_at`.
+    Retry,
+    /// [`WAITING_LIMIT_MS`] passed since the message was queued: it fails.
+    GiveUp,
+}
+
+/// Records a failed lookup that started at `started` and ended at `now`: the next one waits
+/// twice as long as the last (from [`BASE_BACKOFF_MS`] up to [`MAX_LOOKUP_BACKOFF_MS`], plus
+/// up to 25 % jitter), until [`WAITING_LIMIT_MS`] after the message was queued.
+pub fn lookup_failed(
+    w: &mut Waiting,
+    error: String,
+    started: u64,
+    now: u64,
+    jitter: f64,
+) -> Lookup {
+    w.attempts = w.attempts.saturating_add(1);
+    w.last_try = started;
+    w.last_error = Some(error);
+    if now >= w.since.saturating_add(WAITING_LIMIT_MS) {
+        return Lookup::GiveUp;
+    }
+    let base =
+        BASE_BACKOFF_MS.saturating_mul(1u64 << w.attempts.min(20)).min(MAX_LOOKUP_BACKOFF_MS);
+    w.next_at = now + base + (base as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as u64;
+    Lookup::Retry
+}
+
+/// A peer connected: the network may now reach the name's record, so look it up soon (but not
+/// sooner than [`MIN_LOOKUP_GAP_MS`] after the last lookup). Whether anything changed.
+pub fn lookup_on_connect(entry: &mut OutboxEntry, now: u64) -> bool {
+    let Some(w) = entry.waiting.as_mut() else { return false };
+    let soon = now.max(w.last_try.saturating_add(MIN_LOOKUP_GAP_MS));
+    if soon < w.next_at {
+        w.next_at = soon;
+        return true;
+    }
+    false
 }
 
 /// The result of one delivery attempt to one device.
@@ -191,6 +246,7 @@ mod tests {
             created_at: 0,
             mailboxes: vec![],
             in_history: true,
+            waiting: None,
         };
         assert_eq!(due(&e, 0), vec![0, 1]);
         record_attempt(&mut e.targets[0], Ok(()), 0, 0.0);
@@ -213,6 +269,7 @@ mod tests {
             created_at: 0,
             mailboxes: vec![],
             in_history: true,
+            waiting: None,
         }
     }
 
@@ -249,5 +306,50 @@ mod tests {
         let mut e = entry(vec![target(3)]);
         assert_eq!(keep_devices(&mut e, &[[1; 32]]), Progress::Empty);
         assert!(e.targets.is_empty());
+    }
+
+    fn waiting(since: u64) -> Waiting {
+        Waiting {
+            name: "carol".into(),
+            since,
+            attempts: 0,
+            last_try: 0,
+            next_at: since,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_looked_up_with_backoff_for_a_week() {
+        let mut e = entry(vec![]);
+        e.waiting = Some(waiting(1_000));
+        assert!(lookup_due(&e, 1_000));
+        let w = e.waiting.as_mut().expect("waiting");
+        assert_eq!(lookup_failed(w, "not found".into(), 1_000, 1_500, 0.0), Lookup::Retry);
+        assert_eq!(w.next_at, 1_500 + 2_000);
+        for _ in 0..30 {
+            assert_eq!(lookup_failed(w, "not found".into(), 1_500, 1_500, 0.0), Lookup::Retry);
+        }
+        assert_eq!(w.next_at, 1_500 + MAX_LOOKUP_BACKOFF_MS, "capped");
+        assert_eq!(next_due(&e), Some(1_500 + MAX_LOOKUP_BACKOFF_MS));
+        let w = e.waiting.as_mut().expect("waiting");
+        let late = 1_000 + WAITING_LIMIT_MS;
+        assert_eq!(lookup_failed(w, "not found".into(), late, late, 0.0), Lookup::GiveUp);
+        assert_eq!(w.last_error.as_deref(), Some("not found"));
+    }
+
+    #[test]
+    fn a_new_connection_brings_the_lookup_forward_but_not_too_often() {
+        let mut e = entry(vec![]);
+        let mut w = waiting(0);
+        w.last_try = 10_000;
+        w.next_at = 600_000;
+        e.waiting = Some(w);
+        assert!(lookup_on_connect(&mut e, 12_000));
+        assert_eq!(e.waiting.as_ref().map(|w| w.next_at), Some(15_000), "5 s after the last");
+        assert!(!lookup_on_connect(&mut e, 13_000), "already due then");
+        assert!(!lookup_on_connect(&mut e, 14_000));
+        let mut plain = entry(vec![target(1)]);
+        assert!(!lookup_on_connect(&mut plain, 0));
     }
 }

@@ -37,6 +37,16 @@ pub fn mentions(text: &str) -> Vec<String> {
     out
 }
 
+/// Whether a send to a name that failed to resolve with `e` is kept until the name resolves:
+/// a name not registered yet, a DHT or network that did not answer. A changed key is not (the
+/// user must check it first), nor is anything else.
+fn waits(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::NameNotFound(_) | NodeError::Dht(_) | NodeError::Network(_) | NodeError::Busy(_)
+    )
+}
+
 /// The conversations service.
 #[derive(Clone, Debug)]
 pub(crate) struct Conversations {
@@ -153,7 +163,8 @@ impl Conversations {
             .collect())
     }
 
-    /// The conversation id of `@name` or `#id`; `None` for a name never talked to.
+    /// The conversation id of `@name` or `#id`; for a name never talked to, the placeholder
+    /// conversation of messages waiting for it to resolve.
     pub(crate) fn conversation_of(&self, with: &str) -> Result<Option<[u8; 16]>, NodeError> {
         if with.trim().starts_with('#') {
             return Ok(Some(match self.target(with)? {
@@ -167,7 +178,10 @@ impl Conversations {
             }));
         }
         let name = normalize_name(with.trim().trim_start_matches('@'))?;
-        let Some(c) = self.ctx.store.contact(&name)? else { return Ok(None) };
+        // Someone never talked to: only messages waiting for the name to resolve, if any.
+        let Some(c) = self.ctx.store.contact(&name)? else {
+            return Ok(Some(super::messaging::waiting_conversation(&name)));
+        };
         Ok(Some(ConversationId::direct(&self.ctx.user_id(), &UserId(c.user_id)).0))
     }
 
@@ -175,7 +189,9 @@ impl Conversations {
     /// devices; returns how many messages became read here.
     pub(crate) async fn mark_read(&self, with: &str) -> Result<usize, NodeError> {
         let Some(conv) = self.conversation_of(with)? else { return Ok(0) };
-        let until = self.ctx.store.messages(Some(&conv), 1)?.last().map_or(0, |m| m.sent_at);
+        let Some(until) = self.ctx.store.messages(Some(&conv), 1)?.last().map(|m| m.sent_at) else {
+            return Ok(0);
+        };
         let n = self.mark_read_here(&conv, until)?;
         self.ctx.store.flush().await?;
         self.messaging
@@ -235,10 +251,12 @@ impl Conversations {
         content: Content,
     ) -> Result<MessageView, NodeError> {
         match to {
-            Conversation::Direct(name) => {
-                let record = self.records.resolve_record(name).await?;
-                self.messaging.queue(&record, content, true).await
-            }
+            Conversation::Direct(name) => match self.records.resolve_record(name).await {
+                Ok(record) => self.messaging.queue(&record, content, true).await,
+                // Not found yet, or not reachable now: stored, and delivered once it resolves.
+                Err(e) if waits(&e) => self.messaging.queue_waiting(name, content, &e).await,
+                Err(e) => Err(e),
+            },
             Conversation::Group(id) => {
                 let g = self.groups.group_state(id)?;
                 if !g.active {

@@ -16,13 +16,13 @@ use kith_protocol::{
 use libp2p::PeerId;
 use rand::Rng;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::rules::outbox::{self, Attempt};
 use crate::services::mailbox_client::deposit;
-use crate::store::{DeviceTarget, Direction, OutboxEntry, Status, StoredMessage};
+use crate::store::{DeviceTarget, Direction, OutboxEntry, Status, StoredMessage, Waiting};
 use crate::views::{self, MessageView, NodeEvent};
 
 /// Most envelope deliveries in flight at once.
@@ -97,33 +97,7 @@ impl Messaging {
             self.outbox_entry(&message, user, devices, mailboxes, in_history, name.as_deref())?;
         // Copy what the history shows to this user's other devices, so every device shows the
         // same conversation.
-        let copy = if in_history && user != me {
-            let own = self.records.other_devices().await;
-            if own.is_empty() {
-                None
-            } else {
-                let names = views::names(&self.ctx.store, self.ctx.user_id())?;
-                let wrapper = Message {
-                    v: VERSION,
-                    id: MessageId::random(&mut rand::rngs::OsRng),
-                    conversation: ConversationId::direct(&me, &me),
-                    sender: me,
-                    sent_at: now,
-                    content: Content::SelfSent {
-                        peer: user,
-                        peer_name: names.get(&user.0).cloned(),
-                        message: message.to_bytes(),
-                    },
-                };
-                let mine = self.records.my_mailboxes()?;
-                Some((
-                    StoredMessage::of(&wrapper, Direction::Out, me.0, Status::Queued, Vec::new()),
-                    self.outbox_entry(&wrapper, me, &own, &mine, false, name.as_deref())?,
-                ))
-            }
-        } else {
-            None
-        };
+        let copy = if in_history { self.copy_to_own(&message, user).await? } else { None };
         let stored =
             StoredMessage::of(&message, Direction::Out, user.0, Status::Queued, message.to_bytes());
         self.ctx.store.insert_outgoing(&stored, &entry)?;
@@ -143,6 +117,195 @@ impl Messaging {
         }
         self.outbox.wake_outbox.notify_one();
         Ok(view)
+    }
+
+    /// A `sync.sent` copy of `message` (to `user`) for this user's other devices, if any.
+    async fn copy_to_own(
+        &self,
+        message: &Message,
+        user: UserId,
+    ) -> Result<Option<(StoredMessage, OutboxEntry)>, NodeError> {
+        let me = self.ctx.user_id();
+        if user == me {
+            return Ok(None);
+        }
+        let own = self.records.other_devices().await;
+        if own.is_empty() {
+            return Ok(None);
+        }
+        let names = views::names(&self.ctx.store, me)?;
+        let wrapper = Message {
+            v: VERSION,
+            id: MessageId::random(&mut rand::rngs::OsRng),
+            conversation: ConversationId::direct(&me, &me),
+            sender: me,
+            sent_at: message.sent_at,
+            content: Content::SelfSent {
+                peer: user,
+                peer_name: names.get(&user.0).cloned(),
+                message: message.to_bytes(),
+            },
+        };
+        let mine = self.records.my_mailboxes()?;
+        let name = self.ctx.name();
+        Ok(Some((
+            StoredMessage::of(&wrapper, Direction::Out, me.0, Status::Queued, Vec::new()),
+            self.outbox_entry(&wrapper, me, &own, &mine, false, name.as_deref())?,
+        )))
+    }
+
+    /// Stores a message to `name`, whose record could not be found now (`why`), and keeps
+    /// looking the name up (`rules::outbox::lookup_failed`): it is sealed and delivered once
+    /// the name resolves. Until then it lives under a placeholder conversation of the name.
+    pub(crate) async fn queue_waiting(
+        &self,
+        name: &str,
+        content: Content,
+        why: &NodeError,
+    ) -> Result<MessageView, NodeError> {
+        let now = self.next_sent_at();
+        let message = Message {
+            v: VERSION,
+            id: MessageId::random(&mut rand::rngs::OsRng),
+            conversation: ConversationId(waiting_conversation(name)),
+            sender: self.ctx.user_id(),
+            sent_at: now,
+            content,
+        };
+        message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
+        let mut stored = StoredMessage::of(
+            &message,
+            Direction::Out,
+            [0; 16],
+            Status::Waiting,
+            message.to_bytes(),
+        );
+        stored.waiting_for = Some(name.to_owned());
+        let mut waiting = Waiting {
+            name: name.to_owned(),
+            since: now,
+            attempts: 0,
+            last_try: now,
+            next_at: now,
+            last_error: None,
+        };
+        outbox::lookup_failed(&mut waiting, why.to_string(), now, now, rand::thread_rng().gen());
+        let entry = OutboxEntry {
+            id: message.id.0,
+            recipient: [0; 16],
+            targets: Vec::new(),
+            created_at: now,
+            mailboxes: Vec::new(),
+            in_history: true,
+            waiting: Some(waiting),
+        };
+        self.ctx.store.insert_outgoing(&stored, &entry)?;
+        self.ctx.store.flush().await?;
+        info!(%name, id = %message.id, "the recipient's name does not resolve yet; the message waits");
+        let view = views::view_of(&self.ctx.store, self.ctx.user_id(), &stored)?;
+        self.ctx.counters.messages_sent.inc();
+        let _ = self.ctx.events.send(NodeEvent::Message(view.clone()));
+        self.outbox.wake_outbox.notify_one();
+        Ok(view)
+    }
+
+    /// The name of a waiting message resolved to `record`: seal the message to its devices,
+    /// move it to the real conversation and deliver it like any other (the caller holds the
+    /// outbox lock).
+    async fn resolve_waiting(
+        &self,
+        id: [u8; 16],
+        record: &VerifiedNameRecord,
+    ) -> Result<(), NodeError> {
+        let store = &self.ctx.store;
+        let Some(old) = store.message(&id)? else { return store.remove_outbox(&id) };
+        let mut message = Message::from_bytes(&old.raw)
+            .map_err(|e| NodeError::Internal(format!("a waiting message does not decode: {e}")))?;
+        message.conversation = ConversationId::direct(&self.ctx.user_id(), &record.user_id);
+        let name = self.ctx.name();
+        let entry = self.outbox_entry(
+            &message,
+            record.user_id,
+            &record.devices,
+            &record.mailboxes,
+            true,
+            name.as_deref(),
+        )?;
+        let new = StoredMessage::of(
+            &message,
+            Direction::Out,
+            record.user_id.0,
+            Status::Queued,
+            message.to_bytes(),
+        );
+        store.resolve_waiting(&old, &new, &entry)?;
+        if let Some((m, e)) = self.copy_to_own(&message, record.user_id).await? {
+            store.insert_outgoing(&m, &e)?;
+        }
+        store.flush().await?;
+        info!(name = %record.name, id = %message.id, "a waiting message's recipient resolved");
+        self.ctx.set_status(&id, Status::Queued);
+        self.outbox.wake_outbox.notify_one();
+        Ok(())
+    }
+
+    /// A lookup of a waiting message's name, started at `started`, ended.
+    async fn finish_lookup(
+        &self,
+        id: [u8; 16],
+        started: u64,
+        result: Result<VerifiedNameRecord, NodeError>,
+    ) {
+        let _guard = self.outbox.outbox_lock.lock().await;
+        // Cancelled (or resolved) meanwhile: nothing to do.
+        let Ok(Some(mut e)) = self.ctx.store.outbox_entry(&id) else { return };
+        let Some(w) = e.waiting.as_mut() else { return };
+        let error = match result {
+            Ok(record) => match self.resolve_waiting(id, &record).await {
+                Ok(()) => return,
+                Err(err) => err,
+            },
+            Err(err) => err,
+        };
+        let jitter: f64 = rand::thread_rng().gen();
+        match outbox::lookup_failed(w, error.to_string(), started, self.ctx.now(), jitter) {
+            outbox::Lookup::Retry => {
+                debug!(name = %w.name, "the recipient's name does not resolve yet: {error}");
+                self.ctx.store.put_outbox(&e).or_warn("cannot update a waiting message");
+            }
+            outbox::Lookup::GiveUp => {
+                warn!(name = %w.name, "giving up a message: the recipient's name never resolved");
+                if self.ctx.store.end_outgoing(&id, Status::Failed).or_warn("cannot fail a message")
+                    == Some(true)
+                {
+                    self.ctx.set_status(&id, Status::Failed);
+                }
+            }
+        }
+    }
+
+    /// Withdraws an outgoing message that is not delivered yet: its remaining deliveries (or
+    /// lookups) stop and it is `cancelled`. Devices that already have it keep it.
+    pub(crate) async fn cancel(&self, id: &str) -> Result<MessageView, NodeError> {
+        let id = MessageId::parse(id).map_err(|e| NodeError::NotFound(e.to_string()))?;
+        let store = &self.ctx.store;
+        let _guard = self.outbox.outbox_lock.lock().await;
+        let m =
+            store.message(&id.0)?.ok_or_else(|| NodeError::NotFound(format!("message {id}")))?;
+        if m.direction != Direction::Out {
+            return Err(NodeError::NotAllowed("only messages you sent can be cancelled".into()));
+        }
+        if !store.end_outgoing(&id.0, Status::Cancelled)? {
+            return Err(NodeError::NotAllowed(format!(
+                "message {id} is {}: nothing is left to cancel",
+                m.status.as_str()
+            )));
+        }
+        store.flush().await?;
+        self.ctx.set_status(&id.0, Status::Cancelled);
+        let m =
+            store.message(&id.0)?.ok_or_else(|| NodeError::NotFound(format!("message {id}")))?;
+        views::view_of(store, self.ctx.user_id(), &m)
     }
 
     /// An outbox entry of `message` sealed to each of `devices` except this one.
@@ -181,6 +344,7 @@ impl Messaging {
             created_at: message.sent_at,
             mailboxes: mailboxes.iter().map(|m| (m.peer_id.clone(), m.addrs.clone())).collect(),
             in_history,
+            waiting: None,
         })
     }
 
@@ -199,9 +363,12 @@ impl Messaging {
         }
     }
 
+    /// The delivery task: starts every due delivery (at most [`MAX_IN_FLIGHT`] at once) and
+    /// every due lookup of a waiting name, records what they return, sleeps until the next is
+    /// due or it is woken (a new entry, a peer connected).
     pub(crate) async fn outbox_task(self) {
         let mut in_flight: HashSet<([u8; 16], usize)> = HashSet::new();
-        let (done_tx, mut done_rx) = mpsc::channel::<(([u8; 16], usize), Attempt)>(MAX_IN_FLIGHT);
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(MAX_IN_FLIGHT);
         loop {
             let now = self.ctx.now();
             let mut next = now + 1_000;
@@ -212,50 +379,17 @@ impl Messaging {
                     if in_flight.len() >= MAX_IN_FLIGHT || in_flight.contains(&(e.id, i)) {
                         continue;
                     }
-                    let Ok(peer) = PeerId::from_bytes(&e.targets[i].peer_id) else { continue };
-                    in_flight.insert((e.id, i));
-                    let (net, tx, bytes, key) = (
-                        self.ctx.net.clone(),
-                        done_tx.clone(),
-                        e.targets[i].envelope.clone(),
-                        (e.id, i),
-                    );
-                    let mailboxes =
-                        if e.targets[i].deposited { Vec::new() } else { e.mailboxes.clone() };
-                    self.ctx.spawn(async move {
-                        let direct = match net.send_envelope(peer, bytes.clone()).await {
-                            Ok(Ok(answer)) => match DeliveryAck::from_bytes(&answer) {
-                                Ok(a)
-                                    if matches!(
-                                        a.status,
-                                        AckStatus::Stored | AckStatus::Duplicate
-                                    ) =>
-                                {
-                                    Ok(())
-                                }
-                                Ok(a) => {
-                                    Err(format!("{:?}: {}", a.status, a.reason.unwrap_or_default()))
-                                }
-                                Err(e) => Err(format!("malformed acknowledgement: {e}")),
-                            },
-                            Ok(Err(e)) => Err(e),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let outcome = match direct {
-                            Ok(()) => Attempt::Delivered,
-                            Err(e) if mailboxes.is_empty() => Attempt::Failed(e),
-                            Err(e) => match deposit(&net, &mailboxes, bytes).await {
-                                Ok(()) => Attempt::Deposited(e),
-                                Err(m) => Attempt::Failed(format!("{e}; mailbox: {m}")),
-                            },
-                        };
-                        let _ = tx.send((key, outcome)).await;
-                    });
-                    if let Ok(Some(m)) = self.ctx.store.message(&e.id) {
-                        if m.status == Status::Queued {
-                            self.ctx.set_status(&e.id, Status::Sent);
-                        }
+                    if self.start_delivery(e, i, done_tx.clone()) {
+                        in_flight.insert((e.id, i));
                     }
+                }
+                let lookup = (e.id, usize::MAX);
+                if outbox::lookup_due(e, now)
+                    && in_flight.len() < MAX_IN_FLIGHT
+                    && !in_flight.contains(&lookup)
+                {
+                    in_flight.insert(lookup);
+                    self.start_lookup(e, now, done_tx.clone());
                 }
                 if let Some(d) = outbox::next_due(e) {
                     next = next.min(d.max(now + 10));
@@ -265,16 +399,71 @@ impl Messaging {
             tokio::select! {
                 _ = sleep => {}
                 _ = self.outbox.wake_outbox.notified() => {}
-                Some((key, outcome)) = done_rx.recv() => {
-                    in_flight.remove(&key);
-                    self.finish_attempt(key, outcome).await;
-                    while let Ok((key, outcome)) = done_rx.try_recv() {
-                        in_flight.remove(&key);
-                        self.finish_attempt(key, outcome).await;
+                Some(done) = done_rx.recv() => {
+                    self.finish(done, &mut in_flight).await;
+                    while let Ok(done) = done_rx.try_recv() {
+                        self.finish(done, &mut in_flight).await;
                     }
                 }
             }
         }
+    }
+
+    async fn finish(&self, done: Done, in_flight: &mut HashSet<([u8; 16], usize)>) {
+        match done {
+            Done::Delivery(key, outcome) => {
+                in_flight.remove(&key);
+                self.finish_attempt(key, outcome).await;
+            }
+            Done::Lookup(id, started, result) => {
+                in_flight.remove(&(id, usize::MAX));
+                self.finish_lookup(id, started, *result).await;
+            }
+        }
+    }
+
+    /// Starts delivering target `i` of `e` (directly, else through the recipient's mailboxes);
+    /// whether it started.
+    fn start_delivery(&self, e: &OutboxEntry, i: usize, done: mpsc::Sender<Done>) -> bool {
+        let Ok(peer) = PeerId::from_bytes(&e.targets[i].peer_id) else { return false };
+        let (net, bytes, key) = (self.ctx.net.clone(), e.targets[i].envelope.clone(), (e.id, i));
+        let mailboxes = if e.targets[i].deposited { Vec::new() } else { e.mailboxes.clone() };
+        self.ctx.spawn(async move {
+            let direct = match net.send_envelope(peer, bytes.clone()).await {
+                Ok(Ok(answer)) => match DeliveryAck::from_bytes(&answer) {
+                    Ok(a) if matches!(a.status, AckStatus::Stored | AckStatus::Duplicate) => Ok(()),
+                    Ok(a) => Err(format!("{:?}: {}", a.status, a.reason.unwrap_or_default())),
+                    Err(e) => Err(format!("malformed acknowledgement: {e}")),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.to_string()),
+            };
+            let outcome = match direct {
+                Ok(()) => Attempt::Delivered,
+                Err(e) if mailboxes.is_empty() => Attempt::Failed(e),
+                Err(e) => match deposit(&net, &mailboxes, bytes).await {
+                    Ok(()) => Attempt::Deposited(e),
+                    Err(m) => Attempt::Failed(format!("{e}; mailbox: {m}")),
+                },
+            };
+            let _ = done.send(Done::Delivery(key, outcome)).await;
+        });
+        if let Ok(Some(m)) = self.ctx.store.message(&e.id) {
+            if m.status == Status::Queued {
+                self.ctx.set_status(&e.id, Status::Sent);
+            }
+        }
+        true
+    }
+
+    /// Starts a lookup of a waiting entry's name.
+    fn start_lookup(&self, e: &OutboxEntry, now: u64, done: mpsc::Sender<Done>) {
+        let Some(name) = e.waiting.as_ref().map(|w| w.name.clone()) else { return };
+        let (records, id) = (self.records.clone(), e.id);
+        self.ctx.spawn(async move {
+            let result = records.resolve_fresh(&name).await;
+            let _ = done.send(Done::Lookup(id, now, Box::new(result))).await;
+        });
     }
 
     pub(crate) async fn finish_attempt(&self, (id, i): ([u8; 16], usize), outcome: Attempt) {
@@ -289,4 +478,25 @@ impl Messaging {
             warn!(id = %MessageId(id), "cannot record a delivery attempt: {err}");
         }
     }
+}
+
+/// What a finished background job of the delivery task reports.
+enum Done {
+    /// A delivery attempt to target `.0.1` of message `.0.0`.
+    Delivery(([u8; 16], usize), Attempt),
+    /// A lookup of a waiting message's name, started at `.1`.
+    Lookup([u8; 16], u64, Box<Result<VerifiedNameRecord, NodeError>>),
+}
+
+/// The placeholder conversation of messages waiting for `name` to resolve.
+pub(crate) fn waiting_conversation(name: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"kith/v1/waiting-for")
+        .chain_update([0u8])
+        .chain_update(name.as_bytes())
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
 }

@@ -31,14 +31,18 @@ impl Outbox {
         Outbox { ctx, outbox_lock: Arc::default(), wake_outbox: Arc::default() }
     }
 
-    /// A peer connected: make every pending delivery to it due now.
+    /// A peer connected: make every pending delivery to it due now, and the lookups of names
+    /// that do not resolve yet due soon.
     pub(crate) async fn peer_connected(&self, peer: &PeerId) {
         let bytes = peer.to_bytes();
         let _guard = self.outbox_lock.lock().await;
         let mut woke = false;
         let entries = self.ctx.store.outbox().or_warn("cannot read the outbox");
+        let now = self.ctx.now();
         for mut e in entries.unwrap_or_default() {
-            if outbox::peer_connected(&mut e, &bytes) {
+            // Both run: one marks deliveries to this peer due, the other a waiting lookup.
+            let delivery = outbox::peer_connected(&mut e, &bytes);
+            if delivery | outbox::lookup_on_connect(&mut e, now) {
                 self.ctx.store.put_outbox(&e).or_warn("cannot update the outbox");
                 woke = true;
             }

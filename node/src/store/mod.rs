@@ -55,6 +55,13 @@ pub enum Status {
     Read,
     /// Incoming, stored.
     Received,
+    /// Outgoing, stored; the recipient's name does not resolve yet, and lookups continue
+    /// (for at most `rules::outbox::WAITING_LIMIT_MS`).
+    Waiting,
+    /// Outgoing, withdrawn by the user before every device had it.
+    Cancelled,
+    /// Outgoing, given up: the recipient's name did not resolve in time.
+    Failed,
 }
 
 impl Status {
@@ -67,6 +74,9 @@ impl Status {
             Status::Delivered => "delivered",
             Status::Read => "read",
             Status::Received => "received",
+            Status::Waiting => "waiting",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
         }
     }
 }
@@ -111,6 +121,10 @@ pub struct StoredMessage {
     /// The encoded `kith_protocol::Message`.
     #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
+    /// For an outgoing message whose recipient's name did not resolve yet: that name (the
+    /// message is kept under a placeholder conversation until it resolves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 impl StoredMessage {
@@ -141,6 +155,7 @@ impl StoredMessage {
             stored_at: crate::now_ms(),
             status,
             raw,
+            waiting_for: None,
         }
     }
 }
@@ -189,6 +204,27 @@ pub struct OutboxEntry {
     /// Whether the message is shown in the history (receipts are not).
     #[serde(default = "yes")]
     pub in_history: bool,
+    /// While the recipient's name does not resolve: the name and the lookups so far (the entry
+    /// has no targets until it resolves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// The lookups of a recipient's name that did not resolve yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// The name.
+    pub name: String,
+    /// When the message was queued.
+    pub since: u64,
+    /// Lookups so far.
+    pub attempts: u32,
+    /// When the last lookup started (0: none yet).
+    pub last_try: u64,
+    /// Earliest time of the next lookup.
+    pub next_at: u64,
+    /// Why the last lookup failed.
+    pub last_error: Option<String>,
 }
 
 fn yes() -> bool {
@@ -606,6 +642,52 @@ impl Store {
         self.outbox.remove(id).map(|_| ()).map_err(|e| self.err(e))
     }
 
+    /// A waiting message's name resolved: `old` (under its placeholder conversation) becomes
+    /// `new` (same id, under the real conversation) and its outbox entry `entry`, in one
+    /// transaction.
+    pub fn resolve_waiting(
+        &self,
+        old: &StoredMessage,
+        new: &StoredMessage,
+        entry: &OutboxEntry,
+    ) -> Result<(), NodeError> {
+        let old_key = msg_key(&old.conversation, old.sent_at, &old.id);
+        let key = msg_key(&new.conversation, new.sent_at, &new.id);
+        let (value, out) = (enc(new), enc(entry));
+        let _serial = sled_lock();
+        let r: Result<(), TransactionError<()>> = (&self.messages, &self.msg_index, &self.outbox)
+            .transaction(|(msgs, index, outbox)| {
+                msgs.remove(old_key.as_slice())?;
+                msgs.insert(key.as_slice(), value.as_slice())?;
+                index.insert(&new.id, key.as_slice())?;
+                outbox.insert(&new.id, out.as_slice())?;
+                Ok(())
+            });
+        r.map_err(|e| self.err(format!("{e:?}")))
+    }
+
+    /// Ends an outgoing message's deliveries: its outbox entry goes and its status becomes
+    /// `status` (cancelled, failed), in one transaction. Whether it had an outbox entry.
+    pub fn end_outgoing(&self, id: &[u8; 16], status: Status) -> Result<bool, NodeError> {
+        let key = self.msg_index.get(id).map_err(|e| self.err(e))?;
+        let _serial = sled_lock();
+        let r: Result<bool, TransactionError<()>> =
+            (&self.messages, &self.outbox).transaction(|(msgs, outbox)| {
+                if outbox.remove(id)?.is_none() {
+                    return Ok(false);
+                }
+                let Some(k) = &key else { return Ok(true) };
+                if let Some(v) = msgs.get(k)? {
+                    let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
+                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                    m.status = status;
+                    msgs.insert(k, enc(&m).as_slice())?;
+                }
+                Ok(true)
+            });
+        r.map_err(|e| self.err(format!("{e:?}")))
+    }
+
     /// Every outbox entry.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, NodeError> {
         self.outbox.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
@@ -645,7 +727,44 @@ mod tests {
             stored_at: at,
             status: Status::Received,
             raw: vec![],
+            waiting_for: None,
         }
+    }
+
+    /// A waiting message moves to its real conversation, keeping its id; ending it removes its
+    /// outbox entry and sets its status in one step.
+    #[test]
+    fn a_waiting_message_moves_once_resolved_and_can_be_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        let mut old = msg(1, 9, 100);
+        old.direction = Direction::Out;
+        old.status = Status::Waiting;
+        old.waiting_for = Some("carol".into());
+        let entry = OutboxEntry {
+            id: old.id,
+            recipient: [0; 16],
+            targets: vec![],
+            created_at: 100,
+            mailboxes: vec![],
+            in_history: true,
+            waiting: None,
+        };
+        s.insert_outgoing(&old, &entry).expect("queued");
+        let new = StoredMessage {
+            conversation: [3; 16],
+            waiting_for: None,
+            status: Status::Queued,
+            ..old.clone()
+        };
+        s.resolve_waiting(&old, &new, &entry).expect("moved");
+        assert_eq!(s.message(&old.id).expect("read"), Some(new.clone()));
+        assert!(s.messages(Some(&[9; 16]), 10).expect("read").is_empty(), "nothing left behind");
+        assert_eq!(s.messages(Some(&[3; 16]), 10).expect("read").len(), 1);
+        assert!(s.end_outgoing(&old.id, Status::Cancelled).expect("ended"));
+        assert_eq!(s.message(&old.id).expect("read").map(|m| m.status), Some(Status::Cancelled));
+        assert_eq!(s.outbox_len(), 0);
+        assert!(!s.end_outgoing(&old.id, Status::Cancelled).expect("no entry left"));
     }
 
     #[test]
@@ -729,6 +848,7 @@ mod tests {
                         created_at: 0,
                         mailboxes: vec![],
                         in_history: true,
+                        waiting: None,
                     };
                     s.insert_outgoing(&m, &out).expect("insert");
                     s.insert_incoming(&msg(i, t.wrapping_add(100), 0)).expect("insert");

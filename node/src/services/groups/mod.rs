@@ -47,6 +47,13 @@ pub const INVITE_PART_MEMBERS: usize = 512;
 pub const MAX_GROUP_MEMBERS: usize =
     INVITE_PART_MEMBERS * kith_protocol::message::MAX_INVITE_PARTS as usize;
 
+/// Who sent a group state, and when (by the sender's clock).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StateFrom<'a> {
+    pub(crate) sender: &'a IdentityPublic,
+    pub(crate) sent_at: u64,
+}
+
 /// The groups service.
 #[derive(Clone, Debug)]
 pub(crate) struct Groups {
@@ -343,13 +350,15 @@ impl Groups {
         }
     }
 
-    /// A sealed `group.invite` arrived from `sender`: join the group, or move to its new epoch.
-    pub(crate) fn on_group_state(&self, sender: &IdentityPublic, content: &Content) {
+    /// A sealed `group.invite` arrived from `sender`, who sent it at `sent_at` (by its clock):
+    /// join the group, or move to its new epoch.
+    pub(crate) fn on_group_state(&self, sender: &IdentityPublic, content: &Content, sent_at: u64) {
+        let from = StateFrom { sender, sent_at };
         let Content::GroupInvite { group, members, epoch, epoch_key, part, .. } = content else {
             return;
         };
         let Some(part) = part else {
-            self.adopt_state(sender, group, members, *epoch, epoch_key, vec![content.clone()]);
+            self.adopt_state(from, group, members, *epoch, epoch_key, vec![content.clone()]);
             return;
         };
         // One part of a long member list: keep it until every part of this state is here.
@@ -374,14 +383,14 @@ impl Groups {
                 all.extend(members.iter().cloned());
             }
         }
-        self.adopt_state(sender, group, &all, *epoch, epoch_key, parts);
+        self.adopt_state(from, group, &all, *epoch, epoch_key, parts);
     }
 
     /// Adopts a whole group state (joins the group, or moves to its new epoch); `parts` is the
     /// state as it arrived, passed on to this user's other devices.
     pub(crate) fn adopt_state(
         &self,
-        sender: &IdentityPublic,
+        StateFrom { sender, sent_at }: StateFrom<'_>,
         group: &ConversationId,
         members: &[Member],
         epoch: u64,
@@ -401,7 +410,11 @@ impl Groups {
             current,
         ) {
             (Adopt::Join, _) => {
-                GroupState::joined(group.0, new_members, epoch, *epoch_key, self.ctx.now())
+                // History starts when the state was sent (not when it arrived, which may be
+                // minutes later in a large group): catching up then fetches what was posted
+                // meanwhile. Only this epoch's messages open with its key.
+                let joined_at = sent_at.min(self.ctx.now());
+                GroupState::joined(group.0, new_members, epoch, *epoch_key, joined_at)
             }
             (Adopt::Advance, Some(mut g)) => {
                 g.members = new_members;
@@ -517,10 +530,10 @@ mod tests {
         };
         for c in [part(2, [1; 32]), part(0, [1; 32]), part(1, [9; 32])] {
             c.validate().unwrap();
-            s.groups.on_group_state(&sender, &c);
+            s.groups.on_group_state(&sender, &c, now_ms());
             assert!(s.ctx.store.group(&group.0).unwrap().is_none());
         }
-        s.groups.on_group_state(&sender, &part(1, [1; 32]));
+        s.groups.on_group_state(&sender, &part(1, [1; 32]), now_ms());
         let g = s.ctx.store.group(&group.0).unwrap().expect("adopted");
         assert_eq!(g.members.len(), 1100);
         assert_eq!(g.members[1099].name.as_deref(), Some("m1097"));
