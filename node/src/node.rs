@@ -384,6 +384,20 @@ fn text_content(text: &str) -> Content {
     Content::Text(Text { body: text.to_owned() })
 }
 
+/// A node of its own (memory transport, no bootstrap) in a new home under `dir`, for tests.
+#[cfg(test)]
+pub(crate) fn lone_node(dir: &std::path::Path, mailbox: bool) -> NodeConfig {
+    Home::new(dir).init("test", now_ms()).expect("a new home");
+    NodeConfig {
+        home: dir.to_path_buf(),
+        transport: TransportKind::Memory,
+        listen: vec!["/memory/0".parse().expect("a memory address")],
+        bootstrap: vec![],
+        pow_bits: 8,
+        mailbox: MailboxConfig { enabled: mailbox, ..MailboxConfig::default() },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,15 +408,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_ends_every_task_and_releases_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        crate::home::Home::new(dir.path()).init("test", now_ms()).unwrap();
-        let config = NodeConfig {
-            home: dir.path().to_path_buf(),
-            transport: TransportKind::Memory,
-            listen: vec!["/memory/0".parse().unwrap()],
-            bootstrap: vec![],
-            pow_bits: 8,
-            mailbox: MailboxConfig { enabled: true, ..MailboxConfig::default() },
-        };
+        let config = lone_node(dir.path(), true);
         let node = Node::start(config.clone()).await.unwrap();
         // A background job that would otherwise hold the node (and its store) for a long time,
         // like a lookup waiting on the DHT.

@@ -42,6 +42,20 @@ pub(crate) mod fixtures {
     /// When fixture records are issued (plus their sequence number).
     pub(crate) const ISSUED_AT: u64 = 1_000_000;
 
+    /// An outbox target for device `d` (key `[d; 32]`, peer id `[d]`), never tried.
+    pub(crate) fn device_target(d: u8) -> crate::store::DeviceTarget {
+        crate::store::DeviceTarget {
+            device: [d; 32],
+            peer_id: vec![d],
+            envelope: vec![],
+            done: false,
+            attempts: 0,
+            next_at: 0,
+            last_error: None,
+            deposited: false,
+        }
+    }
+
     /// The identity key numbered `n`.
     pub(crate) fn identity(n: u8) -> IdentityKeypair {
         IdentityKeypair::from_secret(&[n; 32])
@@ -138,23 +152,11 @@ mod tests {
 
     use rand::Rng;
 
+    use super::fixtures::device_target as target;
     use super::for_seeds;
     use crate::rules::group::{self, Adopt, Drop};
     use crate::rules::outbox::{self, Attempt, Progress, MAX_BACKOFF_MS};
-    use crate::store::{DeviceTarget, GroupMember, GroupState, OutboxEntry};
-
-    fn target(d: u8) -> DeviceTarget {
-        DeviceTarget {
-            device: [d; 32],
-            peer_id: vec![d],
-            envelope: vec![],
-            done: false,
-            attempts: 0,
-            next_at: 0,
-            last_error: None,
-            deposited: false,
-        }
-    }
+    use crate::store::{GroupMember, GroupState, OutboxEntry};
 
     /// The outbox against a model: random attempts, receipts, connections and device-list
     /// changes over a clock that only moves forward. A device acknowledged is never tried

@@ -213,19 +213,7 @@ pub fn keep_devices(entry: &mut OutboxEntry, keep: &[[u8; 32]]) -> Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn target(peer: u8) -> DeviceTarget {
-        DeviceTarget {
-            device: [peer; 32],
-            peer_id: vec![peer],
-            envelope: vec![],
-            done: false,
-            attempts: 0,
-            next_at: 0,
-            last_error: None,
-            deposited: false,
-        }
-    }
+    use crate::rules::harness::fixtures::device_target as target;
 
     #[test]
     fn backoff_doubles_and_caps() {

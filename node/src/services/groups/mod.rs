@@ -492,17 +492,7 @@ mod tests {
     async fn a_long_member_list_is_adopted_once_every_part_is_here() {
         use kith_protocol::IdentityKeypair;
         let dir = tempfile::tempdir().unwrap();
-        crate::home::Home::new(dir.path()).init("test", now_ms()).unwrap();
-        let node = Node::start(crate::NodeConfig {
-            home: dir.path().to_path_buf(),
-            transport: crate::network::TransportKind::Memory,
-            listen: vec!["/memory/0".parse().unwrap()],
-            bootstrap: vec![],
-            pow_bits: 8,
-            mailbox: crate::mailbox::MailboxConfig::default(),
-        })
-        .await
-        .unwrap();
+        let node = Node::start(crate::node::lone_node(dir.path(), false)).await.unwrap();
         let s = node.services().clone();
         let sender = IdentityKeypair::generate(&mut rand::rngs::OsRng).public();
         let member = |user: [u8; 16], identity: [u8; 32], name: String| Member {
