@@ -132,6 +132,22 @@ pub fn sender_allowed(
     Ok(())
 }
 
+/// Which `n` of a group's known member devices to ask for missed messages: a random choice
+/// (never this device), so that every member does not ask the same first few, and a round
+/// that hit an unhelpful device is followed by one that asks others.
+pub fn sync_peers<R: rand::Rng>(
+    peers: &[Vec<u8>],
+    me: &[u8],
+    n: usize,
+    rng: &mut R,
+) -> Vec<Vec<u8>> {
+    let mine: Vec<&Vec<u8>> = peers.iter().filter(|p| p.as_slice() != me).collect();
+    rand::seq::index::sample(rng, mine.len(), n.min(mine.len()))
+        .into_iter()
+        .map(|i| mine[i].clone())
+        .collect()
+}
+
 /// The members who announced a leave.
 pub fn leaving(g: &GroupState) -> Vec<[u8; 16]> {
     g.leaving.iter().filter_map(|l| <[u8; 16]>::try_from(l.as_slice()).ok()).collect()
@@ -276,6 +292,24 @@ mod tests {
         assert_eq!(sender_allowed(&g, 1, &[3; 16], after, after, true), Err(Drop::Reject));
         g.active = false;
         assert_eq!(epoch_key(&g, 2), Err(Drop::Ignore), "left the group");
+    }
+
+    #[test]
+    fn sync_peers_are_a_random_few_and_never_this_device() {
+        use rand::SeedableRng;
+        let peers: Vec<Vec<u8>> = (0..20u8).map(|p| vec![p]).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let chosen = sync_peers(&peers, &[3], 4, &mut rng);
+            assert_eq!(chosen.len(), 4);
+            assert!(!chosen.contains(&vec![3]), "not this device");
+            let distinct: std::collections::HashSet<_> = chosen.iter().collect();
+            assert_eq!(distinct.len(), 4, "no device twice");
+            seen.extend(chosen);
+        }
+        assert_eq!(seen.len(), 19, "every other device is asked sometimes");
+        assert_eq!(sync_peers(&peers[..2], &[0], 4, &mut rng), vec![vec![1]]);
     }
 
     #[test]

@@ -148,13 +148,9 @@ impl Groups {
             return;
         }
         let mut fresh = 0;
-        let peers: Vec<PeerId> = g
-            .peers
-            .iter()
-            .filter_map(|p| PeerId::from_bytes(p).ok())
-            .filter(|p| *p != self.ctx.peer_id())
-            .take(SYNC_PEERS)
-            .collect();
+        let me = self.ctx.peer_id().to_bytes();
+        let chosen = rule::sync_peers(&g.peers, &me, SYNC_PEERS, &mut rand::thread_rng());
+        let peers: Vec<PeerId> = chosen.iter().filter_map(|p| PeerId::from_bytes(p).ok()).collect();
         for peer in peers {
             let mut since = g.joined_at.saturating_sub(60_000);
             loop {
