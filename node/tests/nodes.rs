@@ -696,10 +696,20 @@ async fn a_group_of_a_hundred() {
     .await;
     last.send_to(&conv, "hello everyone").await.expect("posts");
     for (i, n) in nodes.iter().enumerate() {
-        eventually(120, &format!("member{i:03} to receive"), || async {
-            has_text(&n.node, &conv, "hello everyone").await.then_some(())
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while !has_text(&n.node, &conv, "hello everyone").await {
+            if tokio::time::Instant::now() > deadline {
+                let status = n.node.status().await.ok();
+                panic!(
+                    "timed out waiting for member{i:03} to receive; it has {:?}, members: {:?}, \
+                     connected peers: {:?}",
+                    texts(&n.node, &conv),
+                    n.node.members(&conv).map(|m| m.len()),
+                    status.map(|s| s.connected_peers),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     eprintln!(
         "group of {size}: formed and every member received a message in {:?}",

@@ -65,7 +65,7 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
             Ok(Accepted::Applied)
         }
         Content::GroupInvite { .. } => {
-            group_state::receive(s, &opened.sender.identity, &m.content, m.sent_at);
+            group_state::receive(s, &opened.sender, &m.content, m.sent_at);
             Ok(Accepted::Applied)
         }
         _ => shown::receive(s, opened),

@@ -40,6 +40,12 @@ pub use crate::rules::group::{EPOCH_GRACE_MS, INVITE_PARTS_TTL_MS, MAX_PENDING_I
 pub const MAX_GROUP_PEERS: usize = 256;
 /// Most member devices asked for missed messages per sync round.
 pub const SYNC_PEERS: usize = 4;
+/// How often every active group catches up even when nothing wakes it. A member outside the
+/// gossipsub mesh can miss a message's gossip (the gossip cache holds ids for three heartbeats,
+/// about 2 s); this bounds how long such a message takes to reach it.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Least time between two catch-up rounds (a member device connecting wakes one).
+pub const SYNC_GAP: std::time::Duration = std::time::Duration::from_secs(10);
 /// Members per `group.invite` part: a longer member list is split (about 80 bytes a member,
 /// so a part stays well under the 60 KiB message limit).
 pub const INVITE_PART_MEMBERS: usize = 512;
@@ -51,6 +57,8 @@ pub const MAX_GROUP_MEMBERS: usize =
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StateFrom<'a> {
     pub(crate) sender: &'a IdentityPublic,
+    /// The device that sent it: a member device that holds the group's messages.
+    pub(crate) device: PeerId,
     pub(crate) sent_at: u64,
 }
 
@@ -352,8 +360,14 @@ impl Groups {
 
     /// A sealed `group.invite` arrived from `sender`, who sent it at `sent_at` (by its clock):
     /// join the group, or move to its new epoch.
-    pub(crate) fn on_group_state(&self, sender: &IdentityPublic, content: &Content, sent_at: u64) {
-        let from = StateFrom { sender, sent_at };
+    pub(crate) fn on_group_state(
+        &self,
+        sender: &IdentityPublic,
+        device: PeerId,
+        content: &Content,
+        sent_at: u64,
+    ) {
+        let from = StateFrom { sender, device, sent_at };
         let Content::GroupInvite { group, members, epoch, epoch_key, part, .. } = content else {
             return;
         };
@@ -390,7 +404,7 @@ impl Groups {
     /// state as it arrived, passed on to this user's other devices.
     pub(crate) fn adopt_state(
         &self,
-        StateFrom { sender, sent_at }: StateFrom<'_>,
+        StateFrom { sender, device, sent_at }: StateFrom<'_>,
         group: &ConversationId,
         members: &[Member],
         epoch: u64,
@@ -431,6 +445,12 @@ impl Groups {
             return;
         }
         info!(group = %group, epoch, "group state updated");
+        // The device that sent the state holds the group's messages: catch up from it at once,
+        // before finding other members (each a DHT lookup) for the mesh.
+        if device != self.ctx.peer_id() {
+            self.remember_peer(&state.id, &device);
+        }
+        let state = store.group(&state.id).ok().flatten().unwrap_or(state);
         let node = self.clone();
         // A member's copy may have missed this user's newest devices: pass it on to them.
         let forward = if sender_id != me { parts } else { Vec::new() };
@@ -439,6 +459,7 @@ impl Groups {
             for content in forward {
                 node.messaging.send_to_own(content).await;
             }
+            node.sync_group(&state).await;
             node.join_topic(&state).await;
             // Reload: joining learned the members' devices.
             let state = node.ctx.store.group(&state.id).ok().flatten().unwrap_or(state);
@@ -447,7 +468,7 @@ impl Groups {
     }
 
     /// At start: listen on every active group, connect to members, catch up; then again every
-    /// few minutes and when woken.
+    /// [`SYNC_INTERVAL`], and when a member device connects (at most every [`SYNC_GAP`]).
     pub(crate) async fn group_task(self) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         loop {
@@ -457,8 +478,12 @@ impl Groups {
                 let g = self.ctx.store.group(&g.id).ok().flatten().unwrap_or(g);
                 self.sync_group(&g).await;
             }
+            // A connection woke this round, and catching up opens connections that wake the
+            // members at their other end: at most one round per SYNC_GAP, or a large group
+            // keeps every member syncing without pause.
+            tokio::time::sleep(SYNC_GAP).await;
             tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(120)) => {}
+                _ = tokio::time::sleep(SYNC_INTERVAL.saturating_sub(SYNC_GAP)) => {}
                 _ = self.wake_sync.notified() => {}
             }
         }
@@ -520,10 +545,10 @@ mod tests {
         };
         for c in [part(2, [1; 32]), part(0, [1; 32]), part(1, [9; 32])] {
             c.validate().unwrap();
-            s.groups.on_group_state(&sender, &c, now_ms());
+            s.groups.on_group_state(&sender, s.ctx.peer_id(), &c, now_ms());
             assert!(s.ctx.store.group(&group.0).unwrap().is_none());
         }
-        s.groups.on_group_state(&sender, &part(1, [1; 32]), now_ms());
+        s.groups.on_group_state(&sender, s.ctx.peer_id(), &part(1, [1; 32]), now_ms());
         let g = s.ctx.store.group(&group.0).unwrap().expect("adopted");
         assert_eq!(g.members.len(), 1100);
         assert_eq!(g.members[1099].name.as_deref(), Some("m1097"));
