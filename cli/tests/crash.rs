@@ -204,19 +204,48 @@ fn send_while_crashing(peers: &mut Peers, rng: &mut Rng, iterations: u64) -> Vec
 
 /// Bob shows every acknowledged message exactly once, in the order alice sent them, in the
 /// whole history and in the conversation with alice.
-fn bob_shows_each_acknowledged_message_once_in_order(bob: &Node, acked: &[String]) {
-    let shown =
-        wait_until("bob to show every acknowledged message", Duration::from_secs(240), || {
-            let messages = bob.messages(&["--limit", "10000"])?;
-            let shown: Vec<String> = messages
+fn bob_shows_each_acknowledged_message_once_in_order(peers: &Peers, acked: &[String]) {
+    let bob = &peers.bob.node;
+    let shown_now = || -> Option<Vec<String>> {
+        let messages = bob.messages(&["--limit", "10000"])?;
+        Some(
+            messages
                 .as_array()?
                 .iter()
                 .filter_map(|m| m["text"].as_str())
                 .filter(|t| t.starts_with("crash-"))
                 .map(str::to_owned)
-                .collect();
-            acked.iter().all(|a| shown.contains(a)).then_some(shown)
-        });
+                .collect(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let shown = loop {
+        if let Some(shown) = shown_now().filter(|s| acked.iter().all(|a| s.contains(a))) {
+            break shown;
+        }
+        if Instant::now() > deadline {
+            // What alice knows of each message bob lacks, for the failure report.
+            let missing: Vec<&String> =
+                acked.iter().filter(|a| !shown_now().unwrap_or_default().contains(a)).collect();
+            let sent = peers.alice.node.messages(&["@bob", "--limit", "10000"]);
+            let about: Vec<&serde_json::Value> = sent
+                .as_ref()
+                .and_then(|m| m.as_array())
+                .map(|m| {
+                    m.iter()
+                        .filter(|m| missing.iter().any(|t| m["text"].as_str() == Some(t)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!(
+                "timed out after 240 s waiting for bob to show every acknowledged message; \
+                 missing {missing:?}; alice has {about:?}; alice's status {:?}; bob's {:?}",
+                peers.alice.node.status(),
+                bob.status()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     for a in acked {
         assert_eq!(
             shown.iter().filter(|s| *s == a).count(),
@@ -245,7 +274,7 @@ fn crashes_lose_nothing_that_was_acknowledged() {
     let (iterations, mut rng) = iterations_and_rng();
     let mut peers = Peers::start();
     let acked = send_while_crashing(&mut peers, &mut rng, iterations);
-    bob_shows_each_acknowledged_message_once_in_order(&peers.bob.node, &acked);
+    bob_shows_each_acknowledged_message_once_in_order(&peers, &acked);
 
     // And alice learns that every one of them was delivered.
     wait_until("alice's outbox to empty", Duration::from_secs(240), || {
