@@ -431,6 +431,21 @@ async fn a_mailbox_refuses_users_off_its_allow_list_and_plain_nodes_refuse_enrol
         ..MailboxConfig::default()
     };
     let (boot, alice, _bob) = network_with(cfg).await;
+    // The mailbox's peer id at an address where nothing listens: refused, though alice is
+    // connected to that peer through another address, and nothing is saved.
+    let wrong: Multiaddr = addr(&boot.node)
+        .await
+        .iter()
+        .map(|p| match p {
+            libp2p::multiaddr::Protocol::Memory(_) => {
+                libp2p::multiaddr::Protocol::Memory(u64::MAX - 7)
+            }
+            other => other,
+        })
+        .collect();
+    let err = alice.node.add_mailbox(&wrong.to_string()).await.expect_err("unreachable");
+    assert!(err.to_string().contains("cannot reach the mailbox at"), "{err}");
+    assert!(alice.node.mailboxes().expect("list").is_empty());
     let err =
         alice.node.add_mailbox(&addr(&boot.node).await.to_string()).await.expect_err("refused");
     assert!(matches!(err, NodeError::Refused(_)), "{err}");

@@ -332,6 +332,14 @@ pub enum Content {
         /// The encoded [`Message`] as it was sent.
         message: Vec<u8>,
     },
+    /// `record.update`: the sender's newest signed name record, pushed to contacts and group
+    /// members when it drops a device (a revocation), so they stop sealing to that device at
+    /// once instead of when their cached copy expires. The receiver checks it like a record
+    /// from the DHT and that it is the sender's own.
+    RecordUpdate {
+        /// The record, as published (`NameRecord` bytes).
+        record: Vec<u8>,
+    },
     /// `device.prekey`: a device announces its new signed prekey to the user's other devices,
     /// so a device holding the identity key can list it in the name record.
     DevicePrekey {
@@ -460,6 +468,11 @@ struct SyncReadW {
     until: u64,
 }
 #[derive(Serialize, Deserialize)]
+struct RecordUpdateW {
+    #[serde(with = "serde_bytes")]
+    record: Vec<u8>,
+}
+#[derive(Serialize, Deserialize)]
 struct DevicePrekeyW {
     prekey: crate::identity::SignedPrekey,
 }
@@ -493,6 +506,7 @@ impl Content {
             Content::GroupKey { .. } => "group.key",
             Content::SelfSent { .. } => "sync.sent",
             Content::DevicePrekey { .. } => "device.prekey",
+            Content::RecordUpdate { .. } => "record.update",
             Content::SyncRead { .. } => "sync.read",
             Content::Unsupported { kind, .. } => kind,
         }
@@ -581,6 +595,12 @@ impl Content {
                 inner.content.validate()
             }
             Content::Unsupported { kind, .. } => short(kind, "kind"),
+            Content::RecordUpdate { record } if record.len() > crate::name::MAX_RECORD_SIZE => {
+                Err(DecodeError::Invalid(format!(
+                    "a record longer than {} bytes",
+                    crate::name::MAX_RECORD_SIZE
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -621,6 +641,7 @@ impl Content {
                 codec::to_vec(&SelfSentW { peer, peer_name, message })
             }
             Content::DevicePrekey { prekey } => codec::to_vec(&DevicePrekeyW { prekey }),
+            Content::RecordUpdate { record } => codec::to_vec(&RecordUpdateW { record }),
             Content::SyncRead { conversation, until } => {
                 codec::to_vec(&SyncReadW { conversation, until })
             }
@@ -707,6 +728,10 @@ impl Content {
             "device.prekey" => {
                 let DevicePrekeyW { prekey } = codec::from_slice(b, m)?;
                 Content::DevicePrekey { prekey }
+            }
+            "record.update" => {
+                let RecordUpdateW { record } = codec::from_slice(b, m)?;
+                Content::RecordUpdate { record }
             }
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })

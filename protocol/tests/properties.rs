@@ -124,6 +124,8 @@ fn content() -> impl Strategy<Value = Content> {
         (cid(), id16()).prop_map(|(group, u)| Content::GroupRemove { group, user: UserId(u) }),
         (cid(), any::<u64>(), any::<[u8; 32]>())
             .prop_map(|(group, epoch, key)| Content::GroupKey { group, epoch, key }),
+        proptest::collection::vec(any::<u8>(), 0..300)
+            .prop_map(|record| Content::RecordUpdate { record }),
         ("x-[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(kind, body)| Content::Unsupported { kind, body }),
         (id16(), proptest::option::of(short()), short(), any::<u64>()).prop_map(

@@ -10,6 +10,8 @@
 //! - [`group_state`]: `group.invite`: join a group or move to its new epoch.
 //! - [`device_sync`]: `sync.sent`, `sync.read`, `device.prekey`: what the user's other devices
 //!   tell this one; refused from anyone else.
+//! - [`record_update`]: `record.update`: a contact's newest name record, pushed when it revokes
+//!   a device.
 //!
 //! Validation of the fields is the protocol's (`kith_protocol::Content::validate`, run when a
 //! message is decoded); how a kind is shown is `store::StoredMessage::of` (its kind and text)
@@ -21,6 +23,7 @@
 pub(crate) mod device_sync;
 pub(crate) mod group_state;
 pub(crate) mod receipt;
+pub(crate) mod record_update;
 pub(crate) mod shown;
 
 use kith_protocol::envelope::Opened;
@@ -62,6 +65,10 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
         }
         Content::Receipt { kind: ReceiptKind::Delivered, ids } => {
             receipt::receive(s, &opened.sender.device, ids);
+            Ok(Accepted::Applied)
+        }
+        Content::RecordUpdate { record } => {
+            record_update::receive(s, &opened.sender, record)?;
             Ok(Accepted::Applied)
         }
         Content::GroupInvite { .. } => {

@@ -11,7 +11,8 @@ use libp2p::kad::store::RecordStore;
 use libp2p::metrics::{Metrics as P2pMetrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{gossipsub, identify, kad, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -42,7 +43,8 @@ pub struct EventLoop {
     pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
     /// Requests waiting for a lookup of their peer's addresses, each with its protocol.
     pending_lookup: HashMap<kad::QueryId, Vec<Parked>>,
-    pending_dial: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Dials by address (`Client::dial`), by connection: each hears of its own connection only.
+    pending_dial: HashMap<ConnectionId, oneshot::Sender<Result<(), String>>>,
     pending_dials: HashMap<kad::QueryId, PeerId>,
     /// When each connected peer was last used by Kith (a request, an answer, a group message),
     /// and whether it ever was (else: when it connected).
@@ -81,7 +83,7 @@ impl EventLoop {
             pending_get: HashMap::new(),
             pending_send: HashMap::new(),
             pending_lookup: HashMap::new(),
-            pending_dial: Vec::new(),
+            pending_dial: HashMap::new(),
             pending_dials: HashMap::new(),
             last_used: HashMap::new(),
         }
@@ -234,8 +236,14 @@ impl EventLoop {
             let _ = reply.send(Err("too many dials in flight".into()));
             return;
         }
-        match self.swarm.dial(addr) {
-            Ok(()) => self.pending_dial.push(reply),
+        // An address dial, even to a peer already connected: it proves this address reaches
+        // the peer named in its /p2p part (another peer there fails with a wrong peer id).
+        let opts = DialOpts::from(addr);
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dial.insert(id, reply);
+            }
             Err(e) => {
                 let _ = reply.send(Err(e.to_string()));
             }
@@ -299,9 +307,11 @@ impl EventLoop {
                 let full = address.with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
                 self.listen_addrs.retain(|a| a != &full);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, num_established, connection_id, ..
+            } => {
                 self.last_used.entry(peer_id).or_insert((Instant::now(), false));
-                for reply in self.pending_dial.drain(..) {
+                if let Some(reply) = self.pending_dial.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
                 if num_established.get() == 1 {
@@ -312,8 +322,8 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.last_used.remove(&peer_id);
             }
-            SwarmEvent::OutgoingConnectionError { error, .. } => {
-                for reply in self.pending_dial.drain(..) {
+            SwarmEvent::OutgoingConnectionError { error, connection_id, .. } => {
+                if let Some(reply) = self.pending_dial.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }
             }

@@ -148,6 +148,26 @@ pub fn sync_peers<R: rand::Rng>(
         .collect()
 }
 
+/// Which members (at most `n`, never `me`) this device dials so that the group's gossipsub
+/// mesh can form: an order of its own (members sorted by a hash of `me` and their user id), so
+/// that every member does not dial the same first few (which then prune their mesh to a dozen
+/// and leave the rest outside it), while one device picks the same members each round (their
+/// names stay in its resolve cache).
+pub fn mesh_members<'a>(
+    members: &'a [GroupMember],
+    me: &[u8; 16],
+    n: usize,
+) -> Vec<&'a GroupMember> {
+    use sha2::{Digest, Sha256};
+    let rank = |m: &GroupMember| -> [u8; 32] {
+        Sha256::new().chain_update(me).chain_update(m.user).finalize().into()
+    };
+    let mut others: Vec<([u8; 32], &GroupMember)> =
+        members.iter().filter(|m| &m.user != me).map(|m| (rank(m), m)).collect();
+    others.sort_by_key(|o| o.0);
+    others.into_iter().take(n).map(|(_, m)| m).collect()
+}
+
 /// The members who announced a leave.
 pub fn leaving(g: &GroupState) -> Vec<[u8; 16]> {
     g.leaving.iter().filter_map(|l| <[u8; 16]>::try_from(l.as_slice()).ok()).collect()
@@ -310,6 +330,31 @@ mod tests {
         }
         assert_eq!(seen.len(), 19, "every other device is asked sometimes");
         assert_eq!(sync_peers(&peers[..2], &[0], 4, &mut rng), vec![vec![1]]);
+    }
+
+    #[test]
+    fn mesh_members_differ_between_devices_and_stay_put() {
+        let g = group(&(0..60u8).collect::<Vec<_>>(), 1, 0);
+        let pick = |me: u8| -> Vec<[u8; 16]> {
+            mesh_members(&g.members, &[me; 16], 8).iter().map(|m| m.user).collect()
+        };
+        for me in [0, 1, 59] {
+            let chosen = pick(me);
+            assert_eq!(chosen.len(), 8);
+            assert!(!chosen.contains(&[me; 16]), "never itself");
+            assert_eq!(pick(me), chosen, "the same members each round");
+        }
+        // Across all members, the dials spread: no member is dialed by most of the others.
+        let mut dialed = std::collections::HashMap::new();
+        for me in 0..60u8 {
+            for u in pick(me) {
+                *dialed.entry(u).or_insert(0) += 1;
+            }
+        }
+        assert!(dialed.len() > 40, "most members are dialed by someone: {}", dialed.len());
+        assert!(dialed.values().all(|&c| c < 30), "no hub: {dialed:?}");
+        // A small group: everyone else.
+        assert_eq!(mesh_members(&g.members[..3], &[0; 16], 8).len(), 2);
     }
 
     #[test]

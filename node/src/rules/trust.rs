@@ -69,6 +69,29 @@ pub fn decide(pinned: &Pinned, fetched: Option<Vec<VerifiedNameRecord>>) -> Deci
     }
 }
 
+/// Whether a record a contact pushed (`record.update`, sent by `sender`) replaces the one held:
+/// it must be the sender's own, for a name pinned to the sender's key (`pinned`), and newer than
+/// `held` (the copy stored with the contact). `Err` says why not.
+pub fn pushed_record(
+    sender: &[u8; 32],
+    pinned: Option<[u8; 32]>,
+    held: Option<&VerifiedNameRecord>,
+    new: &VerifiedNameRecord,
+) -> Result<(), &'static str> {
+    if new.identity.to_bytes() != *sender {
+        return Err("not the sender's own record");
+    }
+    match pinned {
+        None => return Err("not a contact's name"),
+        Some(p) if p != *sender => return Err("the name is pinned to another key"),
+        Some(_) => {}
+    }
+    if held.is_some_and(|h| compare_records(new, h) != std::cmp::Ordering::Greater) {
+        return Err("not newer than the record held");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +99,23 @@ mod tests {
 
     fn pinned(r: &VerifiedNameRecord) -> Pinned {
         Pinned { identity: Some(r.identity.to_bytes()), stored: Some(r.clone()) }
+    }
+
+    #[test]
+    fn a_pushed_record_replaces_only_an_older_one_of_the_pinned_sender() {
+        let old = record(1, "alice", 1, &[1, 2]);
+        let new = record(1, "alice", 2, &[1]);
+        let other = record(2, "alice", 3, &[7]);
+        let alice = old.identity.to_bytes();
+        let pin = Some(alice);
+        assert_eq!(pushed_record(&alice, pin, Some(&old), &new), Ok(()));
+        assert_eq!(pushed_record(&alice, pin, None, &new), Ok(()), "nothing held that verifies");
+        assert!(pushed_record(&alice, pin, Some(&new), &old).is_err(), "older");
+        assert!(pushed_record(&alice, pin, Some(&new), &new).is_err(), "the same");
+        assert!(pushed_record(&alice, None, Some(&old), &new).is_err(), "not a contact");
+        let mallory = other.identity.to_bytes();
+        assert!(pushed_record(&mallory, pin, Some(&old), &other).is_err(), "pinned to alice");
+        assert!(pushed_record(&mallory, Some(mallory), None, &new).is_err(), "not its own");
     }
 
     #[test]

@@ -396,6 +396,10 @@ impl Devices {
             }
         }
         self.ctx.store.flush().await?;
+        // Contacts and members hold a cached copy of the record that still lists the device:
+        // push them the new one.
+        let messaging = self.groups.messaging.clone();
+        self.ctx.spawn(async move { messaging.push_own_record().await });
         info!(%peer, "revoked a device");
         Ok(DeviceListView {
             peer_id: peer.to_string(),

@@ -92,6 +92,13 @@ impl MailboxClient {
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
             return Err(NodeError::BadInput(format!("{addr} must end in /p2p/<peer id>")));
         };
+        // This very address must reach the peer: a connection to it through another address
+        // (the DHT's) would otherwise enroll and save an address that does not work.
+        self.ctx
+            .net
+            .dial(addr.clone())
+            .await
+            .map_err(|e| NodeError::Mailbox(format!("cannot reach the mailbox at {addr}: {e}")))?;
         let request = MailboxRequest::Enroll { cert: self.ctx.keys.cert.clone() }.to_bytes();
         let answer = self
             .ctx

@@ -3,7 +3,7 @@
 //! sends each envelope, retries with backoff (`rules::outbox`) and falls back on the
 //! recipient's mailboxes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ use crate::views::{self, MessageView, NodeEvent};
 
 /// Most envelope deliveries in flight at once.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// Most contacts and group members a new record is pushed to after a revocation (the others
+/// see it when their cached copy expires, within 30 s of their next send).
+pub const MAX_RECORD_PUSH: usize = 1024;
 
 /// The messaging service.
 #[derive(Clone, Debug)]
@@ -361,6 +364,48 @@ impl Messaging {
         {
             warn!("cannot send to this user's other devices: {e}");
         }
+    }
+
+    /// Pushes this user's newest record (`record.update`) to every contact and every member of
+    /// an active group, each once (at most [`MAX_RECORD_PUSH`]), so that they stop sealing to a
+    /// device it dropped at once rather than when their cached copy expires. Sealed to the
+    /// devices of the copy pinned with the contact, else of a lookup.
+    pub(crate) async fn push_own_record(&self) {
+        let Some(own) = self.records.own_record().await else { return };
+        let me = self.ctx.user_id().0;
+        let contacts = self.ctx.store.contacts().or_warn("cannot read the contacts");
+        let mut names: BTreeSet<String> = contacts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.user_id != me)
+            .map(|c| c.name)
+            .collect();
+        let groups = self.ctx.store.groups().or_warn("cannot read the groups");
+        for g in groups.unwrap_or_default().into_iter().filter(|g| g.active) {
+            names.extend(g.members.into_iter().filter(|m| m.user != me).filter_map(|m| m.name));
+        }
+        let mut pushed = 0;
+        for name in names.into_iter().take(MAX_RECORD_PUSH) {
+            let record = match self.records.pinned_record(&name) {
+                Some(r) => r,
+                None => match self.records.resolve_record(&name).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        debug!(%name, "not pushing the new record: {e}");
+                        continue;
+                    }
+                },
+            };
+            if record.user_id.0 == me {
+                continue;
+            }
+            let content = Content::RecordUpdate { record: own.bytes.clone() };
+            match self.queue(&record, content, false).await {
+                Ok(_) => pushed += 1,
+                Err(e) => warn!(%name, "cannot push the new record: {e}"),
+            }
+        }
+        info!(pushed, "pushed the new record to contacts and group members");
     }
 
     /// The delivery task: starts every due delivery (at most [`MAX_IN_FLIGHT`] at once) and

@@ -12,8 +12,8 @@ use kith_protocol::name::{
     compare_records, select_record, solve_pow, DeviceEntry, MailboxPeer, RecordDevice, RecordDraft,
 };
 use kith_protocol::{
-    dht_key, normalize_name, NameRecord, RecordPolicy, SenderDevice, SignedPrekey, UserId,
-    VerifiedNameRecord, X25519Secret,
+    dht_key, normalize_name, NameRecord, RecordError, RecordPolicy, SenderDevice, SignedPrekey,
+    UserId, VerifiedNameRecord, X25519Secret,
 };
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
@@ -568,6 +568,51 @@ impl Records {
             let user = r.user_id.0;
             self.ctx.spawn(async move { node.outbox.drop_targets(user, &now).await });
         }
+    }
+
+    /// A contact pushed its newest record (`record.update`): when [`trust::pushed_record`]
+    /// accepts it, it replaces the copy pinned with the contact, the resolve cache and the
+    /// devices known for its user at once, so nothing more is sealed to a device it dropped.
+    pub(crate) fn on_record_update(
+        &self,
+        sender: &SenderDevice,
+        bytes: &[u8],
+    ) -> Result<(), NodeError> {
+        let now = self.ctx.now();
+        let bad = |e: RecordError| NodeError::BadInput(format!("record.update: {e}"));
+        let name = NameRecord::verify(bytes, None, now, &self.ctx.policy).map_err(bad)?.name;
+        let key = dht_key(&name);
+        let new = NameRecord::verify(bytes, Some(&key), now, &self.ctx.policy).map_err(bad)?;
+        let contact = self.ctx.store.contact(&name)?;
+        let any_pow = RecordPolicy { min_pow_bits: 0 };
+        let held = contact
+            .as_ref()
+            .and_then(|c| NameRecord::verify(&c.record, Some(&key), now, &any_pow).ok());
+        let pinned = contact.as_ref().map(|c| c.identity);
+        let sender_key = sender.identity.to_bytes();
+        if let Err(why) = trust::pushed_record(&sender_key, pinned, held.as_ref(), &new) {
+            debug!(%name, "ignoring a pushed record: {why}");
+            return Ok(());
+        }
+        let Some(mut contact) = contact else { return Ok(()) };
+        contact.record = new.bytes.clone();
+        self.ctx.store.put_contact(&contact)?;
+        self.note_record(&new);
+        if let Ok(mut cache) = self.resolved.lock() {
+            if cache.len() >= MAX_RESOLVE_CACHE {
+                cache.clear();
+            }
+            cache.insert(name.clone(), (now, new.clone()));
+        }
+        info!(%name, seq = new.seq, devices = new.devices.len(), "a contact pushed a new record");
+        Ok(())
+    }
+
+    /// The record pinned with contact `name`, if it still verifies now.
+    pub(crate) fn pinned_record(&self, name: &str) -> Option<VerifiedNameRecord> {
+        let c = self.ctx.store.contact(name).ok()??;
+        let any_pow = RecordPolicy { min_pow_bits: 0 };
+        NameRecord::verify(&c.record, Some(&dht_key(name)), self.ctx.now(), &any_pow).ok()
     }
 
     /// A device of this user announced a new prekey: list it in the record (identity holder).

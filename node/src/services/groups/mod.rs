@@ -332,12 +332,20 @@ impl Groups {
     /// Connects to some member devices so the gossipsub mesh of the group can form.
     pub(crate) async fn connect_members(&self, g: &GroupState) {
         let mut dialed = 0;
-        for m in &g.members {
-            if dialed >= MESH_DIALS || m.user == self.ctx.user_id().0 {
-                continue;
+        // Twice as many candidates as dials: a member whose name does not resolve is skipped.
+        for m in rule::mesh_members(&g.members, &self.ctx.user_id().0, 2 * MESH_DIALS) {
+            if dialed >= MESH_DIALS {
+                break;
             }
             let Some(name) = &m.name else { continue };
-            if let Ok(r) = self.records.resolve_record(name).await {
+            // The copy pinned with the contact names its devices well enough to dial them; a
+            // DHT lookup (seconds each under load) only for a member never resolved, so a
+            // round stays quick.
+            let record = match self.records.pinned_record(name) {
+                Some(r) => Ok(r),
+                None => self.records.resolve_record(name).await,
+            };
+            if let Ok(r) = record {
                 for d in r.devices.iter().take(1) {
                     let _ = self.ctx.net.dial_peer(d.device.peer_id).await;
                     self.remember_peer(&g.id, &d.device.peer_id);
@@ -474,9 +482,11 @@ impl Groups {
         loop {
             let groups = self.ctx.store.groups().or_warn("cannot read the groups");
             for g in groups.unwrap_or_default().into_iter().filter(|g| g.active) {
-                self.join_topic(&g).await;
-                let g = self.ctx.store.group(&g.id).ok().flatten().unwrap_or(g);
+                // Catch up from the member devices already known first: finding more (a DHT
+                // lookup for a member never resolved) must not hold up what the others have.
+                let _ = self.ctx.net.subscribe(topic(&ConversationId(g.id)), true).await;
                 self.sync_group(&g).await;
+                self.connect_members(&g).await;
             }
             // A connection woke this round, and catching up opens connections that wake the
             // members at their other end: at most one round per SYNC_GAP, or a large group
