@@ -878,7 +878,11 @@ async fn a_revoked_laptop_gets_nothing_new(
     bob.send_to(conv, "group after the revocation").await.expect("posts");
     sees(30, "the phone sees the group", alice, conv, "group after the revocation").await;
     let refused = laptop.send_text("bob", "from a revoked laptop").await;
+    // The laptop still holds the old epoch's key, whose messages members accept for a grace
+    // period; bob holds the record without the laptop, so he refuses it anyway.
+    laptop.send_to(conv, "laptop in the group after the revocation").await.expect("posts");
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!has_text(bob, conv, "laptop in the group after the revocation").await);
     let laptop_in = direct_texts(laptop, "bob", "in");
     assert!(!laptop_in.contains(&"after the revocation".to_owned()), "{laptop_in:?}");
     assert!(!direct_texts(laptop, "bob", "out").contains(&"phone after the revocation".to_owned()));

@@ -485,6 +485,18 @@ impl Records {
     /// (a device linked since). A device missing from a record issued after its certificate was
     /// revoked. Users this node holds no record of are accepted (first contact).
     pub(crate) fn device_allowed(&self, sender: &SenderDevice) -> Result<(), String> {
+        self.check_device(sender, true)
+    }
+
+    /// [`Records::device_allowed`] against the records held, with no lookup started: for group
+    /// messages, where every member receiving one message would otherwise refresh its sender
+    /// at once. A member holding a record pushed or fetched after a revocation refuses the
+    /// revoked device's messages.
+    pub(crate) fn device_allowed_held(&self, sender: &SenderDevice) -> Result<(), String> {
+        self.check_device(sender, false)
+    }
+
+    fn check_device(&self, sender: &SenderDevice, refresh: bool) -> Result<(), String> {
         let now = self.ctx.now();
         if sender.user_id == self.ctx.user_id() {
             let store = &self.ctx.store;
@@ -509,7 +521,7 @@ impl Records {
         };
         let known = rules::devices::KnownContact { checked_at, record: record.as_ref() };
         let verdict = rules::devices::contact_device_allowed(&known, sender, now);
-        if verdict.refresh {
+        if refresh && verdict.refresh {
             // Marked as checked now, so a burst of messages starts one lookup.
             if let Ok(mut known) = self.known.lock() {
                 if let Some(k) = known.get_mut(&sender.user_id.0) {

@@ -50,6 +50,13 @@ impl Groups {
             debug!("rejected a group message: {e}");
             Verdict::Reject
         })?;
+        // A device its user revoked, once this node holds a record saying so: refused whatever
+        // the epoch (the grace of a closed epoch is for members, not for revoked devices).
+        self.records.device_allowed_held(&opened.sender).map_err(|e| {
+            debug!("ignoring a group message from a device not allowed: {e}");
+            // Ignored, not rejected: the member forwarding it may not know of the revocation.
+            Verdict::Ignore
+        })?;
         let m = &opened.message;
         rule::sender_allowed(&g, env.epoch, &m.sender.0, m.sent_at, self.ctx.now(), synced)
             .map_err(|d| {
