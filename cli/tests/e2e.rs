@@ -117,6 +117,48 @@ fn waiting_messages_are_delivered_or_cancelled(alice: &Node, boot_addr: &str) {
     carol.stop();
 }
 
+/// A message to a contact never seen before, sent while the sender is cut off (its only
+/// bootstrap peer is down, and that peer lost the DHT records it held when it stopped), waits,
+/// and is delivered once the network is back.
+#[test]
+fn a_message_sent_while_cut_off_is_delivered_after_the_network_heals() {
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let mut boot = Node::init("boot");
+    boot.start_with(None, &["--listen", &listen]);
+    let boot_peer = boot.status().expect("status")["peer_id"].as_str().expect("peer").to_owned();
+    let boot_addr = format!("{listen}/p2p/{boot_peer}");
+    let mut carol = Node::init("carol");
+    carol.start(Some(&boot_addr));
+    wait_until("carol to connect to a peer", START_TIMEOUT, || {
+        carol.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+    });
+    carol.register("carol");
+    boot.stop();
+    let mut alice = Node::init("alice");
+    alice.start(Some(&boot_addr));
+    let out = alice.kith(&["send", "@carol", "across the partition"]).ok();
+    assert!(out.stderr.contains("@carol does not resolve yet"), "{out:?}");
+    let id = out.stdout.trim().to_owned();
+    boot.start_with(None, &["--listen", &listen]);
+    wait_until(
+        "the message to be delivered after the network healed",
+        Duration::from_secs(150),
+        || {
+            let list = alice.messages(&["@carol"])?;
+            let m = list.as_array()?.iter().find(|m| m["id"] == id.as_str())?.clone();
+            matches!(m["status"].as_str(), Some("delivered" | "read")).then_some(())
+        },
+    );
+    let list = carol.messages(&[]).expect("carol's messages");
+    assert_eq!(with_text(&list, "across the partition").len(), 1, "{list}");
+    if std::env::var("SHOWLOGS").is_ok() {
+        panic!("show logs");
+    }
+    for n in [&mut alice, &mut carol, &mut boot] {
+        n.stop();
+    }
+}
+
 #[test]
 fn init_refuses_to_overwrite_an_identity() {
     let dir = TempDir::new().expect("tempdir");

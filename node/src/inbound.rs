@@ -101,6 +101,8 @@ impl Services {
                         let _ = self.ctx.net.validate(id, source, verdict).await;
                     }
                     Event::PeerConnected(peer) => self.peer_connected(peer).await,
+                    // The DHT nodes that held this user's record may have restarted meanwhile.
+                    Event::Rejoined => self.records.republish_soon(),
                 }
             }
             if replies.is_empty() {

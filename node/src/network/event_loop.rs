@@ -49,6 +49,10 @@ pub struct EventLoop {
     /// When each connected peer was last used by Kith (a request, an answer, a group message),
     /// and whether it ever was (else: when it connected).
     last_used: HashMap<PeerId, (Instant, bool)>,
+    /// The configured bootstrap peers, redialed while the node has no connection at all.
+    pub(super) bootstrap: Vec<Multiaddr>,
+    /// Whether a check found the node without any connection (cleared by the next one).
+    isolated: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -86,6 +90,8 @@ impl EventLoop {
             pending_dial: HashMap::new(),
             pending_dials: HashMap::new(),
             last_used: HashMap::new(),
+            bootstrap: Vec::new(),
+            isolated: false,
         }
     }
 
@@ -96,7 +102,10 @@ impl EventLoop {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = reap.tick() => self.reap_idle(),
+                _ = reap.tick() => {
+                    self.reap_idle();
+                    self.redial_if_isolated();
+                }
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => break,
@@ -253,6 +262,23 @@ impl EventLoop {
     /// Closes connections that carry no group this node is in and were not used for
     /// [`IDLE_TIMEOUT`] (or, never used by Kith, opened [`DHT_ONLY_TIMEOUT`] ago), keeping the
     /// [`MIN_CONNECTIONS`] most recently used.
+    /// With no connection at all (the bootstrap peers were down at start, or went away), dial
+    /// the bootstrap peers again; without this a node cut off once stays cut off.
+    fn redial_if_isolated(&mut self) {
+        if self.swarm.connected_peers().next().is_some() {
+            return;
+        }
+        if !self.isolated && !self.bootstrap.is_empty() {
+            info!("no connection to any peer: dialing the bootstrap peers again");
+        }
+        self.isolated = true;
+        for addr in self.bootstrap.clone() {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                debug!(%addr, "cannot dial bootstrap peer: {e}");
+            }
+        }
+    }
+
     fn reap_idle(&mut self) {
         let now = Instant::now();
         let g = &self.swarm.behaviour().gossipsub;
@@ -317,6 +343,10 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     // Never block the swarm: if the node is busy it will retry on its timer.
                     let _ = self.events.try_send(Event::PeerConnected(peer_id));
+                }
+                if std::mem::take(&mut self.isolated) {
+                    info!(%peer_id, "connected again after a time without any connection");
+                    let _ = self.events.try_send(Event::Rejoined);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {

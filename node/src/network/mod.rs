@@ -80,6 +80,7 @@ pub const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// connection, which keeps libp2p from ever closing one as idle: without this check a node
 /// ends up connected to every peer a DHT query ever reached (up to [`MAX_CONNECTIONS`]).
 pub const REAP_INTERVAL: Duration = Duration::from_secs(10);
+// A node with no connection at all redials its bootstrap peers every REAP_INTERVAL.
 /// Connections kept however idle (the most recently used ones), so the node stays in the DHT.
 pub const MIN_CONNECTIONS: usize = 8;
 /// A connection Kith never used (one a DHT query opened, ours or a peer's) is closed this long
@@ -200,6 +201,9 @@ pub enum Event {
     },
     /// A connection to a peer was established.
     PeerConnected(PeerId),
+    /// The node had no connection at all for a while (its bootstrap peers were down, or it was
+    /// cut off) and has one again: what it published may have been lost meanwhile.
+    Rejoined,
 }
 
 /// The verdict on a group message.
@@ -478,7 +482,8 @@ pub(crate) fn with_event_capacity(
     let (etx, erx) = mpsc::channel(event_capacity);
     let client = Client { tx, counters: counters.clone() };
     let policy = RecordPolicy { min_pow_bits: config.pow_bits };
-    let ev = EventLoop::new(swarm, rx, etx, counters, p2p_metrics, policy);
+    let mut ev = EventLoop::new(swarm, rx, etx, counters, p2p_metrics, policy);
+    ev.bootstrap = config.bootstrap.clone();
     Ok((client, erx, ev))
 }
 
@@ -496,11 +501,22 @@ mod tests {
     /// Starts an event loop on the memory transport and spawns it.
     fn start(listen: bool, bootstrap: Vec<Multiaddr>, event_capacity: usize) -> Started {
         let key = libp2p::identity::Keypair::generate_ed25519();
+        let listen = if listen { vec!["/memory/0".parse().unwrap()] } else { vec![] };
+        start_keyed(key, listen, bootstrap, event_capacity)
+    }
+
+    /// [`start`] with a given key and listen addresses.
+    fn start_keyed(
+        key: libp2p::identity::Keypair,
+        listen: Vec<Multiaddr>,
+        bootstrap: Vec<Multiaddr>,
+        event_capacity: usize,
+    ) -> Started {
         let peer = key.public().to_peer_id();
         let mut registry = Registry::default();
         let config = NetworkConfig {
             transport: TransportKind::Memory,
-            listen: if listen { vec!["/memory/0".parse().unwrap()] } else { vec![] },
+            listen,
             bootstrap,
             pow_bits: 8,
             relay: false,
@@ -540,7 +556,7 @@ mod tests {
     async fn next_request(events: &mut mpsc::Receiver<Event>) -> Event {
         loop {
             match tokio::time::timeout(WAIT, events.recv()).await {
-                Ok(Some(Event::PeerConnected(_))) => continue,
+                Ok(Some(Event::PeerConnected(_) | Event::Rejoined)) => continue,
                 Ok(Some(event)) => return event,
                 Ok(None) => panic!("the event loop stopped"),
                 Err(_) => panic!("no request arrived within {WAIT:?}"),
@@ -645,5 +661,33 @@ mod tests {
         assert!(page.more);
         assert!(page.envelopes.is_empty());
         drop(c_events);
+    }
+
+    /// A node whose only bootstrap peer was down when it started connects once that peer is
+    /// up, with nothing else to make it dial, and tells the node it rejoined.
+    #[tokio::test]
+    async fn a_node_without_connections_dials_its_bootstrap_peers_again() {
+        let b_key = libp2p::identity::Keypair::generate_ed25519();
+        let b_peer = b_key.public().to_peer_id();
+        let port = rand::random::<u64>() | (1 << 40);
+        let b_listen: Multiaddr = format!("/memory/{port}").parse().unwrap();
+        let b_addr = b_listen.clone().with(Protocol::P2p(b_peer));
+        let (a, mut a_events, _, _) = start(false, vec![b_addr], 64);
+        // The first dial fails: nothing listens there yet.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.status().await.unwrap().connected_peers, 0);
+        let (_b, _b_events, _, _) = start_keyed(b_key, vec![b_listen], vec![], 64);
+        let deadline = Instant::now() + REAP_INTERVAL * 2 + WAIT;
+        while a.status().await.unwrap().connected_peers == 0 {
+            assert!(Instant::now() < deadline, "never dialed the bootstrap peer again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        loop {
+            match tokio::time::timeout(WAIT, a_events.recv()).await {
+                Ok(Some(Event::Rejoined)) => break,
+                Ok(Some(_)) => continue,
+                other => panic!("no Rejoined event: {other:?}"),
+            }
+        }
     }
 }
