@@ -17,6 +17,10 @@ pub const EPOCH_GRACE_MS: u64 = 60_000;
 pub const MAX_PENDING_INVITES: usize = 64;
 /// How long the parts of a group state wait for the others.
 pub const INVITE_PARTS_TTL_MS: u64 = 10 * 60 * 1000;
+/// Most group messages held for an epoch whose key has not arrived yet, over all groups.
+pub const MAX_EARLY_MESSAGES: usize = 256;
+/// How long such a message is held (then it is dropped: catch-up fetches it later).
+pub const EARLY_MESSAGE_TTL_MS: u64 = 2 * 60 * 1000;
 
 /// Why a group message is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +205,55 @@ pub enum Offer {
     Full,
 }
 
+/// Group messages that arrived before the key of their epoch (a rekey's messages can overtake
+/// its key, which comes sealed to each member): held, bounded by [`MAX_EARLY_MESSAGES`] and
+/// [`EARLY_MESSAGE_TTL_MS`], and handed back once the group reaches their epoch.
+#[derive(Debug, Default)]
+pub struct EarlyMessages {
+    held: Vec<Early>,
+}
+
+#[derive(Debug)]
+struct Early {
+    group: [u8; 16],
+    epoch: u64,
+    at: u64,
+    envelope: Vec<u8>,
+}
+
+impl EarlyMessages {
+    /// Holds `envelope` of `group` at `epoch`, received at `now`; whether it was kept (not when
+    /// full, nor a copy of one held).
+    pub fn hold(&mut self, group: [u8; 16], epoch: u64, envelope: Vec<u8>, now: u64) -> bool {
+        self.held.retain(|e| now.saturating_sub(e.at) < EARLY_MESSAGE_TTL_MS);
+        if self.held.len() >= MAX_EARLY_MESSAGES || self.held.iter().any(|e| e.envelope == envelope)
+        {
+            return false;
+        }
+        self.held.push(Early { group, epoch, at: now, envelope });
+        true
+    }
+
+    /// The held messages of `group` whose epoch is `epoch` or older (the group reached it), in
+    /// the order they arrived; they are no longer held.
+    pub fn release(&mut self, group: &[u8; 16], epoch: u64) -> Vec<Vec<u8>> {
+        let (out, keep): (Vec<Early>, Vec<Early>) =
+            self.held.drain(..).partition(|e| &e.group == group && e.epoch <= epoch);
+        self.held = keep;
+        out.into_iter().map(|e| e.envelope).collect()
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
 /// Group states arriving in parts, by (group, epoch, sender's user id); bounded by
 /// [`MAX_PENDING_INVITES`], each kept [`INVITE_PARTS_TTL_MS`].
 #[derive(Debug, Default)]
@@ -363,6 +416,27 @@ mod tests {
         assert_eq!(rekeyer(&g), Some([2; 16]));
         g.leaving.push(vec![2; 16]);
         assert_eq!(rekeyer(&g), Some([5; 16]));
+    }
+
+    #[test]
+    fn early_messages_wait_for_their_epoch_and_are_bounded() {
+        let mut early = EarlyMessages::default();
+        assert!(early.hold([1; 16], 3, vec![1], 0));
+        assert!(early.hold([1; 16], 4, vec![2], 0));
+        assert!(early.hold([2; 16], 3, vec![3], 0));
+        assert!(!early.hold([1; 16], 3, vec![1], 1), "a copy");
+        assert_eq!(early.release(&[1; 16], 2), Vec::<Vec<u8>>::new(), "not there yet");
+        assert_eq!(early.release(&[1; 16], 3), vec![vec![1]]);
+        assert_eq!(early.release(&[1; 16], 9), vec![vec![2]]);
+        assert_eq!(early.len(), 1, "the other group's stays");
+        // Expired messages go; the bound holds.
+        assert!(early.hold([1; 16], 5, vec![4], EARLY_MESSAGE_TTL_MS));
+        assert_eq!(early.len(), 1, "the old one expired");
+        for i in 0..MAX_EARLY_MESSAGES as u32 {
+            early.hold([1; 16], 5, i.to_be_bytes().to_vec(), EARLY_MESSAGE_TTL_MS);
+        }
+        assert_eq!(early.len(), MAX_EARLY_MESSAGES);
+        assert!(!early.hold([1; 16], 5, vec![9, 9], EARLY_MESSAGE_TTL_MS), "full");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub(crate) struct Groups {
     pub(crate) messaging: super::messaging::Messaging,
     /// Group states arriving in parts (long member lists), until they are whole.
     pub(crate) invite_parts: Arc<Mutex<rules::group::InviteParts>>,
+    /// Group messages that arrived before their epoch's key.
+    pub(crate) early: Arc<Mutex<rules::group::EarlyMessages>>,
     /// Wakes the group task (a member device connected).
     pub(crate) wake_sync: Arc<Notify>,
 }
@@ -80,7 +82,14 @@ impl Groups {
         records: super::records::Records,
         messaging: super::messaging::Messaging,
     ) -> Self {
-        Groups { ctx, records, messaging, invite_parts: Arc::default(), wake_sync: Arc::default() }
+        Groups {
+            ctx,
+            records,
+            messaging,
+            invite_parts: Arc::default(),
+            early: Arc::default(),
+            wake_sync: Arc::default(),
+        }
     }
 }
 
@@ -467,6 +476,7 @@ impl Groups {
             for content in forward {
                 node.messaging.send_to_own(content).await;
             }
+            node.release_early(&state).await;
             node.sync_group(&state).await;
             node.join_topic(&state).await;
             // Reload: joining learned the members' devices.
@@ -564,6 +574,67 @@ mod tests {
         assert_eq!(g.members[1099].name.as_deref(), Some("m1097"));
         assert_eq!(g.epoch, 3);
         assert!(s.groups.invite_parts.lock().unwrap().is_empty());
+        node.shutdown().await.unwrap();
+    }
+
+    /// A message of an epoch whose key has not arrived is held, and stored once the state of
+    /// that epoch arrives (a rekey's messages can overtake its key).
+    #[tokio::test]
+    async fn a_message_ahead_of_its_key_is_stored_when_the_key_arrives() {
+        use kith_protocol::group::GroupEnvelope;
+        use kith_protocol::identity::{DeviceCertificate, DeviceKeypair, IdentityKeypair};
+        use kith_protocol::{Message, MessageId, Text, X25519Secret, VERSION};
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(crate::node::lone_node(dir.path(), false)).await.unwrap();
+        let s = node.services().clone();
+        let rng = &mut rand::rngs::OsRng;
+        let sender = IdentityKeypair::generate(rng);
+        let device = DeviceKeypair::generate(rng);
+        let cert =
+            DeviceCertificate::issue(&sender, &device, &X25519Secret::generate(rng), 1, "phone");
+        let members = vec![
+            Member {
+                user: sender.public().user_id(),
+                identity: sender.public().to_bytes(),
+                name: None,
+            },
+            Member {
+                user: node.user_id(),
+                identity: s.ctx.keys.identity_public.to_bytes(),
+                name: None,
+            },
+        ];
+        let group = ConversationId([6; 16]);
+        let state = |epoch: u64, key: [u8; 32]| Content::GroupInvite {
+            group,
+            title: None,
+            members: members.clone(),
+            epoch,
+            epoch_key: key,
+            part: None,
+        };
+        let from = device.peer_id();
+        s.groups.on_group_state(&sender.public(), from, &state(1, [1; 32]), now_ms());
+        assert_eq!(s.ctx.store.group(&group.0).unwrap().expect("joined").epoch, 1);
+        let message = Message {
+            v: VERSION,
+            id: MessageId::random(rng),
+            conversation: group,
+            sender: sender.public().user_id(),
+            sent_at: now_ms(),
+            content: Content::Text(Text { body: "ahead of its key".into() }),
+        };
+        let env = GroupEnvelope::seal(rng, &[2; 32], 2, &cert, &device, &message).unwrap();
+        assert_eq!(s.groups.on_gossip(&env.to_bytes()).await, Verdict::Ignore);
+        assert!(s.ctx.store.message(&message.id.0).unwrap().is_none());
+        assert_eq!(s.groups.early.lock().unwrap().len(), 1);
+        s.groups.on_group_state(&sender.public(), from, &state(2, [2; 32]), now_ms());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.ctx.store.message(&message.id.0).unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "never stored");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(s.groups.early.lock().unwrap().is_empty());
         node.shutdown().await.unwrap();
     }
 }

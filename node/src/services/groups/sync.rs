@@ -36,6 +36,31 @@ impl Groups {
         }
     }
 
+    /// The group reached `g.epoch`: judges and stores the messages that arrived before its key.
+    pub(crate) async fn release_early(&self, g: &GroupState) {
+        let held = match self.early.lock() {
+            Ok(mut early) => early.release(&g.id, g.epoch),
+            Err(_) => return,
+        };
+        let mut fresh = Vec::new();
+        for envelope in held {
+            if let Ok(Some(m)) = self.accept_group_envelope(&envelope, false) {
+                fresh.push(m);
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ctx.store.flush().await {
+            return warn!("cannot flush group messages that arrived before their key: {e}");
+        }
+        info!(group = %ConversationId(g.id), n = fresh.len(), "stored messages that came before their key");
+        for m in fresh {
+            let _ = self.ctx.events.send(NodeEvent::Message(m.view));
+            self.ctx.counters.messages_received.inc();
+        }
+    }
+
     /// Validates and stores a group envelope. `Ok(None)`: a duplicate. `Err`: the verdict.
     pub(crate) fn accept_group_envelope(
         &self,
@@ -45,7 +70,18 @@ impl Groups {
         let env = GroupEnvelope::from_bytes(data).map_err(|_| Verdict::Reject)?;
         let store = &self.ctx.store;
         let Ok(Some(mut g)) = store.group(&env.group.0) else { return Err(Verdict::Ignore) };
-        let key = rule::epoch_key(&g, env.epoch).map_err(verdict)?;
+        let key = match rule::epoch_key(&g, env.epoch) {
+            Ok(key) => key,
+            Err(d) => {
+                // Ahead of the key: held until the group reaches that epoch.
+                if g.active && env.epoch > g.epoch {
+                    if let Ok(mut early) = self.early.lock() {
+                        early.hold(g.id, env.epoch, data.to_vec(), self.ctx.now());
+                    }
+                }
+                return Err(verdict(d));
+            }
+        };
         let opened = env.open(&key).map_err(|e| {
             debug!("rejected a group message: {e}");
             Verdict::Reject
