@@ -18,8 +18,10 @@ use crate::ctx::Ctx;
 use crate::error::NodeError;
 use crate::network::Client;
 
-/// How often a device fetches from its mailboxes even without a notice.
-pub const FETCH_INTERVAL: Duration = Duration::from_secs(300);
+/// How often a device fetches from its mailboxes even without a notice. A mailbox notifies a
+/// device only if it can reach it: one that restarted no longer knows the device's address, and
+/// the device does not notice the connection is gone, so this bounds how long a deposit waits.
+pub const FETCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A mailbox as the API shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
