@@ -97,7 +97,9 @@ impl EventLoop {
 
     /// Runs until every client is gone.
     pub async fn run(mut self) {
-        let mut reap = tokio::time::interval(REAP_INTERVAL);
+        // Not at once: the bootstrap dials made at start are still under way.
+        let mut reap =
+            tokio::time::interval_at(tokio::time::Instant::now() + REAP_INTERVAL, REAP_INTERVAL);
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

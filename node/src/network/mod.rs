@@ -79,8 +79,8 @@ pub const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// How often connections are checked for use. Gossipsub holds a stream open on every
 /// connection, which keeps libp2p from ever closing one as idle: without this check a node
 /// ends up connected to every peer a DHT query ever reached (up to [`MAX_CONNECTIONS`]).
+/// A node with no connection at all also redials its bootstrap peers this often.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(10);
-// A node with no connection at all redials its bootstrap peers every REAP_INTERVAL.
 /// Connections kept however idle (the most recently used ones), so the node stays in the DHT.
 pub const MIN_CONNECTIONS: usize = 8;
 /// A connection Kith never used (one a DHT query opened, ours or a peer's) is closed this long

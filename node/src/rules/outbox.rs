@@ -19,10 +19,13 @@ pub const MIN_LOOKUP_GAP_MS: u64 = 5_000;
 /// [`MAX_BACKOFF_MS`], plus up to 25 % jitter (`jitter` in `[0, 1)`) so that many senders do not
 /// retry in step.
 pub fn backoff(attempts: u32, jitter: f64) -> u64 {
-    let exp = BASE_BACKOFF_MS.saturating_mul(1u64 << attempts.min(16));
-    let base = exp.min(MAX_BACKOFF_MS);
-    let extra = (base as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as u64;
-    base + extra
+    backoff_up_to(attempts, MAX_BACKOFF_MS, jitter)
+}
+
+/// [`BASE_BACKOFF_MS`] doubled `attempts` times, at most `cap`, plus up to 25 % jitter.
+fn backoff_up_to(attempts: u32, cap: u64, jitter: f64) -> u64 {
+    let base = BASE_BACKOFF_MS.saturating_mul(1u64 << attempts.min(20)).min(cap);
+    base + (base as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as u64
 }
 
 /// Indices of the targets due for an attempt at `now`.
@@ -107,9 +110,7 @@ pub fn lookup_failed(
     if now >= w.since.saturating_add(WAITING_LIMIT_MS) {
         return Lookup::GiveUp;
     }
-    let base =
-        BASE_BACKOFF_MS.saturating_mul(1u64 << w.attempts.min(20)).min(MAX_LOOKUP_BACKOFF_MS);
-    w.next_at = now + base + (base as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as u64;
+    w.next_at = now + backoff_up_to(w.attempts, MAX_LOOKUP_BACKOFF_MS, jitter);
     Lookup::Retry
 }
 

@@ -386,15 +386,12 @@ impl Messaging {
         }
         let mut pushed = 0;
         for name in names.into_iter().take(MAX_RECORD_PUSH) {
-            let record = match self.records.pinned_record(&name) {
-                Some(r) => r,
-                None => match self.records.resolve_record(&name).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        debug!(%name, "not pushing the new record: {e}");
-                        continue;
-                    }
-                },
+            let record = match self.records.pinned_or_resolved(&name).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(%name, "not pushing the new record: {e}");
+                    continue;
+                }
             };
             if record.user_id.0 == me {
                 continue;

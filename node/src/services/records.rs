@@ -12,8 +12,8 @@ use kith_protocol::name::{
     compare_records, select_record, solve_pow, DeviceEntry, MailboxPeer, RecordDevice, RecordDraft,
 };
 use kith_protocol::{
-    dht_key, normalize_name, NameRecord, RecordError, RecordPolicy, SenderDevice, SignedPrekey,
-    UserId, VerifiedNameRecord, X25519Secret,
+    dht_key, normalize_name, NameRecord, RecordPolicy, SenderDevice, SignedPrekey, UserId,
+    VerifiedNameRecord, X25519Secret,
 };
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
@@ -287,12 +287,7 @@ impl Records {
         let now = self.ctx.now();
         let r = self.resolve_uncached(&name, now).await?;
         self.note_record(&r);
-        if let Ok(mut cache) = self.resolved.lock() {
-            if cache.len() >= MAX_RESOLVE_CACHE {
-                cache.clear();
-            }
-            cache.insert(name, (now, r.clone()));
-        }
+        self.cache_resolved(name, now, &r);
         Ok(r)
     }
 
@@ -591,10 +586,10 @@ impl Records {
         bytes: &[u8],
     ) -> Result<(), NodeError> {
         let now = self.ctx.now();
-        let bad = |e: RecordError| NodeError::BadInput(format!("record.update: {e}"));
-        let name = NameRecord::verify(bytes, None, now, &self.ctx.policy).map_err(bad)?.name;
-        let key = dht_key(&name);
-        let new = NameRecord::verify(bytes, Some(&key), now, &self.ctx.policy).map_err(bad)?;
+        // No DHT key to check it against: the key is derived from the record's own name.
+        let new = NameRecord::verify(bytes, None, now, &self.ctx.policy)
+            .map_err(|e| NodeError::BadInput(format!("record.update: {e}")))?;
+        let (name, key) = (new.name.clone(), dht_key(&new.name));
         let contact = self.ctx.store.contact(&name)?;
         let any_pow = RecordPolicy { min_pow_bits: 0 };
         let held = contact
@@ -610,21 +605,39 @@ impl Records {
         contact.record = new.bytes.clone();
         self.ctx.store.put_contact(&contact)?;
         self.note_record(&new);
-        if let Ok(mut cache) = self.resolved.lock() {
-            if cache.len() >= MAX_RESOLVE_CACHE {
-                cache.clear();
-            }
-            cache.insert(name.clone(), (now, new.clone()));
-        }
+        self.cache_resolved(name.clone(), now, &new);
         info!(%name, seq = new.seq, devices = new.devices.len(), "a contact pushed a new record");
         Ok(())
     }
 
-    /// The record pinned with contact `name`, if it still verifies now.
-    pub(crate) fn pinned_record(&self, name: &str) -> Option<VerifiedNameRecord> {
-        let c = self.ctx.store.contact(name).ok()??;
+    /// The record pinned with contact `name` if it still verifies now, else a lookup: enough to
+    /// seal to or dial a contact's devices without a DHT lookup each time (a record that drops
+    /// a device is pushed to its contacts, `record.update`).
+    pub(crate) async fn pinned_or_resolved(
+        &self,
+        name: &str,
+    ) -> Result<VerifiedNameRecord, NodeError> {
         let any_pow = RecordPolicy { min_pow_bits: 0 };
-        NameRecord::verify(&c.record, Some(&dht_key(name)), self.ctx.now(), &any_pow).ok()
+        let now = self.ctx.now();
+        let pinned =
+            self.ctx.store.contact(name)?.and_then(|c| {
+                NameRecord::verify(&c.record, Some(&dht_key(name)), now, &any_pow).ok()
+            });
+        match pinned {
+            Some(r) => Ok(r),
+            None => self.resolve_record(name).await,
+        }
+    }
+
+    /// Remembers `r`, resolved or pushed at `now`, as the record of `name` for sends within
+    /// [`RESOLVE_CACHE_MS`].
+    fn cache_resolved(&self, name: String, now: u64, r: &VerifiedNameRecord) {
+        if let Ok(mut cache) = self.resolved.lock() {
+            if cache.len() >= MAX_RESOLVE_CACHE {
+                cache.clear();
+            }
+            cache.insert(name, (now, r.clone()));
+        }
     }
 
     /// A device of this user announced a new prekey: list it in the record (identity holder).

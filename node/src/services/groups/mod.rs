@@ -350,11 +350,7 @@ impl Groups {
             // The copy pinned with the contact names its devices well enough to dial them; a
             // DHT lookup (seconds each under load) only for a member never resolved, so a
             // round stays quick.
-            let record = match self.records.pinned_record(name) {
-                Some(r) => Ok(r),
-                None => self.records.resolve_record(name).await,
-            };
-            if let Ok(r) = record {
+            if let Ok(r) = self.records.pinned_or_resolved(name).await {
                 for d in r.devices.iter().take(1) {
                     let _ = self.ctx.net.dial_peer(d.device.peer_id).await;
                     self.remember_peer(&g.id, &d.device.peer_id);
