@@ -204,7 +204,13 @@ pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bo
         );
     }
     let mut status = answer.get("status").and_then(Value::as_str).unwrap_or("queued").to_owned();
-    if status == "waiting" {
+    if status == "waiting" && group.is_some() {
+        eprintln!(
+            "this device does not know the group {target} yet (its state has not arrived): the \
+             message waits for it and is posted once it arrives (for 7 days); `kith cancel {id}` \
+             withdraws it"
+        );
+    } else if status == "waiting" {
         eprintln!(
             "{target} does not resolve yet (not registered, or not found now): the message waits \
              and is retried for 7 days; `kith cancel {id}` withdraws it"

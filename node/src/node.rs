@@ -278,6 +278,9 @@ impl Node {
     /// Withdraws an outgoing message not yet delivered to every device (or still waiting for its
     /// recipient's name to resolve): it is `cancelled` and no further delivery is tried.
     pub async fn cancel(&self, id: &str) -> Result<MessageView, NodeError> {
+        if let Some(view) = self.s.groups.cancel_waiting(id).await? {
+            return Ok(view);
+        }
         self.s.messaging.cancel(id).await
     }
 

@@ -224,6 +224,12 @@ pub(crate) fn pending_reason(store: &Store, m: &StoredMessage) -> Option<String>
     if m.direction != Direction::Out || matches!(m.status, Status::Delivered | Status::Read) {
         return None;
     }
+    if m.is_group() {
+        return (m.status == Status::Waiting).then(|| {
+            let until = rfc3339(m.sent_at.saturating_add(crate::rules::outbox::WAITING_LIMIT_MS));
+            format!("waiting for the group's state to reach this device (until {until})")
+        });
+    }
     let entry = store.outbox_entry(&m.id).ok().flatten()?;
     if let Some(w) = &entry.waiting {
         let why = w.last_error.as_deref().unwrap_or("not looked up yet");

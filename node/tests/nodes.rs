@@ -732,6 +732,47 @@ async fn a_group_of_a_hundred() {
     );
 }
 
+/// The new members of a group hand its state on to each other (a tree rooted at its
+/// creator, `rules::group::hand_on_to`): once the creator's own children in the tree have the
+/// state, the creator stops, and every other member still joins and gets the first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_members_hand_the_group_state_on_without_its_creator() {
+    let size = 20;
+    let fanout = kith_node::services::groups::HAND_ON_FANOUT;
+    let boot = spawn(vec![]).await;
+    let b = addr(&boot.node).await;
+    let mut nodes = Vec::with_capacity(size);
+    for i in 0..size {
+        let n = spawn(vec![b.clone()]).await;
+        eventually(20, "connection", || async {
+            (n.node.status().await.ok()?.connected_peers > 0).then_some(())
+        })
+        .await;
+        n.node.register(&format!("hand{i:02}")).await.expect("registers");
+        nodes.push(n);
+    }
+    let mention: Vec<String> = (2..size).map(|i| format!("@hand{i:02}")).collect();
+    let text = format!("barbecue on sunday {}", mention.join(" "));
+    let first = nodes[0].node.send_to("hand01", &text).await.expect("group formed");
+    let conv = format!("#{}", first.conversation);
+    let joined = |n: &Node| n.members(&conv).map(|m| m.len() == size).unwrap_or(false);
+    for n in &nodes[1..=fanout] {
+        eventually(60, "the creator's children to join", || async {
+            (joined(&n.node) && has_text(&n.node, &conv, &text).await).then_some(())
+        })
+        .await;
+    }
+    let creator = nodes.remove(0);
+    creator.node.shutdown().await.expect("the creator stops");
+    drop(creator);
+    for (i, n) in nodes.iter().enumerate().skip(fanout) {
+        eventually(90, &format!("hand{:02} to join and catch up", i + 1), || async {
+            (joined(&n.node) && has_text(&n.node, &conv, &text).await).then_some(())
+        })
+        .await;
+    }
+}
+
 async fn join(
     code: &str,
     home: &std::path::Path,

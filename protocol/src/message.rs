@@ -160,6 +160,18 @@ pub struct InvitePart {
     pub count: u32,
 }
 
+/// How a group state travels to the members it adds: down a tree over the new members (those
+/// from `from` in the member list), rooted at the state's sender, each member handing it on
+/// to its children once it joined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOn {
+    /// Index in the member list of the first new member.
+    pub from: u32,
+    /// When the state's sender sent it (its clock): the new members' history starts there,
+    /// however long the state took to reach them.
+    pub sent_at: u64,
+}
+
 /// One share of a bill.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Share {
@@ -293,6 +305,9 @@ pub enum Content {
         /// `Some` when the member list is split over several invites: this part's place.
         /// `members` then holds this part's slice of the list, in order.
         part: Option<InvitePart>,
+        /// `Some` when the members who are new in this state hand it on to each other (a
+        /// tree, `docs/protocol.md` 7.4) instead of all getting it from its sender.
+        hand_on: Option<HandOn>,
     },
     /// `group.add`: a member was added (announced to the group).
     GroupAdd {
@@ -440,6 +455,8 @@ struct GroupInviteW {
     epoch_key: [u8; 32],
     #[serde(default, skip_serializing_if = "Option::is_none")]
     part: Option<InvitePart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hand_on: Option<HandOn>,
 }
 #[derive(Serialize, Deserialize)]
 struct GroupAddW {
@@ -572,8 +589,14 @@ impl Content {
                 }
                 Ok(())
             }
-            Content::GroupInvite { members, title, part, .. } => {
+            Content::GroupInvite { members, title, part, hand_on, .. } => {
                 list(members.len(), "members")?;
+                let most = MAX_INVITE_PARTS * MAX_LIST as u32;
+                if hand_on.is_some_and(|h| h.from == 0 || h.from >= most) {
+                    return Err(DecodeError::Invalid(
+                        "hand_on.from must name a member after the first".into(),
+                    ));
+                }
                 if let Some(p) = part {
                     if !(2..=MAX_INVITE_PARTS).contains(&p.count) || p.index >= p.count {
                         return Err(DecodeError::Invalid(format!(
@@ -628,8 +651,16 @@ impl Content {
             Content::BillSplit { bill, description, total, currency, shares } => {
                 codec::to_vec(&BillW { bill, description, total, currency, shares })
             }
-            Content::GroupInvite { group, title, members, epoch, epoch_key, part } => {
-                codec::to_vec(&GroupInviteW { group, title, members, epoch, epoch_key, part })
+            Content::GroupInvite { group, title, members, epoch, epoch_key, part, hand_on } => {
+                codec::to_vec(&GroupInviteW {
+                    group,
+                    title,
+                    members,
+                    epoch,
+                    epoch_key,
+                    part,
+                    hand_on,
+                })
             }
             Content::GroupAdd { group, member } => codec::to_vec(&GroupAddW { group, member }),
             Content::GroupLeave { group } => codec::to_vec(&GroupW { group }),
@@ -697,9 +728,9 @@ impl Content {
                 Content::BillSplit { bill, description, total, currency, shares }
             }
             "group.invite" => {
-                let GroupInviteW { group, title, members, epoch, epoch_key, part } =
+                let GroupInviteW { group, title, members, epoch, epoch_key, part, hand_on } =
                     codec::from_slice(b, m)?;
-                Content::GroupInvite { group, title, members, epoch, epoch_key, part }
+                Content::GroupInvite { group, title, members, epoch, epoch_key, part, hand_on }
             }
             "group.add" => {
                 let GroupAddW { group, member } = codec::from_slice(b, m)?;

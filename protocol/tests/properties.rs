@@ -104,9 +104,10 @@ fn content() -> impl Strategy<Value = Content> {
             proptest::collection::vec(member(), 0..4),
             any::<u64>(),
             any::<[u8; 32]>(),
-            proptest::option::of((0u32..8, 2u32..=8))
+            proptest::option::of((0u32..8, 2u32..=8)),
+            proptest::option::of((1u32..4096, any::<u64>()))
         )
-            .prop_map(|(group, title, members, epoch, epoch_key, part)| {
+            .prop_map(|(group, title, members, epoch, epoch_key, part, hand_on)| {
                 Content::GroupInvite {
                     group,
                     title,
@@ -117,6 +118,8 @@ fn content() -> impl Strategy<Value = Content> {
                         index: i % n,
                         count: n,
                     }),
+                    hand_on: hand_on
+                        .map(|(from, sent_at)| kith_protocol::message::HandOn { from, sent_at }),
                 }
             }),
         (cid(), member()).prop_map(|(group, member)| Content::GroupAdd { group, member }),

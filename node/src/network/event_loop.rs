@@ -40,6 +40,8 @@ pub struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
     pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, GetReply)>,
+    /// Valid records found so far per lookup.
+    valid_found: HashMap<kad::QueryId, usize>,
     pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
     /// Requests waiting for a lookup of their peer's addresses, each with its protocol.
     pending_lookup: HashMap<kad::QueryId, Vec<Parked>>,
@@ -85,6 +87,7 @@ impl EventLoop {
             listen_addrs: Vec::new(),
             pending_put: HashMap::new(),
             pending_get: HashMap::new(),
+            valid_found: HashMap::new(),
             pending_send: HashMap::new(),
             pending_lookup: HashMap::new(),
             pending_dial: HashMap::new(),
@@ -410,13 +413,34 @@ impl EventLoop {
     fn on_get_record(&mut self, id: kad::QueryId, r: kad::GetRecordResult, last: bool) {
         match r {
             Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                let record = found.record;
+                let valid = NameRecord::verify(
+                    &record.value,
+                    Some(record.key.as_ref()),
+                    now_ms(),
+                    &self.policy,
+                )
+                .is_ok();
+                let mut enough = false;
                 if let Some((records, _)) = self.pending_get.get_mut(&id) {
                     if records.len() < 64 {
-                        records.push(found.record.value);
+                        records.push(record.value);
+                    }
+                    // Valid copies from LOOKUP_QUORUM holders end the lookup: waiting for every
+                    // one of the closest peers (one slow one holds it up to QUERY_TIMEOUT) is
+                    // what made lookups take tens of seconds on a busy network.
+                    if valid {
+                        let valid_seen = self.valid_found.entry(id).or_insert(0);
+                        *valid_seen += 1;
+                        enough = *valid_seen >= super::LOOKUP_QUORUM;
                     }
                 }
                 if last {
                     self.finish_get(id, None);
+                } else if enough {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
                 }
             }
             Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {
@@ -473,6 +497,16 @@ impl EventLoop {
                         }
                     }
                 }
+                // A bootstrap is a lookup of this node's own id, then one of a random key in
+                // every bucket farther than its closest neighbour: hundreds of peers over new
+                // connections. Only the first few refreshes run (see BOOTSTRAP_REFRESHES).
+                kad::QueryResult::Bootstrap(_)
+                    if !step.last && step.count.get() > super::BOOTSTRAP_REFRESHES =>
+                {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                }
                 _ => {}
             },
             _ => {}
@@ -480,6 +514,7 @@ impl EventLoop {
     }
 
     fn finish_get(&mut self, id: kad::QueryId, err: Option<String>) {
+        self.valid_found.remove(&id);
         if let Some((records, reply)) = self.pending_get.remove(&id) {
             let _ = match err {
                 Some(e) if records.is_empty() => reply.send(Err(e)),

@@ -72,10 +72,20 @@ pub const MAX_PENDING_QUERIES: usize = 1_024;
 pub const DM_TIMEOUT: Duration = Duration::from_secs(20);
 /// Timeout of a DHT query.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Valid copies of a name record a lookup waits for before it ends (it ends sooner when every
+/// closest peer answered). The newest of them wins (`rules::trust`); a record its holder updated
+/// moments ago may be missed until the next lookup, which is why revocations are also pushed.
+pub const LOOKUP_QUORUM: usize = 3;
 /// Idle connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the routing table is refreshed (a Kademlia bootstrap).
 pub const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Bucket refreshes a Kademlia bootstrap runs after the lookup of the node's own id (which
+/// fills the buckets near it): lookups of random keys in the nearest buckets beyond the closest
+/// neighbour's. libp2p's bootstrap refreshes every such bucket, about ten lookups and hundreds
+/// of new connections; the farther buckets, which hold most of the network, fill from the peers
+/// later lookups meet, and a lookup converges from any of them.
+pub const BOOTSTRAP_REFRESHES: usize = 2;
 /// How often connections are checked for use. Gossipsub holds a stream open on every
 /// connection, which keeps libp2p from ever closing one as idle: without this check a node
 /// ends up connected to every peer a DHT query ever reached (up to [`MAX_CONNECTIONS`]).

@@ -172,6 +172,36 @@ pub fn mesh_members<'a>(
     others.into_iter().take(n).map(|(_, m)| m).collect()
 }
 
+/// Fan-out of the tree a group state is handed on along (`hand_on_to`).
+pub const HAND_ON_FANOUT: usize = 8;
+/// When the sender of a handed-on state sends it itself to the new members beyond its own
+/// children in the tree, in case a member on their way is offline (those who have it by then
+/// get it twice, and ignore it).
+pub const HAND_ON_FALLBACK_MS: u64 = 2 * 60 * 1000;
+/// Oldest start of history a handed-on state may give a new member, before the time the
+/// member who handed it on sent it.
+pub const HAND_ON_MAX_AGE_MS: u64 = 60 * 60 * 1000;
+
+/// The members (a range of indices into the member list) a holder of a group state hands it
+/// on to. The new members, `from..len`, form a tree of fan-out `fanout` rooted at the state's
+/// sender (`holder` `None`): the sender sends it to the first `fanout`, and the new member at
+/// index `i` (`Some(i)`), once it joined, to its own children. Every new member is the child of
+/// exactly one holder, and a state reaches n new members in about log_fanout(n) hops.
+pub fn hand_on_to(
+    from: usize,
+    len: usize,
+    holder: Option<usize>,
+    fanout: usize,
+) -> std::ops::Range<usize> {
+    let position = match holder {
+        None => 0,
+        Some(i) if i >= from && i < len => i - from + 1,
+        Some(_) => return 0..0,
+    };
+    let first = position.saturating_mul(fanout).saturating_add(from).min(len);
+    first..first.saturating_add(fanout).min(len)
+}
+
 /// The members who announced a leave.
 pub fn leaving(g: &GroupState) -> Vec<[u8; 16]> {
     g.leaving.iter().filter_map(|l| <[u8; 16]>::try_from(l.as_slice()).ok()).collect()
@@ -365,6 +395,33 @@ mod tests {
         assert_eq!(sender_allowed(&g, 1, &[3; 16], after, after, true), Err(Drop::Reject));
         g.active = false;
         assert_eq!(epoch_key(&g, 2), Err(Drop::Ignore), "left the group");
+    }
+
+    #[test]
+    fn a_handed_on_state_reaches_every_new_member_once_in_few_hops() {
+        for (from, len, fanout) in [(1, 1000, 8), (5, 6, 8), (3, 40, 2), (1, 2, 8), (7, 7, 8)] {
+            let mut reached = vec![0u32; len];
+            let mut depth = vec![0u32; len];
+            for c in hand_on_to(from, len, None, fanout) {
+                reached[c] += 1;
+                depth[c] = 1;
+            }
+            for i in from..len {
+                for c in hand_on_to(from, len, Some(i), fanout) {
+                    assert!(c > i, "a child comes after its holder");
+                    reached[c] += 1;
+                    depth[c] = depth[i] + 1;
+                }
+            }
+            assert!(reached[..from].iter().all(|&r| r == 0), "old members are not in the tree");
+            assert!(reached[from..].iter().all(|&r| r == 1), "{from} {len} {fanout}: {reached:?}");
+            let hops = depth.iter().max().copied().unwrap_or(0);
+            let bound = ((len - from) as f64).log(fanout as f64).ceil() as u32 + 1;
+            assert!(hops <= bound.max(1), "{hops} hops for {} new members", len - from);
+        }
+        assert_eq!(hand_on_to(1, 1000, None, 8), 1..9);
+        assert_eq!(hand_on_to(1, 1000, Some(1), 8), 9..17);
+        assert_eq!(hand_on_to(10, 1000, Some(3), 8), 0..0, "an old member hands nothing on");
     }
 
     #[test]

@@ -80,6 +80,11 @@ impl Conversations {
                     .cloned()
                     .unwrap_or_default(),
             )),
+            // A whole group id not known here: a group whose state has not reached this device
+            // yet (a send to it waits for the state).
+            [] if prefix.len() == 32 => Ok(Conversation::Group(
+                ConversationId::parse(&prefix).map_err(|e| NodeError::NotFound(e.to_string()))?.0,
+            )),
             [] => Err(NodeError::NotFound(format!("no conversation starts with #{prefix}"))),
             _ => Err(NodeError::NotFound(format!(
                 "#{prefix} matches {} conversations; give more digits",
@@ -237,7 +242,14 @@ impl Conversations {
         let Conversation::Group(id) = self.target(to)? else {
             return Err(NodeError::BadInput("not a group".into()));
         };
-        Ok(self.ctx.store.messages(Some(&id), limit)?.into_iter().map(|m| m.raw).collect())
+        Ok(self
+            .ctx
+            .store
+            .messages(Some(&id), limit)?
+            .into_iter()
+            .filter(|m| m.status != Status::Waiting)
+            .map(|m| m.raw)
+            .collect())
     }
 }
 
@@ -258,7 +270,10 @@ impl Conversations {
                 Err(e) => Err(e),
             },
             Conversation::Group(id) => {
-                let g = self.groups.group_state(id)?;
+                let Some(g) = self.ctx.store.group(id)? else {
+                    // Not known here yet: the message waits for the group's state.
+                    return self.groups.queue_waiting(*id, content).await;
+                };
                 if !g.active {
                     return Err(NodeError::NotAllowed(
                         "you are no longer a member of this group".into(),
@@ -304,7 +319,16 @@ impl Conversations {
                 }
             }
             Conversation::Group(id) => {
-                let mut g = self.groups.group_state(&id)?;
+                let Some(mut g) = self.ctx.store.group(&id)? else {
+                    // Not known here yet: mentions cannot add anyone before the state arrives.
+                    let message = self.send(&Conversation::Group(id), body()).await?;
+                    let reason = "the group's state has not reached this device yet".to_owned();
+                    let not_invited = named
+                        .into_iter()
+                        .map(|name| NotInvitedView { name, reason: reason.clone() })
+                        .collect();
+                    return Ok(SentView { message, not_invited });
+                };
                 if !g.active {
                     return Err(NodeError::NotAllowed(
                         "you are no longer a member of this group".into(),

@@ -84,6 +84,30 @@ impl Messaging {
         content: Content,
         in_history: bool,
     ) -> Result<MessageView, NodeError> {
+        self.queue_not_before(user, devices, mailboxes, content, in_history, 0).await
+    }
+
+    /// Like [`Messaging::queue`], first tried at `not_before` (or when the recipient's device
+    /// connects, if sooner): a fallback for a delivery others are expected to make first.
+    pub(crate) async fn queue_later(
+        &self,
+        record: &VerifiedNameRecord,
+        content: Content,
+        not_before: u64,
+    ) -> Result<MessageView, NodeError> {
+        let (user, devices, mailboxes) = (record.user_id, &record.devices, &record.mailboxes);
+        self.queue_not_before(user, devices, mailboxes, content, false, not_before).await
+    }
+
+    async fn queue_not_before(
+        &self,
+        user: UserId,
+        devices: &[RecordDevice],
+        mailboxes: &[kith_protocol::name::MailboxPeer],
+        content: Content,
+        in_history: bool,
+        not_before: u64,
+    ) -> Result<MessageView, NodeError> {
         let me = self.ctx.user_id();
         let now = self.next_sent_at();
         let message = Message {
@@ -96,8 +120,11 @@ impl Messaging {
         };
         message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
         let name = self.ctx.name();
-        let entry =
+        let mut entry =
             self.outbox_entry(&message, user, devices, mailboxes, in_history, name.as_deref())?;
+        for t in &mut entry.targets {
+            t.next_at = not_before;
+        }
         // Copy what the history shows to this user's other devices, so every device shows the
         // same conversation.
         let copy = if in_history { self.copy_to_own(&message, user).await? } else { None };

@@ -1,9 +1,39 @@
-//! Group state: members, epochs and keys (tree `groups`), and the group messages since a time.
+//! Group state: members, epochs and keys (tree `groups`), the group messages since a time, and
+//! messages to groups not known yet (tree `group_waiting`).
 
 use serde::{Deserialize, Serialize};
 
-use super::{enc, Store, StoredMessage};
+use kith_protocol::codec;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::{enc, msg_key, sled_lock, Status, Store, StoredMessage, MAX_VALUE};
 use crate::error::NodeError;
+
+/// A message to a group whose state has not reached this device yet (tree `group_waiting`,
+/// keyed by group id and message id): the encoded `kith_protocol::Message`, sealed and posted
+/// once the state arrives. Its history entry is `waiting` meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupWaiting {
+    /// The group.
+    #[serde(with = "serde_bytes")]
+    pub group: [u8; 16],
+    /// The message id.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 16],
+    /// The encoded message.
+    #[serde(with = "serde_bytes")]
+    pub message: Vec<u8>,
+    /// When it was sent.
+    pub since: u64,
+}
+
+fn waiting_key(group: &[u8; 16], id: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(group);
+    k[16..].copy_from_slice(id);
+    k
+}
 
 /// A member of a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +143,91 @@ impl Store {
     /// Every group.
     pub fn groups(&self) -> Result<Vec<GroupState>, NodeError> {
         self.groups.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+    }
+
+    /// Stores a message to a group not known yet: its history entry `m` (status `waiting`) and
+    /// the message to post once the group's state arrives, in one transaction.
+    pub fn insert_group_waiting(
+        &self,
+        m: &StoredMessage,
+        w: &GroupWaiting,
+    ) -> Result<(), NodeError> {
+        let key = msg_key(&m.conversation, m.sent_at, &m.id);
+        let (value, waiting) = (enc(m), enc(w));
+        let _serial = sled_lock();
+        let r: Result<(), TransactionError<()>> =
+            (&self.messages, &self.msg_index, &self.group_waiting).transaction(
+                |(msgs, index, pending)| {
+                    msgs.insert(key.as_slice(), value.as_slice())?;
+                    index.insert(&m.id, key.as_slice())?;
+                    pending.insert(&waiting_key(&w.group, &w.id), waiting.as_slice())?;
+                    Ok(())
+                },
+            );
+        r.map_err(|e| self.err(format!("{e:?}")))
+    }
+
+    /// The messages waiting for a group's state (`Some`), or for any group (`None`).
+    pub fn group_waiting(&self, group: Option<&[u8; 16]>) -> Result<Vec<GroupWaiting>, NodeError> {
+        let iter = match group {
+            Some(g) => self.group_waiting.scan_prefix(g),
+            None => self.group_waiting.iter(),
+        };
+        iter.values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+    }
+
+    /// A waiting group message was sealed: its history entry `old` becomes `new` (same id,
+    /// sent now, status `sent`, the envelope as `raw`) and it stops waiting, in one
+    /// transaction. `false` when it no longer waits (cancelled meanwhile).
+    pub fn release_group_waiting(
+        &self,
+        old: &StoredMessage,
+        new: &StoredMessage,
+    ) -> Result<bool, NodeError> {
+        let old_key = msg_key(&old.conversation, old.sent_at, &old.id);
+        let key = msg_key(&new.conversation, new.sent_at, &new.id);
+        let value = enc(new);
+        let _serial = sled_lock();
+        let r: Result<bool, TransactionError<()>> =
+            (&self.messages, &self.msg_index, &self.group_waiting).transaction(
+                |(msgs, index, pending)| {
+                    if pending.remove(&waiting_key(&old.conversation, &old.id))?.is_none() {
+                        return Ok(false);
+                    }
+                    msgs.remove(old_key.as_slice())?;
+                    msgs.insert(key.as_slice(), value.as_slice())?;
+                    index.insert(&new.id, key.as_slice())?;
+                    Ok(true)
+                },
+            );
+        r.map_err(|e| self.err(format!("{e:?}")))
+    }
+
+    /// Ends a waiting group message: it stops waiting and its status becomes `status`
+    /// (cancelled, failed), in one transaction. Whether it was waiting.
+    pub fn end_group_waiting(
+        &self,
+        group: &[u8; 16],
+        id: &[u8; 16],
+        status: Status,
+    ) -> Result<bool, NodeError> {
+        let key = self.msg_index.get(id).map_err(|e| self.err(e))?;
+        let _serial = sled_lock();
+        let r: Result<bool, TransactionError<()>> = (&self.messages, &self.group_waiting)
+            .transaction(|(msgs, pending)| {
+                if pending.remove(&waiting_key(group, id))?.is_none() {
+                    return Ok(false);
+                }
+                let Some(k) = &key else { return Ok(true) };
+                if let Some(v) = msgs.get(k)? {
+                    let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
+                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                    m.status = status;
+                    msgs.insert(k, enc(&m).as_slice())?;
+                }
+                Ok(true)
+            });
+        r.map_err(|e| self.err(format!("{e:?}")))
     }
 
     /// Messages of a conversation sent at or after `since`, oldest first, at most `max`.

@@ -30,7 +30,7 @@ mod groups;
 mod mailbox;
 mod outbox;
 
-pub use groups::{EpochMembers, GroupMember, GroupState};
+pub use groups::{EpochMembers, GroupMember, GroupState, GroupWaiting};
 pub use mailbox::DepositRefusal;
 pub use outbox::{DeviceTarget, OutboxEntry, Waiting};
 
@@ -232,6 +232,7 @@ pub struct Store {
     mailbox_idx: sled::Tree,
     enrolled: sled::Tree,
     groups: sled::Tree,
+    group_waiting: sled::Tree,
     flushes: std::sync::Arc<FlushGate>,
 }
 
@@ -304,6 +305,7 @@ impl Store {
             mailbox_idx: tree("mailbox_idx")?,
             enrolled: tree("enrolled")?,
             groups: tree("groups")?,
+            group_waiting: tree("group_waiting")?,
             flushes: std::sync::Arc::new(FlushGate::default()),
             db,
             path: path.to_owned(),

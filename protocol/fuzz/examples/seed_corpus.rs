@@ -98,6 +98,8 @@ fn contents(sender: UserId) -> Vec<(&'static str, Content)> {
                 members: vec![member.clone()],
                 epoch: 1,
                 epoch_key: [10; 32],
+                part: None,
+                hand_on: Some(kith_protocol::message::HandOn { from: 1, sent_at: 7 }),
             },
         ),
         ("group_add", Content::GroupAdd { group: ConversationId([5; 16]), member }),

@@ -10,12 +10,14 @@
 //! user id rekeys.
 
 mod sync;
+mod waiting;
+pub use waiting::MAX_GROUP_WAITING;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use kith_protocol::group::{topic, GroupEnvelope};
-use kith_protocol::message::{InvitePart, Member};
+use kith_protocol::message::{HandOn, InvitePart, Member};
 use kith_protocol::{
     normalize_name, Content, ConversationId, IdentityPublic, Message, MessageId, UserId,
     VerifiedNameRecord, VERSION,
@@ -35,7 +37,9 @@ use crate::views::{self, MessageView, NodeEvent};
 
 /// Most member devices a node keeps connections to, per group, for the gossipsub mesh.
 pub const MESH_DIALS: usize = 8;
-pub use crate::rules::group::{EPOCH_GRACE_MS, INVITE_PARTS_TTL_MS, MAX_PENDING_INVITES};
+pub use crate::rules::group::{
+    EPOCH_GRACE_MS, HAND_ON_FALLBACK_MS, HAND_ON_FANOUT, INVITE_PARTS_TTL_MS, MAX_PENDING_INVITES,
+};
 /// Most member devices a group remembers.
 pub const MAX_GROUP_PEERS: usize = 256;
 /// Most member devices asked for missed messages per sync round.
@@ -155,7 +159,8 @@ impl Groups {
         self.ctx.store.flush().await?;
         info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
         self.join_topic(&g).await;
-        self.send_state(&g, &g.members, invited.iter().chain([peer])).await;
+        // Everyone but this user is new: they hand the state on to each other.
+        self.send_state(&g, &g.members, invited.iter().chain([peer]), Some(1)).await;
         Ok(g)
     }
 
@@ -169,6 +174,7 @@ impl Groups {
     ) -> Result<GroupState, NodeError> {
         g.members.retain(|m| !removed.contains(&m.user));
         too_many(g.members.len() + added.len())?;
+        let new_from = (!added.is_empty()).then_some(g.members.len());
         g.members.extend(added.iter().map(member_of));
         g.leaving.retain(|l| !removed.iter().any(|r| r.as_slice() == l.as_slice()));
         let mut key = [0u8; 32];
@@ -176,7 +182,7 @@ impl Groups {
         g.enter_epoch(g.epoch + 1, key, self.ctx.now());
         self.ctx.store.put_group(&g)?;
         self.ctx.store.flush().await?;
-        self.send_state(&g, &g.members, added).await;
+        self.send_state(&g, &g.members, added, new_from).await;
         Ok(g)
     }
 
@@ -188,14 +194,23 @@ impl Groups {
     /// Sends the group's current state and key to `to` (except this user), sealed, and to this
     /// user's other devices. Members with a record in `known` (resolved moments ago, when they
     /// were mentioned) are not resolved again: forming a group of hundreds would otherwise cost
-    /// every lookup twice.
+    /// every lookup twice. With `new_from`, the members from that index on are new: they hand
+    /// the state on to each other (`rules::group::hand_on_to`), so this device sends it to the
+    /// first [`HAND_ON_FANOUT`] of them now and to the others only as a fallback, after
+    /// [`HAND_ON_FALLBACK_MS`].
     pub(crate) async fn send_state<'a>(
         &self,
         g: &GroupState,
         to: &[GroupMember],
         known: impl IntoIterator<Item = &'a VerifiedNameRecord>,
+        new_from: Option<usize>,
     ) {
         let Some(key) = key_of(g, g.epoch) else { return };
+        let now = self.ctx.now();
+        let len = g.members.len();
+        let hand_on = new_from
+            .filter(|&from| from > 0 && from < len)
+            .map(|from| HandOn { from: from as u32, sent_at: now });
         let members: Vec<Member> = g.members.iter().map(wire_member).collect();
         let count = members.len().div_ceil(INVITE_PART_MEMBERS).max(1);
         let parts: Vec<Content> = members
@@ -208,15 +223,45 @@ impl Groups {
                 epoch: g.epoch,
                 epoch_key: key,
                 part: (count > 1).then_some(InvitePart { index: i as u32, count: count as u32 }),
+                hand_on,
             })
             .collect();
+        let (mut now_to, mut later_to) = (Vec::new(), Vec::new());
+        let first = hand_on.map(|h| rule::hand_on_to(h.from as usize, len, None, HAND_ON_FANOUT));
+        for m in to {
+            let i = g.members.iter().position(|x| x.user == m.user).unwrap_or(0);
+            match (&hand_on, &first) {
+                (Some(h), Some(first)) if i >= h.from as usize && !first.contains(&i) => {
+                    later_to.push(m.clone())
+                }
+                _ => now_to.push(m.clone()),
+            }
+        }
+        let known: Vec<&VerifiedNameRecord> = known.into_iter().collect();
+        self.deliver_state(&parts, &now_to, &known, 0).await;
+        for content in &parts {
+            self.messaging.send_to_own(content.clone()).await;
+        }
+        self.deliver_state(&parts, &later_to, &known, now + HAND_ON_FALLBACK_MS).await;
+    }
+
+    /// Queues the parts of a group state to each member of `to` (not this user) whose name
+    /// still resolves to the identity the member list gives, first tried at `not_before` (0:
+    /// now).
+    async fn deliver_state(
+        &self,
+        parts: &[Content],
+        to: &[GroupMember],
+        known: &[&VerifiedNameRecord],
+        not_before: u64,
+    ) {
         let me = self.ctx.user_id().0;
         let identities: std::collections::HashMap<&str, [u8; 32]> =
             to.iter().filter_map(|m| m.name.as_deref().map(|n| (n, m.identity))).collect();
         let mut records: Vec<(String, Result<VerifiedNameRecord, NodeError>)> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let known: std::collections::HashMap<&str, &VerifiedNameRecord> =
-            known.into_iter().map(|r| (r.name.as_str(), r)).collect();
+            known.iter().map(|r| (r.name.as_str(), *r)).collect();
         for m in to.iter().filter(|m| m.user != me) {
             let Some(name) = m.name.clone() else { continue };
             match known.get(name.as_str()).filter(|r| r.user_id.0 == m.user) {
@@ -229,8 +274,13 @@ impl Groups {
             let Some(identity) = identities.get(name.as_str()) else { continue };
             match r {
                 Ok(r) if r.identity.to_bytes() == *identity => {
-                    for content in &parts {
-                        if let Err(e) = self.messaging.queue(&r, content.clone(), false).await {
+                    for content in parts {
+                        let queued = if not_before == 0 {
+                            self.messaging.queue(&r, content.clone(), false).await
+                        } else {
+                            self.messaging.queue_later(&r, content.clone(), not_before).await
+                        };
+                        if let Err(e) = queued {
                             warn!(%name, "cannot send the group state: {e}");
                         }
                     }
@@ -241,9 +291,20 @@ impl Groups {
                 Err(e) => warn!(%name, "cannot send the group state: {e}"),
             }
         }
-        for content in parts {
-            self.messaging.send_to_own(content).await;
+    }
+
+    /// This device joined a group whose new members hand its state on (`hand_on`): sends it on
+    /// to this user's children in the tree.
+    async fn hand_on(&self, g: &GroupState, hand_on: HandOn, parts: &[Content]) {
+        let me = self.ctx.user_id().0;
+        let Some(i) = g.members.iter().position(|m| m.user == me) else { return };
+        let children =
+            rule::hand_on_to(hand_on.from as usize, g.members.len(), Some(i), HAND_ON_FANOUT);
+        if children.is_empty() {
+            return;
         }
+        debug!(group = %ConversationId(g.id), n = children.len(), "handing the group state on");
+        self.deliver_state(parts, &g.members[children], &[], 0).await;
     }
 
     /// Seals, stores and publishes a message to the group.
@@ -252,8 +313,6 @@ impl Groups {
         g: &GroupState,
         content: Content,
     ) -> Result<MessageView, NodeError> {
-        let key = key_of(g, g.epoch)
-            .ok_or_else(|| NodeError::Internal("no key for the current epoch".into()))?;
         let message = Message {
             v: VERSION,
             id: MessageId::random(&mut rand::rngs::OsRng),
@@ -263,27 +322,39 @@ impl Groups {
             content,
         };
         message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
-        let env = GroupEnvelope::seal(
-            &mut rand::rngs::OsRng,
-            &key,
-            g.epoch,
-            &self.ctx.keys.cert,
-            &self.ctx.keys.device,
-            &message,
-        )
-        .map_err(|e| NodeError::Internal(format!("cannot seal a group message: {e}")))?;
-        let bytes = env.to_bytes();
+        let bytes = self.seal(g, &message)?;
         let stored = self.group_stored(&message, Direction::Out, bytes.clone());
         self.ctx.store.insert_incoming(&stored)?;
         self.ctx.store.flush().await?;
         let view = views::view_of(&self.ctx.store, self.ctx.user_id(), &stored)?;
         let _ = self.ctx.events.send(NodeEvent::Message(view.clone()));
         self.ctx.counters.messages_sent.inc();
+        self.publish(g, bytes).await;
+        Ok(view)
+    }
+
+    /// The group envelope of `message`, sealed with the current epoch's key.
+    pub(crate) fn seal(&self, g: &GroupState, message: &Message) -> Result<Vec<u8>, NodeError> {
+        let key = key_of(g, g.epoch)
+            .ok_or_else(|| NodeError::Internal("no key for the current epoch".into()))?;
+        let env = GroupEnvelope::seal(
+            &mut rand::rngs::OsRng,
+            &key,
+            g.epoch,
+            &self.ctx.keys.cert,
+            &self.ctx.keys.device,
+            message,
+        )
+        .map_err(|e| NodeError::Internal(format!("cannot seal a group message: {e}")))?;
+        Ok(env.to_bytes())
+    }
+
+    /// Publishes a stored envelope on the group's topic.
+    pub(crate) async fn publish(&self, g: &GroupState, envelope: Vec<u8>) {
         // Members not reachable now get it when they sync.
-        if let Ok(Err(e)) = self.ctx.net.publish(topic(&ConversationId(g.id)), bytes).await {
+        if let Ok(Err(e)) = self.ctx.net.publish(topic(&ConversationId(g.id)), envelope).await {
             debug!("group message not published now ({e}); members will sync it");
         }
-        Ok(view)
     }
 
     pub(crate) fn group_stored(
@@ -427,6 +498,11 @@ impl Groups {
         let me = self.ctx.user_id();
         let sender_id = sender.user_id();
         let new_members: Vec<GroupMember> = members.iter().map(state_member).collect();
+        let hand_on = parts.iter().find_map(|c| match c {
+            Content::GroupInvite { hand_on, .. } => *hand_on,
+            _ => None,
+        });
+        let mut joined = false;
         let store = &self.ctx.store;
         let current = match store.group(&group.0) {
             Ok(g) => g,
@@ -440,7 +516,12 @@ impl Groups {
                 // History starts when the state was sent (not when it arrived, which may be
                 // minutes later in a large group): catching up then fetches what was posted
                 // meanwhile. Only this epoch's messages open with its key.
-                let joined_at = sent_at.min(self.ctx.now());
+                // A state handed on: when its first sender sent it (within bounds).
+                let first_sent = hand_on.map_or(sent_at, |h| {
+                    h.sent_at.clamp(sent_at.saturating_sub(rule::HAND_ON_MAX_AGE_MS), sent_at)
+                });
+                let joined_at = first_sent.min(self.ctx.now());
+                joined = true;
                 GroupState::joined(group.0, new_members, epoch, *epoch_key, joined_at)
             }
             (Adopt::Advance, Some(mut g)) => {
@@ -469,10 +550,16 @@ impl Groups {
         let forward = if sender_id != me { parts } else { Vec::new() };
         self.ctx.spawn(async move {
             node.ctx.store.flush().await.or_warn("cannot flush a group state");
+            // Joining a group whose new members hand its state on: on to this one's children
+            // first, so the tree does not wait on this device's catching up.
+            if let (true, Some(h)) = (joined && sender_id != me, hand_on) {
+                node.hand_on(&state, h, &forward).await;
+            }
             for content in forward {
                 node.messaging.send_to_own(content).await;
             }
             node.release_early(&state).await;
+            node.release_waiting(&state).await;
             node.sync_group(&state).await;
             node.join_topic(&state).await;
             // Reload: joining learned the members' devices.
@@ -486,6 +573,7 @@ impl Groups {
     pub(crate) async fn group_task(self) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         loop {
+            self.expire_waiting(self.ctx.now());
             let groups = self.ctx.store.groups().or_warn("cannot read the groups");
             for g in groups.unwrap_or_default().into_iter().filter(|g| g.active) {
                 // Catch up from the member devices already known first: finding more (a DHT
@@ -558,6 +646,7 @@ mod tests {
             epoch: 3,
             epoch_key: key,
             part: Some(InvitePart { index: i as u32, count: 3 }),
+            hand_on: None,
         };
         for c in [part(2, [1; 32]), part(0, [1; 32]), part(1, [9; 32])] {
             c.validate().unwrap();
@@ -608,6 +697,7 @@ mod tests {
             epoch,
             epoch_key: key,
             part: None,
+            hand_on: None,
         };
         let from = device.peer_id();
         s.groups.on_group_state(&sender.public(), from, &state(1, [1; 32]), now_ms());

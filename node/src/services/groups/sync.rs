@@ -10,7 +10,7 @@ use super::{verdict, Groups, SYNC_PEERS};
 use crate::error::OrWarn;
 use crate::network::Verdict;
 use crate::rules::group::{self as rule};
-use crate::store::{Direction, GroupState};
+use crate::store::{Direction, GroupState, Status};
 use crate::views::NewMessage;
 use crate::views::{self, NodeEvent};
 
@@ -175,7 +175,8 @@ impl Groups {
         };
         let mut size = 0;
         let mut envelopes = Vec::new();
-        for m in msgs {
+        // A message still waiting for this device to hold the group's state has no envelope.
+        for m in msgs.into_iter().filter(|m| m.status != Status::Waiting) {
             if size + m.raw.len() + 64 > MAX_SYNC_RESPONSE - 1024 {
                 return SyncResponse { v: VERSION, envelopes, more: true };
             }
