@@ -401,6 +401,54 @@ async fn offline_delivery_through_a_mailbox() {
     assert_eq!(got.iter().filter(|m| m.text.as_deref() == Some("see you later")).count(), 1);
 }
 
+/// A group message reaches a member who was offline through the member's mailbox, although
+/// every other member is offline by the time it comes back (`group.copy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_message_waits_in_an_offline_members_mailbox() {
+    let (boot, alice, bob) =
+        network_with(MailboxConfig { enabled: true, ..MailboxConfig::default() }).await;
+    let mb = addr(&boot.node).await;
+    let carol = spawn(vec![mb.clone()]).await;
+    eventually(10, "connection", || async {
+        (carol.node.status().await.ok()?.connected_peers > 0).then_some(())
+    })
+    .await;
+    carol.node.register("carol").await.expect("carol registers");
+    carol.node.add_mailbox(&mb.to_string()).await.expect("carol enrolls");
+    let first = alice.node.send_to("bob", "picnic? @carol").await.expect("group formed");
+    let conv = format!("#{}", first.conversation);
+    for n in [&bob.node, &carol.node] {
+        eventually(60, "joined", || async {
+            has_text(n, &conv, "picnic? @carol").await.then_some(())
+        })
+        .await;
+    }
+    // Carol and bob go offline; alice posts and goes offline too.
+    let TestNode { node: carol_node, home: carol_home, _dir: _carol_dir } = carol;
+    carol_node.shutdown().await.expect("stops");
+    drop(carol_node);
+    let TestNode { node: bob_node, _dir: _bob_dir, .. } = bob;
+    bob_node.shutdown().await.expect("stops");
+    drop(bob_node);
+    alice.node.send_to(&conv, "bring plates").await.expect("posted");
+    eventually(60, "the copy deposited", || async {
+        boot.node.metrics_text().contains("kith_mailbox_deposits_total 1").then_some(())
+    })
+    .await;
+    let TestNode { node: alice_node, _dir: _alice_dir, .. } = alice;
+    alice_node.shutdown().await.expect("stops");
+    drop(alice_node);
+    // Carol comes back, with no other member online: the mailbox has it.
+    let carol2 = start(&carol_home, vec![mb]).await;
+    eventually(60, "the group message from the mailbox", || async {
+        has_text(&carol2, &conv, "bring plates").await.then_some(())
+    })
+    .await;
+    assert_eq!(texts(&carol2, &conv).iter().filter(|t| *t == "bring plates").count(), 1);
+    let direct = carol2.messages(Some("alice"), 100).expect("direct chat");
+    assert!(direct.iter().all(|m| m.text.as_deref() != Some("bring plates")), "{direct:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailbox_quota_keeps_the_message_in_the_outbox() {
     let cfg = MailboxConfig { enabled: true, max_messages: 1, ..MailboxConfig::default() };

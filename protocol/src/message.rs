@@ -16,6 +16,8 @@ use crate::identity::UserId;
 
 /// Largest encoded message, in bytes (it must fit one envelope with its sender certificate).
 pub const MAX_MESSAGE_SIZE: usize = 60 * 1024;
+/// Largest group envelope a `group.copy` carries (it must fit a direct message).
+pub const MAX_GROUP_COPY: usize = 56 * 1024;
 /// Longest text body, in bytes.
 pub const MAX_TEXT: usize = 32 * 1024;
 /// Longest short string field (emoji, mime type, currency, labels, file names), in bytes.
@@ -355,6 +357,15 @@ pub enum Content {
         /// The record, as published (`NameRecord` bytes).
         record: Vec<u8>,
     },
+    /// `group.copy`: a group message handed to a member device that the sender could not
+    /// reach over the group's topic, as a direct message (so it goes through the member's
+    /// mailbox when the device is offline). The envelope is the group envelope as published;
+    /// the receiver judges it like one caught up through sync. Not shown as a message of the
+    /// direct chat.
+    GroupCopy {
+        /// The group envelope (at most [`MAX_GROUP_COPY`] bytes).
+        envelope: Vec<u8>,
+    },
     /// `device.prekey`: a device announces its new signed prekey to the user's other devices,
     /// so a device holding the identity key can list it in the name record.
     DevicePrekey {
@@ -490,6 +501,11 @@ struct RecordUpdateW {
     record: Vec<u8>,
 }
 #[derive(Serialize, Deserialize)]
+struct GroupCopyW {
+    #[serde(with = "serde_bytes")]
+    envelope: Vec<u8>,
+}
+#[derive(Serialize, Deserialize)]
 struct DevicePrekeyW {
     prekey: crate::identity::SignedPrekey,
 }
@@ -524,6 +540,7 @@ impl Content {
             Content::SelfSent { .. } => "sync.sent",
             Content::DevicePrekey { .. } => "device.prekey",
             Content::RecordUpdate { .. } => "record.update",
+            Content::GroupCopy { .. } => "group.copy",
             Content::SyncRead { .. } => "sync.read",
             Content::Unsupported { kind, .. } => kind,
         }
@@ -624,6 +641,14 @@ impl Content {
                     crate::name::MAX_RECORD_SIZE
                 )))
             }
+            Content::GroupCopy { envelope }
+                if envelope.is_empty() || envelope.len() > MAX_GROUP_COPY =>
+            {
+                Err(DecodeError::Invalid(format!(
+                    "a group.copy envelope of {} bytes (1 to {MAX_GROUP_COPY})",
+                    envelope.len()
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -673,6 +698,7 @@ impl Content {
             }
             Content::DevicePrekey { prekey } => codec::to_vec(&DevicePrekeyW { prekey }),
             Content::RecordUpdate { record } => codec::to_vec(&RecordUpdateW { record }),
+            Content::GroupCopy { envelope } => codec::to_vec(&GroupCopyW { envelope }),
             Content::SyncRead { conversation, until } => {
                 codec::to_vec(&SyncReadW { conversation, until })
             }
@@ -763,6 +789,10 @@ impl Content {
             "record.update" => {
                 let RecordUpdateW { record } = codec::from_slice(b, m)?;
                 Content::RecordUpdate { record }
+            }
+            "group.copy" => {
+                let GroupCopyW { envelope } = codec::from_slice(b, m)?;
+                Content::GroupCopy { envelope }
             }
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })

@@ -129,6 +129,8 @@ fn content() -> impl Strategy<Value = Content> {
             .prop_map(|(group, epoch, key)| Content::GroupKey { group, epoch, key }),
         proptest::collection::vec(any::<u8>(), 0..300)
             .prop_map(|record| Content::RecordUpdate { record }),
+        proptest::collection::vec(any::<u8>(), 1..300)
+            .prop_map(|envelope| Content::GroupCopy { envelope }),
         ("x-[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(kind, body)| Content::Unsupported { kind, body }),
         (id16(), proptest::option::of(short()), short(), any::<u64>()).prop_map(

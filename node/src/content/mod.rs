@@ -8,6 +8,7 @@
 //!   announced.
 //! - [`receipt`]: `receipt` (delivered): marks a device done in the outbox.
 //! - [`group_state`]: `group.invite`: join a group or move to its new epoch.
+//! - [`group_copy`]: `group.copy`: a group message handed over directly; stored in the group.
 //! - [`device_sync`]: `sync.sent`, `sync.read`, `device.prekey`: what the user's other devices
 //!   tell this one; refused from anyone else.
 //! - [`record_update`]: `record.update`: a contact's newest name record, pushed when it revokes
@@ -21,6 +22,7 @@
 //! its `receive`, and one arm in [`receive`]; sending it is `Node::send_content`.
 
 pub(crate) mod device_sync;
+pub(crate) mod group_copy;
 pub(crate) mod group_state;
 pub(crate) mod receipt;
 pub(crate) mod record_update;
@@ -71,6 +73,7 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
             record_update::receive(s, &opened.sender, record)?;
             Ok(Accepted::Applied)
         }
+        Content::GroupCopy { envelope } => group_copy::receive(s, &opened, envelope),
         Content::GroupInvite { .. } => {
             group_state::receive(s, &opened.sender, &m.content, m.sent_at);
             Ok(Accepted::Applied)

@@ -168,6 +168,18 @@ impl EventLoop {
                     connected_peers: self.swarm.connected_peers().count(),
                 });
             }
+            Command::TopicPeers { topic, reply } => {
+                let hash = gossipsub::IdentTopic::new(topic).hash();
+                let peers = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(p, _)| *p)
+                    .collect();
+                let _ = reply.send(peers);
+            }
             Command::Subscribe { topic, on } => self.subscribe(topic, on),
             Command::Publish { topic, data, reply } => {
                 let r = self

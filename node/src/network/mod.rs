@@ -255,6 +255,10 @@ enum Command {
     Status {
         reply: oneshot::Sender<NetStatus>,
     },
+    TopicPeers {
+        topic: String,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     Subscribe {
         topic: String,
         on: bool,
@@ -293,6 +297,7 @@ impl std::fmt::Debug for Command {
             Command::Request { .. } => "Request",
             Command::Respond { .. } => "Respond",
             Command::Status { .. } => "Status",
+            Command::TopicPeers { .. } => "TopicPeers",
             Command::Dial { .. } => "Dial",
             Command::Subscribe { .. } => "Subscribe",
             Command::Publish { .. } => "Publish",
@@ -423,6 +428,12 @@ impl Client {
     /// The network's state.
     pub async fn status(&self) -> Result<NetStatus, NodeError> {
         self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The connected peers subscribed to a gossipsub topic: a message published on it reaches
+    /// each of them directly (a node publishes its own messages to all of them).
+    pub async fn topic_peers(&self, topic: String) -> Result<Vec<PeerId>, NodeError> {
+        self.call(|reply| Command::TopicPeers { topic, reply }).await
     }
 
     /// Dials an address (a bootstrap peer, say).

@@ -9,8 +9,10 @@
 //! remove the members who joined after it; after a leave, the remaining member with the lowest
 //! user id rekeys.
 
+mod copies;
 mod sync;
 mod waiting;
+pub use copies::GROUP_COPY_MAX_MEMBERS;
 pub use waiting::MAX_GROUP_WAITING;
 
 use std::collections::HashSet;
@@ -329,7 +331,8 @@ impl Groups {
         let view = views::view_of(&self.ctx.store, self.ctx.user_id(), &stored)?;
         let _ = self.ctx.events.send(NodeEvent::Message(view.clone()));
         self.ctx.counters.messages_sent.inc();
-        self.publish(g, bytes).await;
+        self.publish(g, bytes.clone()).await;
+        self.copy_to_unreached(g, bytes);
         Ok(view)
     }
 

@@ -105,7 +105,8 @@ impl Groups {
                 id: message.id.to_string(),
                 status: Status::Sent.as_str(),
             });
-            self.publish(g, bytes).await;
+            self.publish(g, bytes.clone()).await;
+            self.copy_to_unreached(g, bytes);
         }
     }
 
