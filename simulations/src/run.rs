@@ -326,14 +326,17 @@ async fn simulate(
                         ),
                     });
                 }
+                // Each member is asked until it knows the group, not again after: reading a
+                // 1,000-member state from every node five times a second was most of the
+                // machine's work while a large group formed.
+                let mut known = vec![false; group.members.len()];
                 loop {
-                    let joined = group
-                        .members
-                        .iter()
-                        .filter(|&&m| {
-                            sim.node(m).is_some_and(|n| work::knows_group(&n, conv, want))
-                        })
-                        .count();
+                    for (k, &m) in known.iter_mut().zip(&group.members) {
+                        if !*k {
+                            *k = sim.node(m).is_some_and(|n| work::knows_group(&n, conv, want));
+                        }
+                    }
+                    let joined = known.iter().filter(|&&k| k).count();
                     gb.set_message(format!(
                         "group {g}: {} members still joining",
                         want.saturating_sub(joined)
@@ -353,7 +356,7 @@ async fn simulate(
                         });
                         break false;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
             Err(e) => {
