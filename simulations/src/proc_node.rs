@@ -206,7 +206,7 @@ struct Bytes {
 fn counting_tcp(bytes: Arc<Bytes>) -> TransportKind {
     TransportKind::Custom(Arc::new(move |key| {
         let bytes = bytes.clone();
-        let t = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        let t = NewPorts(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)))
             .map(move |stream, _| Counted { inner: stream, bytes: bytes.clone() })
             .upgrade(Version::V1)
             .authenticate(noise::Config::new(key)?)
@@ -215,6 +215,47 @@ fn counting_tcp(bytes: Arc<Bytes>) -> TransportKind {
             .boxed();
         Ok(t)
     }))
+}
+
+/// A transport that dials from a new local port every time. libp2p-tcp's default binds each
+/// dial socket to the listen port with `SO_REUSEPORT`, which Shadow does not support: every
+/// such bind fails there with `EADDRINUSE` and no connection is ever made. (A NAT-traversal
+/// concern only, which the simulator does not model.)
+struct NewPorts<T>(T);
+
+impl<T: libp2p::core::Transport + Unpin> libp2p::core::Transport for NewPorts<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = T::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: libp2p::core::transport::ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), libp2p::core::transport::TransportError<Self::Error>> {
+        self.0.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: libp2p::core::transport::ListenerId) -> bool {
+        self.0.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        mut opts: libp2p::core::transport::DialOpts,
+    ) -> Result<Self::Dial, libp2p::core::transport::TransportError<Self::Error>> {
+        opts.port_use = libp2p::core::transport::PortUse::New;
+        self.0.dial(addr, opts)
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<libp2p::core::transport::TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 struct Counted {

@@ -111,6 +111,7 @@ pub(crate) struct Meta {
 #[derive(Serialize)]
 struct Config {
     general: General,
+    experimental: Experimental,
     network: Network,
     hosts: serde_yaml_ng::Mapping,
 }
@@ -121,6 +122,15 @@ struct General {
     /// Shadow's own seed is 32 bits.
     seed: u32,
     model_unblocked_syscall_latency: bool,
+}
+
+/// sled 0.34 initialises some globals with a spin loop (`Lazy`) that never yields: without
+/// native preemption Shadow's simulated time never advances past it (seen at 1.000 s). With it,
+/// Shadow interrupts a thread that ran too long without a syscall, at a cost in determinism:
+/// where such a thread is preempted depends on the real machine's timing.
+#[derive(Serialize)]
+struct Experimental {
+    native_preemption_enabled: bool,
 }
 
 #[derive(Serialize)]
@@ -259,6 +269,7 @@ pub(crate) fn generate(opts: ShadowOptions) -> Result<()> {
             seed: u32::try_from(seed).unwrap_or((seed ^ (seed >> 32)) as u32),
             model_unblocked_syscall_latency: true,
         },
+        experimental: Experimental { native_preemption_enabled: true },
         network: Network {
             graph: Graph { kind: "gml".into(), file: GraphFile { path: "network.gml".into() } },
         },

@@ -111,6 +111,8 @@ fn the_shadow_configuration_has_a_host_per_node_and_an_edge_per_region_pair() {
     assert_eq!(y["general"]["stop_time"].as_str().unwrap(), format!("{stop} s"));
     assert_eq!(y["general"]["seed"], 7);
     assert_eq!(y["general"]["model_unblocked_syscall_latency"], true);
+    // sled's spin-loop initialisation hangs a simulation without it.
+    assert_eq!(y["experimental"]["native_preemption_enabled"], true);
     assert_eq!(y["network"]["graph"]["type"], "gml");
     assert_eq!(y["network"]["graph"]["file"]["path"], "network.gml");
     let mut ips = HashSet::new();
