@@ -553,10 +553,11 @@ impl Groups {
         let forward = if sender_id != me { parts } else { Vec::new() };
         self.ctx.spawn(async move {
             node.ctx.store.flush().await.or_warn("cannot flush a group state");
-            // Joining a group whose new members hand its state on: on to this one's children
-            // first, so the tree does not wait on this device's catching up.
+            // Joining a group whose new members hand its state on: on to this one's children,
+            // alongside catching up (finding them may take DHT lookups).
             if let (true, Some(h)) = (joined && sender_id != me, hand_on) {
-                node.hand_on(&state, h, &forward).await;
+                let (relay, state, parts) = (node.clone(), state.clone(), forward.clone());
+                node.ctx.spawn(async move { relay.hand_on(&state, h, &parts).await });
             }
             for content in forward {
                 node.messaging.send_to_own(content).await;
