@@ -95,10 +95,14 @@ impl Ctx {
     /// Sets a stored message's status and tells subscribers when it changed.
     pub(crate) fn set_status(&self, id: &[u8; 16], status: Status) {
         if let Some(Some(_)) = self.store.set_status(id, status).or_warn("cannot set a status") {
-            let _ = self.events.send(NodeEvent::Status {
-                id: MessageId(*id).to_string(),
-                status: status.as_str(),
-            });
+            self.status_changed(id, status);
         }
+    }
+
+    /// Tells subscribers that a message's stored status is now `status`.
+    pub(crate) fn status_changed(&self, id: &[u8; 16], status: Status) {
+        let _ = self
+            .events
+            .send(NodeEvent::Status { id: MessageId(*id).to_string(), status: status.as_str() });
     }
 }

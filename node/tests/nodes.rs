@@ -727,13 +727,8 @@ async fn forged_and_replayed_group_messages_are_not_shown() {
     }
 }
 
-/// A group of `KITH_GROUP_SIZE` members (default 100): formed by one message that mentions
-/// everyone, then every member receives a message from the last one to join.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_of_a_hundred() {
-    let size: usize =
-        std::env::var("KITH_GROUP_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let started = std::time::Instant::now();
+/// A bootstrap node and `size` nodes on it, each connected and registered as `name(i)`.
+async fn registered(size: usize, name: impl Fn(usize) -> String) -> (TestNode, Vec<TestNode>) {
     let boot = spawn(vec![]).await;
     let b = addr(&boot.node).await;
     let mut nodes = Vec::with_capacity(size);
@@ -743,9 +738,20 @@ async fn a_group_of_a_hundred() {
             (n.node.status().await.ok()?.connected_peers > 0).then_some(())
         })
         .await;
-        n.node.register(&format!("member{i:03}")).await.expect("registers");
+        n.node.register(&name(i)).await.expect("registers");
         nodes.push(n);
     }
+    (boot, nodes)
+}
+
+/// A group of `KITH_GROUP_SIZE` members (default 100): formed by one message that mentions
+/// everyone, then every member receives a message from the last one to join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_a_hundred() {
+    let size: usize =
+        std::env::var("KITH_GROUP_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let started = std::time::Instant::now();
+    let (_boot, nodes) = registered(size, |i| format!("member{i:03}")).await;
     eprintln!("{size} nodes up and registered in {:?}", started.elapsed());
     let mention: Vec<String> = (2..size).map(|i| format!("@member{i:03}")).collect();
     let text = format!("welcome {}", mention.join(" "));
@@ -787,18 +793,7 @@ async fn a_group_of_a_hundred() {
 async fn new_members_hand_the_group_state_on_without_its_creator() {
     let size = 20;
     let fanout = kith_node::services::groups::HAND_ON_FANOUT;
-    let boot = spawn(vec![]).await;
-    let b = addr(&boot.node).await;
-    let mut nodes = Vec::with_capacity(size);
-    for i in 0..size {
-        let n = spawn(vec![b.clone()]).await;
-        eventually(20, "connection", || async {
-            (n.node.status().await.ok()?.connected_peers > 0).then_some(())
-        })
-        .await;
-        n.node.register(&format!("hand{i:02}")).await.expect("registers");
-        nodes.push(n);
-    }
+    let (_boot, mut nodes) = registered(size, |i| format!("hand{i:02}")).await;
     let mention: Vec<String> = (2..size).map(|i| format!("@hand{i:02}")).collect();
     let text = format!("barbecue on sunday {}", mention.join(" "));
     let first = nodes[0].node.send_to("hand01", &text).await.expect("group formed");

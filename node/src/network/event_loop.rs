@@ -39,9 +39,8 @@ pub struct EventLoop {
     policy: RecordPolicy,
     listen_addrs: Vec<Multiaddr>,
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
-    pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, GetReply)>,
-    /// Valid records found so far per lookup.
-    valid_found: HashMap<kad::QueryId, usize>,
+    /// Lookups under way: the records found so far, how many of them are valid, the reply.
+    pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, usize, GetReply)>,
     pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
     /// Requests waiting for a lookup of their peer's addresses, each with its protocol.
     pending_lookup: HashMap<kad::QueryId, Vec<Parked>>,
@@ -87,7 +86,6 @@ impl EventLoop {
             listen_addrs: Vec::new(),
             pending_put: HashMap::new(),
             pending_get: HashMap::new(),
-            valid_found: HashMap::new(),
             pending_send: HashMap::new(),
             pending_lookup: HashMap::new(),
             pending_dial: HashMap::new(),
@@ -151,7 +149,7 @@ impl EventLoop {
                     return;
                 }
                 let id = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
-                self.pending_get.insert(id, (Vec::new(), reply));
+                self.pending_get.insert(id, (Vec::new(), 0, reply));
             }
             Command::Request { proto, peer, addrs, bytes, reply } => {
                 self.request(proto, peer, addrs, bytes, reply)
@@ -434,18 +432,15 @@ impl EventLoop {
                 )
                 .is_ok();
                 let mut enough = false;
-                if let Some((records, _)) = self.pending_get.get_mut(&id) {
+                if let Some((records, valid_seen, _)) = self.pending_get.get_mut(&id) {
                     if records.len() < 64 {
                         records.push(record.value);
                     }
                     // Valid copies from LOOKUP_QUORUM holders end the lookup: waiting for every
                     // one of the closest peers (one slow one holds it up to QUERY_TIMEOUT) is
                     // what made lookups take tens of seconds on a busy network.
-                    if valid {
-                        let valid_seen = self.valid_found.entry(id).or_insert(0);
-                        *valid_seen += 1;
-                        enough = *valid_seen >= super::LOOKUP_QUORUM;
-                    }
+                    *valid_seen += usize::from(valid);
+                    enough = *valid_seen >= super::LOOKUP_QUORUM;
                 }
                 if last {
                     self.finish_get(id, None);
@@ -526,8 +521,7 @@ impl EventLoop {
     }
 
     fn finish_get(&mut self, id: kad::QueryId, err: Option<String>) {
-        self.valid_found.remove(&id);
-        if let Some((records, reply)) = self.pending_get.remove(&id) {
+        if let Some((records, _, reply)) = self.pending_get.remove(&id) {
             let _ = match err {
                 Some(e) if records.is_empty() => reply.send(Err(e)),
                 _ => reply.send(Ok(records)),

@@ -321,7 +321,7 @@ impl Conversations {
             Conversation::Group(id) => {
                 let Some(mut g) = self.ctx.store.group(&id)? else {
                     // Not known here yet: mentions cannot add anyone before the state arrives.
-                    let message = self.send(&Conversation::Group(id), body()).await?;
+                    let message = self.groups.queue_waiting(id, body()).await?;
                     let reason = "the group's state has not reached this device yet".to_owned();
                     let not_invited = named
                         .into_iter()

@@ -87,19 +87,10 @@ impl Messaging {
         self.queue_not_before(user, devices, mailboxes, content, in_history, 0).await
     }
 
-    /// Like [`Messaging::queue`], first tried at `not_before` (or when the recipient's device
-    /// connects, if sooner): a fallback for a delivery others are expected to make first.
-    pub(crate) async fn queue_later(
-        &self,
-        record: &VerifiedNameRecord,
-        content: Content,
-        not_before: u64,
-    ) -> Result<MessageView, NodeError> {
-        let (user, devices, mailboxes) = (record.user_id, &record.devices, &record.mailboxes);
-        self.queue_not_before(user, devices, mailboxes, content, false, not_before).await
-    }
-
-    async fn queue_not_before(
+    /// Like [`Messaging::queue_to`], first tried at `not_before` (0: now; else also when the
+    /// recipient's device connects, if sooner): a fallback for a delivery others are expected
+    /// to make first.
+    pub(crate) async fn queue_not_before(
         &self,
         user: UserId,
         devices: &[RecordDevice],
@@ -380,7 +371,17 @@ impl Messaging {
 
     /// Seals `content` to the user's other devices and queues it (not shown in the history).
     pub(crate) async fn send_to_own(&self, content: Content) {
-        let devices = self.records.other_devices().await;
+        self.send_to_own_where(content, |_| true).await
+    }
+
+    /// [`Messaging::send_to_own`], to those of this user's other devices that `keep` names.
+    pub(crate) async fn send_to_own_where(
+        &self,
+        content: Content,
+        keep: impl Fn(&RecordDevice) -> bool,
+    ) {
+        let devices: Vec<RecordDevice> =
+            self.records.other_devices().await.into_iter().filter(|d| keep(d)).collect();
         if devices.is_empty() {
             return;
         }

@@ -3,11 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use kith_protocol::codec;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 use sled::Transactional;
 
-use super::{enc, msg_key, sled_lock, Status, Store, StoredMessage, MAX_VALUE};
+use super::{enc, msg_key, sled_lock, Status, Store, StoredMessage};
 use crate::error::NodeError;
 
 /// A message to a group whose state has not reached this device yet (tree `group_waiting`,
@@ -211,23 +210,12 @@ impl Store {
         id: &[u8; 16],
         status: Status,
     ) -> Result<bool, NodeError> {
-        let key = self.msg_index.get(id).map_err(|e| self.err(e))?;
-        let _serial = sled_lock();
-        let r: Result<bool, TransactionError<()>> = (&self.messages, &self.group_waiting)
-            .transaction(|(msgs, pending)| {
-                if pending.remove(&waiting_key(group, id))?.is_none() {
-                    return Ok(false);
-                }
-                let Some(k) = &key else { return Ok(true) };
-                if let Some(v) = msgs.get(k)? {
-                    let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
-                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
-                    m.status = status;
-                    msgs.insert(k, enc(&m).as_slice())?;
-                }
-                Ok(true)
-            });
-        r.map_err(|e| self.err(format!("{e:?}")))
+        self.end_pending(&self.group_waiting, &waiting_key(group, id), id, status)
+    }
+
+    /// How many messages wait for group states.
+    pub fn group_waiting_len(&self) -> usize {
+        self.group_waiting.len()
     }
 
     /// Messages of a conversation sent at or after `since`, oldest first, at most `max`.

@@ -143,11 +143,24 @@ impl Store {
     /// Ends an outgoing message's deliveries: its outbox entry goes and its status becomes
     /// `status` (cancelled, failed), in one transaction. Whether it had an outbox entry.
     pub fn end_outgoing(&self, id: &[u8; 16], status: Status) -> Result<bool, NodeError> {
+        self.end_pending(&self.outbox, id, id, status)
+    }
+
+    /// Removes `pending_key` from `pending` (the outbox, or the messages waiting for a group's
+    /// state) and sets message `id`'s status to `status`, in one transaction. Whether the
+    /// entry was there.
+    pub(super) fn end_pending(
+        &self,
+        pending: &sled::Tree,
+        pending_key: &[u8],
+        id: &[u8; 16],
+        status: Status,
+    ) -> Result<bool, NodeError> {
         let key = self.msg_index.get(id).map_err(|e| self.err(e))?;
         let _serial = sled_lock();
         let r: Result<bool, TransactionError<()>> =
-            (&self.messages, &self.outbox).transaction(|(msgs, outbox)| {
-                if outbox.remove(id)?.is_none() {
+            (&self.messages, pending).transaction(|(msgs, pending)| {
+                if pending.remove(pending_key)?.is_none() {
                     return Ok(false);
                 }
                 let Some(k) = &key else { return Ok(true) };

@@ -59,20 +59,6 @@ impl Groups {
             }
         }
         // This user's other devices are members too.
-        let own: Vec<_> = self
-            .records
-            .other_devices()
-            .await
-            .into_iter()
-            .filter(|d| unreached(&d.device.peer_id))
-            .collect();
-        if !own.is_empty() {
-            let mailboxes = self.records.my_mailboxes().unwrap_or_default();
-            let queued =
-                self.messaging.queue_to(self.ctx.user_id(), &own, &mailboxes, content, false).await;
-            if let Err(e) = queued {
-                warn!("cannot queue a copy of a group message for this user's devices: {e}");
-            }
-        }
+        self.messaging.send_to_own_where(content, |d| unreached(&d.device.peer_id)).await;
     }
 }

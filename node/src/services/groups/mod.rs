@@ -162,7 +162,7 @@ impl Groups {
         info!(group = %ConversationId(g.id), members = g.members.len(), "formed a group");
         self.join_topic(&g).await;
         // Everyone but this user is new: they hand the state on to each other.
-        self.send_state(&g, &g.members, invited.iter().chain([peer]), Some(1)).await;
+        self.send_state(&g, invited.iter().chain([peer]), Some(1)).await;
         Ok(g)
     }
 
@@ -184,7 +184,7 @@ impl Groups {
         g.enter_epoch(g.epoch + 1, key, self.ctx.now());
         self.ctx.store.put_group(&g)?;
         self.ctx.store.flush().await?;
-        self.send_state(&g, &g.members, added, new_from).await;
+        self.send_state(&g, added, new_from).await;
         Ok(g)
     }
 
@@ -193,8 +193,8 @@ impl Groups {
         self.change_members(g, &[], &[]).await
     }
 
-    /// Sends the group's current state and key to `to` (except this user), sealed, and to this
-    /// user's other devices. Members with a record in `known` (resolved moments ago, when they
+    /// Sends the group's current state and key to every member (except this user), sealed, and
+    /// to this user's other devices. Members with a record in `known` (resolved moments ago, when they
     /// were mentioned) are not resolved again: forming a group of hundreds would otherwise cost
     /// every lookup twice. With `new_from`, the members from that index on are new: they hand
     /// the state on to each other (`rules::group::hand_on_to`), so this device sends it to the
@@ -203,7 +203,6 @@ impl Groups {
     pub(crate) async fn send_state<'a>(
         &self,
         g: &GroupState,
-        to: &[GroupMember],
         known: impl IntoIterator<Item = &'a VerifiedNameRecord>,
         new_from: Option<usize>,
     ) {
@@ -228,17 +227,19 @@ impl Groups {
                 hand_on,
             })
             .collect();
-        let (mut now_to, mut later_to) = (Vec::new(), Vec::new());
-        let first = hand_on.map(|h| rule::hand_on_to(h.from as usize, len, None, HAND_ON_FANOUT));
-        for m in to {
-            let i = g.members.iter().position(|x| x.user == m.user).unwrap_or(0);
-            match (&hand_on, &first) {
-                (Some(h), Some(first)) if i >= h.from as usize && !first.contains(&i) => {
-                    later_to.push(m.clone())
-                }
-                _ => now_to.push(m.clone()),
-            }
-        }
+        // New members beyond this device's children in the tree get it only as a fallback.
+        let later = |i: usize| {
+            hand_on.is_some_and(|h| {
+                let from = h.from as usize;
+                i >= from && !rule::hand_on_to(from, len, None, HAND_ON_FANOUT).contains(&i)
+            })
+        };
+        let (later_to, now_to): (Vec<_>, Vec<_>) =
+            g.members.iter().enumerate().partition(|(i, _)| later(*i));
+        let members_of = |v: Vec<(usize, &GroupMember)>| -> Vec<GroupMember> {
+            v.into_iter().map(|(_, m)| m.clone()).collect()
+        };
+        let (now_to, later_to) = (members_of(now_to), members_of(later_to));
         let known: Vec<&VerifiedNameRecord> = known.into_iter().collect();
         self.deliver_state(&parts, &now_to, &known, 0).await;
         for content in &parts {
@@ -277,11 +278,17 @@ impl Groups {
             match r {
                 Ok(r) if r.identity.to_bytes() == *identity => {
                     for content in parts {
-                        let queued = if not_before == 0 {
-                            self.messaging.queue(&r, content.clone(), false).await
-                        } else {
-                            self.messaging.queue_later(&r, content.clone(), not_before).await
-                        };
+                        let queued = self
+                            .messaging
+                            .queue_not_before(
+                                r.user_id,
+                                &r.devices,
+                                &r.mailboxes,
+                                content.clone(),
+                                false,
+                                not_before,
+                            )
+                            .await;
                         if let Err(e) = queued {
                             warn!(%name, "cannot send the group state: {e}");
                         }
@@ -315,15 +322,7 @@ impl Groups {
         g: &GroupState,
         content: Content,
     ) -> Result<MessageView, NodeError> {
-        let message = Message {
-            v: VERSION,
-            id: MessageId::random(&mut rand::rngs::OsRng),
-            conversation: ConversationId(g.id),
-            sender: self.ctx.user_id(),
-            sent_at: self.messaging.next_sent_at(),
-            content,
-        };
-        message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
+        let message = self.new_message(g.id, content)?;
         let bytes = self.seal(g, &message)?;
         let stored = self.group_stored(&message, Direction::Out, bytes.clone());
         self.ctx.store.insert_incoming(&stored)?;
@@ -334,6 +333,24 @@ impl Groups {
         self.publish(g, bytes.clone()).await;
         self.copy_to_unreached(g, bytes);
         Ok(view)
+    }
+
+    /// A new message from this user to group `group`, its content checked.
+    pub(crate) fn new_message(
+        &self,
+        group: [u8; 16],
+        content: Content,
+    ) -> Result<Message, NodeError> {
+        let message = Message {
+            v: VERSION,
+            id: MessageId::random(&mut rand::rngs::OsRng),
+            conversation: ConversationId(group),
+            sender: self.ctx.user_id(),
+            sent_at: self.messaging.next_sent_at(),
+            content,
+        };
+        message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
+        Ok(message)
     }
 
     /// The group envelope of `message`, sealed with the current epoch's key.

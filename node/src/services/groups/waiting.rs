@@ -2,7 +2,7 @@
 //! this user's device the state was not forwarded to yet): stored as `waiting`, sealed and
 //! posted once the state arrives, `failed` after [`WAITING_LIMIT_MS`], cancellable meanwhile.
 
-use kith_protocol::{Content, ConversationId, Message, MessageId, VERSION};
+use kith_protocol::{Content, ConversationId, Message, MessageId};
 use tracing::{info, warn};
 
 use super::Groups;
@@ -23,20 +23,12 @@ impl Groups {
         content: Content,
     ) -> Result<MessageView, NodeError> {
         let store = &self.ctx.store;
-        if store.group_waiting(None)?.len() >= MAX_GROUP_WAITING {
+        if store.group_waiting_len() >= MAX_GROUP_WAITING {
             return Err(NodeError::Busy(format!(
                 "{MAX_GROUP_WAITING} messages already wait for their group's state"
             )));
         }
-        let message = Message {
-            v: VERSION,
-            id: MessageId::random(&mut rand::rngs::OsRng),
-            conversation: ConversationId(group),
-            sender: self.ctx.user_id(),
-            sent_at: self.messaging.next_sent_at(),
-            content,
-        };
-        message.content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
+        let message = self.new_message(group, content)?;
         // Nothing to show other members before it is sealed: the history entry keeps no raw
         // bytes (sync answers skip waiting messages).
         let stored =
@@ -79,10 +71,10 @@ impl Groups {
                 Ok(m) => m,
                 Err(e) => {
                     warn!("a message waiting for its group does not decode: {e}");
-                    store
-                        .end_group_waiting(&w.group, &w.id, Status::Failed)
-                        .or_warn("cannot end a waiting message");
-                    self.ctx.set_status(&w.id, Status::Failed);
+                    let ended = store.end_group_waiting(&w.group, &w.id, Status::Failed);
+                    if ended.or_warn("cannot end a waiting message") == Some(true) {
+                        self.ctx.status_changed(&w.id, Status::Failed);
+                    }
                     continue;
                 }
             };
@@ -101,10 +93,7 @@ impl Groups {
                 return;
             }
             info!(group = %ConversationId(g.id), id = %message.id, "posted a message that waited for the group's state");
-            let _ = self.ctx.events.send(NodeEvent::Status {
-                id: message.id.to_string(),
-                status: Status::Sent.as_str(),
-            });
+            self.ctx.status_changed(&message.id.0, Status::Sent);
             self.publish(g, bytes.clone()).await;
             self.copy_to_unreached(g, bytes);
         }
@@ -125,10 +114,7 @@ impl Groups {
                 .or_warn("cannot fail a message")
                 == Some(true)
             {
-                let _ = self.ctx.events.send(NodeEvent::Status {
-                    id: MessageId(w.id).to_string(),
-                    status: Status::Failed.as_str(),
-                });
+                self.ctx.status_changed(&w.id, Status::Failed);
             }
         }
     }
@@ -145,10 +131,7 @@ impl Groups {
             return Ok(None);
         }
         store.flush().await?;
-        let _ = self
-            .ctx
-            .events
-            .send(NodeEvent::Status { id: id.to_string(), status: Status::Cancelled.as_str() });
+        self.ctx.status_changed(&id.0, Status::Cancelled);
         let m =
             store.message(&id.0)?.ok_or_else(|| NodeError::NotFound(format!("message {id}")))?;
         Ok(Some(views::view_of(store, self.ctx.user_id(), &m)?))
