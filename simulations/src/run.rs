@@ -304,7 +304,14 @@ async fn simulate(
         };
         // The members' time to receive the group's state counts from when the creator's send
         // returned: resolving hundreds of mentioned names can take longer than the deadline.
-        let deadline = Instant::now()
+        let t_sent = Instant::now();
+        if !std::io::stderr().is_terminal() {
+            eprintln!(
+                "kith-sim: group {g}: the creator's send returned after {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let deadline = t_sent
             + Duration::from_secs(60)
             + Duration::from_millis(200 * group.members.len() as u64);
         let ok = match &formed {
@@ -330,6 +337,7 @@ async fn simulate(
                 // 1,000-member state from every node five times a second was most of the
                 // machine's work while a large group formed.
                 let mut known = vec![false; group.members.len()];
+                let mut reported = 0;
                 loop {
                     for (k, &m) in known.iter_mut().zip(&group.members) {
                         if !*k {
@@ -337,6 +345,16 @@ async fn simulate(
                         }
                     }
                     let joined = known.iter().filter(|&&k| k).count();
+                    // Without a terminal, a line per tenth of the members: how the state spreads.
+                    let step = (want / 10).max(1);
+                    if !std::io::stderr().is_terminal() && joined / step > reported / step {
+                        reported = joined;
+                        eprintln!(
+                            "kith-sim: group {g}: {joined}/{want} members know it {:.0} s after \
+                             the creator's send returned",
+                            t_sent.elapsed().as_secs_f64()
+                        );
+                    }
                     gb.set_message(format!(
                         "group {g}: {} members still joining",
                         want.saturating_sub(joined)

@@ -19,8 +19,9 @@ use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::{
-    Command, Event, NetStatus, Proto, Reply, SendReply, Verdict, DHT_ONLY_TIMEOUT, IDLE_TIMEOUT,
-    KAD_PROTOCOL, MAX_PENDING_QUERIES, MIN_CONNECTIONS, REAP_INTERVAL,
+    Command, Event, NetStatus, Proto, Reply, SendReply, Verdict, DHT_ONLY_TIMEOUT,
+    GROUP_PEERS_KEPT, IDLE_TIMEOUT, KAD_PROTOCOL, MAX_PENDING_QUERIES, MIN_CONNECTIONS,
+    REAP_INTERVAL,
 };
 use crate::metrics::Counters;
 
@@ -274,9 +275,6 @@ impl EventLoop {
         }
     }
 
-    /// Closes connections that carry no group this node is in and were not used for
-    /// [`IDLE_TIMEOUT`] (or, never used by Kith, opened [`DHT_ONLY_TIMEOUT`] ago), keeping the
-    /// [`MIN_CONNECTIONS`] most recently used.
     /// With no connection at all (the bootstrap peers were down at start, or went away), dial
     /// the bootstrap peers again; without this a node cut off once stays cut off.
     fn redial_if_isolated(&mut self) {
@@ -294,15 +292,27 @@ impl EventLoop {
         }
     }
 
+    /// Closes connections that were not used for [`IDLE_TIMEOUT`] (or, never used by Kith,
+    /// opened [`DHT_ONLY_TIMEOUT`] ago), keeping the [`MIN_CONNECTIONS`] most recently used and,
+    /// for each group this node is in, up to [`GROUP_PEERS_KEPT`] members subscribed to it: its
+    /// gossipsub mesh first, then the most recently used. Before this limit, a node kept every
+    /// connection to any member of its groups, so in a group of hundreds every connection a DHT
+    /// query opened to a member stayed open (200 per node at the end of `group-300`).
     fn reap_idle(&mut self) {
         let now = Instant::now();
         let g = &self.swarm.behaviour().gossipsub;
-        let ours: Vec<&gossipsub::TopicHash> = g.topics().collect();
-        let grouped: std::collections::HashSet<PeerId> = g
-            .all_peers()
-            .filter(|(_, topics)| topics.iter().any(|t| ours.contains(t)))
-            .map(|(p, _)| *p)
-            .collect();
+        let mut grouped: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
+        for topic in g.topics() {
+            let mesh: Vec<PeerId> = g.mesh_peers(topic).copied().collect();
+            let mut others: Vec<(Instant, PeerId)> = g
+                .all_peers()
+                .filter(|(p, topics)| topics.contains(&topic) && !mesh.contains(p))
+                .map(|(p, _)| (self.last_used.get(p).map_or(now, |u| u.0), *p))
+                .collect();
+            others.sort_by_key(|x| std::cmp::Reverse(x.0));
+            let others = others.into_iter().map(|x| x.1);
+            grouped.extend(mesh.iter().copied().chain(others).take(GROUP_PEERS_KEPT));
+        }
         let mut idle: Vec<((Instant, bool), PeerId)> = self
             .swarm
             .connected_peers()

@@ -93,6 +93,10 @@ pub const BOOTSTRAP_REFRESHES: usize = 2;
 pub const REAP_INTERVAL: Duration = Duration::from_secs(10);
 /// Connections kept however idle (the most recently used ones), so the node stays in the DHT.
 pub const MIN_CONNECTIONS: usize = 8;
+/// Connections to members of a group kept however idle, per group: its gossipsub mesh (at most
+/// 12 peers) first, then the most recently used members subscribed to it. Groups of up to 17
+/// members keep every member connected, as gossipsub and group copies expect.
+pub const GROUP_PEERS_KEPT: usize = 16;
 /// A connection Kith never used (one a DHT query opened, ours or a peer's) is closed this long
 /// after it opened; one that carried a direct message, a mailbox or sync request keeps
 /// [`IDLE_TIMEOUT`] after its last use.

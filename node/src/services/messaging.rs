@@ -22,7 +22,7 @@ use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::rules::outbox::{self, Attempt};
 use crate::services::mailbox_client::deposit;
-use crate::store::{DeviceTarget, Direction, OutboxEntry, Status, StoredMessage, Waiting};
+use crate::store::{DeviceTarget, Direction, OutboxEntry, Status, StoredMessage, Waiting, LOOKUP};
 use crate::views::{self, MessageView, NodeEvent};
 
 /// Most envelope deliveries in flight at once.
@@ -441,30 +441,34 @@ impl Messaging {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(MAX_IN_FLIGHT);
         loop {
             let now = self.ctx.now();
-            let mut next = now + 1_000;
-            let entries =
-                self.ctx.store.outbox().or_warn("cannot read the outbox").unwrap_or_default();
-            for e in &entries {
-                for i in outbox::due(e, now) {
-                    if in_flight.len() >= MAX_IN_FLIGHT || in_flight.contains(&(e.id, i)) {
-                        continue;
-                    }
-                    if self.start_delivery(e, i, done_tx.clone()) {
-                        in_flight.insert((e.id, i));
-                    }
+            // Only what is due is read from the store; deliveries under way are left out (their
+            // end wakes this loop), so a delivery in flight does not make it spin.
+            let free = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+            let due = self.ctx.store.outbox_due(now, free, |k| in_flight.contains(k));
+            let mut entry: Option<OutboxEntry> = None;
+            for (id, i) in due.now {
+                if entry.as_ref().is_none_or(|e| e.id != id) {
+                    entry = self
+                        .ctx
+                        .store
+                        .outbox_entry(&id)
+                        .or_warn("cannot read the outbox")
+                        .flatten();
                 }
-                let lookup = (e.id, usize::MAX);
-                if outbox::lookup_due(e, now)
-                    && in_flight.len() < MAX_IN_FLIGHT
-                    && !in_flight.contains(&lookup)
+                let Some(e) = &entry else { continue };
+                if i == LOOKUP {
+                    if outbox::lookup_due(e, now) {
+                        in_flight.insert((id, i));
+                        self.start_lookup(e, now, done_tx.clone());
+                    }
+                } else if outbox::due(e, now).contains(&i)
+                    && self.start_delivery(e, i, done_tx.clone())
                 {
-                    in_flight.insert(lookup);
-                    self.start_lookup(e, now, done_tx.clone());
-                }
-                if let Some(d) = outbox::next_due(e) {
-                    next = next.min(d.max(now + 10));
+                    in_flight.insert((id, i));
                 }
             }
+            // Every few seconds at least, in case a writer of the outbox did not wake it.
+            let next = due.next.map_or(now + 5_000, |d| d.max(now + 10)).min(now + 5_000);
             let sleep = tokio::time::sleep(Duration::from_millis(next.saturating_sub(now)));
             tokio::select! {
                 _ = sleep => {}

@@ -37,9 +37,10 @@ impl Outbox {
         let bytes = peer.to_bytes();
         let _guard = self.outbox_lock.lock().await;
         let mut woke = false;
-        let entries = self.ctx.store.outbox().or_warn("cannot read the outbox");
         let now = self.ctx.now();
-        for mut e in entries.unwrap_or_default() {
+        for id in self.ctx.store.outbox_ids_for_peer(&bytes) {
+            let entry = self.ctx.store.outbox_entry(&id).or_warn("cannot read the outbox");
+            let Some(mut e) = entry.flatten() else { continue };
             // Both run: one marks deliveries to this peer due, the other a waiting lookup.
             let delivery = outbox::peer_connected(&mut e, &bytes);
             if delivery | outbox::lookup_on_connect(&mut e, now) {
@@ -82,11 +83,15 @@ impl Outbox {
     /// replaced); a message then complete is `delivered` to every device the user still has.
     pub(crate) async fn drop_targets(&self, user: [u8; 16], keep: &[[u8; 32]]) {
         let _guard = self.outbox_lock.lock().await;
-        let entries = match self.ctx.store.outbox() {
-            Ok(entries) => entries,
-            Err(e) => return warn!("cannot read the outbox to drop revoked devices: {e}"),
-        };
-        for mut e in entries.into_iter().filter(|e| e.recipient == user) {
+        for id in self.ctx.store.outbox_ids_to(&user) {
+            let mut e = match self.ctx.store.outbox_entry(&id) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!("cannot read the outbox to drop revoked devices: {e}");
+                    continue;
+                }
+            };
             let progress = rules::outbox::keep_devices(&mut e, keep);
             if let Err(err) = self.save_progress(&e, progress) {
                 warn!("cannot drop revoked devices from a queued message: {err}");

@@ -32,7 +32,7 @@ mod outbox;
 
 pub use groups::{EpochMembers, GroupMember, GroupState, GroupWaiting};
 pub use mailbox::DepositRefusal;
-pub use outbox::{DeviceTarget, OutboxEntry, Waiting};
+pub use outbox::{DeviceTarget, Due, OutboxEntry, Waiting, LOOKUP};
 
 /// The version of the store layout; opening a store of another version is refused.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -234,6 +234,7 @@ pub struct Store {
     groups: sled::Tree,
     group_waiting: sled::Tree,
     flushes: std::sync::Arc<FlushGate>,
+    outbox_index: std::sync::Arc<std::sync::Mutex<outbox::OutboxIndex>>,
 }
 
 /// Group commit: callers that ask for a flush while one is running share the next one.
@@ -307,6 +308,7 @@ impl Store {
             groups: tree("groups")?,
             group_waiting: tree("group_waiting")?,
             flushes: std::sync::Arc::new(FlushGate::default()),
+            outbox_index: std::sync::Arc::default(),
             db,
             path: path.to_owned(),
         };
@@ -336,6 +338,7 @@ impl Store {
                 )))
             }
         }
+        store.load_outbox_index()?;
         Ok(store)
     }
 

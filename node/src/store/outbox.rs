@@ -1,5 +1,13 @@
 //! The outbox (tree `outbox`): outgoing messages not yet acknowledged by every recipient
 //! device, the lookups of names that do not resolve yet, and ending a message's deliveries.
+//!
+//! Beside the tree, the store keeps its schedule in memory ([`OutboxIndex`]): for each entry,
+//! when each pending delivery and lookup is due and to which peer. The delivery task asks it
+//! what is due and decodes only those entries; before, it read and decoded the whole outbox
+//! every time it woke, which made a node with thousands of queued messages (the creator of a
+//! large group) spend its time decoding its outbox.
+
+use std::collections::HashMap;
 
 use kith_protocol::codec;
 use serde::{Deserialize, Serialize};
@@ -80,11 +88,53 @@ fn yes() -> bool {
     true
 }
 
+/// What is pending of one outbox entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Schedule {
+    recipient: [u8; 16],
+    /// Pending targets: index, binary peer id, earliest next attempt.
+    targets: Vec<(usize, Vec<u8>, u64)>,
+    /// The next lookup of a waiting name.
+    lookup_at: Option<u64>,
+}
+
+impl Schedule {
+    fn of(e: &OutboxEntry) -> Schedule {
+        Schedule {
+            recipient: e.recipient,
+            targets: (e.targets.iter().enumerate())
+                .filter(|(_, t)| !t.done)
+                .map(|(i, t)| (i, t.peer_id.clone(), t.next_at))
+                .collect(),
+            lookup_at: e.waiting.as_ref().map(|w| w.next_at),
+        }
+    }
+}
+
+/// The outbox's schedule, by message id: written with the tree, under its lock, so the two
+/// agree.
+#[derive(Debug, Default)]
+pub(super) struct OutboxIndex(HashMap<[u8; 16], Schedule>);
+
+/// A lookup of a waiting name, in the pairs [`Store::outbox_due`] returns.
+pub const LOOKUP: usize = usize::MAX;
+
+/// What of the outbox is due (see [`Store::outbox_due`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    /// Deliveries (message id, target index) and lookups (message id, [`LOOKUP`]) due now,
+    /// the longest due first.
+    pub now: Vec<([u8; 16], usize)>,
+    /// When the next one not due yet is.
+    pub next: Option<u64>,
+}
+
 impl Store {
     /// Stores an outgoing message and its outbox entry in one transaction.
     pub fn insert_outgoing(&self, m: &StoredMessage, out: &OutboxEntry) -> Result<(), NodeError> {
         let key = msg_key(&m.conversation, m.sent_at, &m.id);
         let (value, entry) = (enc(m), enc(out));
+        let mut schedule = self.outbox_index();
         let _serial = sled_lock();
         let r: Result<(), TransactionError<()>> = (&self.messages, &self.msg_index, &self.outbox)
             .transaction(|(msgs, index, outbox)| {
@@ -95,7 +145,9 @@ impl Store {
                 outbox.insert(&m.id, entry.as_slice())?;
                 Ok(())
             });
-        r.map_err(|e| self.err(format!("{e:?}")))
+        r.map_err(|e| self.err(format!("{e:?}")))?;
+        schedule.0.insert(out.id, Schedule::of(out));
+        Ok(())
     }
 
     /// An outbox entry by message id.
@@ -108,12 +160,18 @@ impl Store {
 
     /// Replaces an outbox entry.
     pub fn put_outbox(&self, e: &OutboxEntry) -> Result<(), NodeError> {
-        self.outbox.insert(e.id, enc(e)).map(|_| ()).map_err(|x| self.err(x))
+        let mut schedule = self.outbox_index();
+        self.outbox.insert(e.id, enc(e)).map_err(|x| self.err(x))?;
+        schedule.0.insert(e.id, Schedule::of(e));
+        Ok(())
     }
 
     /// Removes an outbox entry.
     pub fn remove_outbox(&self, id: &[u8; 16]) -> Result<(), NodeError> {
-        self.outbox.remove(id).map(|_| ()).map_err(|e| self.err(e))
+        let mut schedule = self.outbox_index();
+        self.outbox.remove(id).map_err(|e| self.err(e))?;
+        schedule.0.remove(id);
+        Ok(())
     }
 
     /// A waiting message's name resolved: `old` (under its placeholder conversation) becomes
@@ -128,6 +186,7 @@ impl Store {
         let old_key = msg_key(&old.conversation, old.sent_at, &old.id);
         let key = msg_key(&new.conversation, new.sent_at, &new.id);
         let (value, out) = (enc(new), enc(entry));
+        let mut schedule = self.outbox_index();
         let _serial = sled_lock();
         let r: Result<(), TransactionError<()>> = (&self.messages, &self.msg_index, &self.outbox)
             .transaction(|(msgs, index, outbox)| {
@@ -137,13 +196,18 @@ impl Store {
                 outbox.insert(&new.id, out.as_slice())?;
                 Ok(())
             });
-        r.map_err(|e| self.err(format!("{e:?}")))
+        r.map_err(|e| self.err(format!("{e:?}")))?;
+        schedule.0.insert(entry.id, Schedule::of(entry));
+        Ok(())
     }
 
     /// Ends an outgoing message's deliveries: its outbox entry goes and its status becomes
     /// `status` (cancelled, failed), in one transaction. Whether it had an outbox entry.
     pub fn end_outgoing(&self, id: &[u8; 16], status: Status) -> Result<bool, NodeError> {
-        self.end_pending(&self.outbox, id, id, status)
+        let mut schedule = self.outbox_index();
+        let ended = self.end_pending(&self.outbox, id, id, status)?;
+        schedule.0.remove(id);
+        Ok(ended)
     }
 
     /// Removes `pending_key` from `pending` (the outbox, or the messages waiting for a group's
@@ -178,6 +242,74 @@ impl Store {
     /// Every outbox entry.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, NodeError> {
         self.outbox.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+    }
+
+    fn outbox_index(&self) -> std::sync::MutexGuard<'_, OutboxIndex> {
+        self.outbox_index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads the outbox's schedule from the tree (when the store opens). An entry that does
+    /// not decode is left out, with a warning, rather than stopping every other delivery.
+    pub(super) fn load_outbox_index(&self) -> Result<(), NodeError> {
+        let mut schedule = self.outbox_index();
+        schedule.0.clear();
+        for kv in self.outbox.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            match self.decode::<OutboxEntry>(&v) {
+                Ok(e) => {
+                    schedule.0.insert(e.id, Schedule::of(&e));
+                }
+                Err(e) => {
+                    tracing::warn!(key = %hex::encode(&k), "an outbox entry is left out: {e}")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The deliveries and lookups due at `now` that `busy` does not rule out (those under
+    /// way), the longest due first, at most `limit`; and when the next of the others is due.
+    /// Reads no entry: the caller decodes only those it starts.
+    pub fn outbox_due(
+        &self,
+        now: u64,
+        limit: usize,
+        busy: impl Fn(&([u8; 16], usize)) -> bool,
+    ) -> Due {
+        let schedule = self.outbox_index();
+        let mut due: Vec<(u64, ([u8; 16], usize))> = Vec::new();
+        let mut next: Option<u64> = None;
+        for (id, s) in &schedule.0 {
+            let items = s.targets.iter().map(|(i, _, at)| (*i, *at));
+            for (i, at) in items.chain(s.lookup_at.map(|at| (LOOKUP, at))) {
+                if busy(&(*id, i)) {
+                    continue;
+                }
+                if at <= now {
+                    due.push((at, (*id, i)));
+                } else {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+        }
+        due.sort_unstable();
+        due.truncate(limit);
+        Due { now: due.into_iter().map(|(_, k)| k).collect(), next }
+    }
+
+    /// The outbox entries with a pending delivery to `peer` or a name lookup pending.
+    pub fn outbox_ids_for_peer(&self, peer: &[u8]) -> Vec<[u8; 16]> {
+        let schedule = self.outbox_index();
+        (schedule.0.iter())
+            .filter(|(_, s)| s.lookup_at.is_some() || s.targets.iter().any(|t| t.1 == peer))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The outbox entries to `user`.
+    pub fn outbox_ids_to(&self, user: &[u8; 16]) -> Vec<[u8; 16]> {
+        let schedule = self.outbox_index();
+        schedule.0.iter().filter(|(_, s)| &s.recipient == user).map(|(id, _)| *id).collect()
     }
 
     /// Number of outbox entries.
@@ -226,5 +358,76 @@ mod tests {
         assert_eq!(s.message(&old.id).expect("read").map(|m| m.status), Some(Status::Cancelled));
         assert_eq!(s.outbox_len(), 0);
         assert!(!s.end_outgoing(&old.id, Status::Cancelled).expect("no entry left"));
+    }
+
+    fn target(peer: u8, next_at: u64, done: bool) -> DeviceTarget {
+        DeviceTarget {
+            device: [peer; 32],
+            peer_id: vec![peer],
+            envelope: vec![0; 100],
+            done,
+            attempts: 0,
+            next_at,
+            last_error: None,
+            deposited: false,
+        }
+    }
+
+    fn entry(id: u8, targets: Vec<DeviceTarget>, waiting_at: Option<u64>) -> OutboxEntry {
+        OutboxEntry {
+            id: [id; 16],
+            recipient: [id % 2; 16],
+            targets,
+            created_at: 1,
+            mailboxes: vec![],
+            in_history: false,
+            waiting: waiting_at.map(|next_at| Waiting {
+                name: "carol".into(),
+                since: 1,
+                attempts: 0,
+                last_try: 0,
+                next_at,
+                last_error: None,
+            }),
+        }
+    }
+
+    /// The schedule in memory follows every write of the tree and is read back when the store
+    /// opens again: what is due, the longest due first, without what is under way, at most
+    /// `limit`; when the next is due; which entries wait for a peer or a user.
+    #[test]
+    fn the_outbox_schedule_follows_the_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        s.put_outbox(&entry(1, vec![target(7, 50, false), target(8, 500, false)], None))
+            .expect("put");
+        s.put_outbox(&entry(2, vec![target(7, 10, false), target(9, 0, true)], None)).expect("put");
+        s.put_outbox(&entry(3, vec![], Some(20))).expect("put");
+        let mut m = msg(4, 9, 100);
+        m.direction = Direction::Out;
+        s.insert_outgoing(&m, &entry(4, vec![target(9, 5000, false)], None)).expect("queued");
+        let due = s.outbox_due(100, 10, |_| false);
+        assert_eq!(due.now, vec![([2; 16], 0), ([3; 16], LOOKUP), ([1; 16], 0)]);
+        assert_eq!(due.next, Some(500));
+        let due = s.outbox_due(100, 1, |k| k.0 == [2; 16]);
+        assert_eq!(due.now, vec![([3; 16], LOOKUP)], "busy left out, then the limit");
+        let mut ids = s.outbox_ids_for_peer(&[7]);
+        ids.sort();
+        assert_eq!(ids, vec![[1; 16], [2; 16], [3; 16]], "peer 7's, and the waiting one");
+        assert_eq!(s.outbox_ids_for_peer(&[9]).len(), 2, "a done target does not count");
+        let mut ids = s.outbox_ids_to(&[0; 16]);
+        ids.sort();
+        assert_eq!(ids, vec![[2; 16], [4; 16]]);
+
+        s.remove_outbox(&[2; 16]).expect("removed");
+        s.end_outgoing(&[4; 16], Status::Cancelled).expect("ended");
+        s.put_outbox(&entry(1, vec![target(7, 50, true), target(8, 500, false)], None))
+            .expect("put");
+        let after = |s: &Store| s.outbox_due(1000, 10, |_| false);
+        assert_eq!(after(&s).now, vec![([3; 16], LOOKUP), ([1; 16], 1)]);
+        assert_eq!(after(&s).next, None);
+        drop(s);
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(after(&s).now, vec![([3; 16], LOOKUP), ([1; 16], 1)], "read back on open");
     }
 }
