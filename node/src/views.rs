@@ -200,20 +200,40 @@ pub(crate) fn view_of(
     me: UserId,
     m: &StoredMessage,
 ) -> Result<MessageView, NodeError> {
-    Ok(view(store, me, m, &names(store, me)?))
+    Ok(view(store, me, m, &names_for(store, me, &[m.sender, m.peer])?))
 }
 
 pub(crate) fn names(store: &Store, me: UserId) -> Result<HashMap<[u8; 16], String>, NodeError> {
-    let mut names: HashMap<[u8; 16], String> =
-        store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
+    names_where(store, me, |_| true)
+}
+
+/// The names of `users` only (those a message view shows): a view no longer copies the names
+/// of every member of every group.
+pub(crate) fn names_for(
+    store: &Store,
+    me: UserId,
+    users: &[[u8; 16]],
+) -> Result<HashMap<[u8; 16], String>, NodeError> {
+    names_where(store, me, |u| users.contains(u))
+}
+
+fn names_where(
+    store: &Store,
+    me: UserId,
+    wanted: impl Fn(&[u8; 16]) -> bool,
+) -> Result<HashMap<[u8; 16], String>, NodeError> {
+    let mut names: HashMap<[u8; 16], String> = (store.contacts()?.into_iter())
+        .filter(|c| wanted(&c.user_id))
+        .map(|c| (c.user_id, c.name))
+        .collect();
     if let Some(n) = store.meta_get::<String>("name").ok().flatten() {
         names.insert(me.0, n);
     }
     // Group members' names as their group lists them, where no pinned contact names them.
-    for g in store.groups()? {
-        for m in g.members {
-            if let Some(n) = m.name {
-                names.entry(m.user).or_insert(n);
+    for g in store.groups_shared() {
+        for m in g.members.iter().filter(|m| wanted(&m.user)) {
+            if let Some(n) = &m.name {
+                names.entry(m.user).or_insert_with(|| n.clone());
             }
         }
     }

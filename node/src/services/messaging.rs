@@ -126,12 +126,7 @@ impl Messaging {
             self.ctx.store.insert_outgoing(m, e)?;
         }
         self.ctx.store.flush().await?;
-        let view = views::view(
-            &self.ctx.store,
-            self.ctx.user_id(),
-            &stored,
-            &views::names(&self.ctx.store, self.ctx.user_id())?,
-        );
+        let view = views::view_of(&self.ctx.store, self.ctx.user_id(), &stored)?;
         if in_history {
             self.ctx.counters.messages_sent.inc();
             let _ = self.ctx.events.send(NodeEvent::Message(view.clone()));

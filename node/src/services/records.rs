@@ -702,20 +702,25 @@ impl Records {
     }
 
     /// Resolves names [`RESOLVE_CONCURRENCY`] at a time (a group of hundreds would otherwise
-    /// wait for hundreds of DHT lookups in a row), in the order given.
+    /// wait for hundreds of DHT lookups in a row), returned in the order given. A lookup that
+    /// ends starts the next at once, whatever the others: one slow lookup (up to the 20 s query
+    /// timeout) does not hold up the names after it.
     pub(crate) async fn resolve_many(
         &self,
         names: Vec<String>,
     ) -> Vec<(String, Result<VerifiedNameRecord, NodeError>)> {
         use futures::StreamExt;
-        futures::stream::iter(names)
-            .map(|n| async move {
+        type Resolved = (String, Result<VerifiedNameRecord, NodeError>);
+        let mut out: Vec<(usize, Resolved)> = futures::stream::iter(names.into_iter().enumerate())
+            .map(|(i, n)| async move {
                 let r = self.resolve_record(&n).await;
-                (n, r)
+                (i, (n, r))
             })
-            .buffered(RESOLVE_CONCURRENCY)
+            .buffer_unordered(RESOLVE_CONCURRENCY)
             .collect()
-            .await
+            .await;
+        out.sort_unstable_by_key(|x| x.0);
+        out.into_iter().map(|x| x.1).collect()
     }
 
     pub(crate) fn republish_due(&self) -> bool {

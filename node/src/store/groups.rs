@@ -1,6 +1,9 @@
 //! Group state: members, epochs and keys (tree `groups`), the group messages since a time, and
 //! messages to groups not known yet (tree `group_waiting`).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use sled::transaction::TransactionError;
@@ -8,6 +11,9 @@ use sled::Transactional;
 
 use super::{enc, msg_key, sled_lock, Status, Store, StoredMessage};
 use crate::error::NodeError;
+
+/// The groups in memory, by id.
+pub(super) type GroupCache = HashMap<[u8; 16], Arc<GroupState>>;
 
 /// A message to a group whose state has not reached this device yet (tree `group_waiting`,
 /// keyed by group id and message id): the encoded `kith_protocol::Message`, sealed and posted
@@ -128,20 +134,52 @@ impl GroupState {
 impl Store {
     /// A group by id.
     pub fn group(&self, id: &[u8; 16]) -> Result<Option<GroupState>, NodeError> {
-        match self.groups.get(id).map_err(|e| self.err(e))? {
-            Some(v) => Ok(Some(self.decode(&v)?)),
-            None => Ok(None),
-        }
+        Ok(self.group_shared(id).map(|g| (*g).clone()))
+    }
+
+    /// A group by id, shared with the store's copy in memory: for reading it without copying
+    /// a list of hundreds of members.
+    pub fn group_shared(&self, id: &[u8; 16]) -> Option<Arc<GroupState>> {
+        self.group_cache().get(id).cloned()
     }
 
     /// Stores a group.
     pub fn put_group(&self, g: &GroupState) -> Result<(), NodeError> {
-        self.groups.insert(g.id, enc(g)).map(|_| ()).map_err(|e| self.err(e))
+        let mut cache = self.group_cache();
+        self.groups.insert(g.id, enc(g)).map_err(|e| self.err(e))?;
+        cache.insert(g.id, Arc::new(g.clone()));
+        Ok(())
+    }
+
+    /// Every group, shared with the store's copies in memory.
+    pub fn groups_shared(&self) -> Vec<Arc<GroupState>> {
+        self.group_cache().values().cloned().collect()
+    }
+
+    fn group_cache(&self) -> std::sync::MutexGuard<'_, GroupCache> {
+        self.group_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads every group into memory (when the store opens). A group that does not decode is
+    /// left out, with a warning, rather than making every group unreadable.
+    pub(super) fn load_groups(&self) -> Result<(), NodeError> {
+        let mut cache = self.group_cache();
+        cache.clear();
+        for kv in self.groups.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            match self.decode::<GroupState>(&v) {
+                Ok(g) => {
+                    cache.insert(g.id, Arc::new(g));
+                }
+                Err(e) => tracing::warn!(key = %hex::encode(&k), "a group is left out: {e}"),
+            }
+        }
+        Ok(())
     }
 
     /// Every group.
     pub fn groups(&self) -> Result<Vec<GroupState>, NodeError> {
-        self.groups.iter().values().map(|v| self.decode(&v.map_err(|e| self.err(e))?)).collect()
+        Ok(self.group_cache().values().map(|g| (**g).clone()).collect())
     }
 
     /// Stores a message to a group not known yet: its history entry `m` (status `waiting`) and

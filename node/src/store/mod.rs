@@ -235,6 +235,9 @@ pub struct Store {
     group_waiting: sled::Tree,
     flushes: std::sync::Arc<FlushGate>,
     outbox_index: std::sync::Arc<std::sync::Mutex<outbox::OutboxIndex>>,
+    /// Every group, decoded: a group message's checks read its group's state, and decoding a
+    /// state of hundreds of members for each message was most of a busy node's work.
+    group_cache: std::sync::Arc<std::sync::Mutex<groups::GroupCache>>,
 }
 
 /// Group commit: callers that ask for a flush while one is running share the next one.
@@ -309,6 +312,7 @@ impl Store {
             group_waiting: tree("group_waiting")?,
             flushes: std::sync::Arc::new(FlushGate::default()),
             outbox_index: std::sync::Arc::default(),
+            group_cache: std::sync::Arc::default(),
             db,
             path: path.to_owned(),
         };
@@ -339,6 +343,7 @@ impl Store {
             }
         }
         store.load_outbox_index()?;
+        store.load_groups()?;
         Ok(store)
     }
 

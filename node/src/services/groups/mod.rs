@@ -15,7 +15,6 @@ mod waiting;
 pub use copies::GROUP_COPY_MAX_MEMBERS;
 pub use waiting::MAX_GROUP_WAITING;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use kith_protocol::group::{topic, GroupEnvelope};
@@ -452,10 +451,11 @@ impl Groups {
     }
 
     pub(crate) fn remember_peer(&self, id: &[u8; 16], peer: &PeerId) {
-        if let Ok(Some(mut g)) = self.ctx.store.group(id) {
+        if let Some(g) = self.ctx.store.group_shared(id) {
             let bytes = peer.to_bytes();
             // Bounded: member devices beyond this are found again through the DHT.
             if !g.peers.contains(&bytes) && g.peers.len() < MAX_GROUP_PEERS {
+                let mut g = (*g).clone();
                 g.peers.push(bytes);
                 self.ctx.store.put_group(&g).or_warn("cannot save a group");
             }
@@ -617,16 +617,7 @@ impl Groups {
     /// Whether `peer` is a known device of a member of an active group.
     pub(crate) fn is_group_peer(&self, peer: &PeerId) -> bool {
         let bytes = peer.to_bytes();
-        let known: HashSet<Vec<u8>> = self
-            .ctx
-            .store
-            .groups()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|g| g.active)
-            .flat_map(|g| g.peers)
-            .collect();
-        known.contains(&bytes)
+        self.ctx.store.groups_shared().iter().any(|g| g.active && g.peers.contains(&bytes))
     }
 }
 

@@ -69,7 +69,7 @@ impl Groups {
     ) -> Result<Option<Box<NewMessage>>, Verdict> {
         let env = GroupEnvelope::from_bytes(data).map_err(|_| Verdict::Reject)?;
         let store = &self.ctx.store;
-        let Ok(Some(mut g)) = store.group(&env.group.0) else { return Err(Verdict::Ignore) };
+        let Some(g) = store.group_shared(&env.group.0) else { return Err(Verdict::Ignore) };
         let key = match rule::epoch_key(&g, env.epoch) {
             Ok(key) => key,
             Err(d) => {
@@ -113,13 +113,15 @@ impl Groups {
         // Membership control messages, signed by their sender inside the ciphertext.
         match &m.content {
             Content::GroupLeave { .. } => {
+                let mut g = (*g).clone();
                 g.leaving.push(m.sender.0.to_vec());
                 store.put_group(&g).or_warn("cannot record a leave");
-                self.rekey_after_leave(g.clone());
+                self.rekey_after_leave(g);
             }
             Content::GroupRemove { user, .. }
                 if *user == me && rule::may_remove(&g.members, &m.sender.0, &me.0) =>
             {
+                let mut g = (*g).clone();
                 g.active = false;
                 store.put_group(&g).or_warn("cannot record a removal");
                 let net = self.ctx.net.clone();
@@ -166,7 +168,7 @@ impl Groups {
         if cert.peer_id != peer {
             return empty;
         }
-        let Ok(Some(g)) = self.ctx.store.group(&req.group.0) else { return empty };
+        let Some(g) = self.ctx.store.group_shared(&req.group.0) else { return empty };
         if !g.members.iter().any(|m| m.user == cert.identity.user_id().0) {
             return empty;
         }
