@@ -266,6 +266,23 @@ pub struct SyncRequest {
     /// The requesting device's certificate; its device key must be the connection's identity
     /// and its user a member of the group.
     pub cert: DeviceCertificate,
+    /// Envelopes sent since `since` that the requester holds already, which the responder
+    /// leaves out: their [`envelope_digest`]s, concatenated (at most [`MAX_SYNC_KNOWN`]).
+    /// Absent from older requesters, whose responders then send everything since `since`.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Vec::is_empty")]
+    pub known: Vec<u8>,
+}
+
+/// Most digests in [`SyncRequest::known`] (the request stays under its 4 KiB limit).
+pub const MAX_SYNC_KNOWN: usize = 384;
+
+/// A group envelope's digest: the first 8 bytes of SHA-256 of its encoding. Tells a device it
+/// holds an envelope already without opening it (a sync answer repeats what gossip brought).
+pub fn envelope_digest(envelope: &[u8]) -> [u8; 8] {
+    let d = Sha256::digest(envelope);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&d[..8]);
+    out
 }
 
 /// `/kith/sync/1` response.

@@ -26,6 +26,8 @@ use crate::work::{self, Clock, Log};
 
 /// Users started at once during setup.
 const START_CONCURRENCY: usize = 16;
+/// How long a node's leave waits for the user actions under way on it to return.
+const LEAVE_WAIT: Duration = Duration::from_secs(30);
 
 /// What `kith-sim run` was asked.
 #[derive(Debug)]
@@ -124,6 +126,11 @@ struct Sim<'a> {
     /// DHT counters of node incarnations that have stopped.
     dht: Mutex<HashMap<usize, (u64, u64)>>,
     log: Arc<Log>,
+    /// Per node: held (shared) by each user action under way on it, and (exclusively) by its
+    /// leave, which so waits for the sends under way to return: a user leaves after their send
+    /// returned, not in the middle of it (that made the node refuse the send because its network
+    /// task was stopping, and the run count it as refused).
+    busy: Vec<Arc<tokio::sync::RwLock<()>>>,
 }
 
 impl Sim<'_> {
@@ -179,16 +186,22 @@ impl Sim<'_> {
     }
 
     async fn stop(&self, i: usize) {
-        let node = self.nodes.lock().ok().and_then(|mut n| n.get_mut(i).and_then(Option::take));
-        if let Some(node) = node {
-            let c = node.network().counters();
-            if let Ok(mut d) = self.dht.lock() {
-                let e = d.entry(i).or_default();
-                e.0 += c.dht_lookups.get();
-                e.1 += c.dht_lookup_requests.get();
-            }
+        if let Some(node) = self.take(i) {
             let _ = node.shutdown().await;
         }
+    }
+
+    /// Takes node `i` out of the run (it counts as down from now), adding its DHT counters so
+    /// far to the node's; the caller shuts it down.
+    fn take(&self, i: usize) -> Option<Node> {
+        let node = self.nodes.lock().ok().and_then(|mut n| n.get_mut(i).and_then(Option::take))?;
+        let c = node.network().counters();
+        if let Ok(mut d) = self.dht.lock() {
+            let e = d.entry(i).or_default();
+            e.0 += c.dht_lookups.get();
+            e.1 += c.dht_lookup_requests.get();
+        }
+        Some(node)
     }
 
     fn traffic_events(&self) -> Vec<Event> {
@@ -253,6 +266,7 @@ async fn simulate(
         nodes: Mutex::new(vec![None; total]),
         dht: Mutex::new(HashMap::new()),
         log: Arc::new(Log::memory()),
+        busy: (0..total).map(|_| Arc::default()).collect(),
     };
     let setup_clock = Clock(started);
     // Infrastructure first: bootstrap nodes (each dials the first), then mailbox nodes.
@@ -430,16 +444,35 @@ async fn simulate(
     let wb = bar(duration, "workload");
     let groups = Arc::new(groups);
     let mut running = Vec::new();
+    let mut leaving: HashMap<usize, tokio::task::JoinHandle<()>> = HashMap::new();
     for (at, action) in &plan.actions {
         let due = clock.0 + Duration::from_millis(*at);
         tokio::time::sleep_until(due).await;
         wb.set_position((at / 1000).min(duration));
         match action {
             Action::Leave { node } => {
+                // Down for the workload at once; shut down once the sends under way on it have
+                // returned (at most LEAVE_WAIT later).
                 sim.log.push(Event::Down { t: clock.now(), node: *node });
-                sim.stop(*node).await;
+                if let Some(n) = sim.take(*node) {
+                    let busy = sim.busy[*node].clone();
+                    leaving.insert(
+                        *node,
+                        tokio::spawn(async move {
+                            let _quiet = tokio::time::timeout(LEAVE_WAIT, busy.write()).await;
+                            let _ = n.shutdown().await;
+                        }),
+                    );
+                }
             }
-            Action::Return { node } => match sim.restart(*node).await {
+            Action::Return { node } => match async {
+                if let Some(left) = leaving.remove(node) {
+                    let _ = left.await;
+                }
+                sim.restart(*node).await
+            }
+            .await
+            {
                 Ok(n) => {
                     work::watch(&n, *node, clock, sim.log.clone());
                     sim.log.push(Event::Up { t: clock.now(), node: *node });
@@ -465,7 +498,16 @@ async fn simulate(
                 };
                 let (action, log, groups) = (action.clone(), sim.log.clone(), groups.clone());
                 let (scenario, plan) = (scenario.clone(), plan.clone());
+                let Ok(busy) = sim.busy[*from].clone().try_read_owned() else {
+                    sim.log.push(Event::Error {
+                        t: clock.now(),
+                        node: *from,
+                        what: format!("leaving, not running {action:?}"),
+                    });
+                    continue;
+                };
                 running.push(tokio::spawn(async move {
+                    let _busy = busy;
                     work::perform(&node, &action, &scenario, &plan, &groups, clock, &log).await;
                 }));
             }
@@ -507,6 +549,9 @@ async fn simulate(
     let lag_samples: Vec<f64> = lag.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
     for t in running {
         t.abort();
+    }
+    for (_, left) in leaving {
+        let _ = left.await;
     }
     for (i, peers) in connections(&sim).await {
         sim.log.push(Event::Connections { t: clock.now(), node: i, peers });

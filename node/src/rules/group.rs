@@ -4,7 +4,7 @@
 //! accepts messages for a grace period; after a leave, the remaining member with the lowest
 //! user id rekeys; long member lists arrive in parts that are adopted once whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use kith_protocol::message::InvitePart;
 use kith_protocol::Content;
@@ -136,20 +136,38 @@ pub fn sender_allowed(
     Ok(())
 }
 
-/// Which `n` of a group's known member devices to ask for missed messages: a random choice
-/// (never this device), so that every member does not ask the same first few, and a round
-/// that hit an unhelpful device is followed by one that asks others.
+/// Which `n` of a group's known member devices to ask for missed messages (never this
+/// device): those `connected` (subscribed to the group's topic over an open connection) first,
+/// all but one of them, then the others, each part a random choice. Asking connected devices
+/// costs no new connection (a Noise handshake, at scale most of a node's work); the one
+/// device from beyond them is how a gap that the connected ones share gets filled; at random, so
+/// that every member does not ask the same first few, and a round that hit an unhelpful device
+/// is followed by one that asks others.
 pub fn sync_peers<R: rand::Rng>(
     peers: &[Vec<u8>],
+    connected: &[Vec<u8>],
     me: &[u8],
     n: usize,
     rng: &mut R,
 ) -> Vec<Vec<u8>> {
-    let mine: Vec<&Vec<u8>> = peers.iter().filter(|p| p.as_slice() != me).collect();
-    rand::seq::index::sample(rng, mine.len(), n.min(mine.len()))
-        .into_iter()
-        .map(|i| mine[i].clone())
-        .collect()
+    let near: Vec<&Vec<u8>> = connected.iter().filter(|p| p.as_slice() != me).collect();
+    let far: Vec<&Vec<u8>> =
+        peers.iter().filter(|p| p.as_slice() != me && !connected.contains(p)).collect();
+    let pick = |from: &[&Vec<u8>], k: usize, rng: &mut R| -> Vec<Vec<u8>> {
+        rand::seq::index::sample(rng, from.len(), k.min(from.len()))
+            .into_iter()
+            .map(|i| from[i].clone())
+            .collect()
+    };
+    let mut chosen = pick(&near, n.saturating_sub(1).max(1).min(n), rng);
+    let rest = n - chosen.len();
+    chosen.extend(pick(&far, rest, rng));
+    if chosen.len() < n {
+        let more: Vec<&Vec<u8>> = near.into_iter().filter(|p| !chosen.contains(p)).collect();
+        let k = n - chosen.len();
+        chosen.extend(pick(&more, k, rng));
+    }
+    chosen
 }
 
 /// Which members (at most `n`, never `me`) this device dials so that the group's gossipsub
@@ -337,6 +355,37 @@ impl InviteParts {
     }
 }
 
+/// Group envelopes a device remembers having stored (by [`kith_protocol::group::envelope_digest`]),
+/// so that one arriving again (a sync answer repeating what gossip brought) is dropped before
+/// it is decrypted and its signatures checked.
+pub const SEEN_ENVELOPES: usize = 4096;
+
+/// The digests of the last [`SEEN_ENVELOPES`] envelopes stored, oldest forgotten first.
+#[derive(Debug, Default)]
+pub struct SeenEnvelopes {
+    set: HashSet<[u8; 8]>,
+    order: VecDeque<[u8; 8]>,
+}
+
+impl SeenEnvelopes {
+    /// Whether an envelope with this digest was stored (and is still remembered).
+    pub fn contains(&self, digest: &[u8; 8]) -> bool {
+        self.set.contains(digest)
+    }
+
+    /// Remembers a stored envelope, forgetting the oldest beyond [`SEEN_ENVELOPES`].
+    pub fn insert(&mut self, digest: [u8; 8]) {
+        if self.set.insert(digest) {
+            self.order.push_back(digest);
+            if self.order.len() > SEEN_ENVELOPES {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,7 +480,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..50 {
-            let chosen = sync_peers(&peers, &[3], 4, &mut rng);
+            let chosen = sync_peers(&peers, &[], &[3], 4, &mut rng);
             assert_eq!(chosen.len(), 4);
             assert!(!chosen.contains(&vec![3]), "not this device");
             let distinct: std::collections::HashSet<_> = chosen.iter().collect();
@@ -439,7 +488,32 @@ mod tests {
             seen.extend(chosen);
         }
         assert_eq!(seen.len(), 19, "every other device is asked sometimes");
-        assert_eq!(sync_peers(&peers[..2], &[0], 4, &mut rng), vec![vec![1]]);
+        assert_eq!(sync_peers(&peers[..2], &[], &[0], 4, &mut rng), vec![vec![1]]);
+    }
+
+    #[test]
+    fn sync_peers_are_mostly_connected_ones_and_one_other() {
+        use rand::SeedableRng;
+        let peers: Vec<Vec<u8>> = (0..20u8).map(|p| vec![p]).collect();
+        let connected: Vec<Vec<u8>> = (0..6u8).map(|p| vec![p]).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut far_seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let chosen = sync_peers(&peers, &connected, &[0], 4, &mut rng);
+            assert_eq!(chosen.len(), 4);
+            assert!(!chosen.contains(&vec![0]), "not this device");
+            let far: Vec<_> = chosen.iter().filter(|p| !connected.contains(p)).collect();
+            assert_eq!(far.len(), 1, "three connected ones and one other: {chosen:?}");
+            far_seen.extend(far.into_iter().cloned());
+        }
+        assert_eq!(far_seen.len(), 14, "every device beyond the connected ones is asked sometimes");
+        // Few connected: the others fill the round; none beyond: connected ones only.
+        let one = sync_peers(&peers, &connected[..2], &[0], 4, &mut rng);
+        assert_eq!(one.len(), 4);
+        assert!(one.contains(&vec![1]));
+        let only = sync_peers(&connected, &connected, &[0], 4, &mut rng);
+        assert_eq!(only.len(), 4);
+        assert!(only.iter().all(|p| connected.contains(p) && p != &vec![0]));
     }
 
     #[test]
@@ -519,5 +593,18 @@ mod tests {
             Offer::Incomplete
         );
         assert_eq!(p.len(), 1, "the expired ones are gone");
+    }
+
+    #[test]
+    fn seen_envelopes_forget_the_oldest_beyond_the_limit() {
+        let mut seen = SeenEnvelopes::default();
+        let d = |i: usize| (i as u64).to_be_bytes();
+        for i in 0..SEEN_ENVELOPES + 10 {
+            seen.insert(d(i));
+            seen.insert(d(i));
+        }
+        assert!(!seen.contains(&d(0)) && !seen.contains(&d(9)), "the oldest are forgotten");
+        assert!(seen.contains(&d(10)) && seen.contains(&d(SEEN_ENVELOPES + 9)));
+        assert_eq!(seen.order.len(), SEEN_ENVELOPES, "a repeated insert is not counted twice");
     }
 }

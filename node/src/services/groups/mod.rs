@@ -79,6 +79,8 @@ pub(crate) struct Groups {
     pub(crate) early: Arc<Mutex<rules::group::EarlyMessages>>,
     /// Wakes the group task (a member device connected).
     pub(crate) wake_sync: Arc<Notify>,
+    /// Envelopes stored lately, dropped unopened when they come again.
+    pub(crate) seen: Arc<Mutex<rules::group::SeenEnvelopes>>,
 }
 
 impl Groups {
@@ -94,6 +96,7 @@ impl Groups {
             invite_parts: Arc::default(),
             early: Arc::default(),
             wake_sync: Arc::default(),
+            seen: Arc::default(),
         }
     }
 }
@@ -430,7 +433,11 @@ impl Groups {
 
     /// Connects to some member devices so the gossipsub mesh of the group can form.
     pub(crate) async fn connect_members(&self, g: &GroupState) {
-        let mut dialed = 0;
+        // Connected to enough members already: no dial (each redial of a member the idle
+        // check closed would cost a handshake every round).
+        let t = topic(&ConversationId(g.id));
+        let connected = self.ctx.net.topic_peers(t).await.map_or(0, |p| p.len());
+        let mut dialed = connected.min(MESH_DIALS);
         // Twice as many candidates as dials: a member whose name does not resolve is skipped.
         for m in rule::mesh_members(&g.members, &self.ctx.user_id().0, 2 * MESH_DIALS) {
             if dialed >= MESH_DIALS {
@@ -733,6 +740,69 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(s.groups.early.lock().unwrap().is_empty());
+        node.shutdown().await.unwrap();
+    }
+
+    /// A sync answer leaves out what the asker says it holds; an envelope stored once is
+    /// dropped unopened when it comes again.
+    #[tokio::test]
+    async fn a_sync_answer_leaves_out_what_the_asker_holds() {
+        use kith_protocol::group::{envelope_digest, GroupEnvelope, SyncRequest};
+        use kith_protocol::identity::{DeviceCertificate, DeviceKeypair, IdentityKeypair};
+        use kith_protocol::{Message, MessageId, Text, X25519Secret, VERSION};
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(crate::node::lone_node(dir.path(), false)).await.unwrap();
+        let s = node.services().clone();
+        let rng = &mut rand::rngs::OsRng;
+        let sender = IdentityKeypair::generate(rng);
+        let device = DeviceKeypair::generate(rng);
+        let cert =
+            DeviceCertificate::issue(&sender, &device, &X25519Secret::generate(rng), 1, "phone");
+        let member = |user: UserId, identity: [u8; 32]| Member { user, identity, name: None };
+        let members = vec![
+            member(sender.public().user_id(), sender.public().to_bytes()),
+            member(node.user_id(), s.ctx.keys.identity_public.to_bytes()),
+        ];
+        let group = ConversationId([7; 16]);
+        let state = Content::GroupInvite {
+            group,
+            title: None,
+            members,
+            epoch: 1,
+            epoch_key: [1; 32],
+            part: None,
+            hand_on: None,
+        };
+        let from = device.peer_id();
+        s.groups.on_group_state(&sender.public(), from, &state, now_ms());
+        let mut envelopes = Vec::new();
+        for body in ["one", "two"] {
+            let message = Message {
+                v: VERSION,
+                id: MessageId::random(rng),
+                conversation: group,
+                sender: sender.public().user_id(),
+                sent_at: now_ms(),
+                content: Content::Text(Text { body: body.into() }),
+            };
+            let env = GroupEnvelope::seal(rng, &[1; 32], 1, &cert, &device, &message).unwrap();
+            let bytes = env.to_bytes();
+            assert_eq!(s.groups.on_gossip(&bytes).await, Verdict::Accept);
+            envelopes.push(bytes);
+        }
+        assert!(s.groups.seen.lock().unwrap().contains(&envelope_digest(&envelopes[0])));
+        assert_eq!(s.groups.on_gossip(&envelopes[0]).await, Verdict::Ignore, "seen before");
+        let ask = |known: Vec<u8>| {
+            let req = SyncRequest { v: VERSION, group, since: 0, cert: cert.clone(), known };
+            s.groups.answer_sync(from, &req.to_bytes())
+        };
+        assert_eq!(ask(Vec::new()).envelopes.len(), 2);
+        let answer = ask(envelope_digest(&envelopes[0]).to_vec());
+        assert_eq!(answer.envelopes.len(), 1);
+        assert_eq!(answer.envelopes[0].as_ref(), envelopes[1].as_slice());
+        assert!(!answer.more);
+        let both: Vec<u8> = envelopes.iter().flat_map(|e| envelope_digest(e)).collect();
+        assert!(ask(both).envelopes.is_empty());
         node.shutdown().await.unwrap();
     }
 }

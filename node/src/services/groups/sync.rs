@@ -1,7 +1,10 @@
 //! A group's messages in: judging and storing what arrives on its topic, answering and asking
 //! for missed messages (`/kith/sync/1`), and rekeying after a leave.
 
-use kith_protocol::group::{topic, GroupEnvelope, SyncRequest, SyncResponse, MAX_SYNC_RESPONSE};
+use kith_protocol::group::{
+    envelope_digest, topic, GroupEnvelope, SyncRequest, SyncResponse, MAX_SYNC_KNOWN,
+    MAX_SYNC_RESPONSE,
+};
 use kith_protocol::{Content, ConversationId, VERSION};
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
@@ -67,6 +70,10 @@ impl Groups {
         data: &[u8],
         synced: bool,
     ) -> Result<Option<Box<NewMessage>>, Verdict> {
+        let digest = envelope_digest(data);
+        if self.seen.lock().is_ok_and(|s| s.contains(&digest)) {
+            return Ok(None);
+        }
         let env = GroupEnvelope::from_bytes(data).map_err(|_| Verdict::Reject)?;
         let store = &self.ctx.store;
         let Some(g) = store.group_shared(&env.group.0) else { return Err(Verdict::Ignore) };
@@ -99,15 +106,24 @@ impl Groups {
                 debug!("rejected a group message from a non-member or in a closed epoch");
                 verdict(d)
             })?;
+        let seen = || {
+            if let Ok(mut s) = self.seen.lock() {
+                s.insert(digest);
+            }
+        };
         if matches!(store.message(&m.id.0), Ok(Some(_))) {
+            seen();
             return Err(Verdict::Ignore);
         }
         let me = self.ctx.user_id();
         let direction = if m.sender == me { Direction::Out } else { Direction::In };
         let stored = self.group_stored(m, direction, data.to_vec());
         match store.insert_incoming(&stored) {
-            Ok(true) => {}
-            Ok(false) => return Err(Verdict::Ignore),
+            Ok(true) => seen(),
+            Ok(false) => {
+                seen();
+                return Err(Verdict::Ignore);
+            }
             Err(_) => return Err(Verdict::Ignore),
         }
         // Membership control messages, signed by their sender inside the ciphertext.
@@ -175,10 +191,14 @@ impl Groups {
         let Ok(msgs) = self.ctx.store.messages_since(&req.group.0, req.since, 4096) else {
             return empty;
         };
+        let known: std::collections::HashSet<&[u8]> = req.known.chunks_exact(8).collect();
         let mut size = 0;
         let mut envelopes = Vec::new();
         // A message still waiting for this device to hold the group's state has no envelope.
-        for m in msgs.into_iter().filter(|m| m.status != Status::Waiting) {
+        let unknown = |m: &crate::store::StoredMessage| {
+            m.status != Status::Waiting && !known.contains(&envelope_digest(&m.raw)[..])
+        };
+        for m in msgs.into_iter().filter(unknown) {
             if size + m.raw.len() + 64 > MAX_SYNC_RESPONSE - 1024 {
                 return SyncResponse { v: VERSION, envelopes, more: true };
             }
@@ -188,6 +208,18 @@ impl Groups {
         SyncResponse { v: VERSION, envelopes, more: false }
     }
 
+    /// The digests of the group envelopes this device holds, sent at or after `since`: the
+    /// newest [`MAX_SYNC_KNOWN`], for a sync request's `known`.
+    fn known_since(&self, group: &[u8; 16], since: u64) -> Vec<u8> {
+        let Ok(msgs) = self.ctx.store.messages_since(group, since, 4096) else {
+            return Vec::new();
+        };
+        let held = msgs.iter().filter(|m| m.status != Status::Waiting && !m.raw.is_empty());
+        let held: Vec<_> = held.collect();
+        let newest = &held[held.len().saturating_sub(MAX_SYNC_KNOWN)..];
+        newest.iter().flat_map(|m| envelope_digest(&m.raw)).collect()
+    }
+
     /// Asks some member devices for group messages this device missed; stores each once.
     pub(crate) async fn sync_group(&self, g: &GroupState) {
         if !g.active {
@@ -195,7 +227,18 @@ impl Groups {
         }
         let mut fresh = 0;
         let me = self.ctx.peer_id().to_bytes();
-        let chosen = rule::sync_peers(&g.peers, &me, SYNC_PEERS, &mut rand::thread_rng());
+        let t = topic(&ConversationId(g.id));
+        let connected: Vec<Vec<u8>> = self
+            .ctx
+            .net
+            .topic_peers(t)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_bytes())
+            .collect();
+        let chosen =
+            rule::sync_peers(&g.peers, &connected, &me, SYNC_PEERS, &mut rand::thread_rng());
         let peers: Vec<PeerId> = chosen.iter().filter_map(|p| PeerId::from_bytes(p).ok()).collect();
         for peer in peers {
             let mut since = g.joined_at.saturating_sub(60_000);
@@ -205,6 +248,7 @@ impl Groups {
                     group: ConversationId(g.id),
                     since,
                     cert: self.ctx.keys.cert.clone(),
+                    known: self.known_since(&g.id, since),
                 };
                 let Ok(Ok(answer)) = self.ctx.net.sync_request(peer, req.to_bytes()).await else {
                     break;
