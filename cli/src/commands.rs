@@ -145,6 +145,9 @@ pub fn register(home: &Home, name: &str, json: bool) -> Result<()> {
         return emit_json(&answer);
     }
     let user_id = answer.get("user_id").and_then(Value::as_str).unwrap_or("?");
+    if let Some(w) = answer.get("warning").and_then(Value::as_str) {
+        eprintln!("warning: @{name}: {}", crate::client::one_line(w));
+    }
     emit(format_args!("registered @{name} (user id {user_id})"))
 }
 

@@ -91,6 +91,26 @@ pub fn status(s: &Value) -> String {
         None => "(none yet; claim one with `kith register NAME`)".to_owned(),
     };
     let _ = writeln!(out, "name:            {name}");
+    if let Some(c) = s.get("name_conflict").filter(|c| !c.is_null()) {
+        let verdict = if c.get("wins").and_then(Value::as_bool) == Some(true) {
+            "and resolvers pick it over yours"
+        } else {
+            "fewer peers serve it than yours"
+        };
+        let _ = writeln!(
+            out,
+            "WARNING:         another identity (user id {}) claims @{} at {} DHT peer(s), {verdict}; this node keeps publishing its own record",
+            text(c, "user_id"),
+            text(c, "name"),
+            number(c, "holders"),
+        );
+    }
+    if s.get("name_served_by").and_then(Value::as_u64) == Some(0) {
+        let _ = writeln!(
+            out,
+            "WARNING:         no other peer served your name record when it was last read back"
+        );
+    }
     let _ = writeln!(out, "user id:         {}", text(s, "user_id"));
     let _ = writeln!(out, "peer id:         {}", text(s, "peer_id"));
     if let Some(fp) = s.get("fingerprint").and_then(Value::as_str) {

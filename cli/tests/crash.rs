@@ -1,7 +1,8 @@
 //! Crash recovery: the sender, the mailbox and the recipient are killed with SIGKILL at random
 //! moments while messages flow, and restarted. Afterwards every message whose `kith send` was
-//! acknowledged must be shown to the recipient exactly once, in the order it was sent, and
-//! every store must have reopened cleanly (each restart must serve its API again).
+//! acknowledged must be shown to the recipient exactly once, in the order it was sent, the
+//! sender must show it `delivered` (or `read`) once its outbox is empty, and every store must
+//! have reopened cleanly (each restart must serve its API again).
 //!
 //! `KITH_CRASH_ITERATIONS` (default 50) sets the number of messages, each followed by a chance
 //! of a crash; `KITH_CRASH_SEED` replays a run (the seed is printed).
@@ -281,9 +282,32 @@ fn crashes_lose_nothing_that_was_acknowledged() {
         (peers.alice.node.status()?["outbox"].as_u64()? == 0).then_some(())
     });
 
-    // Every store closes and reopens cleanly.
+    // With the outbox empty, every acknowledged message is `delivered` (or `read`) at alice:
+    // none stays `sent` or `stored` (a crash between removing the outbox entry and setting the
+    // status once left it so).
+    assert_final_statuses(&peers.alice.node, &acked);
+
+    // Every store closes and reopens cleanly, and the statuses survive it.
     for p in peers.all() {
         p.node.stop();
         p.start();
+    }
+    assert_final_statuses(&peers.alice.node, &acked);
+}
+
+/// Each of `acked` is shown once at alice, `delivered` or `read`.
+fn assert_final_statuses(alice: &Node, acked: &[String]) {
+    let sent = alice.messages(&["@bob", "--limit", "10000"]).expect("alice's conversation");
+    let sent = sent.as_array().expect("array");
+    for text in acked {
+        let statuses: Vec<&str> = sent
+            .iter()
+            .filter(|m| m["text"].as_str() == Some(text))
+            .filter_map(|m| m["status"].as_str())
+            .collect();
+        assert!(
+            matches!(statuses.as_slice(), ["delivered"] | ["read"]),
+            "{text}: statuses at alice {statuses:?}, expected one `delivered` or `read`"
+        );
     }
 }

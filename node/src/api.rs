@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -125,7 +125,8 @@ pub fn router(node: Node, token: String) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes, with the connection limits of
+/// [`crate::http`].
 pub async fn serve<F>(
     node: Node,
     listener: tokio::net::TcpListener,
@@ -135,10 +136,14 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(node, token))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| NodeError::Config(format!("API server: {e}")))
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.cancel();
+    });
+    crate::http::serve(listener, router(node, token), cancel).await;
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -152,7 +157,11 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()));
-    if !ok {
+    if ok {
+        if let Some(slot) = req.extensions().get::<crate::http::ConnSlot>() {
+            slot.0.authenticated();
+        }
+    } else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -193,16 +202,38 @@ struct SendBody {
     text: String,
 }
 
+/// The header that makes a send safe to retry (`docs/api.md`).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 async fn send(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
-    let sent = s.node.send_message(&b.to, &b.text).await?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the Idempotency-Key header must be visible ASCII",
+            )
+        })?),
+    };
+    let (sent, replayed) = match key {
+        Some(key) => s.node.send_message_once(key, &b.to, &b.text).await?,
+        None => (s.node.send_message(&b.to, &b.text).await?, false),
+    };
     let m = &sent.message;
     let mut answer = json!({ "id": m.id, "conversation": m.conversation, "status": m.status });
     if !sent.not_invited.is_empty() {
         answer["not_invited"] = json!(sent.not_invited);
+    }
+    if replayed {
+        // The first send with this key created the message; nothing was sent now.
+        answer["replayed"] = json!(true);
+        return Ok((StatusCode::OK, Json(answer)));
     }
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
@@ -215,8 +246,10 @@ struct HistoryQuery {
 
 async fn messages(
     State(s): State<AppState>,
-    Query(q): Query<HistoryQuery>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult<impl IntoResponse> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     Ok(Json(s.node.messages(q.with.as_deref(), q.limit.unwrap_or(MAX_HISTORY))?))
 }
 
@@ -357,6 +390,9 @@ fn sse_event(e: NodeEvent) -> SseEvent {
         NodeEvent::Status { id, status } => SseEvent::default()
             .event("status")
             .data(json!({ "id": id, "status": status }).to_string()),
+        NodeEvent::NameConflict(c) => SseEvent::default()
+            .event("name_conflict")
+            .data(serde_json::to_string(&c).unwrap_or_default()),
     }
 }
 

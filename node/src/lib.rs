@@ -17,7 +17,8 @@
 //! - [`views`]: what the API shows; [`error`]: typed errors.
 //! - Beside them: [`home`] (key files, API token and address), [`link`] (joining an identity
 //!   as a new device), [`mailbox`] (mailbox policy and limits), [`metrics`], [`api`] (the local
-//!   HTTP/JSON API) and [`daemon`] (everything wired together for `kith daemon`).
+//!   HTTP/JSON API), [`http`] (its server, with connection limits) and [`daemon`] (everything
+//!   wired together for `kith daemon`).
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -27,6 +28,7 @@ mod ctx;
 pub mod daemon;
 pub mod error;
 pub mod home;
+pub mod http;
 mod inbound;
 pub mod link;
 pub mod mailbox;

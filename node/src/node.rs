@@ -26,6 +26,9 @@ use crate::store::Store;
 use crate::tasks::Tasks;
 
 pub use crate::services::conversations::MAX_HISTORY;
+
+/// Longest idempotency key of a send (`Idempotency-Key` of `POST /v1/messages`).
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 pub use crate::services::messaging::MAX_IN_FLIGHT;
 pub use crate::services::records::{
     MAX_RESOLVE_CACHE, PREKEY_GRACE_MS, PREKEY_LIFETIME_MS, PREKEY_ROTATION_MS, RECORD_LIFETIME_MS,
@@ -181,6 +184,7 @@ impl Node {
         let ctx = &self.s.ctx;
         let net = ctx.net.status().await?;
         let c = &ctx.counters;
+        let name_check = self.s.records.name_check();
         Ok(StatusView {
             peer_id: net.peer_id.to_string(),
             user_id: self.user_id().to_string(),
@@ -195,8 +199,16 @@ impl Node {
                 frames: c.frames_rejected.get(),
                 busy: c.busy.get(),
             },
+            name_served_by: name_check.as_ref().map(|c| c.0),
+            name_conflict: name_check.and_then(|c| c.1),
             version: env!("CARGO_PKG_VERSION"),
         })
+    }
+
+    /// Publishes this user's name record again now and reads it back from every closest peer
+    /// (`kith status` then shows what it found); what the node does every hour by itself.
+    pub async fn republish(&self) -> Result<(), NodeError> {
+        self.s.records.republish().await
     }
 
     /// Claims `name`: fails if it is invalid or held by another identity.
@@ -245,6 +257,37 @@ impl Node {
             return Ok(SentView { message, not_invited: Vec::new() });
         }
         self.s.conversations.send_mentioning(to, text).await
+    }
+
+    /// [`Node::send_message`] made safe to retry: the first send with idempotency key `key`
+    /// sends; a later one with the same key (within 24 hours) sends nothing and returns the
+    /// message the first created, as it is now, and `true`. Keyed sends run one at a time.
+    pub async fn send_message_once(
+        &self,
+        key: &str,
+        to: &str,
+        text: &str,
+    ) -> Result<(SentView, bool), NodeError> {
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(NodeError::BadInput(format!(
+                "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            )));
+        }
+        let _one_at_a_time = self.s.idempotent_sends.lock().await;
+        let store = &self.s.ctx.store;
+        if let Some(id) = store.idempotent_send(key, self.s.ctx.now())? {
+            let message = self.message(&kith_protocol::MessageId(id).to_string())?;
+            return Ok((SentView { message, not_invited: Vec::new() }, true));
+        }
+        let sent = self.send_message(to, text).await?;
+        let id = kith_protocol::MessageId::parse(&sent.message.id)
+            .map_err(|e| NodeError::BadInput(format!("message id: {e}")))?;
+        store.put_idempotent_send(key, &id.0, self.s.ctx.now())?;
+        store.flush().await?;
+        Ok((sent, false))
     }
 
     /// Queues a text message to `to` (a name); returns once it is durably queued.

@@ -22,6 +22,25 @@ pub enum NodeEvent {
         /// The new status.
         status: &'static str,
     },
+    /// A read-back of this user's name found another identity's record for it.
+    NameConflict(NameConflictView),
+}
+
+/// Another identity's claim on this user's name, as the last read-back found it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NameConflictView {
+    /// The name.
+    pub name: String,
+    /// The other claim's user id.
+    pub user_id: String,
+    /// Its safety number.
+    pub fingerprint: String,
+    /// How many DHT holders returned it.
+    pub holders: usize,
+    /// Whether a resolver handed the same copies would pick it over this user's record.
+    pub wins: bool,
+    /// When it was found, RFC 3339.
+    pub seen_at: String,
 }
 
 /// A message as the API shows it.
@@ -70,6 +89,11 @@ pub struct StatusView {
     pub outbox: usize,
     /// What the node rejected from the network.
     pub rejected: RejectedView,
+    /// Other peers that served this user's name record when it was last read back after
+    /// publishing (`None` before the first read-back, or with no name).
+    pub name_served_by: Option<usize>,
+    /// Another identity's record for this user's name, if the last read-back found one.
+    pub name_conflict: Option<NameConflictView>,
     /// Kith version.
     pub version: &'static str,
 }
@@ -137,6 +161,12 @@ pub struct RegisterView {
     pub user_id: String,
     /// Record sequence number.
     pub seq: u64,
+    /// Other peers that served the record when it was read back just after it was stored.
+    pub served_by: usize,
+    /// What to tell the user when the read-back was not what it should be (no other peer
+    /// serves the record yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// A conversation as the API lists it.

@@ -237,9 +237,62 @@ async fn restart_keeps_history_and_outbox_delivers_once() {
     assert_eq!(alice2.status().await.expect("status").outbox, 0);
 }
 
+/// A record for `name` under a new identity, with a claim hash below `below` when given (more
+/// work than a competitor's), expiring `lifetime_ms` from now. Returns the record and its
+/// identity.
+fn forge(name: &str, below: Option<[u8; 32]>, lifetime_ms: u64) -> (Vec<u8>, IdentityKeypair) {
+    let id = IdentityKeypair::generate(&mut rand::rngs::OsRng);
+    let dev = DeviceKeypair::generate(&mut rand::rngs::OsRng);
+    let st = X25519Secret::generate(&mut rand::rngs::OsRng);
+    let pk = X25519Secret::generate(&mut rand::rngs::OsRng);
+    let bound = below.unwrap_or_else(|| {
+        // Enough work for the network's policy.
+        let mut b = [0xffu8; 32];
+        b[0] = 0;
+        b
+    });
+    let mut nonce = 0u64;
+    while claim_hash(name, &id.public().to_bytes(), nonce) >= bound {
+        nonce += 1;
+    }
+    let now = kith_node::now_ms();
+    let record = RecordDraft {
+        name: name.into(),
+        devices: vec![DeviceEntry {
+            cert: DeviceCertificate::issue(&id, &dev, &st, now, "evil"),
+            prekey: SignedPrekey::sign(&dev, 1, &pk, now, now + 86_400_000 * 2),
+        }],
+        mailboxes: vec![],
+        seq: 1,
+        issued_at: now,
+        expires_at: now + lifetime_ms,
+        pow_nonce: nonce,
+    }
+    .sign(&id)
+    .expect("sign");
+    (record.to_bytes(), id)
+}
+
+/// The identities of the valid copies of `name`'s record that `n` holds itself.
+async fn held_by(n: &Node, name: &str) -> Vec<String> {
+    let key = dht_key(name);
+    let policy = kith_protocol::RecordPolicy { min_pow_bits: POW };
+    let copies = n.network().get_records(key.to_vec()).await.unwrap_or_default();
+    copies
+        .iter()
+        .filter(|c| c.from.is_none())
+        .filter_map(|c| {
+            kith_protocol::NameRecord::verify(&c.value, Some(&key), kith_node::now_ms(), &policy)
+                .ok()
+        })
+        .map(|r| r.user_id.to_string())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conflicting_claims_and_trust_on_first_use() {
+async fn a_live_name_cannot_be_outbid_and_its_holder_is_told() {
     let (boot, alice, bob) = network().await;
+    let bob_id = bob.node.user_id().to_string();
     // Alice pins bob.
     alice.node.resolve("bob").await.expect("resolves");
     // Mallory cannot register a held name the ordinary way.
@@ -252,63 +305,88 @@ async fn conflicting_claims_and_trust_on_first_use() {
         let raw = boot.node.network().get_records(key.to_vec()).await.expect("get");
         let policy = kith_protocol::RecordPolicy { min_pow_bits: POW };
         raw.iter()
-            .filter_map(|b| {
-                kith_protocol::NameRecord::verify(b, Some(&key), kith_node::now_ms(), &policy).ok()
+            .filter_map(|c| {
+                kith_protocol::NameRecord::verify(
+                    &c.value,
+                    Some(&key),
+                    kith_node::now_ms(),
+                    &policy,
+                )
+                .ok()
             })
             .map(|r| r.claim_hash)
             .min()
             .expect("bob's record")
     };
-    let id = IdentityKeypair::generate(&mut rand::rngs::OsRng);
-    let dev = DeviceKeypair::generate(&mut rand::rngs::OsRng);
-    let st = X25519Secret::generate(&mut rand::rngs::OsRng);
-    let pk = X25519Secret::generate(&mut rand::rngs::OsRng);
-    let mut nonce = 0u64;
-    while claim_hash("bob", &id.public().to_bytes(), nonce) >= bob_claim {
-        nonce += 1;
-    }
+    let (forged, mallory_id) = forge("bob", Some(bob_claim), 86_400_000);
     let now = kith_node::now_ms();
-    let forged = RecordDraft {
-        name: "bob".into(),
-        devices: vec![DeviceEntry {
-            cert: DeviceCertificate::issue(&id, &dev, &st, now, "evil"),
-            prekey: SignedPrekey::sign(&dev, 1, &pk, now, now + 86_400_000 * 2),
-        }],
-        mailboxes: vec![],
-        seq: 1,
-        issued_at: now,
-        expires_at: now + 86_400_000,
-        pow_nonce: nonce,
-    }
-    .sign(&id)
-    .expect("sign");
-    mallory
-        .node
-        .network()
-        .put_record(dht_key("bob").to_vec(), forged.to_bytes(), now + 86_400_000)
-        .await
-        .expect("put");
+    // Kademlia acknowledges a store before the receiver checks it: the put may well "succeed".
+    let _ =
+        mallory.node.network().put_record(dht_key("bob").to_vec(), forged, now + 86_400_000).await;
 
-    // A newcomer sees the stronger claim; alice keeps talking to the bob she pinned, and is warned.
+    // The nodes that hold bob's live record keep it (the incumbent rule)...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(held_by(&boot.node, "bob").await, std::slice::from_ref(&bob_id));
+    assert_eq!(held_by(&alice.node, "bob").await, std::slice::from_ref(&bob_id));
+    assert!(boot.node.status().await.expect("status").rejected.records >= 1);
+    // ... so a newcomer who never resolved bob gets bob, not mallory ...
     let carol = spawn(vec![addr(&boot.node).await]).await;
-    let seen = eventually(20, "forged claim to spread", || async {
-        let r = carol.node.network().get_records(dht_key("bob").to_vec()).await.ok()?;
-        (r.len() >= 2).then_some(r.len())
+    let r = eventually(20, "carol to resolve bob", || async {
+        carol.node.resolve_record("bob").await.ok()
     })
     .await;
-    assert!(seen >= 2);
-    let r = alice.node.resolve("bob").await.expect("pinned record still used");
-    assert_eq!(r.user_id, bob.node.user_id().to_string());
-    assert!(alice
-        .node
-        .contacts()
-        .expect("contacts")
-        .iter()
-        .any(|c| c.name == "bob" && c.key_changed));
-    // After `trust`, alice follows the new key.
-    let c = alice.node.trust("bob").await.expect("trust");
-    assert_eq!(c.user_id, id.user_id().to_string());
-    assert!(!c.key_changed);
+    assert_eq!(r.user_id.to_string(), bob_id);
+    // ... alice keeps bob without a key change ...
+    let r = alice.node.resolve("bob").await.expect("bob still resolves");
+    assert_eq!(r.user_id, bob_id);
+    assert!(alice.node.contacts().expect("contacts").iter().all(|c| !c.key_changed));
+
+    // ... and bob, reading its name back, finds mallory's claim and is told.
+    let mut events = bob.node.subscribe();
+    bob.node.republish().await.expect("republish");
+    let status = bob.node.status().await.expect("status");
+    assert!(status.name_served_by.is_some_and(|n| n >= 1), "{status:?}");
+    let conflict = status.name_conflict.expect("bob's status shows the competing claim");
+    assert_eq!(conflict.user_id, mallory_id.user_id().to_string());
+    assert!(!conflict.wins, "fewer holders serve mallory's claim than bob's");
+    let told = eventually(5, "a name_conflict event", || {
+        let e = events.try_recv();
+        async move {
+            match e {
+                Ok(kith_node::views::NodeEvent::NameConflict(c)) => Some(c),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(told.name, "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_name_that_changed_hands_is_key_changed_until_trusted() {
+    let (boot, alice, _bob) = network().await;
+    // Mallory claims "dora" with a record that expires in a few seconds; alice pins it.
+    let mallory = spawn(vec![addr(&boot.node).await]).await;
+    let (forged, mallory_id) = forge("dora", None, 4_000);
+    let now = kith_node::now_ms();
+    let _ = mallory.node.network().put_record(dht_key("dora").to_vec(), forged, now + 4_000).await;
+    let r =
+        eventually(10, "alice to resolve dora", || async { alice.node.resolve("dora").await.ok() })
+            .await;
+    assert_eq!(r.user_id, mallory_id.user_id().to_string());
+    // The record lapses, and someone else registers the name.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let erin = spawn(vec![addr(&boot.node).await]).await;
+    eventually(20, "erin to register dora", || async { erin.node.register("dora").await.ok() })
+        .await;
+    // Alice is told, and sending to dora is refused, until she trusts the new key.
+    let e = alice.node.resolve("dora").await.expect_err("the key changed");
+    assert!(matches!(e, NodeError::KeyChanged { .. }), "{e}");
+    assert!(matches!(alice.node.send_to("dora", "hi").await, Err(NodeError::KeyChanged { .. })));
+    let c = alice.node.trust("dora").await.expect("trust");
+    assert_eq!(c.user_id, erin.node.user_id().to_string());
+    let r = alice.node.resolve("dora").await.expect("resolves after trust");
+    assert_eq!(r.user_id, erin.node.user_id().to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +396,7 @@ async fn tampered_records_and_envelopes_are_rejected_and_counted() {
     let bytes = {
         let key = dht_key("alice");
         let raw = alice.node.network().get_records(key.to_vec()).await.expect("get");
-        let mut rec = raw.into_iter().next().expect("alice's record");
+        let mut rec = raw.into_iter().next().expect("alice's record").value;
         let n = rec.len();
         rec[n - 5] ^= 0xff;
         rec
@@ -1027,4 +1105,188 @@ async fn a_recovery_phrase_restores_the_identity_and_keeps_its_devices() {
             .then_some(())
     })
     .await;
+}
+
+/// Sends one request over a new connection; returns the answer's status line and body.
+async fn http(
+    addr: std::net::SocketAddr,
+    request: &str,
+    token: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "{request} HTTP/1.1\r\nHost: kith\r\nAuthorization: Bearer {token}\r\n{headers}\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str, token: &str) -> std::io::Result<String> {
+    Ok(http(addr, &format!("GET {path}"), token, "", "").await?.0)
+}
+
+/// Starts the API of `node` on a free loopback port with `token`; stop it with the sender.
+fn serve_api(
+    node: &Node,
+    token: &str,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), NodeError>>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        tokio::spawn(kith_node::api::serve(node.clone(), listener, token.to_owned(), async {
+            let _ = stop_rx.await;
+        }));
+    (addr, stop_tx, server)
+}
+
+/// A bad `limit=` is a JSON error like every other; a send retried with the same
+/// `Idempotency-Key` creates one message, and the retry says it was replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_bad_queries_in_json_and_replays_idempotent_sends() {
+    let n = spawn(vec![]).await;
+    let (api, stop, server) = serve_api(&n.node, "t");
+    let (status, body) = http(api, "GET /v1/messages?limit=abc", "t", "", "").await.expect("get");
+    assert!(status.contains("400"), "{status}");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).expect("a JSON error");
+    assert_eq!(v["code"], "bad_request");
+
+    let send = |key: &'static str| async move {
+        let headers = format!("Idempotency-Key: {key}\r\n");
+        http(api, "POST /v1/messages", "t", &headers, r#"{"to": "@carol", "text": "hi"}"#)
+            .await
+            .expect("post")
+    };
+    let (s1, b1) = send("retry-1").await;
+    let (s2, b2) = send("retry-1").await;
+    let (s3, b3) = send("retry-2").await;
+    assert!(s1.contains("202") && s2.contains("200") && s3.contains("202"), "{s1} {s2} {s3}");
+    let (v1, v2, v3): (serde_json::Value, serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(b1.trim()).expect("json"),
+        serde_json::from_str(b2.trim()).expect("json"),
+        serde_json::from_str(b3.trim()).expect("json"),
+    );
+    assert_eq!(v1["id"], v2["id"]);
+    assert_eq!(v2["replayed"], true);
+    assert_ne!(v1["id"], v3["id"]);
+    let texts = n.node.messages(None, 100).expect("history");
+    assert_eq!(texts.iter().filter(|m| m.text.as_deref() == Some("hi")).count(), 2);
+    let (bad, _) = http(
+        api,
+        "POST /v1/messages",
+        "t",
+        "Idempotency-Key: \r\n",
+        r#"{"to": "@carol", "text": "x"}"#,
+    )
+    .await
+    .expect("post");
+    assert!(bad.contains("400"), "{bad}");
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server");
+}
+
+/// Whether the server closed `s`: reading it reaches the end of the stream (or a reset) soon,
+/// after whatever the server sent last.
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 512];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Slow-loris connections (headers dribbled a byte at a time) and a flood of idle connections,
+/// well beyond the API's connection limit, do not keep its owner out: each of the owner's
+/// requests is answered within a second. A slow-loris connection is closed once its header
+/// time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_its_owner_through_slow_loris_and_idle_floods() {
+    use tokio::io::AsyncWriteExt;
+    let n = spawn(vec![]).await;
+    let token = "owner-token".to_owned();
+    let (api, stop_tx, server) = serve_api(&n.node, &token);
+    let started = tokio::time::Instant::now();
+    // 100 slow-loris connections, each sending a byte of its headers every second.
+    let mut loris = Vec::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(api).await.expect("connect");
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: k").await.expect("write");
+        loris.push(s);
+    }
+    let dribble = tokio::spawn(async move {
+        let mut closed = 0;
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            closed = 0;
+            for s in &mut loris {
+                if s.write_all(b"x").await.is_err() {
+                    closed += 1;
+                }
+            }
+        }
+        let mut ended = 0;
+        for s in &mut loris {
+            ended += usize::from(closed_by_server(s).await);
+        }
+        (closed, ended)
+    });
+    // 300 idle connections that never send anything.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = tokio::net::TcpStream::connect(api).await {
+            idle.push(s);
+        }
+    }
+    // The owner is served throughout.
+    for i in 0..10 {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(1), http_get(api, "/v1/status", &token))
+                .await
+                .unwrap_or_else(|_| panic!("request {i} was not answered within a second"))
+                .expect("request");
+        assert!(answer.contains("200"), "request {i}: {answer}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Without the token: refused, as JSON.
+    let answer = http_get(api, "/v1/status", "wrong").await.expect("request");
+    assert!(answer.contains("401"), "{answer}");
+    // The server closed what it could not keep: the idle connections beyond its limit (made
+    // room for others) ...
+    let mut idle_ended = 0;
+    for s in &mut idle {
+        idle_ended += usize::from(closed_by_server(s).await);
+    }
+    assert!(
+        idle.len() - idle_ended <= kith_node::http::MAX_CONNECTIONS,
+        "{} of {} idle connections still open",
+        idle.len() - idle_ended,
+        idle.len()
+    );
+    // ... and every slow-loris connection, by its header time at the latest.
+    let (_, ended) = dribble.await.expect("dribble");
+    assert!(started.elapsed() >= kith_node::http::HEADER_READ_TIMEOUT);
+    assert_eq!(ended, 100, "every slow-loris connection was closed");
+    drop(idle);
+    let _ = stop_tx.send(());
+    server.await.expect("server task").expect("server");
 }

@@ -378,29 +378,56 @@ pub fn compare_records(a: &VerifiedNameRecord, b: &VerifiedNameRecord) -> Orderi
     }
 }
 
-/// Whether a node holding `held` should accept `new` in its place.
+/// Whether a node holding `held` (valid and unexpired: the caller verified it at its time now)
+/// should accept `new` in its place.
 ///
-/// The same record again is accepted (a re-put). Otherwise `new` must win [`compare_records`].
+/// The incumbent rule: a name held by a live record stays with its key. A record of the same
+/// identity replaces it when it wins [`compare_records`] (a newer sequence number), and the
+/// same record again is accepted (a re-put); a record of another identity is refused however
+/// much work it carries, until the held record expires. So a holder that keeps republishing
+/// cannot be displaced at the nodes that hold its record, and more work decides only between
+/// claims that reach a node holding neither (`select_record` for a resolver that is handed
+/// both).
 pub fn check_replaces(
     new: &VerifiedNameRecord,
     held: &VerifiedNameRecord,
 ) -> Result<(), RecordError> {
+    if new.identity != held.identity {
+        return Err(RecordError::NameHeld { name: new.name.clone() });
+    }
     if new.bytes == held.bytes || compare_records(new, held) == Ordering::Greater {
         return Ok(());
     }
-    if new.identity == held.identity {
-        Err(RecordError::StaleSequence { held: held.seq, got: new.seq })
-    } else {
-        Err(RecordError::NameHeld { name: new.name.clone() })
-    }
+    Err(RecordError::StaleSequence { held: held.seq, got: new.seq })
 }
 
-/// Picks the winning record among several valid ones for the same name.
+/// Picks the record a resolver uses among the copies a lookup returned, one per holder
+/// (duplicates count): the identity that the most holders returned wins (under the incumbent
+/// rule, the nodes that held a name first keep it, so a later competing claim can only be
+/// stored where the incumbent's record was missing); between identities returned by equally
+/// many holders, the one whose best record wins [`compare_records`] (more work). The newest
+/// record of the winning identity is returned.
 pub fn select_record<I>(records: I) -> Option<VerifiedNameRecord>
 where
     I: IntoIterator<Item = VerifiedNameRecord>,
 {
-    records.into_iter().max_by(compare_records)
+    // Per identity: how many copies, and its best record.
+    let mut by_identity: Vec<(usize, VerifiedNameRecord)> = Vec::new();
+    for r in records {
+        match by_identity.iter_mut().find(|(_, best)| best.identity == r.identity) {
+            Some((count, best)) => {
+                *count += 1;
+                if compare_records(&r, best) == Ordering::Greater {
+                    *best = r;
+                }
+            }
+            None => by_identity.push((1, r)),
+        }
+    }
+    by_identity
+        .into_iter()
+        .max_by(|(ca, a), (cb, b)| ca.cmp(cb).then_with(|| compare_records(a, b)))
+        .map(|(_, best)| best)
 }
 
 #[cfg(test)]
@@ -511,10 +538,23 @@ mod tests {
         assert_eq!(check_replaces(&a1, &a2), Err(RecordError::StaleSequence { held: 2, got: 1 }));
         assert!(check_replaces(&a1, &a1).is_ok());
         let b1 = verify(record(&b, "carol", 9, 4));
+        // One copy each: more work decides.
         let winner = select_record([a1.clone(), b1.clone()]).expect("one");
         let expected = if a1.claim_hash < b1.claim_hash { &a1 } else { &b1 };
         assert_eq!(winner.identity, expected.identity);
-        let loser = if a1.claim_hash < b1.claim_hash { &b1 } else { &a1 };
-        assert!(matches!(check_replaces(loser, &winner), Err(RecordError::NameHeld { .. })));
+        let (more, less) = if a1.claim_hash < b1.claim_hash { (&a1, &b1) } else { (&b1, &a1) };
+        // The incumbent rule: a held record is never displaced by another identity's, even
+        // one with more work.
+        assert!(matches!(check_replaces(less, more), Err(RecordError::NameHeld { .. })));
+        assert!(matches!(check_replaces(more, less), Err(RecordError::NameHeld { .. })));
+        // More holders beat more work; the newest record of the winner is returned.
+        let pick = |copies: &[&VerifiedNameRecord]| {
+            select_record(copies.iter().map(|r| (*r).clone())).expect("one")
+        };
+        assert_eq!(pick(&[less, less, more]).identity, less.identity);
+        assert_eq!(pick(&[more, less, more]).identity, more.identity);
+        assert_eq!(pick(&[&a1, &a2, &b1, &b1]).identity, b1.identity);
+        let a_wins = pick(&[&a1, &a2, &a1, &b1]);
+        assert_eq!((a_wins.identity, a_wins.seq), (a.public(), 2));
     }
 }

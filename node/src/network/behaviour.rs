@@ -9,6 +9,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{connection_limits, gossipsub, identify, kad, noise, ping, relay, tcp, yamux, Swarm};
+use prometheus_client::metrics::counter::Counter;
 
 use super::{
     FrameCodec, Proto, TransportKind, BOOTSTRAP_INTERVAL, DM_TIMEOUT, IDENTIFY_VERSION,
@@ -21,6 +22,7 @@ use crate::error::NodeError;
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     limits: connection_limits::Behaviour,
+    addresses: super::address_limits::Behaviour,
     pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
     dm: request_response::Behaviour<FrameCodec>,
     mailbox: request_response::Behaviour<FrameCodec>,
@@ -44,7 +46,7 @@ impl Behaviour {
     }
 }
 
-fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
+fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool, rejected: &Counter) -> Behaviour {
     let peer_id = key.public().to_peer_id();
     let mut kcfg = kad::Config::new(KAD_PROTOCOL);
     kcfg.set_record_filtering(kad::StoreInserts::FilterBoth)
@@ -72,7 +74,7 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
     let rr = |proto: Proto| {
         let spec = proto.spec();
         request_response::Behaviour::with_codec(
-            FrameCodec::new(spec.max_request, spec.max_response),
+            FrameCodec::new(spec.max_request, spec.max_response).counting(rejected.clone()),
             [(spec.name.clone(), ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(DM_TIMEOUT)
@@ -98,7 +100,8 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool) -> Behaviour {
     let sync = rr(Proto::Sync);
     let link = rr(Proto::Link);
     let gossipsub = gossip(key);
-    Behaviour { limits, kad, dm, mailbox, identify, ping, gossipsub, sync, link, relay }
+    let addresses = super::address_limits::Behaviour::default();
+    Behaviour { limits, addresses, kad, dm, mailbox, identify, ping, gossipsub, sync, link, relay }
 }
 
 /// Gossipsub for group chats: messages are anonymous at the gossipsub layer (authenticity comes
@@ -132,6 +135,7 @@ pub(super) fn build_swarm(
     key: libp2p::identity::Keypair,
     transport: TransportKind,
     relay: bool,
+    rejected: Counter,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let cfg = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
     let err =
@@ -145,7 +149,7 @@ pub(super) fn build_swarm(
                 yamux::Config::default,
             )
             .map_err(|e| err(&e))?
-            .with_behaviour(|k| behaviour(k, relay))
+            .with_behaviour(|k| behaviour(k, relay, &rejected))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build(),
@@ -158,7 +162,7 @@ pub(super) fn build_swarm(
                     .multiplex(yamux::Config::default()))
             })
             .map_err(|e| err(&e))?
-            .with_behaviour(|k| behaviour(k, relay))
+            .with_behaviour(|k| behaviour(k, relay, &rejected))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build()
@@ -166,7 +170,7 @@ pub(super) fn build_swarm(
         TransportKind::Custom(make) => b
             .with_other_transport(|key| make(key))
             .map_err(|e| err(&e))?
-            .with_behaviour(|k| behaviour(k, relay))
+            .with_behaviour(|k| behaviour(k, relay, &rejected))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build(),

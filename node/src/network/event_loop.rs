@@ -19,13 +19,17 @@ use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::{
-    Command, Event, NetStatus, Proto, Reply, SendReply, Verdict, DHT_ONLY_TIMEOUT,
+    Command, Event, FoundCopy, NetStatus, Proto, Reply, SendReply, Verdict, DHT_ONLY_TIMEOUT,
     GROUP_PEERS_KEPT, IDLE_TIMEOUT, KAD_PROTOCOL, MAX_PENDING_QUERIES, MIN_CONNECTIONS,
-    REAP_INTERVAL,
+    REAP_INTERVAL, REDIAL_KNOWN,
 };
 use crate::metrics::Counters;
+use crate::rules::redial::Redial;
 
-type GetReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
+type GetReply = oneshot::Sender<Result<Vec<FoundCopy>, String>>;
+/// A lookup under way: the copies found so far, how many of them are valid, whether it asks
+/// every closest peer (not only until the quorum), the reply.
+type PendingGet = (Vec<FoundCopy>, usize, bool, GetReply);
 /// A request waiting for a lookup of its peer's addresses: protocol, peer, bytes, reply.
 type Parked = (Proto, PeerId, Vec<u8>, SendReply);
 
@@ -41,7 +45,7 @@ pub struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
     /// Lookups under way: the records found so far, how many of them are valid, the reply.
-    pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, usize, GetReply)>,
+    pending_get: HashMap<kad::QueryId, PendingGet>,
     pending_send: HashMap<(Proto, OutboundRequestId), SendReply>,
     /// Requests waiting for a lookup of their peer's addresses, each with its protocol.
     pending_lookup: HashMap<kad::QueryId, Vec<Parked>>,
@@ -55,6 +59,8 @@ pub struct EventLoop {
     pub(super) bootstrap: Vec<Multiaddr>,
     /// Whether a check found the node without any connection (cleared by the next one).
     isolated: bool,
+    /// When each bootstrap or known peer may be dialed again (`rules::redial`).
+    redial: Redial<PeerId>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -94,6 +100,7 @@ impl EventLoop {
             last_used: HashMap::new(),
             bootstrap: Vec::new(),
             isolated: false,
+            redial: Redial::default(),
         }
     }
 
@@ -108,7 +115,7 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = reap.tick() => {
                     self.reap_idle();
-                    self.redial_if_isolated();
+                    self.redial_if_too_few();
                 }
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
@@ -144,13 +151,13 @@ impl EventLoop {
                     }
                 }
             }
-            Command::GetRecords { key, reply } => {
+            Command::GetRecords { key, all, reply } => {
                 if self.pending() >= MAX_PENDING_QUERIES {
                     let _ = reply.send(Err("too many DHT queries in flight".into()));
                     return;
                 }
                 let id = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
-                self.pending_get.insert(id, (Vec::new(), 0, reply));
+                self.pending_get.insert(id, (Vec::new(), 0, all, reply));
             }
             Command::Request { proto, peer, addrs, bytes, reply } => {
                 self.request(proto, peer, addrs, bytes, reply)
@@ -275,21 +282,73 @@ impl EventLoop {
         }
     }
 
-    /// With no connection at all (the bootstrap peers were down at start, or went away), dial
-    /// the bootstrap peers again; without this a node cut off once stays cut off.
-    fn redial_if_isolated(&mut self) {
-        if self.swarm.connected_peers().next().is_some() {
-            return;
-        }
-        if !self.isolated && !self.bootstrap.is_empty() {
+    /// With fewer than [`MIN_CONNECTIONS`] connections, dial peers again: up to
+    /// [`REDIAL_KNOWN`] of the routing table that are not connected and the bootstrap peers
+    /// (these first when the node has no connection at all), no more at a time than the
+    /// connections missing, each with a growing wait (`rules::redial`). Without this a node cut
+    /// off once (its bootstrap peers restarting, say) stays cut off.
+    fn redial_if_too_few(&mut self) {
+        let connected = self.swarm.connected_peers().count();
+        let isolated = connected == 0;
+        if isolated && !self.isolated && !self.bootstrap.is_empty() {
             info!("no connection to any peer: dialing the bootstrap peers again");
         }
-        self.isolated = true;
-        for addr in self.bootstrap.clone() {
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                debug!(%addr, "cannot dial bootstrap peer: {e}");
+        self.isolated = isolated;
+        let missing = MIN_CONNECTIONS.saturating_sub(connected);
+        let bootstrap: Vec<PeerId> = self
+            .bootstrap
+            .iter()
+            .filter_map(|a| match a.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            })
+            .collect();
+        let mut known: Vec<PeerId> = Vec::new();
+        if missing > 0 {
+            let table: Vec<PeerId> = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .kbuckets()
+                .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+                .collect();
+            known = table
+                .into_iter()
+                .filter(|p| !bootstrap.contains(p) && !self.swarm.is_connected(p))
+                .take(REDIAL_KNOWN)
+                .collect();
+        }
+        // Cut off: the configured peers first. Short of connections: spread the dials over the
+        // network rather than all nodes dialing the same few bootstrap peers.
+        let peers: Vec<PeerId> = if isolated {
+            bootstrap.into_iter().chain(known).collect()
+        } else {
+            known.into_iter().chain(bootstrap).collect()
+        };
+        let swarm = &self.swarm;
+        let due = self.redial.due(now_ms(), missing, &peers, |p| swarm.is_connected(p));
+        for peer in due {
+            let addrs: Vec<Multiaddr> = self
+                .bootstrap
+                .iter()
+                .filter(|a| matches!(a.iter().last(), Some(Protocol::P2p(p)) if p == peer))
+                .cloned()
+                .collect();
+            // A bootstrap peer by its configured address; a known peer by the addresses the
+            // routing table holds.
+            let opts = if addrs.is_empty() {
+                DialOpts::peer_id(peer).build()
+            } else {
+                DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .extend_addresses_through_behaviour()
+                    .build()
+            };
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, "cannot dial a known peer again: {e}");
             }
         }
+        self.redial.retain(&peers);
     }
 
     /// Closes connections that were not used for [`IDLE_TIMEOUT`] (or, never used by Kith,
@@ -442,15 +501,15 @@ impl EventLoop {
                 )
                 .is_ok();
                 let mut enough = false;
-                if let Some((records, valid_seen, _)) = self.pending_get.get_mut(&id) {
+                if let Some((records, valid_seen, all, _)) = self.pending_get.get_mut(&id) {
                     if records.len() < 64 {
-                        records.push(record.value);
+                        records.push(FoundCopy { from: found.peer, value: record.value });
                     }
                     // Valid copies from LOOKUP_QUORUM holders end the lookup: waiting for every
                     // one of the closest peers (one slow one holds it up to QUERY_TIMEOUT) is
                     // what made lookups take tens of seconds on a busy network.
                     *valid_seen += usize::from(valid);
-                    enough = *valid_seen >= super::LOOKUP_QUORUM;
+                    enough = !*all && *valid_seen >= super::LOOKUP_QUORUM;
                 }
                 if last {
                     self.finish_get(id, None);
@@ -531,7 +590,7 @@ impl EventLoop {
     }
 
     fn finish_get(&mut self, id: kad::QueryId, err: Option<String>) {
-        if let Some((records, _, reply)) = self.pending_get.remove(&id) {
+        if let Some((records, _, _, reply)) = self.pending_get.remove(&id) {
             let _ = match err {
                 Some(e) if records.is_empty() => reply.send(Err(e)),
                 _ => reply.send(Ok(records)),
@@ -598,9 +657,6 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if let request_response::OutboundFailure::Io(_) = error {
-                    self.counters.frames_rejected.inc();
-                }
                 if let Some(reply) = self.pending_send.remove(&(proto, request_id)) {
                     let _ = reply.send(Err(format!("peer {peer} not reachable: {error}")));
                 }
@@ -610,8 +666,8 @@ impl EventLoop {
                 peer,
                 ..
             } => {
-                self.counters.frames_rejected.inc();
-                debug!(%peer, "malformed frame: {e}");
+                // A frame refused as it was read is counted by the codec.
+                debug!(%peer, "inbound stream failed: {e}");
             }
             _ => {}
         }

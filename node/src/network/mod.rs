@@ -5,11 +5,13 @@
 //! are stored), request-response on `/kith/dm/1` (envelopes and their acknowledgements),
 //! identify and ping. Connection limits come first in the behaviour so they are checked first.
 //!
+//! - `address_limits`: connection limits per IP address and per subnet.
 //! - `codec`: [`FrameCodec`], the length-prefixed frames of every request-response protocol.
 //! - `protocols`: the table of the request-response protocols (name, limits, busy answer, event).
 //! - `behaviour`: the libp2p behaviour and the swarm built from it.
 //! - `event_loop`: [`EventLoop`], the task that owns the swarm, and its handlers.
 
+pub mod address_limits;
 mod behaviour;
 mod codec;
 mod event_loop;
@@ -89,8 +91,13 @@ pub const BOOTSTRAP_REFRESHES: usize = 2;
 /// How often connections are checked for use. Gossipsub holds a stream open on every
 /// connection, which keeps libp2p from ever closing one as idle: without this check a node
 /// ends up connected to every peer a DHT query ever reached (up to [`MAX_CONNECTIONS`]).
-/// A node with no connection at all also redials its bootstrap peers this often.
+/// A node with fewer than [`MIN_CONNECTIONS`] also dials known peers again then (with a growing
+/// wait per peer, `rules::redial`).
 pub const REAP_INTERVAL: Duration = Duration::from_secs(10);
+/// Peers of the routing table (not connected) a node with fewer than [`MIN_CONNECTIONS`]
+/// considers dialing again each time it checks, beside its bootstrap peers; it dials no more
+/// than the connections it lacks, with a growing wait per peer (`rules::redial`).
+pub const REDIAL_KNOWN: usize = 8;
 /// Connections kept however idle (the most recently used ones), so the node stays in the DHT.
 pub const MIN_CONNECTIONS: usize = 8;
 /// Connections to members of a group kept however idle, per group: its gossipsub mesh (at most
@@ -101,6 +108,15 @@ pub const GROUP_PEERS_KEPT: usize = 16;
 /// after it opened; one that carried a direct message, a mailbox or sync request keeps
 /// [`IDLE_TIMEOUT`] after its last use.
 pub const DHT_ONLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A copy of a DHT record, as one holder returned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundCopy {
+    /// The peer that returned it; `None` for this node's own store.
+    pub from: Option<PeerId>,
+    /// The record's value.
+    pub value: Vec<u8>,
+}
 
 /// A transport built by the caller from the node's key: authenticated and multiplexed, ready
 /// for the swarm. The simulator uses it for its shaped in-memory network.
@@ -243,7 +259,9 @@ enum Command {
     },
     GetRecords {
         key: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
+        /// Ask every closest peer, not only until [`LOOKUP_QUORUM`] valid copies came.
+        all: bool,
+        reply: oneshot::Sender<Result<Vec<FoundCopy>, String>>,
     },
     Request {
         proto: Proto,
@@ -333,9 +351,20 @@ impl Client {
             .map_err(NodeError::Dht)
     }
 
-    /// Every record found for `key` (local and remote, unverified, possibly repeated).
-    pub async fn get_records(&self, key: Vec<u8>) -> Result<Vec<Vec<u8>>, NodeError> {
-        self.call(|reply| Command::GetRecords { key, reply }).await?.map_err(NodeError::Dht)
+    /// Every copy of a record found for `key`, one per holder (this node's own store first,
+    /// when it holds one), unverified.
+    pub async fn get_records(&self, key: Vec<u8>) -> Result<Vec<FoundCopy>, NodeError> {
+        self.call(|reply| Command::GetRecords { key, all: false, reply })
+            .await?
+            .map_err(NodeError::Dht)
+    }
+
+    /// [`Client::get_records`] from every closest peer that answers (it does not end at
+    /// [`LOOKUP_QUORUM`] valid copies): how a name's holder checks what the network serves.
+    pub async fn get_all_records(&self, key: Vec<u8>) -> Result<Vec<FoundCopy>, NodeError> {
+        self.call(|reply| Command::GetRecords { key, all: true, reply })
+            .await?
+            .map_err(NodeError::Dht)
     }
 
     /// Sends an envelope to a peer and returns its raw answer; `Err` text says why not.
@@ -484,7 +513,8 @@ pub(crate) fn with_event_capacity(
     registry: &mut Registry,
     event_capacity: usize,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NodeError> {
-    let mut swarm = build_swarm(key, config.transport, config.relay)?;
+    let mut swarm =
+        build_swarm(key, config.transport, config.relay, counters.frames_rejected.clone())?;
     let p2p_metrics = P2pMetrics::new(registry);
     for addr in &config.listen {
         swarm
@@ -537,15 +567,20 @@ mod tests {
         bootstrap: Vec<Multiaddr>,
         event_capacity: usize,
     ) -> Started {
+        start_on(TransportKind::Memory, key, listen, bootstrap, event_capacity)
+    }
+
+    /// [`start_keyed`] on a given transport.
+    fn start_on(
+        transport: TransportKind,
+        key: libp2p::identity::Keypair,
+        listen: Vec<Multiaddr>,
+        bootstrap: Vec<Multiaddr>,
+        event_capacity: usize,
+    ) -> Started {
         let peer = key.public().to_peer_id();
         let mut registry = Registry::default();
-        let config = NetworkConfig {
-            transport: TransportKind::Memory,
-            listen,
-            bootstrap,
-            pow_bits: 8,
-            relay: false,
-        };
+        let config = NetworkConfig { transport, listen, bootstrap, pow_bits: 8, relay: false };
         let (client, events, event_loop) =
             with_event_capacity(key, config, Counters::default(), &mut registry, event_capacity)
                 .unwrap();
@@ -686,6 +721,93 @@ mod tests {
         assert!(page.more);
         assert!(page.envelopes.is_empty());
         drop(c_events);
+    }
+
+    /// A node whose only bootstrap peer restarts three times in a few seconds (and then stays
+    /// up) connects to it again, with nothing else to make it dial.
+    /// (TCP on loopback: a memory transport never frees a port its swarm listened on.)
+    #[tokio::test]
+    async fn a_node_reconnects_after_its_bootstrap_peer_restarts_repeatedly() {
+        let tcp = || TransportKind::Tcp;
+        let b_key = libp2p::identity::Keypair::generate_ed25519();
+        let b_peer = b_key.public().to_peer_id();
+        let any_port: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        let b = start_on(tcp(), b_key.clone(), vec![any_port], vec![], 64);
+        let b_listen =
+            wait_status(&b.0, "B listening", |s| !s.listen_addrs.is_empty()).await.listen_addrs[0]
+                .clone();
+        let b_addr = b_listen.clone().with(Protocol::P2p(b_peer));
+        let (a, _a_events, _, _) = start_on(
+            tcp(),
+            libp2p::identity::Keypair::generate_ed25519(),
+            vec![],
+            vec![b_addr],
+            64,
+        );
+        wait_status(&a, "A connected to B", |s| s.connected_peers == 1).await;
+        drop(b);
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let b = start_on(tcp(), b_key.clone(), vec![b_listen.clone()], vec![], 64);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(b);
+        }
+        wait_status(&a, "A cut off", |s| s.connected_peers == 0).await;
+        let (_b, _b_events, _, _) = start_on(tcp(), b_key, vec![b_listen], vec![], 64);
+        let deadline = Instant::now()
+            + Duration::from_millis(crate::rules::redial::REDIAL_MAX_MS)
+            + REAP_INTERVAL
+            + WAIT;
+        while a.status().await.unwrap().connected_peers == 0 {
+            assert!(Instant::now() < deadline, "never reconnected to the restarted peer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// About 70 silent TCP connections from one address (a handful of sockets, each holding a
+    /// pending slot for the 10 s handshake timeout) do not keep a new peer out.
+    #[tokio::test]
+    async fn silent_sockets_from_one_place_do_not_lock_new_peers_out() {
+        let tcp = |key: libp2p::identity::Keypair| {
+            let mut registry = Registry::default();
+            let config = NetworkConfig {
+                transport: TransportKind::Tcp,
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                bootstrap: vec![],
+                pow_bits: 8,
+                relay: false,
+            };
+            let (client, events, event_loop) =
+                with_event_capacity(key, config, Counters::default(), &mut registry, 64).unwrap();
+            tokio::spawn(event_loop.run());
+            (client, events)
+        };
+        let (a, _a_events) = tcp(libp2p::identity::Keypair::generate_ed25519());
+        let a_addr =
+            wait_status(&a, "A listening", |s| !s.listen_addrs.is_empty()).await.listen_addrs[0]
+                .clone();
+        let port = a_addr
+            .iter()
+            .find_map(|p| match p {
+                Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap();
+        // The silent sockets come from 127.0.1.1, another /24 than the peer's 127.0.0.1.
+        let mut silent = Vec::new();
+        for _ in 0..70 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.1.1:0".parse().unwrap()).unwrap();
+            if let Ok(s) = socket.connect(([127, 0, 0, 1], port).into()).await {
+                silent.push(s);
+            }
+        }
+        assert!(silent.len() >= 64, "only {} silent sockets connected", silent.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (b, _b_events) = tcp(libp2p::identity::Keypair::generate_ed25519());
+        let dialed = tokio::time::timeout(Duration::from_secs(5), b.dial(a_addr)).await;
+        assert!(matches!(dialed, Ok(Ok(()))), "the new peer was kept out: {dialed:?}");
+        drop(silent);
     }
 
     /// A node whose only bootstrap peer was down when it started connects once that peer is

@@ -10,13 +10,17 @@
 //! - [`group`]: group membership: who may remove whom, which state to adopt, which epoch's
 //!   messages to accept, who rekeys after a leave, states arriving in parts.
 //! - [`mailbox`]: the mailbox service's deposit rate limit.
+//! - [`names`]: what a name's holder makes of reading its record back from the DHT.
 //! - [`prekeys`]: prekey rotation.
+//! - [`redial`]: when a node with too few connections dials known peers again.
 
 pub mod devices;
 pub mod group;
 pub mod mailbox;
+pub mod names;
 pub mod outbox;
 pub mod prekeys;
+pub mod redial;
 pub mod trust;
 
 #[cfg(test)]

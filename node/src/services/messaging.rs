@@ -546,6 +546,10 @@ impl Messaging {
         if let Err(err) = self.outbox.save_progress(&e, progress) {
             warn!(id = %MessageId(id), "cannot record a delivery attempt: {err}");
         }
+        // Not flushed here: a crash that loses this write loses the entry's removal and the
+        // status together (one transaction), so the message is sent again and the recipient
+        // answers `duplicate`, which ends it as delivered. A flush per acknowledgement would
+        // cost a disk sync per message.
     }
 }
 

@@ -43,6 +43,8 @@ pub(crate) struct Services {
     pub(crate) devices: devices::Devices,
     pub(crate) mailbox_client: mailbox_client::MailboxClient,
     pub(crate) mailbox_server: mailbox_server::MailboxServer,
+    /// Held by a send with an idempotency key from its check of the key to its recording.
+    pub(crate) idempotent_sends: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Services {
@@ -87,6 +89,7 @@ impl Services {
             devices,
             mailbox_client,
             mailbox_server,
+            idempotent_sends: Arc::default(),
         })
     }
 }

@@ -64,15 +64,17 @@ impl Outbox {
         let store = &self.ctx.store;
         match progress {
             Progress::Unchanged => {}
-            Progress::Pending { stored } => {
-                store.put_outbox(e)?;
-                if stored {
-                    self.ctx.set_status(&e.id, Status::Stored);
-                }
+            // The entry and the status change in one transaction: a crash between two writes
+            // once left a delivered message `sent` forever with its entry gone.
+            Progress::Pending { stored: false } => store.put_outbox(e)?,
+            Progress::Pending { stored: true } => {
+                store.put_outbox_with_status(e, Status::Stored)?;
+                self.ctx.status_changed(&e.id, Status::Stored);
             }
             Progress::Complete => {
-                store.remove_outbox(&e.id)?;
-                self.ctx.set_status(&e.id, Status::Delivered);
+                if store.end_outgoing(&e.id, Status::Delivered)? {
+                    self.ctx.status_changed(&e.id, Status::Delivered);
+                }
             }
             Progress::Empty => store.remove_outbox(&e.id)?,
         }

@@ -12,8 +12,8 @@ use kith_protocol::name::{
     compare_records, select_record, solve_pow, DeviceEntry, MailboxPeer, RecordDevice, RecordDraft,
 };
 use kith_protocol::{
-    dht_key, normalize_name, NameRecord, RecordPolicy, SenderDevice, SignedPrekey, UserId,
-    VerifiedNameRecord, X25519Secret,
+    dht_key, normalize_name, IdentityPublic, NameRecord, RecordPolicy, SenderDevice, SignedPrekey,
+    UserId, VerifiedNameRecord, X25519Secret,
 };
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
@@ -25,7 +25,9 @@ use crate::rfc3339;
 use crate::rules;
 use crate::rules::{prekeys, trust};
 use crate::store::{Contact, PrekeyEntry};
-use crate::views::{contact_view, ContactView, DeviceView, RegisterView, ResolveView};
+use crate::views::{
+    contact_view, ContactView, DeviceView, NameConflictView, RegisterView, ResolveView,
+};
 
 /// How long a published name record is valid.
 pub const RECORD_LIFETIME_MS: u64 = 24 * 3600 * 1000;
@@ -49,6 +51,10 @@ pub(crate) const PUBLISHED_AT: &str = "cannot store when the record was publishe
 /// bounded by [`MAX_RESOLVE_CACHE`].
 pub(crate) type KnownRecords = HashMap<[u8; 16], (u64, String, Option<VerifiedNameRecord>)>;
 
+/// What the last read-back of this user's name found: how many other peers serve the record,
+/// and another identity's claim if there is one.
+pub(crate) type NameCheck = (usize, Option<NameConflictView>);
+
 fn user_bytes(u: &UserId) -> [u8; 16] {
     u.0
 }
@@ -66,6 +72,9 @@ pub(crate) struct Records {
     pub(crate) own_record: Arc<Mutex<Option<(u64, VerifiedNameRecord)>>>,
     /// Serializes registration and republishing.
     pub(crate) publish_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What the last read-back of this user's name found: other peers serving the record, and
+    /// another identity's claim.
+    pub(crate) name_check: Arc<Mutex<Option<NameCheck>>>,
 }
 
 impl Records {
@@ -77,6 +86,7 @@ impl Records {
             known: Arc::default(),
             own_record: Arc::default(),
             publish_lock: Arc::default(),
+            name_check: Arc::default(),
         }
     }
 }
@@ -228,7 +238,10 @@ impl Records {
         Ok(seq)
     }
 
-    /// Claims `name`: fails if it is invalid or held by another identity.
+    /// Claims `name`: fails if it is invalid or held by another identity. After storing the
+    /// record, reads it back: a competing claim that resolvers would pick fails the
+    /// registration (`name_taken`); no other peer serving the record yet is reported in the
+    /// answer's `warning`.
     pub(crate) async fn register(&self, name: &str) -> Result<RegisterView, NodeError> {
         let name = normalize_name(name)?;
         let _guard = self.publish_lock.lock().await;
@@ -240,22 +253,97 @@ impl Records {
         let seq = self.publish_after(&name, Some(records)).await?;
         self.ctx.store.meta_set("name", &name)?;
         self.ctx.store.flush().await?;
-        info!(%name, seq, "registered");
-        Ok(RegisterView { name, user_id: self.ctx.user_id().to_string(), seq })
+        let check = self.read_back(&name, seq, false).await;
+        if let Some(c) = check.as_ref().and_then(|c| c.competitor.as_ref()) {
+            if !check.as_ref().is_some_and(|c| c.mine_wins) {
+                warn!(%name, other = %c.record.user_id, "another identity's claim wins the name");
+                return Err(NodeError::NameTaken(name));
+            }
+        }
+        let served_by = check.as_ref().map_or(0, |c| c.served_by);
+        let warning = (served_by == 0).then(|| {
+            "no other peer served the record when it was read back; it is republished \
+             every hour and when the node connects again"
+                .to_owned()
+        });
+        info!(%name, seq, served_by, "registered");
+        Ok(RegisterView { name, user_id: self.ctx.user_id().to_string(), seq, served_by, warning })
     }
 
+    /// Reads this user's name back from the DHT after publishing `seq` (from every closest peer
+    /// when `thorough`), remembers what it found for `kith status`, and reports another
+    /// identity's claim (a warning in the log and a `name_conflict` event). `None` when the
+    /// lookup failed.
+    pub(crate) async fn read_back(
+        &self,
+        name: &str,
+        seq: u64,
+        thorough: bool,
+    ) -> Option<rules::names::ReadBack> {
+        let copies = match self.fetch_copies(name, thorough).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%name, "cannot read the name record back: {e}");
+                return None;
+            }
+        };
+        let check = rules::names::read_back(&self.ctx.keys.identity_public, seq, &copies);
+        let conflict = check.competitor.as_ref().map(|c| NameConflictView {
+            name: name.to_owned(),
+            user_id: c.record.user_id.to_string(),
+            fingerprint: c.record.identity.fingerprint(),
+            holders: c.holders,
+            wins: !check.mine_wins,
+            seen_at: rfc3339(self.ctx.now()),
+        });
+        if let Some(c) = &conflict {
+            warn!(
+                %name,
+                other = %c.user_id,
+                holders = c.holders,
+                wins = c.wins,
+                "another identity claims this user's name; this node keeps publishing its own record"
+            );
+            let _ = self.ctx.events.send(crate::views::NodeEvent::NameConflict(c.clone()));
+        }
+        if check.served_by == 0 {
+            warn!(%name, seq, "no other peer serves this user's name record");
+        }
+        if let Ok(mut last) = self.name_check.lock() {
+            *last = Some((check.served_by, conflict));
+        }
+        Some(check)
+    }
+
+    /// The valid copies of `name`'s record a lookup found, one per holder (repeats kept: a
+    /// resolver counts holders, `select_record`).
     pub(crate) async fn fetch_valid(
         &self,
         name: &str,
     ) -> Result<Vec<VerifiedNameRecord>, NodeError> {
+        Ok(self.fetch_copies(name, false).await?.into_iter().map(|c| c.record).collect())
+    }
+
+    /// [`Records::fetch_valid`], saying which copies came from other peers; from every closest
+    /// peer when `all`.
+    async fn fetch_copies(
+        &self,
+        name: &str,
+        all: bool,
+    ) -> Result<Vec<rules::names::Copy>, NodeError> {
         let key = dht_key(name);
-        let raw = self.ctx.net.get_records(key.to_vec()).await?;
+        let raw = if all {
+            self.ctx.net.get_all_records(key.to_vec()).await?
+        } else {
+            self.ctx.net.get_records(key.to_vec()).await?
+        };
         let now = self.ctx.now();
-        let mut valid: Vec<VerifiedNameRecord> = Vec::new();
-        for bytes in raw {
-            match NameRecord::verify(&bytes, Some(&key), now, &self.ctx.policy) {
-                Ok(v) if !valid.iter().any(|x| x.bytes == v.bytes) => valid.push(v),
-                Ok(_) => {}
+        let mut valid = Vec::new();
+        for copy in raw {
+            match NameRecord::verify(&copy.value, Some(&key), now, &self.ctx.policy) {
+                Ok(record) => {
+                    valid.push(rules::names::Copy { remote: copy.from.is_some(), record })
+                }
                 Err(e) => {
                     self.ctx.counters.records_rejected.inc();
                     debug!(name, "ignoring invalid record: {e}");
@@ -353,9 +441,24 @@ impl Records {
         }
     }
 
-    /// Resolves a name for the API.
+    /// Resolves a name for the API. A pinned name that now resolves to another key is
+    /// `key_changed`, even while the pinned key's record is still found (messages keep going to
+    /// the pinned key meanwhile).
     pub(crate) async fn resolve(&self, name: &str) -> Result<ResolveView, NodeError> {
         let r = self.resolve_fresh(name).await?;
+        if let Some(contact) = self.ctx.store.contact(&r.name)? {
+            if let Some(now) = contact.changed_to.as_ref() {
+                let now = <[u8; 32]>::try_from(now.as_slice())
+                    .ok()
+                    .and_then(|k| IdentityPublic::from_bytes(&k).ok())
+                    .map_or_else(|| hex::encode(now), |k| k.user_id().to_string());
+                return Err(NodeError::KeyChanged {
+                    name: r.name.clone(),
+                    pinned: UserId(contact.user_id).to_string(),
+                    now,
+                });
+            }
+        }
         Ok(ResolveView {
             name: r.name.clone(),
             user_id: r.user_id.to_string(),
@@ -669,12 +772,13 @@ impl Records {
             if let Some(name) = node.ctx.name() {
                 let _guard = node.publish_lock.lock().await;
                 match node.publish(&name).await {
-                    Ok(_) => {
+                    Ok(seq) => {
                         node.ctx
                             .store
                             .meta_set("published_at", &node.ctx.now())
                             .or_warn(PUBLISHED_AT);
                         node.ctx.store.flush().await.or_warn("cannot flush the store");
+                        node.read_back(&name, seq, true).await;
                     }
                     Err(e) => warn!("republishing the name record failed: {e}"),
                 }
@@ -695,10 +799,17 @@ impl Records {
         }
         if let Some(name) = self.ctx.name() {
             let _guard = self.publish_lock.lock().await;
-            self.publish(&name).await?;
+            let seq = self.publish(&name).await?;
             self.ctx.store.meta_set("published_at", &self.ctx.now())?;
+            self.ctx.store.flush().await?;
+            self.read_back(&name, seq, true).await;
         }
         self.ctx.store.flush().await
+    }
+
+    /// What the last read-back of this user's name found (for `kith status`).
+    pub(crate) fn name_check(&self) -> Option<NameCheck> {
+        self.name_check.lock().ok().and_then(|c| c.clone())
     }
 
     /// Resolves names [`RESOLVE_CONCURRENCY`] at a time (a group of hundreds would otherwise

@@ -233,6 +233,7 @@ pub struct Store {
     enrolled: sled::Tree,
     groups: sled::Tree,
     group_waiting: sled::Tree,
+    idempotency: sled::Tree,
     flushes: std::sync::Arc<FlushGate>,
     outbox_index: std::sync::Arc<std::sync::Mutex<outbox::OutboxIndex>>,
     /// Every group, decoded: a group message's checks read its group's state, and decoding a
@@ -262,6 +263,46 @@ fn sled_lock() -> std::sync::MutexGuard<'static, ()> {
     SLED_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Creates the store's directory if needed and makes it readable by its owner only (0700): it
+/// holds prekey private keys and the whole history. Whatever sled writes inside later is
+/// behind it.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes the files sled created in the store's directory (and its subdirectories) owner-only:
+/// files 0600, directories 0700. sled creates them with the process's umask (often 0644).
+fn private_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+                private_files(&entry.path())?;
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// How long an idempotency key of `POST /v1/messages` is remembered (24 hours).
+pub const IDEMPOTENCY_KEPT_MS: u64 = 24 * 60 * 60 * 1000;
+/// Most idempotency keys remembered; beyond it the oldest are forgotten.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
+
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     codec::to_vec(v)
 }
@@ -273,6 +314,7 @@ impl Store {
     /// process, damaged, or of another schema version.
     pub fn open(path: &Path) -> Result<Store, NodeError> {
         let err = |reason: String| NodeError::Store { path: path.to_owned(), reason };
+        private_dir(path).map_err(|e| err(format!("cannot be made private: {e}")))?;
         let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"));
         // A store closed a moment ago in this process may still be held by sled's I/O threads
         // for a few milliseconds; wait briefly before calling it locked.
@@ -310,6 +352,7 @@ impl Store {
             enrolled: tree("enrolled")?,
             groups: tree("groups")?,
             group_waiting: tree("group_waiting")?,
+            idempotency: tree("idempotency")?,
             flushes: std::sync::Arc::new(FlushGate::default()),
             outbox_index: std::sync::Arc::default(),
             group_cache: std::sync::Arc::default(),
@@ -344,6 +387,7 @@ impl Store {
         }
         store.load_outbox_index()?;
         store.load_groups()?;
+        private_files(path).map_err(|e| err(format!("cannot be made private: {e}")))?;
         Ok(store)
     }
 
@@ -466,6 +510,42 @@ impl Store {
             Some(v) => Ok(Some(self.decode(&v)?)),
             None => Ok(None),
         }
+    }
+
+    /// The message a client's send with idempotency key `key` created, if one did within
+    /// [`IDEMPOTENCY_KEPT_MS`] before `now`.
+    pub fn idempotent_send(&self, key: &str, now: u64) -> Result<Option<[u8; 16]>, NodeError> {
+        let Some(v) = self.idempotency.get(key.as_bytes()).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        let (id, at): ([u8; 16], u64) = self.decode(&v)?;
+        Ok((now.saturating_sub(at) < IDEMPOTENCY_KEPT_MS).then_some(id))
+    }
+
+    /// Remembers that the send with idempotency key `key` created message `id` at `now`. Keys
+    /// older than [`IDEMPOTENCY_KEPT_MS`] are forgotten, and beyond [`MAX_IDEMPOTENCY_KEYS`]
+    /// the oldest.
+    pub fn put_idempotent_send(&self, key: &str, id: &[u8; 16], now: u64) -> Result<(), NodeError> {
+        self.idempotency.insert(key.as_bytes(), enc(&(id, now))).map_err(|e| self.err(e))?;
+        if self.idempotency.len() <= MAX_IDEMPOTENCY_KEYS {
+            return Ok(());
+        }
+        let mut kept: Vec<(u64, sled::IVec)> = Vec::new();
+        for kv in self.idempotency.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            match self.decode::<([u8; 16], u64)>(&v) {
+                Ok((_, at)) if now.saturating_sub(at) < IDEMPOTENCY_KEPT_MS => kept.push((at, k)),
+                _ => {
+                    self.idempotency.remove(&k).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        kept.sort();
+        let excess = kept.len().saturating_sub(MAX_IDEMPOTENCY_KEYS);
+        for (_, k) in kept.into_iter().take(excess) {
+            self.idempotency.remove(&k).map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Sets a message's status; returns the updated message, or `None` if unknown.
@@ -675,6 +755,55 @@ pub(super) mod tests {
                 .expect("a writer is stuck (deadlock)");
         }
         assert_eq!(s.outbox_len(), 8 * 200);
+    }
+
+    #[test]
+    fn idempotency_keys_are_kept_a_day_and_the_oldest_go_beyond_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("store")).expect("open");
+        s.put_idempotent_send("k1", &[1; 16], 1_000).expect("put");
+        assert_eq!(s.idempotent_send("k1", 2_000).expect("get"), Some([1; 16]));
+        assert_eq!(s.idempotent_send("k2", 2_000).expect("get"), None);
+        assert_eq!(s.idempotent_send("k1", 1_000 + IDEMPOTENCY_KEPT_MS).expect("get"), None);
+        for i in 0..MAX_IDEMPOTENCY_KEYS as u64 {
+            s.put_idempotent_send(&format!("n{i}"), &[2; 16], 10_000 + i).expect("put");
+        }
+        // One over the limit: the oldest (k1) went.
+        assert_eq!(s.idempotency.len(), MAX_IDEMPOTENCY_KEYS);
+        assert_eq!(s.idempotent_send("k1", 20_000).expect("get"), None);
+        assert_eq!(s.idempotent_send("n0", 20_000).expect("get"), Some([2; 16]));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store");
+        let s = Store::open(&path).expect("open");
+        s.put_prekey(&PrekeyEntry {
+            id: 1,
+            secret: [7; 32],
+            signed: vec![1],
+            created_at: 1,
+            expires_at: 2,
+            replaced_at: None,
+        })
+        .expect("prekey");
+        drop(s);
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o700);
+        // A store made by an older kith (0755, files 0644) is tightened when it opens.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(path.join("db"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        drop(Store::open(&path).expect("reopen"));
+        assert_eq!(mode(&path), 0o700);
+        for entry in std::fs::read_dir(&path).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let want = if entry.file_type().expect("type").is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&entry.path()), want, "{}", entry.path().display());
+        }
     }
 
     #[test]

@@ -210,6 +210,16 @@ impl Store {
         Ok(ended)
     }
 
+    /// Writes outbox entry `e` and sets its message's status to `status`, in one transaction
+    /// (a delivery reached a mailbox: the entry notes it and the message becomes `stored`), so
+    /// that a crash never leaves one without the other.
+    pub fn put_outbox_with_status(&self, e: &OutboxEntry, status: Status) -> Result<(), NodeError> {
+        let mut schedule = self.outbox_index();
+        self.pending_and_status(&self.outbox, &e.id, Some(&enc(e)), &e.id, status)?;
+        schedule.0.insert(e.id, Schedule::of(e));
+        Ok(())
+    }
+
     /// Removes `pending_key` from `pending` (the outbox, or the messages waiting for a group's
     /// state) and sets message `id`'s status to `status`, in one transaction. Whether the
     /// entry was there.
@@ -220,12 +230,33 @@ impl Store {
         id: &[u8; 16],
         status: Status,
     ) -> Result<bool, NodeError> {
+        self.pending_and_status(pending, pending_key, None, id, status)
+    }
+
+    /// Writes `value` under `pending_key` in `pending` (or removes the key when `value` is
+    /// `None`) and sets message `id`'s status to `status`, in one transaction. A removal of a
+    /// key that is not there changes nothing and returns `false`.
+    fn pending_and_status(
+        &self,
+        pending: &sled::Tree,
+        pending_key: &[u8],
+        value: Option<&[u8]>,
+        id: &[u8; 16],
+        status: Status,
+    ) -> Result<bool, NodeError> {
         let key = self.msg_index.get(id).map_err(|e| self.err(e))?;
         let _serial = sled_lock();
         let r: Result<bool, TransactionError<()>> =
             (&self.messages, pending).transaction(|(msgs, pending)| {
-                if pending.remove(pending_key)?.is_none() {
-                    return Ok(false);
+                match value {
+                    Some(v) => {
+                        pending.insert(pending_key, v)?;
+                    }
+                    None => {
+                        if pending.remove(pending_key)?.is_none() {
+                            return Ok(false);
+                        }
+                    }
                 }
                 let Some(k) = &key else { return Ok(true) };
                 if let Some(v) = msgs.get(k)? {
