@@ -15,6 +15,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod blob;
 pub mod codec;
 pub mod envelope;
 pub mod error;

@@ -268,7 +268,7 @@ pub enum Content {
     },
     /// `attachment`: a reference to an encrypted blob stored elsewhere.
     Attachment {
-        /// SHA-256 of the encrypted blob.
+        /// The blob's hash: SHA-256 of its manifest ([`crate::blob::Manifest::hash`]).
         hash: [u8; 32],
         /// Size of the plaintext in bytes.
         size: u64,

@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::Path;
 
+use kith_protocol::blob;
 use kith_protocol::envelope::Recipient;
 use kith_protocol::identity::{DeviceKeypair, IdentityKeypair, SignedPrekey, X25519Secret};
 use kith_protocol::message::{Member, SessionId, Share};
@@ -121,6 +122,11 @@ fn main() {
     let cert = DeviceCertificate::issue(&alice_id, &alice_dev, &alice_static, T0, "laptop");
     cert.verify(None).expect("seed certificate verifies");
     write("device_cert", "laptop", &cert.to_bytes());
+
+    for (label, len) in [("empty", 0), ("small", 1000), ("two_chunks", blob::CHUNK_SIZE + 1)] {
+        let (manifest, _) = blob::seal(&blob::BlobKey([0x15; 32]), &vec![0x16; len]).expect("seal");
+        write("blob_manifest", label, &manifest.to_bytes());
+    }
 
     let bob_dev = DeviceKeypair::from_secret(&BOB_DEVICE);
     let bob_prekey = X25519Secret::from_bytes(BOB_PREKEY);

@@ -1,0 +1,438 @@
+//! Encrypted, content-addressed blobs: the cryptography of attachments (no I/O).
+//!
+//! A file is cut into chunks of [`CHUNK_SIZE`] bytes of plaintext (the last one shorter, and an
+//! empty file is one empty chunk). Each chunk is sealed with ChaCha20-Poly1305 under the blob's
+//! own random key, with a nonce made of the chunk's index and a flag marking the last chunk (the
+//! STREAM construction of Hoang, Reyhanitabar, Rogaway and Vizár): a chunk moved to another
+//! place, a blob cut short after any chunk, or a chunk from another blob fails to open.
+//!
+//! The blob is named by its [`Manifest`]: the plaintext size and the SHA-256 of every sealed
+//! chunk. The blob's hash ([`Manifest::hash`]) is the SHA-256 of the manifest's encoding, so a
+//! node that knows only the hash can check a manifest it is given, then every chunk on its own as
+//! it arrives ([`Manifest::check_chunk`]), before it holds the key. Nodes that store or relay a
+//! blob see its hash, its size rounded to whole chunks and the sealed chunks; not the key, the
+//! plaintext, its type or its name, which travel inside the end-to-end encrypted `attachment`
+//! message.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use zeroize::Zeroize;
+
+use crate::codec;
+use crate::error::DecodeError;
+
+/// Plaintext bytes per chunk (256 KiB).
+pub const CHUNK_SIZE: usize = 256 * 1024;
+/// Bytes a sealed chunk adds to its plaintext (the Poly1305 tag).
+pub const TAG_SIZE: usize = 16;
+/// The largest blob, in plaintext bytes (4 GiB).
+pub const MAX_BLOB_SIZE: u64 = 4 << 30;
+/// The most chunks a blob has ([`MAX_BLOB_SIZE`] / [`CHUNK_SIZE`]).
+pub const MAX_CHUNKS: usize = (MAX_BLOB_SIZE / CHUNK_SIZE as u64) as usize;
+/// The largest encoded manifest: 32 bytes per chunk and a few bytes of framing.
+pub const MAX_MANIFEST_SIZE: usize = MAX_CHUNKS * 34 + 64;
+/// Version of the blob format.
+pub const BLOB_VERSION: u8 = 1;
+
+/// A blob failed a check.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// The plaintext is larger than [`MAX_BLOB_SIZE`].
+    #[error("a blob holds at most {max} bytes, this one has {size}")]
+    TooLarge {
+        /// The size given.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A chunk index outside the blob.
+    #[error("chunk {index} is outside a blob of {chunks} chunks")]
+    NoSuchChunk {
+        /// The index asked for.
+        index: usize,
+        /// How many chunks the blob has.
+        chunks: usize,
+    },
+    /// A sealed chunk is not the one the manifest names (corrupt, or from another blob).
+    #[error("chunk {index} does not match the blob's manifest")]
+    ChunkMismatch {
+        /// The chunk's index.
+        index: usize,
+    },
+    /// A chunk has the wrong length for its place in the blob.
+    #[error("chunk {index} has {len} bytes, {expected} expected")]
+    ChunkLength {
+        /// The chunk's index.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The length its place requires.
+        expected: usize,
+    },
+    /// A chunk did not decrypt: wrong key, wrong place, or tampered with.
+    #[error("chunk {index} does not open with this key at this place")]
+    Open {
+        /// The chunk's index.
+        index: usize,
+    },
+    /// A manifest is not the one the blob's hash names.
+    #[error("the manifest does not match the blob's hash")]
+    ManifestMismatch,
+    /// A manifest that does not decode, or breaks a rule.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// A blob's symmetric key: random, fresh for every blob, sent only inside the end-to-end
+/// encrypted `attachment` message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BlobKey(pub [u8; 32]);
+
+impl BlobKey {
+    /// A fresh random key.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        BlobKey(key)
+    }
+}
+
+impl Drop for BlobKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for BlobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobKey(..)")
+    }
+}
+
+/// How many chunks a blob of `size` plaintext bytes has (an empty blob has one, empty).
+pub fn chunk_count(size: u64) -> usize {
+    if size == 0 {
+        1
+    } else {
+        size.div_ceil(CHUNK_SIZE as u64) as usize
+    }
+}
+
+/// The plaintext length of chunk `index` of a blob of `size` bytes.
+fn plain_len(size: u64, index: usize) -> usize {
+    let start = index as u64 * CHUNK_SIZE as u64;
+    size.saturating_sub(start).min(CHUNK_SIZE as u64) as usize
+}
+
+/// The nonce of chunk `index`: its index (8 bytes, big-endian), then 1 for the last chunk or 0,
+/// then three zero bytes.
+fn nonce(index: usize, last: bool) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&(index as u64).to_be_bytes());
+    n[8] = u8::from(last);
+    Nonce::from(n)
+}
+
+/// The associated data of every chunk: the format version.
+const AAD: &[u8] = b"kith blob v1";
+
+/// Seals chunk `index` of a blob of `size` plaintext bytes. `plain` must have the length the
+/// chunk's place requires (every chunk but the last holds [`CHUNK_SIZE`] bytes).
+pub fn seal_chunk(
+    key: &BlobKey,
+    size: u64,
+    index: usize,
+    plain: &[u8],
+) -> Result<Vec<u8>, BlobError> {
+    check_size(size)?;
+    let chunks = chunk_count(size);
+    if index >= chunks {
+        return Err(BlobError::NoSuchChunk { index, chunks });
+    }
+    let expected = plain_len(size, index);
+    if plain.len() != expected {
+        return Err(BlobError::ChunkLength { index, len: plain.len(), expected });
+    }
+    let cipher = ChaCha20Poly1305::new((&key.0).into());
+    cipher
+        .encrypt(&nonce(index, index + 1 == chunks), Payload { msg: plain, aad: AAD })
+        // Encryption fails only for plaintexts beyond ChaCha20's 256 GiB per nonce.
+        .map_err(|_| BlobError::ChunkLength { index, len: plain.len(), expected })
+}
+
+/// Opens sealed chunk `index` of a blob of `size` plaintext bytes.
+pub fn open_chunk(
+    key: &BlobKey,
+    size: u64,
+    index: usize,
+    sealed: &[u8],
+) -> Result<Vec<u8>, BlobError> {
+    check_size(size)?;
+    let chunks = chunk_count(size);
+    if index >= chunks {
+        return Err(BlobError::NoSuchChunk { index, chunks });
+    }
+    let expected = plain_len(size, index) + TAG_SIZE;
+    if sealed.len() != expected {
+        return Err(BlobError::ChunkLength { index, len: sealed.len(), expected });
+    }
+    let cipher = ChaCha20Poly1305::new((&key.0).into());
+    cipher
+        .decrypt(&nonce(index, index + 1 == chunks), Payload { msg: sealed, aad: AAD })
+        .map_err(|_| BlobError::Open { index })
+}
+
+fn check_size(size: u64) -> Result<(), BlobError> {
+    if size > MAX_BLOB_SIZE {
+        return Err(BlobError::TooLarge { size, max: MAX_BLOB_SIZE });
+    }
+    Ok(())
+}
+
+/// What names a blob: its plaintext size and the SHA-256 of each sealed chunk, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version, [`BLOB_VERSION`].
+    pub v: u8,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// SHA-256 of each sealed chunk.
+    pub chunks: Vec<ChunkHash>,
+}
+
+/// The SHA-256 of one sealed chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkHash(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+impl Manifest {
+    /// The manifest of sealed chunks already made (in order) for a blob of `size` bytes.
+    pub fn new(size: u64, sealed: &[Vec<u8>]) -> Result<Self, BlobError> {
+        let manifest = Manifest {
+            v: BLOB_VERSION,
+            size,
+            chunks: sealed.iter().map(|c| ChunkHash(Sha256::digest(c).into())).collect(),
+        };
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    /// The blob's hash: SHA-256 of the manifest's encoding. The `attachment` message carries it.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.to_bytes()).into()
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_vec(self)
+    }
+
+    /// Decodes a manifest received for the blob named `hash`, checking that it is that blob's.
+    pub fn from_bytes_for(bytes: &[u8], hash: &[u8; 32]) -> Result<Self, BlobError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        if &digest != hash {
+            return Err(BlobError::ManifestMismatch);
+        }
+        let manifest: Manifest = codec::from_slice(bytes, MAX_MANIFEST_SIZE)?;
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> Result<(), BlobError> {
+        if self.v != BLOB_VERSION {
+            return Err(
+                DecodeError::UnsupportedVersion { found: self.v, supported: BLOB_VERSION }.into()
+            );
+        }
+        check_size(self.size)?;
+        let expected = chunk_count(self.size);
+        if self.chunks.len() != expected {
+            return Err(DecodeError::Invalid(format!(
+                "a blob of {} bytes has {expected} chunks, the manifest lists {}",
+                self.size,
+                self.chunks.len()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Checks a sealed chunk received for place `index`, without the key: a relay or a mailbox
+    /// node stores only chunks that pass.
+    pub fn check_chunk(&self, index: usize, sealed: &[u8]) -> Result<(), BlobError> {
+        let chunks = self.chunks.len();
+        let want = self.chunks.get(index).ok_or(BlobError::NoSuchChunk { index, chunks })?;
+        let expected = plain_len(self.size, index) + TAG_SIZE;
+        if sealed.len() != expected {
+            return Err(BlobError::ChunkLength { index, len: sealed.len(), expected });
+        }
+        let got: [u8; 32] = Sha256::digest(sealed).into();
+        if got != want.0 {
+            return Err(BlobError::ChunkMismatch { index });
+        }
+        Ok(())
+    }
+
+    /// Sealed bytes of the whole blob (what a node stores for it).
+    pub fn sealed_size(&self) -> u64 {
+        self.size + (self.chunks.len() * TAG_SIZE) as u64
+    }
+}
+
+/// Seals a whole plaintext held in memory: its manifest and its sealed chunks. (A node seals a
+/// file chunk by chunk with [`seal_chunk`] instead, holding one chunk at a time.)
+pub fn seal(key: &BlobKey, plain: &[u8]) -> Result<(Manifest, Vec<Vec<u8>>), BlobError> {
+    let size = plain.len() as u64;
+    check_size(size)?;
+    let mut sealed = Vec::with_capacity(chunk_count(size));
+    for index in 0..chunk_count(size) {
+        let start = index * CHUNK_SIZE;
+        let end = start + plain_len(size, index);
+        sealed.push(seal_chunk(key, size, index, &plain[start..end])?);
+    }
+    let manifest = Manifest::new(size, &sealed)?;
+    Ok((manifest, sealed))
+}
+
+/// Checks and opens every chunk of a blob, in order, returning its plaintext.
+pub fn open(key: &BlobKey, manifest: &Manifest, sealed: &[Vec<u8>]) -> Result<Vec<u8>, BlobError> {
+    let chunks = manifest.chunks.len();
+    if sealed.len() != chunks {
+        return Err(BlobError::NoSuchChunk { index: sealed.len().min(chunks), chunks });
+    }
+    let mut plain = Vec::with_capacity(manifest.size as usize);
+    for (index, chunk) in sealed.iter().enumerate() {
+        manifest.check_chunk(index, chunk)?;
+        plain.extend_from_slice(&open_chunk(key, manifest.size, index, chunk)?);
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand_core::OsRng;
+
+    fn key(seed: u8) -> BlobKey {
+        BlobKey([seed; 32])
+    }
+
+    #[test]
+    fn chunk_counts_cover_the_edges() {
+        assert_eq!(chunk_count(0), 1);
+        assert_eq!(chunk_count(1), 1);
+        assert_eq!(chunk_count(CHUNK_SIZE as u64), 1);
+        assert_eq!(chunk_count(CHUNK_SIZE as u64 + 1), 2);
+        assert_eq!(chunk_count(MAX_BLOB_SIZE), MAX_CHUNKS);
+    }
+
+    #[test]
+    fn a_blob_of_three_chunks_round_trips_and_its_hash_names_it() {
+        let plain: Vec<u8> = (0..2 * CHUNK_SIZE + 1000).map(|i| (i % 251) as u8).collect();
+        let k = BlobKey::generate(&mut OsRng);
+        let (manifest, sealed) = seal(&k, &plain).expect("seal");
+        assert_eq!(sealed.len(), 3);
+        assert_eq!(manifest.sealed_size(), sealed.iter().map(|c| c.len() as u64).sum::<u64>());
+        let received = Manifest::from_bytes_for(&manifest.to_bytes(), &manifest.hash())
+            .expect("the manifest matches its hash");
+        assert_eq!(open(&k, &received, &sealed).expect("open"), plain);
+        // Another manifest is refused under this hash.
+        let (other, _) = seal(&k, b"other").expect("seal");
+        assert_eq!(
+            Manifest::from_bytes_for(&other.to_bytes(), &manifest.hash()),
+            Err(BlobError::ManifestMismatch)
+        );
+    }
+
+    #[test]
+    fn a_truncated_blob_does_not_open() {
+        // Cut after the first chunk, with a manifest claiming the shorter size: the chunk was
+        // sealed as "not last", so it does not open as the last one.
+        let plain = vec![7u8; CHUNK_SIZE * 2];
+        let k = key(1);
+        let (_, sealed) = seal(&k, &plain).expect("seal");
+        let cut = Manifest::new(CHUNK_SIZE as u64, &sealed[..1]).expect("manifest");
+        assert_eq!(open(&k, &cut, &sealed[..1]), Err(BlobError::Open { index: 0 }));
+    }
+
+    #[test]
+    fn swapped_chunks_do_not_open_even_under_a_matching_manifest() {
+        let mut plain = vec![1u8; CHUNK_SIZE];
+        plain.extend(vec![2u8; CHUNK_SIZE]);
+        plain.extend(vec![3u8; 10]);
+        let k = key(2);
+        let (_, mut sealed) = seal(&k, &plain).expect("seal");
+        sealed.swap(0, 1);
+        let forged = Manifest::new(plain.len() as u64, &sealed).expect("manifest");
+        assert_eq!(open(&k, &forged, &sealed), Err(BlobError::Open { index: 0 }));
+    }
+
+    #[test]
+    fn a_chunk_from_another_place_or_blob_is_refused_before_the_key_is_needed() {
+        let k = key(3);
+        let (manifest, sealed) = seal(&k, &vec![9u8; CHUNK_SIZE + 5]).expect("seal");
+        let (_, others) = seal(&k, &vec![8u8; CHUNK_SIZE + 5]).expect("seal");
+        assert_eq!(manifest.check_chunk(0, &others[0]), Err(BlobError::ChunkMismatch { index: 0 }));
+        assert!(matches!(manifest.check_chunk(1, &sealed[0]), Err(BlobError::ChunkLength { .. })));
+        assert!(matches!(manifest.check_chunk(2, &sealed[0]), Err(BlobError::NoSuchChunk { .. })));
+        assert_eq!(manifest.check_chunk(1, &sealed[1]), Ok(()));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let k = key(4);
+        assert!(matches!(
+            seal_chunk(&k, MAX_BLOB_SIZE + 1, 0, &[]),
+            Err(BlobError::TooLarge { .. })
+        ));
+        assert!(matches!(seal_chunk(&k, 10, 0, &[0; 9]), Err(BlobError::ChunkLength { .. })));
+        // A manifest whose chunk list does not fit its size is refused.
+        let bad = Manifest { v: BLOB_VERSION, size: 10, chunks: vec![] };
+        assert!(matches!(
+            Manifest::from_bytes_for(&bad.to_bytes(), &bad.hash()),
+            Err(BlobError::Decode(DecodeError::Invalid(_)))
+        ));
+        let future = Manifest { v: 2, size: 0, chunks: vec![ChunkHash([0; 32])] };
+        assert!(matches!(
+            Manifest::from_bytes_for(&future.to_bytes(), &future.hash()),
+            Err(BlobError::Decode(DecodeError::UnsupportedVersion { .. }))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any plaintext round-trips under its key and not under another.
+        #[test]
+        fn round_trip(len in 0usize..(CHUNK_SIZE * 2 + 3), byte in any::<u8>(), seed in 1u8..255) {
+            let plain = vec![byte; len];
+            let k = key(seed);
+            let (manifest, sealed) = seal(&k, &plain).unwrap();
+            prop_assert_eq!(open(&k, &manifest, &sealed).unwrap(), plain);
+            prop_assert_eq!(open(&key(seed ^ 0xff), &manifest, &sealed), Err(BlobError::Open { index: 0 }));
+        }
+
+        /// Flipping any bit of any sealed chunk is caught, by the manifest and by the key.
+        #[test]
+        fn tampering_is_caught(len in 1usize..4096, at in any::<usize>(), bit in 0u8..8) {
+            let k = key(5);
+            let (manifest, mut sealed) = seal(&k, &vec![0x5a; len]).unwrap();
+            let i = at % sealed[0].len();
+            sealed[0][i] ^= 1 << bit;
+            prop_assert_eq!(manifest.check_chunk(0, &sealed[0]), Err(BlobError::ChunkMismatch { index: 0 }));
+            prop_assert_eq!(open_chunk(&k, manifest.size, 0, &sealed[0]), Err(BlobError::Open { index: 0 }));
+        }
+
+        /// Manifest decoding never panics on arbitrary bytes named by their own hash.
+        #[test]
+        fn arbitrary_manifests_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let hash: [u8; 32] = Sha256::digest(&bytes).into();
+            let _ = Manifest::from_bytes_for(&bytes, &hash);
+        }
+    }
+}
