@@ -312,6 +312,104 @@ pub fn open(key: &BlobKey, manifest: &Manifest, sealed: &[Vec<u8>]) -> Result<Ve
     Ok(plain)
 }
 
+/// Largest encoded [`BlobRequest`].
+pub const MAX_BLOB_REQUEST: usize = 128;
+/// Largest encoded [`BlobResponse`]: a whole manifest or a sealed chunk, and framing.
+pub const MAX_BLOB_RESPONSE: usize = MAX_MANIFEST_SIZE + 1024;
+
+/// A request for part of a blob, by its hash (the wire format of blob transfer, 6.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobRequest {
+    /// The blob's manifest.
+    Manifest {
+        /// The blob's hash.
+        #[serde(with = "serde_bytes")]
+        hash: [u8; 32],
+    },
+    /// One sealed chunk.
+    Chunk {
+        /// The blob's hash.
+        #[serde(with = "serde_bytes")]
+        hash: [u8; 32],
+        /// The chunk's index.
+        index: u32,
+    },
+}
+
+/// The answer to a [`BlobRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobResponse {
+    /// The encoded manifest (checked by the asker against the hash).
+    Manifest {
+        /// The manifest's encoding.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// A sealed chunk (checked by the asker against the manifest).
+    Chunk {
+        /// The sealed chunk.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// This peer does not hold that part.
+    NotFound,
+    /// Refused, with a reason for people (not allowed, busy).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Frame<T> {
+    v: u8,
+    body: T,
+}
+
+impl BlobRequest {
+    /// Encodes the request.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_vec(&Frame { v: BLOB_VERSION, body: self })
+    }
+
+    /// Decodes a request; a chunk index beyond [`MAX_CHUNKS`] is refused.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let f: Frame<BlobRequest> = codec::from_slice(bytes, MAX_BLOB_REQUEST)?;
+        check_frame_version(f.v)?;
+        if let BlobRequest::Chunk { index, .. } = f.body {
+            if index as usize >= MAX_CHUNKS {
+                return Err(DecodeError::Invalid(format!(
+                    "chunk index {index} beyond {MAX_CHUNKS}"
+                )));
+            }
+        }
+        Ok(f.body)
+    }
+}
+
+impl BlobResponse {
+    /// Encodes the response.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_vec(&Frame { v: BLOB_VERSION, body: self })
+    }
+
+    /// Decodes a response.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let f: Frame<BlobResponse> = codec::from_slice(bytes, MAX_BLOB_RESPONSE)?;
+        check_frame_version(f.v)?;
+        Ok(f.body)
+    }
+}
+
+fn check_frame_version(v: u8) -> Result<(), DecodeError> {
+    if v != BLOB_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: v, supported: BLOB_VERSION });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +418,35 @@ mod tests {
 
     fn key(seed: u8) -> BlobKey {
         BlobKey([seed; 32])
+    }
+
+    #[test]
+    fn transfer_frames_round_trip_and_keep_their_limits() {
+        let reqs = [
+            BlobRequest::Manifest { hash: [1; 32] },
+            BlobRequest::Chunk { hash: [2; 32], index: (MAX_CHUNKS - 1) as u32 },
+        ];
+        for r in reqs {
+            let bytes = r.to_bytes();
+            assert!(bytes.len() <= MAX_BLOB_REQUEST);
+            assert_eq!(BlobRequest::from_bytes(&bytes), Ok(r));
+        }
+        let beyond = BlobRequest::Chunk { hash: [2; 32], index: MAX_CHUNKS as u32 }.to_bytes();
+        assert!(matches!(BlobRequest::from_bytes(&beyond), Err(DecodeError::Invalid(_))));
+        // The largest chunk and the largest manifest fit a response.
+        let chunk = BlobResponse::Chunk { bytes: vec![0; CHUNK_SIZE + TAG_SIZE] };
+        assert_eq!(BlobResponse::from_bytes(&chunk.to_bytes()), Ok(chunk));
+        let manifest = Manifest {
+            v: BLOB_VERSION,
+            size: MAX_BLOB_SIZE,
+            chunks: vec![ChunkHash([0xff; 32]); MAX_CHUNKS],
+        };
+        assert!(manifest.to_bytes().len() <= MAX_MANIFEST_SIZE);
+        let answer = BlobResponse::Manifest { bytes: manifest.to_bytes() };
+        assert_eq!(BlobResponse::from_bytes(&answer.to_bytes()), Ok(answer));
+        for r in [BlobResponse::NotFound, BlobResponse::Refused { reason: "not allowed".into() }] {
+            assert_eq!(BlobResponse::from_bytes(&r.to_bytes()), Ok(r));
+        }
     }
 
     #[test]

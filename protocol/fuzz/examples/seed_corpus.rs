@@ -126,7 +126,11 @@ fn main() {
     for (label, len) in [("empty", 0), ("small", 1000), ("two_chunks", blob::CHUNK_SIZE + 1)] {
         let (manifest, _) = blob::seal(&blob::BlobKey([0x15; 32]), &vec![0x16; len]).expect("seal");
         write("blob_manifest", label, &manifest.to_bytes());
+        let answer = blob::BlobResponse::Manifest { bytes: manifest.to_bytes() };
+        write("blob_manifest", &format!("response_{label}"), &answer.to_bytes());
     }
+    let ask = blob::BlobRequest::Chunk { hash: [0x17; 32], index: 1 };
+    write("blob_manifest", "request_chunk", &ask.to_bytes());
 
     let bob_dev = DeviceKeypair::from_secret(&BOB_DEVICE);
     let bob_prekey = X25519Secret::from_bytes(BOB_PREKEY);
