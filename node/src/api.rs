@@ -136,13 +136,7 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stop.cancel();
-    });
-    crate::http::serve(listener, router(node, token), cancel).await;
+    crate::http::serve(listener, router(node, token), shutdown).await;
     Ok(())
 }
 

@@ -15,6 +15,8 @@
 
 use std::fs;
 use std::io::{Read, Write};
+
+use crate::private_fs;
 use std::path::{Path, PathBuf};
 
 use kith_protocol::blob::{self, BlobError, BlobKey, Manifest, CHUNK_SIZE};
@@ -71,7 +73,7 @@ impl BlobStore {
     /// Opens (creating it owner-only) the store at `dir`, taking at most `quota` sealed bytes.
     pub fn open(dir: impl Into<PathBuf>, quota: u64) -> Result<Self, BlobStoreError> {
         let dir = dir.into();
-        private_dir(&dir)?;
+        private_fs::create_dir(&dir)?;
         Ok(BlobStore { dir, quota })
     }
 
@@ -102,8 +104,8 @@ impl BlobStore {
         }
         self.check_quota(manifest.sealed_size())?;
         let dir = self.blob_dir(hash);
-        private_dir(&dir)?;
-        write_atomic(&dir, "manifest", bytes)?;
+        private_fs::create_dir(&dir)?;
+        private_fs::write_atomic(&dir, "manifest", bytes)?;
         Ok(manifest)
     }
 
@@ -138,7 +140,7 @@ impl BlobStore {
     ) -> Result<(), BlobStoreError> {
         let manifest = self.held_manifest(hash)?;
         manifest.check_chunk(index, sealed)?;
-        write_atomic(&self.blob_dir(hash), &index.to_string(), sealed)
+        Ok(private_fs::write_atomic(&self.blob_dir(hash), &index.to_string(), sealed)?)
     }
 
     /// Sealed chunk `index` of blob `hash`, if held.
@@ -152,9 +154,12 @@ impl BlobStore {
 
     /// The chunks of blob `hash` not held yet, in order (empty when the blob is complete).
     pub fn missing(&self, hash: &[u8; 32]) -> Result<Vec<usize>, BlobStoreError> {
-        let manifest = self.held_manifest(hash)?;
+        Ok(self.missing_of(hash, &self.held_manifest(hash)?))
+    }
+
+    fn missing_of(&self, hash: &[u8; 32], manifest: &Manifest) -> Vec<usize> {
         let dir = self.blob_dir(hash);
-        Ok((0..manifest.chunks.len()).filter(|i| !dir.join(i.to_string()).exists()).collect())
+        (0..manifest.chunks.len()).filter(|i| !dir.join(i.to_string()).exists()).collect()
     }
 
     /// Seals the file at `src` under `key` into the store, one chunk in memory at a time, and
@@ -168,7 +173,7 @@ impl BlobStore {
         let chunks = blob::chunk_count(size);
         self.check_quota(size + (chunks * blob::TAG_SIZE) as u64)?;
         let tmp = self.dir.join(format!(".sealing-{:016x}", rand::random::<u64>()));
-        private_dir(&tmp)?;
+        private_fs::create_dir(&tmp)?;
         let result = (|| {
             let mut hashes = Vec::with_capacity(chunks);
             let mut plain = vec![0u8; CHUNK_SIZE];
@@ -179,14 +184,14 @@ impl BlobStore {
                     _ => e.into(),
                 })?;
                 let sealed = blob::seal_chunk(key, size, index, &plain[..len])?;
-                write_atomic(&tmp, &index.to_string(), &sealed)?;
+                private_fs::write_atomic(&tmp, &index.to_string(), &sealed)?;
                 hashes.push(blob::ChunkHash(sha256(&sealed)));
             }
             if file.read(&mut plain[..1])? != 0 {
                 return Err(BlobStoreError::Changed);
             }
             let manifest = Manifest { v: blob::BLOB_VERSION, size, chunks: hashes };
-            write_atomic(&tmp, "manifest", &manifest.to_bytes())?;
+            private_fs::write_atomic(&tmp, "manifest", &manifest.to_bytes())?;
             fs::rename(&tmp, self.blob_dir(&manifest.hash()))?;
             Ok(manifest)
         })();
@@ -205,7 +210,7 @@ impl BlobStore {
         dest: &Path,
     ) -> Result<u64, BlobStoreError> {
         let manifest = self.held_manifest(hash)?;
-        let missing = self.missing(hash)?;
+        let missing = self.missing_of(hash, &manifest);
         if !missing.is_empty() {
             return Err(BlobStoreError::Incomplete { hash: hex_of(hash), missing: missing.len() });
         }
@@ -241,33 +246,6 @@ impl BlobStore {
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
-}
-
-/// Writes `bytes` to `dir/name` through a temporary file renamed into place, owner-only.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), BlobStoreError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    fs::rename(&tmp, dir.join(name))?;
-    Ok(())
-}
-
-fn private_dir(path: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //! | `store/` | the sled store |
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -250,33 +249,13 @@ impl Home {
 
     /// Writes a file readable by the owner only, atomically (temporary file, then rename).
     fn write_private(&self, name: &str, content: &str) -> Result<(), NodeError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(|e| NodeError::io(&tmp, e))?;
-        f.write_all(content.as_bytes())
-            .and_then(|()| f.write_all(b"\n"))
-            .and_then(|()| f.sync_all())
-            .map_err(|e| NodeError::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| NodeError::io(&path, e))
+        crate::private_fs::write_atomic(&self.dir, name, format!("{content}\n").as_bytes())
+            .map_err(|e| NodeError::io(self.dir.join(name), e))
     }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
-    fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| NodeError::io(dir, e))?;
-    }
-    Ok(())
+    crate::private_fs::create_dir(dir).map_err(|e| NodeError::io(dir, e))
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@
 //!   connection that never presented the token is closed to make room; failing that, the one
 //!   idle the longest among those with no request under way; failing that (every connection is
 //!   busy with an authenticated request), the new connection is refused.
-//! - A request's headers must arrive within [`HEADER_READ_TIMEOUT`] (slow-loris).
-//! - A connection with no request under way is closed after [`IDLE_TIMEOUT`].
+//! - A request's headers must arrive within [`HEADER_READ_TIMEOUT`] (slow-loris). hyper starts
+//!   that timer whenever it waits for a request, also the next one on a kept-alive connection,
+//!   so an idle connection is closed after it too.
+//! - A connection with no request under way that hyper is not waiting on (a response still
+//!   being written to a client that stopped reading) is closed after [`IDLE_TIMEOUT`].
 //!
 //! The rule that picks the connection to close is [`pick_victim`], pure and tested on its own.
 
@@ -103,13 +106,23 @@ struct Slots {
     open: HashMap<u64, Arc<Slot>>,
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+/// Serves `router` on `listener` until `stop` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let slots: Arc<Mutex<Slots>> = Arc::default();
     let tasks = tokio_util::task::TaskTracker::new();
+    // Tells every connection to finish once `stop` completes.
+    let shutdown = CancellationToken::new();
+    tokio::pin!(stop);
     loop {
         let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = &mut stop => {
+                shutdown.cancel();
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {

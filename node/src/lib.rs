@@ -37,6 +37,7 @@ mod maintenance;
 pub mod metrics;
 pub mod network;
 pub mod node;
+mod private_fs;
 pub mod rules;
 pub mod services;
 pub mod store;

@@ -362,52 +362,36 @@ pub enum BlobResponse {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-struct Frame<T> {
-    v: u8,
-    body: T,
-}
-
 impl BlobRequest {
     /// Encodes the request.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::to_vec(&Frame { v: BLOB_VERSION, body: self })
+        codec::to_frame(self)
     }
 
     /// Decodes a request; a chunk index beyond [`MAX_CHUNKS`] is refused.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let f: Frame<BlobRequest> = codec::from_slice(bytes, MAX_BLOB_REQUEST)?;
-        check_frame_version(f.v)?;
-        if let BlobRequest::Chunk { index, .. } = f.body {
+        let body: BlobRequest = codec::from_frame(bytes, MAX_BLOB_REQUEST)?;
+        if let BlobRequest::Chunk { index, .. } = body {
             if index as usize >= MAX_CHUNKS {
                 return Err(DecodeError::Invalid(format!(
                     "chunk index {index} beyond {MAX_CHUNKS}"
                 )));
             }
         }
-        Ok(f.body)
+        Ok(body)
     }
 }
 
 impl BlobResponse {
     /// Encodes the response.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::to_vec(&Frame { v: BLOB_VERSION, body: self })
+        codec::to_frame(self)
     }
 
     /// Decodes a response.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let f: Frame<BlobResponse> = codec::from_slice(bytes, MAX_BLOB_RESPONSE)?;
-        check_frame_version(f.v)?;
-        Ok(f.body)
+        codec::from_frame(bytes, MAX_BLOB_RESPONSE)
     }
-}
-
-fn check_frame_version(v: u8) -> Result<(), DecodeError> {
-    if v != BLOB_VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: v, supported: BLOB_VERSION });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

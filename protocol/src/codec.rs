@@ -7,7 +7,7 @@
 //! the parser's nesting limit, so no input can make it panic or allocate more than a small
 //! multiple of the limit.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::DecodeError;
 
@@ -51,4 +51,27 @@ pub fn from_stored_slice<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Resul
         return Err(DecodeError::TooLarge { len: bytes.len(), max });
     }
     serde_cbor::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// The envelope of every request-response frame: the protocol version and the body.
+#[derive(Serialize, Deserialize)]
+struct Frame<T> {
+    v: u8,
+    body: T,
+}
+
+/// Encodes `body` as a request-response frame `{v, body}` of version [`crate::VERSION`].
+pub(crate) fn to_frame<T: Serialize>(body: &T) -> Vec<u8> {
+    to_vec(&Frame { v: crate::VERSION, body })
+}
+
+/// Decodes a frame written by [`to_frame`]: at most `max` bytes, canonical, of a version this
+/// implementation speaks.
+pub(crate) fn from_frame<T: DeserializeOwned + Serialize>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, DecodeError> {
+    let f: Frame<T> = from_slice(bytes, max)?;
+    crate::check_version(f.v)?;
+    Ok(f.body)
 }

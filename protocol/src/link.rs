@@ -15,7 +15,6 @@ use crate::codec;
 use crate::error::DecodeError;
 use crate::identity::{DeviceCertificate, IdentityKeypair, SignedPrekey};
 use crate::name::MailboxPeer;
-use crate::VERSION;
 
 /// Largest encoded link request.
 pub const MAX_LINK_REQUEST: usize = 8 * 1024;
@@ -140,42 +139,33 @@ pub enum LinkResponse {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-struct Frame<T> {
-    v: u8,
-    body: T,
-}
-
 impl LinkRequest {
     /// Encodes the request.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::to_vec(&Frame { v: VERSION, body: self })
+        codec::to_frame(self)
     }
 
     /// Decodes a request.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let f: Frame<LinkRequest> = codec::from_slice(bytes, MAX_LINK_REQUEST)?;
-        crate::check_version(f.v)?;
-        if let LinkRequest::Join { label, .. } = &f.body {
+        let body: LinkRequest = codec::from_frame(bytes, MAX_LINK_REQUEST)?;
+        if let LinkRequest::Join { label, .. } = &body {
             if label.len() > crate::identity::MAX_DEVICE_LABEL {
                 return Err(DecodeError::Invalid("device label too long".into()));
             }
         }
-        Ok(f.body)
+        Ok(body)
     }
 }
 
 impl LinkResponse {
     /// Encodes the response.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::to_vec(&Frame { v: VERSION, body: self })
+        codec::to_frame(self)
     }
 
     /// Decodes a response.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let f: Frame<LinkResponse> = codec::from_slice(bytes, MAX_LINK_RESPONSE)?;
-        crate::check_version(f.v)?;
-        Ok(f.body)
+        codec::from_frame(bytes, MAX_LINK_RESPONSE)
     }
 }
 
@@ -214,6 +204,7 @@ pub fn from_recovery_phrase(phrase: &str) -> Result<IdentityKeypair, DecodeError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::VERSION;
 
     #[test]
     fn codes_round_trip_and_damage_is_refused() {

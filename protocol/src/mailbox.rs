@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::DecodeError;
 use crate::identity::DeviceCertificate;
-use crate::VERSION;
 
 /// Largest encoded mailbox request (a deposit carries one envelope).
 pub const MAX_MAILBOX_REQUEST: usize = crate::envelope::MAX_ENVELOPE + 1024;
@@ -99,42 +98,33 @@ pub enum MailboxResponse {
     Ok,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Frame<T> {
-    v: u8,
-    body: T,
-}
-
 impl MailboxRequest {
     /// Encodes the request.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::to_vec(&Frame { v: VERSION, body: self })
+        codec::to_frame(self)
     }
 
     /// Decodes a request.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let f: Frame<MailboxRequest> = codec::from_slice(bytes, MAX_MAILBOX_REQUEST)?;
-        crate::check_version(f.v)?;
-        if let MailboxRequest::Delete { ids } = &f.body {
+        let body: MailboxRequest = codec::from_frame(bytes, MAX_MAILBOX_REQUEST)?;
+        if let MailboxRequest::Delete { ids } = &body {
             if ids.len() > MAX_DELETE {
                 return Err(DecodeError::Invalid(format!("more than {MAX_DELETE} ids")));
             }
         }
-        Ok(f.body)
+        Ok(body)
     }
 }
 
 impl MailboxResponse {
     /// Encodes the response.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::to_vec(&Frame { v: VERSION, body: self })
+        codec::to_frame(self)
     }
 
     /// Decodes a response.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let f: Frame<MailboxResponse> = codec::from_slice(bytes, MAX_MAILBOX_RESPONSE)?;
-        crate::check_version(f.v)?;
-        Ok(f.body)
+        codec::from_frame(bytes, MAX_MAILBOX_RESPONSE)
     }
 }
 

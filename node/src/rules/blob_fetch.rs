@@ -79,10 +79,16 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
         for (peer, _) in self.in_flight.values() {
             *load.entry(peer.clone()).or_default() += 1;
         }
+        // Picks first (reading the queue in place, only as far as the window has room), then
+        // marks them in flight.
+        let room = WINDOW.saturating_sub(self.in_flight.len());
         let mut ask = Vec::new();
-        let queued: Vec<usize> = self.queue.iter().copied().collect();
-        for chunk in queued {
-            if self.in_flight.len() >= WINDOW {
+        for &chunk in &self.queue {
+            if ask.len() >= room {
+                break;
+            }
+            let has_room = |p: &&P| load.get(*p).copied().unwrap_or(0) < PER_SOURCE;
+            if !self.sources.iter().filter(|p| self.usable(p)).any(|p| has_room(&p)) {
                 break;
             }
             // The least loaded usable peer that has not failed this chunk.
@@ -90,15 +96,17 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
                 .sources
                 .iter()
                 .filter(|p| self.usable(p) && !self.failed_pairs.contains(&(chunk, (*p).clone())))
-                .filter(|p| load.get(*p).copied().unwrap_or(0) < PER_SOURCE)
+                .filter(has_room)
                 .min_by_key(|p| load.get(*p).copied().unwrap_or(0))
                 .cloned();
             if let Some(peer) = pick {
                 *load.entry(peer.clone()).or_default() += 1;
-                self.queue.remove(&chunk);
-                self.in_flight.insert(chunk, (peer.clone(), now));
                 ask.push((chunk, peer));
             }
+        }
+        for (chunk, peer) in &ask {
+            self.queue.remove(chunk);
+            self.in_flight.insert(*chunk, (peer.clone(), now));
         }
         if ask.is_empty() && self.in_flight.is_empty() {
             // Nothing in flight and nobody to ask for what is queued.

@@ -2,7 +2,8 @@
 //! knows again: no more at a time than the connections it lacks, each peer not connected at
 //! once, then after [`REDIAL_FIRST_MS`], doubling up to [`REDIAL_MAX_MS`] while it stays
 //! unreachable; a peer that connects starts over. So a bootstrap peer that restarts, however often, is
-//! reached again within [`REDIAL_MAX_MS`] of coming back, and one that is gone for good costs
+//! reached again within [`REDIAL_MAX_MS`] of coming back (plus the interval at which the caller
+//! checks), and one that is gone for good costs
 //! a dial a minute.
 
 use std::collections::HashMap;

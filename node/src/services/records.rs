@@ -254,11 +254,10 @@ impl Records {
         self.ctx.store.meta_set("name", &name)?;
         self.ctx.store.flush().await?;
         let check = self.read_back(&name, seq, false).await;
-        if let Some(c) = check.as_ref().and_then(|c| c.competitor.as_ref()) {
-            if !check.as_ref().is_some_and(|c| c.mine_wins) {
-                warn!(%name, other = %c.record.user_id, "another identity's claim wins the name");
-                return Err(NodeError::NameTaken(name));
-            }
+        let winner = check.as_ref().filter(|c| !c.mine_wins).and_then(|c| c.competitor.as_ref());
+        if let Some(c) = winner {
+            warn!(%name, other = %c.record.user_id, "another identity's claim wins the name");
+            return Err(NodeError::NameTaken(name));
         }
         let served_by = check.as_ref().map_or(0, |c| c.served_by);
         let warning = (served_by == 0).then(|| {
@@ -803,6 +802,7 @@ impl Records {
             self.ctx.store.meta_set("published_at", &self.ctx.now())?;
             self.ctx.store.flush().await?;
             self.read_back(&name, seq, true).await;
+            return Ok(());
         }
         self.ctx.store.flush().await
     }

@@ -234,6 +234,9 @@ pub struct Store {
     groups: sled::Tree,
     group_waiting: sled::Tree,
     idempotency: sled::Tree,
+    /// How many keys `idempotency` holds, counted on first use ([`UNCOUNTED`] before): sled's
+    /// `len` reads the whole tree.
+    idempotency_len: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     flushes: std::sync::Arc<FlushGate>,
     outbox_index: std::sync::Arc<std::sync::Mutex<outbox::OutboxIndex>>,
     /// Every group, decoded: a group message's checks read its group's state, and decoding a
@@ -263,19 +266,6 @@ fn sled_lock() -> std::sync::MutexGuard<'static, ()> {
     SLED_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Creates the store's directory if needed and makes it readable by its owner only (0700): it
-/// holds prekey private keys and the whole history. Whatever sled writes inside later is
-/// behind it.
-fn private_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
 /// Makes the files sled created in the store's directory (and its subdirectories) owner-only:
 /// files 0600, directories 0700. sled creates them with the process's umask (often 0644).
 fn private_files(path: &Path) -> std::io::Result<()> {
@@ -302,6 +292,8 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 pub const IDEMPOTENCY_KEPT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Most idempotency keys remembered; beyond it the oldest are forgotten.
 pub const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
+/// `Store::idempotency_len` before the keys were first counted.
+const UNCOUNTED: usize = usize::MAX;
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     codec::to_vec(v)
@@ -314,7 +306,10 @@ impl Store {
     /// process, damaged, or of another schema version.
     pub fn open(path: &Path) -> Result<Store, NodeError> {
         let err = |reason: String| NodeError::Store { path: path.to_owned(), reason };
-        private_dir(path).map_err(|e| err(format!("cannot be made private: {e}")))?;
+        // Owner-only (0700): the store holds prekey private keys and the whole history, and
+        // whatever sled writes inside later is behind it.
+        crate::private_fs::create_dir(path)
+            .map_err(|e| err(format!("cannot be made private: {e}")))?;
         let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"));
         // A store closed a moment ago in this process may still be held by sled's I/O threads
         // for a few milliseconds; wait briefly before calling it locked.
@@ -353,6 +348,7 @@ impl Store {
             groups: tree("groups")?,
             group_waiting: tree("group_waiting")?,
             idempotency: tree("idempotency")?,
+            idempotency_len: std::sync::Arc::new(UNCOUNTED.into()),
             flushes: std::sync::Arc::new(FlushGate::default()),
             outbox_index: std::sync::Arc::default(),
             group_cache: std::sync::Arc::default(),
@@ -526,8 +522,16 @@ impl Store {
     /// older than [`IDEMPOTENCY_KEPT_MS`] are forgotten, and beyond [`MAX_IDEMPOTENCY_KEYS`]
     /// the oldest.
     pub fn put_idempotent_send(&self, key: &str, id: &[u8; 16], now: u64) -> Result<(), NodeError> {
-        self.idempotency.insert(key.as_bytes(), enc(&(id, now))).map_err(|e| self.err(e))?;
-        if self.idempotency.len() <= MAX_IDEMPOTENCY_KEYS {
+        use std::sync::atomic::Ordering;
+        let previous =
+            self.idempotency.insert(key.as_bytes(), enc(&(id, now))).map_err(|e| self.err(e))?;
+        let len = match self.idempotency_len.load(Ordering::Acquire) {
+            UNCOUNTED => self.idempotency.len(),
+            n if previous.is_none() => n + 1,
+            n => n,
+        };
+        self.idempotency_len.store(len, Ordering::Release);
+        if len <= MAX_IDEMPOTENCY_KEYS {
             return Ok(());
         }
         let mut kept: Vec<(u64, sled::IVec)> = Vec::new();
@@ -542,6 +546,7 @@ impl Store {
         }
         kept.sort();
         let excess = kept.len().saturating_sub(MAX_IDEMPOTENCY_KEYS);
+        self.idempotency_len.store(kept.len() - excess, Ordering::Release);
         for (_, k) in kept.into_iter().take(excess) {
             self.idempotency.remove(&k).map_err(|e| self.err(e))?;
         }
