@@ -92,6 +92,31 @@ pub struct DaemonArgs {
     /// [default: 120]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub mailbox_deposits_per_minute: Option<u32>,
+
+    /// With --mailbox: the most bytes of attachment blobs held for one user (sealed)
+    /// [default: 2147483648, i.e. 2 GiB]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub mailbox_blob_bytes: Option<u64>,
+
+    /// The largest file this node sends as an attachment, in bytes
+    /// [default: 2147483648, i.e. 2 GiB]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub media_max_file_size: Option<u64>,
+
+    /// The most bytes the blob store holds (sealed attachments sent and received)
+    /// [default: 21474836480, i.e. 20 GiB]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub media_quota: Option<u64>,
+
+    /// Images up to this many bytes download as soon as their message arrives; 0 for none
+    /// [default: 16777216, i.e. 16 MiB]
+    #[arg(long, value_name = "N")]
+    pub media_auto_download_images: Option<u64>,
+
+    /// Any attachment up to this many bytes downloads as soon as its message arrives
+    /// (larger ones wait for `kith save`) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub media_auto_download_any: Option<u64>,
 }
 
 /// The config file: the same settings as the flags, every key optional.
@@ -108,6 +133,11 @@ struct FileConfig {
     mailbox_max_bytes: Option<u64>,
     mailbox_retention_days: Option<u64>,
     mailbox_deposits_per_minute: Option<u32>,
+    mailbox_blob_bytes: Option<u64>,
+    media_max_file_size: Option<u64>,
+    media_quota: Option<u64>,
+    media_auto_download_images: Option<u64>,
+    media_auto_download_any: Option<u64>,
 }
 
 /// The merged settings.
@@ -186,6 +216,9 @@ impl DaemonArgs {
             ("mailbox_max_bytes", file.mailbox_max_bytes == Some(0)),
             ("mailbox_retention_days", file.mailbox_retention_days == Some(0)),
             ("mailbox_deposits_per_minute", file.mailbox_deposits_per_minute == Some(0)),
+            ("mailbox_blob_bytes", file.mailbox_blob_bytes == Some(0)),
+            ("media_max_file_size", file.media_max_file_size == Some(0)),
+            ("media_quota", file.media_quota == Some(0)),
         ];
         if let Some((key, _)) = zeros.iter().find(|(_, zero)| *zero) {
             return Err(in_file(key, anyhow!("must be at least 1")));
@@ -211,6 +244,26 @@ impl DaemonArgs {
             }),
             deposits_per_minute: deposits.unwrap_or(mailbox::DEFAULT_DEPOSITS_PER_MINUTE),
         };
+        let d = kith_node::node::MediaConfig::default();
+        let media = kith_node::node::MediaConfig {
+            max_file_size: self
+                .media_max_file_size
+                .or(file.media_max_file_size)
+                .unwrap_or(d.max_file_size),
+            quota: self.media_quota.or(file.media_quota).unwrap_or(d.quota),
+            auto_download_images: self
+                .media_auto_download_images
+                .or(file.media_auto_download_images)
+                .unwrap_or(d.auto_download_images),
+            auto_download_any: self
+                .media_auto_download_any
+                .or(file.media_auto_download_any)
+                .unwrap_or(d.auto_download_any),
+            mailbox_blob_bytes: self
+                .mailbox_blob_bytes
+                .or(file.mailbox_blob_bytes)
+                .unwrap_or(d.mailbox_blob_bytes),
+        };
         Ok(Resolved {
             config: DaemonConfig {
                 home: home.to_path_buf(),
@@ -219,6 +272,7 @@ impl DaemonArgs {
                 api,
                 pow_bits,
                 mailbox,
+                media,
             },
             file: path,
             unused_mailbox_settings,
@@ -323,6 +377,11 @@ mailbox_max_messages = 500
 mailbox_max_bytes = 1048576
 mailbox_retention_days = 7
 mailbox_deposits_per_minute = 30
+mailbox_blob_bytes = 1000000
+media_max_file_size = 5000000
+media_quota = 9000000
+media_auto_download_images = 0
+media_auto_download_any = 1024
 "#;
 
     #[test]
@@ -359,6 +418,12 @@ mailbox_deposits_per_minute = 30
                 deposits_per_minute: 30,
             }
         );
+        let m = &c.media;
+        assert_eq!(
+            (m.mailbox_blob_bytes, m.max_file_size, m.quota, m.auto_download_images),
+            (1_000_000, 5_000_000, 9_000_000, 0)
+        );
+        assert_eq!(m.auto_download_any, 1024);
     }
 
     #[test]
@@ -469,6 +534,11 @@ mailbox_deposits_per_minute = 30
             format!("[default: {},", mailbox::DEFAULT_MAX_BYTES),
             format!("[default: {}]", mailbox::DEFAULT_RETENTION.as_secs() / DAY_SECS),
             format!("[default: {}]", mailbox::DEFAULT_DEPOSITS_PER_MINUTE),
+            format!("[default: {},", kith_node::services::media::DEFAULT_MAX_FILE),
+            format!("[default: {},", kith_node::services::media::DEFAULT_BLOB_QUOTA),
+            format!("[default: {},", kith_node::services::media::DEFAULT_AUTO_IMAGES),
+            format!("[default: {}]", kith_node::services::media::DEFAULT_AUTO_ANY),
+            format!("[default: {},", kith_node::services::media::DEFAULT_MAILBOX_BLOB_BYTES),
         ] {
             assert!(help.contains(&default), "the help does not show {default}:\n{help}");
         }

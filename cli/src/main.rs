@@ -110,7 +110,7 @@ enum Command {
     ///
     /// Runs in the foreground until interrupted (Ctrl-C or SIGTERM); logs go to standard error
     /// (set RUST_LOG, e.g. RUST_LOG=debug, to see more).
-    Daemon(config::DaemonArgs),
+    Daemon(Box<config::DaemonArgs>),
 
     /// Show this node's identity, name, addresses, peers and outbox
     Status {
@@ -388,7 +388,7 @@ fn main() -> ExitCode {
         Command::Identity { command: IdentityCommand::Export { json } } => {
             devices::export(&home, json)
         }
-        Command::Daemon(args) => commands::daemon(&home, args),
+        Command::Daemon(args) => commands::daemon(&home, *args),
         Command::Status { json } => commands::status(&home, json),
         Command::Register { name, json } => commands::register(&home, &name, json),
         Command::Resolve { name, json } => commands::resolve(&home, &name, json),

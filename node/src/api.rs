@@ -21,6 +21,8 @@ use tokio::sync::broadcast;
 use crate::error::NodeError;
 use crate::node::{Node, NodeEvent, MAX_HISTORY};
 
+mod media;
+
 /// Largest request body.
 pub const MAX_BODY: usize = 64 * 1024;
 /// Interval of keep-alive comments on the event stream.
@@ -66,6 +68,11 @@ impl From<NodeError> for ApiError {
             NodeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             NodeError::NetworkStopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
             NodeError::Store { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            NodeError::Transfer(_) => (StatusCode::BAD_GATEWAY, "transfer"),
+            NodeError::Blob(crate::blobs::BlobStoreError::Quota { .. }) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "quota")
+            }
+            NodeError::Io { .. } | NodeError::Blob(_) => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -118,6 +125,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/devices/link", post(link_start))
         .route("/v1/devices/link/{id}", get(link_status))
         .route("/v1/devices/{peer_id}/revoke", post(revoke))
+        .merge(media::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
         .route("/metrics", get(metrics))
@@ -387,6 +395,9 @@ fn sse_event(e: NodeEvent) -> SseEvent {
         NodeEvent::NameConflict(c) => SseEvent::default()
             .event("name_conflict")
             .data(serde_json::to_string(&c).unwrap_or_default()),
+        NodeEvent::Transfer(t) => SseEvent::default()
+            .event("transfer")
+            .data(serde_json::to_string(&t).unwrap_or_default()),
     }
 }
 

@@ -10,8 +10,7 @@
 //!
 //! The store sees sealed chunks only; the key is the caller's ([`BlobStore::seal_file`] takes
 //! it to seal, [`BlobStore::open_to`] to write the plaintext out). These calls block: async
-//! callers run them with `spawn_blocking`. Nothing in the node uses the store yet (the media
-//! issue builds transfer and messages on it).
+//! callers run them with `spawn_blocking`. The media service (`services::media`) drives it.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -75,6 +74,11 @@ impl BlobStore {
         let dir = dir.into();
         private_fs::create_dir(&dir)?;
         Ok(BlobStore { dir, quota })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn blob_dir(&self, hash: &[u8; 32]) -> PathBuf {
@@ -141,6 +145,42 @@ impl BlobStore {
         let manifest = self.held_manifest(hash)?;
         manifest.check_chunk(index, sealed)?;
         Ok(private_fs::write_atomic(&self.blob_dir(hash), &index.to_string(), sealed)?)
+    }
+
+    /// [`BlobStore::put_chunk`] with the blob's manifest in hand (a fetch holds it).
+    pub fn put_checked(
+        &self,
+        manifest: &Manifest,
+        hash: &[u8; 32],
+        index: usize,
+        sealed: &[u8],
+    ) -> Result<(), BlobStoreError> {
+        manifest.check_chunk(index, sealed)?;
+        Ok(private_fs::write_atomic(&self.blob_dir(hash), &index.to_string(), sealed)?)
+    }
+
+    /// The encoded manifest of blob `hash`, as stored (checked when it was taken).
+    pub fn manifest_bytes(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, BlobStoreError> {
+        match fs::read(self.blob_dir(hash).join("manifest")) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The plaintext of chunk `index` of blob `hash`, checked and opened under `key`.
+    pub fn plain_chunk(
+        &self,
+        manifest: &Manifest,
+        hash: &[u8; 32],
+        key: &BlobKey,
+        index: usize,
+    ) -> Result<Vec<u8>, BlobStoreError> {
+        let sealed = self
+            .chunk(hash, index)?
+            .ok_or(BlobStoreError::Incomplete { hash: hex_of(hash), missing: 1 })?;
+        manifest.check_chunk(index, &sealed)?;
+        Ok(blob::open_chunk(key, manifest.size, index, &sealed)?)
     }
 
     /// Sealed chunk `index` of blob `hash`, if held.

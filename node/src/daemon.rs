@@ -27,6 +27,8 @@ pub struct DaemonConfig {
     pub pow_bits: u32,
     /// Mailbox service policy (off unless `enabled`).
     pub mailbox: crate::mailbox::MailboxConfig,
+    /// Attachments: limits, quota, download policy.
+    pub media: crate::node::MediaConfig,
 }
 
 /// Runs the daemon until `shutdown` completes, then shuts down cleanly: the API stops taking
@@ -50,6 +52,7 @@ where
         bootstrap: config.bootstrap.clone(),
         pow_bits: config.pow_bits,
         mailbox: config.mailbox.clone(),
+        media: config.media.clone(),
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(|e| {

@@ -103,6 +103,12 @@ pub enum NodeError {
     /// Linking a device failed.
     #[error("linking: {0}")]
     Link(String),
+    /// The blob store failed (a file, a quota, a chunk that failed its check).
+    #[error(transparent)]
+    Blob(#[from] crate::blobs::BlobStoreError),
+    /// Fetching an attachment failed (no holder reachable, every holder sent bad data).
+    #[error("transfer: {0}")]
+    Transfer(String),
     /// A configuration value is not acceptable.
     #[error("configuration: {0}")]
     Config(String),

@@ -93,6 +93,10 @@ impl Services {
                     Event::LinkRequest { peer, bytes, reply } => {
                         self.ctx.spawn(self.devices.clone().answer_link(peer, bytes, reply));
                     }
+                    Event::BlobRequest { peer, bytes, reply } => {
+                        let media = self.media.clone();
+                        self.ctx.spawn(async move { media.serve(peer, bytes, reply).await });
+                    }
                     Event::SyncRequest { peer, bytes, reply } => {
                         replies.push((reply, self.groups.answer_sync(peer, &bytes).to_bytes()));
                     }

@@ -40,6 +40,10 @@ pub struct Counters {
     pub dht_lookups: Counter,
     /// Peers queried by those lookups, in all (libp2p's `QueryStats::num_requests`).
     pub dht_lookup_requests: Counter,
+    /// Blob manifests and chunks from peers that failed their check.
+    pub blob_chunks_rejected: Counter,
+    /// Sealed blob bytes served to peers.
+    pub blob_bytes_served: Counter,
 }
 
 impl Counters {
@@ -54,6 +58,16 @@ impl Counters {
             self.frames_rejected.clone(),
         );
         r.register("busy", "Inbound envelopes answered busy", self.busy.clone());
+        r.register(
+            "blob_chunks_rejected",
+            "Blob manifests and chunks from peers that failed their check",
+            self.blob_chunks_rejected.clone(),
+        );
+        r.register(
+            "blob_bytes_served",
+            "Sealed blob bytes served to peers",
+            self.blob_bytes_served.clone(),
+        );
         r.register("dht_lookups", "DHT record lookups finished", self.dht_lookups.clone());
         r.register(
             "dht_lookup_requests",

@@ -21,6 +21,7 @@ use crate::now_ms;
 use crate::services::conversations::{mentions, Conversation};
 use crate::services::devices::{DeviceListView, LinkView};
 use crate::services::mailbox_client::MailboxView;
+pub use crate::services::media::{FileMeta, MediaConfig};
 use crate::services::Services;
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -57,6 +58,8 @@ pub struct NodeConfig {
     pub pow_bits: u32,
     /// Mailbox service (off unless enabled).
     pub mailbox: MailboxConfig,
+    /// Attachments: limits, quota, download policy.
+    pub media: MediaConfig,
 }
 
 /// A running node. Cheap to clone.
@@ -105,7 +108,8 @@ impl Node {
             shutdown: watch::channel(false).0,
             clock: Clock,
         });
-        let s = Services::new(ctx)?;
+        let blobs = crate::blobs::BlobStore::open(home.dir().join("blobs"), config.media.quota)?;
+        let s = Services::new(ctx, blobs, config.media.clone())?;
         s.records.rotate_prekeys(now_ms())?;
         let ctx = &s.ctx;
         ctx.spawn(event_loop.run());
@@ -303,6 +307,123 @@ impl Node {
         self.s.conversations.send(&to, content).await
     }
 
+    /// Sends the file at `path` to `to` (`@name` or `#id`) as an attachment: seals it into the
+    /// blob store, sends the `attachment` message, and asks this user's mailboxes to hold the
+    /// blob. Returns once the message is durably stored.
+    pub async fn send_file(
+        &self,
+        to: &str,
+        path: &std::path::Path,
+        meta: FileMeta,
+    ) -> Result<MessageView, NodeError> {
+        let target = self.s.conversations.target(to)?;
+        if meta.caption.as_ref().is_some_and(|c| c.len() > kith_protocol::blob::MAX_CAPTION) {
+            return Err(NodeError::BadInput(format!(
+                "a caption is at most {} bytes",
+                kith_protocol::blob::MAX_CAPTION
+            )));
+        }
+        let a = self.s.media.seal(path, meta).await?;
+        let hash = a.hash;
+        let view =
+            self.s.conversations.send(&target, Content::Attachment(Box::new(a.clone()))).await?;
+        let id = kith_protocol::MessageId::parse(&view.id)
+            .map_err(|e| NodeError::Internal(format!("message id: {e}")))?;
+        if let Some(stored) = self.s.ctx.store.message(&id.0)? {
+            self.s.media.record(&stored, &a, self.peer_id())?;
+            self.s.ctx.store.flush().await?;
+        }
+        self.s.media.hold_at_mailboxes(hash);
+        self.message(&view.id)
+    }
+
+    /// A fresh path (in an owner-only directory of the home) for a file being uploaded through
+    /// the API before [`Node::send_file`] seals it; the caller removes it afterwards.
+    pub fn upload_path(&self) -> Result<PathBuf, NodeError> {
+        let dir = self.s.media.blobs.dir().with_file_name("uploads");
+        crate::private_fs::create_dir(&dir).map_err(|e| NodeError::io(&dir, e))?;
+        Ok(dir.join(format!("{:016x}.part", rand::random::<u64>())))
+    }
+
+    /// The media settings.
+    pub fn media_config(&self) -> &MediaConfig {
+        &self.s.media.config
+    }
+
+    /// The inline preview of message `id`'s attachment: its MIME type and bytes.
+    pub fn preview(&self, id: &str) -> Result<Option<kith_protocol::blob::Preview>, NodeError> {
+        Ok(self.s.media.attachment(&parse_id(id)?)?.1.preview)
+    }
+
+    /// Starts fetching the attachment of message `id` (if it is not held whole) and returns the
+    /// message as it stands.
+    pub fn start_download(&self, id: &str) -> Result<MessageView, NodeError> {
+        let mid = parse_id(id)?;
+        let (_, a) = self.s.media.attachment(&mid)?;
+        if !matches!(self.s.media.blobs.missing(&a.hash), Ok(m) if m.is_empty()) {
+            self.s.media.start_fetch(a.hash);
+        }
+        self.message(id)
+    }
+
+    /// Fetches the attachment of message `id` if needed and waits until it is held whole.
+    pub async fn download(&self, id: &str) -> Result<(), NodeError> {
+        self.s.media.download(&parse_id(id)?).await
+    }
+
+    /// Writes the plaintext of message `id`'s attachment to `dest` (fetching it first if
+    /// needed), and remembers where; returns the bytes written.
+    pub async fn save_attachment(
+        &self,
+        id: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, NodeError> {
+        let mid = parse_id(id)?;
+        self.s.media.download(&mid).await?;
+        let n = self.s.media.save_to(&mid, dest.to_owned()).await?;
+        self.mark_saved(id, &dest.to_string_lossy())?;
+        Ok(n)
+    }
+
+    /// Records that the attachment of message `id` was saved at `path` (by a client that read
+    /// it through the API).
+    pub fn mark_saved(&self, id: &str, path: &str) -> Result<(), NodeError> {
+        if !self.s.ctx.store.set_saved(&parse_id(id)?, path)? {
+            return Err(NodeError::NotFound(format!("message {id} carries no attachment")));
+        }
+        Ok(())
+    }
+
+    /// The attachment of message `id`, its blob's manifest (when held) and whether every chunk
+    /// is held, for reading its plaintext with [`Node::read_attachment`].
+    pub fn attachment(
+        &self,
+        id: &str,
+    ) -> Result<
+        (kith_protocol::blob::Attachment, Option<kith_protocol::blob::Manifest>, bool),
+        NodeError,
+    > {
+        let (_, a) = self.s.media.attachment(&parse_id(id)?)?;
+        let manifest = self.s.media.blobs.manifest(&a.hash)?;
+        let complete = matches!(self.s.media.blobs.missing(&a.hash), Ok(m) if m.is_empty());
+        Ok((a, manifest, complete))
+    }
+
+    /// The plaintext of chunk `index` of an attachment's blob (checked and opened).
+    pub async fn read_attachment(
+        &self,
+        a: &kith_protocol::blob::Attachment,
+        manifest: std::sync::Arc<kith_protocol::blob::Manifest>,
+        index: usize,
+    ) -> Result<Vec<u8>, NodeError> {
+        let blobs = self.s.media.blobs.clone();
+        let (hash, key) = (a.hash, a.blob_key());
+        tokio::task::spawn_blocking(move || blobs.plain_chunk(&manifest, &hash, &key, index))
+            .await
+            .map_err(|e| NodeError::Internal(format!("a blob read failed: {e}")))?
+            .map_err(NodeError::from)
+    }
+
     /// The history, oldest first: the direct conversation with `with`, or everything.
     pub fn messages(
         &self,
@@ -413,6 +534,12 @@ impl Node {
     }
 }
 
+fn parse_id(id: &str) -> Result<[u8; 16], NodeError> {
+    kith_protocol::MessageId::parse(id)
+        .map(|m| m.0)
+        .map_err(|e| NodeError::BadInput(format!("message id {id:?}: {e}")))
+}
+
 fn check_text(text: &str) -> Result<(), NodeError> {
     if text.len() > MAX_TEXT {
         return Err(NodeError::BadInput(format!(
@@ -441,6 +568,7 @@ pub(crate) fn lone_node(dir: &std::path::Path, mailbox: bool) -> NodeConfig {
         bootstrap: vec![],
         pow_bits: 8,
         mailbox: MailboxConfig { enabled: mailbox, ..MailboxConfig::default() },
+        media: MediaConfig::default(),
     }
 }
 

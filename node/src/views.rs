@@ -24,6 +24,67 @@ pub enum NodeEvent {
     },
     /// A read-back of this user's name found another identity's record for it.
     NameConflict(NameConflictView),
+    /// An attachment's blob is being fetched (progress), or its fetch ended.
+    Transfer(TransferView),
+}
+
+/// How an attachment's fetch stands, as the event stream reports it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TransferView {
+    /// The blob's hash, hex.
+    pub hash: String,
+    /// The messages that carry it.
+    pub messages: Vec<String>,
+    /// `downloading`, `complete` or `failed`.
+    pub state: &'static str,
+    /// Plaintext bytes held so far (whole chunks).
+    pub bytes_held: u64,
+    /// The plaintext size.
+    pub size: u64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An attachment as the API shows it with its message.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AttachmentView {
+    /// The blob's hash, hex.
+    pub hash: String,
+    /// The file name its sender gave.
+    pub name: Option<String>,
+    /// The MIME type its sender gave.
+    pub mime: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// The caption.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// Width and height in pixels, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Duration in milliseconds, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Whether an inline preview came with it (`GET /v1/messages/{id}/preview`).
+    pub preview: bool,
+    /// `available`, `downloading`, `complete`, `failed` or `evicted`.
+    pub state: &'static str,
+    /// While downloading: plaintext bytes held so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_held: Option<u64>,
+    /// Why the last fetch failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where it was last saved, as the saver reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_to: Option<String>,
+    /// For an attachment this device sent: one of the user's mailboxes holds it whole (its
+    /// recipients can fetch it while this device is offline).
+    pub held_by_mailbox: bool,
 }
 
 /// Another identity's claim on this user's name, as the last read-back found it.
@@ -68,6 +129,9 @@ pub struct MessageView {
     /// failed (offline, a mailbox over quota, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// For an `attachment`: the file and where its blob stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Box<AttachmentView>>,
 }
 
 /// The node's status as the API shows it.
@@ -320,5 +384,33 @@ pub(crate) fn view(
         sent_at: rfc3339(m.sent_at),
         status: m.status.as_str(),
         pending_reason: pending_reason(store, m),
+        attachment: if m.kind == "attachment" { attachment_view(store, &m.id) } else { None },
     }
+}
+
+/// The attachment of message `id`, as the API shows it.
+pub(crate) fn attachment_view(store: &Store, id: &[u8; 16]) -> Option<Box<AttachmentView>> {
+    let e = store.attachment(id).ok().flatten()?;
+    let a: kith_protocol::blob::Attachment =
+        kith_protocol::codec::from_stored_slice(&e.attachment, 64 * 1024).ok()?;
+    // Whole chunks held (the last one may be short, hence the cap).
+    let bytes_held = store
+        .progress(&a.hash)
+        .map(|(held, _)| (held as u64 * kith_protocol::blob::CHUNK_SIZE as u64).min(a.size));
+    Some(Box::new(AttachmentView {
+        hash: hex::encode(a.hash),
+        name: a.name,
+        mime: a.mime,
+        size: a.size,
+        caption: a.caption,
+        width: a.width,
+        height: a.height,
+        duration_ms: a.duration_ms,
+        preview: a.preview.is_some(),
+        state: e.state.as_str(),
+        bytes_held: bytes_held.filter(|_| e.state == crate::store::BlobState::Downloading),
+        error: e.error,
+        saved_to: e.saved_to,
+        held_by_mailbox: e.mailbox_held,
+    }))
 }

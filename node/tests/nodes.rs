@@ -31,6 +31,7 @@ async fn start_with(
         bootstrap,
         pow_bits: POW,
         mailbox,
+        media: kith_node::node::MediaConfig::default(),
     })
     .await
     .expect("node starts")
@@ -1289,4 +1290,122 @@ async fn the_api_serves_its_owner_through_slow_loris_and_idle_floods() {
     drop(idle);
     let _ = stop_tx.send(());
     server.await.expect("server task").expect("server");
+}
+
+/// Writes `len` pseudo-random bytes to a file under `dir` and returns its path.
+fn random_file(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
+    use rand::{RngCore, SeedableRng};
+    let mut bytes = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(len as u64).fill_bytes(&mut bytes);
+    let path = dir.join(format!("file-{len}.bin"));
+    std::fs::write(&path, &bytes).expect("write the file");
+    path
+}
+
+fn file_meta(name: &str) -> kith_node::node::FileMeta {
+    kith_node::node::FileMeta {
+        name: Some(name.into()),
+        mime: "application/octet-stream".into(),
+        caption: Some("for you".into()),
+    }
+}
+
+/// The attachment state of message `id` on `n`.
+fn blob_state(n: &Node, id: &str) -> String {
+    n.message(id).ok().and_then(|m| m.attachment).map(|a| a.state.to_owned()).unwrap_or_default()
+}
+
+/// A file alice sends reaches bob as an attachment that downloads on request and saves
+/// byte-identical; bob's other copy is the same file, and alice's shows it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_reaches_a_contact_whole() {
+    let (_boot, alice, bob) = network().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(dir.path(), 3 * 256 * 1024 + 1000);
+    let sent = alice.node.send_file("@bob", &src, file_meta("data.bin")).await.expect("sent");
+    let a = sent.attachment.expect("an attachment view");
+    assert_eq!((a.state, a.size, a.name.as_deref()), ("complete", 787_432, Some("data.bin")));
+    eventually(20, "delivery", || async { delivered(&alice.node, &sent.id).await.then_some(()) })
+        .await;
+    // Not an image: it waits for bob to ask.
+    assert_eq!(blob_state(&bob.node, &sent.id), "available");
+    let got = bob.node.message(&sent.id).expect("bob has it");
+    assert_eq!(got.attachment.as_ref().and_then(|a| a.caption.as_deref()), Some("for you"));
+    let out = dir.path().join("saved.bin");
+    let n = bob.node.save_attachment(&sent.id, &out).await.expect("saved");
+    assert_eq!(n, 787_432);
+    assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&src).expect("read"));
+    let view = bob.node.message(&sent.id).expect("view").attachment.expect("attachment");
+    assert_eq!(view.state, "complete");
+    assert_eq!(view.saved_to.as_deref(), Some(out.to_string_lossy().as_ref()));
+}
+
+/// A photo sent to bob while he is offline arrives after alice went offline too: her mailbox
+/// holds the blob, bob fetches it from there, and a chunk alice's copy serves damaged (she is
+/// back, and listed first) is refused and fetched from the mailbox instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_comes_from_the_mailbox_and_a_bad_chunk_is_refused() {
+    let (boot, alice, bob) =
+        network_with(MailboxConfig { enabled: true, ..MailboxConfig::default() }).await;
+    let mb = addr(&boot.node).await;
+    alice.node.add_mailbox(&mb.to_string()).await.expect("alice enrolls");
+    bob.node.add_mailbox(&mb.to_string()).await.expect("bob enrolls");
+    alice.node.resolve("bob").await.expect("alice knows bob");
+    let TestNode { node: bob_node, home: bob_home, _dir: _bob_dir } = bob;
+    bob_node.shutdown().await.expect("stops");
+    drop(bob_node);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(dir.path(), 5 * 256 * 1024);
+    let meta = kith_node::node::FileMeta { mime: "image/jpeg".into(), ..file_meta("cat.jpg") };
+    let sent = alice.node.send_file("@bob", &src, meta).await.expect("sent");
+    eventually(60, "the mailbox holds the blob and the message", || async {
+        let m = alice.node.message(&sent.id).ok()?;
+        (m.status == "stored" && m.attachment?.held_by_mailbox).then_some(())
+    })
+    .await;
+    let TestNode { node: alice_node, home: alice_home, _dir: _alice_dir } = alice;
+    alice_node.shutdown().await.expect("stops");
+    drop(alice_node);
+
+    // Bob is back; alice is not. An image under the limit downloads by itself.
+    let bob2 = start(&bob_home, vec![mb.clone()]).await;
+    eventually(60, "the photo, from the mailbox", || async {
+        (blob_state(&bob2, &sent.id) == "complete").then_some(())
+    })
+    .await;
+    let out = dir.path().join("cat.jpg");
+    bob2.save_attachment(&sent.id, &out).await.expect("saved");
+    assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&src).expect("read"));
+
+    // Alice is back with a damaged chunk; bob forgets his copy and fetches it again, asking
+    // alice (its sender) first.
+    let hash = bob2.message(&sent.id).expect("view").attachment.expect("attachment").hash;
+    let chunk = alice_home.join("blobs").join(&hash).join("2");
+    let mut bytes = std::fs::read(&chunk).expect("alice's chunk");
+    bytes[100] ^= 1;
+    std::fs::write(&chunk, &bytes).expect("damage it");
+    let alice2 = start(&alice_home, vec![mb]).await;
+    eventually(20, "alice connected", || async {
+        (alice2.status().await.ok()?.connected_peers > 0).then_some(())
+    })
+    .await;
+    bob2.shutdown().await.expect("stops");
+    drop(bob2);
+    std::fs::remove_dir_all(bob_home.join("blobs").join(&hash)).expect("forget the blob");
+    let bob3 = start(&bob_home, vec![addr(&boot.node).await]).await;
+    eventually(20, "bob connected", || async {
+        (bob3.status().await.ok()?.connected_peers > 0).then_some(())
+    })
+    .await;
+    bob3.download(&sent.id).await.expect("downloaded again");
+    let out2 = dir.path().join("cat2.jpg");
+    bob3.save_attachment(&sent.id, &out2).await.expect("saved");
+    assert_eq!(std::fs::read(&out2).expect("read"), std::fs::read(&src).expect("read"));
+    let rejected = bob3
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("kith_blob_chunks_rejected_total ")?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(rejected >= 1, "the damaged chunk was not refused");
 }

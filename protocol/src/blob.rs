@@ -312,6 +312,125 @@ pub fn open(key: &BlobKey, manifest: &Manifest, sealed: &[Vec<u8>]) -> Result<Ve
     Ok(plain)
 }
 
+/// Longest caption of an attachment, in bytes.
+pub const MAX_CAPTION: usize = 4096;
+/// Largest inline preview of an attachment (senders make theirs at most 8 KiB; 12 KiB are
+/// accepted).
+pub const MAX_PREVIEW: usize = 12 * 1024;
+/// Most holders an attachment names.
+pub const MAX_HOLDERS: usize = 4;
+/// Most addresses per holder.
+pub const MAX_HOLDER_ADDRS: usize = 8;
+/// Image types a preview may have.
+pub const PREVIEW_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
+
+/// What an `attachment` message carries: the blob's name and key, what the file is, and where
+/// else than at its sender it can be fetched. Travels only inside end-to-end encrypted messages.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The blob's hash: SHA-256 of its manifest ([`Manifest::hash`]).
+    #[serde(with = "serde_bytes")]
+    pub hash: [u8; 32],
+    /// Size of the plaintext in bytes.
+    pub size: u64,
+    /// MIME type (as the sender's client named it; never trusted to be right).
+    pub mime: String,
+    /// Original file name.
+    pub name: Option<String>,
+    /// The blob's key ([`BlobKey`]).
+    #[serde(with = "serde_bytes")]
+    pub key: [u8; 32],
+    /// A caption shown with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// A small image shown before the blob is fetched (a thumbnail, a video's poster frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+    /// Width in pixels of an image or video, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels of an image or video, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Duration in milliseconds of audio or video, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Peers besides the sending device that were asked to hold the blob (its sender's
+    /// mailboxes), as mailbox peers are listed in name records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<crate::name::MailboxPeer>,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("hash", &hex_short(&self.hash))
+            .field("size", &self.size)
+            .field("mime", &self.mime)
+            .field("name", &self.name)
+            .field("key", &"<secret>")
+            .field("caption", &self.caption)
+            .field("preview", &self.preview.as_ref().map(|p| p.bytes.len()))
+            .field("holders", &self.holders.len())
+            .finish()
+    }
+}
+
+fn hex_short(hash: &[u8; 32]) -> String {
+    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An inline preview image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// One of [`PREVIEW_TYPES`].
+    pub mime: String,
+    /// The encoded image, at most [`MAX_PREVIEW`] bytes.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl Attachment {
+    /// Checks sizes and ranges (run when a message is decoded).
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let bad = |what: String| Err(DecodeError::Invalid(what));
+        let short = crate::message::MAX_SHORT;
+        if self.mime.len() > short || self.name.as_ref().is_some_and(|n| n.len() > short) {
+            return bad(format!("an attachment's type or name longer than {short} bytes"));
+        }
+        if self.size > MAX_BLOB_SIZE {
+            return bad(format!("an attachment of {} bytes (at most {MAX_BLOB_SIZE})", self.size));
+        }
+        if self.caption.as_ref().is_some_and(|c| c.len() > MAX_CAPTION) {
+            return bad(format!("a caption longer than {MAX_CAPTION} bytes"));
+        }
+        if let Some(p) = &self.preview {
+            if p.bytes.len() > MAX_PREVIEW || !PREVIEW_TYPES.contains(&p.mime.as_str()) {
+                return bad(format!(
+                    "a preview must be JPEG, PNG or WebP of at most {MAX_PREVIEW} bytes"
+                ));
+            }
+        }
+        if self.holders.len() > MAX_HOLDERS
+            || self.holders.iter().any(|h| {
+                h.peer_id.len() > 64
+                    || h.addrs.len() > MAX_HOLDER_ADDRS
+                    || h.addrs.iter().any(|a| a.len() > short)
+            })
+        {
+            return bad(format!(
+                "at most {MAX_HOLDERS} holders of {MAX_HOLDER_ADDRS} addresses each"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The blob's key.
+    pub fn blob_key(&self) -> BlobKey {
+        BlobKey(self.key)
+    }
+}
+
 /// Largest encoded [`BlobRequest`].
 pub const MAX_BLOB_REQUEST: usize = 128;
 /// Largest encoded [`BlobResponse`]: a whole manifest or a sealed chunk, and framing.

@@ -49,6 +49,14 @@ pub enum MailboxRequest {
     },
     /// From a mailbox to a connected device: envelopes are waiting.
     Notify,
+    /// Hold blob `hash` for the connecting (enrolled) device's user: the mailbox fetches it
+    /// from the device over `/kith/blob/1` and serves it to whoever presents the hash. Asked
+    /// again, it says how far it got.
+    HoldBlob {
+        /// The blob's hash.
+        #[serde(with = "serde_bytes")]
+        hash: [u8; 32],
+    },
 }
 
 /// The id of a held envelope: [`crate::Envelope::digest`].
@@ -96,6 +104,12 @@ pub enum MailboxResponse {
     },
     /// Acknowledges a `Notify`.
     Ok,
+    /// The answer to `HoldBlob`: the mailbox holds the blob whole (`complete`), or is
+    /// fetching it.
+    BlobHeld {
+        /// Whether every chunk is held.
+        complete: bool,
+    },
 }
 
 impl MailboxRequest {

@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use crate::blob::Attachment;
 use crate::codec;
 use crate::error::DecodeError;
 use crate::identity::UserId;
@@ -266,19 +267,8 @@ pub enum Content {
         /// True for the last update (sharing stopped).
         stopped: bool,
     },
-    /// `attachment`: a reference to an encrypted blob stored elsewhere.
-    Attachment {
-        /// The blob's hash: SHA-256 of its manifest ([`crate::blob::Manifest::hash`]).
-        hash: [u8; 32],
-        /// Size of the plaintext in bytes.
-        size: u64,
-        /// MIME type.
-        mime: String,
-        /// Original file name.
-        name: Option<String>,
-        /// The symmetric key of the blob.
-        key: [u8; 32],
-    },
+    /// `attachment`: a reference to an encrypted blob stored elsewhere (`docs/protocol.md` 6.3).
+    Attachment(Box<Attachment>),
     /// `bill`: a bill split among people, or an update of its settlement state.
     BillSplit {
         /// Identifies the bill across updates.
@@ -439,16 +429,6 @@ struct LiveLocationW {
     stopped: bool,
 }
 #[derive(Serialize, Deserialize)]
-struct AttachmentW {
-    #[serde(with = "serde_bytes")]
-    hash: [u8; 32],
-    size: u64,
-    mime: String,
-    name: Option<String>,
-    #[serde(with = "serde_bytes")]
-    key: [u8; 32],
-}
-#[derive(Serialize, Deserialize)]
 struct BillW {
     bill: SessionId,
     description: String,
@@ -530,7 +510,7 @@ impl Content {
             Content::Typing { .. } => "typing",
             Content::Location { .. } => "location",
             Content::LiveLocation { .. } => "live_location",
-            Content::Attachment { .. } => "attachment",
+            Content::Attachment(_) => "attachment",
             Content::BillSplit { .. } => "bill",
             Content::GroupInvite { .. } => "group.invite",
             Content::GroupAdd { .. } => "group.add",
@@ -592,10 +572,7 @@ impl Content {
                 label.as_deref().map_or(Ok(()), |l| short(l, "label"))
             }
             Content::LiveLocation { lat, lon, .. } => point(*lat, *lon),
-            Content::Attachment { mime, name, .. } => {
-                short(mime, "mime type")?;
-                name.as_deref().map_or(Ok(()), |n| short(n, "file name"))
-            }
+            Content::Attachment(a) => a.validate(),
             Content::BillSplit { description, currency, shares, .. } => {
                 short(description, "description")?;
                 list(shares.len(), "shares")?;
@@ -670,9 +647,7 @@ impl Content {
             Content::LiveLocation { session, seq, lat, lon, accuracy_m, until, stopped } => {
                 codec::to_vec(&LiveLocationW { session, seq, lat, lon, accuracy_m, until, stopped })
             }
-            Content::Attachment { hash, size, mime, name, key } => {
-                codec::to_vec(&AttachmentW { hash, size, mime, name, key })
-            }
+            Content::Attachment(a) => codec::to_vec(&a),
             Content::BillSplit { bill, description, total, currency, shares } => {
                 codec::to_vec(&BillW { bill, description, total, currency, shares })
             }
@@ -745,10 +720,7 @@ impl Content {
                     codec::from_slice(b, m)?;
                 Content::LiveLocation { session, seq, lat, lon, accuracy_m, until, stopped }
             }
-            "attachment" => {
-                let AttachmentW { hash, size, mime, name, key } = codec::from_slice(b, m)?;
-                Content::Attachment { hash, size, mime, name, key }
-            }
+            "attachment" => Content::Attachment(Box::new(codec::from_slice(b, m)?)),
             "bill" => {
                 let BillW { bill, description, total, currency, shares } = codec::from_slice(b, m)?;
                 Content::BillSplit { bill, description, total, currency, shares }

@@ -69,17 +69,34 @@ fn content() -> impl Strategy<Value = Content> {
             }),
         (
             any::<[u8; 32]>(),
-            any::<u64>(),
+            0..=kith_protocol::blob::MAX_BLOB_SIZE,
             "[a-z]{1,10}/[a-z]{1,10}",
             proptest::option::of(short()),
-            any::<[u8; 32]>()
+            any::<[u8; 32]>(),
+            proptest::option::of(short()),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            proptest::option::of(any::<u32>()),
         )
-            .prop_map(|(hash, size, mime, name, key)| Content::Attachment {
-                hash,
-                size,
-                mime,
-                name,
-                key
+            .prop_map(|(hash, size, mime, name, key, caption, preview, width)| {
+                Content::Attachment(Box::new(kith_protocol::blob::Attachment {
+                    hash,
+                    size,
+                    mime,
+                    name,
+                    key,
+                    caption,
+                    preview: preview.map(|bytes| kith_protocol::blob::Preview {
+                        mime: "image/webp".into(),
+                        bytes,
+                    }),
+                    width,
+                    height: width,
+                    duration_ms: None,
+                    holders: vec![kith_protocol::name::MailboxPeer {
+                        peer_id: vec![1, 2, 3],
+                        addrs: vec!["/memory/1".into()],
+                    }],
+                }))
             }),
         (
             sid(),

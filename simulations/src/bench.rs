@@ -198,6 +198,7 @@ async fn node_at(
         bootstrap,
         pow_bits: POW_BITS,
         mailbox: MailboxConfig::default(),
+        media: kith_node::node::MediaConfig::default(),
     })
     .await?;
     Ok(node)

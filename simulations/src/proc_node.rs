@@ -323,6 +323,7 @@ impl Me<'_> {
             bootstrap: p.bootstrap.iter().map(|&b| self.addrs.peer(b)).collect(),
             pow_bits: self.scenario.pow_bits,
             mailbox: MailboxConfig { enabled: p.role == Role::Mailbox, ..MailboxConfig::default() },
+            media: kith_node::node::MediaConfig::default(),
         })
         .await
         .with_context(|| format!("node {} did not start", self.index))

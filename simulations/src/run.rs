@@ -154,6 +154,7 @@ impl Sim<'_> {
             bootstrap: p.bootstrap.iter().filter_map(|&b| self.addr_of(b)).collect(),
             pow_bits: self.scenario.pow_bits,
             mailbox: MailboxConfig { enabled: p.role == Role::Mailbox, ..MailboxConfig::default() },
+            media: kith_node::node::MediaConfig::default(),
         })
         .await
         .with_context(|| format!("node {i} did not start"))?;

@@ -29,6 +29,7 @@ pub(crate) fn receive_copy(
     peer: UserId,
     peer_name: Option<String>,
     bytes: &[u8],
+    sender: libp2p::PeerId,
 ) -> Result<Accepted, NodeError> {
     let bad = |e: String| NodeError::BadInput(e);
     let inner = Message::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
@@ -43,6 +44,9 @@ pub(crate) fn receive_copy(
     let stored = StoredMessage::of(&inner, Direction::Out, peer.0, Status::Sent, inner.to_bytes());
     if !store.insert_incoming(&stored)? {
         return Ok(Accepted::Duplicate);
+    }
+    if let Content::Attachment(a) = &inner.content {
+        s.media.record(&stored, a, sender)?;
     }
     let names = views::names(&s.ctx.store, s.ctx.user_id())?;
     if let Some(name) = peer_name.filter(|_| !names.contains_key(&peer.0)) {

@@ -54,9 +54,14 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
         return Err(NodeError::BadInput(format!("{} from another user", m.content.kind())));
     }
     match &m.content {
-        Content::SelfSent { peer, peer_name, message } => {
-            device_sync::receive_copy(s, m, *peer, peer_name.clone(), message)
-        }
+        Content::SelfSent { peer, peer_name, message } => device_sync::receive_copy(
+            s,
+            m,
+            *peer,
+            peer_name.clone(),
+            message,
+            opened.sender.peer_id,
+        ),
         Content::DevicePrekey { prekey } => {
             s.records.on_device_prekey(&opened.sender, prekey);
             Ok(Accepted::Applied)

@@ -21,6 +21,9 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
     if !store.insert_incoming(&stored)? {
         return Ok(Accepted::Duplicate);
     }
+    if let kith_protocol::Content::Attachment(a) = &m.content {
+        s.media.record(&stored, a, opened.sender.peer_id)?;
+    }
     let names = views::names_for(&s.ctx.store, s.ctx.user_id(), &[m.sender.0, stored.peer])?;
     Ok(Accepted::New(Box::new(NewMessage {
         view: views::view(&s.ctx.store, s.ctx.user_id(), &stored, &names),

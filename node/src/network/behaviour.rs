@@ -12,9 +12,9 @@ use libp2p::{connection_limits, gossipsub, identify, kad, noise, ping, relay, tc
 use prometheus_client::metrics::counter::Counter;
 
 use super::{
-    FrameCodec, Proto, TransportKind, BOOTSTRAP_INTERVAL, DM_TIMEOUT, IDENTIFY_VERSION,
-    IDLE_TIMEOUT, KAD_PROTOCOL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER, MAX_DM_STREAMS,
-    MAX_PENDING_INCOMING, MAX_STORED_RECORDS, QUERY_TIMEOUT,
+    FrameCodec, Proto, TransportKind, BLOB_TIMEOUT, BOOTSTRAP_INTERVAL, DM_TIMEOUT,
+    IDENTIFY_VERSION, IDLE_TIMEOUT, KAD_PROTOCOL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER,
+    MAX_DM_STREAMS, MAX_PENDING_INCOMING, MAX_STORED_RECORDS, QUERY_TIMEOUT,
 };
 use crate::error::NodeError;
 
@@ -31,6 +31,7 @@ pub(super) struct Behaviour {
     pub(super) gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<FrameCodec>,
     link: request_response::Behaviour<FrameCodec>,
+    blob: request_response::Behaviour<FrameCodec>,
     relay: Toggle<relay::Behaviour>,
 }
 
@@ -42,6 +43,7 @@ impl Behaviour {
             Proto::Mailbox => &mut self.mailbox,
             Proto::Sync => &mut self.sync,
             Proto::Link => &mut self.link,
+            Proto::Blob => &mut self.blob,
         }
     }
 }
@@ -77,7 +79,7 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool, rejected: &Cou
             FrameCodec::new(spec.max_request, spec.max_response).counting(rejected.clone()),
             [(spec.name.clone(), ProtocolSupport::Full)],
             request_response::Config::default()
-                .with_request_timeout(DM_TIMEOUT)
+                .with_request_timeout(if proto == Proto::Blob { BLOB_TIMEOUT } else { DM_TIMEOUT })
                 .with_max_concurrent_streams(MAX_DM_STREAMS),
         )
     };
@@ -99,9 +101,23 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool, rejected: &Cou
     let ping = ping::Behaviour::new(ping::Config::new());
     let sync = rr(Proto::Sync);
     let link = rr(Proto::Link);
+    let blob = rr(Proto::Blob);
     let gossipsub = gossip(key);
     let addresses = super::address_limits::Behaviour::default();
-    Behaviour { limits, addresses, kad, dm, mailbox, identify, ping, gossipsub, sync, link, relay }
+    Behaviour {
+        limits,
+        addresses,
+        kad,
+        dm,
+        mailbox,
+        identify,
+        ping,
+        gossipsub,
+        sync,
+        link,
+        blob,
+        relay,
+    }
 }
 
 /// Gossipsub for group chats: messages are anonymous at the gossipsub layer (authenticity comes

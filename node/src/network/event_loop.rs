@@ -226,12 +226,16 @@ impl EventLoop {
         bytes: Vec<u8>,
         reply: SendReply,
     ) {
+        let has_addrs = !addrs.is_empty();
         for addr in addrs {
             self.swarm.add_peer_address(peer, addr);
         }
         if self.pending_send.len() >= MAX_PENDING_QUERIES {
             let _ = reply.send(Err("too many requests in flight".into()));
-        } else if matches!(proto, Proto::Mailbox | Proto::Link) || self.swarm.is_connected(&peer) {
+        } else if matches!(proto, Proto::Mailbox | Proto::Link)
+            || (proto == Proto::Blob && has_addrs)
+            || self.swarm.is_connected(&peer)
+        {
             self.send_request(proto, peer, bytes, reply);
         } else if self.pending() >= MAX_PENDING_QUERIES {
             let _ = reply.send(Err("too many DHT queries in flight".into()));
@@ -458,6 +462,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_rr(Proto::Mailbox, e),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_rr(Proto::Sync, e),
             SwarmEvent::Behaviour(BehaviourEvent::Link(e)) => self.on_rr(Proto::Link, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Blob(e)) => self.on_rr(Proto::Blob, e),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -642,7 +647,8 @@ impl EventLoop {
                         Event::InboundEnvelope { reply, .. }
                         | Event::MailboxRequest { reply, .. }
                         | Event::SyncRequest { reply, .. }
-                        | Event::LinkRequest { reply, .. },
+                        | Event::LinkRequest { reply, .. }
+                        | Event::BlobRequest { reply, .. },
                     )) = self.events.try_send(event)
                     {
                         self.counters.busy.inc();

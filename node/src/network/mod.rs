@@ -44,6 +44,10 @@ pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/dm/1");
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/sync/1");
 /// Mailbox protocol name.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/mailbox/1");
+/// Blob transfer protocol name.
+pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/blob/1");
+/// Timeout of a blob request (one chunk of 256 KiB).
+pub const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Device linking protocol name.
 pub const LINK_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/link/1");
 /// Identify protocol version string.
@@ -177,6 +181,8 @@ pub enum Proto {
     Sync,
     /// `/kith/link/1`.
     Link,
+    /// `/kith/blob/1`.
+    Blob,
 }
 
 /// What the network reports to the node.
@@ -213,6 +219,16 @@ pub enum Event {
     /// A device asks to be linked (or for history); it must be answered with an encoded
     /// [`kith_protocol::link::LinkResponse`].
     LinkRequest {
+        /// The requesting peer (authenticated by the transport).
+        peer: PeerId,
+        /// The encoded request.
+        bytes: Vec<u8>,
+        /// Where to send the answer.
+        reply: Reply,
+    },
+    /// A blob request arrived; it must be answered with an encoded
+    /// [`kith_protocol::blob::BlobResponse`].
+    BlobRequest {
         /// The requesting peer (authenticated by the transport).
         peer: PeerId,
         /// The encoded request.
@@ -403,6 +419,17 @@ impl Client {
         bytes: Vec<u8>,
     ) -> Result<Result<Vec<u8>, String>, NodeError> {
         self.call(|reply| Command::Request { proto: Proto::Link, peer, addrs, bytes, reply }).await
+    }
+
+    /// Sends a blob request to a peer, at `addrs` if it is not connected (found on the DHT when
+    /// there are none).
+    pub async fn blob_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        bytes: Vec<u8>,
+    ) -> Result<Result<Vec<u8>, String>, NodeError> {
+        self.call(|reply| Command::Request { proto: Proto::Blob, peer, addrs, bytes, reply }).await
     }
 
     /// Sends a group sync request to a peer.

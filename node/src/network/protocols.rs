@@ -6,8 +6,8 @@ use kith_protocol::{AckStatus, DeliveryAck};
 use libp2p::{PeerId, StreamProtocol};
 
 use super::{
-    Event, Proto, Reply, DM_PROTOCOL, LINK_PROTOCOL, MAILBOX_PROTOCOL, MAX_DM_REQUEST,
-    MAX_DM_RESPONSE, SYNC_PROTOCOL,
+    Event, Proto, Reply, BLOB_PROTOCOL, DM_PROTOCOL, LINK_PROTOCOL, MAILBOX_PROTOCOL,
+    MAX_DM_REQUEST, MAX_DM_RESPONSE, SYNC_PROTOCOL,
 };
 
 /// Everything that differs between the request-response protocols: one row per [`Proto`].
@@ -27,7 +27,7 @@ pub(super) struct RrProtocol {
 }
 
 /// The request-response protocols, in [`Proto`] order.
-pub(super) static RR_PROTOCOLS: [RrProtocol; 4] = [
+pub(super) static RR_PROTOCOLS: [RrProtocol; 5] = [
     RrProtocol {
         proto: Proto::Dm,
         name: DM_PROTOCOL,
@@ -70,6 +70,14 @@ pub(super) static RR_PROTOCOLS: [RrProtocol; 4] = [
         max_response: kith_protocol::link::MAX_LINK_RESPONSE,
         busy: || kith_protocol::link::LinkResponse::Refused { reason: "busy".into() }.to_bytes(),
         event: |peer, bytes, reply| Event::LinkRequest { peer, bytes, reply },
+    },
+    RrProtocol {
+        proto: Proto::Blob,
+        name: BLOB_PROTOCOL,
+        max_request: kith_protocol::blob::MAX_BLOB_REQUEST,
+        max_response: kith_protocol::blob::MAX_BLOB_RESPONSE,
+        busy: || kith_protocol::blob::BlobResponse::Refused { reason: "busy".into() }.to_bytes(),
+        event: |peer, bytes, reply| Event::BlobRequest { peer, bytes, reply },
     },
 ];
 

@@ -133,6 +133,17 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
         }
     }
 
+    /// `peer` does not hold `chunk` (yet: a member still fetching it), or was too busy to
+    /// serve it: the chunk goes back to the queue and is not asked of that peer again in this
+    /// fetch, but the peer is not counted as failing.
+    pub fn not_held(&mut self, chunk: usize, peer: &P) {
+        if self.in_flight.get(&chunk).is_some_and(|(p, _)| p == peer) {
+            self.in_flight.remove(&chunk);
+            self.queue.insert(chunk);
+            self.failed_pairs.insert((chunk, peer.clone()));
+        }
+    }
+
     /// Requests in flight for longer than [`CHUNK_TIMEOUT_MS`] at `now`; the caller reports
     /// each with [`Fetch::failed`].
     pub fn overdue(&self, now: u64) -> Vec<(usize, P)> {
@@ -247,5 +258,43 @@ mod tests {
         chunks.sort_unstable();
         assert_eq!(chunks, vec![3, 7]);
         assert_eq!(Fetch::<char>::new([], vec![]).next(0), Next::Complete);
+    }
+
+    #[test]
+    fn a_peer_without_the_chunk_is_not_asked_for_it_again_but_stays_a_source() {
+        let mut f = Fetch::new(0..(MAX_SOURCE_FAILURES as usize + 2), vec!['m']);
+        f.add_source('s');
+        // 'm' (a member still fetching) holds none of them; 's' (the sender) holds all.
+        let mut held = 0;
+        for now in 0..100 {
+            match f.next(now) {
+                Next::Ask(a) => {
+                    for (c, p) in a {
+                        if p == 'm' {
+                            f.not_held(c, &p);
+                        } else {
+                            f.done(c, &p);
+                            held += 1;
+                        }
+                    }
+                }
+                Next::Complete => break,
+                Next::Stuck(s) => panic!("stuck on {s:?}"),
+            }
+        }
+        assert_eq!(held, MAX_SOURCE_FAILURES as usize + 2);
+        // More misses than MAX_SOURCE_FAILURES, and 'm' is still asked for a new chunk.
+        let mut g = Fetch::new([0, 1, 2, 3, 4], vec!['m']);
+        for now in 0.. {
+            match g.next(now) {
+                Next::Ask(a) => a.iter().for_each(|(c, p)| g.not_held(*c, p)),
+                Next::Stuck(s) => {
+                    assert_eq!(s, vec![0, 1, 2, 3, 4], "every pair was tried");
+                    break;
+                }
+                Next::Complete => panic!("nothing was held"),
+            }
+        }
+        assert!(g.usable(&'m'));
     }
 }

@@ -35,6 +35,7 @@ pub(crate) fn device_of(peer: &PeerId) -> Option<[u8; 32]> {
 pub(crate) struct MailboxServer {
     pub(crate) ctx: Ctx,
     pub(crate) mailbox_client: super::mailbox_client::MailboxClient,
+    pub(crate) media: super::media::Media,
     /// Deposits per sending peer in the current minute; bounded.
     pub(crate) deposit_rate: Arc<Mutex<rules::mailbox::RateTable<PeerId>>>,
 }
@@ -83,7 +84,16 @@ impl MailboxServer {
             MailboxRequest::Fetch { max } => self.fetch(peer, max),
             MailboxRequest::Delete { ids } => self.delete(peer, ids),
             MailboxRequest::Notify => Ok((MailboxResponse::Ok, None)),
+            MailboxRequest::HoldBlob { hash } => self.hold_blob(peer, hash),
         }
+    }
+
+    fn hold_blob(&self, peer: PeerId, hash: [u8; 32]) -> Answer {
+        let device = device_of(&peer).ok_or_else(|| refusal("not a device", "invalid"))?;
+        let user = self.ctx.store.enrolled_user(&device).map_err(failed)?.ok_or_else(|| {
+            refusal("the device is not enrolled with this mailbox", "not_enrolled")
+        })?;
+        Ok((self.media.hold(peer, user, hash).map_err(failed)?, None))
     }
 
     fn enroll(&self, peer: PeerId, cert: &DeviceCertificate) -> Answer {
@@ -202,6 +212,7 @@ impl MailboxServer {
                 Err(e) => warn!("mailbox expiry failed: {e}"),
             }
             self.recount_mailbox();
+            self.media.expire_held(self.ctx.now());
             tokio::time::sleep(HOUSEKEEPING_INTERVAL).await;
         }
     }

@@ -13,6 +13,7 @@
 //! - [`conversations`]: conversations as the user names them, the history, read marks.
 //! - [`devices`]: linking and revoking devices.
 //! - [`mailbox_client`], [`mailbox_server`]: both sides of mailboxes.
+//! - [`media`]: attachments: sealing, recording, serving, fetching blobs, mailbox custody.
 //!
 //! [`Services`] holds one of each; the inbound path ([`crate::inbound`]), the maintenance task
 //! ([`crate::maintenance`]) and the [`crate::Node`] façade drive them.
@@ -22,6 +23,7 @@ pub mod devices;
 pub mod groups;
 pub mod mailbox_client;
 pub mod mailbox_server;
+pub mod media;
 pub mod messaging;
 pub mod outbox;
 pub mod records;
@@ -43,17 +45,24 @@ pub(crate) struct Services {
     pub(crate) devices: devices::Devices,
     pub(crate) mailbox_client: mailbox_client::MailboxClient,
     pub(crate) mailbox_server: mailbox_server::MailboxServer,
+    pub(crate) media: media::Media,
     /// Held by a send with an idempotency key from its check of the key to its recording.
     pub(crate) idempotent_sends: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Services {
     /// Builds every service over `ctx`.
-    pub(crate) fn new(ctx: Ctx) -> Result<Self, NodeError> {
+    pub(crate) fn new(
+        ctx: Ctx,
+        blobs: crate::blobs::BlobStore,
+        media_config: media::MediaConfig,
+    ) -> Result<Self, NodeError> {
         let outbox = outbox::Outbox::new(ctx.clone());
         let records = records::Records::new(ctx.clone(), outbox.clone());
         let messaging = messaging::Messaging::new(ctx.clone(), records.clone(), outbox.clone())?;
-        let groups = groups::Groups::new(ctx.clone(), records.clone(), messaging.clone());
+        let media = media::Media::new(ctx.clone(), records.clone(), blobs, media_config);
+        let groups =
+            groups::Groups::new(ctx.clone(), records.clone(), messaging.clone(), media.clone());
         let conversations = conversations::Conversations {
             ctx: ctx.clone(),
             messaging: messaging.clone(),
@@ -75,6 +84,7 @@ impl Services {
         let mailbox_server = mailbox_server::MailboxServer {
             ctx: ctx.clone(),
             mailbox_client: mailbox_client.clone(),
+            media: media.clone(),
             deposit_rate: Arc::new(Mutex::new(crate::rules::mailbox::RateTable::new(
                 ctx.mailbox.deposits_per_minute,
             ))),
@@ -89,6 +99,7 @@ impl Services {
             devices,
             mailbox_client,
             mailbox_server,
+            media,
             idempotent_sends: Arc::default(),
         })
     }

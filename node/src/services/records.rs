@@ -577,6 +577,42 @@ impl Records {
         }
     }
 
+    /// Whether `device` (an ed25519 device key) is one of user `user`'s, by the newest record
+    /// this node holds of that user (this user's own devices: [`Records::is_own_device`]).
+    pub(crate) fn is_device_of(&self, user: [u8; 16], device: &[u8; 32]) -> bool {
+        if user == self.ctx.user_id().0 {
+            return self.is_own_device(device);
+        }
+        self.known_record(user, self.ctx.now())
+            .and_then(|(_, _, r)| r)
+            .is_some_and(|r| r.devices.iter().any(|d| &d.device.device == device))
+    }
+
+    /// Whether `device` is one of this user's devices and not revoked: this one, one the
+    /// identity holder linked, or one the newest own record lists.
+    pub(crate) fn is_own_device(&self, device: &[u8; 32]) -> bool {
+        if *device == self.ctx.keys.device.public_bytes() {
+            return true;
+        }
+        let revoked: Vec<[u8; 32]> =
+            self.ctx.store.meta_get("revoked").ok().flatten().unwrap_or_default();
+        if revoked.contains(device) {
+            return false;
+        }
+        let now = self.ctx.now();
+        let linked = self.linked_entries().unwrap_or_default();
+        if linked
+            .iter()
+            .filter_map(|e| self.verify_entry(e, now))
+            .any(|d| &d.device.device == device)
+        {
+            return true;
+        }
+        let own = self.own_record.lock().ok().and_then(|o| o.as_ref().map(|x| x.1.clone()));
+        let own = own.or_else(|| self.ctx.name().and_then(|n| self.stored_own_record(&n, now)));
+        own.is_some_and(|r| r.devices.iter().any(|d| &d.device.device == device))
+    }
+
     /// Whether a message from `sender` may be accepted: its device must be listed in the newest
     /// record of its user this node knows, or have been certified after that record was issued
     /// (a device linked since). A device missing from a record issued after its certificate was

@@ -12,6 +12,9 @@
 //! | `mailbox_idx` | device (32) ‖ envelope id (16) | key in `mailbox` |
 //! | `enrolled` | device (32) | user id (16) of an enrolled device (mailbox nodes) |
 //! | `groups` | group id (16) | [`GroupState`] |
+//! | `attachments` | message id (16) | [`AttachmentEntry`] |
+//! | `blob_index` | blob hash (32) ‖ message id (16) | empty |
+//! | `held_blobs` | blob hash (32) | [`HeldBlob`] (mailbox nodes) |
 //!
 //! Values are CBOR through `kith_protocol::codec`. Writes that belong together (a message, its
 //! index entry, its outbox entry) are one sled transaction. Callers that acknowledge a write to
@@ -28,10 +31,12 @@ use crate::error::NodeError;
 
 mod groups;
 mod mailbox;
+mod media;
 mod outbox;
 
 pub use groups::{EpochMembers, GroupMember, GroupState, GroupWaiting};
 pub use mailbox::DepositRefusal;
+pub use media::{AttachmentEntry, BlobState, HeldBlob};
 pub use outbox::{DeviceTarget, Due, OutboxEntry, Waiting, LOOKUP};
 
 /// The version of the store layout; opening a store of another version is refused.
@@ -234,6 +239,11 @@ pub struct Store {
     groups: sled::Tree,
     group_waiting: sled::Tree,
     idempotency: sled::Tree,
+    attachments: sled::Tree,
+    blob_index: sled::Tree,
+    held_blobs: sled::Tree,
+    /// Fetches in progress: blob hash → (chunks held, chunks in all).
+    progress: media::Progress,
     /// How many keys `idempotency` holds, counted on first use ([`UNCOUNTED`] before): sled's
     /// `len` reads the whole tree.
     idempotency_len: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -348,6 +358,10 @@ impl Store {
             groups: tree("groups")?,
             group_waiting: tree("group_waiting")?,
             idempotency: tree("idempotency")?,
+            attachments: tree("attachments")?,
+            blob_index: tree("blob_index")?,
+            held_blobs: tree("held_blobs")?,
+            progress: std::sync::Arc::default(),
             idempotency_len: std::sync::Arc::new(UNCOUNTED.into()),
             flushes: std::sync::Arc::new(FlushGate::default()),
             outbox_index: std::sync::Arc::default(),

@@ -73,13 +73,22 @@ fn contents(sender: UserId) -> Vec<(&'static str, Content)> {
         ),
         (
             "attachment",
-            Content::Attachment {
+            Content::Attachment(Box::new(kith_protocol::blob::Attachment {
                 hash: [8; 32],
                 size: 123_456,
                 mime: "image/png".into(),
                 name: Some("cat.png".into()),
                 key: [9; 32],
-            },
+                caption: Some("the cat".into()),
+                preview: Some(kith_protocol::blob::Preview {
+                    mime: "image/webp".into(),
+                    bytes: vec![0x52, 0x49, 0x46, 0x46],
+                }),
+                width: Some(640),
+                height: Some(480),
+                duration_ms: None,
+                holders: vec![],
+            })),
         ),
         (
             "bill",

@@ -73,6 +73,8 @@ pub(crate) struct Groups {
     pub(crate) ctx: Ctx,
     pub(crate) records: super::records::Records,
     pub(crate) messaging: super::messaging::Messaging,
+    /// Attachments posted to groups are recorded there.
+    pub(crate) media: super::media::Media,
     /// Group states arriving in parts (long member lists), until they are whole.
     pub(crate) invite_parts: Arc<Mutex<rules::group::InviteParts>>,
     /// Group messages that arrived before their epoch's key.
@@ -88,11 +90,13 @@ impl Groups {
         ctx: Ctx,
         records: super::records::Records,
         messaging: super::messaging::Messaging,
+        media: super::media::Media,
     ) -> Self {
         Groups {
             ctx,
             records,
             messaging,
+            media,
             invite_parts: Arc::default(),
             early: Arc::default(),
             wake_sync: Arc::default(),

@@ -146,6 +146,11 @@ impl Groups {
                     let _ = net.subscribe(t, false).await;
                 });
             }
+            Content::Attachment(a) => {
+                self.media
+                    .record(&stored, a, opened.sender.peer_id)
+                    .or_warn("cannot record a group attachment");
+            }
             _ => {}
         }
         self.remember_peer(&g.id, &opened.sender.peer_id);

@@ -1,0 +1,809 @@
+//! Attachments: sealing a file into the blob store, recording every attachment sent or
+//! received, serving blobs to the peers allowed to fetch them, fetching blobs chunk by chunk
+//! from every holder (the schedule is `rules::blob_fetch`), the automatic download policy,
+//! asking this user's mailboxes to hold a blob (and, on a mailbox node, holding one), and
+//! reading the plaintext back.
+//!
+//! Who may fetch a blob from this node (`/kith/blob/1`): a peer that presents its hash and is
+//! - one of this user's devices, or one of this user's mailboxes;
+//! - in a direct conversation that carried it, a device the other user's newest known record
+//!   lists;
+//! - in a group that carried it, a device this node knows as a member's (it sent to the group,
+//!   or a member's record lists it), or a connected peer subscribed to the group's topic (whose
+//!   name only members learn);
+//! - anyone, for a blob this node holds as a mailbox (the hash is the capability; see
+//!   `docs/security.md`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kith_protocol::blob::{Attachment, BlobKey, BlobRequest, BlobResponse, Manifest};
+use kith_protocol::mailbox::{MailboxRequest, MailboxResponse};
+use kith_protocol::{codec, ConversationId};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::blobs::{BlobStore, BlobStoreError};
+use crate::ctx::Ctx;
+use crate::error::{NodeError, OrWarn};
+use crate::network::Reply;
+use crate::rules::blob_fetch::{Fetch, Next};
+use crate::services::mailbox_client::parse_addrs;
+use crate::services::mailbox_server::device_of;
+use crate::services::records::Records;
+use crate::store::{AttachmentEntry, BlobState, HeldBlob, StoredMessage};
+use crate::views::{NodeEvent, TransferView};
+
+/// Default largest file a user may send: 2 GiB.
+pub const DEFAULT_MAX_FILE: u64 = 2 << 30;
+/// Default quota of the blob store (sealed bytes): 20 GiB.
+pub const DEFAULT_BLOB_QUOTA: u64 = 20 << 30;
+/// Default size up to which an image downloads as soon as its message arrives: 16 MiB.
+pub const DEFAULT_AUTO_IMAGES: u64 = 16 << 20;
+/// Default size up to which any attachment downloads at once: none.
+pub const DEFAULT_AUTO_ANY: u64 = 0;
+/// Default sealed bytes a mailbox node holds for one user: 2 GiB.
+pub const DEFAULT_MAILBOX_BLOB_BYTES: u64 = 2 << 30;
+/// Blob requests this node serves at once; beyond, it answers `busy`.
+pub const MAX_SERVING: usize = 32;
+/// Blobs fetched at once; more wait their turn.
+pub const MAX_FETCHES: usize = 4;
+/// Rounds in a row in which no chunk arrived after which a fetch fails.
+pub const MAX_IDLE_ROUNDS: u32 = 6;
+/// The wait after a round in which no chunk arrived; it doubles each such round (2, 4, ... 64
+/// s: a fetch with no reachable holder fails after about two minutes).
+pub const ROUND_WAIT: Duration = Duration::from_secs(2);
+/// Members of a group asked for a blob besides its sender and holders.
+pub const MAX_GROUP_SOURCES: usize = 16;
+/// How often the sender asks its mailbox whether it holds a blob whole yet.
+pub const HOLD_POLL: Duration = Duration::from_secs(2);
+/// How long the sender keeps asking its mailbox to hold a blob.
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The media settings (`[media]` in `config.toml`).
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Largest file a user may send.
+    pub max_file_size: u64,
+    /// Quota of the blob store, in sealed bytes.
+    pub quota: u64,
+    /// Images up to this size download as soon as their message arrives.
+    pub auto_download_images: u64,
+    /// Any attachment up to this size downloads as soon as its message arrives.
+    pub auto_download_any: u64,
+    /// On a mailbox node: sealed bytes held for one user.
+    pub mailbox_blob_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_file_size: DEFAULT_MAX_FILE,
+            quota: DEFAULT_BLOB_QUOTA,
+            auto_download_images: DEFAULT_AUTO_IMAGES,
+            auto_download_any: DEFAULT_AUTO_ANY,
+            mailbox_blob_bytes: DEFAULT_MAILBOX_BLOB_BYTES,
+        }
+    }
+}
+
+/// What a file is, as its sender describes it.
+#[derive(Clone, Debug, Default)]
+pub struct FileMeta {
+    /// The file name shown to recipients.
+    pub name: Option<String>,
+    /// Its MIME type (`application/octet-stream` when unknown).
+    pub mime: String,
+    /// A caption.
+    pub caption: Option<String>,
+}
+
+/// The end of a fetch, as its waiters see it: `None` while it runs.
+type FetchEnd = Option<Result<(), String>>;
+
+/// The media service.
+#[derive(Clone, Debug)]
+pub(crate) struct Media {
+    pub(crate) ctx: Ctx,
+    pub(crate) records: Records,
+    pub(crate) blobs: BlobStore,
+    pub(crate) config: MediaConfig,
+    /// Fetches running, by blob hash.
+    fetches: Arc<Mutex<HashMap<[u8; 32], watch::Receiver<FetchEnd>>>>,
+    serving: Arc<Semaphore>,
+    fetch_slots: Arc<Semaphore>,
+}
+
+/// How asking one peer for one chunk went.
+enum Outcome {
+    /// Stored.
+    Got,
+    /// The peer does not hold it (yet), or was busy.
+    NotHeld,
+    /// An error, a refusal, or a chunk that failed its check.
+    Failed(String),
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> NodeError {
+    NodeError::Internal(format!("a blob store task failed: {e}"))
+}
+
+/// Runs a blob store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BlobStoreError> + Send + 'static,
+) -> Result<T, NodeError> {
+    Ok(tokio::task::spawn_blocking(f).await.map_err(blocking_failed)??)
+}
+
+/// The attachment recorded in an entry.
+pub(crate) fn decode_attachment(e: &AttachmentEntry) -> Result<Attachment, NodeError> {
+    codec::from_stored_slice(&e.attachment, 64 * 1024).map_err(|err| NodeError::Corrupt {
+        path: "store/attachments".into(),
+        what: format!("attachment of message {}: {err}", hex::encode(e.message)),
+    })
+}
+
+impl Media {
+    pub(crate) fn new(ctx: Ctx, records: Records, blobs: BlobStore, config: MediaConfig) -> Self {
+        Media {
+            ctx,
+            records,
+            blobs,
+            config,
+            fetches: Arc::default(),
+            serving: Arc::new(Semaphore::new(MAX_SERVING)),
+            fetch_slots: Arc::new(Semaphore::new(MAX_FETCHES)),
+        }
+    }
+
+    /// Seals the file at `path` into the blob store and returns the attachment announcing it
+    /// (naming this user's mailboxes as holders). Refuses a file over the size limit.
+    pub(crate) async fn seal(&self, path: &Path, meta: FileMeta) -> Result<Attachment, NodeError> {
+        let size = tokio::fs::metadata(path).await.map_err(|e| NodeError::io(path, e))?.len();
+        let max = self.config.max_file_size;
+        if size > max {
+            return Err(NodeError::BadInput(format!(
+                "the file is {size} bytes; the limit is {max} bytes (media.max_file_size)"
+            )));
+        }
+        let key = BlobKey::generate(&mut rand::rngs::OsRng);
+        let (blobs, src, k) = (self.blobs.clone(), path.to_owned(), BlobKey(key.0));
+        let manifest = blocking(move || blobs.seal_file(&k, &src)).await?;
+        let holders = self.records.my_mailboxes()?;
+        Ok(Attachment {
+            hash: manifest.hash(),
+            size: manifest.size,
+            mime: meta.mime,
+            name: meta.name,
+            key: key.0,
+            caption: meta.caption,
+            preview: None,
+            width: None,
+            height: None,
+            duration_ms: None,
+            holders,
+        })
+    }
+
+    /// Records attachment `a` of stored message `m`, sent by device `sender` (this one for a
+    /// message this node sent); starts its download if the policy says so.
+    pub(crate) fn record(
+        &self,
+        m: &StoredMessage,
+        a: &Attachment,
+        sender: PeerId,
+    ) -> Result<(), NodeError> {
+        let complete = self.is_complete(&a.hash);
+        let entry = AttachmentEntry {
+            message: m.id,
+            conversation: m.conversation,
+            peer: m.peer,
+            group: m.is_group(),
+            attachment: codec::to_vec(a),
+            sender_device: sender.to_bytes(),
+            state: if complete { BlobState::Complete } else { BlobState::Available },
+            error: None,
+            saved_to: None,
+            at: self.ctx.now(),
+            mailbox_held: false,
+        };
+        self.ctx.store.put_attachment(&a.hash, &entry)?;
+        if !complete && self.auto_download(a) {
+            self.start_fetch(a.hash);
+        }
+        Ok(())
+    }
+
+    fn is_complete(&self, hash: &[u8; 32]) -> bool {
+        matches!(self.blobs.missing(hash), Ok(m) if m.is_empty())
+    }
+
+    /// Whether the download policy fetches `a` as soon as its message arrives.
+    fn auto_download(&self, a: &Attachment) -> bool {
+        a.size <= self.config.auto_download_any
+            || (a.mime.starts_with("image/") && a.size <= self.config.auto_download_images)
+    }
+
+    /// The attachment of message `id` and its entry.
+    pub(crate) fn attachment(
+        &self,
+        id: &[u8; 16],
+    ) -> Result<(AttachmentEntry, Attachment), NodeError> {
+        let e = self.ctx.store.attachment(id)?.ok_or_else(|| {
+            NodeError::NotFound(format!("message {} carries no attachment", hex::encode(id)))
+        })?;
+        let a = decode_attachment(&e)?;
+        Ok((e, a))
+    }
+
+    /// Starts fetching blob `hash` (or joins the fetch running); the receiver turns `Some` when
+    /// it ends.
+    pub(crate) fn start_fetch(&self, hash: [u8; 32]) -> watch::Receiver<FetchEnd> {
+        let Ok(mut fetches) = self.fetches.lock() else {
+            let (_, rx) = watch::channel(Some(Err("internal error: a poisoned lock".into())));
+            return rx;
+        };
+        if let Some(rx) = fetches.get(&hash) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        fetches.insert(hash, rx.clone());
+        let me = self.clone();
+        self.ctx.spawn(async move {
+            let Ok(_slot) = me.fetch_slots.clone().acquire_owned().await else { return };
+            me.set_state(&hash, BlobState::Downloading, None);
+            let result = me.fetch(hash).await;
+            me.ctx.store.set_progress(&hash, 0, 0);
+            match &result {
+                Ok(()) => {
+                    info!(hash = %hex::encode(&hash[..8]), "blob fetched");
+                    me.set_state(&hash, BlobState::Complete, None);
+                }
+                Err(e) => {
+                    warn!(hash = %hex::encode(&hash[..8]), "blob fetch failed: {e}");
+                    me.set_state(&hash, BlobState::Failed, Some(e.to_string()));
+                }
+            }
+            me.ctx.store.flush().await.or_warn("cannot flush an attachment's state");
+            if let Ok(mut f) = me.fetches.lock() {
+                f.remove(&hash);
+            }
+            let _ = tx.send(Some(result.map_err(|e| e.to_string())));
+        });
+        rx
+    }
+
+    /// Fetches the attachment of message `id` if it is not complete, and waits for it.
+    pub(crate) async fn download(&self, id: &[u8; 16]) -> Result<(), NodeError> {
+        let (_, a) = self.attachment(id)?;
+        if self.is_complete(&a.hash) {
+            return Ok(());
+        }
+        let mut rx = self.start_fetch(a.hash);
+        let end = rx.wait_for(Option::is_some).await.map_err(|_| NodeError::NetworkStopped)?;
+        match end.clone() {
+            Some(Err(e)) => Err(NodeError::Transfer(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_state(&self, hash: &[u8; 32], state: BlobState, error: Option<String>) {
+        self.ctx
+            .store
+            .set_blob_state(hash, state, error.clone())
+            .or_warn("cannot record an attachment's state");
+        self.transfer_event(hash, state, error);
+    }
+
+    fn transfer_event(&self, hash: &[u8; 32], state: BlobState, error: Option<String>) {
+        let Ok(entries) = self.ctx.store.attachments_of(hash) else { return };
+        let Some(a) = entries.first().and_then(|e| decode_attachment(e).ok()) else { return };
+        let bytes_held = match state {
+            BlobState::Complete => a.size,
+            _ => self.ctx.store.progress(hash).map_or(0, |(held, _)| {
+                (held as u64 * kith_protocol::blob::CHUNK_SIZE as u64).min(a.size)
+            }),
+        };
+        let _ = self.ctx.events.send(NodeEvent::Transfer(TransferView {
+            hash: hex::encode(hash),
+            messages: entries
+                .iter()
+                .map(|e| kith_protocol::MessageId(e.message).to_string())
+                .collect(),
+            state: state.as_str(),
+            bytes_held,
+            size: a.size,
+            error,
+        }));
+    }
+
+    /// Where blob `hash` may be fetched: the devices that sent it, the holders its messages
+    /// name, and (for a group) some members.
+    fn sources(&self, hash: &[u8; 32]) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, NodeError> {
+        let me = self.ctx.peer_id();
+        let mut out: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        let mut add = |peer: PeerId, addrs: Vec<Multiaddr>| {
+            if peer != me && !out.iter().any(|(p, _)| *p == peer) {
+                out.push((peer, addrs));
+            }
+        };
+        let entries = self.ctx.store.attachments_of(hash)?;
+        for e in &entries {
+            if let Ok(p) = PeerId::from_bytes(&e.sender_device) {
+                add(p, Vec::new());
+            }
+            for h in decode_attachment(e)?.holders {
+                if let Ok(p) = PeerId::from_bytes(&h.peer_id) {
+                    add(p, parse_addrs(&h.addrs));
+                }
+            }
+        }
+        for e in entries.iter().filter(|e| e.group) {
+            if let Some(g) = self.ctx.store.group_shared(&e.peer) {
+                for p in g.peers.iter().take(MAX_GROUP_SOURCES) {
+                    if let Ok(p) = PeerId::from_bytes(p) {
+                        add(p, Vec::new());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetches blob `hash` from its sources, in rounds: each round asks for every chunk still
+    /// missing; a round in which nothing arrived waits longer before the next, and
+    /// [`MAX_IDLE_ROUNDS`] of them end the fetch with the last error.
+    async fn fetch(&self, hash: [u8; 32]) -> Result<(), NodeError> {
+        let sources = self.sources(&hash)?;
+        if sources.is_empty() {
+            return Err(NodeError::Transfer("no peer is known to hold it".into()));
+        }
+        let addrs: HashMap<PeerId, Vec<Multiaddr>> = sources.iter().cloned().collect();
+        let peers: Vec<PeerId> = sources.iter().map(|(p, _)| *p).collect();
+        let mut idle = 0;
+        let mut last_error = String::from("no answer");
+        loop {
+            let manifest = match self.blobs.manifest(&hash)? {
+                Some(m) => Some(m),
+                None => match self.fetch_manifest(&hash, &sources).await {
+                    Ok(m) => Some(m),
+                    Err(NodeError::Transfer(e)) => {
+                        last_error = e;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let mut progressed = false;
+            if let Some(manifest) = manifest {
+                let blobs = self.blobs.clone();
+                let missing = blocking(move || blobs.missing(&hash)).await?;
+                let total = manifest.chunks.len();
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                let (got, error) =
+                    self.fetch_round(Arc::new(manifest), hash, missing, &peers, &addrs).await;
+                progressed = got > 0;
+                if let Some(e) = error {
+                    last_error = e;
+                }
+                if self.blobs.missing(&hash)?.is_empty() {
+                    return Ok(());
+                }
+                debug!(got, total, "a fetch round ended with chunks missing");
+            }
+            idle = if progressed { 0 } else { idle + 1 };
+            if idle >= MAX_IDLE_ROUNDS {
+                return Err(NodeError::Transfer(format!(
+                    "none of its {} holders could provide it: {last_error}",
+                    peers.len()
+                )));
+            }
+            if idle > 0 {
+                tokio::time::sleep(ROUND_WAIT * 2u32.pow(idle - 1)).await;
+            }
+        }
+    }
+
+    /// Asks the sources for the manifest, in order, until one gives a valid one.
+    async fn fetch_manifest(
+        &self,
+        hash: &[u8; 32],
+        sources: &[(PeerId, Vec<Multiaddr>)],
+    ) -> Result<Manifest, NodeError> {
+        let mut last = String::from("no answer");
+        for (peer, addrs) in sources {
+            let request = BlobRequest::Manifest { hash: *hash }.to_bytes();
+            let answer = match self.ctx.net.blob_request(*peer, addrs.clone(), request).await? {
+                Ok(a) => a,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match BlobResponse::from_bytes(&answer) {
+                Ok(BlobResponse::Manifest { bytes }) => {
+                    let (blobs, h) = (self.blobs.clone(), *hash);
+                    match blocking(move || blobs.add_manifest(&h, &bytes)).await {
+                        Ok(m) => return Ok(m),
+                        Err(NodeError::Blob(BlobStoreError::Blob(e))) => {
+                            self.ctx.counters.blob_chunks_rejected.inc();
+                            warn!(%peer, "a peer sent a manifest that does not match the blob: {e}");
+                            last = format!("{peer} sent a wrong manifest");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(BlobResponse::NotFound) => last = format!("{peer} does not hold it"),
+                Ok(BlobResponse::Refused { reason }) => last = format!("{peer} refused: {reason}"),
+                Ok(_) => last = format!("{peer} answered something else"),
+                Err(e) => last = format!("{peer} sent a malformed answer: {e}"),
+            }
+        }
+        Err(NodeError::Transfer(last))
+    }
+
+    /// One round of a fetch: every missing chunk asked of the sources as `rules::blob_fetch`
+    /// schedules. Returns the chunks stored and the last error.
+    async fn fetch_round(
+        &self,
+        manifest: Arc<Manifest>,
+        hash: [u8; 32],
+        missing: Vec<usize>,
+        peers: &[PeerId],
+        addrs: &HashMap<PeerId, Vec<Multiaddr>>,
+    ) -> (usize, Option<String>) {
+        let total = manifest.chunks.len();
+        let mut held = total - missing.len();
+        let mut fetch = Fetch::new(missing, peers.to_vec());
+        let mut tasks = JoinSet::new();
+        let (mut got, mut last_error) = (0, None);
+        self.ctx.store.set_progress(&hash, held, total);
+        loop {
+            match fetch.next(self.ctx.now()) {
+                Next::Complete | Next::Stuck(_) => return (got, last_error),
+                Next::Ask(asks) => {
+                    for (chunk, peer) in asks {
+                        let a = addrs.get(&peer).cloned().unwrap_or_default();
+                        tasks.spawn(self.clone().fetch_chunk(
+                            manifest.clone(),
+                            hash,
+                            chunk,
+                            peer,
+                            a,
+                        ));
+                    }
+                }
+            }
+            let joined = tokio::select! {
+                j = tasks.join_next() => j,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => None,
+            };
+            if let Some(Ok((chunk, peer, outcome))) = joined {
+                match outcome {
+                    Outcome::Got => {
+                        fetch.done(chunk, &peer);
+                        got += 1;
+                        held += 1;
+                        self.ctx.store.set_progress(&hash, held, total);
+                        self.transfer_event(&hash, BlobState::Downloading, None);
+                    }
+                    Outcome::NotHeld => fetch.not_held(chunk, &peer),
+                    Outcome::Failed(e) => {
+                        fetch.failed(chunk, &peer);
+                        last_error = Some(e);
+                    }
+                }
+            }
+            for (chunk, peer) in fetch.overdue(self.ctx.now()) {
+                fetch.failed(chunk, &peer);
+                last_error = Some(format!("{peer} did not answer in time"));
+            }
+        }
+    }
+
+    async fn fetch_chunk(
+        self,
+        manifest: Arc<Manifest>,
+        hash: [u8; 32],
+        chunk: usize,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> (usize, PeerId, Outcome) {
+        let request = BlobRequest::Chunk { hash, index: chunk as u32 }.to_bytes();
+        let answer = match self.ctx.net.blob_request(peer, addrs, request).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return (chunk, peer, Outcome::Failed(e)),
+            Err(e) => return (chunk, peer, Outcome::Failed(e.to_string())),
+        };
+        let outcome = match BlobResponse::from_bytes(&answer) {
+            Ok(BlobResponse::Chunk { bytes }) => {
+                let blobs = self.blobs.clone();
+                let put = move || blobs.put_checked(&manifest, &hash, chunk, &bytes);
+                match blocking(put).await {
+                    Ok(()) => Outcome::Got,
+                    Err(NodeError::Blob(BlobStoreError::Blob(e))) => {
+                        self.ctx.counters.blob_chunks_rejected.inc();
+                        warn!(%peer, chunk, "a peer sent a chunk that fails its check: {e}");
+                        Outcome::Failed(format!("{peer} sent a chunk that fails its check"))
+                    }
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            }
+            Ok(BlobResponse::NotFound) => Outcome::NotHeld,
+            Ok(BlobResponse::Refused { reason }) if reason == "busy" => Outcome::NotHeld,
+            Ok(BlobResponse::Refused { reason }) => {
+                Outcome::Failed(format!("{peer} refused: {reason}"))
+            }
+            Ok(BlobResponse::Manifest { .. }) => {
+                Outcome::Failed(format!("{peer} answered a chunk request with a manifest"))
+            }
+            Err(e) => Outcome::Failed(format!("{peer} sent a malformed answer: {e}")),
+        };
+        (chunk, peer, outcome)
+    }
+
+    /// Answers a blob request from `peer`.
+    pub(crate) async fn serve(&self, peer: PeerId, bytes: Vec<u8>, reply: Reply) {
+        let answer = |r: BlobResponse| r.to_bytes();
+        let request = match BlobRequest::from_bytes(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.ctx.counters.frames_rejected.inc();
+                let refused = BlobResponse::Refused { reason: format!("malformed request: {e}") };
+                let _ = self.ctx.net.respond(reply, answer(refused)).await;
+                return;
+            }
+        };
+        let hash = match &request {
+            BlobRequest::Manifest { hash } | BlobRequest::Chunk { hash, .. } => *hash,
+        };
+        match self.may_fetch(&peer, &hash).await {
+            Ok(true) => {}
+            Ok(false) => {
+                debug!(%peer, "refused a blob request: not in a conversation that carried it");
+                let refused = BlobResponse::Refused { reason: "not allowed".into() };
+                let _ = self.ctx.net.respond(reply, answer(refused)).await;
+                return;
+            }
+            Err(e) => {
+                warn!("cannot check a blob request: {e}");
+                let _ = self.ctx.net.respond(reply, answer(BlobResponse::NotFound)).await;
+                return;
+            }
+        }
+        let Ok(permit) = self.serving.clone().try_acquire_owned() else {
+            let busy = BlobResponse::Refused { reason: "busy".into() };
+            let _ = self.ctx.net.respond(reply, answer(busy)).await;
+            return;
+        };
+        let me = self.clone();
+        self.ctx.spawn(async move {
+            let blobs = me.blobs.clone();
+            let read = move || -> Result<BlobResponse, BlobStoreError> {
+                Ok(match request {
+                    BlobRequest::Manifest { hash } => match blobs.manifest_bytes(&hash)? {
+                        Some(bytes) => BlobResponse::Manifest { bytes },
+                        None => BlobResponse::NotFound,
+                    },
+                    BlobRequest::Chunk { hash, index } => {
+                        match blobs.chunk(&hash, index as usize)? {
+                            Some(bytes) => BlobResponse::Chunk { bytes },
+                            None => BlobResponse::NotFound,
+                        }
+                    }
+                })
+            };
+            let response = match blocking(read).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("cannot read a blob to serve it: {e}");
+                    BlobResponse::NotFound
+                }
+            };
+            if let BlobResponse::Chunk { bytes } = &response {
+                me.ctx.counters.blob_bytes_served.inc_by(bytes.len() as u64);
+            }
+            let _ = me.ctx.net.respond(reply, response.to_bytes()).await;
+            drop(permit);
+        });
+    }
+
+    /// Whether `peer` may fetch blob `hash` from this node (see the module's documentation).
+    async fn may_fetch(&self, peer: &PeerId, hash: &[u8; 32]) -> Result<bool, NodeError> {
+        let store = &self.ctx.store;
+        if store.held_blob(hash)?.is_some() {
+            return Ok(true);
+        }
+        let Some(device) = device_of(peer) else { return Ok(false) };
+        if self.records.is_own_device(&device) {
+            return Ok(true);
+        }
+        let peer_bytes = peer.to_bytes();
+        if self.records.my_mailboxes()?.iter().any(|m| m.peer_id == peer_bytes) {
+            return Ok(true);
+        }
+        for e in store.attachments_of(hash)? {
+            if !e.group {
+                if self.records.is_device_of(e.peer, &device) {
+                    return Ok(true);
+                }
+                continue;
+            }
+            let Some(g) = store.group_shared(&e.peer) else { continue };
+            if !g.active {
+                continue;
+            }
+            if g.peers.contains(&peer_bytes)
+                || g.members.iter().any(|m| self.records.is_device_of(m.user, &device))
+            {
+                return Ok(true);
+            }
+            let topic = kith_protocol::group::topic(&ConversationId(g.id));
+            if self.ctx.net.topic_peers(topic).await?.contains(peer) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Asks each of this user's mailboxes to hold blob `hash` (in the background), until each
+    /// holds it whole or [`HOLD_TIMEOUT`] passed.
+    pub(crate) fn hold_at_mailboxes(&self, hash: [u8; 32]) {
+        let mailboxes = self.records.my_mailboxes().or_warn("cannot read the mailboxes");
+        for mb in mailboxes.unwrap_or_default() {
+            let Ok(peer) = PeerId::from_bytes(&mb.peer_id) else { continue };
+            let addrs = parse_addrs(&mb.addrs);
+            let (net, store) = (self.ctx.net.clone(), self.ctx.store.clone());
+            self.ctx.spawn(async move {
+                let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
+                while tokio::time::Instant::now() < deadline {
+                    let request = MailboxRequest::HoldBlob { hash }.to_bytes();
+                    match net.mailbox_request(peer, addrs.clone(), request).await {
+                        Ok(Ok(bytes)) => match MailboxResponse::from_bytes(&bytes) {
+                            Ok(MailboxResponse::BlobHeld { complete: true }) => {
+                                info!(%peer, "the mailbox holds the blob");
+                                store.set_mailbox_held(&hash).or_warn("cannot record a held blob");
+                                store.flush().await.or_warn("cannot flush");
+                                return;
+                            }
+                            Ok(MailboxResponse::BlobHeld { complete: false }) => {}
+                            Ok(MailboxResponse::Refused { reason }) => {
+                                return warn!(%peer, "the mailbox will not hold a blob: {reason}");
+                            }
+                            other => debug!(%peer, "unexpected answer to HoldBlob: {other:?}"),
+                        },
+                        Ok(Err(e)) => debug!(%peer, "asking the mailbox to hold a blob: {e}"),
+                        Err(_) => return,
+                    }
+                    tokio::time::sleep(HOLD_POLL).await;
+                }
+            });
+        }
+    }
+
+    /// On a mailbox node: `HoldBlob` from an enrolled device of `user`. Starts fetching the
+    /// blob from that device (once), and says whether it is held whole.
+    pub(crate) fn hold(
+        &self,
+        peer: PeerId,
+        user: [u8; 16],
+        hash: [u8; 32],
+    ) -> Result<MailboxResponse, NodeError> {
+        let store = &self.ctx.store;
+        if let Some(h) = store.held_blob(&hash)? {
+            if h.complete || self.is_complete(&hash) {
+                if !h.complete {
+                    store.put_held_blob(&hash, &HeldBlob { complete: true, ..h })?;
+                }
+                return Ok(MailboxResponse::BlobHeld { complete: true });
+            }
+            return Ok(MailboxResponse::BlobHeld { complete: false });
+        }
+        let used: u64 =
+            store.held_blobs()?.iter().filter(|(_, h)| h.user == user).map(|(_, h)| h.size).sum();
+        if used >= self.config.mailbox_blob_bytes {
+            return Ok(MailboxResponse::Refused {
+                reason: format!(
+                    "this mailbox holds {used} bytes of blobs for you, its limit is {}",
+                    self.config.mailbox_blob_bytes
+                ),
+            });
+        }
+        let held = HeldBlob {
+            user,
+            device: peer.to_bytes(),
+            size: 0,
+            since: self.ctx.now(),
+            complete: false,
+        };
+        store.put_held_blob(&hash, &held)?;
+        let me = self.clone();
+        self.ctx.spawn(async move { me.take_custody(peer, user, hash).await });
+        Ok(MailboxResponse::BlobHeld { complete: false })
+    }
+
+    /// Fetches a blob a device asked this mailbox to hold, from that device.
+    async fn take_custody(&self, peer: PeerId, user: [u8; 16], hash: [u8; 32]) {
+        let result = async {
+            let manifest = match self.blobs.manifest(&hash)? {
+                Some(m) => m,
+                None => self.fetch_manifest(&hash, &[(peer, Vec::new())]).await?,
+            };
+            let size = manifest.sealed_size();
+            let store = &self.ctx.store;
+            let others: u64 = store
+                .held_blobs()?
+                .iter()
+                .filter(|(h, b)| b.user == user && *h != hash)
+                .map(|(_, b)| b.size)
+                .sum();
+            if others + size > self.config.mailbox_blob_bytes {
+                return Err(NodeError::Refused(format!(
+                    "holding it would exceed the {} bytes of blobs held per user",
+                    self.config.mailbox_blob_bytes
+                )));
+            }
+            if let Some(h) = store.held_blob(&hash)? {
+                store.put_held_blob(&hash, &HeldBlob { size, ..h })?;
+            }
+            let peers = [peer];
+            let addrs = HashMap::new();
+            for _ in 0..MAX_IDLE_ROUNDS {
+                let blobs = self.blobs.clone();
+                let missing = blocking(move || blobs.missing(&hash)).await?;
+                if missing.is_empty() {
+                    break;
+                }
+                let m = Arc::new(manifest.clone());
+                let (got, _) = self.fetch_round(m, hash, missing, &peers, &addrs).await;
+                if got == 0 {
+                    tokio::time::sleep(ROUND_WAIT).await;
+                }
+            }
+            self.ctx.store.set_progress(&hash, 0, 0);
+            if !self.blobs.missing(&hash)?.is_empty() {
+                return Err(NodeError::Transfer("the device stopped serving it".into()));
+            }
+            if let Some(h) = store.held_blob(&hash)? {
+                store.put_held_blob(&hash, &HeldBlob { complete: true, ..h })?;
+            }
+            store.flush().await
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(%peer, "cannot hold a blob for a device: {e}");
+            // Forgotten, so the device's next HoldBlob starts again.
+            self.ctx.store.remove_held_blob(&hash).or_warn("cannot forget a held blob");
+            let _ = self.blobs.remove(&hash);
+        }
+    }
+
+    /// On a mailbox node: drops held blobs older than the retention.
+    pub(crate) fn expire_held(&self, now: u64) {
+        let retention = self.ctx.mailbox.retention.as_millis() as u64;
+        let held = self.ctx.store.held_blobs().or_warn("cannot read held blobs");
+        for (hash, h) in held.unwrap_or_default() {
+            if now.saturating_sub(h.since) > retention {
+                self.ctx.store.remove_held_blob(&hash).or_warn("cannot forget a held blob");
+                if let Err(e) = self.blobs.remove(&hash) {
+                    warn!("cannot remove an expired blob: {e}");
+                }
+            }
+        }
+    }
+
+    /// Writes the plaintext of message `id`'s attachment to `dest` (complete blobs only).
+    pub(crate) async fn save_to(&self, id: &[u8; 16], dest: PathBuf) -> Result<u64, NodeError> {
+        let (_, a) = self.attachment(id)?;
+        let blobs = self.blobs.clone();
+        let key = a.blob_key();
+        let written = blocking(move || blobs.open_to(&a.hash, &key, &dest)).await?;
+        Ok(written)
+    }
+}
