@@ -125,6 +125,48 @@ impl Client {
         self.json(req.send_json(body))
     }
 
+    /// `POST path` with query pairs and `body` streamed as the raw request body (no time
+    /// limit: a large file takes as long as it takes), answering the JSON body.
+    pub fn upload(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        mime: &str,
+        body: &mut dyn std::io::Read,
+    ) -> Result<Value> {
+        let mut req = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", mime)
+            .config()
+            .timeout_global(None)
+            .build();
+        for (k, v) in query {
+            req = req.query(*k, v);
+        }
+        self.json(req.send(ureq::SendBody::from_reader(body)))
+    }
+
+    /// `GET path`, answering a reader of the raw body (no size or time limit) and its
+    /// `Content-Length`, if given.
+    pub fn download(&self, path: &str) -> Result<(Option<u64>, ureq::BodyReader<'static>)> {
+        let req = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", &self.auth)
+            .config()
+            .timeout_global(None)
+            .build();
+        let resp = self.check(req.call())?;
+        let len = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((len, resp.into_body().into_reader()))
+    }
+
     /// `DELETE path`, answering the JSON body (`null` if there is none).
     pub fn delete(&self, path: &str) -> Result<Value> {
         let req = self.agent.delete(self.url(path)).header("Authorization", &self.auth);

@@ -158,20 +158,40 @@ pub fn resolve(home: &Home, name: &str, json: bool) -> Result<()> {
 }
 
 /// `kith send TARGET TEXT...`; `wait` is the `--timeout` of `--wait`, in seconds.
-pub fn send(home: &Home, to: &str, words: &[String], wait: Option<u64>, json: bool) -> Result<()> {
+pub fn send(
+    home: &Home,
+    to: &str,
+    words: &[String],
+    file: Option<&str>,
+    wait: Option<u64>,
+    json: bool,
+) -> Result<()> {
     let target = Target::parse(to)?;
-    let text = match words {
-        [] => read_message(&mut io::stdin().lock(), io::stdin().is_terminal())?,
-        [dash] if dash == "-" => read_message(&mut io::stdin().lock(), false)?,
-        _ => words.join(" "),
+    let (text, mut answer) = match file {
+        Some(path) => {
+            let caption = words.join(" ");
+            let client = Client::from_home(home)?;
+            let answer = crate::media::upload(&client, &target.api(), path, &caption, json)
+                .map_err(|e| conversation_hint(e, &target))?;
+            (caption, answer)
+        }
+        None => {
+            let text = match words {
+                [] => read_message(&mut io::stdin().lock(), io::stdin().is_terminal())?,
+                [dash] if dash == "-" => read_message(&mut io::stdin().lock(), false)?,
+                _ => words.join(" "),
+            };
+            if text.trim().is_empty() {
+                bail!("the message is empty");
+            }
+            let client = Client::from_home(home)?;
+            let answer = client
+                .post("/v1/messages", &json!({ "to": target.api(), "text": text }))
+                .map_err(|e| conversation_hint(e, &target))?;
+            (text, answer)
+        }
     };
-    if text.trim().is_empty() {
-        bail!("the message is empty");
-    }
     let client = Client::from_home(home)?;
-    let mut answer = client
-        .post("/v1/messages", &json!({ "to": target.api(), "text": text }))
-        .map_err(|e| conversation_hint(e, &target))?;
     let id = answer
         .get("id")
         .and_then(Value::as_str)

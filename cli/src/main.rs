@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod config;
 mod devices;
+mod media;
 mod output;
 
 use std::path::PathBuf;
@@ -173,7 +174,34 @@ enum Command {
         /// How long --wait waits before giving up (the message stays queued)
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         timeout: u64,
+        /// Send this file (a photo, video, voice note, any file) instead of a text; TEXT is
+        /// then its caption. `-` reads the file from standard input. The daemon encrypts it
+        /// into its blob store (at most 2 GiB by default, `media_max_file_size`) and the
+        /// recipient's devices fetch it from this one, from members who have it, or from your
+        /// mailbox. A progress bar shows the upload on a terminal; with --json, progress lines
+        /// {"progress": "upload", "bytes": N, "total": N} come before the answer
+        #[arg(long, value_name = "PATH")]
+        file: Option<String>,
         /// Print {"id": ..., "conversation": ..., "status": ...} as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Save the file a message carries, waiting for its download
+    ///
+    /// Photos up to 16 MiB download by themselves when they arrive; other files when asked,
+    /// by this command (or the API). It shows the download's progress on a terminal, writes
+    /// the file (to the name its sender gave, in the current directory, unless --out says
+    /// otherwise; an existing file is not overwritten unless named with --out) and prints
+    /// its path. `kith messages` then shows where it was saved.
+    Save {
+        /// The message id (as `kith messages --json` shows it)
+        #[arg(value_name = "MESSAGE_ID")]
+        id: String,
+        /// Where to write it: a file, or a directory to write it into
+        #[arg(long, value_name = "PATH")]
+        out: Option<std::path::PathBuf>,
+        /// Print {"id": ..., "path": ..., "bytes": ...} as JSON (after progress lines)
         #[arg(long)]
         json: bool,
     },
@@ -392,9 +420,11 @@ fn main() -> ExitCode {
         Command::Status { json } => commands::status(&home, json),
         Command::Register { name, json } => commands::register(&home, &name, json),
         Command::Resolve { name, json } => commands::resolve(&home, &name, json),
-        Command::Send { to, text, wait, timeout, json } => {
-            commands::send(&home, &to, &text, wait.then_some(timeout), json)
+        Command::Send { to, text, wait, timeout, file, json } => {
+            commands::send(&home, &to, &text, file.as_deref(), wait.then_some(timeout), json)
         }
+        Command::Save { id, out, json } => client::Client::from_home(&home)
+            .and_then(|c| media::save(&c, &id, out.as_deref(), json)),
         Command::Messages { with, json, follow, limit } => {
             commands::messages(&home, with.as_deref(), json, follow, limit)
         }

@@ -26,7 +26,8 @@ fn time(rfc3339: &str) -> String {
 /// `[time] #3fa2b1c0 from: text  (status)`.
 pub fn message(m: &Value, show_conversation: bool) -> String {
     let kind = m.get("kind").and_then(Value::as_str).unwrap_or("non-text");
-    let body = m.get("text").and_then(Value::as_str).map_or_else(
+    let file = m.get("attachment").filter(|a| a.is_object()).map(attachment);
+    let body = m.get("text").and_then(Value::as_str).or(file.as_deref()).map_or_else(
         || match kind {
             "group.leave" => "<left the group>".to_owned(),
             "group.remove" => "<removed a member from the group>".to_owned(),
@@ -48,6 +49,34 @@ pub fn message(m: &Value, show_conversation: bool) -> String {
         text(m, "from"),
         body,
         text(m, "status")
+    )
+}
+
+/// An attachment: `[file cat.jpg, 1.2 MiB, downloading 40 %] caption`.
+fn attachment(a: &Value) -> String {
+    let size = a.get("size").and_then(Value::as_u64).unwrap_or(0);
+    let state = match a.get("state").and_then(Value::as_str).unwrap_or("?") {
+        "downloading" => {
+            let held = a.get("bytes_held").and_then(Value::as_u64).unwrap_or(0);
+            format!("downloading {} %", held.saturating_mul(100) / size.max(1))
+        }
+        "failed" => format!(
+            "failed: {}; `kith save` tries again",
+            a.get("error").and_then(Value::as_str).unwrap_or("?")
+        ),
+        "available" => "not downloaded; `kith save` fetches it".to_owned(),
+        "complete" => match a.get("saved_to").and_then(Value::as_str) {
+            Some(path) => format!("saved at {path}"),
+            None => "downloaded".to_owned(),
+        },
+        other => other.to_owned(),
+    };
+    let caption = a.get("caption").and_then(Value::as_str).map(|c| format!(" {c}"));
+    format!(
+        "[file {}, {}, {state}]{}",
+        a.get("name").and_then(Value::as_str).unwrap_or("(no name)"),
+        crate::media::size(size),
+        caption.unwrap_or_default()
     )
 }
 
@@ -239,6 +268,19 @@ mod tests {
                        "sent_at": "t", "status": "received"});
         assert_eq!(message(&g, true), "[t] #3fa2b1c0 bob: yo  (received)");
         assert_eq!(message(&g, false), "[t] bob: yo  (received)");
+        let file = json!({"from": "bob", "kind": "attachment", "sent_at": "t", "status": "received",
+            "attachment": {"name": "cat.jpg", "size": 2_097_152, "state": "downloading",
+                           "bytes_held": 524_288, "caption": "look"}});
+        assert_eq!(
+            message(&file, false),
+            "[t] bob: [file cat.jpg, 2.0 MiB, downloading 25 %] look  (received)"
+        );
+        let saved = json!({"from": "bob", "sent_at": "t", "status": "received",
+            "attachment": {"name": "a.pdf", "size": 10, "state": "complete", "saved_to": "/x/a.pdf"}});
+        assert_eq!(
+            message(&saved, false),
+            "[t] bob: [file a.pdf, 10 B, saved at /x/a.pdf]  (received)"
+        );
         let leave =
             json!({"from": "carol", "kind": "group.leave", "sent_at": "t", "status": "sent"});
         assert_eq!(message(&leave, false), "[t] carol: <left the group>  (sent)");

@@ -44,6 +44,8 @@ pub struct Counters {
     pub blob_chunks_rejected: Counter,
     /// Sealed blob bytes served to peers.
     pub blob_bytes_served: Counter,
+    /// Sealed blob bytes fetched from peers (chunks that passed their check).
+    pub blob_bytes_fetched: Counter,
 }
 
 impl Counters {
@@ -62,6 +64,11 @@ impl Counters {
             "blob_chunks_rejected",
             "Blob manifests and chunks from peers that failed their check",
             self.blob_chunks_rejected.clone(),
+        );
+        r.register(
+            "blob_bytes_fetched",
+            "Sealed blob bytes fetched from peers",
+            self.blob_bytes_fetched.clone(),
         );
         r.register(
             "blob_bytes_served",

@@ -121,6 +121,7 @@ impl Node {
         if ctx.mailbox.enabled {
             ctx.spawn(s.mailbox_server.clone().mailbox_housekeeping());
         }
+        s.media.resume_fetches()?;
         Ok(Node { s })
     }
 

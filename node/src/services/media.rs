@@ -160,6 +160,16 @@ impl Media {
         }
     }
 
+    /// Starts again the fetches a stopped node left unfinished.
+    pub(crate) fn resume_fetches(&self) -> Result<(), NodeError> {
+        for e in self.ctx.store.all_attachments()? {
+            if e.state == BlobState::Downloading {
+                self.start_fetch(decode_attachment(&e)?.hash);
+            }
+        }
+        Ok(())
+    }
+
     /// Seals the file at `path` into the blob store and returns the attachment announcing it
     /// (naming this user's mailboxes as holders). Refuses a file over the size limit.
     pub(crate) async fn seal(&self, path: &Path, meta: FileMeta) -> Result<Attachment, NodeError> {
@@ -252,10 +262,13 @@ impl Media {
         }
         let (tx, rx) = watch::channel(None);
         fetches.insert(hash, rx.clone());
+        drop(fetches);
+        // Downloading from now on (also while it waits for a slot), so no one reads the state
+        // of an earlier attempt as this one's.
+        self.set_state(&hash, BlobState::Downloading, None);
         let me = self.clone();
         self.ctx.spawn(async move {
             let Ok(_slot) = me.fetch_slots.clone().acquire_owned().await else { return };
-            me.set_state(&hash, BlobState::Downloading, None);
             let result = me.fetch(hash).await;
             me.ctx.store.set_progress(&hash, 0, 0);
             match &result {
@@ -523,10 +536,13 @@ impl Media {
         };
         let outcome = match BlobResponse::from_bytes(&answer) {
             Ok(BlobResponse::Chunk { bytes }) => {
-                let blobs = self.blobs.clone();
+                let (blobs, len) = (self.blobs.clone(), bytes.len() as u64);
                 let put = move || blobs.put_checked(&manifest, &hash, chunk, &bytes);
                 match blocking(put).await {
-                    Ok(()) => Outcome::Got,
+                    Ok(()) => {
+                        self.ctx.counters.blob_bytes_fetched.inc_by(len);
+                        Outcome::Got
+                    }
                     Err(NodeError::Blob(BlobStoreError::Blob(e))) => {
                         self.ctx.counters.blob_chunks_rejected.inc();
                         warn!(%peer, chunk, "a peer sent a chunk that fails its check: {e}");
