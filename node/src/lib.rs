@@ -37,6 +37,7 @@ mod maintenance;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod preview;
 mod private_fs;
 pub mod rules;
 pub mod services;

@@ -1307,6 +1307,7 @@ fn file_meta(name: &str) -> kith_node::node::FileMeta {
         name: Some(name.into()),
         mime: "application/octet-stream".into(),
         caption: Some("for you".into()),
+        ..kith_node::node::FileMeta::default()
     }
 }
 
@@ -1338,6 +1339,22 @@ async fn a_file_reaches_a_contact_whole() {
     let view = bob.node.message(&sent.id).expect("view").attachment.expect("attachment");
     assert_eq!(view.state, "complete");
     assert_eq!(view.saved_to.as_deref(), Some(out.to_string_lossy().as_ref()));
+
+    // A photo comes with a preview and its size, and downloads by itself.
+    let png = dir.path().join("sunset.png");
+    image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 90]))
+        .save(&png)
+        .expect("a picture");
+    let meta = kith_node::node::FileMeta { mime: "image/png".into(), ..file_meta("sunset.png") };
+    let photo = alice.node.send_file("@bob", &png, meta).await.expect("sent");
+    eventually(20, "the photo, downloaded by itself", || async {
+        (blob_state(&bob.node, &photo.id) == "complete").then_some(())
+    })
+    .await;
+    let a = bob.node.message(&photo.id).expect("view").attachment.expect("attachment");
+    assert_eq!((a.width, a.height, a.preview), (Some(300), Some(200), true));
+    let preview = bob.node.preview(&photo.id).expect("read").expect("a preview");
+    assert_eq!(&preview.bytes[..2], &[0xff, 0xd8], "a JPEG");
 }
 
 /// A photo sent to bob while he is offline arrives after alice went offline too: her mailbox

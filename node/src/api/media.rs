@@ -35,6 +35,9 @@ struct UploadQuery {
     name: Option<String>,
     caption: Option<String>,
     mime: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    duration_ms: Option<u64>,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -100,7 +103,15 @@ async fn upload(
         }
         file.sync_all().await.map_err(io)?;
         drop(file);
-        let meta = FileMeta { name: q.name, mime, caption: q.caption };
+        let size_px = q.width.zip(q.height);
+        let meta = FileMeta {
+            name: q.name,
+            mime,
+            caption: q.caption,
+            size_px,
+            duration_ms: q.duration_ms,
+            poster: None,
+        };
         Ok(s.node.send_file(&q.to, &path, meta).await?)
     }
     .await;

@@ -100,6 +100,13 @@ pub struct FileMeta {
     pub mime: String,
     /// A caption.
     pub caption: Option<String>,
+    /// Width and height in pixels, as the client knows them (a video's); a picture's are read
+    /// from the file.
+    pub size_px: Option<(u32, u32)>,
+    /// Duration in milliseconds (audio, video), as the client knows it.
+    pub duration_ms: Option<u64>,
+    /// A poster frame for a video (JPEG, PNG, WebP or GIF), made into its preview.
+    pub poster: Option<Vec<u8>>,
 }
 
 /// The end of a fetch, as its waiters see it: `None` while it runs.
@@ -183,6 +190,19 @@ impl Media {
         let key = BlobKey::generate(&mut rand::rngs::OsRng);
         let (blobs, src, k) = (self.blobs.clone(), path.to_owned(), BlobKey(key.0));
         let manifest = blocking(move || blobs.seal_file(&k, &src)).await?;
+        // A picture's preview from the file itself; a video's from the poster its client gave.
+        let (src, poster) = (path.to_owned(), meta.poster);
+        let pictured = tokio::task::spawn_blocking(move || match poster {
+            Some(bytes) => crate::preview::of_bytes(&bytes),
+            None => crate::preview::of_file(&src),
+        })
+        .await
+        .map_err(blocking_failed)?;
+        let (width, height) = match (&pictured, meta.size_px) {
+            (_, Some((w, h))) => (Some(w), Some(h)),
+            (Some(p), None) => (Some(p.width), Some(p.height)),
+            (None, None) => (None, None),
+        };
         let holders = self.records.my_mailboxes()?;
         Ok(Attachment {
             hash: manifest.hash(),
@@ -191,10 +211,10 @@ impl Media {
             name: meta.name,
             key: key.0,
             caption: meta.caption,
-            preview: None,
-            width: None,
-            height: None,
-            duration_ms: None,
+            preview: pictured.and_then(|p| p.preview),
+            width,
+            height,
+            duration_ms: meta.duration_ms,
             holders,
         })
     }
@@ -423,6 +443,12 @@ impl Media {
         }
     }
 
+    /// The size the messages carrying blob `hash` announce (none for a blob held as a mailbox).
+    fn announced_size(&self, hash: &[u8; 32]) -> Option<u64> {
+        let entries = self.ctx.store.attachments_of(hash).ok()?;
+        entries.first().and_then(|e| decode_attachment(e).ok()).map(|a| a.size)
+    }
+
     /// Asks the sources for the manifest, in order, until one gives a valid one.
     async fn fetch_manifest(
         &self,
@@ -441,6 +467,19 @@ impl Media {
             };
             match BlobResponse::from_bytes(&answer) {
                 Ok(BlobResponse::Manifest { bytes }) => {
+                    if let Some(want) = self.announced_size(hash) {
+                        match Manifest::from_bytes_for(&bytes, hash) {
+                            Ok(m) if m.size != want => {
+                                // Cannot happen with a hash the sender computed: the message
+                                // announcing the blob lies about its size.
+                                return Err(NodeError::Transfer(format!(
+                                    "the blob holds {} bytes, its message announced {want}",
+                                    m.size
+                                )));
+                            }
+                            _ => {}
+                        }
+                    }
                     let (blobs, h) = (self.blobs.clone(), *hash);
                     match blocking(move || blobs.add_manifest(&h, &bytes)).await {
                         Ok(m) => return Ok(m),
