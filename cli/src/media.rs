@@ -177,6 +177,7 @@ fn local_name(name: Option<&str>, id: &str) -> String {
 /// `kith save ID [--out PATH]`: waits for the download, writes the plaintext, tells the
 /// daemon where.
 pub(crate) fn save(client: &Client, id: &str, out: Option<&Path>, json: bool) -> Result<()> {
+    let id = &full_id(client, id)?;
     let message = client.get(&format!("/v1/messages/{id}"), &[])?;
     let Some(a) = message.get("attachment").filter(|a| a.is_object()) else {
         bail!("message {id} carries no file");
@@ -221,6 +222,35 @@ pub(crate) fn save(client: &Client, id: &str, out: Option<&Path>, json: bool) ->
         emit_json(&json!({ "id": id, "path": path, "bytes": written }))
     } else {
         emit(path)
+    }
+}
+
+/// The id of the one message with a file whose id starts with `prefix` (8 to 32 hex digits).
+fn full_id(client: &Client, prefix: &str) -> Result<String> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if !(8..=32).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{prefix:?} is not a message id (8 to 32 hex digits, as `kith messages` shows)");
+    }
+    if prefix.len() == 32 {
+        return Ok(prefix);
+    }
+    let all = client.get("/v1/messages", &[])?;
+    let ids: Vec<&str> = all
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m.get("attachment").is_some_and(Value::is_object))
+        .filter_map(|m| m.get("id").and_then(Value::as_str))
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
+    match ids[..] {
+        [one] => Ok(one.to_owned()),
+        [] => bail!("no message with a file has an id starting with {prefix}"),
+        _ => bail!(
+            "{} messages with files have ids starting with {prefix}; give more digits",
+            ids.len()
+        ),
     }
 }
 

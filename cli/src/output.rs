@@ -26,7 +26,8 @@ fn time(rfc3339: &str) -> String {
 /// `[time] #3fa2b1c0 from: text  (status)`.
 pub fn message(m: &Value, show_conversation: bool) -> String {
     let kind = m.get("kind").and_then(Value::as_str).unwrap_or("non-text");
-    let file = m.get("attachment").filter(|a| a.is_object()).map(attachment);
+    let id = m.get("id").and_then(Value::as_str).unwrap_or("?");
+    let file = m.get("attachment").filter(|a| a.is_object()).map(|a| attachment(a, id));
     let body = m.get("text").and_then(Value::as_str).or(file.as_deref()).map_or_else(
         || match kind {
             "group.leave" => "<left the group>".to_owned(),
@@ -53,7 +54,8 @@ pub fn message(m: &Value, show_conversation: bool) -> String {
 }
 
 /// An attachment: `[file cat.jpg, 1.2 MiB, downloading 40 %] caption`.
-fn attachment(a: &Value) -> String {
+fn attachment(a: &Value, id: &str) -> String {
+    let short = id.get(..8).unwrap_or(id);
     let size = a.get("size").and_then(Value::as_u64).unwrap_or(0);
     let state = match a.get("state").and_then(Value::as_str).unwrap_or("?") {
         "downloading" => {
@@ -61,13 +63,13 @@ fn attachment(a: &Value) -> String {
             format!("downloading {} %", held.saturating_mul(100) / size.max(1))
         }
         "failed" => format!(
-            "failed: {}; `kith save` tries again",
+            "failed: {}; `kith save {short}` tries again",
             a.get("error").and_then(Value::as_str).unwrap_or("?")
         ),
-        "available" => "not downloaded; `kith save` fetches it".to_owned(),
+        "available" | "evicted" => format!("not downloaded; `kith save {short}` fetches it"),
         "complete" => match a.get("saved_to").and_then(Value::as_str) {
             Some(path) => format!("saved at {path}"),
-            None => "downloaded".to_owned(),
+            None => format!("downloaded; `kith save {short}` writes it"),
         },
         other => other.to_owned(),
     };
@@ -268,7 +270,7 @@ mod tests {
                        "sent_at": "t", "status": "received"});
         assert_eq!(message(&g, true), "[t] #3fa2b1c0 bob: yo  (received)");
         assert_eq!(message(&g, false), "[t] bob: yo  (received)");
-        let file = json!({"from": "bob", "kind": "attachment", "sent_at": "t", "status": "received",
+        let file = json!({"id": "0123456789abcdef", "from": "bob", "kind": "attachment", "sent_at": "t", "status": "received",
             "attachment": {"name": "cat.jpg", "size": 2_097_152, "state": "downloading",
                            "bytes_held": 524_288, "caption": "look"}});
         assert_eq!(

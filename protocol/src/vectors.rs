@@ -54,6 +54,7 @@ const BOB_IDENTITY: [u8; 32] = [0x21; 32];
 const BOB_DEVICE: [u8; 32] = [0x22; 32];
 const BOB_STATIC: [u8; 32] = [0x23; 32];
 const EPHEMERAL: [u8; 32] = [0x31; 32];
+const BLOB_KEY: [u8; 32] = [0x51; 32];
 const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const DAY: u64 = 86_400_000;
 const POW_BITS: u32 = 8;
@@ -100,6 +101,11 @@ fn computed() -> Vec<Block> {
     let envelope =
         Envelope::seal_inner(&bob_cert, &bob_static, &to, &message, Some("bob"), Some(&EPHEMERAL))
             .expect("seals");
+
+    // A blob of two chunks: 256 KiB + 10 bytes of `i mod 251`.
+    let plain: Vec<u8> = (0..crate::blob::CHUNK_SIZE + 10).map(|i| (i % 251) as u8).collect();
+    let (manifest, sealed) =
+        crate::blob::seal(&crate::blob::BlobKey(BLOB_KEY), &plain).expect("seals");
 
     vec![
         kv(&[
@@ -149,6 +155,14 @@ fn computed() -> Vec<Block> {
             ("sender-static-secret", hex::encode(BOB_STATIC)),
             ("ephemeral-secret", hex::encode(EPHEMERAL)),
             ("envelope", hex::encode(envelope.to_bytes())),
+        ]),
+        kv(&[
+            ("vector", "blob".into()),
+            ("key", hex::encode(BLOB_KEY)),
+            ("plaintext-size", plain.len().to_string()),
+            ("manifest", hex::encode(manifest.to_bytes())),
+            ("blob-hash", hex::encode(manifest.hash())),
+            ("last-sealed-chunk", hex::encode(&sealed[1])),
         ]),
     ]
 }

@@ -119,6 +119,7 @@ mod tests {
                     kith_protocol::link::MAX_LINK_REQUEST,
                     kith_protocol::link::MAX_LINK_RESPONSE
                 ),
+                (Proto::Blob, "/kith/blob/1".to_owned(), 128, 558_144),
             ]
         );
         for p in [Proto::Dm, Proto::Mailbox, Proto::Sync, Proto::Link] {

@@ -3,6 +3,7 @@
 //! arguments). The services run them; the unit tests here drive them by hand, and
 //! [`harness`] replays random sequences of events from a seed.
 //!
+//! - [`blob_evict`]: which saved blobs to drop, oldest first, when the blob store needs room.
 //! - [`blob_fetch`]: which chunk of a blob to ask which peer for next (window, sources,
 //!   retries).
 //! - [`outbox`]: when to retry a device, what an attempt, a receipt or a new device list
@@ -16,6 +17,7 @@
 //! - [`prekeys`]: prekey rotation.
 //! - [`redial`]: when a node with too few connections dials known peers again.
 
+pub mod blob_evict;
 pub mod blob_fetch;
 pub mod devices;
 pub mod group;

@@ -31,6 +31,7 @@ use crate::blobs::{BlobStore, BlobStoreError};
 use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::network::Reply;
+use crate::rules;
 use crate::rules::blob_fetch::{Fetch, Next};
 use crate::services::mailbox_client::parse_addrs;
 use crate::services::mailbox_server::device_of;
@@ -187,6 +188,7 @@ impl Media {
                 "the file is {size} bytes; the limit is {max} bytes (media.max_file_size)"
             )));
         }
+        self.make_room(size + kith_protocol::blob::chunk_count(size) as u64 * 16)?;
         let key = BlobKey::generate(&mut rand::rngs::OsRng);
         let (blobs, src, k) = (self.blobs.clone(), path.to_owned(), BlobKey(key.0));
         let manifest = blocking(move || blobs.seal_file(&k, &src)).await?;
@@ -443,6 +445,38 @@ impl Media {
         }
     }
 
+    /// Drops saved blobs, oldest first (`rules::blob_evict`), until `wanted` more sealed bytes
+    /// fit the quota; their attachments become `evicted`. The store still refuses a blob that
+    /// does not fit after that.
+    fn make_room(&self, wanted: u64) -> Result<(), NodeError> {
+        let used = self.blobs.used()?;
+        if used.saturating_add(wanted) <= self.config.quota {
+            return Ok(());
+        }
+        let me = self.ctx.peer_id().to_bytes();
+        let mut held: HashMap<[u8; 32], rules::blob_evict::Held<[u8; 32]>> = HashMap::new();
+        for e in self.ctx.store.all_attachments()? {
+            let Ok(a) = decode_attachment(&e) else { continue };
+            let entry = held.entry(a.hash).or_insert(rules::blob_evict::Held {
+                hash: a.hash,
+                bytes: a.size + kith_protocol::blob::chunk_count(a.size) as u64 * 16,
+                at: e.at,
+                saved: true,
+                sent_here: false,
+            });
+            entry.at = entry.at.max(e.at);
+            entry.saved &= e.saved_to.is_some() && e.state == BlobState::Complete;
+            entry.sent_here |= e.sender_device == me;
+        }
+        let held: Vec<_> = held.into_values().collect();
+        for hash in rules::blob_evict::choose(&held, used, wanted, self.config.quota) {
+            info!(hash = %hex::encode(&hash[..8]), "evicting a saved blob to make room");
+            self.blobs.remove(&hash)?;
+            self.set_state(&hash, BlobState::Evicted, None);
+        }
+        Ok(())
+    }
+
     /// The size the messages carrying blob `hash` announce (none for a blob held as a mailbox).
     fn announced_size(&self, hash: &[u8; 32]) -> Option<u64> {
         let entries = self.ctx.store.attachments_of(hash).ok()?;
@@ -479,6 +513,9 @@ impl Media {
                             }
                             _ => {}
                         }
+                    }
+                    if let Ok(m) = Manifest::from_bytes_for(&bytes, hash) {
+                        self.make_room(m.sealed_size())?;
                     }
                     let (blobs, h) = (self.blobs.clone(), *hash);
                     match blocking(move || blobs.add_manifest(&h, &bytes)).await {
