@@ -1426,3 +1426,31 @@ async fn an_attachment_comes_from_the_mailbox_and_a_bad_chunk_is_refused() {
         .unwrap_or(0);
     assert!(rejected >= 1, "the damaged chunk was not refused");
 }
+
+/// A photo posted to a group of six reaches every member whole, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_posted_to_a_group_reaches_every_member() {
+    let size = 6;
+    let (_boot, nodes) = registered(size, |i| format!("pic{i:02}")).await;
+    let mention: Vec<String> = (2..size).map(|i| format!("@pic{i:02}")).collect();
+    let text = format!("photos tonight {}", mention.join(" "));
+    let first = nodes[0].node.send_to("pic01", &text).await.expect("group formed");
+    let conv = format!("#{}", first.conversation);
+    for n in &nodes[1..] {
+        sees(60, "the group's first message", &n.node, &conv, &text).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(dir.path(), 9 * 256 * 1024 + 77);
+    let meta = kith_node::node::FileMeta { mime: "image/jpeg".into(), ..file_meta("party.jpg") };
+    let sent = nodes[0].node.send_file(&conv, &src, meta).await.expect("posted");
+    assert!(sent.to.starts_with('#'), "a group message: {sent:?}");
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        eventually(60, &format!("member {i} to hold the photo"), || async {
+            (blob_state(&n.node, &sent.id) == "complete").then_some(())
+        })
+        .await;
+        let out = dir.path().join(format!("party-{i}.jpg"));
+        n.node.save_attachment(&sent.id, &out).await.expect("saved");
+        assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&src).expect("read"));
+    }
+}
