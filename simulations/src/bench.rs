@@ -70,6 +70,13 @@ pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
         let bare64 = bare_libp2p(params.parallel, 64, size, ack).await?;
         eprintln!("network of {} nodes: names and a group ...", params.network);
         let net = network(dir.path(), params.network).await?;
+        let mib = if quick { 32 } else { 256 };
+        eprintln!("a {mib} MiB file: Kith and a bare libp2p stream ...");
+        let file = media_transfer(dir.path(), mib).await?;
+        let bare_file = bare_stream(mib).await?;
+        let members = if quick { 8 } else { 20 };
+        eprintln!("a 5 MiB photo to a group of {members} ...");
+        let photo = group_photo(dir.path(), members, 5).await?;
         eprintln!("history read ...");
         let history = history(dir.path())?;
         eprintln!("idle daemon memory ...");
@@ -85,6 +92,9 @@ pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
                     "p50_diff_ms": kith64.p50_ms - bare64.p50_ms},
             },
             "network": net,
+            "file": {"mib": mib, "kith": file, "libp2p_stream_mib_per_sec": bare_file,
+                "throughput_ratio": file["mib_per_sec"].as_f64().unwrap_or(0.0) / bare_file},
+            "group_photo": photo,
             "history_last_50_of_100000_ms": history,
             "idle_daemon_rss_mib": rss,
         }))
@@ -141,6 +151,26 @@ fn print_table(r: &serde_json::Value) {
         n["group_members"],
         f(&n["fanout"]["p50_ms"]),
         f(&n["fanout"]["max_ms"])
+    );
+    let file = &r["file"];
+    println!(
+        "a {} MiB file over TCP: Kith {:.0} MiB/s, bare libp2p stream {:.0} MiB/s (ratio {:.2}); \
+         process memory grew by {:.1} MiB during it",
+        file["mib"],
+        f(&file["kith"]["mib_per_sec"]),
+        f(&file["libp2p_stream_mib_per_sec"]),
+        f(&file["throughput_ratio"]),
+        f(&file["kith"]["rss_growth_mib"])
+    );
+    let photo = &r["group_photo"];
+    println!(
+        "a {} MiB photo to a group of {}: last member after {:.0} ms; the sender served {:.1} MiB \
+         ({:.1} MiB to all members if it sent every copy)",
+        photo["mib"],
+        photo["members"],
+        f(&photo["last_member_ms"]),
+        f(&photo["sender_served_mib"]),
+        f(&photo["every_copy_mib"])
     );
     println!("last 50 of 100,000 messages: {:.3} ms", f(&r["history_last_50_of_100000_ms"]));
     match r["idle_daemon_rss_mib"].as_f64() {
@@ -482,6 +512,244 @@ async fn network(base: &std::path::Path, size: usize) -> Result<serde_json::Valu
         "resolve": {"p50_ms": res.p50_ms, "p99_ms": res.p99_ms},
         "group_members": size,
         "fanout": {"p50_ms": fo.p50_ms, "max_ms": max, "note": "time until the last member stored the message"},
+    }))
+}
+
+/// Resident memory of this process, in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Writes `mib` MiB of pseudo-random bytes to a new file under `base`.
+fn random_file(base: &std::path::Path, name: &str, mib: usize) -> Result<std::path::PathBuf> {
+    use rand::{RngCore, SeedableRng};
+    use std::io::Write;
+    let path = base.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mib as u64);
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        rng.fill_bytes(&mut buf);
+        f.write_all(&buf)?;
+    }
+    f.flush()?;
+    Ok(path)
+}
+
+/// Kith's attachment path between two nodes over TCP on loopback: bob fetches the blob of a
+/// `mib` MiB file alice sent (timed from his download request until every chunk is checked and
+/// on disk). Memory: the growth of this process's resident memory (both nodes) during it.
+async fn media_transfer(base: &std::path::Path, mib: usize) -> Result<serde_json::Value> {
+    let bob = node_at(base, "file-bob", TransportKind::Tcp, vec![]).await?;
+    let alice =
+        node_at(base, "file-alice", TransportKind::Tcp, vec![first_addr(&bob).await?]).await?;
+    connected(&alice).await?;
+    bob.register("filebob").await?;
+    alice.register("filealice").await?;
+    let src = random_file(base, "file.bin", mib)?;
+    let meta = kith_node::node::FileMeta {
+        name: Some("file.bin".into()),
+        mime: "application/octet-stream".into(),
+        ..Default::default()
+    };
+    let sent = alice.send_file("@filebob", &src, meta).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bob.message(&sent.id).is_err() {
+        if Instant::now() > deadline {
+            bail!("the file's message did not arrive within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = rss_mib();
+    let peak = std::sync::Arc::new(std::sync::Mutex::new(before));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = rss_mib();
+                if let Ok(mut p) = peak.lock() {
+                    *p = p.max(now);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let t = Instant::now();
+    bob.download(&sent.id).await?;
+    let took = t.elapsed();
+    sampling.abort();
+    let peak = peak.lock().map(|p| *p).unwrap_or(f64::NAN);
+    alice.shutdown().await?;
+    bob.shutdown().await?;
+    Ok(json!({
+        "mib_per_sec": mib as f64 / took.as_secs_f64(),
+        "seconds": took.as_secs_f64(),
+        "rss_growth_mib": peak - before,
+    }))
+}
+
+/// A bare libp2p stream (TCP + Noise + Yamux on loopback): `mib` MiB written in 256 KiB
+/// writes and read to the end; MiB/s.
+async fn bare_stream(mib: usize) -> Result<f64> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    const PROTO: StreamProtocol = StreamProtocol::new("/bench/stream/1");
+    let make = || -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
+        Ok(libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build())
+    };
+    let mut server = make()?;
+    let mut client = make()?;
+    server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_id = *server.local_peer_id();
+    let mut incoming = server.behaviour().new_control().accept(PROTO)?;
+    let mut control = client.behaviour().new_control();
+    client.dial(addr)?;
+    loop {
+        tokio::select! {
+            e = client.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { .. } = e {
+                    break;
+                }
+            }
+            _ = server.select_next_some() => {}
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            server.select_next_some().await;
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            client.select_next_some().await;
+        }
+    });
+    let total = (mib as u64) << 20;
+    let reader = tokio::spawn(async move {
+        let (_, mut stream) = incoming.next().await.context("no incoming stream")?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        while got < total {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        Ok::<_, anyhow::Error>((got, Instant::now()))
+    });
+    let mut stream = control
+        .open_stream(server_id, PROTO)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open a stream: {e}"))?;
+    let chunk = vec![7u8; 256 * 1024];
+    let t = Instant::now();
+    for _ in 0..(total / chunk.len() as u64) {
+        stream.write_all(&chunk).await?;
+    }
+    stream.flush().await?;
+    let (got, done) = reader.await??;
+    if got != total {
+        bail!("the bare stream delivered {got} of {total} bytes");
+    }
+    Ok(mib as f64 / done.duration_since(t).as_secs_f64())
+}
+
+/// A photo of `mib` MiB posted to a group of `members` on the memory transport: the time until
+/// the last member holds it (downloaded by itself, as photos are), and what its sender served.
+async fn group_photo(
+    base: &std::path::Path,
+    members: usize,
+    mib: usize,
+) -> Result<serde_json::Value> {
+    let boot = node_at(base, "photo-boot", TransportKind::Memory, vec![]).await?;
+    let b = first_addr(&boot).await?;
+    let mut nodes = Vec::with_capacity(members);
+    for i in 0..members {
+        let n =
+            node_at(base, &format!("photo-{i}"), TransportKind::Memory, vec![b.clone()]).await?;
+        connected(&n).await?;
+        n.register(&format!("photo{i:02}")).await?;
+        nodes.push(n);
+    }
+    let mention: Vec<String> = (2..members).map(|i| format!("@photo{i:02}")).collect();
+    let first = nodes[0].send_to("photo01", &format!("pictures {}", mention.join(" "))).await?;
+    let conv = format!("#{}", first.conversation);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for n in &nodes {
+        while n.members(&conv).map(|m| m.len()).unwrap_or(0) < members {
+            if Instant::now() > deadline {
+                bail!("the group did not form within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let src = random_file(base, "photo.jpg", mib)?;
+    let meta = kith_node::node::FileMeta {
+        name: Some("photo.jpg".into()),
+        mime: "image/jpeg".into(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let sent = nodes[0].send_file(&conv, &src, meta).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        loop {
+            let state = n.message(&sent.id).ok().and_then(|m| m.attachment).map(|a| a.state);
+            if state == Some("complete") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("member {i} did not hold the photo within 300 s (state {state:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let last = t.elapsed();
+    let served = |n: &Node| -> f64 {
+        n.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("kith_blob_bytes_served_total ")?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / (1024.0 * 1024.0)
+    };
+    let sender = served(&nodes[0]);
+    let others: f64 = nodes[1..].iter().map(served).sum();
+    for n in nodes {
+        let _ = n.shutdown().await;
+    }
+    let _ = boot.shutdown().await;
+    Ok(json!({
+        "members": members,
+        "mib": mib,
+        "last_member_ms": last.as_secs_f64() * 1e3,
+        "sender_served_mib": sender,
+        "members_served_mib": others,
+        "every_copy_mib": (mib * (members - 1)) as f64,
     }))
 }
 

@@ -24,8 +24,10 @@ pub const MAX_SOURCE_FAILURES: u32 = 3;
 /// The state of one blob's fetch.
 #[derive(Debug)]
 pub struct Fetch<P> {
-    /// Chunks not held and not in flight, lowest first.
-    queue: BTreeSet<usize>,
+    /// Chunks not held and not in flight, as (rank, chunk): asked in rank order.
+    queue: BTreeSet<(usize, usize)>,
+    /// Each chunk's rank.
+    rank: HashMap<usize, usize>,
     /// Chunk → (peer asked, when).
     in_flight: HashMap<usize, (P, u64)>,
     /// Peers that hold the blob, in order of preference.
@@ -48,10 +50,21 @@ pub enum Next<P> {
 }
 
 impl<P: Clone + Eq + Hash> Fetch<P> {
-    /// A fetch of the chunks `missing` (from the blob store) from `sources`.
+    /// A fetch of the chunks `missing` (from the blob store) from `sources`, lowest first.
     pub fn new(missing: impl IntoIterator<Item = usize>, sources: Vec<P>) -> Self {
+        Self::in_order(missing, sources)
+    }
+
+    /// A fetch of the chunks `order` from `sources`, asked in that order. Members of a group
+    /// fetching one blob at once each take their own random order, so that they soon hold
+    /// different chunks and can serve them to each other instead of all asking the sender for
+    /// the same one.
+    pub fn in_order(order: impl IntoIterator<Item = usize>, sources: Vec<P>) -> Self {
+        let rank: HashMap<usize, usize> =
+            order.into_iter().enumerate().map(|(r, c)| (c, r)).collect();
         Fetch {
-            queue: missing.into_iter().collect(),
+            queue: rank.iter().map(|(c, r)| (*r, *c)).collect(),
+            rank,
             in_flight: HashMap::new(),
             sources,
             failures: HashMap::new(),
@@ -64,6 +77,10 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
         if !self.sources.contains(&peer) {
             self.sources.push(peer);
         }
+    }
+
+    fn rank_of(&self, chunk: usize) -> usize {
+        self.rank.get(&chunk).copied().unwrap_or(chunk)
     }
 
     fn usable(&self, peer: &P) -> bool {
@@ -83,7 +100,7 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
         // marks them in flight.
         let room = WINDOW.saturating_sub(self.in_flight.len());
         let mut ask = Vec::new();
-        for &chunk in &self.queue {
+        for &(_, chunk) in &self.queue {
             if ask.len() >= room {
                 break;
             }
@@ -105,12 +122,14 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
             }
         }
         for (chunk, peer) in &ask {
-            self.queue.remove(chunk);
+            self.queue.remove(&(self.rank_of(*chunk), *chunk));
             self.in_flight.insert(*chunk, (peer.clone(), now));
         }
         if ask.is_empty() && self.in_flight.is_empty() {
             // Nothing in flight and nobody to ask for what is queued.
-            return Next::Stuck(self.queue.iter().copied().collect());
+            let mut stuck: Vec<usize> = self.queue.iter().map(|(_, c)| *c).collect();
+            stuck.sort_unstable();
+            return Next::Stuck(stuck);
         }
         Next::Ask(ask)
     }
@@ -127,7 +146,7 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
     pub fn failed(&mut self, chunk: usize, peer: &P) {
         if self.in_flight.get(&chunk).is_some_and(|(p, _)| p == peer) {
             self.in_flight.remove(&chunk);
-            self.queue.insert(chunk);
+            self.queue.insert((self.rank_of(chunk), chunk));
             self.failed_pairs.insert((chunk, peer.clone()));
             *self.failures.entry(peer.clone()).or_default() += 1;
         }
@@ -139,7 +158,7 @@ impl<P: Clone + Eq + Hash> Fetch<P> {
     pub fn not_held(&mut self, chunk: usize, peer: &P) {
         if self.in_flight.get(&chunk).is_some_and(|(p, _)| p == peer) {
             self.in_flight.remove(&chunk);
-            self.queue.insert(chunk);
+            self.queue.insert((self.rank_of(chunk), chunk));
             self.failed_pairs.insert((chunk, peer.clone()));
         }
     }
@@ -296,5 +315,15 @@ mod tests {
             }
         }
         assert!(g.usable(&'m'));
+    }
+
+    #[test]
+    fn chunks_are_asked_in_the_order_given_and_a_failed_one_keeps_its_place() {
+        let mut f = Fetch::in_order([5, 2, 9, 0], vec!['a']);
+        let first = asked(f.next(0));
+        assert_eq!(first, vec![(5, 'a'), (2, 'a'), (9, 'a'), (0, 'a')]);
+        f.not_held(2, &'a');
+        f.add_source('b');
+        assert_eq!(asked(f.next(1)), vec![(2, 'b')]);
     }
 }

@@ -54,10 +54,14 @@ pub const MAX_SERVING: usize = 32;
 /// Blobs fetched at once; more wait their turn.
 pub const MAX_FETCHES: usize = 4;
 /// Rounds in a row in which no chunk arrived after which a fetch fails.
-pub const MAX_IDLE_ROUNDS: u32 = 6;
-/// The wait after a round in which no chunk arrived; it doubles each such round (2, 4, ... 64
-/// s: a fetch with no reachable holder fails after about two minutes).
-pub const ROUND_WAIT: Duration = Duration::from_secs(2);
+pub const MAX_IDLE_ROUNDS: u32 = 8;
+/// The wait after a round in which no chunk arrived; it doubles each such round (0.5, 1, ...
+/// 64 s: a fetch with no reachable holder fails after about two minutes).
+pub const ROUND_WAIT: Duration = Duration::from_millis(500);
+/// Requests for one blob this node serves at once; beyond, `busy` sends the asker to other
+/// holders (in a group, the members that already fetched a chunk), so the sender's uplink is
+/// not the limit.
+pub const MAX_SERVING_PER_BLOB: usize = 4;
 /// Members of a group asked for a blob besides its sender and holders.
 pub const MAX_GROUP_SOURCES: usize = 16;
 /// How often the sender asks its mailbox whether it holds a blob whole yet.
@@ -110,6 +114,37 @@ pub struct FileMeta {
     pub poster: Option<Vec<u8>>,
 }
 
+/// One of the [`MAX_SERVING_PER_BLOB`] requests of a blob served at once; freed on drop.
+struct BlobSlot {
+    counts: Arc<Mutex<HashMap<[u8; 32], usize>>>,
+    hash: [u8; 32],
+}
+
+impl BlobSlot {
+    fn take(counts: &Arc<Mutex<HashMap<[u8; 32], usize>>>, hash: [u8; 32]) -> Option<BlobSlot> {
+        let mut c = counts.lock().ok()?;
+        let n = c.entry(hash).or_default();
+        if *n >= MAX_SERVING_PER_BLOB {
+            return None;
+        }
+        *n += 1;
+        Some(BlobSlot { counts: counts.clone(), hash })
+    }
+}
+
+impl Drop for BlobSlot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.counts.lock() {
+            if let Some(n) = c.get_mut(&self.hash) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&self.hash);
+                }
+            }
+        }
+    }
+}
+
 /// The end of a fetch, as its waiters see it: `None` while it runs.
 type FetchEnd = Option<Result<(), String>>;
 
@@ -123,6 +158,8 @@ pub(crate) struct Media {
     /// Fetches running, by blob hash.
     fetches: Arc<Mutex<HashMap<[u8; 32], watch::Receiver<FetchEnd>>>>,
     serving: Arc<Semaphore>,
+    /// Requests being served, per blob.
+    serving_blob: Arc<Mutex<HashMap<[u8; 32], usize>>>,
     fetch_slots: Arc<Semaphore>,
 }
 
@@ -164,6 +201,7 @@ impl Media {
             config,
             fetches: Arc::default(),
             serving: Arc::new(Semaphore::new(MAX_SERVING)),
+            serving_blob: Arc::default(),
             fetch_slots: Arc::new(Semaphore::new(MAX_FETCHES)),
         }
     }
@@ -549,7 +587,10 @@ impl Media {
     ) -> (usize, Option<String>) {
         let total = manifest.chunks.len();
         let mut held = total - missing.len();
-        let mut fetch = Fetch::new(missing, peers.to_vec());
+        // Each fetcher its own order (see `Fetch::in_order`).
+        let mut order = missing;
+        rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::thread_rng());
+        let mut fetch = Fetch::in_order(order, peers.to_vec());
         let mut tasks = JoinSet::new();
         let (mut got, mut last_error) = (0, None);
         self.ctx.store.set_progress(&hash, held, total);
@@ -674,6 +715,11 @@ impl Media {
             let _ = self.ctx.net.respond(reply, answer(busy)).await;
             return;
         };
+        let Some(slot) = BlobSlot::take(&self.serving_blob, hash) else {
+            let busy = BlobResponse::Refused { reason: "busy".into() };
+            let _ = self.ctx.net.respond(reply, answer(busy)).await;
+            return;
+        };
         let me = self.clone();
         self.ctx.spawn(async move {
             let blobs = me.blobs.clone();
@@ -702,7 +748,7 @@ impl Media {
                 me.ctx.counters.blob_bytes_served.inc_by(bytes.len() as u64);
             }
             let _ = me.ctx.net.respond(reply, response.to_bytes()).await;
-            drop(permit);
+            drop((permit, slot));
         });
     }
 
