@@ -43,16 +43,19 @@ pub(crate) enum Kind {
     DirectMailbox,
     /// A group message.
     Group,
+    /// A direct message carrying a file; delivered when the recipient holds the whole file.
+    Media,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::DirectOnline, Kind::DirectMailbox, Kind::Group];
+    pub const ALL: [Kind; 4] = [Kind::DirectOnline, Kind::DirectMailbox, Kind::Group, Kind::Media];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::DirectOnline => "direct_online",
             Kind::DirectMailbox => "direct_mailbox",
             Kind::Group => "group",
+            Kind::Media => "media",
         }
     }
 }
@@ -223,6 +226,16 @@ impl Plan {
             }
             let kind = if online(to, t) { Kind::DirectOnline } else { Kind::DirectMailbox };
             actions.push((t, Action::Direct { id: next_id, from, to, kind }));
+            next_id += 1;
+        }
+        for _ in 0..s.workload.media_messages {
+            let t = rng.gen_range(0..horizon);
+            let Some(from) = pick_online(&mut rng, t, &everyone) else { continue };
+            let mut to = rng.gen_range(0..users - 1);
+            if to >= from {
+                to += 1;
+            }
+            actions.push((t, Action::Direct { id: next_id, from, to, kind: Kind::Media }));
             next_id += 1;
         }
         let mut groups = Vec::new();

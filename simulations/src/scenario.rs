@@ -215,6 +215,13 @@ pub(crate) struct Workload {
     /// Size of each message's text, in bytes.
     #[serde(default = "hundred")]
     pub message_bytes: u32,
+    /// Direct messages carrying a file (a photo: it downloads by itself), from a random online
+    /// user to a random other user; delivered once the recipient holds the whole file.
+    #[serde(default)]
+    pub media_messages: u32,
+    /// Size of each file, in bytes.
+    #[serde(default = "mebibyte")]
+    pub media_bytes: u32,
     /// Groups, formed before the workload starts.
     #[serde(default)]
     pub groups: Vec<GroupSpec>,
@@ -222,6 +229,10 @@ pub(crate) struct Workload {
 
 fn hundred() -> u32 {
     100
+}
+
+fn mebibyte() -> u32 {
+    1 << 20
 }
 
 /// Groups of one size.

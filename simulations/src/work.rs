@@ -11,7 +11,7 @@ use kith_node::Node;
 use tokio::time::Instant;
 
 use crate::events::Event;
-use crate::plan::{message_id, message_text, Action, Plan};
+use crate::plan::{message_id, message_text, Action, Kind, Plan};
 use crate::scenario::Scenario;
 
 /// Where events go: kept in memory, or written as JSON lines to a file.
@@ -75,6 +75,7 @@ pub(crate) fn at_name(plan: &Plan, i: usize) -> String {
 pub(crate) fn watch(node: &Node, index: usize, clock: Clock, log: std::sync::Arc<Log>) {
     let mut rx = node.subscribe();
     let mut stopping = node.stopping();
+    let node_for_watch = node.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -82,6 +83,16 @@ pub(crate) fn watch(node: &Node, index: usize, clock: Clock, log: std::sync::Arc
                     Ok(NodeEvent::Message(m)) if m.direction == "in" => {
                         if let Some(id) = m.text.as_deref().and_then(message_id) {
                             log.push(Event::Received { t: clock.now(), node: index, id });
+                        }
+                    }
+                    // A file is delivered when the recipient holds all of it.
+                    Ok(NodeEvent::Transfer(x)) if x.state == "complete" => {
+                        for mid in &x.messages {
+                            let Ok(m) = node_for_watch.message(mid) else { continue };
+                            let caption = m.attachment.and_then(|a| a.caption);
+                            if let Some(id) = caption.as_deref().and_then(message_id) {
+                                log.push(Event::Received { t: clock.now(), node: index, id });
+                            }
                         }
                     }
                     Ok(_) => {}
@@ -174,6 +185,11 @@ pub(crate) async fn perform(
             let ms = start.elapsed().as_secs_f64() * 1e3;
             log.push(Event::Lookup { t: clock.now(), node: *from, ok: r.is_ok(), ms });
         }
+        Action::Direct { id, from, to, kind: Kind::Media } => {
+            let bytes = scenario.workload.media_bytes as usize;
+            let r = send_media(node, &at_name(plan, *to), *id, bytes).await;
+            sent(log, t, *from, *id, r);
+        }
         Action::Direct { id, from, to, .. } => {
             let r = node.send_text(&at_name(plan, *to), &message_text(*id, size)).await;
             sent(log, t, *from, *id, r.map(|_| ()).map_err(|e| e.to_string()));
@@ -191,6 +207,27 @@ pub(crate) async fn perform(
         }
         _ => {}
     }
+}
+
+/// Sends a photo of `bytes` bytes (its content made from `id`) whose caption carries the
+/// workload id, from a temporary file removed afterwards.
+async fn send_media(node: &Node, to: &str, id: u64, bytes: usize) -> Result<(), String> {
+    let path = std::env::temp_dir().join(format!(
+        "kith-sim-media-{}-{}-{id}",
+        std::process::id(),
+        node.peer_id()
+    ));
+    let content: Vec<u8> = (0..bytes).map(|i| (i as u64 ^ id).wrapping_mul(31) as u8).collect();
+    tokio::fs::write(&path, content).await.map_err(|e| format!("cannot write a file: {e}"))?;
+    let meta = kith_node::node::FileMeta {
+        name: Some(format!("sim-{id}.jpg")),
+        mime: "image/jpeg".into(),
+        caption: Some(message_text(id, 32)),
+        ..Default::default()
+    };
+    let r = node.send_file(to, &path, meta).await.map(|_| ()).map_err(|e| e.to_string());
+    let _ = tokio::fs::remove_file(&path).await;
+    r
 }
 
 fn sent(log: &Log, t: i64, node: usize, id: u64, r: Result<(), String>) {
