@@ -298,6 +298,7 @@ async fn copy_history(
                 codec::from_stored_slice(m, MAX_SNAPSHOT_VALUE).map_err(bad_snapshot)?;
             if store.insert_incoming(&m)? {
                 messages += 1;
+                remember_attachment(store, &m, other.peer)?;
             }
         }
         progress(messages);
@@ -307,6 +308,32 @@ async fn copy_history(
         }
     }
     Ok(messages)
+}
+
+/// A file of a direct conversation copied with the history: recorded as `available`, to be
+/// fetched on request from the device it was copied from (one of this user's own, so allowed
+/// to serve it) or its sender. A group message's copy is its sealed envelope, whose file is not
+/// recorded (not fetchable on the new device yet).
+fn remember_attachment(store: &Store, m: &StoredMessage, from: PeerId) -> Result<(), NodeError> {
+    if m.kind != "attachment" || m.is_group() {
+        return Ok(());
+    }
+    let Ok(message) = kith_protocol::Message::from_bytes(&m.raw) else { return Ok(()) };
+    let kith_protocol::Content::Attachment(a) = &message.content else { return Ok(()) };
+    let entry = crate::store::AttachmentEntry {
+        message: m.id,
+        conversation: m.conversation,
+        peer: m.peer,
+        group: false,
+        attachment: codec::to_vec(&**a),
+        sender_device: from.to_bytes(),
+        state: crate::store::BlobState::Available,
+        error: None,
+        saved_to: None,
+        at: now_ms(),
+        mailbox_held: false,
+    };
+    store.put_attachment(&a.hash, &entry)
 }
 
 /// Mailboxes hold mail for enrolled devices only: enrolls this one with each. Failures are

@@ -1454,3 +1454,32 @@ async fn a_photo_posted_to_a_group_reaches_every_member() {
         assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&src).expect("read"));
     }
 }
+
+/// A file bob received before he linked a laptop (with the history) is fetched by the laptop
+/// from his phone on request; a file he sends from the phone later shows on the laptop too,
+/// which fetches it from the phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_device_fetches_old_and_new_files_from_the_users_other_device() {
+    let (boot, alice, bob) = network().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = random_file(dir.path(), 2 * 256 * 1024 + 5);
+    let sent = alice.node.send_file("@bob", &old, file_meta("old.bin")).await.expect("sent");
+    eventually(20, "delivery", || async { delivered(&alice.node, &sent.id).await.then_some(()) })
+        .await;
+    bob.node.download(&sent.id).await.expect("bob's phone downloads it");
+    let laptop = link(&bob.node, vec![addr(&boot.node).await], true).await;
+    assert_eq!(blob_state(&laptop.node, &sent.id), "available");
+    let out = dir.path().join("old-on-laptop.bin");
+    laptop.node.save_attachment(&sent.id, &out).await.expect("the laptop saves it");
+    assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&old).expect("read"));
+
+    let new = random_file(dir.path(), 256 * 1024 + 9);
+    let mine = bob.node.send_file("@alice", &new, file_meta("new.bin")).await.expect("sent");
+    eventually(30, "the laptop's copy of bob's file message", || async {
+        laptop.node.message(&mine.id).ok().and_then(|m| m.attachment).map(|_| ())
+    })
+    .await;
+    let out = dir.path().join("new-on-laptop.bin");
+    laptop.node.save_attachment(&mine.id, &out).await.expect("the laptop saves it");
+    assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&new).expect("read"));
+}
