@@ -768,7 +768,10 @@ impl Media {
         }
         for e in store.attachments_of(hash)? {
             if !e.group {
-                if self.records.is_device_of(e.peer, &device) {
+                // The message as stored now: one sent to a name that did not resolve yet was
+                // recorded before its recipient was known.
+                let other = store.message(&e.message)?.map_or(e.peer, |m| m.peer);
+                if self.records.is_device_of(other, &device) {
                     return Ok(true);
                 }
                 continue;
