@@ -156,7 +156,22 @@ impl BlobStore {
         sealed: &[u8],
     ) -> Result<(), BlobStoreError> {
         manifest.check_chunk(index, sealed)?;
-        Ok(private_fs::write_atomic(&self.blob_dir(hash), &index.to_string(), sealed)?)
+        // Not synced one by one (a fetch writes hundreds): `sync` makes the whole blob durable
+        // once it is complete, and `missing` counts a chunk file of the wrong size as missing.
+        Ok(private_fs::write_renamed(&self.blob_dir(hash), &index.to_string(), sealed, false)?)
+    }
+
+    /// Makes every file of blob `hash` durable (after a fetch wrote its chunks unsynced).
+    pub fn sync(&self, hash: &[u8; 32]) -> Result<(), BlobStoreError> {
+        let dir = self.blob_dir(hash);
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                fs::File::open(entry.path())?.sync_all()?;
+            }
+        }
+        fs::File::open(&dir)?.sync_all()?;
+        Ok(())
     }
 
     /// The encoded manifest of blob `hash`, as stored (checked when it was taken).
@@ -199,7 +214,15 @@ impl BlobStore {
 
     fn missing_of(&self, hash: &[u8; 32], manifest: &Manifest) -> Vec<usize> {
         let dir = self.blob_dir(hash);
-        (0..manifest.chunks.len()).filter(|i| !dir.join(i.to_string()).exists()).collect()
+        let sealed_len = |i: usize| {
+            let start = (i * CHUNK_SIZE) as u64;
+            manifest.size.saturating_sub(start).min(CHUNK_SIZE as u64) + blob::TAG_SIZE as u64
+        };
+        (0..manifest.chunks.len())
+            .filter(|&i| {
+                fs::metadata(dir.join(i.to_string())).map_or(true, |m| m.len() != sealed_len(i))
+            })
+            .collect()
     }
 
     /// Seals the file at `src` under `key` into the store, one chunk in memory at a time, and

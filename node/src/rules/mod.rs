@@ -4,6 +4,7 @@
 //! [`harness`] replays random sequences of events from a seed.
 //!
 //! - [`blob_evict`]: which saved blobs to drop, oldest first, when the blob store needs room.
+//! - [`blob_seed`]: how often the sender of a group's file serves each chunk.
 //! - [`blob_fetch`]: which chunk of a blob to ask which peer for next (window, sources,
 //!   retries).
 //! - [`outbox`]: when to retry a device, what an attempt, a receipt or a new device list
@@ -19,6 +20,7 @@
 
 pub mod blob_evict;
 pub mod blob_fetch;
+pub mod blob_seed;
 pub mod devices;
 pub mod group;
 pub mod mailbox;

@@ -59,9 +59,8 @@ pub const MAX_IDLE_ROUNDS: u32 = 8;
 /// 64 s: a fetch with no reachable holder fails after about two minutes).
 pub const ROUND_WAIT: Duration = Duration::from_millis(500);
 /// Requests for one blob this node serves at once; beyond, `busy` sends the asker to other
-/// holders (in a group, the members that already fetched a chunk), so the sender's uplink is
-/// not the limit.
-pub const MAX_SERVING_PER_BLOB: usize = 4;
+/// holders.
+pub const MAX_SERVING_PER_BLOB: usize = 16;
 /// Members of a group asked for a blob besides its sender and holders.
 pub const MAX_GROUP_SOURCES: usize = 16;
 /// How often the sender asks its mailbox whether it holds a blob whole yet.
@@ -160,6 +159,8 @@ pub(crate) struct Media {
     serving: Arc<Semaphore>,
     /// Requests being served, per blob.
     serving_blob: Arc<Mutex<HashMap<[u8; 32], usize>>>,
+    /// Chunks of group files this device sent, served lately (`rules::blob_seed`).
+    seeding: Arc<Mutex<rules::blob_seed::Seeding<[u8; 32]>>>,
     fetch_slots: Arc<Semaphore>,
 }
 
@@ -202,6 +203,7 @@ impl Media {
             fetches: Arc::default(),
             serving: Arc::new(Semaphore::new(MAX_SERVING)),
             serving_blob: Arc::default(),
+            seeding: Arc::default(),
             fetch_slots: Arc::new(Semaphore::new(MAX_FETCHES)),
         }
     }
@@ -329,7 +331,13 @@ impl Media {
         let me = self.clone();
         self.ctx.spawn(async move {
             let Ok(_slot) = me.fetch_slots.clone().acquire_owned().await else { return };
-            let result = me.fetch(hash).await;
+            let result = match me.fetch(hash).await {
+                Ok(()) => {
+                    let blobs = me.blobs.clone();
+                    blocking(move || blobs.sync(&hash)).await
+                }
+                failed => failed,
+            };
             me.ctx.store.set_progress(&hash, 0, 0);
             match &result {
                 Ok(()) => {
@@ -715,6 +723,13 @@ impl Media {
             let _ = self.ctx.net.respond(reply, answer(busy)).await;
             return;
         };
+        if let BlobRequest::Chunk { index, .. } = &request {
+            if self.seeds(&hash) && !self.seed_allows(&hash, *index as usize) {
+                let busy = BlobResponse::Refused { reason: "busy".into() };
+                let _ = self.ctx.net.respond(reply, answer(busy)).await;
+                return;
+            }
+        }
         let Some(slot) = BlobSlot::take(&self.serving_blob, hash) else {
             let busy = BlobResponse::Refused { reason: "busy".into() };
             let _ = self.ctx.net.respond(reply, answer(busy)).await;
@@ -750,6 +765,21 @@ impl Media {
             let _ = me.ctx.net.respond(reply, response.to_bytes()).await;
             drop((permit, slot));
         });
+    }
+
+    /// Whether this device sent blob `hash` to a group: its chunks then go out a limited number
+    /// of times (`rules::blob_seed`), the members passing them on to each other.
+    fn seeds(&self, hash: &[u8; 32]) -> bool {
+        let me = self.ctx.peer_id().to_bytes();
+        self.ctx
+            .store
+            .attachments_of(hash)
+            .is_ok_and(|all| all.iter().any(|e| e.group && e.sender_device == me))
+    }
+
+    fn seed_allows(&self, hash: &[u8; 32], chunk: usize) -> bool {
+        let now = self.ctx.now();
+        self.seeding.lock().map_or(true, |mut s| s.allow(hash, chunk, now))
     }
 
     /// Whether `peer` may fetch blob `hash` from this node (see the module's documentation).
@@ -911,6 +941,8 @@ impl Media {
             if !self.blobs.missing(&hash)?.is_empty() {
                 return Err(NodeError::Transfer("the device stopped serving it".into()));
             }
+            let blobs = self.blobs.clone();
+            blocking(move || blobs.sync(&hash)).await?;
             if let Some(h) = store.held_blob(&hash)? {
                 store.put_held_blob(&hash, &HeldBlob { complete: true, ..h })?;
             }
