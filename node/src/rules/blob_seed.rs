@@ -10,7 +10,7 @@ use std::hash::Hash;
 /// Copies of one chunk served per window.
 pub const SEED_COPIES: u32 = 2;
 /// The window.
-pub const SEED_WINDOW_MS: u64 = 3_000;
+pub const SEED_WINDOW_MS: u64 = 1_000;
 /// Chunks tracked at most; beyond, windows that ended are forgotten (and if that is not
 /// enough, everything).
 pub const MAX_TRACKED: usize = 65_536;

@@ -61,6 +61,10 @@ pub const ROUND_WAIT: Duration = Duration::from_millis(500);
 /// Requests for one blob this node serves at once; beyond, `busy` sends the asker to other
 /// holders.
 pub const MAX_SERVING_PER_BLOB: usize = 16;
+/// The wait after a round in which holders answered only `busy`.
+pub const BUSY_WAIT: Duration = Duration::from_millis(100);
+/// Rounds in a row of only `busy` answers (a minute) after which they count as idle.
+pub const MAX_BUSY_ROUNDS: u32 = 600;
 /// Members of a group asked for a blob besides its sender and holders.
 pub const MAX_GROUP_SOURCES: usize = 16;
 /// How often the sender asks its mailbox whether it holds a blob whole yet.
@@ -144,6 +148,15 @@ impl Drop for BlobSlot {
     }
 }
 
+/// How a fetch round went.
+struct Round {
+    /// Chunks stored.
+    got: usize,
+    /// Whether a holder answered `busy`.
+    busy: bool,
+    last_error: Option<String>,
+}
+
 /// The end of a fetch, as its waiters see it: `None` while it runs.
 type FetchEnd = Option<Result<(), String>>;
 
@@ -168,8 +181,10 @@ pub(crate) struct Media {
 enum Outcome {
     /// Stored.
     Got,
-    /// The peer does not hold it (yet), or was busy.
+    /// The peer does not hold it (yet).
     NotHeld,
+    /// The peer was busy (it serves this blob to others, or passes its chunks out slowly).
+    Busy,
     /// An error, a refusal, or a chunk that failed its check.
     Failed(String),
 }
@@ -445,7 +460,7 @@ impl Media {
         }
         let addrs: HashMap<PeerId, Vec<Multiaddr>> = sources.iter().cloned().collect();
         let peers: Vec<PeerId> = sources.iter().map(|(p, _)| *p).collect();
-        let mut idle = 0;
+        let (mut idle, mut busy_rounds) = (0, 0);
         let mut last_error = String::from("no answer");
         loop {
             let manifest = match self.blobs.manifest(&hash)? {
@@ -459,7 +474,7 @@ impl Media {
                     Err(e) => return Err(e),
                 },
             };
-            let mut progressed = false;
+            let (mut progressed, mut busy) = (false, false);
             if let Some(manifest) = manifest {
                 let blobs = self.blobs.clone();
                 let missing = blocking(move || blobs.missing(&hash)).await?;
@@ -467,16 +482,24 @@ impl Media {
                 if missing.is_empty() {
                     return Ok(());
                 }
-                let (got, error) =
+                let round =
                     self.fetch_round(Arc::new(manifest), hash, missing, &peers, &addrs).await;
-                progressed = got > 0;
-                if let Some(e) = error {
+                progressed = round.got > 0;
+                busy = round.busy;
+                if let Some(e) = round.last_error {
                     last_error = e;
                 }
                 if self.blobs.missing(&hash)?.is_empty() {
                     return Ok(());
                 }
-                debug!(got, total, "a fetch round ended with chunks missing");
+                debug!(got = round.got, total, "a fetch round ended with chunks missing");
+            }
+            busy_rounds = if progressed { 0 } else { busy_rounds + u32::from(busy) };
+            if !progressed && busy && busy_rounds <= MAX_BUSY_ROUNDS {
+                // Holders are there but busy (a group's sender passing chunks out slowly while
+                // members fetch them): ask again soon, without counting the round as idle.
+                tokio::time::sleep(BUSY_WAIT).await;
+                continue;
             }
             idle = if progressed { 0 } else { idle + 1 };
             if idle >= MAX_IDLE_ROUNDS {
@@ -592,7 +615,7 @@ impl Media {
         missing: Vec<usize>,
         peers: &[PeerId],
         addrs: &HashMap<PeerId, Vec<Multiaddr>>,
-    ) -> (usize, Option<String>) {
+    ) -> Round {
         let total = manifest.chunks.len();
         let mut held = total - missing.len();
         // Each fetcher its own order (see `Fetch::in_order`).
@@ -600,11 +623,11 @@ impl Media {
         rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::thread_rng());
         let mut fetch = Fetch::in_order(order, peers.to_vec());
         let mut tasks = JoinSet::new();
-        let (mut got, mut last_error) = (0, None);
+        let (mut got, mut busy, mut last_error) = (0, false, None);
         self.ctx.store.set_progress(&hash, held, total);
         loop {
             match fetch.next(self.ctx.now()) {
-                Next::Complete | Next::Stuck(_) => return (got, last_error),
+                Next::Complete | Next::Stuck(_) => return Round { got, busy, last_error },
                 Next::Ask(asks) => {
                     for (chunk, peer) in asks {
                         let a = addrs.get(&peer).cloned().unwrap_or_default();
@@ -632,6 +655,10 @@ impl Media {
                         self.transfer_event(&hash, BlobState::Downloading, None);
                     }
                     Outcome::NotHeld => fetch.not_held(chunk, &peer),
+                    Outcome::Busy => {
+                        busy = true;
+                        fetch.not_held(chunk, &peer);
+                    }
                     Outcome::Failed(e) => {
                         fetch.failed(chunk, &peer);
                         last_error = Some(e);
@@ -677,7 +704,7 @@ impl Media {
                 }
             }
             Ok(BlobResponse::NotFound) => Outcome::NotHeld,
-            Ok(BlobResponse::Refused { reason }) if reason == "busy" => Outcome::NotHeld,
+            Ok(BlobResponse::Refused { reason }) if reason == "busy" => Outcome::Busy,
             Ok(BlobResponse::Refused { reason }) => {
                 Outcome::Failed(format!("{peer} refused: {reason}"))
             }
@@ -932,8 +959,8 @@ impl Media {
                     break;
                 }
                 let m = Arc::new(manifest.clone());
-                let (got, _) = self.fetch_round(m, hash, missing, &peers, &addrs).await;
-                if got == 0 {
+                let round = self.fetch_round(m, hash, missing, &peers, &addrs).await;
+                if round.got == 0 {
                     tokio::time::sleep(ROUND_WAIT).await;
                 }
             }
