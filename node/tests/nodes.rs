@@ -1358,8 +1358,8 @@ async fn a_file_reaches_a_contact_whole() {
 }
 
 /// A photo sent to bob while he is offline arrives after alice went offline too: her mailbox
-/// holds the blob, bob fetches it from there, and a chunk alice's copy serves damaged (she is
-/// back, and listed first) is refused and fetched from the mailbox instead.
+/// holds the blob, bob fetches it from there, and the chunks alice's damaged copy serves (she
+/// is back) are refused and fetched from the mailbox instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attachment_comes_from_the_mailbox_and_a_bad_chunk_is_refused() {
     let (boot, alice, bob) =
@@ -1395,13 +1395,16 @@ async fn an_attachment_comes_from_the_mailbox_and_a_bad_chunk_is_refused() {
     bob2.save_attachment(&sent.id, &out).await.expect("saved");
     assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&src).expect("read"));
 
-    // Alice is back with a damaged chunk; bob forgets his copy and fetches it again, asking
-    // alice (its sender) first.
+    // Alice is back with a damaged copy; bob forgets his and fetches it again, from alice (its
+    // sender) and the mailbox.
     let hash = bob2.message(&sent.id).expect("view").attachment.expect("attachment").hash;
-    let chunk = alice_home.join("blobs").join(&hash).join("2");
-    let mut bytes = std::fs::read(&chunk).expect("alice's chunk");
-    bytes[100] ^= 1;
-    std::fs::write(&chunk, &bytes).expect("damage it");
+    // Every chunk of alice's copy is damaged: whichever she is asked for is refused.
+    for i in 0..5 {
+        let chunk = alice_home.join("blobs").join(&hash).join(i.to_string());
+        let mut bytes = std::fs::read(&chunk).expect("alice's chunk");
+        bytes[100] ^= 1;
+        std::fs::write(&chunk, &bytes).expect("damage it");
+    }
     let alice2 = start(&alice_home, vec![mb]).await;
     eventually(20, "alice connected", || async {
         (alice2.status().await.ok()?.connected_peers > 0).then_some(())
