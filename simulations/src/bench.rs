@@ -74,6 +74,10 @@ pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
         eprintln!("a {mib} MiB file: Kith and a bare libp2p stream ...");
         let file = media_transfer(dir.path(), mib).await?;
         let bare_file = bare_stream(mib).await?;
+        // The same bytes as 256 KiB answers to small requests, 4 in flight: Kith's exchange
+        // without Kith.
+        let chunks = mib * 4;
+        let bare_rr = bare_libp2p(chunks, 4, 64, 256 * 1024 + 32).await?.msgs_per_sec / 4.0;
         let members = if quick { 8 } else { 20 };
         eprintln!("a 5 MiB photo to a group of {members} ...");
         let photo = group_photo(dir.path(), members, 5).await?;
@@ -93,6 +97,7 @@ pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
             },
             "network": net,
             "file": {"mib": mib, "kith": file, "libp2p_stream_mib_per_sec": bare_file,
+                "libp2p_request_response_mib_per_sec": bare_rr,
                 "throughput_ratio": file["mib_per_sec"].as_f64().unwrap_or(0.0) / bare_file},
             "group_photo": photo,
             "history_last_50_of_100000_ms": history,
@@ -161,6 +166,10 @@ fn print_table(r: &serde_json::Value) {
         f(&file["libp2p_stream_mib_per_sec"]),
         f(&file["throughput_ratio"]),
         f(&file["kith"]["rss_growth_mib"])
+    );
+    println!(
+        "  the same as 256 KiB answers over bare libp2p request-response, 4 in flight: {:.0} MiB/s",
+        f(&file["libp2p_request_response_mib_per_sec"])
     );
     let photo = &r["group_photo"];
     println!(
