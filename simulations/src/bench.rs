@@ -48,7 +48,7 @@ struct Params {
     network: usize,
 }
 
-pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
+pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
     let params = if quick {
         Params { sequential: 100, parallel: 640, network: 20 }
     } else {
@@ -59,6 +59,19 @@ pub(crate) fn run(json_out: bool, quick: bool) -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let started = Instant::now();
+    if file_only {
+        let mib = if quick { 32 } else { 256 };
+        let report = rt.block_on(async move {
+            let dir = tempfile::tempdir().context("temporary directory")?;
+            let kith = media_transfer(dir.path(), mib).await?;
+            let stream = bare_stream(mib).await?;
+            let rr = bare_libp2p(mib * 4, 4, 64, 256 * 1024 + 32).await?.msgs_per_sec / 4.0;
+            Ok::<_, anyhow::Error>(json!({"mib": mib, "kith": kith,
+                "libp2p_stream_mib_per_sec": stream, "libp2p_request_response_mib_per_sec": rr}))
+        })?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let report = rt.block_on(async move {
         let dir = tempfile::tempdir().context("temporary directory")?;
         eprintln!("direct messages: Kith ...");

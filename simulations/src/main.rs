@@ -136,13 +136,17 @@ enum Command {
         /// Fewer messages and nodes, for a quick check (the figures are noisier)
         #[arg(long)]
         quick: bool,
+        /// Only the file benchmark (Kith, a bare stream, bare request-response), printed as
+        /// JSON: for profiling the attachment path
+        #[arg(long)]
+        file_only: bool,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench { json, quick } => bench::run(json, quick),
+        Command::Bench { json, quick, file_only } => bench::run(json, quick, file_only),
         Command::Shadow { scenario, out, seed, binary } => {
             shadow::generate(shadow::ShadowOptions { scenario, out, seed, binary })
         }

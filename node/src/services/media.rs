@@ -61,6 +61,11 @@ pub const ROUND_WAIT: Duration = Duration::from_millis(500);
 /// Requests for one blob this node serves at once; beyond, `busy` sends the asker to other
 /// holders.
 pub const MAX_SERVING_PER_BLOB: usize = 16;
+/// How long a peer found allowed to fetch a blob is served without checking again (a device
+/// revoked or a member removed meanwhile keeps fetching that blob for at most this long).
+pub const GRANT_TTL: Duration = Duration::from_secs(60);
+/// Grants remembered at most.
+pub const MAX_GRANTS: usize = 16_384;
 /// The wait after a round in which holders answered only `busy`.
 pub const BUSY_WAIT: Duration = Duration::from_millis(100);
 /// Rounds in a row of only `busy` answers (a minute) after which they count as idle.
@@ -148,6 +153,9 @@ impl Drop for BlobSlot {
     }
 }
 
+/// (blob, peer) pairs found allowed to fetch, and when.
+type Grants = HashMap<([u8; 32], PeerId), std::time::Instant>;
+
 /// How a fetch round went.
 struct Round {
     /// Chunks stored.
@@ -174,6 +182,10 @@ pub(crate) struct Media {
     serving_blob: Arc<Mutex<HashMap<[u8; 32], usize>>>,
     /// Chunks of group files this device sent, served lately (`rules::blob_seed`).
     seeding: Arc<Mutex<rules::blob_seed::Seeding<[u8; 32]>>>,
+    /// Blobs served lately, and whether this device seeds them (a group file it sent).
+    seeded: Arc<Mutex<HashMap<[u8; 32], bool>>>,
+    /// (blob, peer) pairs found allowed lately, and when.
+    grants: Arc<Mutex<Grants>>,
     fetch_slots: Arc<Semaphore>,
 }
 
@@ -219,6 +231,8 @@ impl Media {
             serving: Arc::new(Semaphore::new(MAX_SERVING)),
             serving_blob: Arc::default(),
             seeding: Arc::default(),
+            seeded: Arc::default(),
+            grants: Arc::default(),
             fetch_slots: Arc::new(Semaphore::new(MAX_FETCHES)),
         }
     }
@@ -652,7 +666,10 @@ impl Media {
                         got += 1;
                         held += 1;
                         self.ctx.store.set_progress(&hash, held, total);
-                        self.transfer_event(&hash, BlobState::Downloading, None);
+                        // An event per percent, not per chunk.
+                        if held * 100 / total != (held - 1) * 100 / total {
+                            self.transfer_event(&hash, BlobState::Downloading, None);
+                        }
                     }
                     Outcome::NotHeld => fetch.not_held(chunk, &peer),
                     Outcome::Busy => {
@@ -731,8 +748,12 @@ impl Media {
         let hash = match &request {
             BlobRequest::Manifest { hash } | BlobRequest::Chunk { hash, .. } => *hash,
         };
-        match self.may_fetch(&peer, &hash).await {
-            Ok(true) => {}
+        let allowed = match self.granted(&peer, &hash) {
+            true => Ok(true),
+            false => self.may_fetch(&peer, &hash).await,
+        };
+        match allowed {
+            Ok(true) => self.grant(peer, hash),
             Ok(false) => {
                 debug!(%peer, "refused a blob request: not in a conversation that carried it");
                 let refused = BlobResponse::Refused { reason: "not allowed".into() };
@@ -794,14 +815,45 @@ impl Media {
         });
     }
 
+    /// Whether `peer` was found allowed to fetch `hash` less than [`GRANT_TTL`] ago.
+    fn granted(&self, peer: &PeerId, hash: &[u8; 32]) -> bool {
+        let Ok(g) = self.grants.lock() else { return false };
+        g.get(&(*hash, *peer)).is_some_and(|at| at.elapsed() < GRANT_TTL)
+    }
+
+    /// Remembers that `peer` may fetch `hash` (the check reads the store and verifies records:
+    /// too much to do for every chunk).
+    fn grant(&self, peer: PeerId, hash: [u8; 32]) {
+        if let Ok(mut g) = self.grants.lock() {
+            if g.len() >= MAX_GRANTS {
+                g.retain(|_, at| at.elapsed() < GRANT_TTL);
+                if g.len() >= MAX_GRANTS {
+                    g.clear();
+                }
+            }
+            g.insert((hash, peer), std::time::Instant::now());
+        }
+    }
+
     /// Whether this device sent blob `hash` to a group: its chunks then go out a limited number
     /// of times (`rules::blob_seed`), the members passing them on to each other.
     fn seeds(&self, hash: &[u8; 32]) -> bool {
+        if let Some(known) = self.seeded.lock().ok().and_then(|s| s.get(hash).copied()) {
+            return known;
+        }
         let me = self.ctx.peer_id().to_bytes();
-        self.ctx
+        let seeds = self
+            .ctx
             .store
             .attachments_of(hash)
-            .is_ok_and(|all| all.iter().any(|e| e.group && e.sender_device == me))
+            .is_ok_and(|all| all.iter().any(|e| e.group && e.sender_device == me));
+        if let Ok(mut s) = self.seeded.lock() {
+            if s.len() >= MAX_GRANTS {
+                s.clear();
+            }
+            s.insert(*hash, seeds);
+        }
+        seeds
     }
 
     fn seed_allows(&self, hash: &[u8; 32], chunk: usize) -> bool {
