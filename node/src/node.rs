@@ -326,8 +326,17 @@ impl Node {
         }
         let a = self.s.media.seal(path, meta).await?;
         let hash = a.hash;
-        let view =
-            self.s.conversations.send(&target, Content::Attachment(Box::new(a.clone()))).await?;
+        let content = Content::Attachment(Box::new(a.clone()));
+        let view = match self.s.conversations.send(&target, content).await {
+            Ok(view) => view,
+            Err(e) => {
+                // Sealed under a fresh key for this message only: nothing else refers to it.
+                if let Err(removed) = self.s.media.blobs.remove(&hash) {
+                    tracing::warn!("cannot remove the blob of a file not sent: {removed}");
+                }
+                return Err(e);
+            }
+        };
         let id = kith_protocol::MessageId::parse(&view.id)
             .map_err(|e| NodeError::Internal(format!("message id: {e}")))?;
         if let Some(stored) = self.s.ctx.store.message(&id.0)? {

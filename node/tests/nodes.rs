@@ -1340,6 +1340,14 @@ async fn a_file_reaches_a_contact_whole() {
     assert_eq!(view.state, "complete");
     assert_eq!(view.saved_to.as_deref(), Some(out.to_string_lossy().as_ref()));
 
+    // A send refused after sealing (a file name over 256 bytes) leaves no blob behind.
+    let blobs =
+        |home: &std::path::Path| std::fs::read_dir(home.join("blobs")).map_or(0, Iterator::count);
+    let before = blobs(&alice.home);
+    let refused = alice.node.send_file("@bob", &src, file_meta(&"n".repeat(300))).await;
+    assert!(matches!(refused, Err(NodeError::BadInput(_))), "{refused:?}");
+    assert_eq!(blobs(&alice.home), before);
+
     // A photo comes with a preview and its size, and downloads by itself.
     let png = dir.path().join("sunset.png");
     image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 90]))
