@@ -446,6 +446,16 @@ mod tests {
             (NodeError::NetworkStopped, 503, "stopping"),
             (NodeError::Store { path: "s".into(), reason: "disk full".into() }, 500, "store"),
             (NodeError::Internal("bug".into()), 500, "internal"),
+            (NodeError::Transfer("no holder".into()), 502, "transfer"),
+            (
+                NodeError::Blob(crate::blobs::BlobStoreError::Quota {
+                    quota: 1,
+                    used: 1,
+                    wanted: 1,
+                }),
+                507,
+                "quota",
+            ),
         ];
         for (error, status, code) in cases {
             let line = error.to_string();

@@ -1494,3 +1494,114 @@ async fn a_linked_device_fetches_old_and_new_files_from_the_users_other_device()
     laptop.node.save_attachment(&mine.id, &out).await.expect("the laptop saves it");
     assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&new).expect("read"));
 }
+
+/// Sends one request with a binary body over a new connection; returns the status line, the
+/// headers (lowercased names) and the body.
+async fn http_bytes(
+    addr: std::net::SocketAddr,
+    request: &str,
+    headers: &str,
+    body: &[u8],
+) -> (String, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{request} HTTP/1.1\r\nHost: kith\r\nAuthorization: Bearer t\r\n{headers}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.expect("read");
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&answer[..split]).to_lowercase();
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, head, answer[split + 4..].to_vec())
+}
+
+/// Files through the API: a multipart upload with a poster frame (its preview and size), the
+/// plaintext back with a byte range, and a file of a dangerous type served only as a sandboxed
+/// download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_takes_multipart_files_and_serves_ranges_safely() {
+    let n = spawn(vec![]).await;
+    let (api, stop, server) = serve_api(&n.node, "t");
+    let clip: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut poster = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(64, 48, |x, _| image::Rgb([x as u8 * 4, 80, 160]))
+        .write_to(&mut poster, image::ImageFormat::Png)
+        .expect("a poster");
+    let b = "kithboundary";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"clip.mp4\"\r\n\
+             Content-Type: video/mp4\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&clip);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{b}\r\nContent-Disposition: form-data; name=\"poster\"; filename=\"p.png\"\r\n\
+             Content-Type: image/png\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(poster.get_ref());
+    body.extend_from_slice(
+        format!(
+            "\r\n--{b}\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\nour clip\r\n\
+             --{b}--\r\n"
+        )
+        .as_bytes(),
+    );
+    let headers = format!("Content-Type: multipart/form-data; boundary={b}\r\n");
+    let (status, _, answer) =
+        http_bytes(api, "POST /v1/attachments?to=%40carol", &headers, &body).await;
+    assert!(status.contains("202"), "{status}: {}", String::from_utf8_lossy(&answer));
+    let m: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    let a = &m["attachment"];
+    assert_eq!((a["name"].as_str(), a["mime"].as_str()), (Some("clip.mp4"), Some("video/mp4")));
+    assert_eq!((a["preview"].as_bool(), a["width"].as_u64()), (Some(true), Some(64)));
+    assert_eq!(a["caption"], "our clip");
+    let id = m["id"].as_str().expect("id");
+
+    let (status, head, part) =
+        http_bytes(api, &format!("GET /v1/messages/{id}/file"), "Range: bytes=1000-1999\r\n", b"")
+            .await;
+    assert!(status.contains("206"), "{status}");
+    assert_eq!(part, clip[1000..2000]);
+    assert!(head.contains("content-range: bytes 1000-1999/300000"), "{head}");
+    assert!(head.contains("content-type: video/mp4"), "{head}");
+    let (status, _, whole) = http_bytes(api, &format!("GET /v1/messages/{id}/file"), "", b"").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(whole, clip);
+    let (status, head, jpeg) =
+        http_bytes(api, &format!("GET /v1/messages/{id}/preview"), "", b"").await;
+    assert!(status.contains("200") && head.contains("image/jpeg"), "{status} {head}");
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8]);
+
+    // A page from a peer is never served as a page.
+    let page = b"<script>alert(1)</script>";
+    let (status, _, answer) = http_bytes(
+        api,
+        "POST /v1/attachments?to=%40carol&name=x.html",
+        "Content-Type: text/html\r\n",
+        page,
+    )
+    .await;
+    assert!(status.contains("202"), "{status}");
+    let m: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    let id = m["id"].as_str().expect("id");
+    let (_, head, _) = http_bytes(api, &format!("GET /v1/messages/{id}/file"), "", b"").await;
+    assert!(head.contains("content-type: application/octet-stream"), "{head}");
+    assert!(head.contains("content-security-policy: sandbox"), "{head}");
+    assert!(head.contains("content-disposition: attachment"), "{head}");
+    let (status, _, _) =
+        http_bytes(api, &format!("GET /v1/messages/{id}/file"), "Range: bytes=900-\r\n", b"").await;
+    assert!(status.contains("416"), "{status}");
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server");
+}

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::multipart::Field;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +23,9 @@ use crate::node::FileMeta;
 /// The attachment routes (behind the token, like every route but `/metrics`).
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/attachments", post(upload))
+        // The body is streamed to disk and limited by `media_max_file_size`, not the API's
+        // JSON limit.
+        .route("/v1/attachments", post(upload).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/v1/messages/{id}/download", post(download))
         .route("/v1/messages/{id}/file", get(file))
         .route("/v1/messages/{id}/preview", get(preview))
@@ -31,7 +34,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 #[derive(Deserialize)]
 struct UploadQuery {
-    to: String,
+    to: Option<String>,
     name: Option<String>,
     caption: Option<String>,
     mime: Option<String>,
@@ -64,59 +67,128 @@ fn check_mime(mime: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /v1/attachments?to=TARGET[&name=][&caption=][&mime=]` with the file as the raw body.
+/// Largest poster frame in a multipart upload.
+const MAX_POSTER: usize = 16 << 20;
+/// Largest text field in a multipart upload.
+const MAX_FIELD: usize = 8 * 1024;
+
+/// `POST /v1/attachments?to=TARGET[&name=][&caption=][&mime=]...`: the file as the raw body,
+/// or a `multipart/form-data` body with a `file` part (its file name and type are used) and
+/// optional `poster` (a video's poster frame), `to`, `name`, `caption` and `mime` parts.
 async fn upload(
     State(s): State<AppState>,
     q: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> ApiResult<impl IntoResponse> {
-    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
-    let mime = q
-        .mime
-        .or_else(|| {
-            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
-        })
-        .unwrap_or_else(|| "application/octet-stream".into());
-    check_mime(&mime)?;
+    let Query(mut q) = q.map_err(|e| bad(e.body_text()))?;
     let max = s.node.media_config().max_file_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
+    if declared.is_some_and(|n| n > max + MAX_POSTER as u64 + 64 * 1024) {
         return Err(too_large(max));
     }
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let multipart = content_type.as_deref().is_some_and(|t| t.starts_with("multipart/form-data"));
     let path = s.node.upload_path()?;
     let sent = async {
         let io = |e: std::io::Error| ApiError::from(crate::NodeError::io(&path, e));
         let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-        let mut stream = body.into_data_stream();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| bad(format!("the upload broke off: {e}")))?;
-            n += chunk.len() as u64;
-            if n > max {
-                return Err(too_large(max));
+        let mut poster = None;
+        let mut part_type = None;
+        if multipart {
+            let mut form = Multipart::from_request(request, &())
+                .await
+                .map_err(|e| bad(format!("not a multipart body: {}", e.body_text())))?;
+            let mut had_file = false;
+            while let Some(mut field) =
+                form.next_field().await.map_err(|e| bad(format!("a broken multipart body: {e}")))?
+            {
+                match field.name().unwrap_or_default().to_owned().as_str() {
+                    "file" => {
+                        had_file = true;
+                        q.name = q.name.take().or(field.file_name().map(str::to_owned));
+                        part_type = field.content_type().map(str::to_owned);
+                        let mut n = 0u64;
+                        while let Some(chunk) = field
+                            .chunk()
+                            .await
+                            .map_err(|e| bad(format!("the upload broke off: {e}")))?
+                        {
+                            n += chunk.len() as u64;
+                            if n > max {
+                                return Err(too_large(max));
+                            }
+                            file.write_all(&chunk).await.map_err(io)?;
+                        }
+                    }
+                    "poster" => poster = Some(read_field(&mut field, MAX_POSTER).await?),
+                    name @ ("to" | "name" | "caption" | "mime") => {
+                        let bytes = read_field(&mut field, MAX_FIELD).await?;
+                        let text = String::from_utf8(bytes)
+                            .map_err(|_| bad(format!("the {name} part is not UTF-8")))?;
+                        let slot = match name {
+                            "name" => &mut q.name,
+                            "caption" => &mut q.caption,
+                            "mime" => &mut q.mime,
+                            _ => &mut q.to,
+                        };
+                        *slot = Some(text);
+                    }
+                    other => return Err(bad(format!("unknown multipart part {other:?}"))),
+                }
             }
-            file.write_all(&chunk).await.map_err(io)?;
+            if !had_file {
+                return Err(bad("a multipart upload needs a `file` part"));
+            }
+        } else {
+            part_type = content_type;
+            let mut stream = request.into_body().into_data_stream();
+            let mut n = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| bad(format!("the upload broke off: {e}")))?;
+                n += chunk.len() as u64;
+                if n > max {
+                    return Err(too_large(max));
+                }
+                file.write_all(&chunk).await.map_err(io)?;
+            }
         }
         file.sync_all().await.map_err(io)?;
         drop(file);
-        let size_px = q.width.zip(q.height);
+        let mime = q.mime.or(part_type).unwrap_or_else(|| "application/octet-stream".into());
+        check_mime(&mime)?;
+        let to = q.to.ok_or_else(|| bad("`to` is missing: @name or #id"))?;
         let meta = FileMeta {
             name: q.name,
             mime,
             caption: q.caption,
-            size_px,
+            size_px: q.width.zip(q.height),
             duration_ms: q.duration_ms,
-            poster: None,
+            poster,
         };
-        Ok(s.node.send_file(&q.to, &path, meta).await?)
+        Ok(s.node.send_file(&to, &path, meta).await?)
     }
     .await;
     let _ = tokio::fs::remove_file(&path).await;
     Ok((StatusCode::ACCEPTED, Json(sent?)))
+}
+
+/// A multipart part read whole, refused beyond `max` bytes.
+async fn read_field(field: &mut Field<'_>, max: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    while let Some(chunk) =
+        field.chunk().await.map_err(|e| bad(format!("the upload broke off: {e}")))?
+    {
+        if out.len() + chunk.len() > max {
+            return Err(bad(format!("a multipart part over {max} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// `POST /v1/messages/{id}/download`: starts fetching the attachment.
