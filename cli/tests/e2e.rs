@@ -236,17 +236,7 @@ fn store_problems_are_one_line_errors_naming_the_store() {
 
 #[test]
 fn a_mailbox_holds_messages_while_everyone_is_offline() {
-    let mb_port = free_port();
-    let mut mailbox = Node::init("mailbox");
-    let listen = format!("/ip4/127.0.0.1/tcp/{mb_port}");
-    let mb = mailbox.start_with(None, &["--listen", &listen, "--mailbox"]);
-    let mb_addr = format!("{listen}/p2p/{}", mb["peer_id"].as_str().expect("peer id"));
-    let mut alice = Node::init("alice");
-    alice.start(Some(&mb_addr));
-    let mut bob = Node::init("bob");
-    bob.start(Some(&mb_addr));
-    alice.register("alice");
-    bob.register("bob");
+    let (_mailbox, mb_addr, mut alice, mut bob) = mailbox_alice_bob();
     let enrolled = bob.kith(&["mailbox", "add", &mb_addr]).ok();
     assert!(enrolled.stdout.contains("enrolled"), "{}", enrolled.stdout);
     let listed = bob.kith(&["mailbox", "list", "--json"]).ok().json();

@@ -89,17 +89,7 @@ fn save(node: &Node, id: &str, out: &Path) -> PathBuf {
 #[test]
 fn files_arrive_whole_online_offline_after_a_crash_and_despite_a_bad_chunk() {
     let work = tempfile::tempdir().expect("tempdir");
-    let mb_port = free_port();
-    let mut mailbox = Node::init("mailbox");
-    let listen = format!("/ip4/127.0.0.1/tcp/{mb_port}");
-    let mb = mailbox.start_with(None, &["--listen", &listen, "--mailbox"]);
-    let mb_addr = format!("{listen}/p2p/{}", mb["peer_id"].as_str().expect("peer id"));
-    let mut alice = Node::init("alice");
-    alice.start(Some(&mb_addr));
-    let mut bob = Node::init("bob");
-    bob.start(Some(&mb_addr));
-    alice.register("alice");
-    bob.register("bob");
+    let (_mailbox, mb_addr, mut alice, mut bob) = mailbox_alice_bob();
     for n in [&alice, &bob] {
         n.kith(&["mailbox", "add", &mb_addr]).ok();
     }

@@ -461,6 +461,27 @@ async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) ->
     Ok(figures(lat, start.elapsed()))
 }
 
+/// Forms a group of every node (registered as `names`, in order) by one message of the first
+/// to the second mentioning the others, waits until every node knows every member (at most
+/// 300 s), then 3 s for the gossipsub mesh to settle. Returns the conversation (`#id`).
+async fn group_of_everyone(nodes: &[Node], names: &[String]) -> Result<String> {
+    let mention: Vec<String> = names.iter().skip(2).map(|n| format!("@{n}")).collect();
+    let second = names.get(1).context("a group needs two members")?;
+    let first = nodes[0].send_to(second, &format!("welcome {}", mention.join(" "))).await?;
+    let conv = format!("#{}", first.conversation);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for n in nodes {
+        while n.members(&conv).map(|m| m.len()).unwrap_or(0) < nodes.len() {
+            if Instant::now() > deadline {
+                bail!("the group did not form within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(conv)
+}
+
 /// Names and a group in an in-process network over the memory transport.
 async fn network(base: &std::path::Path, size: usize) -> Result<serde_json::Value> {
     let boot = node_at(base, "net-boot", TransportKind::Memory, vec![]).await?;
@@ -483,21 +504,10 @@ async fn network(base: &std::path::Path, size: usize) -> Result<serde_json::Valu
         from.resolve_fresh(&target).await?;
         resolve.push(t.elapsed());
     }
-    // A group of everyone, formed by one message.
-    let mention: Vec<String> = (2..size).map(|i| format!("@member{i:03}")).collect();
-    let first = nodes[0].send_to("member001", &format!("welcome {}", mention.join(" "))).await?;
-    let conv = format!("#{}", first.conversation);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    for n in &nodes {
-        while n.members(&conv).map(|m| m.len()).unwrap_or(0) < size {
-            if Instant::now() > deadline {
-                bail!("the group did not form within 300 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    // Let the gossipsub mesh settle, then time messages from several members to everyone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A group of everyone, formed by one message; then time messages from several members to
+    // everyone.
+    let names: Vec<String> = (0..size).map(|i| format!("member{i:03}")).collect();
+    let conv = group_of_everyone(&nodes, &names).await?;
     let mut fanout = Vec::new();
     for round in 0..5 {
         let mut subs: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
@@ -717,19 +727,8 @@ async fn group_photo(
         n.register(&format!("photo{i:02}")).await?;
         nodes.push(n);
     }
-    let mention: Vec<String> = (2..members).map(|i| format!("@photo{i:02}")).collect();
-    let first = nodes[0].send_to("photo01", &format!("pictures {}", mention.join(" "))).await?;
-    let conv = format!("#{}", first.conversation);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    for n in &nodes {
-        while n.members(&conv).map(|m| m.len()).unwrap_or(0) < members {
-            if Instant::now() > deadline {
-                bail!("the group did not form within 300 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = (0..members).map(|i| format!("photo{i:02}")).collect();
+    let conv = group_of_everyone(&nodes, &names).await?;
     let src = random_file(base, "photo.jpg", mib)?;
     let meta = kith_node::node::FileMeta {
         name: Some("photo.jpg".into()),

@@ -343,3 +343,19 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }
+
+/// A mailbox node on a loopback port, and alice and bob started through it and registered:
+/// (the mailbox, its address ending in `/p2p/<peer id>`, alice, bob).
+pub fn mailbox_alice_bob() -> (Node, String, Node, Node) {
+    let mut mailbox = Node::init("mailbox");
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let mb = mailbox.start_with(None, &["--listen", &listen, "--mailbox"]);
+    let mb_addr = format!("{listen}/p2p/{}", mb["peer_id"].as_str().expect("peer id"));
+    let mut alice = Node::init("alice");
+    alice.start(Some(&mb_addr));
+    let mut bob = Node::init("bob");
+    bob.start(Some(&mb_addr));
+    alice.register("alice");
+    bob.register("bob");
+    (mailbox, mb_addr, alice, bob)
+}
