@@ -109,6 +109,14 @@ impl Node {
             clock: Clock,
         });
         let blobs = crate::blobs::BlobStore::open(home.dir().join("blobs"), config.media.quota)?;
+        // Uploads a stopped daemon left half-written (`POST /v1/attachments`) are of no use.
+        if let Ok(stale) = std::fs::read_dir(home.dir().join("uploads")) {
+            for entry in stale.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".part") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let s = Services::new(ctx, blobs, config.media.clone())?;
         s.records.rotate_prekeys(now_ms())?;
         let ctx = &s.ctx;
@@ -606,7 +614,12 @@ mod tests {
         assert_eq!(node.running_tasks(), 0);
 
         drop(node);
+        // An upload the daemon was writing when it stopped is removed when it starts again.
+        let stale = dir.path().join("uploads").join("0123456789abcdef.part");
+        std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+        std::fs::write(&stale, b"half a file").unwrap();
         let again = Node::start(config).await.expect("the store is free again");
+        assert!(!stale.exists(), "a stale upload was left behind");
         again.shutdown().await.unwrap();
     }
 }
