@@ -234,7 +234,7 @@ impl BlobStore {
             return Err(BlobError::TooLarge { size, max: blob::MAX_BLOB_SIZE }.into());
         }
         let chunks = blob::chunk_count(size);
-        self.check_quota(size + (chunks * blob::TAG_SIZE) as u64)?;
+        self.check_quota(blob::sealed_size(size))?;
         let tmp = self.dir.join(format!(".sealing-{:016x}", rand::random::<u64>()));
         private_fs::create_dir(&tmp)?;
         let result = (|| {

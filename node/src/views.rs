@@ -391,12 +391,10 @@ pub(crate) fn view(
 /// The attachment of message `id`, as the API shows it.
 pub(crate) fn attachment_view(store: &Store, id: &[u8; 16]) -> Option<Box<AttachmentView>> {
     let e = store.attachment(id).ok().flatten()?;
-    let a: kith_protocol::blob::Attachment =
-        kith_protocol::codec::from_stored_slice(&e.attachment, 64 * 1024).ok()?;
-    // Whole chunks held (the last one may be short, hence the cap).
-    let bytes_held = store
-        .progress(&a.hash)
-        .map(|(held, _)| (held as u64 * kith_protocol::blob::CHUNK_SIZE as u64).min(a.size));
+    let a = e.attachment().ok()?;
+    // Whole chunks held.
+    let bytes_held =
+        store.progress(&a.hash).map(|(held, _)| kith_protocol::blob::bytes_in_chunks(held, a.size));
     Some(Box::new(AttachmentView {
         hash: hex::encode(a.hash),
         name: a.name,

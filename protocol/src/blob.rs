@@ -114,6 +114,17 @@ impl std::fmt::Debug for BlobKey {
     }
 }
 
+/// Sealed bytes of a blob of `size` plaintext bytes: the plaintext and a tag per chunk.
+pub fn sealed_size(size: u64) -> u64 {
+    size + (chunk_count(size) * TAG_SIZE) as u64
+}
+
+/// Plaintext bytes held in `chunks` whole chunks of a blob of `size` bytes (at most `size`:
+/// the last chunk may be short).
+pub fn bytes_in_chunks(chunks: usize, size: u64) -> u64 {
+    (chunks as u64).saturating_mul(CHUNK_SIZE as u64).min(size)
+}
+
 /// How many chunks a blob of `size` plaintext bytes has (an empty blob has one, empty).
 pub fn chunk_count(size: u64) -> usize {
     if size == 0 {
@@ -279,7 +290,7 @@ impl Manifest {
 
     /// Sealed bytes of the whole blob (what a node stores for it).
     pub fn sealed_size(&self) -> u64 {
-        self.size + (self.chunks.len() * TAG_SIZE) as u64
+        sealed_size(self.size)
     }
 }
 

@@ -380,10 +380,12 @@ async fn wait_delivered(
     Ok(())
 }
 
-/// Bare rust-libp2p: request-response over TCP + Noise + Yamux on loopback, same sizes.
-async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) -> Result<Figures> {
-    const PROTO: StreamProtocol = StreamProtocol::new("/bench/1");
-    let make = || -> Result<libp2p::Swarm<request_response::Behaviour<FrameCodec>>> {
+/// Two bare swarms of `behaviour` over TCP + Noise + Yamux on loopback, the first listening:
+/// (it, the other, its peer id and address).
+async fn bare_pair<B: libp2p::swarm::NetworkBehaviour>(
+    behaviour: impl Fn() -> B,
+) -> Result<(libp2p::Swarm<B>, libp2p::Swarm<B>, libp2p::PeerId, Multiaddr)> {
+    let make = || -> Result<libp2p::Swarm<B>> {
         Ok(libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
@@ -391,25 +393,33 @@ async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) ->
                 noise::Config::new,
                 yamux::Config::default,
             )?
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    FrameCodec::new(size + 1024, ack + 1024),
-                    [(PROTO, ProtocolSupport::Full)],
-                    request_response::Config::default().with_max_concurrent_streams(256),
-                )
-            })?
+            .with_behaviour(|_| behaviour())?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build())
     };
     let mut server = make()?;
-    let mut client = make()?;
+    let client = make()?;
     server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
     let addr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
             break address;
         }
     };
-    let server_id = *server.local_peer_id();
+    let id = *server.local_peer_id();
+    Ok((server, client, id, addr))
+}
+
+/// Bare rust-libp2p: request-response over TCP + Noise + Yamux on loopback, same sizes.
+async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) -> Result<Figures> {
+    const PROTO: StreamProtocol = StreamProtocol::new("/bench/1");
+    let (mut server, mut client, server_id, addr) = bare_pair(|| {
+        request_response::Behaviour::with_codec(
+            FrameCodec::new(size + 1024, ack + 1024),
+            [(PROTO, ProtocolSupport::Full)],
+            request_response::Config::default().with_max_concurrent_streams(256),
+        )
+    })
+    .await?;
     client.add_peer_address(server_id, addr);
     let response = vec![7u8; ack];
     tokio::spawn(async move {
@@ -635,27 +645,8 @@ async fn media_transfer(base: &std::path::Path, mib: usize) -> Result<serde_json
 async fn bare_stream(mib: usize) -> Result<f64> {
     use futures::{AsyncReadExt, AsyncWriteExt};
     const PROTO: StreamProtocol = StreamProtocol::new("/bench/stream/1");
-    let make = || -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
-        Ok(libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build())
-    };
-    let mut server = make()?;
-    let mut client = make()?;
-    server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
-    let server_id = *server.local_peer_id();
+    let (mut server, mut client, server_id, addr) =
+        bare_pair(libp2p_stream::Behaviour::new).await?;
     let mut incoming = server.behaviour().new_control().accept(PROTO)?;
     let mut control = client.behaviour().new_control();
     client.dial(addr)?;

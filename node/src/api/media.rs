@@ -51,7 +51,7 @@ fn too_large(max: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
-        format!("the file is larger than the limit of {max} bytes (media.max_file_size)"),
+        format!("the file is larger than the limit of {max} bytes (media_max_file_size)"),
     )
 }
 
@@ -113,16 +113,8 @@ async fn upload(
                         q.name = q.name.take().or(field.file_name().map(str::to_owned));
                         part_type = field.content_type().map(str::to_owned);
                         let mut n = 0u64;
-                        while let Some(chunk) = field
-                            .chunk()
-                            .await
-                            .map_err(|e| bad(format!("the upload broke off: {e}")))?
-                        {
-                            n += chunk.len() as u64;
-                            if n > max {
-                                return Err(too_large(max));
-                            }
-                            file.write_all(&chunk).await.map_err(io)?;
+                        while let Some(chunk) = field.chunk().await.map_err(broke_off)? {
+                            write_within(&mut file, &chunk, &mut n, max).await.map_err(io)??;
                         }
                     }
                     "poster" => poster = Some(read_field(&mut field, MAX_POSTER).await?),
@@ -149,12 +141,8 @@ async fn upload(
             let mut stream = request.into_body().into_data_stream();
             let mut n = 0u64;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| bad(format!("the upload broke off: {e}")))?;
-                n += chunk.len() as u64;
-                if n > max {
-                    return Err(too_large(max));
-                }
-                file.write_all(&chunk).await.map_err(io)?;
+                let chunk = chunk.map_err(broke_off)?;
+                write_within(&mut file, &chunk, &mut n, max).await.map_err(io)??;
             }
         }
         file.sync_all().await.map_err(io)?;
@@ -177,12 +165,29 @@ async fn upload(
     Ok((StatusCode::ACCEPTED, Json(sent?)))
 }
 
+fn broke_off(e: impl std::fmt::Display) -> ApiError {
+    bad(format!("the upload broke off: {e}"))
+}
+
+/// Appends `chunk` of an upload to `file`, `n` bytes in so far; `Ok(Err)` once it would pass
+/// `max` (nothing more is written).
+async fn write_within(
+    file: &mut tokio::fs::File,
+    chunk: &[u8],
+    n: &mut u64,
+    max: u64,
+) -> std::io::Result<Result<(), ApiError>> {
+    *n += chunk.len() as u64;
+    if *n > max {
+        return Ok(Err(too_large(max)));
+    }
+    file.write_all(chunk).await.map(Ok)
+}
+
 /// A multipart part read whole, refused beyond `max` bytes.
 async fn read_field(field: &mut Field<'_>, max: usize) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
-    while let Some(chunk) =
-        field.chunk().await.map_err(|e| bad(format!("the upload broke off: {e}")))?
-    {
+    while let Some(chunk) = field.chunk().await.map_err(broke_off)? {
         if out.len() + chunk.len() > max {
             return Err(bad(format!("a multipart part over {max} bytes")));
         }

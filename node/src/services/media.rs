@@ -53,6 +53,11 @@ pub const DEFAULT_MAILBOX_BLOB_BYTES: u64 = 2 << 30;
 pub const MAX_SERVING: usize = 32;
 /// Blobs fetched at once; more wait their turn.
 pub const MAX_FETCHES: usize = 4;
+/// Blobs fetched or waiting their turn at most (photos that arrive beyond it are not fetched
+/// by themselves, and asking for one fails with a reason until there is room).
+pub const MAX_QUEUED_FETCHES: usize = 256;
+/// On a mailbox node: blobs being fetched for one user at once (`hold_blob` beyond is refused).
+pub const MAX_PENDING_HOLDS: usize = 16;
 /// Rounds in a row in which no chunk arrived after which a fetch fails.
 pub const MAX_IDLE_ROUNDS: u32 = 8;
 /// The wait after a round in which no chunk arrived; it doubles each such round (0.5, 1, ...
@@ -77,7 +82,7 @@ pub const HOLD_POLL: Duration = Duration::from_secs(2);
 /// How long the sender keeps asking its mailbox to hold a blob.
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The media settings (`[media]` in `config.toml`).
+/// The media settings (the `media_*` keys of `config.toml`, and `mailbox_blob_bytes`).
 #[derive(Clone, Debug)]
 pub struct MediaConfig {
     /// Largest file a user may send.
@@ -212,14 +217,6 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(f).await.map_err(blocking_failed)??)
 }
 
-/// The attachment recorded in an entry.
-pub(crate) fn decode_attachment(e: &AttachmentEntry) -> Result<Attachment, NodeError> {
-    codec::from_stored_slice(&e.attachment, 64 * 1024).map_err(|err| NodeError::Corrupt {
-        path: "store/attachments".into(),
-        what: format!("attachment of message {}: {err}", hex::encode(e.message)),
-    })
-}
-
 impl Media {
     pub(crate) fn new(ctx: Ctx, records: Records, blobs: BlobStore, config: MediaConfig) -> Self {
         Media {
@@ -241,7 +238,7 @@ impl Media {
     pub(crate) fn resume_fetches(&self) -> Result<(), NodeError> {
         for e in self.ctx.store.all_attachments()? {
             if e.state == BlobState::Downloading {
-                self.start_fetch(decode_attachment(&e)?.hash);
+                self.start_fetch(e.attachment()?.hash);
             }
         }
         Ok(())
@@ -254,10 +251,10 @@ impl Media {
         let max = self.config.max_file_size;
         if size > max {
             return Err(NodeError::BadInput(format!(
-                "the file is {size} bytes; the limit is {max} bytes (media.max_file_size)"
+                "the file is {size} bytes; the limit is {max} bytes (media_max_file_size)"
             )));
         }
-        self.make_room(size + kith_protocol::blob::chunk_count(size) as u64 * 16)?;
+        self.make_room(kith_protocol::blob::sealed_size(size))?;
         let key = BlobKey::generate(&mut rand::rngs::OsRng);
         let (blobs, src, k) = (self.blobs.clone(), path.to_owned(), BlobKey(key.0));
         let manifest = blocking(move || blobs.seal_file(&k, &src)).await?;
@@ -313,10 +310,15 @@ impl Media {
             mailbox_held: false,
         };
         self.ctx.store.put_attachment(&a.hash, &entry)?;
-        if !complete && self.auto_download(a) {
+        if !complete && self.auto_download(a) && !self.queue_full() {
             self.start_fetch(a.hash);
         }
         Ok(())
+    }
+
+    /// Whether [`MAX_QUEUED_FETCHES`] fetches run or wait already.
+    fn queue_full(&self) -> bool {
+        self.fetches.lock().map_or(true, |f| f.len() >= MAX_QUEUED_FETCHES)
     }
 
     fn is_complete(&self, hash: &[u8; 32]) -> bool {
@@ -337,7 +339,7 @@ impl Media {
         let e = self.ctx.store.attachment(id)?.ok_or_else(|| {
             NodeError::NotFound(format!("message {} carries no attachment", hex::encode(id)))
         })?;
-        let a = decode_attachment(&e)?;
+        let a = e.attachment()?;
         Ok((e, a))
     }
 
@@ -351,6 +353,13 @@ impl Media {
         if let Some(rx) = fetches.get(&hash) {
             return rx.clone();
         }
+        if fetches.len() >= MAX_QUEUED_FETCHES {
+            drop(fetches);
+            let why = format!("more than {MAX_QUEUED_FETCHES} downloads at once; ask again later");
+            self.set_state(&hash, BlobState::Failed, Some(why.clone()));
+            let (_, rx) = watch::channel(Some(Err(why)));
+            return rx;
+        }
         let (tx, rx) = watch::channel(None);
         fetches.insert(hash, rx.clone());
         drop(fetches);
@@ -360,13 +369,7 @@ impl Media {
         let me = self.clone();
         self.ctx.spawn(async move {
             let Ok(_slot) = me.fetch_slots.clone().acquire_owned().await else { return };
-            let result = match me.fetch(hash).await {
-                Ok(()) => {
-                    let blobs = me.blobs.clone();
-                    blocking(move || blobs.sync(&hash)).await
-                }
-                failed => failed,
-            };
+            let result = me.fetch(hash).await;
             me.ctx.store.set_progress(&hash, 0, 0);
             match &result {
                 Ok(()) => {
@@ -401,22 +404,30 @@ impl Media {
         }
     }
 
+    /// Records the state of blob `hash`'s attachments and tells subscribers.
     fn set_state(&self, hash: &[u8; 32], state: BlobState, error: Option<String>) {
-        self.ctx
-            .store
-            .set_blob_state(hash, state, error.clone())
-            .or_warn("cannot record an attachment's state");
-        self.transfer_event(hash, state, error);
+        let entries = self.ctx.store.set_blob_state(hash, state, error.clone());
+        if let Some(entries) = entries.or_warn("cannot record an attachment's state") {
+            self.transfer_event(hash, &entries, state, error);
+        }
     }
 
-    fn transfer_event(&self, hash: &[u8; 32], state: BlobState, error: Option<String>) {
-        let Ok(entries) = self.ctx.store.attachments_of(hash) else { return };
-        let Some(a) = entries.first().and_then(|e| decode_attachment(e).ok()) else { return };
+    /// Tells subscribers how the fetch of blob `hash` (carried by `entries`) stands.
+    fn transfer_event(
+        &self,
+        hash: &[u8; 32],
+        entries: &[AttachmentEntry],
+        state: BlobState,
+        error: Option<String>,
+    ) {
+        let Some(a) = entries.first().and_then(|e| e.attachment().ok()) else { return };
         let bytes_held = match state {
             BlobState::Complete => a.size,
-            _ => self.ctx.store.progress(hash).map_or(0, |(held, _)| {
-                (held as u64 * kith_protocol::blob::CHUNK_SIZE as u64).min(a.size)
-            }),
+            _ => self
+                .ctx
+                .store
+                .progress(hash)
+                .map_or(0, |(held, _)| kith_protocol::blob::bytes_in_chunks(held, a.size)),
         };
         let _ = self.ctx.events.send(NodeEvent::Transfer(TransferView {
             hash: hex::encode(hash),
@@ -446,7 +457,7 @@ impl Media {
             if let Ok(p) = PeerId::from_bytes(&e.sender_device) {
                 add(p, Vec::new());
             }
-            for h in decode_attachment(e)?.holders {
+            for h in e.attachment()?.holders {
                 if let Ok(p) = PeerId::from_bytes(&h.peer_id) {
                     add(p, parse_addrs(&h.addrs));
                 }
@@ -464,11 +475,21 @@ impl Media {
         Ok(out)
     }
 
-    /// Fetches blob `hash` from its sources, in rounds: each round asks for every chunk still
-    /// missing; a round in which nothing arrived waits longer before the next, and
-    /// [`MAX_IDLE_ROUNDS`] of them end the fetch with the last error.
+    /// Fetches blob `hash` from the peers that hold it ([`Media::sources`]).
     async fn fetch(&self, hash: [u8; 32]) -> Result<(), NodeError> {
         let sources = self.sources(&hash)?;
+        self.fetch_from(hash, &sources).await
+    }
+
+    /// Fetches blob `hash` from `sources`, in rounds: each round asks for every chunk still
+    /// missing; a round in which nothing arrived waits longer before the next, and
+    /// [`MAX_IDLE_ROUNDS`] of them end the fetch with the last error. Once every chunk is held
+    /// the blob is synced to disk.
+    async fn fetch_from(
+        &self,
+        hash: [u8; 32],
+        sources: &[(PeerId, Vec<Multiaddr>)],
+    ) -> Result<(), NodeError> {
         if sources.is_empty() {
             return Err(NodeError::Transfer("no peer is known to hold it".into()));
         }
@@ -476,37 +497,29 @@ impl Media {
         let peers: Vec<PeerId> = sources.iter().map(|(p, _)| *p).collect();
         let (mut idle, mut busy_rounds) = (0, 0);
         let mut last_error = String::from("no answer");
+        let mut manifest = self.blobs.manifest(&hash)?.map(Arc::new);
         loop {
-            let manifest = match self.blobs.manifest(&hash)? {
-                Some(m) => Some(m),
-                None => match self.fetch_manifest(&hash, &sources).await {
-                    Ok(m) => Some(m),
-                    Err(NodeError::Transfer(e)) => {
-                        last_error = e;
-                        None
-                    }
+            if manifest.is_none() {
+                match self.fetch_manifest(&hash, sources).await {
+                    Ok(m) => manifest = Some(Arc::new(m)),
+                    Err(NodeError::Transfer(e)) => last_error = e,
                     Err(e) => return Err(e),
-                },
-            };
+                }
+            }
             let (mut progressed, mut busy) = (false, false);
-            if let Some(manifest) = manifest {
+            if let Some(manifest) = &manifest {
                 let blobs = self.blobs.clone();
                 let missing = blocking(move || blobs.missing(&hash)).await?;
-                let total = manifest.chunks.len();
                 if missing.is_empty() {
-                    return Ok(());
+                    let blobs = self.blobs.clone();
+                    return blocking(move || blobs.sync(&hash)).await;
                 }
-                let round =
-                    self.fetch_round(Arc::new(manifest), hash, missing, &peers, &addrs).await;
-                progressed = round.got > 0;
-                busy = round.busy;
+                let round = self.fetch_round(manifest.clone(), hash, missing, &peers, &addrs).await;
+                debug!(got = round.got, "a fetch round ended");
+                (progressed, busy) = (round.got > 0, round.busy);
                 if let Some(e) = round.last_error {
                     last_error = e;
                 }
-                if self.blobs.missing(&hash)?.is_empty() {
-                    return Ok(());
-                }
-                debug!(got = round.got, total, "a fetch round ended with chunks missing");
             }
             busy_rounds = if progressed { 0 } else { busy_rounds + u32::from(busy) };
             if !progressed && busy && busy_rounds <= MAX_BUSY_ROUNDS {
@@ -539,10 +552,10 @@ impl Media {
         let me = self.ctx.peer_id().to_bytes();
         let mut held: HashMap<[u8; 32], rules::blob_evict::Held<[u8; 32]>> = HashMap::new();
         for e in self.ctx.store.all_attachments()? {
-            let Ok(a) = decode_attachment(&e) else { continue };
+            let Ok(a) = e.attachment() else { continue };
             let entry = held.entry(a.hash).or_insert(rules::blob_evict::Held {
                 hash: a.hash,
-                bytes: a.size + kith_protocol::blob::chunk_count(a.size) as u64 * 16,
+                bytes: kith_protocol::blob::sealed_size(a.size),
                 at: e.at,
                 saved: true,
                 sent_here: false,
@@ -563,7 +576,7 @@ impl Media {
     /// The size the messages carrying blob `hash` announce (none for a blob held as a mailbox).
     fn announced_size(&self, hash: &[u8; 32]) -> Option<u64> {
         let entries = self.ctx.store.attachments_of(hash).ok()?;
-        entries.first().and_then(|e| decode_attachment(e).ok()).map(|a| a.size)
+        entries.first().and_then(|e| e.attachment().ok()).map(|a| a.size)
     }
 
     /// Asks the sources for the manifest, in order, until one gives a valid one.
@@ -584,32 +597,26 @@ impl Media {
             };
             match BlobResponse::from_bytes(&answer) {
                 Ok(BlobResponse::Manifest { bytes }) => {
-                    if let Some(want) = self.announced_size(hash) {
-                        match Manifest::from_bytes_for(&bytes, hash) {
-                            Ok(m) if m.size != want => {
-                                // Cannot happen with a hash the sender computed: the message
-                                // announcing the blob lies about its size.
-                                return Err(NodeError::Transfer(format!(
-                                    "the blob holds {} bytes, its message announced {want}",
-                                    m.size
-                                )));
-                            }
-                            _ => {}
-                        }
-                    }
-                    if let Ok(m) = Manifest::from_bytes_for(&bytes, hash) {
-                        self.make_room(m.sealed_size())?;
-                    }
-                    let (blobs, h) = (self.blobs.clone(), *hash);
-                    match blocking(move || blobs.add_manifest(&h, &bytes)).await {
-                        Ok(m) => return Ok(m),
-                        Err(NodeError::Blob(BlobStoreError::Blob(e))) => {
+                    let m = match Manifest::from_bytes_for(&bytes, hash) {
+                        Ok(m) => m,
+                        Err(e) => {
                             self.ctx.counters.blob_chunks_rejected.inc();
                             warn!(%peer, "a peer sent a manifest that does not match the blob: {e}");
                             last = format!("{peer} sent a wrong manifest");
+                            continue;
                         }
-                        Err(e) => return Err(e),
+                    };
+                    if let Some(want) = self.announced_size(hash).filter(|want| *want != m.size) {
+                        // Cannot happen with a hash the sender computed: the message announcing
+                        // the blob lies about its size.
+                        return Err(NodeError::Transfer(format!(
+                            "the blob holds {} bytes, its message announced {want}",
+                            m.size
+                        )));
                     }
+                    self.make_room(m.sealed_size())?;
+                    let (blobs, h) = (self.blobs.clone(), *hash);
+                    return blocking(move || blobs.add_manifest(&h, &bytes)).await;
                 }
                 Ok(BlobResponse::NotFound) => last = format!("{peer} does not hold it"),
                 Ok(BlobResponse::Refused { reason }) => last = format!("{peer} refused: {reason}"),
@@ -668,7 +675,9 @@ impl Media {
                         self.ctx.store.set_progress(&hash, held, total);
                         // An event per percent, not per chunk.
                         if held * 100 / total != (held - 1) * 100 / total {
-                            self.transfer_event(&hash, BlobState::Downloading, None);
+                            if let Ok(entries) = self.ctx.store.attachments_of(&hash) {
+                                self.transfer_event(&hash, &entries, BlobState::Downloading, None);
+                            }
                         }
                     }
                     Outcome::NotHeld => fetch.not_held(chunk, &peer),
@@ -766,19 +775,7 @@ impl Media {
                 return;
             }
         }
-        let Ok(permit) = self.serving.clone().try_acquire_owned() else {
-            let busy = BlobResponse::Refused { reason: "busy".into() };
-            let _ = self.ctx.net.respond(reply, answer(busy)).await;
-            return;
-        };
-        if let BlobRequest::Chunk { index, .. } = &request {
-            if self.seeds(&hash) && !self.seed_allows(&hash, *index as usize) {
-                let busy = BlobResponse::Refused { reason: "busy".into() };
-                let _ = self.ctx.net.respond(reply, answer(busy)).await;
-                return;
-            }
-        }
-        let Some(slot) = BlobSlot::take(&self.serving_blob, hash) else {
+        let Some((permit, slot)) = self.admit(&request, hash) else {
             let busy = BlobResponse::Refused { reason: "busy".into() };
             let _ = self.ctx.net.respond(reply, answer(busy)).await;
             return;
@@ -813,6 +810,23 @@ impl Media {
             let _ = me.ctx.net.respond(reply, response.to_bytes()).await;
             drop((permit, slot));
         });
+    }
+
+    /// Room to serve `request` now: a slot of the [`MAX_SERVING`], one of the
+    /// [`MAX_SERVING_PER_BLOB`] of its blob, and for a chunk of a group file this device sent,
+    /// its turn under `rules::blob_seed`. `None`: answer `busy`.
+    fn admit(
+        &self,
+        request: &BlobRequest,
+        hash: [u8; 32],
+    ) -> Option<(tokio::sync::OwnedSemaphorePermit, BlobSlot)> {
+        let permit = self.serving.clone().try_acquire_owned().ok()?;
+        if let BlobRequest::Chunk { index, .. } = request {
+            if self.seeds(&hash) && !self.seed_allows(&hash, *index as usize) {
+                return None;
+            }
+        }
+        Some((permit, BlobSlot::take(&self.serving_blob, hash)?))
     }
 
     /// Whether `peer` was found allowed to fetch `hash` less than [`GRANT_TTL`] ago.
@@ -867,6 +881,12 @@ impl Media {
         if store.held_blob(hash)?.is_some() {
             return Ok(true);
         }
+        // Before anything costlier (own devices are checked against signed records): a hash no
+        // message here carries is nobody's to fetch.
+        let entries = store.attachments_of(hash)?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
         let Some(device) = device_of(peer) else { return Ok(false) };
         if self.records.is_own_device(&device) {
             return Ok(true);
@@ -875,7 +895,7 @@ impl Media {
         if self.records.my_mailboxes()?.iter().any(|m| m.peer_id == peer_bytes) {
             return Ok(true);
         }
-        for e in store.attachments_of(hash)? {
+        for e in entries {
             if !e.group {
                 // The message as stored now: one sent to a name that did not resolve yet was
                 // recorded before its recipient was known.
@@ -955,8 +975,16 @@ impl Media {
             }
             return Ok(MailboxResponse::BlobHeld { complete: false });
         }
-        let used: u64 =
-            store.held_blobs()?.iter().filter(|(_, h)| h.user == user).map(|(_, h)| h.size).sum();
+        let mine: Vec<HeldBlob> =
+            store.held_blobs()?.into_iter().map(|(_, h)| h).filter(|h| h.user == user).collect();
+        if mine.iter().filter(|h| !h.complete).count() >= MAX_PENDING_HOLDS {
+            return Ok(MailboxResponse::Refused {
+                reason: format!(
+                    "this mailbox is fetching {MAX_PENDING_HOLDS} blobs for you already; ask again later"
+                ),
+            });
+        }
+        let used: u64 = mine.iter().map(|h| h.size).sum();
         if used >= self.config.mailbox_blob_bytes {
             return Ok(MailboxResponse::Refused {
                 reason: format!(
@@ -1002,26 +1030,9 @@ impl Media {
             if let Some(h) = store.held_blob(&hash)? {
                 store.put_held_blob(&hash, &HeldBlob { size, ..h })?;
             }
-            let peers = [peer];
-            let addrs = HashMap::new();
-            for _ in 0..MAX_IDLE_ROUNDS {
-                let blobs = self.blobs.clone();
-                let missing = blocking(move || blobs.missing(&hash)).await?;
-                if missing.is_empty() {
-                    break;
-                }
-                let m = Arc::new(manifest.clone());
-                let round = self.fetch_round(m, hash, missing, &peers, &addrs).await;
-                if round.got == 0 {
-                    tokio::time::sleep(ROUND_WAIT).await;
-                }
-            }
+            let fetched = self.fetch_from(hash, &[(peer, Vec::new())]).await;
             self.ctx.store.set_progress(&hash, 0, 0);
-            if !self.blobs.missing(&hash)?.is_empty() {
-                return Err(NodeError::Transfer("the device stopped serving it".into()));
-            }
-            let blobs = self.blobs.clone();
-            blocking(move || blobs.sync(&hash)).await?;
+            fetched?;
             if let Some(h) = store.held_blob(&hash)? {
                 store.put_held_blob(&hash, &HeldBlob { complete: true, ..h })?;
             }

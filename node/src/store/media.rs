@@ -91,6 +91,19 @@ pub struct HeldBlob {
 pub(super) type Progress =
     std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (usize, usize)>>>;
 
+impl AttachmentEntry {
+    /// The attachment it records (with the blob's key).
+    pub fn attachment(&self) -> Result<kith_protocol::blob::Attachment, NodeError> {
+        let max = kith_protocol::message::MAX_MESSAGE_SIZE;
+        kith_protocol::codec::from_stored_slice(&self.attachment, max).map_err(|err| {
+            NodeError::Corrupt {
+                path: "store/attachments".into(),
+                what: format!("attachment of message {}: {err}", hex::encode(self.message)),
+            }
+        })
+    }
+}
+
 fn index_key(hash: &[u8; 32], message: &[u8; 16]) -> [u8; 48] {
     let mut k = [0u8; 48];
     k[..32].copy_from_slice(hash);
@@ -136,19 +149,20 @@ impl Store {
             .collect()
     }
 
-    /// Sets the state (and error) of every attachment of blob `hash`.
+    /// Sets the state (and error) of every attachment of blob `hash`; returns them as written.
     pub fn set_blob_state(
         &self,
         hash: &[u8; 32],
         state: BlobState,
         error: Option<String>,
-    ) -> Result<(), NodeError> {
-        for mut e in self.attachments_of(hash)? {
+    ) -> Result<Vec<AttachmentEntry>, NodeError> {
+        let mut all = self.attachments_of(hash)?;
+        for e in &mut all {
             e.state = state;
             e.error = error.clone();
-            self.attachments.insert(e.message, enc(&e)).map_err(|e| self.err(e))?;
+            self.attachments.insert(e.message, enc(&*e)).map_err(|e| self.err(e))?;
         }
-        Ok(())
+        Ok(all)
     }
 
     /// Records that a mailbox holds blob `hash` whole.
