@@ -71,13 +71,40 @@ fn metric(node: &Node, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The chunk files held for blob `hash` in `node`'s blob store.
+/// Bytes from one sealed chunk's start to the next in a blob's `data` file.
+const SEALED_CHUNK: u64 = 256 * 1024 + 16;
+
+/// The chunks of blob `hash` (of whole chunks) written to `node`'s blob store: the slots of
+/// its `data` file whose last 16 bytes (the chunk's tag, written last) are not all zero (a
+/// slot not written yet reads as zeros).
 fn chunks_held(node: &Node, hash: &str) -> usize {
-    std::fs::read_dir(node.home().join("blobs").join(hash))
-        .map(|d| {
-            d.flatten().filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count()
+    use std::os::unix::fs::FileExt;
+    let Ok(data) = std::fs::File::open(node.home().join("blobs").join(hash).join("data")) else {
+        return 0;
+    };
+    let slots = data.metadata().map_or(0, |m| m.len() / SEALED_CHUNK);
+    let mut tag = [0u8; 16];
+    (0..slots)
+        .filter(|i| {
+            data.read_exact_at(&mut tag, (i + 1) * SEALED_CHUNK - 16).is_ok() && tag != [0; 16]
         })
-        .unwrap_or(0)
+        .count()
+}
+
+/// Flips a bit in every chunk of blob `hash` (of `chunks` whole chunks) in `node`'s store.
+fn damage(node: &Node, hash: &str, chunks: u64) {
+    use std::os::unix::fs::FileExt;
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(node.home().join("blobs").join(hash).join("data"))
+        .expect("the blob's data");
+    for i in 0..chunks {
+        let mut byte = [0u8; 1];
+        data.read_exact_at(&mut byte, i * SEALED_CHUNK + 7).expect("read");
+        byte[0] ^= 0x40;
+        data.write_all_at(&byte, i * SEALED_CHUNK + 7).expect("damage it");
+    }
 }
 
 fn save(node: &Node, id: &str, out: &Path) -> PathBuf {
@@ -161,12 +188,7 @@ fn files_arrive_whole_online_offline_after_a_crash_and_despite_a_bad_chunk() {
     // copy completes the file.
     let hash3 =
         message(&bob, &id3).expect("m3")["attachment"]["hash"].as_str().expect("h").to_owned();
-    for i in 0..80 {
-        let chunk = alice.home().join("blobs").join(&hash3).join(i.to_string());
-        let mut bytes = std::fs::read(&chunk).expect("alice's chunk");
-        bytes[7] ^= 0x40;
-        std::fs::write(&chunk, bytes).expect("damage it");
-    }
+    damage(&alice, &hash3, 80);
     alice.start(Some(&mb_addr));
     bob.stop();
     std::fs::remove_dir_all(bob.home().join("blobs").join(&hash3)).expect("bob forgets it");

@@ -1,25 +1,44 @@
 //! The blob store: sealed attachment chunks on disk, addressed by blob hash.
 //!
 //! Blobs live in files, not in sled's values (a photo would otherwise be rewritten by every
-//! compaction). The layout under the store's directory is `<hash hex>/manifest` and
-//! `<hash hex>/<index>` for each sealed chunk held, each file written to a temporary name and
-//! renamed, so a crash leaves whole chunks or none. A blob being fetched is a directory with its
-//! manifest and the chunks received so far: [`BlobStore::missing`] says what a fetch still
-//! needs, after any restart. Every chunk is checked against the manifest before it is written;
-//! the manifest is checked against the blob's hash. Files are readable by their owner only.
+//! compaction). The layout under the store's directory is, for each blob, a directory
+//! `<hash hex>/` with
+//! - `manifest`: the blob's manifest, as received (checked against the hash);
+//! - `data`: its sealed chunks, chunk `i` at byte `i × (CHUNK_SIZE + TAG_SIZE)`, made at its
+//!   full size when the manifest is taken (sparse where nothing was written yet);
+//! - `complete`: an empty file, written once every chunk is checked and `data` is synced.
+//!
+//! Which chunks a blob being fetched holds is kept in memory; after a restart it is found
+//! again by checking each chunk of `data` against the manifest, so a chunk a crash cut short
+//! is fetched again and [`BlobStore::missing`] says exactly what a fetch still needs. Every
+//! chunk is checked before it is written; the manifest is checked against the blob's hash.
+//! Files are readable by their owner only. Open blobs (their file handle and which chunks they
+//! hold) are cached, at most [`MAX_OPEN_BLOBS`] not in use, so serving or fetching a chunk
+//! opens no file.
+//!
+//! Stores written by earlier versions (a file per chunk, `<hash hex>/<index>`) are converted
+//! when the store opens.
 //!
 //! The store sees sealed chunks only; the key is the caller's ([`BlobStore::seal_file`] takes
 //! it to seal, [`BlobStore::open_to`] to write the plaintext out). These calls block: async
 //! callers run them with `spawn_blocking`. The media service (`services::media`) drives it.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::private_fs;
-use std::path::{Path, PathBuf};
 
-use kith_protocol::blob::{self, BlobError, BlobKey, Manifest, CHUNK_SIZE};
+use kith_protocol::blob::{self, BlobError, BlobKey, Manifest, CHUNK_SIZE, TAG_SIZE};
 use thiserror::Error;
+
+/// Blobs kept open (file handle and held chunks) while nothing uses them.
+pub const MAX_OPEN_BLOBS: usize = 64;
+
+/// Bytes from one sealed chunk's start to the next's in a blob's `data` file.
+const SEALED_CHUNK: u64 = (CHUNK_SIZE + TAG_SIZE) as u64;
 
 /// A blob store operation failed.
 #[derive(Debug, Error)]
@@ -62,18 +81,153 @@ pub enum BlobStoreError {
 pub struct BlobStore {
     dir: PathBuf,
     quota: u64,
+    /// Blobs opened so far (see [`MAX_OPEN_BLOBS`]), shared by every clone.
+    open: Arc<Mutex<HashMap<[u8; 32], Arc<OpenBlob>>>>,
+}
+
+/// One blob's manifest, its open `data` file and the chunks it holds.
+#[derive(Debug)]
+struct OpenBlob {
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    data: fs::File,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    chunks: Vec<bool>,
+    count: usize,
+}
+
+impl OpenBlob {
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn holds(&self, index: usize) -> bool {
+        self.held().chunks.get(index).copied().unwrap_or(false)
+    }
+
+    fn mark(&self, index: usize) {
+        let mut held = self.held();
+        if let Some(h) = held.chunks.get_mut(index) {
+            if !*h {
+                *h = true;
+                held.count += 1;
+            }
+        }
+    }
+
+    fn missing(&self) -> Vec<usize> {
+        let held = self.held();
+        (0..held.chunks.len()).filter(|&i| !held.chunks[i]).collect()
+    }
+
+    /// Sealed chunk `index` as stored (unchecked); the caller knows it is held.
+    fn read(&self, index: usize) -> std::io::Result<Vec<u8>> {
+        let mut sealed = vec![0u8; sealed_len(self.manifest.size, index)];
+        read_at(&self.data, &mut sealed, index as u64 * SEALED_CHUNK)?;
+        Ok(sealed)
+    }
 }
 
 fn hex_of(hash: &[u8; 32]) -> String {
     hex::encode(hash)
 }
 
+/// Length of sealed chunk `index` of a blob of `size` plaintext bytes.
+fn sealed_len(size: u64, index: usize) -> usize {
+    let start = index as u64 * CHUNK_SIZE as u64;
+    size.saturating_sub(start).min(CHUNK_SIZE as u64) as usize + TAG_SIZE
+}
+
+/// The file at `path`, or `None` if there is none.
+fn read_if_any(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens (creating it, owner-only) a blob's `data` file for reading and writing.
+fn open_data(path: &Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+#[cfg(unix)]
+fn read_at(file: &fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(unix)]
+fn write_at(file: &fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn write_at(file: &fs::File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_write(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl BlobStore {
     /// Opens (creating it owner-only) the store at `dir`, taking at most `quota` sealed bytes.
+    /// Leftovers of a seal a crash cut short are removed; blobs stored a file per chunk (by
+    /// earlier versions) are converted.
     pub fn open(dir: impl Into<PathBuf>, quota: u64) -> Result<Self, BlobStoreError> {
         let dir = dir.into();
         private_fs::create_dir(&dir)?;
-        Ok(BlobStore { dir, quota })
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            if name.starts_with(".sealing-") {
+                fs::remove_dir_all(entry.path())?;
+            } else if entry.path().join("manifest").exists() && !entry.path().join("data").exists()
+            {
+                let mut hash = [0u8; 32];
+                if hex::decode_to_slice(name.as_bytes(), &mut hash).is_ok() {
+                    convert_chunk_files(&entry.path(), &hash)?;
+                }
+            }
+        }
+        Ok(BlobStore { dir, quota, open: Arc::default() })
     }
 
     /// The store's directory.
@@ -85,7 +239,66 @@ impl BlobStore {
         self.dir.join(hex_of(hash))
     }
 
-    /// Sealed bytes held, over every blob (complete or not).
+    fn cache(&self) -> MutexGuard<'_, HashMap<[u8; 32], Arc<OpenBlob>>> {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Blob `hash`, opened (and cached) if its manifest is held. A stored manifest that no
+    /// longer matches its hash (a damaged disk) is an error, not a blob. Opening a blob that is
+    /// not complete checks every chunk its `data` holds.
+    fn blob(&self, hash: &[u8; 32]) -> Result<Option<Arc<OpenBlob>>, BlobStoreError> {
+        if let Some(open) = self.cache().get(hash) {
+            return Ok(Some(open.clone()));
+        }
+        let dir = self.blob_dir(hash);
+        let Some(manifest_bytes) = read_if_any(&dir.join("manifest"))? else {
+            return Ok(None);
+        };
+        let manifest = Manifest::from_bytes_for(&manifest_bytes, hash)?;
+        let data = open_data(&dir.join("data"))?;
+        let size = manifest.sealed_size();
+        let complete = dir.join("complete").exists() && data.metadata()?.len() == size;
+        if !complete && data.metadata()?.len() != size {
+            data.set_len(size)?;
+        }
+        let chunks = manifest.chunks.len();
+        let open = OpenBlob {
+            manifest,
+            manifest_bytes,
+            data,
+            held: Mutex::new(Held { chunks: vec![complete; chunks], count: 0 }),
+        };
+        if complete {
+            open.held().count = chunks;
+        } else {
+            for index in 0..chunks {
+                let sealed = open.read(index)?;
+                if open.manifest.check_chunk(index, &sealed).is_ok() {
+                    open.mark(index);
+                }
+            }
+            if open.held().count == chunks {
+                private_fs::write_atomic(&dir, "complete", b"")?;
+            }
+        }
+        let mut cache = self.cache();
+        if let Some(raced) = cache.get(hash) {
+            return Ok(Some(raced.clone()));
+        }
+        if cache.len() >= MAX_OPEN_BLOBS {
+            cache.retain(|_, b| Arc::strong_count(b) > 1);
+        }
+        let open = Arc::new(open);
+        cache.insert(*hash, open.clone());
+        Ok(Some(open))
+    }
+
+    fn held_blob(&self, hash: &[u8; 32]) -> Result<Arc<OpenBlob>, BlobStoreError> {
+        self.blob(hash)?.ok_or_else(|| BlobStoreError::Unknown(hex_of(hash)))
+    }
+
+    /// Sealed bytes held, over every blob (complete or not: a blob being fetched counts at
+    /// its full size, which its `data` file was made at).
     pub fn used(&self) -> Result<u64, BlobStoreError> {
         let mut used = 0;
         for entry in fs::read_dir(&self.dir)? {
@@ -103,12 +316,13 @@ impl BlobStore {
     /// the whole blob fits the quota. Taking a manifest already held is a no-op.
     pub fn add_manifest(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<Manifest, BlobStoreError> {
         let manifest = Manifest::from_bytes_for(bytes, hash)?;
-        if let Some(held) = self.manifest(hash)? {
-            return Ok(held);
+        if let Some(held) = self.blob(hash)? {
+            return Ok(held.manifest.clone());
         }
         self.check_quota(manifest.sealed_size())?;
         let dir = self.blob_dir(hash);
         private_fs::create_dir(&dir)?;
+        open_data(&dir.join("data"))?.set_len(manifest.sealed_size())?;
         private_fs::write_atomic(&dir, "manifest", bytes)?;
         Ok(manifest)
     }
@@ -121,66 +335,47 @@ impl BlobStore {
         Ok(())
     }
 
-    /// The manifest of blob `hash`, if held. A stored manifest that no longer matches its hash
-    /// (a damaged disk) is an error, not a blob.
+    /// The manifest of blob `hash`, if held.
     pub fn manifest(&self, hash: &[u8; 32]) -> Result<Option<Manifest>, BlobStoreError> {
-        match fs::read(self.blob_dir(hash).join("manifest")) {
-            Ok(bytes) => Ok(Some(Manifest::from_bytes_for(&bytes, hash)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.blob(hash)?.map(|b| b.manifest.clone()))
     }
 
-    fn held_manifest(&self, hash: &[u8; 32]) -> Result<Manifest, BlobStoreError> {
-        self.manifest(hash)?.ok_or_else(|| BlobStoreError::Unknown(hex_of(hash)))
+    /// The encoded manifest of blob `hash`, as stored (checked when it was taken).
+    pub fn manifest_bytes(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, BlobStoreError> {
+        Ok(self.blob(hash)?.map(|b| b.manifest_bytes.clone()))
     }
 
     /// Stores sealed chunk `index` of blob `hash` after checking it against the manifest.
+    /// Chunks are not synced one by one (a fetch writes hundreds): [`BlobStore::complete`]
+    /// makes the whole blob durable, and a chunk a crash cut short fails its check when the
+    /// blob is opened again, so it counts as missing.
     pub fn put_chunk(
         &self,
         hash: &[u8; 32],
         index: usize,
         sealed: &[u8],
     ) -> Result<(), BlobStoreError> {
-        let manifest = self.held_manifest(hash)?;
-        manifest.check_chunk(index, sealed)?;
-        Ok(private_fs::write_atomic(&self.blob_dir(hash), &index.to_string(), sealed)?)
-    }
-
-    /// [`BlobStore::put_chunk`] with the blob's manifest in hand (a fetch holds it).
-    pub fn put_checked(
-        &self,
-        manifest: &Manifest,
-        hash: &[u8; 32],
-        index: usize,
-        sealed: &[u8],
-    ) -> Result<(), BlobStoreError> {
-        manifest.check_chunk(index, sealed)?;
-        // Not synced one by one (a fetch writes hundreds): `sync` makes the whole blob durable
-        // once it is complete, and `missing` counts a chunk file of the wrong size as missing.
-        Ok(private_fs::write_renamed(&self.blob_dir(hash), &index.to_string(), sealed, false)?)
-    }
-
-    /// Makes every file of blob `hash` durable (after a fetch wrote its chunks unsynced).
-    pub fn sync(&self, hash: &[u8; 32]) -> Result<(), BlobStoreError> {
-        let dir = self.blob_dir(hash);
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                fs::File::open(entry.path())?.sync_all()?;
-            }
-        }
-        fs::File::open(&dir)?.sync_all()?;
+        let blob = self.held_blob(hash)?;
+        blob.manifest.check_chunk(index, sealed)?;
+        write_at(&blob.data, sealed, index as u64 * SEALED_CHUNK)?;
+        blob.mark(index);
         Ok(())
     }
 
-    /// The encoded manifest of blob `hash`, as stored (checked when it was taken).
-    pub fn manifest_bytes(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, BlobStoreError> {
-        match fs::read(self.blob_dir(hash).join("manifest")) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+    /// Makes blob `hash` durable once it holds every chunk, and marks it complete.
+    pub fn complete(&self, hash: &[u8; 32]) -> Result<(), BlobStoreError> {
+        let blob = self.held_blob(hash)?;
+        let missing = blob.missing().len();
+        if missing > 0 {
+            return Err(BlobStoreError::Incomplete { hash: hex_of(hash), missing });
         }
+        let dir = self.blob_dir(hash);
+        if !dir.join("complete").exists() {
+            blob.data.sync_all()?;
+            private_fs::write_atomic(&dir, "complete", b"")?;
+            fs::File::open(&dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// The plaintext of chunk `index` of blob `hash`, checked and opened under `key`.
@@ -200,29 +395,24 @@ impl BlobStore {
 
     /// Sealed chunk `index` of blob `hash`, if held.
     pub fn chunk(&self, hash: &[u8; 32], index: usize) -> Result<Option<Vec<u8>>, BlobStoreError> {
-        match fs::read(self.blob_dir(hash).join(index.to_string())) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+        match self.blob(hash)? {
+            Some(blob) if blob.holds(index) => Ok(Some(blob.read(index)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether blob `hash` is held whole. Cheap: it does not check chunks (a blob not opened
+    /// yet counts as whole once it was marked complete).
+    pub fn is_complete(&self, hash: &[u8; 32]) -> bool {
+        match self.cache().get(hash) {
+            Some(blob) => blob.held().count == blob.manifest.chunks.len(),
+            None => self.blob_dir(hash).join("complete").exists(),
         }
     }
 
     /// The chunks of blob `hash` not held yet, in order (empty when the blob is complete).
     pub fn missing(&self, hash: &[u8; 32]) -> Result<Vec<usize>, BlobStoreError> {
-        Ok(self.missing_of(hash, &self.held_manifest(hash)?))
-    }
-
-    fn missing_of(&self, hash: &[u8; 32], manifest: &Manifest) -> Vec<usize> {
-        let dir = self.blob_dir(hash);
-        let sealed_len = |i: usize| {
-            let start = (i * CHUNK_SIZE) as u64;
-            manifest.size.saturating_sub(start).min(CHUNK_SIZE as u64) + blob::TAG_SIZE as u64
-        };
-        (0..manifest.chunks.len())
-            .filter(|&i| {
-                fs::metadata(dir.join(i.to_string())).map_or(true, |m| m.len() != sealed_len(i))
-            })
-            .collect()
+        Ok(self.held_blob(hash)?.missing())
     }
 
     /// Seals the file at `src` under `key` into the store, one chunk in memory at a time, and
@@ -238,6 +428,7 @@ impl BlobStore {
         let tmp = self.dir.join(format!(".sealing-{:016x}", rand::random::<u64>()));
         private_fs::create_dir(&tmp)?;
         let result = (|| {
+            let mut data = std::io::BufWriter::new(open_data(&tmp.join("data"))?);
             let mut hashes = Vec::with_capacity(chunks);
             let mut plain = vec![0u8; CHUNK_SIZE];
             for index in 0..chunks {
@@ -247,14 +438,16 @@ impl BlobStore {
                     _ => e.into(),
                 })?;
                 let sealed = blob::seal_chunk(key, size, index, &plain[..len])?;
-                private_fs::write_atomic(&tmp, &index.to_string(), &sealed)?;
+                data.write_all(&sealed)?;
                 hashes.push(blob::ChunkHash(sha256(&sealed)));
             }
             if file.read(&mut plain[..1])? != 0 {
                 return Err(BlobStoreError::Changed);
             }
+            data.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             let manifest = Manifest { v: blob::BLOB_VERSION, size, chunks: hashes };
             private_fs::write_atomic(&tmp, "manifest", &manifest.to_bytes())?;
+            private_fs::write_atomic(&tmp, "complete", b"")?;
             fs::rename(&tmp, self.blob_dir(&manifest.hash()))?;
             Ok(manifest)
         })();
@@ -272,22 +465,21 @@ impl BlobStore {
         key: &BlobKey,
         dest: &Path,
     ) -> Result<u64, BlobStoreError> {
-        let manifest = self.held_manifest(hash)?;
-        let missing = self.missing_of(hash, &manifest);
-        if !missing.is_empty() {
-            return Err(BlobStoreError::Incomplete { hash: hex_of(hash), missing: missing.len() });
+        let blob = self.held_blob(hash)?;
+        let missing = blob.missing().len();
+        if missing > 0 {
+            return Err(BlobStoreError::Incomplete { hash: hex_of(hash), missing });
         }
+        let manifest = &blob.manifest;
         let tmp = dest.with_extension(format!("kith-part-{:016x}", rand::random::<u64>()));
         let result = (|| {
-            let mut out = fs::File::create(&tmp)?;
+            let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
             for index in 0..manifest.chunks.len() {
-                let sealed = self
-                    .chunk(hash, index)?
-                    .ok_or(BlobStoreError::Incomplete { hash: hex_of(hash), missing: 1 })?;
+                let sealed = blob.read(index)?;
                 manifest.check_chunk(index, &sealed)?;
                 out.write_all(&blob::open_chunk(key, manifest.size, index, &sealed)?)?;
             }
-            out.sync_all()?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             fs::rename(&tmp, dest)?;
             Ok(manifest.size)
         })();
@@ -299,11 +491,41 @@ impl BlobStore {
 
     /// Removes blob `hash` and every chunk of it.
     pub fn remove(&self, hash: &[u8; 32]) -> Result<(), BlobStoreError> {
+        self.cache().remove(hash);
         match fs::remove_dir_all(self.blob_dir(hash)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
     }
+}
+
+/// Converts blob directory `dir` from a file per chunk (`<index>`) to one `data` file: the
+/// chunk files of the right size are copied in (opening the blob checks them), the rest are
+/// fetched again.
+fn convert_chunk_files(dir: &Path, hash: &[u8; 32]) -> Result<(), BlobStoreError> {
+    let manifest = Manifest::from_bytes_for(&fs::read(dir.join("manifest"))?, hash)?;
+    let tmp = dir.join(".data.tmp");
+    let data = open_data(&tmp)?;
+    data.set_len(manifest.sealed_size())?;
+    for index in 0..manifest.chunks.len() {
+        let path = dir.join(index.to_string());
+        if let Some(sealed) = read_if_any(&path)? {
+            if sealed.len() == sealed_len(manifest.size, index) {
+                write_at(&data, &sealed, index as u64 * SEALED_CHUNK)?;
+            }
+        }
+    }
+    data.sync_all()?;
+    fs::rename(&tmp, dir.join("data"))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.parse::<u32>().is_ok() || (name.starts_with('.') && name.ends_with(".tmp")) {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -391,6 +613,71 @@ mod tests {
         assert_eq!(fs::read(&dest).expect("read"), plaintext(3 * CHUNK_SIZE));
         store.remove(&hash).expect("remove");
         assert!(store.manifest(&hash).expect("manifest").is_none());
+    }
+
+    #[test]
+    fn a_chunk_cut_short_by_a_crash_is_missing_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = BlobKey([7; 32]);
+        let (manifest, sealed) = blob::seal(&key, &plaintext(3 * CHUNK_SIZE + 5)).expect("seal");
+        let hash = manifest.hash();
+        let store = BlobStore::open(dir.path(), 1 << 30).expect("open");
+        store.add_manifest(&hash, &manifest.to_bytes()).expect("manifest");
+        for (i, chunk) in sealed.iter().enumerate() {
+            store.put_chunk(&hash, i, chunk).expect("chunk");
+        }
+        assert_eq!(store.missing(&hash).expect("missing"), Vec::<usize>::new());
+        // Not marked complete yet: a crash now may leave any chunk half-written.
+        let data = dir.path().join(hex::encode(hash)).join("data");
+        let mut bytes = fs::read(&data).expect("data");
+        bytes[2 * SEALED_CHUNK as usize + 1000] ^= 0x80;
+        fs::write(&data, &bytes).expect("damage");
+        drop(store);
+        let store = BlobStore::open(dir.path(), 1 << 30).expect("reopen");
+        assert_eq!(store.missing(&hash).expect("missing"), vec![2]);
+        assert!(matches!(
+            store.complete(&hash),
+            Err(BlobStoreError::Incomplete { missing: 1, .. })
+        ));
+        assert!(store.chunk(&hash, 2).expect("chunk").is_none(), "a bad chunk is not served");
+        store.put_chunk(&hash, 2, &sealed[2]).expect("chunk 2 again");
+        store.complete(&hash).expect("complete");
+        assert!(dir.path().join(hex::encode(hash)).join("complete").exists());
+        let out = dir.path().join("out");
+        store.open_to(&hash, &key, &out).expect("open");
+        assert_eq!(fs::read(&out).expect("read"), plaintext(3 * CHUNK_SIZE + 5));
+    }
+
+    #[test]
+    fn a_store_of_chunk_files_is_converted_when_it_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = BlobKey([8; 32]);
+        let (manifest, sealed) = blob::seal(&key, &plaintext(3 * CHUNK_SIZE)).expect("seal");
+        let hash = manifest.hash();
+        // The layout of earlier versions: a file per chunk; chunk 1 was cut short.
+        let blob_dir = dir.path().join(hex::encode(hash));
+        fs::create_dir_all(&blob_dir).expect("dir");
+        fs::write(blob_dir.join("manifest"), manifest.to_bytes()).expect("manifest");
+        fs::write(blob_dir.join("0"), &sealed[0]).expect("chunk 0");
+        fs::write(blob_dir.join("1"), &sealed[1][..100]).expect("chunk 1");
+        fs::write(blob_dir.join("2"), &sealed[2]).expect("chunk 2");
+        fs::write(blob_dir.join(".3.tmp"), b"half").expect("tmp");
+        // A seal a crash cut short.
+        fs::create_dir_all(dir.path().join(".sealing-0123")).expect("sealing");
+        let store = BlobStore::open(dir.path(), 1 << 30).expect("open");
+        assert!(!dir.path().join(".sealing-0123").exists());
+        let mut left: Vec<String> = fs::read_dir(&blob_dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["data", "manifest"]);
+        assert_eq!(store.missing(&hash).expect("missing"), vec![1]);
+        store.put_chunk(&hash, 1, &sealed[1]).expect("chunk 1");
+        store.complete(&hash).expect("complete");
+        let out = dir.path().join("out");
+        store.open_to(&hash, &key, &out).expect("open");
+        assert_eq!(fs::read(&out).expect("read"), plaintext(3 * CHUNK_SIZE));
     }
 
     #[test]

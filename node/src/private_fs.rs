@@ -18,18 +18,6 @@ pub(crate) fn create_dir(path: &Path) -> std::io::Result<()> {
 /// Writes `bytes` to `dir/name`, owner-only (0600 on Unix), atomically: a temporary file
 /// `dir/.name.tmp`, synced, then renamed into place.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    write_renamed(dir, name, bytes, true)
-}
-
-/// [`write_atomic`] without the sync when `sync` is false: a crash of the process leaves the
-/// whole file or none, a crash of the machine may leave a short one (callers that write many
-/// files check their sizes, and sync them all at the end).
-pub(crate) fn write_renamed(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    sync: bool,
-) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -40,8 +28,6 @@ pub(crate) fn write_renamed(
     }
     let mut file = options.open(&tmp)?;
     file.write_all(bytes)?;
-    if sync {
-        file.sync_all()?;
-    }
+    file.sync_all()?;
     fs::rename(&tmp, dir.join(name))
 }

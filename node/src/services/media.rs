@@ -322,7 +322,7 @@ impl Media {
     }
 
     fn is_complete(&self, hash: &[u8; 32]) -> bool {
-        matches!(self.blobs.missing(hash), Ok(m) if m.is_empty())
+        self.blobs.is_complete(hash)
     }
 
     /// Whether the download policy fetches `a` as soon as its message arrives.
@@ -497,7 +497,8 @@ impl Media {
         let peers: Vec<PeerId> = sources.iter().map(|(p, _)| *p).collect();
         let (mut idle, mut busy_rounds) = (0, 0);
         let mut last_error = String::from("no answer");
-        let mut manifest = self.blobs.manifest(&hash)?.map(Arc::new);
+        let blobs = self.blobs.clone();
+        let mut manifest = blocking(move || blobs.manifest(&hash)).await?.map(Arc::new);
         loop {
             if manifest.is_none() {
                 match self.fetch_manifest(&hash, sources).await {
@@ -512,7 +513,7 @@ impl Media {
                 let missing = blocking(move || blobs.missing(&hash)).await?;
                 if missing.is_empty() {
                     let blobs = self.blobs.clone();
-                    return blocking(move || blobs.sync(&hash)).await;
+                    return blocking(move || blobs.complete(&hash)).await;
                 }
                 let round = self.fetch_round(manifest.clone(), hash, missing, &peers, &addrs).await;
                 debug!(got = round.got, "a fetch round ended");
@@ -652,13 +653,7 @@ impl Media {
                 Next::Ask(asks) => {
                     for (chunk, peer) in asks {
                         let a = addrs.get(&peer).cloned().unwrap_or_default();
-                        tasks.spawn(self.clone().fetch_chunk(
-                            manifest.clone(),
-                            hash,
-                            chunk,
-                            peer,
-                            a,
-                        ));
+                        tasks.spawn(self.clone().fetch_chunk(hash, chunk, peer, a));
                     }
                 }
             }
@@ -700,7 +695,6 @@ impl Media {
 
     async fn fetch_chunk(
         self,
-        manifest: Arc<Manifest>,
         hash: [u8; 32],
         chunk: usize,
         peer: PeerId,
@@ -715,7 +709,7 @@ impl Media {
         let outcome = match BlobResponse::from_bytes(&answer) {
             Ok(BlobResponse::Chunk { bytes }) => {
                 let (blobs, len) = (self.blobs.clone(), bytes.len() as u64);
-                let put = move || blobs.put_checked(&manifest, &hash, chunk, &bytes);
+                let put = move || blobs.put_chunk(&hash, chunk, &bytes);
                 match blocking(put).await {
                     Ok(()) => {
                         self.ctx.counters.blob_bytes_fetched.inc_by(len);
@@ -1009,7 +1003,8 @@ impl Media {
     /// Fetches a blob a device asked this mailbox to hold, from that device.
     async fn take_custody(&self, peer: PeerId, user: [u8; 16], hash: [u8; 32]) {
         let result = async {
-            let manifest = match self.blobs.manifest(&hash)? {
+            let blobs = self.blobs.clone();
+            let manifest = match blocking(move || blobs.manifest(&hash)).await? {
                 Some(m) => m,
                 None => self.fetch_manifest(&hash, &[(peer, Vec::new())]).await?,
             };
