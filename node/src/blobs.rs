@@ -37,6 +37,10 @@ use thiserror::Error;
 /// Blobs kept open (file handle and held chunks) while nothing uses them.
 pub const MAX_OPEN_BLOBS: usize = 64;
 
+/// Bytes a fetch writes to a blob's `data` before they are synced (so that the sync when the
+/// blob completes has little left to write, and the disk works while the network does).
+pub const SYNC_EVERY: u64 = 16 << 20;
+
 /// Bytes from one sealed chunk's start to the next's in a blob's `data` file.
 const SEALED_CHUNK: u64 = (CHUNK_SIZE + TAG_SIZE) as u64;
 
@@ -98,6 +102,8 @@ struct OpenBlob {
 struct Held {
     chunks: Vec<bool>,
     count: usize,
+    /// Bytes written since the last sync.
+    unsynced: u64,
 }
 
 impl OpenBlob {
@@ -109,14 +115,22 @@ impl OpenBlob {
         self.held().chunks.get(index).copied().unwrap_or(false)
     }
 
-    fn mark(&self, index: usize) {
+    /// Marks chunk `index` held; true when [`SYNC_EVERY`] bytes were written since the last
+    /// sync (the caller syncs).
+    fn mark(&self, index: usize) -> bool {
         let mut held = self.held();
         if let Some(h) = held.chunks.get_mut(index) {
             if !*h {
                 *h = true;
                 held.count += 1;
+                held.unsynced += SEALED_CHUNK;
             }
         }
+        let sync = held.unsynced >= SYNC_EVERY;
+        if sync {
+            held.unsynced = 0;
+        }
+        sync
     }
 
     fn missing(&self) -> Vec<usize> {
@@ -266,7 +280,7 @@ impl BlobStore {
             manifest,
             manifest_bytes,
             data,
-            held: Mutex::new(Held { chunks: vec![complete; chunks], count: 0 }),
+            held: Mutex::new(Held { chunks: vec![complete; chunks], count: 0, unsynced: 0 }),
         };
         if complete {
             open.held().count = chunks;
@@ -277,20 +291,26 @@ impl BlobStore {
                     open.mark(index);
                 }
             }
+            open.held().unsynced = 0;
             if open.held().count == chunks {
                 private_fs::write_atomic(&dir, "complete", b"")?;
             }
         }
+        Ok(Some(self.cached(hash, open)))
+    }
+
+    /// Caches `open` as blob `hash`, unless another call cached it first (then that one).
+    fn cached(&self, hash: &[u8; 32], open: OpenBlob) -> Arc<OpenBlob> {
         let mut cache = self.cache();
         if let Some(raced) = cache.get(hash) {
-            return Ok(Some(raced.clone()));
+            return raced.clone();
         }
         if cache.len() >= MAX_OPEN_BLOBS {
             cache.retain(|_, b| Arc::strong_count(b) > 1);
         }
         let open = Arc::new(open);
         cache.insert(*hash, open.clone());
-        Ok(Some(open))
+        open
     }
 
     fn held_blob(&self, hash: &[u8; 32]) -> Result<Arc<OpenBlob>, BlobStoreError> {
@@ -322,9 +342,18 @@ impl BlobStore {
         self.check_quota(manifest.sealed_size())?;
         let dir = self.blob_dir(hash);
         private_fs::create_dir(&dir)?;
-        open_data(&dir.join("data"))?.set_len(manifest.sealed_size())?;
+        let data = open_data(&dir.join("data"))?;
+        data.set_len(manifest.sealed_size())?;
         private_fs::write_atomic(&dir, "manifest", bytes)?;
-        Ok(manifest)
+        // Holding nothing yet: cached as such, so the (sparse) data is not read to check.
+        let chunks = manifest.chunks.len();
+        let open = OpenBlob {
+            manifest: manifest.clone(),
+            manifest_bytes: bytes.to_vec(),
+            data,
+            held: Mutex::new(Held { chunks: vec![false; chunks], count: 0, unsynced: 0 }),
+        };
+        Ok(self.cached(hash, open).manifest.clone())
     }
 
     fn check_quota(&self, wanted: u64) -> Result<(), BlobStoreError> {
@@ -346,8 +375,8 @@ impl BlobStore {
     }
 
     /// Stores sealed chunk `index` of blob `hash` after checking it against the manifest.
-    /// Chunks are not synced one by one (a fetch writes hundreds): [`BlobStore::complete`]
-    /// makes the whole blob durable, and a chunk a crash cut short fails its check when the
+    /// Chunks are not synced one by one (a fetch writes hundreds) but every [`SYNC_EVERY`]
+    /// bytes, and [`BlobStore::complete`] makes the whole blob durable, and a chunk a crash cut short fails its check when the
     /// blob is opened again, so it counts as missing.
     pub fn put_chunk(
         &self,
@@ -358,7 +387,9 @@ impl BlobStore {
         let blob = self.held_blob(hash)?;
         blob.manifest.check_chunk(index, sealed)?;
         write_at(&blob.data, sealed, index as u64 * SEALED_CHUNK)?;
-        blob.mark(index);
+        if blob.mark(index) {
+            blob.data.sync_data()?;
+        }
         Ok(())
     }
 
@@ -408,6 +439,26 @@ impl BlobStore {
             Some(blob) => blob.held().count == blob.manifest.chunks.len(),
             None => self.blob_dir(hash).join("complete").exists(),
         }
+    }
+
+    /// Sealed chunk `index` of blob `hash`, if held, read into the end of what `header` makes
+    /// of its length (a frame to send, without copying the chunk into it).
+    pub fn chunk_framed(
+        &self,
+        hash: &[u8; 32],
+        index: usize,
+        header: impl FnOnce(usize) -> Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, BlobStoreError> {
+        let blob = match self.blob(hash)? {
+            Some(blob) if blob.holds(index) => blob,
+            _ => return Ok(None),
+        };
+        let len = sealed_len(blob.manifest.size, index);
+        let mut frame = header(len);
+        let start = frame.len();
+        frame.resize(start + len, 0);
+        read_at(&blob.data, &mut frame[start..], index as u64 * SEALED_CHUNK)?;
+        Ok(Some(frame))
     }
 
     /// The chunks of blob `hash` not held yet, in order (empty when the blob is complete).

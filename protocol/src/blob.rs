@@ -522,6 +522,52 @@ impl BlobResponse {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         codec::from_frame(bytes, MAX_BLOB_RESPONSE)
     }
+
+    /// The first bytes of the encoding of `Chunk` with a chunk of `len` bytes: the encoding is
+    /// this header, then the chunk. (The chunk is the last field of the frame, so a node
+    /// serving one reads it from disk straight after the header, without a copy.)
+    pub fn chunk_header(len: usize) -> Vec<u8> {
+        let mut header = codec::to_frame(&BlobResponse::Chunk { bytes: Vec::new() });
+        // The empty byte string's header (0x40) is the frame's last byte.
+        header.pop();
+        let len = len as u64;
+        match len {
+            0..=23 => header.push(0x40 | len as u8),
+            24..=0xff => header.extend_from_slice(&[0x58, len as u8]),
+            0x100..=0xffff => {
+                header.push(0x59);
+                header.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                header.push(0x5a);
+                header.extend_from_slice(&(len as u32).to_be_bytes());
+            }
+            _ => {
+                header.push(0x5b);
+                header.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        header
+    }
+
+    /// The chunk in `frame`, if it is the encoding of `Chunk` (within
+    /// [`MAX_BLOB_RESPONSE`]), without a copy; `None` for any other frame (decode those with
+    /// [`BlobResponse::from_bytes`]). What it accepts is exactly what `from_bytes` decodes to a
+    /// chunk.
+    pub fn chunk_in(frame: &[u8]) -> Option<&[u8]> {
+        if frame.len() > MAX_BLOB_RESPONSE {
+            return None;
+        }
+        // The frame before the byte string's header, then a header of 1 to 9 bytes, whose
+        // length depends on the chunk's: try each.
+        let base = codec::to_frame(&BlobResponse::Chunk { bytes: Vec::new() }).len() - 1;
+        [9, 5, 3, 2, 1].into_iter().find_map(|tail| {
+            let len = frame.len().checked_sub(base + tail)?;
+            let header = Self::chunk_header(len);
+            (header.len() == base + tail && frame.starts_with(&header))
+                .then(|| &frame[header.len()..])
+        })
+    }
 }
 
 #[cfg(test)]
@@ -532,6 +578,52 @@ mod tests {
 
     fn key(seed: u8) -> BlobKey {
         BlobKey([seed; 32])
+    }
+
+    #[test]
+    fn a_chunk_frame_is_its_header_then_the_chunk() {
+        for len in [0, 1, 23, 24, 255, 256, 65_535, 65_536, CHUNK_SIZE + TAG_SIZE] {
+            let chunk: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let frame = BlobResponse::Chunk { bytes: chunk.clone() }.to_bytes();
+            let header = BlobResponse::chunk_header(len);
+            assert_eq!(frame[..header.len()], header[..], "{len}");
+            assert_eq!(frame[header.len()..], chunk[..], "{len}");
+            assert_eq!(BlobResponse::chunk_in(&frame), Some(&chunk[..]), "{len}");
+        }
+        // Anything else is not a chunk: other answers, a chunk cut short or with a byte more.
+        let frame = BlobResponse::Chunk { bytes: vec![7; 300] }.to_bytes();
+        assert_eq!(BlobResponse::chunk_in(&frame[..frame.len() - 1]), None);
+        assert_eq!(BlobResponse::chunk_in(&[&frame[..], &[0]].concat()), None);
+        assert_eq!(BlobResponse::chunk_in(&BlobResponse::NotFound.to_bytes()), None);
+        let manifest = BlobResponse::Manifest { bytes: vec![7; 300] }.to_bytes();
+        assert_eq!(BlobResponse::chunk_in(&manifest), None);
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_in_agrees_with_the_decoder(
+            chunk in proptest::collection::vec(any::<u8>(), 0..300),
+            at in any::<proptest::sample::Index>(),
+            flip in 1..=255u8,
+            cut in 0..3usize,
+        ) {
+            // A chunk's frame with one byte changed, or cut short.
+            let mut frame = BlobResponse::Chunk { bytes: chunk }.to_bytes();
+            let i = at.index(frame.len());
+            frame[i] ^= flip;
+            frame.truncate(frame.len() - cut);
+            let decoded = match BlobResponse::from_bytes(&frame) {
+                Ok(BlobResponse::Chunk { bytes }) => Some(bytes),
+                _ => None,
+            };
+            prop_assert_eq!(BlobResponse::chunk_in(&frame).map(<[u8]>::to_vec), decoded);
+        }
+
+        #[test]
+        fn chunk_in_takes_every_chunk_frame(chunk in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let frame = BlobResponse::Chunk { bytes: chunk.clone() }.to_bytes();
+            prop_assert_eq!(BlobResponse::chunk_in(&frame), Some(&chunk[..]));
+        }
     }
 
     #[test]

@@ -16,12 +16,60 @@ use crate::error::DecodeError;
 /// Kith's own types always encode; the error is kept for values with maps whose keys CBOR cannot
 /// express, which Kith never defines.
 pub fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
-    match serde_cbor::to_vec(value) {
-        Ok(bytes) => bytes,
+    // Measured first, so a large value (a blob's chunk) is written once into a buffer of its
+    // size instead of being copied as the buffer grows.
+    let mut counter = Counter(0);
+    let mut bytes = match serde_cbor::to_writer(&mut counter, value) {
+        Ok(()) => Vec::with_capacity(counter.0),
+        Err(e) => unreachable!("kith types always encode to CBOR: {e}"),
+    };
+    match serde_cbor::to_writer(&mut bytes, value) {
+        Ok(()) => bytes,
         // Every type encoded here is a plain struct or enum of Kith's own: serialization into a
         // `Vec` cannot fail for them (no I/O, no non-string map keys, no custom errors).
         Err(e) => unreachable!("kith types always encode to CBOR: {e}"),
     }
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compares the bytes written to it with `expected`, failing at the first difference.
+struct Compare<'a> {
+    expected: &'a [u8],
+}
+
+impl std::io::Write for Compare<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.expected.strip_prefix(buf) {
+            Some(rest) => {
+                self.expected = rest;
+                Ok(buf.len())
+            }
+            None => Err(std::io::ErrorKind::InvalidData.into()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether [`to_vec`] of `value` gives exactly `bytes` (without making a copy).
+fn encodes_to<T: Serialize>(value: &T, bytes: &[u8]) -> bool {
+    let mut compare = Compare { expected: bytes };
+    serde_cbor::to_writer(&mut compare, value).is_ok() && compare.expected.is_empty()
 }
 
 /// Decodes one CBOR value of type `T` from `bytes`, which must hold exactly that value, be at
@@ -37,7 +85,7 @@ pub fn from_slice<T: DeserializeOwned + Serialize>(
     }
     let value: T =
         serde_cbor::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    if to_vec(&value) != bytes {
+    if !encodes_to(&value, bytes) {
         return Err(DecodeError::Malformed("not in canonical form".into()));
     }
     Ok(value)

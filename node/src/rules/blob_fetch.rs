@@ -13,9 +13,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 
 /// Chunks in flight at once, over all peers (8 × 256 KiB = 2 MiB buffered at most).
-pub const WINDOW: usize = 8;
+pub const WINDOW: usize = 16;
 /// Chunks in flight at once from one peer.
-pub const PER_SOURCE: usize = 4;
+pub const PER_SOURCE: usize = 8;
 /// How long a chunk request may take before it is asked elsewhere.
 pub const CHUNK_TIMEOUT_MS: u64 = 30_000;
 /// Failures after which a peer is no longer asked for this blob.

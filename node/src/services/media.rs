@@ -706,22 +706,14 @@ impl Media {
             Ok(Err(e)) => return (chunk, peer, Outcome::Failed(e)),
             Err(e) => return (chunk, peer, Outcome::Failed(e.to_string())),
         };
+        // A chunk is taken from its frame as it is (no copy); anything else decoded.
+        if let Some(bytes) = BlobResponse::chunk_in(&answer) {
+            let at = answer.len() - bytes.len();
+            return (chunk, peer, self.store_chunk(hash, chunk, peer, answer, at).await);
+        }
         let outcome = match BlobResponse::from_bytes(&answer) {
             Ok(BlobResponse::Chunk { bytes }) => {
-                let (blobs, len) = (self.blobs.clone(), bytes.len() as u64);
-                let put = move || blobs.put_chunk(&hash, chunk, &bytes);
-                match blocking(put).await {
-                    Ok(()) => {
-                        self.ctx.counters.blob_bytes_fetched.inc_by(len);
-                        Outcome::Got
-                    }
-                    Err(NodeError::Blob(BlobStoreError::Blob(e))) => {
-                        self.ctx.counters.blob_chunks_rejected.inc();
-                        warn!(%peer, chunk, "a peer sent a chunk that fails its check: {e}");
-                        Outcome::Failed(format!("{peer} sent a chunk that fails its check"))
-                    }
-                    Err(e) => Outcome::Failed(e.to_string()),
-                }
+                self.store_chunk(hash, chunk, peer, bytes, 0).await
             }
             Ok(BlobResponse::NotFound) => Outcome::NotHeld,
             Ok(BlobResponse::Refused { reason }) if reason == "busy" => Outcome::Busy,
@@ -734,6 +726,32 @@ impl Media {
             Err(e) => Outcome::Failed(format!("{peer} sent a malformed answer: {e}")),
         };
         (chunk, peer, outcome)
+    }
+
+    /// Checks and stores chunk `chunk` of blob `hash`, `frame[at..]`, from `peer`.
+    async fn store_chunk(
+        &self,
+        hash: [u8; 32],
+        chunk: usize,
+        peer: PeerId,
+        frame: Vec<u8>,
+        at: usize,
+    ) -> Outcome {
+        let (blobs, len) = (self.blobs.clone(), frame.len().saturating_sub(at) as u64);
+        match blocking(move || blobs.put_chunk(&hash, chunk, frame.get(at..).unwrap_or_default()))
+            .await
+        {
+            Ok(()) => {
+                self.ctx.counters.blob_bytes_fetched.inc_by(len);
+                Outcome::Got
+            }
+            Err(NodeError::Blob(BlobStoreError::Blob(e))) => {
+                self.ctx.counters.blob_chunks_rejected.inc();
+                warn!(%peer, chunk, "a peer sent a chunk that fails its check: {e}");
+                Outcome::Failed(format!("{peer} sent a chunk that fails its check"))
+            }
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
     }
 
     /// Answers a blob request from `peer`.
@@ -774,36 +792,40 @@ impl Media {
             let _ = self.ctx.net.respond(reply, answer(busy)).await;
             return;
         };
-        let me = self.clone();
-        self.ctx.spawn(async move {
-            let blobs = me.blobs.clone();
-            let read = move || -> Result<BlobResponse, BlobStoreError> {
+        // (This runs in a task of its own already.)
+        {
+            let (me, blobs) = (self, self.blobs.clone());
+            // The encoded answer; for a chunk, with the chunk read straight into the frame.
+            let read = move || -> Result<(Vec<u8>, u64), BlobStoreError> {
                 Ok(match request {
                     BlobRequest::Manifest { hash } => match blobs.manifest_bytes(&hash)? {
-                        Some(bytes) => BlobResponse::Manifest { bytes },
-                        None => BlobResponse::NotFound,
+                        Some(bytes) => (BlobResponse::Manifest { bytes }.to_bytes(), 0),
+                        None => (BlobResponse::NotFound.to_bytes(), 0),
                     },
                     BlobRequest::Chunk { hash, index } => {
-                        match blobs.chunk(&hash, index as usize)? {
-                            Some(bytes) => BlobResponse::Chunk { bytes },
-                            None => BlobResponse::NotFound,
+                        let mut len = 0;
+                        let header = |n| {
+                            len = n as u64;
+                            BlobResponse::chunk_header(n)
+                        };
+                        match blobs.chunk_framed(&hash, index as usize, header)? {
+                            Some(frame) => (frame, len),
+                            None => (BlobResponse::NotFound.to_bytes(), 0),
                         }
                     }
                 })
             };
-            let response = match blocking(read).await {
+            let (response, chunk_bytes) = match blocking(read).await {
                 Ok(r) => r,
                 Err(e) => {
                     warn!("cannot read a blob to serve it: {e}");
-                    BlobResponse::NotFound
+                    (BlobResponse::NotFound.to_bytes(), 0)
                 }
             };
-            if let BlobResponse::Chunk { bytes } = &response {
-                me.ctx.counters.blob_bytes_served.inc_by(bytes.len() as u64);
-            }
-            let _ = me.ctx.net.respond(reply, response.to_bytes()).await;
+            me.ctx.counters.blob_bytes_served.inc_by(chunk_bytes);
+            let _ = me.ctx.net.respond(reply, response).await;
             drop((permit, slot));
-        });
+        }
     }
 
     /// Room to serve `request` now: a slot of the [`MAX_SERVING`], one of the
