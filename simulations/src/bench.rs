@@ -266,6 +266,24 @@ async fn first_addr(n: &Node) -> Result<Multiaddr> {
     bail!("node did not listen")
 }
 
+/// Registers `name` for a benchmark's setup (not timed), trying again a few times: in a
+/// network of two, the first put can find no peer while the other's identify is still under
+/// way.
+async fn register(n: &Node, name: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match n.register(name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("registering {name} failed ({e}); trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 async fn connected(n: &Node) -> Result<()> {
     for _ in 0..500 {
         if n.status().await?.connected_peers > 0 {
@@ -286,8 +304,8 @@ async fn kith_direct(base: &std::path::Path, count: usize, in_flight: usize) -> 
         node_at(base, &format!("{tag}-alice"), TransportKind::Tcp, vec![first_addr(&bob).await?])
             .await?;
     connected(&alice).await?;
-    bob.register(&format!("{tag}bob")).await?;
-    alice.register(&format!("{tag}alice")).await?;
+    register(&bob, &format!("{tag}bob")).await?;
+    register(&alice, &format!("{tag}alice")).await?;
     let to = format!("{tag}bob");
     // Warm up: resolve, connect, first delivery.
     let mut events = alice.subscribe();
@@ -596,8 +614,8 @@ async fn media_transfer(base: &std::path::Path, mib: usize) -> Result<serde_json
     let alice =
         node_at(base, "file-alice", TransportKind::Tcp, vec![first_addr(&bob).await?]).await?;
     connected(&alice).await?;
-    bob.register("filebob").await?;
-    alice.register("filealice").await?;
+    register(&bob, "filebob").await?;
+    register(&alice, "filealice").await?;
     let src = random_file(base, "file.bin", mib)?;
     let meta = kith_node::node::FileMeta {
         name: Some("file.bin".into()),
@@ -715,7 +733,7 @@ async fn group_photo(
         let n =
             node_at(base, &format!("photo-{i}"), TransportKind::Memory, vec![b.clone()]).await?;
         connected(&n).await?;
-        n.register(&format!("photo{i:02}")).await?;
+        register(&n, &format!("photo{i:02}")).await?;
         nodes.push(n);
     }
     let names: Vec<String> = (0..members).map(|i| format!("photo{i:02}")).collect();
