@@ -310,21 +310,35 @@ async fn copy_history(
     Ok(messages)
 }
 
-/// A file of a direct conversation copied with the history: recorded as `available`, to be
-/// fetched on request from the device it was copied from (one of this user's own, so allowed
-/// to serve it) or its sender. A group message's copy is its sealed envelope, whose file is not
-/// recorded (not fetchable on the new device yet).
+/// A file copied with the history: recorded as `available`, to be fetched on request from the
+/// device it was copied from (one of this user's own, so allowed to serve it), its sender or,
+/// in a group, the members. A group message's copy is its sealed envelope: it is opened with
+/// the group's epoch key from the snapshot (a message of an epoch whose key the snapshot does
+/// not hold, or that does not open and verify, is left without its file).
 fn remember_attachment(store: &Store, m: &StoredMessage, from: PeerId) -> Result<(), NodeError> {
-    if m.kind != "attachment" || m.is_group() {
+    if m.kind != "attachment" {
         return Ok(());
     }
-    let Ok(message) = kith_protocol::Message::from_bytes(&m.raw) else { return Ok(()) };
+    let message = if m.is_group() {
+        let Ok(env) = kith_protocol::group::GroupEnvelope::from_bytes(&m.raw) else {
+            return Ok(());
+        };
+        let Some(g) = store.group_shared(&env.group.0) else { return Ok(()) };
+        let Ok(key) = crate::rules::group::epoch_key(&g, env.epoch) else { return Ok(()) };
+        match env.open(&key) {
+            Ok(opened) if opened.message.id.0 == m.id => opened.message,
+            _ => return Ok(()),
+        }
+    } else {
+        let Ok(message) = kith_protocol::Message::from_bytes(&m.raw) else { return Ok(()) };
+        message
+    };
     let kith_protocol::Content::Attachment(a) = &message.content else { return Ok(()) };
     let entry = crate::store::AttachmentEntry {
         message: m.id,
         conversation: m.conversation,
         peer: m.peer,
-        group: false,
+        group: m.is_group(),
         attachment: codec::to_vec(&**a),
         sender_device: from.to_bytes(),
         state: crate::store::BlobState::Available,

@@ -1466,8 +1466,8 @@ async fn a_photo_posted_to_a_group_reaches_every_member() {
     }
 }
 
-/// A file bob received before he linked a laptop (with the history) is fetched by the laptop
-/// from his phone on request; a file he sends from the phone later shows on the laptop too,
+/// A file bob received before he linked a laptop (with the history), in a direct chat and in a
+/// group, is fetched by the laptop on request; a file he sends from the phone later shows on the laptop too,
 /// which fetches it from the phone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linked_device_fetches_old_and_new_files_from_the_users_other_device() {
@@ -1478,11 +1478,26 @@ async fn a_linked_device_fetches_old_and_new_files_from_the_users_other_device()
     eventually(20, "delivery", || async { delivered(&alice.node, &sent.id).await.then_some(()) })
         .await;
     bob.node.download(&sent.id).await.expect("bob's phone downloads it");
+    // And one posted to a group (alice, bob and carol) before the laptop was linked.
+    boot.node.register("carol").await.expect("carol registers");
+    let first = alice.node.send_to("bob", "pictures @carol").await.expect("group formed");
+    let conv = format!("#{}", first.conversation);
+    sees(60, "the group's first message", &bob.node, &conv, "pictures @carol").await;
+    let pic = random_file(dir.path(), 256 * 1024 + 3);
+    let meta = kith_node::node::FileMeta { mime: "image/jpeg".into(), ..file_meta("group.jpg") };
+    let posted = alice.node.send_file(&conv, &pic, meta).await.expect("posted");
+    eventually(60, "bob's phone to hold the group's photo", || async {
+        (blob_state(&bob.node, &posted.id) == "complete").then_some(())
+    })
+    .await;
     let laptop = link(&bob.node, vec![addr(&boot.node).await], true).await;
     assert_eq!(blob_state(&laptop.node, &sent.id), "available");
     let out = dir.path().join("old-on-laptop.bin");
     laptop.node.save_attachment(&sent.id, &out).await.expect("the laptop saves it");
     assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&old).expect("read"));
+    let out = dir.path().join("group-on-laptop.jpg");
+    laptop.node.save_attachment(&posted.id, &out).await.expect("the laptop saves the photo");
+    assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&pic).expect("read"));
 
     let new = random_file(dir.path(), 256 * 1024 + 9);
     let mine = bob.node.send_file("@alice", &new, file_meta("new.bin")).await.expect("sent");
