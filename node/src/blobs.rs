@@ -271,31 +271,29 @@ impl BlobStore {
         let manifest = Manifest::from_bytes_for(&manifest_bytes, hash)?;
         let data = open_data(&dir.join("data"))?;
         let size = manifest.sealed_size();
-        let complete = dir.join("complete").exists() && data.metadata()?.len() == size;
-        if !complete && data.metadata()?.len() != size {
+        let len = data.metadata()?.len();
+        let complete = len == size && dir.join("complete").exists();
+        if len != size {
             data.set_len(size)?;
         }
-        let chunks = manifest.chunks.len();
-        let open = OpenBlob {
-            manifest,
-            manifest_bytes,
-            data,
-            held: Mutex::new(Held { chunks: vec![complete; chunks], count: 0, unsynced: 0 }),
-        };
-        if complete {
-            open.held().count = chunks;
+        let chunks = if complete {
+            vec![true; manifest.chunks.len()]
         } else {
-            for index in 0..chunks {
-                let sealed = open.read(index)?;
-                if open.manifest.check_chunk(index, &sealed).is_ok() {
-                    open.mark(index);
-                }
+            let mut sealed = Vec::new();
+            let mut chunks = Vec::with_capacity(manifest.chunks.len());
+            for index in 0..manifest.chunks.len() {
+                sealed.resize(sealed_len(manifest.size, index), 0);
+                read_at(&data, &mut sealed, index as u64 * SEALED_CHUNK)?;
+                chunks.push(manifest.check_chunk(index, &sealed).is_ok());
             }
-            open.held().unsynced = 0;
-            if open.held().count == chunks {
-                private_fs::write_atomic(&dir, "complete", b"")?;
-            }
+            chunks
+        };
+        let count = chunks.iter().filter(|held| **held).count();
+        if !complete && count == chunks.len() {
+            private_fs::write_atomic(&dir, "complete", b"")?;
         }
+        let held = Mutex::new(Held { chunks, count, unsynced: 0 });
+        let open = OpenBlob { manifest, manifest_bytes, data, held };
         Ok(Some(self.cached(hash, open)))
     }
 
@@ -426,10 +424,7 @@ impl BlobStore {
 
     /// Sealed chunk `index` of blob `hash`, if held.
     pub fn chunk(&self, hash: &[u8; 32], index: usize) -> Result<Option<Vec<u8>>, BlobStoreError> {
-        match self.blob(hash)? {
-            Some(blob) if blob.holds(index) => Ok(Some(blob.read(index)?)),
-            _ => Ok(None),
-        }
+        self.chunk_framed(hash, index, |_| Vec::new())
     }
 
     /// Whether blob `hash` is held whole. Cheap: it does not check chunks (a blob not opened

@@ -527,26 +527,8 @@ impl BlobResponse {
     /// this header, then the chunk. (The chunk is the last field of the frame, so a node
     /// serving one reads it from disk straight after the header, without a copy.)
     pub fn chunk_header(len: usize) -> Vec<u8> {
-        let mut header = codec::to_frame(&BlobResponse::Chunk { bytes: Vec::new() });
-        // The empty byte string's header (0x40) is the frame's last byte.
-        header.pop();
-        let len = len as u64;
-        match len {
-            0..=23 => header.push(0x40 | len as u8),
-            24..=0xff => header.extend_from_slice(&[0x58, len as u8]),
-            0x100..=0xffff => {
-                header.push(0x59);
-                header.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            0x1_0000..=0xffff_ffff => {
-                header.push(0x5a);
-                header.extend_from_slice(&(len as u32).to_be_bytes());
-            }
-            _ => {
-                header.push(0x5b);
-                header.extend_from_slice(&len.to_be_bytes());
-            }
-        }
+        let mut header = chunk_prefix();
+        header.extend_from_slice(&byte_string_header(len as u64));
         header
     }
 
@@ -558,15 +540,32 @@ impl BlobResponse {
         if frame.len() > MAX_BLOB_RESPONSE {
             return None;
         }
-        // The frame before the byte string's header, then a header of 1 to 9 bytes, whose
-        // length depends on the chunk's: try each.
-        let base = codec::to_frame(&BlobResponse::Chunk { bytes: Vec::new() }).len() - 1;
-        [9, 5, 3, 2, 1].into_iter().find_map(|tail| {
-            let len = frame.len().checked_sub(base + tail)?;
-            let header = Self::chunk_header(len);
-            (header.len() == base + tail && frame.starts_with(&header))
-                .then(|| &frame[header.len()..])
+        let rest = frame.strip_prefix(&chunk_prefix()[..])?;
+        // A byte string's header of 1 to 9 bytes, whose length depends on the chunk's: the one
+        // that announces exactly the bytes after it.
+        [1, 2, 3, 5, 9].into_iter().find_map(|n| {
+            let chunk = rest.get(n..)?;
+            (rest[..n] == byte_string_header(chunk.len() as u64)[..]).then_some(chunk)
         })
+    }
+}
+
+/// The encoding of `Chunk` up to its byte string's header (the same for every chunk).
+fn chunk_prefix() -> Vec<u8> {
+    let mut prefix = codec::to_frame(&BlobResponse::Chunk { bytes: Vec::new() });
+    // The empty byte string's header (0x40) is the frame's last byte.
+    prefix.pop();
+    prefix
+}
+
+/// CBOR's shortest header of a byte string of `len` bytes (major type 2).
+fn byte_string_header(len: u64) -> Vec<u8> {
+    match len {
+        0..=23 => vec![0x40 | len as u8],
+        24..=0xff => vec![0x58, len as u8],
+        0x100..=0xffff => [&[0x59][..], &(len as u16).to_be_bytes()].concat(),
+        0x1_0000..=0xffff_ffff => [&[0x5a][..], &(len as u32).to_be_bytes()].concat(),
+        _ => [&[0x5b][..], &len.to_be_bytes()].concat(),
     }
 }
 

@@ -498,24 +498,25 @@ impl Media {
         let (mut idle, mut busy_rounds) = (0, 0);
         let mut last_error = String::from("no answer");
         let blobs = self.blobs.clone();
-        let mut manifest = blocking(move || blobs.manifest(&hash)).await?.map(Arc::new);
+        // The blob's chunk count, once its manifest is held.
+        let mut total = blocking(move || blobs.manifest(&hash)).await?.map(|m| m.chunks.len());
         loop {
-            if manifest.is_none() {
+            if total.is_none() {
                 match self.fetch_manifest(&hash, sources).await {
-                    Ok(m) => manifest = Some(Arc::new(m)),
+                    Ok(m) => total = Some(m.chunks.len()),
                     Err(NodeError::Transfer(e)) => last_error = e,
                     Err(e) => return Err(e),
                 }
             }
             let (mut progressed, mut busy) = (false, false);
-            if let Some(manifest) = &manifest {
+            if let Some(total) = total {
                 let blobs = self.blobs.clone();
                 let missing = blocking(move || blobs.missing(&hash)).await?;
                 if missing.is_empty() {
                     let blobs = self.blobs.clone();
                     return blocking(move || blobs.complete(&hash)).await;
                 }
-                let round = self.fetch_round(manifest.clone(), hash, missing, &peers, &addrs).await;
+                let round = self.fetch_round(total, hash, missing, &peers, &addrs).await;
                 debug!(got = round.got, "a fetch round ended");
                 (progressed, busy) = (round.got > 0, round.busy);
                 if let Some(e) = round.last_error {
@@ -632,13 +633,12 @@ impl Media {
     /// schedules. Returns the chunks stored and the last error.
     async fn fetch_round(
         &self,
-        manifest: Arc<Manifest>,
+        total: usize,
         hash: [u8; 32],
         missing: Vec<usize>,
         peers: &[PeerId],
         addrs: &HashMap<PeerId, Vec<Multiaddr>>,
     ) -> Round {
-        let total = manifest.chunks.len();
         let mut held = total - missing.len();
         // Each fetcher its own order (see `Fetch::in_order`).
         let mut order = missing;
