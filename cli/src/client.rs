@@ -19,6 +19,8 @@ const MAX_BODY: u64 = 256 * 1024 * 1024;
 /// How long one ordinary request may take, end to end. Registering a name computes a proof of
 /// work and waits for the DHT, so this is generous; the event stream has no limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// A kept-alive connection idle longer than this is not reused (the daemon closes them at 10 s).
+const POOL_IDLE: Duration = Duration::from_secs(5);
 /// How long connecting to the daemon may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +102,9 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .max_redirects(0)
+            // The daemon closes a connection idle for 10 s (its header timeout); reusing one
+            // idle nearly that long races that close.
+            .max_idle_age(POOL_IDLE)
             .build()
             .new_agent();
         Client {

@@ -272,7 +272,7 @@ fn wait_for_download(client: &Client, id: &str, total: u64, json: bool) -> Resul
         return Ok(());
     }
     let mut progress = Progress::new("download", Some(total), json);
-    let started = Instant::now();
+    let mut asked = Instant::now();
     loop {
         let m = client.get(&format!("/v1/messages/{id}"), &[])?;
         let a = m.get("attachment").cloned().unwrap_or(Value::Null);
@@ -287,9 +287,10 @@ fn wait_for_download(client: &Client, id: &str, total: u64, json: bool) -> Resul
                 let why = a.get("error").and_then(Value::as_str).unwrap_or("no reason given");
                 bail!("the download failed: {why}; `kith save {id}` tries again");
             }
-            "available" | "evicted" if started.elapsed() > Duration::from_secs(5) => {
-                // The fetch ended without a state change we saw: ask again.
+            "available" | "evicted" if asked.elapsed() > Duration::from_secs(5) => {
+                // The fetch ended without a state change we saw: ask again (every 5 s).
                 client.post(&format!("/v1/messages/{id}/download"), &json!({}))?;
+                asked = Instant::now();
             }
             _ => {}
         }

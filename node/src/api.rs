@@ -126,6 +126,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/devices/link/{id}", get(link_status))
         .route("/v1/devices/{peer_id}/revoke", post(revoke))
         .merge(media::routes())
+        .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
         .route("/metrics", get(metrics))
@@ -171,6 +172,37 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         )
         .into_response();
     }
+    next.run(req).await
+}
+
+/// Reads a request's body whole before its handler runs when it declares at most [`MAX_BODY`]
+/// bytes. A handler that takes no body (`POST .../download` with `{}`) would otherwise drop it
+/// unread; if its bytes had not all arrived by then, hyper closes the connection after the
+/// response, without saying so, and the client's next request on that kept-alive connection
+/// fails as "disconnected". Larger bodies (file uploads) stream to handlers that read them.
+async fn whole_small_body(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let req = match declared {
+        Some(len) if len > 0 && len <= MAX_BODY => {
+            let (parts, body) = req.into_parts();
+            match axum::body::to_bytes(body, MAX_BODY).await {
+                Ok(bytes) => Request::from_parts(parts, axum::body::Body::from(bytes)),
+                Err(e) => {
+                    return ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("cannot read the request's body: {e}"),
+                    )
+                    .into_response()
+                }
+            }
+        }
+        _ => req,
+    };
     next.run(req).await
 }
 

@@ -1292,6 +1292,68 @@ async fn the_api_serves_its_owner_through_slow_loris_and_idle_floods() {
     server.await.expect("server task").expect("server");
 }
 
+/// Reads one HTTP response (headers and a `Content-Length` body) from `s`; its status line,
+/// or `None` if the server closed the connection first.
+async fn read_response(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return head.lines().next().map(str::to_owned);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&b[..n]);
+    }
+}
+
+/// A request whose handler takes no body, with the body arriving after the headers, leaves
+/// the kept-alive connection usable: the next request on it is answered. (hyper closes a
+/// connection whose request body was dropped unread; the CLI then failed with "disconnected".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_after_its_headers_keeps_the_connection_alive() {
+    use tokio::io::AsyncWriteExt;
+    let n = spawn(vec![]).await;
+    let token = "owner-token".to_owned();
+    let (api, stop_tx, server) = serve_api(&n.node, &token);
+    let mut s = tokio::net::TcpStream::connect(api).await.expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let id = "00112233445566778899aabbccddeeff";
+    let head = format!(
+        "POST /v1/messages/{id}/download HTTP/1.1\r\nHost: kith\r\nAuthorization: Bearer \
+         {token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("headers");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"{}").await.expect("body");
+    let first = read_response(&mut s).await.expect("the download's answer");
+    assert!(first.contains("404"), "{first}");
+    let next =
+        format!("GET /v1/status HTTP/1.1\r\nHost: kith\r\nAuthorization: Bearer {token}\r\n\r\n");
+    // The write may succeed even on a closed connection; the answer tells.
+    let _ = s.write_all(next.as_bytes()).await;
+    let second = read_response(&mut s).await;
+    assert!(
+        second.as_deref().is_some_and(|l| l.contains("200")),
+        "the connection was closed after the first answer: {second:?}"
+    );
+    let _ = stop_tx.send(());
+    server.await.expect("server task").expect("server");
+}
+
 /// Writes `len` pseudo-random bytes to a file under `dir` and returns its path.
 fn random_file(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
     use rand::{RngCore, SeedableRng};
