@@ -71,23 +71,22 @@ fn metric(node: &Node, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes from one sealed chunk's start to the next in a blob's `data` file.
-const SEALED_CHUNK: u64 = 256 * 1024 + 16;
+/// Bytes from one sealed chunk's start to the next in a blob's `chunks` file (each at a page
+/// boundary).
+const SLOT: u64 = 256 * 1024 + 4096;
 
 /// The chunks of blob `hash` (of whole chunks) written to `node`'s blob store: the slots of
-/// its `data` file whose last 16 bytes (the chunk's tag, written last) are not all zero (a
-/// slot not written yet reads as zeros).
+/// its `chunks` file whose chunk's last 16 bytes (its tag) are not all zero (a slot not
+/// written yet reads as zeros).
 fn chunks_held(node: &Node, hash: &str) -> usize {
     use std::os::unix::fs::FileExt;
-    let Ok(data) = std::fs::File::open(node.home().join("blobs").join(hash).join("data")) else {
+    let Ok(data) = std::fs::File::open(node.home().join("blobs").join(hash).join("chunks")) else {
         return 0;
     };
-    let slots = data.metadata().map_or(0, |m| m.len() / SEALED_CHUNK);
+    let slots = data.metadata().map_or(0, |m| m.len() / SLOT);
     let mut tag = [0u8; 16];
     (0..slots)
-        .filter(|i| {
-            data.read_exact_at(&mut tag, (i + 1) * SEALED_CHUNK - 16).is_ok() && tag != [0; 16]
-        })
+        .filter(|i| data.read_exact_at(&mut tag, i * SLOT + 256 * 1024).is_ok() && tag != [0; 16])
         .count()
 }
 
@@ -97,13 +96,13 @@ fn damage(node: &Node, hash: &str, chunks: u64) {
     let data = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(node.home().join("blobs").join(hash).join("data"))
-        .expect("the blob's data");
+        .open(node.home().join("blobs").join(hash).join("chunks"))
+        .expect("the blob's chunks");
     for i in 0..chunks {
         let mut byte = [0u8; 1];
-        data.read_exact_at(&mut byte, i * SEALED_CHUNK + 7).expect("read");
+        data.read_exact_at(&mut byte, i * SLOT + 7).expect("read");
         byte[0] ^= 0x40;
-        data.write_all_at(&byte, i * SEALED_CHUNK + 7).expect("damage it");
+        data.write_all_at(&byte, i * SLOT + 7).expect("damage it");
     }
 }
 

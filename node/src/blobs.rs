@@ -4,9 +4,15 @@
 //! compaction). The layout under the store's directory is, for each blob, a directory
 //! `<hash hex>/` with
 //! - `manifest`: the blob's manifest, as received (checked against the hash);
-//! - `data`: its sealed chunks, chunk `i` at byte `i × (CHUNK_SIZE + TAG_SIZE)`, made at its
-//!   full size when the manifest is taken (sparse where nothing was written yet);
-//! - `complete`: an empty file, written once every chunk is checked and `data` is synced.
+//! - `chunks`: its sealed chunks, chunk `i` at byte `i × (CHUNK_SIZE + 4096)` (each at a page
+//!   boundary), made at its full size when the manifest is taken (sparse where nothing was
+//!   written yet); stores of earlier versions have `data` instead, chunk `i` at
+//!   `i × (CHUNK_SIZE + TAG_SIZE)`, read and written as they are;
+//! - `complete`: an empty file, written once every chunk is checked and the chunks are synced.
+//!
+//! A fetch writes chunks past the page cache (`O_DIRECT`, on Linux, where the file system
+//! takes it; through the cache elsewhere): copying each 256 KiB into the page cache was the
+//! largest and most variable cost of receiving a file (docs/benchmarks.md).
 //!
 //! Which chunks a blob being fetched holds is kept in memory; after a restart it is found
 //! again by checking each chunk of `data` against the manifest, so a chunk a crash cut short
@@ -27,6 +33,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::private_fs;
@@ -41,8 +48,66 @@ pub const MAX_OPEN_BLOBS: usize = 64;
 /// blob completes has little left to write, and the disk works while the network does).
 pub const SYNC_EVERY: u64 = 16 << 20;
 
-/// Bytes from one sealed chunk's start to the next's in a blob's `data` file.
+/// Bytes from one sealed chunk's start to the next's in a blob's `data` file (stores of
+/// earlier versions).
 const SEALED_CHUNK: u64 = (CHUNK_SIZE + TAG_SIZE) as u64;
+
+/// The alignment of chunks in a blob's `chunks` file: a page, so that a fetch can write them
+/// past the page cache (`O_DIRECT`, see [`ChunkWriter`]).
+const ALIGN: usize = 4096;
+
+/// Bytes from one sealed chunk's start to the next's in a blob's `chunks` file.
+const SLOT: u64 = (CHUNK_SIZE + ALIGN) as u64;
+
+/// Where a blob's sealed chunks are in its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// `data`: chunk `i` at `i × (CHUNK_SIZE + TAG_SIZE)` (stores of earlier versions).
+    Packed,
+    /// `chunks`: chunk `i` at `i × (CHUNK_SIZE + 4096)`, each at a page boundary.
+    Aligned,
+}
+
+impl Layout {
+    fn file(self) -> &'static str {
+        match self {
+            Layout::Packed => "data",
+            Layout::Aligned => "chunks",
+        }
+    }
+
+    fn offset(self, index: usize) -> u64 {
+        index as u64
+            * match self {
+                Layout::Packed => SEALED_CHUNK,
+                Layout::Aligned => SLOT,
+            }
+    }
+
+    /// The file's length for `manifest`: up to the end of its last chunk (in `chunks`, of the
+    /// last page it writes).
+    fn file_len(self, manifest: &Manifest) -> u64 {
+        self.len_for(manifest.size)
+    }
+
+    /// The file's length for a blob of `size` plaintext bytes.
+    fn len_for(self, size: u64) -> u64 {
+        let last = blob::chunk_count(size).saturating_sub(1);
+        let end = sealed_len(size, last) as u64;
+        match self {
+            Layout::Packed => blob::sealed_size(size),
+            Layout::Aligned => self.offset(last) + end.div_ceil(ALIGN as u64) * ALIGN as u64,
+        }
+    }
+
+    /// The layout of the blob in `dir`: `data` if it has one, else `chunks`.
+    fn of(dir: &Path) -> Self {
+        match dir.join("data").exists() {
+            true => Layout::Packed,
+            false => Layout::Aligned,
+        }
+    }
+}
 
 /// A blob store operation failed.
 #[derive(Debug, Error)]
@@ -95,6 +160,12 @@ struct OpenBlob {
     manifest: Manifest,
     manifest_bytes: Vec<u8>,
     data: fs::File,
+    layout: Layout,
+    /// The same file opened for writes past the page cache (`O_DIRECT`, Linux, `chunks` files
+    /// of blobs being fetched), or `None`.
+    direct: Option<fs::File>,
+    /// Set when the file system refused a write past the page cache: writes go through it.
+    direct_refused: AtomicBool,
     held: Mutex<Held>,
 }
 
@@ -138,10 +209,34 @@ impl OpenBlob {
         (0..held.chunks.len()).filter(|&i| !held.chunks[i]).collect()
     }
 
+    /// Writes sealed chunk `index` (checked by the caller) at its place: past the page cache
+    /// where the blob has a direct handle (a 256 KiB copy into the page cache cost this
+    /// machine's kernel 0.3 to 1.6 ms, and made a file's transfer rate vary by half from run to
+    /// run; see docs/benchmarks.md), else through it.
+    fn write(&self, index: usize, sealed: &[u8]) -> std::io::Result<()> {
+        if sealed.len() > CHUNK_SIZE + TAG_SIZE {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk too long"));
+        }
+        let at = self.layout.offset(index);
+        if let Some(direct) = &self.direct {
+            if !self.direct_refused.load(Ordering::Relaxed) {
+                match write_direct(direct, sealed, at) {
+                    Ok(()) => return Ok(()),
+                    // The file system does not take this write past its cache.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        self.direct_refused.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        write_at(&self.data, sealed, at)
+    }
+
     /// Sealed chunk `index` as stored (unchecked); the caller knows it is held.
     fn read(&self, index: usize) -> std::io::Result<Vec<u8>> {
         let mut sealed = vec![0u8; sealed_len(self.manifest.size, index)];
-        read_at(&self.data, &mut sealed, index as u64 * SEALED_CHUNK)?;
+        read_at(&self.data, &mut sealed, self.layout.offset(index))?;
         Ok(sealed)
     }
 }
@@ -175,6 +270,50 @@ fn open_data(path: &Path) -> std::io::Result<fs::File> {
         options.mode(0o600);
     }
     options.open(path)
+}
+
+/// Opens the `chunks` file in `dir` for writes past the page cache, where the system and
+/// file system allow it; `None` elsewhere (and for `data` files, whose chunks are not
+/// aligned).
+#[cfg(target_os = "linux")]
+fn open_direct(dir: &Path, layout: Layout) -> Option<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if layout != Layout::Aligned {
+        return None;
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.join(layout.file()))
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &Path, _: Layout) -> Option<fs::File> {
+    None
+}
+
+/// Writes `sealed` at `at` (a multiple of [`ALIGN`]) through `file`, opened with `O_DIRECT`:
+/// copied into a page-aligned buffer of this thread and padded with zeros to whole pages, as
+/// `O_DIRECT` requires.
+fn write_direct(file: &fs::File, sealed: &[u8], at: u64) -> std::io::Result<()> {
+    thread_local! {
+        static PAGES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let len = sealed.len().div_ceil(ALIGN) * ALIGN;
+    PAGES.with_borrow_mut(|buf| {
+        if buf.len() < SLOT as usize + ALIGN {
+            buf.resize(SLOT as usize + ALIGN, 0);
+        }
+        let start = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
+        let pages = buf.get_mut(start..start + len).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk too long")
+        })?;
+        let (data, pad) = pages.split_at_mut(sealed.len());
+        data.copy_from_slice(sealed);
+        pad.fill(0);
+        write_at(file, pages, at)
+    })
 }
 
 #[cfg(unix)]
@@ -233,7 +372,9 @@ impl BlobStore {
             }
             if name.starts_with(".sealing-") {
                 fs::remove_dir_all(entry.path())?;
-            } else if entry.path().join("manifest").exists() && !entry.path().join("data").exists()
+            } else if entry.path().join("manifest").exists()
+                && !entry.path().join("data").exists()
+                && !entry.path().join("chunks").exists()
             {
                 let mut hash = [0u8; 32];
                 if hex::decode_to_slice(name.as_bytes(), &mut hash).is_ok() {
@@ -269,8 +410,9 @@ impl BlobStore {
             return Ok(None);
         };
         let manifest = Manifest::from_bytes_for(&manifest_bytes, hash)?;
-        let data = open_data(&dir.join("data"))?;
-        let size = manifest.sealed_size();
+        let layout = Layout::of(&dir);
+        let data = open_data(&dir.join(layout.file()))?;
+        let size = layout.file_len(&manifest);
         let len = data.metadata()?.len();
         let complete = len == size && dir.join("complete").exists();
         if len != size {
@@ -283,7 +425,7 @@ impl BlobStore {
             let mut chunks = Vec::with_capacity(manifest.chunks.len());
             for index in 0..manifest.chunks.len() {
                 sealed.resize(sealed_len(manifest.size, index), 0);
-                read_at(&data, &mut sealed, index as u64 * SEALED_CHUNK)?;
+                read_at(&data, &mut sealed, layout.offset(index))?;
                 chunks.push(manifest.check_chunk(index, &sealed).is_ok());
             }
             chunks
@@ -292,8 +434,14 @@ impl BlobStore {
         if !complete && count == chunks.len() {
             private_fs::write_atomic(&dir, "complete", b"")?;
         }
+        let direct = match complete || count == chunks.len() {
+            true => None,
+            false => open_direct(&dir, layout),
+        };
         let held = Mutex::new(Held { chunks, count, unsynced: 0 });
-        let open = OpenBlob { manifest, manifest_bytes, data, held };
+        let direct_refused = AtomicBool::new(false);
+        let open =
+            OpenBlob { manifest, manifest_bytes, data, layout, direct, direct_refused, held };
         Ok(Some(self.cached(hash, open)))
     }
 
@@ -337,11 +485,12 @@ impl BlobStore {
         if let Some(held) = self.blob(hash)? {
             return Ok(held.manifest.clone());
         }
-        self.check_quota(manifest.sealed_size())?;
+        let layout = Layout::Aligned;
+        self.check_quota(layout.file_len(&manifest))?;
         let dir = self.blob_dir(hash);
         private_fs::create_dir(&dir)?;
-        let data = open_data(&dir.join("data"))?;
-        data.set_len(manifest.sealed_size())?;
+        let data = open_data(&dir.join(layout.file()))?;
+        data.set_len(layout.file_len(&manifest))?;
         private_fs::write_atomic(&dir, "manifest", bytes)?;
         // Holding nothing yet: cached as such, so the (sparse) data is not read to check.
         let chunks = manifest.chunks.len();
@@ -349,6 +498,9 @@ impl BlobStore {
             manifest: manifest.clone(),
             manifest_bytes: bytes.to_vec(),
             data,
+            layout,
+            direct: open_direct(&dir, layout),
+            direct_refused: AtomicBool::new(false),
             held: Mutex::new(Held { chunks: vec![false; chunks], count: 0, unsynced: 0 }),
         };
         Ok(self.cached(hash, open).manifest.clone())
@@ -384,7 +536,7 @@ impl BlobStore {
     ) -> Result<(), BlobStoreError> {
         let blob = self.held_blob(hash)?;
         blob.manifest.check_chunk(index, sealed)?;
-        write_at(&blob.data, sealed, index as u64 * SEALED_CHUNK)?;
+        blob.write(index, sealed)?;
         if blob.mark(index) {
             blob.data.sync_data()?;
         }
@@ -422,6 +574,12 @@ impl BlobStore {
         Ok(blob::open_chunk(key, manifest.size, index, &sealed)?)
     }
 
+    /// The bytes a blob of `size` plaintext bytes takes in the store (its chunks sealed, each
+    /// at a page boundary), which quotas count.
+    pub fn stored_size(size: u64) -> u64 {
+        Layout::Aligned.len_for(size)
+    }
+
     /// Sealed chunk `index` of blob `hash`, if held.
     pub fn chunk(&self, hash: &[u8; 32], index: usize) -> Result<Option<Vec<u8>>, BlobStoreError> {
         self.chunk_framed(hash, index, |_| Vec::new())
@@ -452,7 +610,7 @@ impl BlobStore {
         let mut frame = header(len);
         let start = frame.len();
         frame.resize(start + len, 0);
-        read_at(&blob.data, &mut frame[start..], index as u64 * SEALED_CHUNK)?;
+        read_at(&blob.data, &mut frame[start..], blob.layout.offset(index))?;
         Ok(Some(frame))
     }
 
@@ -470,11 +628,12 @@ impl BlobStore {
             return Err(BlobError::TooLarge { size, max: blob::MAX_BLOB_SIZE }.into());
         }
         let chunks = blob::chunk_count(size);
-        self.check_quota(blob::sealed_size(size))?;
+        self.check_quota(Layout::Aligned.len_for(size))?;
         let tmp = self.dir.join(format!(".sealing-{:016x}", rand::random::<u64>()));
         private_fs::create_dir(&tmp)?;
         let result = (|| {
-            let mut data = std::io::BufWriter::new(open_data(&tmp.join("data"))?);
+            let layout = Layout::Aligned;
+            let data = open_data(&tmp.join(layout.file()))?;
             let mut hashes = Vec::with_capacity(chunks);
             let mut plain = vec![0u8; CHUNK_SIZE];
             for index in 0..chunks {
@@ -484,14 +643,15 @@ impl BlobStore {
                     _ => e.into(),
                 })?;
                 let sealed = blob::seal_chunk(key, size, index, &plain[..len])?;
-                data.write_all(&sealed)?;
+                write_at(&data, &sealed, layout.offset(index))?;
                 hashes.push(blob::ChunkHash(sha256(&sealed)));
             }
             if file.read(&mut plain[..1])? != 0 {
                 return Err(BlobStoreError::Changed);
             }
-            data.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             let manifest = Manifest { v: blob::BLOB_VERSION, size, chunks: hashes };
+            data.set_len(layout.file_len(&manifest))?;
+            data.sync_all()?;
             private_fs::write_atomic(&tmp, "manifest", &manifest.to_bytes())?;
             private_fs::write_atomic(&tmp, "complete", b"")?;
             fs::rename(&tmp, self.blob_dir(&manifest.hash()))?;
@@ -598,10 +758,11 @@ mod tests {
         let manifest = store.seal_file(&key, &src).expect("seal");
         let hash = manifest.hash();
         assert_eq!(store.missing(&hash).expect("missing"), Vec::<usize>::new());
-        assert_eq!(
-            store.used().expect("used"),
-            manifest.sealed_size() + manifest.to_bytes().len() as u64
-        );
+        // Chunks at page boundaries: the two full ones take a page more each, the last one
+        // whole pages.
+        let file = 2 * SLOT + 4096;
+        assert_eq!(Layout::Aligned.len_for(manifest.size), file);
+        assert_eq!(store.used().expect("used"), file + manifest.to_bytes().len() as u64);
         let dest = dir.path().join("out.jpg");
         assert_eq!(store.open_to(&hash, &key, &dest).expect("open"), plain.len() as u64);
         assert_eq!(fs::read(&dest).expect("read"), plain);
@@ -673,10 +834,15 @@ mod tests {
             store.put_chunk(&hash, i, chunk).expect("chunk");
         }
         assert_eq!(store.missing(&hash).expect("missing"), Vec::<usize>::new());
+        // Where the file system takes writes past its cache, none was refused (a chunk out of
+        // page alignment would be).
+        let open = store.blob(&hash).expect("open").expect("held");
+        assert!(open.direct.is_none() || !open.direct_refused.load(Ordering::Relaxed));
+        drop(open);
         // Not marked complete yet: a crash now may leave any chunk half-written.
-        let data = dir.path().join(hex::encode(hash)).join("data");
+        let data = dir.path().join(hex::encode(hash)).join("chunks");
         let mut bytes = fs::read(&data).expect("data");
-        bytes[2 * SEALED_CHUNK as usize + 1000] ^= 0x80;
+        bytes[2 * SLOT as usize + 1000] ^= 0x80;
         fs::write(&data, &bytes).expect("damage");
         drop(store);
         let store = BlobStore::open(dir.path(), 1 << 30).expect("reopen");
@@ -719,7 +885,11 @@ mod tests {
         left.sort();
         assert_eq!(left, ["data", "manifest"]);
         assert_eq!(store.missing(&hash).expect("missing"), vec![1]);
+        // The converted blob keeps the packed layout of `data` (chunks not at page boundaries):
+        // it is served and resumed through the page cache.
+        assert_eq!(store.chunk(&hash, 2).expect("chunk").as_deref(), Some(&sealed[2][..]));
         store.put_chunk(&hash, 1, &sealed[1]).expect("chunk 1");
+        assert!(!blob_dir.join("chunks").exists());
         store.complete(&hash).expect("complete");
         let out = dir.path().join("out");
         store.open_to(&hash, &key, &out).expect("open");

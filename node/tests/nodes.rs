@@ -1469,10 +1469,11 @@ async fn an_attachment_comes_from_the_mailbox_and_a_bad_chunk_is_refused() {
     // sender) and the mailbox.
     let hash = bob2.message(&sent.id).expect("view").attachment.expect("attachment").hash;
     // Every chunk of alice's copy is damaged: whichever she is asked for is refused.
-    let data = alice_home.join("blobs").join(&hash).join("data");
+    let data = alice_home.join("blobs").join(&hash).join("chunks");
     let mut bytes = std::fs::read(&data).expect("alice's copy");
     for i in 0..5 {
-        bytes[i * (256 * 1024 + 16) + 100] ^= 1;
+        // Chunks at page boundaries, 256 KiB + 4 KiB apart.
+        bytes[i * (256 * 1024 + 4096) + 100] ^= 1;
     }
     std::fs::write(&data, &bytes).expect("damage it");
     let alice2 = start(&alice_home, vec![mb]).await;

@@ -64,10 +64,11 @@ pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
         let report = rt.block_on(async move {
             let dir = tempfile::tempdir().context("temporary directory")?;
             let kith = media_transfer(dir.path(), mib).await?;
-            let stream = bare_stream(mib).await?;
+            let (stream, stream_cpu) = bare_stream(mib).await?;
             let rr = bare_libp2p(mib * 4, 4, 64, 256 * 1024 + 32).await?.msgs_per_sec / 4.0;
             Ok::<_, anyhow::Error>(json!({"mib": mib, "kith": kith,
-                "libp2p_stream_mib_per_sec": stream, "libp2p_request_response_mib_per_sec": rr}))
+                "libp2p_stream_mib_per_sec": stream, "libp2p_stream_cpu": stream_cpu,
+                "libp2p_request_response_mib_per_sec": rr}))
         })?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -80,7 +81,7 @@ pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
         let mib = if quick { 32 } else { 256 };
         eprintln!("a {mib} MiB file: Kith and a bare libp2p stream ...");
         let file = media_transfer(dir.path(), mib).await?;
-        let bare_file = bare_stream(mib).await?;
+        let (bare_file, bare_file_cpu) = bare_stream(mib).await?;
         // The same bytes as 256 KiB answers to small requests, 4 in flight: Kith's exchange
         // without Kith.
         let chunks = mib * 4;
@@ -113,6 +114,7 @@ pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
             },
             "network": net,
             "file": {"mib": mib, "kith": file, "libp2p_stream_mib_per_sec": bare_file,
+                "libp2p_stream_cpu": bare_file_cpu,
                 "libp2p_request_response_mib_per_sec": bare_rr,
                 "throughput_ratio": file["mib_per_sec"].as_f64().unwrap_or(0.0) / bare_file},
             "group_photo": photo,
@@ -182,6 +184,13 @@ fn print_table(r: &serde_json::Value) {
         f(&file["libp2p_stream_mib_per_sec"]),
         f(&file["throughput_ratio"]),
         f(&file["kith"]["rss_growth_mib"])
+    );
+    println!(
+        "  CPU (both nodes, user + system): Kith {:.2} + {:.2} s, bare stream {:.2} + {:.2} s",
+        f(&file["kith"]["cpu"]["user_s"]),
+        f(&file["kith"]["cpu"]["system_s"]),
+        f(&file["libp2p_stream_cpu"]["user_s"]),
+        f(&file["libp2p_stream_cpu"]["system_s"])
     );
     println!(
         "  the same as 256 KiB answers over bare libp2p request-response, 4 in flight: {:.0} MiB/s",
@@ -579,6 +588,24 @@ async fn network(base: &std::path::Path, size: usize) -> Result<serde_json::Valu
 }
 
 /// Resident memory of this process, in MiB.
+/// This process's CPU time so far, user and system, in seconds (Linux: `/proc/self/stat`, in
+/// ticks of 10 ms; zeros elsewhere). The file part reports it beside its rates: with both
+/// nodes on two cores, CPU per byte decides the rate.
+fn cpu_times() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses; utime and stime
+    // are the 14th and 15th of the line.
+    let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
+}
+
+/// CPU seconds spent since `before` (from [`cpu_times`]), as JSON.
+fn cpu_since(before: (f64, f64)) -> serde_json::Value {
+    let now = cpu_times();
+    json!({"user_s": now.0 - before.0, "system_s": now.1 - before.1})
+}
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -647,9 +674,10 @@ async fn media_transfer(base: &std::path::Path, mib: usize) -> Result<serde_json
             }
         })
     };
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_times());
     bob.download(&sent.id).await?;
     let took = t.elapsed();
+    let cpu = cpu_since(cpu);
     sampling.abort();
     let peak = peak.lock().map(|p| *p).unwrap_or(f64::NAN);
     alice.shutdown().await?;
@@ -658,12 +686,13 @@ async fn media_transfer(base: &std::path::Path, mib: usize) -> Result<serde_json
         "mib_per_sec": mib as f64 / took.as_secs_f64(),
         "seconds": took.as_secs_f64(),
         "rss_growth_mib": peak - before,
+        "cpu": cpu,
     }))
 }
 
 /// A bare libp2p stream (TCP + Noise + Yamux on loopback): `mib` MiB written in 256 KiB
-/// writes and read to the end; MiB/s.
-async fn bare_stream(mib: usize) -> Result<f64> {
+/// writes and read to the end; MiB/s and the CPU time it took.
+async fn bare_stream(mib: usize) -> Result<(f64, serde_json::Value)> {
     use futures::{AsyncReadExt, AsyncWriteExt};
     const PROTO: StreamProtocol = StreamProtocol::new("/bench/stream/1");
     let (mut server, mut client, server_id, addr) =
@@ -710,7 +739,7 @@ async fn bare_stream(mib: usize) -> Result<f64> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot open a stream: {e}"))?;
     let chunk = vec![7u8; 256 * 1024];
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_times());
     for _ in 0..(total / chunk.len() as u64) {
         stream.write_all(&chunk).await?;
     }
@@ -719,7 +748,8 @@ async fn bare_stream(mib: usize) -> Result<f64> {
     if got != total {
         bail!("the bare stream delivered {got} of {total} bytes");
     }
-    Ok(mib as f64 / done.duration_since(t).as_secs_f64())
+    let cpu = cpu_since(cpu);
+    Ok((mib as f64 / done.duration_since(t).as_secs_f64(), cpu))
 }
 
 /// A photo of `mib` MiB posted to a group of `members` on the memory transport: the time until

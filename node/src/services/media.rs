@@ -254,7 +254,7 @@ impl Media {
                 "the file is {size} bytes; the limit is {max} bytes (media_max_file_size)"
             )));
         }
-        self.make_room(kith_protocol::blob::sealed_size(size))?;
+        self.make_room(BlobStore::stored_size(size))?;
         let key = BlobKey::generate(&mut rand::rngs::OsRng);
         let (blobs, src, k) = (self.blobs.clone(), path.to_owned(), BlobKey(key.0));
         let manifest = blocking(move || blobs.seal_file(&k, &src)).await?;
@@ -557,7 +557,7 @@ impl Media {
             let Ok(a) = e.attachment() else { continue };
             let entry = held.entry(a.hash).or_insert(rules::blob_evict::Held {
                 hash: a.hash,
-                bytes: kith_protocol::blob::sealed_size(a.size),
+                bytes: BlobStore::stored_size(a.size),
                 at: e.at,
                 saved: true,
                 sent_here: false,
@@ -616,7 +616,7 @@ impl Media {
                             m.size
                         )));
                     }
-                    self.make_room(m.sealed_size())?;
+                    self.make_room(BlobStore::stored_size(m.size))?;
                     let (blobs, h) = (self.blobs.clone(), *hash);
                     return blocking(move || blobs.add_manifest(&h, &bytes)).await;
                 }
@@ -1030,7 +1030,7 @@ impl Media {
                 Some(m) => m,
                 None => self.fetch_manifest(&hash, &[(peer, Vec::new())]).await?,
             };
-            let size = manifest.sealed_size();
+            let size = BlobStore::stored_size(manifest.size);
             let store = &self.ctx.store;
             let others: u64 = store
                 .held_blobs()?
