@@ -194,6 +194,11 @@ impl Client {
         Ok(Events { lines: BufReader::new(reader).lines() })
     }
 
+    /// The API's base URL, `http://ADDR`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

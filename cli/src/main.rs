@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod devices;
 mod media;
+mod open;
 mod output;
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use kith_node::Multiaddr;
     long_about = "Kith: a peer-to-peer messenger with no servers; names live on a DHT and \
                   messages are end-to-end encrypted.\n\n\
                   Quick start:\n  \
+                  kith open                   start everything and open the web app (docs/web.md)\n  \
                   kith init                   create your identity and device keys\n  \
                   kith daemon &               run your node (every other command talks to it)\n  \
                   kith register alice         claim the name @alice on the network\n  \
@@ -112,6 +114,22 @@ enum Command {
     /// Runs in the foreground until interrupted (Ctrl-C or SIGTERM); logs go to standard error
     /// (set RUST_LOG, e.g. RUST_LOG=debug, to see more).
     Daemon(Box<config::DaemonArgs>),
+
+    /// Open the web app: creates an identity if the home has none, starts the daemon in the
+    /// background if none answers, and prints a one-time login link (opened in the browser on a
+    /// desktop)
+    ///
+    /// The link works once, within 2 minutes; the browser then keeps a session for 30 days (or
+    /// until the daemon restarts). A daemon started here logs to daemon.log in the home and
+    /// runs until stopped (kill it, or run `kith daemon` yourself instead). See docs/web.md.
+    Open {
+        /// Print the link without asking the desktop to open it
+        #[arg(long)]
+        no_browser: bool,
+        /// Print {"url", "initialized", "daemon_started", "daemon_pid", "browser_opened"} as JSON
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Show this node's identity, name, addresses, peers and outbox
     Status {
@@ -417,6 +435,7 @@ fn main() -> ExitCode {
             devices::export(&home, json)
         }
         Command::Daemon(args) => commands::daemon(&home, *args),
+        Command::Open { no_browser, json } => open::open(&home, no_browser, json),
         Command::Status { json } => commands::status(&home, json),
         Command::Register { name, json } => commands::register(&home, &name, json),
         Command::Resolve { name, json } => commands::resolve(&home, &name, json),

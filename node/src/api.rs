@@ -32,6 +32,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 struct AppState {
     node: Node,
     token: String,
+    /// The web app's login codes and sessions (`crate::web`).
+    web: std::sync::Arc<std::sync::Mutex<crate::web::Sessions>>,
 }
 
 /// An API error: an HTTP status, a machine code and a line for a person.
@@ -103,7 +105,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The API's routes, behind the bearer token.
 pub fn router(node: Node, token: String) -> Router {
-    let state = AppState { node, token };
+    let state = AppState { node, token, web: Default::default() };
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/register", post(register))
@@ -125,11 +127,20 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/devices/link", post(link_start))
         .route("/v1/devices/link/{id}", get(link_status))
         .route("/v1/devices/{peer_id}/revoke", post(revoke))
+        .route("/v1/web/login", post(web_login))
         .merge(media::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
         .route("/metrics", get(metrics))
+        // The web app's page and files are the same for everyone; its login link is the
+        // one-time code (docs/web.md).
+        .route("/", get(|| async { crate::web::index() }))
+        .route(
+            "/app/{file}",
+            get(|Path(file): Path<String>| async move { crate::web::asset(&file) }),
+        )
+        .route("/login", get(web_redeem))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -149,18 +160,37 @@ where
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Lets a request through with the bearer token, or with a web app session (`crate::web`)
+/// when it only reads or comes from the app's own origin.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()));
-    if ok {
+    let session = !bearer
+        && crate::web::session_cookie(req.headers()).is_some_and(|s| {
+            state
+                .web
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .valid(s, crate::now_ms())
+        });
+    if session && !crate::web::same_origin(req.method(), req.headers()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "a request with the web app's session that changes something must come from the app \
+             (its Origin header must name this server)",
+        )
+        .into_response();
+    }
+    if bearer || session {
         if let Some(slot) = req.extensions().get::<crate::http::ConnSlot>() {
             slot.0.authenticated();
         }
@@ -168,7 +198,8 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong bearer token (see api.token in the home directory)",
+            "missing or wrong bearer token (see api.token in the home directory), and no web \
+             app session (log in with the link `kith open` prints)",
         )
         .into_response();
     }
@@ -204,6 +235,52 @@ async fn whole_small_body(req: Request, next: Next) -> Response {
         _ => req,
     };
     next.run(req).await
+}
+
+/// A one-time login link for the web app (`kith open` asks for it with the token).
+async fn web_login(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let code = s
+        .web
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .new_code(crate::now_ms(), &mut |b| rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, b));
+    let expires_in_s = crate::web::LOGIN_CODE_TTL_MS / 1000;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "path": format!("/login?code={code}"), "expires_in_s": expires_in_s })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    code: String,
+}
+
+/// Opens a web app session from a login link: the cookie, and on to the app.
+async fn web_redeem(
+    State(s): State<AppState>,
+    q: Result<Query<LoginQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return crate::web::login_refused();
+    };
+    let session = s.web.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redeem(
+        &q.code,
+        crate::now_ms(),
+        &mut |b| rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, b),
+    );
+    match session {
+        Some(session) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, crate::web::set_cookie(&session)),
+                (header::LOCATION, "/".to_owned()),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+            ],
+        )
+            .into_response(),
+        None => crate::web::login_refused(),
+    }
 }
 
 async fn status(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {

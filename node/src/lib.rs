@@ -44,6 +44,7 @@ pub mod services;
 pub mod store;
 mod tasks;
 pub mod views;
+pub mod web;
 
 pub use error::NodeError;
 pub use libp2p::Multiaddr;

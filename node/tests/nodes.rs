@@ -1295,6 +1295,12 @@ async fn the_api_serves_its_owner_through_slow_loris_and_idle_floods() {
 /// Reads one HTTP response (headers and a `Content-Length` body) from `s`; its status line,
 /// or `None` if the server closed the connection first.
 async fn read_response(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let whole = read_full_response(s).await?;
+    whole.lines().next().map(str::to_owned)
+}
+
+/// Reads one HTTP response (with a `Content-Length` body) whole: head and body.
+async fn read_full_response(s: &mut tokio::net::TcpStream) -> Option<String> {
     use tokio::io::AsyncReadExt;
     let mut got = Vec::new();
     let mut b = [0u8; 4096];
@@ -1309,7 +1315,7 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> Option<String> {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             if got.len() >= end + 4 + len {
-                return head.lines().next().map(str::to_owned);
+                return Some(String::from_utf8_lossy(&got[..end + 4 + len]).into_owned());
             }
         }
         let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await.ok()?.ok()?;
@@ -1681,5 +1687,100 @@ async fn the_api_takes_multipart_files_and_serves_ranges_safely() {
         http_bytes(api, &format!("GET /v1/messages/{id}/file"), "Range: bytes=900-\r\n", b"").await;
     assert!(status.contains("416"), "{status}");
     let _ = stop.send(());
+    server.await.expect("server task").expect("server");
+}
+
+/// The web app: its page and files with a strict CSP, a one-time login link that sets an
+/// HttpOnly SameSite=Strict cookie, the cookie accepted by the API, and a request changing
+/// something with the cookie refused unless it comes from the page's own origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_app_logs_in_once_and_refuses_other_origins() {
+    use tokio::io::AsyncWriteExt;
+    let n = spawn(vec![]).await;
+    let token = "owner-token".to_owned();
+    let (api, stop_tx, server) = serve_api(&n.node, &token);
+    let host = api.to_string();
+    let request = |text: String| async move {
+        let mut s = tokio::net::TcpStream::connect(api).await.expect("connect");
+        s.write_all(text.as_bytes()).await.expect("request");
+        read_full_response(&mut s).await.expect("an answer")
+    };
+    // The page and its files, with the security headers, and no other host named in them.
+    let page = request(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let lower = page.to_ascii_lowercase();
+    assert!(lower.contains("content-security-policy: default-src 'none'; script-src 'self'"));
+    assert!(lower.contains("x-frame-options: deny"));
+    assert!(!page.contains("http://") && !page.contains("https://"), "{page}");
+    let js = request(format!("GET /app/app.js HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    assert!(js.starts_with("HTTP/1.1 200") && js.contains("text/javascript"), "{js}");
+    assert!(!js.contains("http://") && !js.contains("https://"), "the app names no other host");
+    let missing = request(format!("GET /app/nope.js HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+
+    // Without the token, no login link; with it, one.
+    let ask = |auth: &str| {
+        format!(
+            "POST /v1/web/login HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: \
+             application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        )
+    };
+    let refused = request(ask("")).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let answer = request(ask(&format!("Authorization: Bearer {token}\r\n"))).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).expect("a body");
+    let link: serde_json::Value = serde_json::from_str(body.trim()).expect("json");
+    let path = link["path"].as_str().expect("a path").to_owned();
+    assert!(path.starts_with("/login?code="), "{path}");
+
+    // The link logs in once.
+    let login = request(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
+    let cookie_line = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a cookie")
+        .to_owned();
+    assert!(cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"));
+    let cookie = cookie_line
+        .split_once(':')
+        .and_then(|(_, v)| v.trim().split(';').next())
+        .expect("the cookie")
+        .to_owned();
+    let again = request(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    assert!(again.starts_with("HTTP/1.1 403"), "a link works once: {again}");
+
+    // The cookie reads; a wrong one does not.
+    let status =
+        request(format!("GET /v1/status HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n"))
+            .await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let wrong = request(format!(
+        "GET /v1/status HTTP/1.1\r\nHost: {host}\r\nCookie: kith_session=00\r\n\r\n"
+    ))
+    .await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+
+    // A change with the cookie: refused without an Origin or from another one, taken from the
+    // page's own.
+    let post = |origin: &str| {
+        let body = r#"{"with": "@nobody"}"#;
+        format!(
+            "POST /v1/read HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n{origin}Content-Type: \
+             application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for origin in ["".to_owned(), "Origin: http://evil.example\r\n".to_owned()] {
+        let refused = request(post(&origin)).await;
+        assert!(
+            refused.starts_with("HTTP/1.1 403") && refused.contains("cross_origin"),
+            "{refused}"
+        );
+    }
+    let same = request(post(&format!("Origin: http://{host}\r\n"))).await;
+    assert!(!same.contains("cross_origin") && !same.starts_with("HTTP/1.1 401"), "{same}");
+    let _ = stop_tx.send(());
     server.await.expect("server task").expect("server");
 }

@@ -1,0 +1,288 @@
+//! The web app each daemon serves on its API address (`docs/web.md`): its files, embedded in
+//! the binary, and the browser's login. A person logs in with a one-time link that `kith open`
+//! asks the API for ([`Sessions::new_code`]); the page then holds a session cookie (`HttpOnly`,
+//! `SameSite=Strict`), never the API token. Requests the cookie authenticates that change
+//! something must come from the page itself ([`same_origin`]).
+//!
+//! The rules (codes, sessions, their limits) are pure: time and randomness are passed in.
+
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// How long a login link works, once.
+pub const LOGIN_CODE_TTL_MS: u64 = 120_000;
+/// Login links not used yet, at most (the oldest goes first).
+pub const MAX_LOGIN_CODES: usize = 16;
+/// How long a browser stays logged in.
+pub const SESSION_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Browsers logged in at once, at most (the one that would expire first goes first).
+pub const MAX_SESSIONS: usize = 32;
+/// The session cookie's name.
+pub const COOKIE: &str = "kith_session";
+
+/// Login codes and sessions, in memory: a daemon that restarts forgets them (log in again with
+/// `kith open`).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    /// Code → when it expires (ms).
+    codes: HashMap<String, u64>,
+    /// Session id → when it expires (ms).
+    sessions: HashMap<String, u64>,
+}
+
+/// 32 random bytes as 64 hex digits, from `fill`.
+fn secret(fill: &mut dyn FnMut(&mut [u8])) -> String {
+    let mut bytes = [0u8; 32];
+    fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl Sessions {
+    /// A new one-time login code, valid for [`LOGIN_CODE_TTL_MS`].
+    pub fn new_code(&mut self, now: u64, fill: &mut dyn FnMut(&mut [u8])) -> String {
+        self.codes.retain(|_, expires| *expires > now);
+        while self.codes.len() >= MAX_LOGIN_CODES {
+            let oldest = self.codes.iter().min_by_key(|(_, e)| **e).map(|(c, _)| c.clone());
+            match oldest {
+                Some(c) => self.codes.remove(&c),
+                None => break,
+            };
+        }
+        let code = secret(fill);
+        self.codes.insert(code.clone(), now + LOGIN_CODE_TTL_MS);
+        code
+    }
+
+    /// Redeems `code` (once): a new session id, or `None` for a code unknown, used or expired.
+    pub fn redeem(
+        &mut self,
+        code: &str,
+        now: u64,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<String> {
+        let expires = self.codes.remove(code)?;
+        if expires <= now {
+            return None;
+        }
+        self.sessions.retain(|_, expires| *expires > now);
+        while self.sessions.len() >= MAX_SESSIONS {
+            let first = self.sessions.iter().min_by_key(|(_, e)| **e).map(|(s, _)| s.clone());
+            match first {
+                Some(s) => self.sessions.remove(&s),
+                None => break,
+            };
+        }
+        let session = secret(fill);
+        self.sessions.insert(session.clone(), now + SESSION_TTL_MS);
+        Some(session)
+    }
+
+    /// Whether `session` is a live session.
+    pub fn valid(&self, session: &str, now: u64) -> bool {
+        self.sessions.iter().any(|(s, expires)| {
+            *expires > now && crate::api::constant_time_eq(s.as_bytes(), session.as_bytes())
+        })
+    }
+
+    /// Ends `session` (logging out).
+    pub fn end(&mut self, session: &str) {
+        self.sessions.remove(session);
+    }
+}
+
+/// The session cookie's value in `headers`, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// The `Set-Cookie` value of a new session.
+pub fn set_cookie(session: &str) -> String {
+    format!(
+        "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_TTL_MS / 1000
+    )
+}
+
+/// Whether a request the session cookie authenticates may go on: one that only reads
+/// (`GET`, `HEAD`) always (the cookie is `SameSite=Strict`, so another site's page cannot send
+/// it); any other only with an `Origin` header naming this server (the authority of `Host`),
+/// and not marked cross-site by the browser (`Sec-Fetch-Site`).
+pub fn same_origin(method: &Method, headers: &HeaderMap) -> bool {
+    if method == Method::GET || method == Method::HEAD {
+        return true;
+    }
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if matches!(text(header::HeaderName::from_static("sec-fetch-site")), Some("cross-site")) {
+        return false;
+    }
+    let (Some(origin), Some(host)) = (text(header::ORIGIN), text(header::HOST)) else {
+        return false;
+    };
+    let authority =
+        origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).unwrap_or("");
+    !authority.is_empty() && authority.eq_ignore_ascii_case(host)
+}
+
+/// The Content-Security-Policy of every page and file of the app: its own scripts, styles,
+/// pictures and media only, no inline script, no other host, not framed.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; \
+    manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// A file of the app: its path under `/app/`, type and bytes.
+struct Asset {
+    name: &'static str,
+    mime: &'static str,
+    bytes: &'static [u8],
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../web/app.js"),
+    },
+    Asset {
+        name: "app.css",
+        mime: "text/css; charset=utf-8",
+        bytes: include_bytes!("../web/app.css"),
+    },
+    Asset { name: "icon.svg", mime: "image/svg+xml", bytes: include_bytes!("../web/icon.svg") },
+];
+
+const INDEX: &[u8] = include_bytes!("../web/index.html");
+
+/// A response with the app's security headers.
+fn page(status: StatusCode, mime: &'static str, body: &'static [u8]) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The app's page (`/`): the same for everyone; it shows a login hint until a session exists.
+pub fn index() -> Response {
+    page(StatusCode::OK, "text/html; charset=utf-8", INDEX)
+}
+
+/// A file of the app (`/app/{name}`), or 404.
+pub fn asset(name: &str) -> Response {
+    match ASSETS.iter().find(|a| a.name == name) {
+        Some(a) => page(StatusCode::OK, a.mime, a.bytes),
+        None => page(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", b"no such file\n"),
+    }
+}
+
+/// The page a used or expired login link shows.
+pub fn login_refused() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "text/plain; charset=utf-8",
+        b"This login link was already used or has expired (links work once, for 2 minutes).\n\
+          Run `kith open` again for a new one.\n",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> impl FnMut(&mut [u8]) {
+        let mut n = 0u8;
+        move |b: &mut [u8]| {
+            n += 1;
+            b.fill(n);
+        }
+    }
+
+    #[test]
+    fn a_code_works_once_and_only_before_it_expires() {
+        let mut s = Sessions::default();
+        let mut fill = counter();
+        let code = s.new_code(1_000, &mut fill);
+        let session = s.redeem(&code, 2_000, &mut fill).expect("a session");
+        assert!(s.valid(&session, 2_000));
+        assert!(s.redeem(&code, 2_000, &mut fill).is_none(), "used");
+        let late = s.new_code(10_000, &mut fill);
+        assert!(s.redeem(&late, 10_000 + LOGIN_CODE_TTL_MS, &mut fill).is_none(), "expired");
+        assert!(s.redeem("not-a-code", 10_000, &mut fill).is_none());
+        assert!(!s.valid("not-a-session", 2_000));
+        assert!(!s.valid(&session, 2_000 + SESSION_TTL_MS), "the session expired");
+        s.end(&session);
+        assert!(!s.valid(&session, 3_000), "logged out");
+    }
+
+    #[test]
+    fn codes_and_sessions_are_bounded() {
+        let mut s = Sessions::default();
+        let mut fill = counter();
+        let first = s.new_code(0, &mut fill);
+        for i in 1..=MAX_LOGIN_CODES as u64 {
+            s.new_code(i, &mut fill);
+        }
+        assert_eq!(s.codes.len(), MAX_LOGIN_CODES);
+        assert!(s.redeem(&first, 100, &mut fill).is_none(), "the oldest code went first");
+        let mut sessions = Vec::new();
+        for i in 0..MAX_SESSIONS as u64 + 1 {
+            let code = s.new_code(1_000 + i, &mut fill);
+            sessions.push(s.redeem(&code, 1_000 + i, &mut fill).expect("session"));
+        }
+        assert_eq!(s.sessions.len(), MAX_SESSIONS);
+        assert!(!s.valid(&sessions[0], 2_000), "the first to expire went first");
+        assert!(s.valid(&sessions[MAX_SESSIONS], 2_000));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_page_itself_may_change_things_with_the_cookie() {
+        let post = Method::POST;
+        let host = ("host", "127.0.0.1:7390");
+        assert!(same_origin(&Method::GET, &headers(&[])), "reading needs no origin");
+        assert!(same_origin(&post, &headers(&[host, ("origin", "http://127.0.0.1:7390")])));
+        assert!(same_origin(&post, &headers(&[host, ("origin", "https://127.0.0.1:7390")])));
+        assert!(!same_origin(&post, &headers(&[host])), "no origin");
+        assert!(!same_origin(&post, &headers(&[host, ("origin", "http://evil.example")])));
+        assert!(!same_origin(&post, &headers(&[host, ("origin", "null")])));
+        assert!(!same_origin(&post, &headers(&[host, ("origin", "http://127.0.0.1:7391")])));
+        assert!(!same_origin(
+            &post,
+            &headers(&[
+                host,
+                ("origin", "http://127.0.0.1:7390"),
+                ("sec-fetch-site", "cross-site")
+            ])
+        ));
+        assert!(!same_origin(&Method::DELETE, &headers(&[("origin", "http://127.0.0.1:7390")])));
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let h = headers(&[("cookie", "a=1; kith_session=abc; b=2")]);
+        assert_eq!(session_cookie(&h), Some("abc"));
+        assert_eq!(session_cookie(&headers(&[("cookie", "kith_sessionx=1")])), None);
+        assert!(set_cookie("abc").contains("HttpOnly; SameSite=Strict"));
+    }
+}

@@ -1,0 +1,370 @@
+// Kith's web app: plain ES module, no build step, talking to the node's own API with the
+// session cookie (docs/web.md). Everything a peer sent is put in the page as text
+// (textContent), never as markup.
+
+const $ = (id) => document.getElementById(id);
+const HISTORY_STEP = 50;
+
+const state = {
+  me: null,            // GET /v1/status
+  conversations: [],   // GET /v1/conversations, with `last` and `unread` added here
+  current: null,       // the conversation shown: {id, title} or {to: "@name", title}
+  limit: HISTORY_STEP, // how many of its last messages are shown
+  contacts: [],
+};
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body && body.error ? body.error : `HTTP ${status}`);
+    this.status = status;
+    this.code = body && body.code;
+  }
+}
+
+async function api(path, { method = "GET", body, headers = {} } = {}) {
+  const init = { method, headers: { ...headers }, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  if (res.status === 401) {
+    showLogin();
+    throw new ApiError(401, { error: "not logged in" });
+  }
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+function showLogin() {
+  $("app").hidden = true;
+  $("login").hidden = false;
+}
+
+function showError(e) {
+  $("error").textContent = e ? String(e.message || e) : "";
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function title(conv) {
+  const others = conv.members.filter((m) => !state.me || m !== state.me.name);
+  if (conv.kind === "group") return others.length ? `${others.join(", ")} (group)` : "group";
+  return others[0] || conv.members[0] || conv.id.slice(0, 8);
+}
+
+function size(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB"];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < units.length - 1);
+  return `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function time(at) {
+  const d = new Date(at);
+  return isNaN(d) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function summary(m) {
+  if (!m) return "";
+  if (m.kind === "text") return m.text || "";
+  if (m.kind === "attachment" && m.attachment) return `📎 ${m.attachment.name || "a file"}`;
+  if (m.kind === "group.leave") return `${m.from} left`;
+  if (m.kind === "group.remove") return `${m.from} removed a member`;
+  return `[${m.kind}]`;
+}
+
+// The conversation list, with the last message and the number unread among the last
+// HISTORY_STEP of each.
+async function loadConversations() {
+  const convs = await api("/v1/conversations");
+  await Promise.all(convs.map(async (c) => {
+    try {
+      const msgs = await api(`/v1/messages?with=${encodeURIComponent("#" + c.id)}&limit=${HISTORY_STEP}`);
+      c.last = msgs[msgs.length - 1] || null;
+      c.unread = msgs.filter((m) => m.direction === "in" && m.status === "received").length;
+    } catch (e) {
+      c.last = null;
+      c.unread = 0;
+    }
+  }));
+  convs.sort((a, b) => ((b.last && b.last.sent_at) || "").localeCompare((a.last && a.last.sent_at) || ""));
+  state.conversations = convs;
+  renderConversations();
+}
+
+function renderConversations() {
+  const list = $("conversations");
+  list.replaceChildren(...state.conversations.map((c) => {
+    const current = state.current && state.current.id === c.id;
+    return el("li", {},
+      el("button", {
+        type: "button", "aria-current": current ? "true" : "false",
+        onclick: () => openConversation({ id: c.id, title: title(c), kind: c.kind }),
+      },
+      el("span", { class: "conv-title" }, title(c), c.active ? "" : " (left)"),
+      c.unread ? el("span", { class: "unread", "aria-label": `${c.unread} unread` }, c.unread) : el("span"),
+      el("span", { class: "conv-last" }, summary(c.last))));
+  }));
+}
+
+async function openConversation(conv) {
+  state.current = conv;
+  state.limit = HISTORY_STEP;
+  $("app").classList.add("in-chat");
+  $("composer").hidden = false;
+  renderConversations();
+  await loadMessages();
+  $("text").focus();
+}
+
+function target() {
+  const c = state.current;
+  return c.id ? "#" + c.id : c.to;
+}
+
+async function loadMessages({ keepScroll = false } = {}) {
+  const c = state.current;
+  if (!c) return;
+  const head = $("chat-head");
+  head.replaceChildren(c.title, " ");
+  if (c.kind === "group") {
+    api(`/v1/conversations/${c.id}/members`).then((members) => {
+      if (state.current === c) head.append(el("small", {}, `${members.length} members`));
+    }).catch(() => {});
+  }
+  let msgs = [];
+  if (c.id) {
+    msgs = await api(`/v1/messages?with=${encodeURIComponent("#" + c.id)}&limit=${state.limit}`);
+  }
+  const box = $("drop");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const before = box.scrollHeight - box.scrollTop;
+  $("messages").replaceChildren(...msgs.map(renderMessage));
+  $("older").hidden = msgs.length < state.limit;
+  if (keepScroll) box.scrollTop = box.scrollHeight - before;
+  else if (atBottom || !keepScroll) box.scrollTop = box.scrollHeight;
+  if (c.id && msgs.some((m) => m.direction === "in" && m.status === "received")) {
+    api("/v1/read", { method: "POST", body: { with: "#" + c.id } }).then(loadConversations).catch(() => {});
+  }
+}
+
+const STATUS_TEXT = {
+  waiting: "waiting for the name", queued: "queued", sent: "sent", stored: "stored at a mailbox",
+  delivered: "delivered", read: "read", cancelled: "cancelled", failed: "failed",
+};
+
+function renderMessage(m) {
+  const out = m.direction === "out";
+  const meta = el("div", { class: "meta" + (m.status === "failed" ? " failed" : "") },
+    time(m.sent_at), out ? ` · ${STATUS_TEXT[m.status] || m.status}` : "");
+  if (out && m.pending_reason && m.status !== "delivered" && m.status !== "read") {
+    meta.title = m.pending_reason;
+  }
+  const who = !out && state.current && state.current.kind === "group" ? el("div", { class: "who" }, m.from) : null;
+  let body;
+  if (m.kind === "text") body = el("div", { class: "body" }, m.text || "");
+  else if (m.kind === "attachment" && m.attachment) body = renderAttachment(m);
+  else if (m.kind === "group.leave") body = el("div", { class: "event" }, `${m.from} left the group`);
+  else if (m.kind === "group.remove") body = el("div", { class: "event" }, `${m.from} removed a member`);
+  else body = el("div", { class: "placeholder" }, `A message of a kind this app cannot show yet (${m.kind}).`);
+  return el("li", { class: "msg " + (out ? "out" : "in"), "data-id": m.id }, who, body, meta);
+}
+
+function renderAttachment(m) {
+  const a = m.attachment;
+  const file = `/v1/messages/${m.id}/file`;
+  const parts = [];
+  const kind = (a.mime || "").split("/")[0];
+  if (a.state === "complete" && kind === "image") {
+    parts.push(el("a", { href: file, target: "_blank", rel: "noopener" },
+      el("img", { class: "preview", src: file, alt: a.name || "picture", loading: "lazy" })));
+  } else if (a.state === "complete" && kind === "video") {
+    parts.push(el("video", { src: file, controls: true, preload: "metadata",
+      poster: a.preview ? `/v1/messages/${m.id}/preview` : undefined }));
+  } else if (a.state === "complete" && kind === "audio") {
+    parts.push(el("audio", { src: file, controls: true, preload: "metadata" }));
+  } else if (a.preview) {
+    parts.push(el("img", { class: "preview", src: `/v1/messages/${m.id}/preview`, alt: a.name || "preview" }));
+  }
+  const line = el("div", { class: "file-line" }, el("span", {}, `📎 ${a.name || "file"}, ${size(a.size)}`));
+  if (a.state === "complete") {
+    line.append(el("a", { href: file, download: a.name || "file" }, "Save"));
+  } else if (a.state === "downloading") {
+    const held = a.bytes_held || 0;
+    line.append(el("progress", { max: a.size || 1, value: held }), `${Math.floor((100 * held) / (a.size || 1))} %`);
+  } else {
+    line.append(el("button", { type: "button", class: "plain", onclick: () => download(m.id) },
+      a.state === "failed" ? "Try again" : "Download"));
+    if (a.error) line.append(el("span", { class: "meta failed" }, a.error));
+  }
+  parts.push(line);
+  if (a.caption) parts.push(el("div", { class: "body" }, a.caption));
+  return el("div", {}, parts);
+}
+
+async function download(id) {
+  try {
+    await api(`/v1/messages/${id}/download`, { method: "POST", body: {} });
+    await loadMessages({ keepScroll: true });
+  } catch (e) { showError(e); }
+}
+
+async function send(text) {
+  const to = target();
+  const res = await api("/v1/messages", {
+    method: "POST", body: { to, text }, headers: { "Idempotency-Key": crypto.randomUUID() },
+  });
+  if (!state.current.id && res.conversation && res.status !== "waiting") {
+    state.current = { ...state.current, id: res.conversation };
+  }
+  await loadConversations();
+  await loadMessages();
+}
+
+// Uploads a file with a progress bar (XMLHttpRequest reports upload progress; fetch does not).
+function upload(file) {
+  const q = new URLSearchParams({ to: target(), name: file.name, mime: file.type || "application/octet-stream" });
+  const bar = el("progress", { max: file.size || 1, value: 0 });
+  const row = el("div", {}, `Sending ${file.name} (${size(file.size)}) `, bar);
+  $("uploads").append(row);
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/v1/attachments?${q}`);
+    xhr.withCredentials = true;
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = e.loaded; };
+    xhr.onload = () => {
+      row.remove();
+      if (xhr.status >= 300) {
+        let msg = `HTTP ${xhr.status}`;
+        try { msg = JSON.parse(xhr.responseText).error || msg; } catch (_) {}
+        showError(new Error(`${file.name}: ${msg}`));
+      }
+      loadConversations().then(loadMessages).catch(showError);
+      resolve();
+    };
+    xhr.onerror = () => { row.remove(); showError(new Error(`${file.name}: the upload failed`)); resolve(); };
+    xhr.send(file);
+  });
+}
+
+let refreshing = null;
+function refreshSoon() {
+  if (refreshing) return;
+  refreshing = setTimeout(async () => {
+    refreshing = null;
+    try {
+      await loadConversations();
+      await loadMessages({ keepScroll: true });
+    } catch (e) { showError(e); }
+  }, 150);
+}
+
+function listen() {
+  const events = new EventSource("/v1/events");
+  events.addEventListener("message", (e) => {
+    refreshSoon();
+    let m;
+    try { m = JSON.parse(e.data); } catch (_) { return; }
+    if (m.direction === "in" && document.hidden && "Notification" in window && Notification.permission === "granted") {
+      new Notification(`Kith: ${m.from}`, { body: summary(m) });
+    }
+  });
+  events.addEventListener("status", refreshSoon);
+  events.addEventListener("transfer", refreshSoon);
+  events.onerror = () => { $("net").textContent = "reconnecting…"; };
+  events.onopen = () => { status().catch(() => {}); };
+}
+
+async function status() {
+  state.me = await api("/v1/status");
+  $("me").textContent = state.me.name ? `@${state.me.name}` : "no name registered yet";
+  $("net").textContent = `${state.me.connected_peers} peers`;
+}
+
+async function loadContacts() {
+  state.contacts = await api("/v1/contacts");
+  $("contact-list").replaceChildren(...state.contacts.map((c) => el("option", { value: "@" + c.name })));
+}
+
+function wire() {
+  $("composer").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = $("text").value;
+    if (!text.trim() || !state.current) return;
+    $("text").value = "";
+    try { await send(text); showError(null); } catch (err) { $("text").value = text; showError(err); }
+  });
+  $("text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("file").addEventListener("change", async (e) => {
+    for (const f of [...e.target.files]) await upload(f);
+    e.target.value = "";
+  });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { if (state.current) { e.preventDefault(); drop.classList.add("dragging"); } });
+  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    drop.classList.remove("dragging");
+    if (!state.current) return;
+    for (const f of [...e.dataTransfer.files]) await upload(f);
+  });
+  $("older").addEventListener("click", () => {
+    state.limit += HISTORY_STEP;
+    loadMessages({ keepScroll: true }).catch(showError);
+  });
+  $("new-chat").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("new-to").value.trim().replace(/^@?/, "@");
+    if (name.length < 2) return;
+    $("new-to").value = "";
+    const known = state.conversations.find((c) => c.kind === "direct" && c.members.includes(name.slice(1)));
+    if (known) openConversation({ id: known.id, title: title(known), kind: "direct" }).catch(showError);
+    else openConversation({ to: name, title: name.slice(1), kind: "direct" }).catch(showError);
+  });
+  $("back").addEventListener("click", () => {
+    $("app").classList.remove("in-chat");
+    state.current = null;
+    renderConversations();
+  });
+  if ("Notification" in window && Notification.permission === "default") {
+    $("notify").hidden = false;
+    $("notify").addEventListener("click", () => Notification.requestPermission().then(() => { $("notify").hidden = true; }));
+  }
+}
+
+async function main() {
+  try {
+    await status();
+  } catch (e) {
+    if (e.status !== 401) showError(e);
+    return;
+  }
+  $("login").hidden = true;
+  $("app").hidden = false;
+  wire();
+  await Promise.all([loadConversations(), loadContacts()]).catch(showError);
+  listen();
+}
+
+main();
