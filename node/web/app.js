@@ -83,7 +83,7 @@ function time(at) {
 function summary(m) {
   if (!m) return "";
   if (m.kind === "text") return m.text || "";
-  if (m.kind === "attachment" && m.attachment) return `📎 ${m.attachment.name || "a file"}`;
+  if (m.kind === "attachment" && m.attachment) return `File: ${m.attachment.name || "unnamed"}`;
   if (m.kind === "group.leave") return `${m.from} left`;
   if (m.kind === "group.remove") return `${m.from} removed a member`;
   return `[${m.kind}]`;
@@ -202,7 +202,7 @@ function renderAttachment(m) {
   } else if (a.preview) {
     parts.push(el("img", { class: "preview", src: `/v1/messages/${m.id}/preview`, alt: a.name || "preview" }));
   }
-  const line = el("div", { class: "file-line" }, el("span", {}, `📎 ${a.name || "file"}, ${size(a.size)}`));
+  const line = el("div", { class: "file-line" }, el("span", {}, `File: ${a.name || "unnamed"}, ${size(a.size)}`));
   if (a.state === "complete") {
     line.append(el("a", { href: file, download: a.name || "file" }, "Save"));
   } else if (a.state === "downloading") {

@@ -1,0 +1,308 @@
+//! The web app in a real browser: headless Chromium driven over WebDriver (chromedriver), on
+//! real daemons. Built only with `--features browser-tests` (`.ci/run` installs Debian's
+//! `chromium` and `chromium-driver` and runs it); `KITH_CHROMEDRIVER` and `KITH_CHROMIUM`
+//! name other binaries than `/usr/bin/chromedriver` and `/usr/bin/chromium`.
+#![cfg(feature = "browser-tests")]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// A 24 × 24 RGB PNG (a gradient), for the photo the page uploads.
+const PNG: [u8; 167] = [
+    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 24, 0, 0, 0, 24, 8, 2,
+    0, 0, 0, 111, 21, 170, 175, 0, 0, 0, 110, 73, 68, 65, 84, 120, 218, 173, 194, 145, 26, 194, 0,
+    0, 133, 209, 255, 113, 38, 147, 100, 146, 76, 146, 36, 153, 252, 50, 73, 146, 36, 73, 146, 36,
+    73, 146, 201, 94, 232, 62, 86, 47, 113, 207, 119, 200, 96, 37, 25, 173, 36, 7, 43, 201, 100,
+    37, 57, 90, 73, 102, 43, 201, 201, 74, 114, 182, 146, 92, 172, 36, 139, 149, 68, 43, 201, 106,
+    37, 185, 90, 73, 110, 86, 146, 187, 149, 228, 97, 37, 121, 90, 73, 94, 86, 146, 183, 149, 228,
+    99, 37, 249, 90, 73, 126, 86, 146, 205, 74, 178, 91, 249, 7, 95, 41, 104, 14, 163, 160, 40, 5,
+    0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+];
+
+/// The W3C WebDriver key code of Enter.
+const ENTER: &str = "\u{E007}";
+/// The W3C name of an element reference in WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long the page may take to show what the test waits for.
+const PAGE_WAIT: Duration = Duration::from_secs(60);
+
+/// chromedriver on a loopback port, stopped when dropped.
+struct Driver {
+    child: Child,
+    base: String,
+    http: ureq::Agent,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let bin = std::env::var("KITH_CHROMEDRIVER").unwrap_or("/usr/bin/chromedriver".into());
+        let port = free_port();
+        let child = Command::new(&bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin} ({e}): install chromium and chromium-driver (.ci/run)")
+            });
+        let driver = Driver { child, base: format!("http://127.0.0.1:{port}"), http: agent() };
+        wait_until("chromedriver to answer", Duration::from_secs(30), || {
+            let mut r = driver.http.get(format!("{}/status", driver.base)).call().ok()?;
+            let v: Value = r.body_mut().read_json().ok()?;
+            (v["value"]["ready"] == true).then_some(())
+        });
+        driver
+    }
+
+    /// A new headless browser with a profile of its own.
+    fn browser(&self, profile: &std::path::Path) -> Browser<'_> {
+        let chromium = std::env::var("KITH_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1100,800",
+                         format!("--user-data-dir={}", profile.display())],
+            },
+        }}});
+        let v = self.call("POST", "/session", Some(caps));
+        let id = v["sessionId"].as_str().expect("a session id").to_owned();
+        Browser { driver: self, session: format!("/session/{id}") }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let answer = match (method, body) {
+            ("GET", _) => self.http.get(&url).call(),
+            ("DELETE", _) => self.http.delete(&url).call(),
+            (_, body) => self.http.post(&url).send_json(body.unwrap_or(json!({}))),
+        };
+        let mut r = answer.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = r.status();
+        let v: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v["value"].clone()
+    }
+}
+
+/// One browser session.
+struct Browser<'a> {
+    driver: &'a Driver,
+    session: String,
+}
+
+impl Drop for Browser<'_> {
+    fn drop(&mut self) {
+        let url = format!("{}{}", self.driver.base, self.session);
+        let _ = self.driver.http.delete(&url).call();
+    }
+}
+
+impl Browser<'_> {
+    fn go(&self, url: &str) {
+        self.driver.call("POST", &format!("{}/url", self.session), Some(json!({"url": url})));
+    }
+
+    fn run(&self, script: &str) -> Value {
+        let body = json!({"script": script, "args": []});
+        self.driver.call("POST", &format!("{}/execute/sync", self.session), Some(body))
+    }
+
+    fn find(&self, css: &str) -> String {
+        let body = json!({"using": "css selector", "value": css});
+        let v = self.driver.call("POST", &format!("{}/element", self.session), Some(body));
+        v[ELEMENT].as_str().expect("an element").to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css);
+        let body = json!({"text": text});
+        self.driver.call("POST", &format!("{}/element/{el}/value", self.session), Some(body));
+    }
+
+    /// Saves a PNG screenshot of the page as `name`.png under `KITH_SCREENSHOTS`, else
+    /// `target/screenshots` (docs/web.md shows some).
+    fn screenshot(&self, name: &str) {
+        let v = self.driver.call("GET", &format!("{}/screenshot", self.session), None);
+        let png = base64_decode(v.as_str().expect("base64"));
+        assert!(png.starts_with(&PNG[..8]), "a PNG");
+        let dir = std::env::var_os("KITH_SCREENSHOTS").map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots"),
+            std::path::PathBuf::from,
+        );
+        std::fs::create_dir_all(&dir).expect("screenshot directory");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot");
+    }
+
+    fn cookie(&self, name: &str) -> String {
+        let v = self.driver.call("GET", &format!("{}/cookie/{name}", self.session), None);
+        v["value"].as_str().expect("the cookie").to_owned()
+    }
+
+    /// Waits until `script` (an expression) is truthy in the page.
+    fn wait_for(&self, what: &str, script: &str) {
+        wait_until(what, PAGE_WAIT, || {
+            (self.run(&format!("return !!({script});")) == true).then_some(())
+        });
+    }
+
+    /// Logs in with a link `kith open` printed for `node`.
+    fn log_in(&self, node: &Node) -> String {
+        let out = node.kith(&["open", "--no-browser", "--json"]).ok().json();
+        assert_eq!(out["daemon_started"], false, "the test started the daemon: {out}");
+        let url = out["url"].as_str().expect("a login url").to_owned();
+        self.go(&url);
+        self.wait_for("the app to show", "!document.getElementById('app').hidden");
+        url[..url.find("/login").expect("path")].to_owned()
+    }
+}
+
+/// Standard base64 (with padding), as WebDriver sends screenshots.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for group in digits.chunks(4) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | u32::from(value(*c)) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..group.len()]);
+    }
+    out
+}
+
+fn page_text(b: &Browser<'_>) -> String {
+    b.run("return document.getElementById('messages').innerText;").as_str().unwrap_or("").into()
+}
+
+#[test]
+fn two_people_chat_share_a_photo_and_form_a_group_in_the_web_app() {
+    let mut boot = Node::init("boot");
+    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
+    let mut nodes = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let mut n = Node::init(name);
+        n.start(Some(&boot_addr));
+        wait_until(&format!("{name} to connect"), START_TIMEOUT, || {
+            n.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+        n.register(name);
+        nodes.push(n);
+    }
+    let (alice, bob, carol) = (&nodes[0], &nodes[1], &nodes[2]);
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().expect("profiles");
+    let a = driver.browser(&profiles.path().join("alice"));
+    let origin = a.log_in(alice);
+
+    // Alice opens a chat with @bob and writes; bob's CLI has it.
+    a.type_into("#new-to", &format!("@bob{ENTER}"));
+    a.wait_for("the composer", "!document.getElementById('composer').hidden");
+    a.type_into("#text", &format!("hello from the browser{ENTER}"));
+    wait_until("bob to receive the browser's message", PAGE_WAIT, || {
+        let list = bob.messages(&["@alice"])?;
+        with_text(&list, "hello from the browser").first().map(|_| ())
+    });
+    a.wait_for(
+        "the message to show as delivered",
+        "[...document.querySelectorAll('.msg.out .meta')].some(m => /delivered|read/.test(m.innerText))",
+    );
+
+    // Bob answers from the CLI: it appears in alice's page without a reload.
+    bob.kith(&["send", "@alice", "hi back from the terminal"]).ok();
+    wait_until("bob's answer to appear in alice's page", PAGE_WAIT, || {
+        page_text(&a).contains("hi back from the terminal").then_some(())
+    });
+
+    // Alice sends a photo through the file field; bob, in his own browser, sees its preview
+    // and then the picture.
+    let photo = profiles.path().join("gradient.png");
+    std::fs::write(&photo, PNG).expect("photo");
+    let file_input = a.find("#file");
+    let path = photo.display().to_string();
+    driver.call(
+        "POST",
+        &format!("{}/element/{file_input}/value", a.session),
+        Some(json!({"text": path})),
+    );
+    let b = driver.browser(&profiles.path().join("bob"));
+    b.log_in(bob);
+    b.wait_for(
+        "alice's chat in bob's list",
+        "document.querySelectorAll('#conversations button').length > 0",
+    );
+    b.run("document.querySelector('#conversations button').click(); return true;");
+    b.wait_for(
+        "the photo to show in bob's page",
+        "[...document.querySelectorAll('img.preview')].some(i => i.complete && i.naturalWidth > 0)",
+    );
+    assert!(page_text(&b).contains("gradient.png"), "{}", page_text(&b));
+    b.screenshot("chat-photo");
+
+    // A mention in the chat with bob forms a group with carol.
+    a.type_into("#text", &format!("welcome @carol{ENTER}"));
+    a.wait_for(
+        "the group in alice's list",
+        "[...document.querySelectorAll('.conv-title')].some(t => t.innerText.includes('(group)'))",
+    );
+    wait_until("carol to have the group's message", PAGE_WAIT, || {
+        let list = carol.messages(&[])?;
+        with_text(&list, "welcome @carol").first().map(|_| ())
+    });
+    a.screenshot("chat");
+
+    // The page asked nothing of any other host.
+    let loaded = a.run("return performance.getEntriesByType('resource').map(e => e.name);");
+    let names: Vec<&str> =
+        loaded.as_array().expect("a list").iter().filter_map(Value::as_str).collect();
+    assert!(!names.is_empty());
+    for name in &names {
+        assert!(name.starts_with(&origin), "the page loaded {name} from another host");
+    }
+
+    // Without the cookie, nothing; with it but from another origin, no change.
+    let http = agent();
+    let status = http.get(format!("{origin}/v1/status")).call().expect("status");
+    assert_eq!(status.status().as_u16(), 401);
+    let cookie = a.cookie("kith_session");
+    let foreign = http
+        .post(format!("{origin}/v1/messages"))
+        .header("Cookie", format!("kith_session={cookie}"))
+        .header("Origin", "http://evil.example")
+        .send_json(json!({"to": "@bob", "text": "forged"}))
+        .expect("answer");
+    assert_eq!(foreign.status().as_u16(), 403);
+    assert!(with_text(&bob.messages(&["@alice"]).expect("list"), "forged").is_empty());
+    drop(b);
+    drop(a);
+    boot.stop();
+}
