@@ -268,6 +268,32 @@ fn two_people_chat_share_a_photo_and_form_a_group_in_the_web_app() {
     assert!(page_text(&b).contains("gradient.png"), "{}", page_text(&b));
     b.screenshot("chat-photo");
 
+    // Typing @ suggests contacts; the People panel shows bob's safety number, as the CLI
+    // does, with its QR code.
+    a.type_into("#text", "@b");
+    a.wait_for(
+        "a suggestion of @bob",
+        "[...document.querySelectorAll('#suggest button')].some(b => b.innerText === '@bob')",
+    );
+    a.run("document.getElementById('text').value = ''; document.getElementById('suggest').replaceChildren(); return true;");
+    let contacts = alice.kith(&["contacts", "--json"]).ok().json();
+    let bob_number = contacts
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["name"] == "bob"))
+        .and_then(|c| c["fingerprint"].as_str())
+        .expect("bob's safety number")
+        .to_owned();
+    a.run("document.getElementById('people').click(); return true;");
+    a.wait_for(
+        "bob's safety number and its QR code in the People panel",
+        &format!(
+            "document.getElementById('panel').open && document.getElementById('panel-body').innerText.includes({}) && [...document.querySelectorAll('#panel img.qr')].some(i => i.complete && i.naturalWidth > 0)",
+            json!(bob_number)
+        ),
+    );
+    a.screenshot("people");
+    a.run("document.getElementById('panel').close(); return true;");
+
     // A mention in the chat with bob forms a group with carol.
     a.type_into("#text", &format!("welcome @carol{ENTER}"));
     a.wait_for(

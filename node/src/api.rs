@@ -128,6 +128,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/devices/link/{id}", get(link_status))
         .route("/v1/devices/{peer_id}/revoke", post(revoke))
         .route("/v1/web/login", post(web_login))
+        .route("/v1/qr", get(qr))
         .merge(media::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -235,6 +236,20 @@ async fn whole_small_body(req: Request, next: Next) -> Response {
         _ => req,
     };
     next.run(req).await
+}
+
+#[derive(Deserialize)]
+struct QrQuery {
+    text: String,
+}
+
+/// A QR code of `text` (at most 512 bytes), as SVG.
+async fn qr(q: Result<Query<QrQuery>, QueryRejection>) -> ApiResult<Response> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let svg = crate::web::qr_svg(&q.text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    Ok(crate::web::qr_response(svg))
 }
 
 /// A one-time login link for the web app (`kith open` asks for it with the token).

@@ -136,6 +136,33 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
     img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; \
     manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// Most bytes of text a QR code is made of (`GET /v1/qr`).
+pub const MAX_QR_TEXT: usize = 512;
+
+/// A QR code of `text` as an SVG picture (the app shows safety numbers and link codes so), or
+/// why not.
+pub fn qr_svg(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > MAX_QR_TEXT {
+        return Err(format!("the text must be 1 to {MAX_QR_TEXT} bytes"));
+    }
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
+}
+
+/// A QR code as an SVG response, which runs nothing if opened as a page.
+pub fn qr_response(svg: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response()
+}
+
 /// A file of the app: its path under `/app/`, type and bytes.
 struct Asset {
     name: &'static str,
@@ -276,6 +303,15 @@ mod tests {
             ])
         ));
         assert!(!same_origin(&Method::DELETE, &headers(&[("origin", "http://127.0.0.1:7390")])));
+    }
+
+    #[test]
+    fn a_qr_code_is_an_svg_and_its_text_is_bounded() {
+        let svg = qr_svg("19090 74835 12345").expect("svg");
+        assert!(svg.contains("<svg") && !svg.contains("<script"), "{svg}");
+        assert!(qr_svg("").is_err());
+        assert!(qr_svg(&"9".repeat(MAX_QR_TEXT + 1)).is_err());
+        assert!(qr_svg(&"9".repeat(MAX_QR_TEXT)).is_ok());
     }
 
     #[test]

@@ -92,6 +92,8 @@ function summary(m) {
 // The conversation list, with the last message and the number unread among the last
 // HISTORY_STEP of each.
 async function loadConversations() {
+  // Contacts change as conversations do (a first message resolves and pins a name).
+  loadContacts().catch(() => {});
   const convs = await api("/v1/conversations");
   await Promise.all(convs.map(async (c) => {
     try {
@@ -142,10 +144,12 @@ async function loadMessages({ keepScroll = false } = {}) {
   const c = state.current;
   if (!c) return;
   const head = $("chat-head");
-  head.replaceChildren(c.title, " ");
+  head.replaceChildren(el("span", {}, c.title));
   if (c.kind === "group") {
     api(`/v1/conversations/${c.id}/members`).then((members) => {
-      if (state.current === c) head.append(el("small", {}, `${members.length} members`));
+      if (state.current !== c) return;
+      head.append(el("small", {}, `${members.length} members`),
+        el("button", { type: "button", class: "plain", onclick: () => showMembers(c).catch(showError) }, "Members"));
     }).catch(() => {});
   }
   let msgs = [];
@@ -293,7 +297,8 @@ function listen() {
 
 async function status() {
   state.me = await api("/v1/status");
-  $("me").textContent = state.me.name ? `@${state.me.name}` : "no name registered yet";
+  $("me").textContent = state.me.name ? `@${state.me.name}` : "no name yet:";
+  $("register").hidden = !!state.me.name;
   $("net").textContent = `${state.me.connected_peers} peers`;
 }
 
@@ -302,7 +307,149 @@ async function loadContacts() {
   $("contact-list").replaceChildren(...state.contacts.map((c) => el("option", { value: "@" + c.name })));
 }
 
+// Panels (a modal dialog: Escape closes it, focus stays inside).
+function openPanel(heading, ...content) {
+  $("panel-title").textContent = heading;
+  $("panel-body").replaceChildren(...content.flat());
+  if (!$("panel").open) $("panel").showModal();
+}
+
+function qr(text, alt) {
+  return el("img", { class: "qr", src: `/v1/qr?text=${encodeURIComponent(text)}`, alt });
+}
+
+async function showPeople() {
+  const contacts = await api("/v1/contacts");
+  const cards = contacts.map((c) => el("section", { class: "card" },
+    el("h3", {}, `@${c.name}`),
+    el("p", {}, "Safety number: ", el("code", {}, c.fingerprint)),
+    qr(c.fingerprint, `QR code of the safety number of @${c.name}`),
+    c.key_changed ? el("p", { class: "warn" },
+      `@${c.name} now resolves to a different key than the one you accepted. Check the new safety number with them before trusting it. `,
+      el("button", { type: "button", onclick: () => trust(c.name) }, "Trust the new key")) : null,
+    el("button", { type: "button", class: "plain", onclick: () => { $("panel").close(); startChat(`@${c.name}`); } }, "Chat")));
+  openPanel("People",
+    el("p", {}, "Compare a safety number with its owner in person or on a call: the same digits on both sides mean no one is in between. Yours: ",
+      el("code", {}, state.me.fingerprint)),
+    cards.length ? cards : el("p", {}, "No contacts yet: write to @someone."));
+}
+
+async function trust(name) {
+  try {
+    await api("/v1/trust", { method: "POST", body: { name } });
+    await showPeople();
+  } catch (e) { showError(e); }
+}
+
+async function showDevices() {
+  const devices = await api("/v1/devices");
+  const items = devices.map((d) => el("li", {},
+    el("span", {}, d.label, " ", el("code", {}, `${d.peer_id.slice(0, 12)}…`), d.this_device ? " (this device)" : ""),
+    d.this_device ? el("span") : el("button", { type: "button", class: "plain", onclick: () => revoke(d) }, "Revoke")));
+  openPanel("Devices",
+    el("p", {}, "Your safety number: ", el("code", {}, state.me.fingerprint)),
+    qr(state.me.fingerprint, "QR code of your safety number"),
+    el("ul", { class: "members" }, items),
+    el("button", { type: "button", onclick: () => linkDevice().catch(showError) }, "Link a new device"),
+    el("div", { id: "link-area" }));
+}
+
+async function linkDevice() {
+  const link = await api("/v1/devices/link", { method: "POST", body: {} });
+  const line = el("p", { role: "status" }, `Waiting for the new device (until ${time(link.expires_at)}).`);
+  $("link-area").replaceChildren(
+    el("p", {}, "On the new device, run ", el("code", {}, `kith init --link ${link.code}`), " (or scan the code):"),
+    qr(link.code, "QR code of the link code"), line);
+  const poll = async () => {
+    if (!$("panel").open || !document.body.contains(line)) return;
+    const now = await api(`/v1/devices/link/${link.id}`);
+    if (now.state === "pending") { setTimeout(poll, 2000); return; }
+    line.textContent = now.state === "linked" ? `Linked: ${now.device}` : "The code expired.";
+    if (now.state === "linked") setTimeout(() => showDevices().catch(showError), 1500);
+  };
+  setTimeout(poll, 2000);
+}
+
+async function revoke(d) {
+  if (!confirm(`Revoke "${d.label}"? It will no longer get your messages, and your groups move to a new key.`)) return;
+  try {
+    await api(`/v1/devices/${d.peer_id}/revoke`, { method: "POST", body: {} });
+    await showDevices();
+  } catch (e) { showError(e); }
+}
+
+async function showMembers(c) {
+  const members = await api(`/v1/conversations/${c.id}/members`);
+  openPanel(`Members of ${c.title}`,
+    el("ul", { class: "members" }, members.map((m) => el("li", {}, m,
+      state.me && m === state.me.name ? el("span", {}, "you")
+        : el("button", { type: "button", class: "plain", onclick: () => removeMember(c, m) }, "Remove")))),
+    el("p", {}, "To add someone, mention @name in a message to the group. You may remove only members who joined after you."),
+    el("button", { type: "button", onclick: () => leave(c) }, "Leave the group"));
+}
+
+async function removeMember(c, name) {
+  if (!confirm(`Remove ${name} from the group?`)) return;
+  try {
+    await api(`/v1/conversations/${c.id}/remove`, { method: "POST", body: { name } });
+    await showMembers(c);
+    refreshSoon();
+  } catch (e) { showError(e); $("panel").close(); }
+}
+
+async function leave(c) {
+  if (!confirm("Leave this group? You keep its history but get no new messages.")) return;
+  try {
+    await api(`/v1/conversations/${c.id}/leave`, { method: "POST", body: {} });
+    $("panel").close();
+    refreshSoon();
+  } catch (e) { showError(e); }
+}
+
+function startChat(name) {
+  const known = state.conversations.find((c) => c.kind === "direct" && c.members.includes(name.slice(1)));
+  if (known) openConversation({ id: known.id, title: title(known), kind: "direct" }).catch(showError);
+  else openConversation({ to: name, title: name.slice(1), kind: "direct" }).catch(showError);
+}
+
+// Typing @ suggests contacts: Tab (or a click) takes the first (or the one clicked).
+function suggest() {
+  const box = $("text");
+  const before = box.value.slice(0, box.selectionStart);
+  const m = /(^|\s)@([a-z0-9-]*)$/i.exec(before);
+  const found = m ? state.contacts.filter((c) => c.name.startsWith(m[2].toLowerCase()) && c.name !== (state.me && state.me.name)).slice(0, 6) : [];
+  $("suggest").replaceChildren(...found.map((c, i) => el("button", {
+    type: "button", role: "option", "aria-selected": i === 0 ? "true" : "false",
+    onclick: () => complete(c.name),
+  }, `@${c.name}`)));
+}
+
+function complete(name) {
+  const box = $("text");
+  const at = box.selectionStart;
+  const before = box.value.slice(0, at).replace(/@([a-z0-9-]*)$/i, `@${name} `);
+  box.value = before + box.value.slice(at);
+  box.selectionStart = box.selectionEnd = before.length;
+  $("suggest").replaceChildren();
+  box.focus();
+}
+
 function wire() {
+  $("people").addEventListener("click", () => showPeople().catch(showError));
+  $("devices").addEventListener("click", () => showDevices().catch(showError));
+  $("panel-close").addEventListener("click", () => $("panel").close());
+  $("register").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const name = $("register-name").value.trim().replace(/^@/, "");
+    if (!name) return;
+    $("me").textContent = `claiming @${name}…`;
+    try {
+      await api("/v1/register", { method: "POST", body: { name } });
+      showError(null);
+    } catch (err) { showError(err); }
+    await status().catch(showError);
+  });
+  $("text").addEventListener("input", suggest);
   $("composer").addEventListener("submit", async (e) => {
     e.preventDefault();
     const text = $("text").value;
@@ -311,7 +458,14 @@ function wire() {
     try { await send(text); showError(null); } catch (err) { $("text").value = text; showError(err); }
   });
   $("text").addEventListener("keydown", (e) => {
+    const first = $("suggest").querySelector("button");
+    if (e.key === "Tab" && first) {
+      e.preventDefault();
+      first.click();
+      return;
+    }
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      $("suggest").replaceChildren();
       e.preventDefault();
       $("composer").requestSubmit();
     }
@@ -338,9 +492,7 @@ function wire() {
     const name = $("new-to").value.trim().replace(/^@?/, "@");
     if (name.length < 2) return;
     $("new-to").value = "";
-    const known = state.conversations.find((c) => c.kind === "direct" && c.members.includes(name.slice(1)));
-    if (known) openConversation({ id: known.id, title: title(known), kind: "direct" }).catch(showError);
-    else openConversation({ to: name, title: name.slice(1), kind: "direct" }).catch(showError);
+    startChat(name);
   });
   $("back").addEventListener("click", () => {
     $("app").classList.remove("in-chat");
@@ -363,7 +515,7 @@ async function main() {
   $("login").hidden = true;
   $("app").hidden = false;
   wire();
-  await Promise.all([loadConversations(), loadContacts()]).catch(showError);
+  await loadConversations().catch(showError);
   listen();
 }
 
