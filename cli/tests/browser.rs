@@ -155,6 +155,15 @@ impl Browser<'_> {
         std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot");
     }
 
+    /// Accepts the `confirm()` dialog the page shows.
+    fn accept_dialog(&self) {
+        wait_until("a dialog to accept", PAGE_WAIT, || {
+            let url = format!("{}{}/alert/accept", self.driver.base, self.session);
+            let r = self.driver.http.post(&url).send_json(json!({})).ok()?;
+            r.status().is_success().then_some(())
+        });
+    }
+
     fn cookie(&self, name: &str) -> String {
         let v = self.driver.call("GET", &format!("{}/cookie/{name}", self.session), None);
         v["value"].as_str().expect("the cookie").to_owned()
@@ -292,6 +301,39 @@ fn two_people_chat_share_a_photo_and_form_a_group_in_the_web_app() {
         ),
     );
     a.screenshot("people");
+    a.run("document.getElementById('panel').close(); return true;");
+
+    // Devices: a laptop linked with the code the page shows, then revoked from the page.
+    a.run("document.getElementById('devices').click(); return true;");
+    a.wait_for("the Devices panel", "document.getElementById('panel').open && [...document.querySelectorAll('#panel button')].some(b => b.innerText === 'Link a new device')");
+    a.run("[...document.querySelectorAll('#panel button')].find(b => b.innerText === 'Link a new device').click(); return true;");
+    a.wait_for(
+        "the link code as a command and a QR code",
+        "document.querySelector('#link-area code') && [...document.querySelectorAll('#link-area img.qr')].some(i => i.complete && i.naturalWidth > 0)",
+    );
+    let command = a.run("return document.querySelector('#link-area code').innerText;");
+    let code = command
+        .as_str()
+        .and_then(|c| c.strip_prefix("kith init --link "))
+        .expect("the command with the code")
+        .to_owned();
+    let laptop = Node::empty("laptop");
+    laptop.kith(&["init", "--link", &code, "--label", "laptop", "--json"]).ok();
+    a.wait_for(
+        "the page to see the laptop linked and list it",
+        "document.getElementById('panel-body').innerText.includes('laptop') && [...document.querySelectorAll('#panel button')].some(b => b.innerText === 'Revoke')",
+    );
+    a.screenshot("devices");
+    a.run("[...document.querySelectorAll('#panel button')].find(b => b.innerText === 'Revoke').click(); return true;");
+    a.accept_dialog();
+    wait_until("the laptop to be revoked", PAGE_WAIT, || {
+        let devices = alice.kith(&["device", "list", "--json"]).ok().json();
+        (devices.as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    a.wait_for(
+        "the page to list this device alone",
+        "document.getElementById('panel').open && ![...document.querySelectorAll('#panel button')].some(b => b.innerText === 'Revoke')",
+    );
     a.run("document.getElementById('panel').close(); return true;");
 
     // A mention in the chat with bob forms a group with carol.
