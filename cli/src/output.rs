@@ -108,7 +108,15 @@ pub fn conversations(all: &Value) -> String {
             } else {
                 ""
             };
-            format!("{}  {:<6}  {members}{left}", id.get(..8).unwrap_or(id), text(c, "kind"))
+            let unread = match c.get("unread").and_then(Value::as_u64) {
+                Some(n) if n > 0 => format!("  ({n} unread)"),
+                _ => String::new(),
+            };
+            format!(
+                "{}  {:<6}  {members}{left}{unread}",
+                id.get(..8).unwrap_or(id),
+                text(c, "kind")
+            )
         })
         .collect();
     lines.join("\n")

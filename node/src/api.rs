@@ -403,7 +403,7 @@ async fn trust(
 }
 
 async fn conversations(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(s.node.conversations()?))
+    Ok(Json(s.node.conversation_summaries()?))
 }
 
 fn conv(id: &str) -> String {

@@ -481,6 +481,13 @@ impl Node {
         self.s.conversations.conversations()
     }
 
+    /// Every conversation with its last message and unread count, newest first.
+    pub fn conversation_summaries(
+        &self,
+    ) -> Result<Vec<crate::views::ConversationSummary>, NodeError> {
+        self.s.conversations.summaries()
+    }
+
     /// The members of a conversation.
     pub fn members(&self, to: &str) -> Result<Vec<String>, NodeError> {
         self.s.conversations.members(to)

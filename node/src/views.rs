@@ -246,6 +246,22 @@ pub struct ConversationView {
     pub active: bool,
 }
 
+/// A conversation with its last message and how many of its recent messages are unread, as
+/// `GET /v1/conversations` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConversationSummary {
+    /// The conversation.
+    #[serde(flatten)]
+    pub conversation: ConversationView,
+    /// Its last message, if any.
+    pub last: Option<MessageView>,
+    /// Incoming messages not read yet, among its last [`UNREAD_WINDOW`].
+    pub unread: usize,
+}
+
+/// How many of a conversation's last messages its unread count looks at.
+pub const UNREAD_WINDOW: usize = 100;
+
 /// A message just sent, and the people its text mentioned who could not be invited.
 #[derive(Clone, Debug, Serialize)]
 pub struct SentView {

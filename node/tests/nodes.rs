@@ -984,7 +984,16 @@ async fn direct_messages_reach_both_devices(alice: &Node, bob: &Node, laptop: &N
     ] {
         sees_direct(30, text, n, with, dir, text).await;
     }
+    // The conversation list counts what is unread and names the last message.
+    let chat_with_bob = |n: &Node| {
+        let all = n.conversation_summaries().expect("summaries");
+        all.into_iter().find(|c| c.conversation.members.contains(&"bob".to_owned()))
+    };
+    let before = chat_with_bob(alice).expect("the chat with bob is listed");
+    assert!(before.unread >= 1, "{before:?}");
+    assert!(before.last.is_some(), "{before:?}");
     assert!(alice.mark_read("@bob").await.expect("read") >= 2);
+    assert_eq!(chat_with_bob(alice).expect("listed").unread, 0);
     eventually(30, "read state on the laptop", || async {
         let m = laptop.messages(Some("bob"), 100).ok()?;
         m.iter().filter(|m| m.direction == "in").all(|m| m.status == "read").then_some(())

@@ -89,24 +89,12 @@ function summary(m) {
   return `[${m.kind}]`;
 }
 
-// The conversation list, with the last message and the number unread among the last
-// HISTORY_STEP of each.
+// The conversation list, newest first, with each one's last message and unread count (the
+// node counts them among its last 100 messages).
 async function loadConversations() {
   // Contacts change as conversations do (a first message resolves and pins a name).
   loadContacts().catch(() => {});
-  const convs = await api("/v1/conversations");
-  await Promise.all(convs.map(async (c) => {
-    try {
-      const msgs = await api(`/v1/messages?with=${encodeURIComponent("#" + c.id)}&limit=${HISTORY_STEP}`);
-      c.last = msgs[msgs.length - 1] || null;
-      c.unread = msgs.filter((m) => m.direction === "in" && m.status === "received").length;
-    } catch (e) {
-      c.last = null;
-      c.unread = 0;
-    }
-  }));
-  convs.sort((a, b) => ((b.last && b.last.sent_at) || "").localeCompare((a.last && a.last.sent_at) || ""));
-  state.conversations = convs;
+  state.conversations = await api("/v1/conversations");
   renderConversations();
 }
 

@@ -125,6 +125,32 @@ impl Conversations {
         Ok(out)
     }
 
+    /// Every conversation with its last message and its unread count (among its last
+    /// [`views::UNREAD_WINDOW`] messages), newest first; those with no message yet last.
+    pub(crate) fn summaries(&self) -> Result<Vec<views::ConversationSummary>, NodeError> {
+        let names = views::names(&self.ctx.store, self.ctx.user_id())?;
+        let mut out = Vec::new();
+        for conversation in self.conversations()? {
+            let mut id = [0u8; 16];
+            hex::decode_to_slice(&conversation.id, &mut id)
+                .map_err(|e| NodeError::Internal(format!("a conversation id: {e}")))?;
+            let recent = self.ctx.store.messages(Some(&id), views::UNREAD_WINDOW)?;
+            let unread = recent
+                .iter()
+                .map(|m| views::view(&self.ctx.store, self.ctx.user_id(), m, &names))
+                .filter(|v| v.direction == "in" && v.status == "received")
+                .count();
+            let last =
+                recent.last().map(|m| views::view(&self.ctx.store, self.ctx.user_id(), m, &names));
+            out.push(views::ConversationSummary { conversation, last, unread });
+        }
+        out.sort_by(|a, b| {
+            let at = |s: &views::ConversationSummary| s.last.as_ref().map(|m| m.sent_at.clone());
+            at(b).cmp(&at(a))
+        });
+        Ok(out)
+    }
+
     /// The members of a conversation.
     pub(crate) fn members(&self, to: &str) -> Result<Vec<String>, NodeError> {
         let id = match self.target(to)? {
