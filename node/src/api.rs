@@ -161,6 +161,18 @@ where
     Ok(())
 }
 
+impl AppState {
+    /// The web app's login codes and sessions.
+    fn sessions(&self) -> std::sync::MutexGuard<'_, crate::web::Sessions> {
+        self.web.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Fills `bytes` from the operating system's random source (login codes, sessions).
+fn os_random(bytes: &mut [u8]) {
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes)
+}
+
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -175,13 +187,8 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()));
     let session = !bearer
-        && crate::web::session_cookie(req.headers()).is_some_and(|s| {
-            state
-                .web
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .valid(s, crate::now_ms())
-        });
+        && crate::web::session_cookie(req.headers())
+            .is_some_and(|s| state.sessions().valid(s, crate::now_ms()));
     if session && !crate::web::same_origin(req.method(), req.headers()) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -254,11 +261,7 @@ async fn qr(q: Result<Query<QrQuery>, QueryRejection>) -> ApiResult<Response> {
 
 /// A one-time login link for the web app (`kith open` asks for it with the token).
 async fn web_login(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let code = s
-        .web
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .new_code(crate::now_ms(), &mut |b| rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, b));
+    let code = s.sessions().new_code(crate::now_ms(), &mut os_random);
     let expires_in_s = crate::web::LOGIN_CODE_TTL_MS / 1000;
     Ok((
         StatusCode::CREATED,
@@ -279,11 +282,7 @@ async fn web_redeem(
     let Ok(Query(q)) = q else {
         return crate::web::login_refused();
     };
-    let session = s.web.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redeem(
-        &q.code,
-        crate::now_ms(),
-        &mut |b| rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, b),
-    );
+    let session = s.sessions().redeem(&q.code, crate::now_ms(), &mut os_random);
     match session {
         Some(session) => (
             StatusCode::SEE_OTHER,

@@ -84,13 +84,8 @@ impl Layout {
             }
     }
 
-    /// The file's length for `manifest`: up to the end of its last chunk (in `chunks`, of the
-    /// last page it writes).
-    fn file_len(self, manifest: &Manifest) -> u64 {
-        self.len_for(manifest.size)
-    }
-
-    /// The file's length for a blob of `size` plaintext bytes.
+    /// The file's length for a blob of `size` plaintext bytes: up to the end of its last chunk
+    /// (in `chunks`, of the last page it writes).
     fn len_for(self, size: u64) -> u64 {
         let last = blob::chunk_count(size).saturating_sub(1);
         let end = sealed_len(size, last) as u64;
@@ -210,8 +205,8 @@ impl OpenBlob {
     }
 
     /// Writes sealed chunk `index` (checked by the caller) at its place: past the page cache
-    /// where the blob has a direct handle (a 256 KiB copy into the page cache cost this
-    /// machine's kernel 0.3 to 1.6 ms, and made a file's transfer rate vary by half from run to
+    /// where the blob has a direct handle (copying 256 KiB into the page cache cost this
+    /// machine's kernel 0.1 to 0.8 ms, and made a file's transfer rate vary by half from run to
     /// run; see docs/benchmarks.md), else through it.
     fn write(&self, index: usize, sealed: &[u8]) -> std::io::Result<()> {
         if sealed.len() > CHUNK_SIZE + TAG_SIZE {
@@ -412,7 +407,7 @@ impl BlobStore {
         let manifest = Manifest::from_bytes_for(&manifest_bytes, hash)?;
         let layout = Layout::of(&dir);
         let data = open_data(&dir.join(layout.file()))?;
-        let size = layout.file_len(&manifest);
+        let size = layout.len_for(manifest.size);
         let len = data.metadata()?.len();
         let complete = len == size && dir.join("complete").exists();
         if len != size {
@@ -486,11 +481,11 @@ impl BlobStore {
             return Ok(held.manifest.clone());
         }
         let layout = Layout::Aligned;
-        self.check_quota(layout.file_len(&manifest))?;
+        self.check_quota(layout.len_for(manifest.size))?;
         let dir = self.blob_dir(hash);
         private_fs::create_dir(&dir)?;
         let data = open_data(&dir.join(layout.file()))?;
-        data.set_len(layout.file_len(&manifest))?;
+        data.set_len(layout.len_for(manifest.size))?;
         private_fs::write_atomic(&dir, "manifest", bytes)?;
         // Holding nothing yet: cached as such, so the (sparse) data is not read to check.
         let chunks = manifest.chunks.len();
@@ -628,7 +623,7 @@ impl BlobStore {
             return Err(BlobError::TooLarge { size, max: blob::MAX_BLOB_SIZE }.into());
         }
         let chunks = blob::chunk_count(size);
-        self.check_quota(Layout::Aligned.len_for(size))?;
+        self.check_quota(Self::stored_size(size))?;
         let tmp = self.dir.join(format!(".sealing-{:016x}", rand::random::<u64>()));
         private_fs::create_dir(&tmp)?;
         let result = (|| {
@@ -650,7 +645,7 @@ impl BlobStore {
                 return Err(BlobStoreError::Changed);
             }
             let manifest = Manifest { v: blob::BLOB_VERSION, size, chunks: hashes };
-            data.set_len(layout.file_len(&manifest))?;
+            data.set_len(layout.len_for(manifest.size))?;
             data.sync_all()?;
             private_fs::write_atomic(&tmp, "manifest", &manifest.to_bytes())?;
             private_fs::write_atomic(&tmp, "complete", b"")?;

@@ -39,20 +39,31 @@ fn secret(fill: &mut dyn FnMut(&mut [u8])) -> String {
     hex::encode(bytes)
 }
 
+/// Adds a new secret to `map` (secret → when it expires), valid until `expires`, after
+/// dropping the expired ones and, at `max`, those that expire first.
+fn insert_secret(
+    map: &mut HashMap<String, u64>,
+    max: usize,
+    now: u64,
+    expires: u64,
+    fill: &mut dyn FnMut(&mut [u8]),
+) -> String {
+    map.retain(|_, e| *e > now);
+    while map.len() >= max {
+        let Some(first) = map.iter().min_by_key(|(_, e)| **e).map(|(s, _)| s.clone()) else {
+            break;
+        };
+        map.remove(&first);
+    }
+    let secret = secret(fill);
+    map.insert(secret.clone(), expires);
+    secret
+}
+
 impl Sessions {
     /// A new one-time login code, valid for [`LOGIN_CODE_TTL_MS`].
     pub fn new_code(&mut self, now: u64, fill: &mut dyn FnMut(&mut [u8])) -> String {
-        self.codes.retain(|_, expires| *expires > now);
-        while self.codes.len() >= MAX_LOGIN_CODES {
-            let oldest = self.codes.iter().min_by_key(|(_, e)| **e).map(|(c, _)| c.clone());
-            match oldest {
-                Some(c) => self.codes.remove(&c),
-                None => break,
-            };
-        }
-        let code = secret(fill);
-        self.codes.insert(code.clone(), now + LOGIN_CODE_TTL_MS);
-        code
+        insert_secret(&mut self.codes, MAX_LOGIN_CODES, now, now + LOGIN_CODE_TTL_MS, fill)
     }
 
     /// Redeems `code` (once): a new session id, or `None` for a code unknown, used or expired.
@@ -66,17 +77,7 @@ impl Sessions {
         if expires <= now {
             return None;
         }
-        self.sessions.retain(|_, expires| *expires > now);
-        while self.sessions.len() >= MAX_SESSIONS {
-            let first = self.sessions.iter().min_by_key(|(_, e)| **e).map(|(s, _)| s.clone());
-            match first {
-                Some(s) => self.sessions.remove(&s),
-                None => break,
-            };
-        }
-        let session = secret(fill);
-        self.sessions.insert(session.clone(), now + SESSION_TTL_MS);
-        Some(session)
+        Some(insert_secret(&mut self.sessions, MAX_SESSIONS, now, now + SESSION_TTL_MS, fill))
     }
 
     /// Whether `session` is a live session.

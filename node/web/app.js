@@ -149,8 +149,9 @@ async function loadMessages({ keepScroll = false } = {}) {
   const before = box.scrollHeight - box.scrollTop;
   $("messages").replaceChildren(...msgs.map(renderMessage));
   $("older").hidden = msgs.length < state.limit;
-  if (keepScroll) box.scrollTop = box.scrollHeight - before;
-  else if (atBottom || !keepScroll) box.scrollTop = box.scrollHeight;
+  // A reader at the bottom follows new messages; one reading older ones stays where they are.
+  if (!keepScroll || atBottom) box.scrollTop = box.scrollHeight;
+  else box.scrollTop = box.scrollHeight - before;
   if (c.id && msgs.some((m) => m.direction === "in" && m.status === "received")) {
     api("/v1/read", { method: "POST", body: { with: "#" + c.id } }).then(loadConversations).catch(() => {});
   }

@@ -137,8 +137,7 @@ impl Conversations {
             let recent = self.ctx.store.messages(Some(&id), views::UNREAD_WINDOW)?;
             let unread = recent
                 .iter()
-                .map(|m| views::view(&self.ctx.store, self.ctx.user_id(), m, &names))
-                .filter(|v| v.direction == "in" && v.status == "received")
+                .filter(|m| m.direction == Direction::In && m.status == Status::Received)
                 .count();
             let last =
                 recent.last().map(|m| views::view(&self.ctx.store, self.ctx.user_id(), m, &names));
