@@ -117,6 +117,13 @@ pub struct DaemonArgs {
     /// (larger ones wait for `kith save`) [default: 0]
     #[arg(long, value_name = "N")]
     pub media_auto_download_any: Option<u64>,
+
+    /// How long a call rings on the other devices before it is missed, in seconds (5 to 300).
+    /// STUN and TURN servers for calls are set in the config file only, as [[ice_servers]]
+    /// tables with `urls` and, for TURN, `username` and `credential` (docs/self-hosting.md)
+    /// [default: 45]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(5..=300))]
+    pub call_ring_seconds: Option<u64>,
 }
 
 /// The config file: the same settings as the flags, every key optional.
@@ -138,6 +145,44 @@ struct FileConfig {
     media_quota: Option<u64>,
     media_auto_download_images: Option<u64>,
     media_auto_download_any: Option<u64>,
+    call_ring_seconds: Option<u64>,
+    ice_servers: Option<Vec<IceServerFile>>,
+}
+
+/// One `[[ice_servers]]` table of the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IceServerFile {
+    urls: Vec<String>,
+    username: Option<String>,
+    credential: Option<String>,
+}
+
+/// Checks the STUN and TURN servers of the config file.
+fn ice_servers(list: Vec<IceServerFile>) -> Result<Vec<kith_node::node::IceServer>> {
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        if s.urls.is_empty() {
+            return Err(anyhow!("a server with no urls"));
+        }
+        for url in &s.urls {
+            let scheme = url.split(':').next().unwrap_or_default();
+            if !["stun", "stuns", "turn", "turns"].contains(&scheme) || url.len() <= scheme.len() + 1 {
+                return Err(anyhow!(
+                    "{url:?} is not a STUN or TURN url (stun:host:port, turn:host:port, turns:...)"
+                ));
+            }
+            if scheme.starts_with("turn") && (s.username.is_none() || s.credential.is_none()) {
+                return Err(anyhow!("{url:?}: a TURN server needs a username and a credential"));
+            }
+        }
+        out.push(kith_node::node::IceServer {
+            urls: s.urls,
+            username: s.username,
+            credential: s.credential,
+        });
+    }
+    Ok(out)
 }
 
 /// The merged settings.
@@ -264,6 +309,19 @@ impl DaemonArgs {
                 .or(file.mailbox_blob_bytes)
                 .unwrap_or(d.mailbox_blob_bytes),
         };
+        let ring_seconds = match (self.call_ring_seconds, file.call_ring_seconds) {
+            (Some(s), _) => s,
+            (None, Some(s)) if !(5..=300).contains(&s) => {
+                return Err(in_file("call_ring_seconds", anyhow!("{s} is not between 5 and 300")));
+            }
+            (None, Some(s)) => s,
+            (None, None) => kith_node::node::CallConfig::default().ring_ms / 1000,
+        };
+        let calls = kith_node::node::CallConfig {
+            ring_ms: ring_seconds * 1000,
+            ice_servers: ice_servers(file.ice_servers.unwrap_or_default())
+                .map_err(|e| in_file("ice_servers", e))?,
+        };
         Ok(Resolved {
             config: DaemonConfig {
                 home: home.to_path_buf(),
@@ -273,6 +331,7 @@ impl DaemonArgs {
                 pow_bits,
                 mailbox,
                 media,
+                calls,
             },
             file: path,
             unused_mailbox_settings,
@@ -382,6 +441,15 @@ media_max_file_size = 5000000
 media_quota = 9000000
 media_auto_download_images = 0
 media_auto_download_any = 1024
+call_ring_seconds = 20
+
+[[ice_servers]]
+urls = ["stun:stun.example.org:3478"]
+
+[[ice_servers]]
+urls = ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"]
+username = "kith"
+credential = "secret"
 "#;
 
     #[test]
@@ -424,6 +492,19 @@ media_auto_download_any = 1024
             (1_000_000, 5_000_000, 9_000_000, 0)
         );
         assert_eq!(m.auto_download_any, 1024);
+        assert_eq!(c.calls.ring_ms, 20_000);
+        assert_eq!(c.calls.ice_servers.len(), 2);
+        assert_eq!(c.calls.ice_servers[1].username.as_deref(), Some("kith"));
+    }
+
+    #[test]
+    fn bad_call_settings_name_the_key() {
+        let e = error(&[], Some("call_ring_seconds = 2\n"));
+        assert!(e.contains("call_ring_seconds: 2 is not between 5 and 300"), "{e}");
+        let e = error(&[], Some("[[ice_servers]]\nurls = [\"http://x\"]\n"));
+        assert!(e.contains("ice_servers: \"http://x\" is not a STUN or TURN url"), "{e}");
+        let e = error(&[], Some("[[ice_servers]]\nurls = [\"turn:x:3478\"]\n"));
+        assert!(e.contains("needs a username and a credential"), "{e}");
     }
 
     #[test]
@@ -539,6 +620,7 @@ media_auto_download_any = 1024
             format!("[default: {},", kith_node::services::media::DEFAULT_AUTO_IMAGES),
             format!("[default: {}]", kith_node::services::media::DEFAULT_AUTO_ANY),
             format!("[default: {},", kith_node::services::media::DEFAULT_MAILBOX_BLOB_BYTES),
+            format!("[default: {}]", kith_node::node::CallConfig::default().ring_ms / 1000),
         ] {
             assert!(help.contains(&default), "the help does not show {default}:\n{help}");
         }

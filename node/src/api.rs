@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 use crate::error::NodeError;
 use crate::node::{Node, NodeEvent, MAX_HISTORY};
 
+mod calls;
 mod media;
 
 /// Largest request body.
@@ -130,6 +131,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/web/login", post(web_login))
         .route("/v1/qr", get(qr))
         .merge(media::routes())
+        .merge(calls::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
@@ -521,6 +523,12 @@ fn sse_event(e: NodeEvent) -> SseEvent {
         NodeEvent::Transfer(t) => SseEvent::default()
             .event("transfer")
             .data(serde_json::to_string(&t).unwrap_or_default()),
+        NodeEvent::Call(c) => {
+            SseEvent::default().event("call").data(serde_json::to_string(&c).unwrap_or_default())
+        }
+        NodeEvent::CallSignal(c) => SseEvent::default()
+            .event("call_signal")
+            .data(serde_json::to_string(&c).unwrap_or_default()),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct DaemonConfig {
     pub mailbox: crate::mailbox::MailboxConfig,
     /// Attachments: limits, quota, download policy.
     pub media: crate::node::MediaConfig,
+    /// Calls: ring time, STUN and TURN servers.
+    pub calls: crate::node::CallConfig,
 }
 
 /// Runs the daemon until `shutdown` completes, then shuts down cleanly: the API stops taking
@@ -53,6 +55,7 @@ where
         pow_bits: config.pow_bits,
         mailbox: config.mailbox.clone(),
         media: config.media.clone(),
+        calls: config.calls.clone(),
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(|e| {

@@ -21,6 +21,7 @@ use crate::now_ms;
 use crate::services::conversations::{mentions, Conversation};
 use crate::services::devices::{DeviceListView, LinkView};
 use crate::services::mailbox_client::MailboxView;
+pub use crate::services::calls::{CallConfig, CallSignalView, CallView, IceServer};
 pub use crate::services::media::{FileMeta, MediaConfig};
 use crate::services::Services;
 use crate::store::Store;
@@ -60,6 +61,8 @@ pub struct NodeConfig {
     pub mailbox: MailboxConfig,
     /// Attachments: limits, quota, download policy.
     pub media: MediaConfig,
+    /// Calls: ring time, STUN and TURN servers.
+    pub calls: CallConfig,
 }
 
 /// A running node. Cheap to clone.
@@ -117,7 +120,7 @@ impl Node {
                 }
             }
         }
-        let s = Services::new(ctx, blobs, config.media.clone())?;
+        let s = Services::new(ctx, blobs, config.media.clone(), config.calls.clone())?;
         s.records.rotate_prekeys(now_ms())?;
         let ctx = &s.ctx;
         ctx.spawn(event_loop.run());
@@ -126,6 +129,7 @@ impl Node {
         ctx.spawn(s.clone().maintainer_task());
         ctx.spawn(s.clone().fetch_task());
         ctx.spawn(s.groups.clone().group_task());
+        ctx.spawn(s.calls.clone().calls_task());
         if ctx.mailbox.enabled {
             ctx.spawn(s.mailbox_server.clone().mailbox_housekeeping());
         }
@@ -368,6 +372,48 @@ impl Node {
         &self.s.media.config
     }
 
+    /// Starts a call in a conversation (`@name` or `#group`): every device of the others
+    /// rings. A client runs the media (`docs/api.md`, "Calls").
+    pub async fn start_call(&self, to: &str, video: bool) -> Result<CallView, NodeError> {
+        self.s.calls.start(to, video).await
+    }
+
+    /// Answers a call ringing on this device.
+    pub fn accept_call(&self, id: &str) -> Result<CallView, NodeError> {
+        self.s.calls.accept(id)
+    }
+
+    /// Declines a call ringing on this device (this user's other devices stop ringing too).
+    pub fn decline_call(&self, id: &str) -> Result<CallView, NodeError> {
+        self.s.calls.decline(id)
+    }
+
+    /// Leaves a call, or cancels it before anyone answered.
+    pub fn hang_up(&self, id: &str) -> Result<CallView, NodeError> {
+        self.s.calls.hang_up(id)
+    }
+
+    /// Sends this device's WebRTC `offer` or `answer` to another device in call `id`.
+    pub fn call_signal(&self, id: &str, to: &str, kind: &str, sdp: String) -> Result<(), NodeError> {
+        self.s.calls.relay(id, to, kind, sdp)
+    }
+
+    /// The calls ringing, running or just ended on this device, and its call history (newest
+    /// first).
+    pub fn calls(&self) -> Result<(Vec<CallView>, Vec<CallView>), NodeError> {
+        self.s.calls.list()
+    }
+
+    /// One call, current or in the history.
+    pub fn call(&self, id: &str) -> Result<CallView, NodeError> {
+        self.s.calls.get(id)
+    }
+
+    /// The call settings (ring time, STUN and TURN servers).
+    pub fn call_config(&self) -> &CallConfig {
+        self.s.calls.config()
+    }
+
     /// The inline preview of message `id`'s attachment: its MIME type and bytes.
     pub fn preview(&self, id: &str) -> Result<Option<kith_protocol::blob::Preview>, NodeError> {
         Ok(self.s.media.attachment(&parse_id(id)?)?.1.preview)
@@ -594,6 +640,7 @@ pub(crate) fn lone_node(dir: &std::path::Path, mailbox: bool) -> NodeConfig {
         pow_bits: 8,
         mailbox: MailboxConfig { enabled: mailbox, ..MailboxConfig::default() },
         media: MediaConfig::default(),
+        calls: CallConfig::default(),
     }
 }
 

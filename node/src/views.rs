@@ -26,6 +26,10 @@ pub enum NodeEvent {
     NameConflict(NameConflictView),
     /// An attachment's blob is being fetched (progress), or its fetch ended.
     Transfer(TransferView),
+    /// A call rang, changed or ended.
+    Call(Box<crate::services::calls::CallView>),
+    /// An offer or answer for this device's part in a call.
+    CallSignal(crate::services::calls::CallSignalView),
 }
 
 /// How an attachment's fetch stands, as the event stream reports it.

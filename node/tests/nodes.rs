@@ -32,6 +32,7 @@ async fn start_with(
         pow_bits: POW,
         mailbox,
         media: kith_node::node::MediaConfig::default(),
+        calls: kith_node::node::CallConfig::default(),
     })
     .await
     .expect("node starts")

@@ -16,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod blob;
+pub mod call;
 pub mod codec;
 pub mod envelope;
 pub mod error;

@@ -11,6 +11,7 @@ use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::blob::Attachment;
+use crate::call::{CallLog, CallSignal};
 use crate::codec;
 use crate::error::DecodeError;
 use crate::identity::UserId;
@@ -369,6 +370,10 @@ pub enum Content {
         /// Incoming messages sent at or before this time (sender's clock) are read.
         until: u64,
     },
+    /// `call`: a call signal (`docs/protocol.md` 6.4); never shown, never queued for long.
+    Call(Box<CallSignal>),
+    /// `call.log`: the history entry of a call, sent by its caller when it ends.
+    CallLog(CallLog),
     /// A kind this implementation does not know; kept as received.
     Unsupported {
         /// The wire kind.
@@ -522,6 +527,8 @@ impl Content {
             Content::RecordUpdate { .. } => "record.update",
             Content::GroupCopy { .. } => "group.copy",
             Content::SyncRead { .. } => "sync.read",
+            Content::Call(_) => "call",
+            Content::CallLog(_) => "call.log",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -533,6 +540,14 @@ impl Content {
             | Content::Reply { body, .. }
             | Content::Edit { body, .. } => Some(body),
             _ => None,
+        }
+    }
+
+    /// A line for the history of a kind that has no text of its own (a call's entry).
+    pub fn summary(&self) -> Option<String> {
+        match self {
+            Content::CallLog(l) => Some(l.summary()),
+            _ => self.text().map(str::to_owned),
         }
     }
 
@@ -573,6 +588,7 @@ impl Content {
             }
             Content::LiveLocation { lat, lon, .. } => point(*lat, *lon),
             Content::Attachment(a) => a.validate(),
+            Content::Call(c) => c.validate(),
             Content::BillSplit { description, currency, shares, .. } => {
                 short(description, "description")?;
                 list(shares.len(), "shares")?;
@@ -677,6 +693,8 @@ impl Content {
             Content::SyncRead { conversation, until } => {
                 codec::to_vec(&SyncReadW { conversation, until })
             }
+            Content::Call(c) => codec::to_vec(&c),
+            Content::CallLog(l) => codec::to_vec(&l),
             Content::Unsupported { body, .. } => body,
         };
         WireContent { kind: self.kind().to_owned(), body }
@@ -766,6 +784,8 @@ impl Content {
                 let GroupCopyW { envelope } = codec::from_slice(b, m)?;
                 Content::GroupCopy { envelope }
             }
+            "call" => Content::Call(Box::new(codec::from_slice(b, m)?)),
+            "call.log" => Content::CallLog(codec::from_slice(b, m)?),
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })
     }

@@ -98,6 +98,35 @@ fn content() -> impl Strategy<Value = Content> {
                     }],
                 }))
             }),
+        (sid(), proptest::option::of(cid()), 0u8..9, any::<[u8; 32]>(), ".{0,300}").prop_map(
+            |(call, group, which, to, sdp)| {
+                use kith_protocol::call::{CallSignal, Signal};
+                let signal = match which {
+                    0 => Signal::Ring { video: to[0] % 2 == 0 },
+                    1 => Signal::Join,
+                    2 => Signal::Present,
+                    3 => Signal::Decline,
+                    4 => Signal::Busy,
+                    5 => Signal::Refused { reason: sdp.chars().take(50).collect() },
+                    6 => Signal::Offer { to, sdp },
+                    7 => Signal::Answer { to, sdp },
+                    _ => Signal::Leave,
+                };
+                Content::Call(Box::new(CallSignal { call, group, signal }))
+            }
+        ),
+        (sid(), any::<bool>(), 0u8..4, any::<u64>(), any::<u64>()).prop_map(
+            |(call, video, o, started_at, duration_ms)| {
+                use kith_protocol::call::{CallLog, CallOutcome};
+                let outcome = [
+                    CallOutcome::Missed,
+                    CallOutcome::Declined,
+                    CallOutcome::Busy,
+                    CallOutcome::Ended,
+                ][o as usize];
+                Content::CallLog(CallLog { call, video, outcome, started_at, duration_ms })
+            }
+        ),
         (
             sid(),
             short(),

@@ -263,6 +263,7 @@ async fn node_at(
         pow_bits: POW_BITS,
         mailbox: MailboxConfig::default(),
         media: kith_node::node::MediaConfig::default(),
+        calls: kith_node::node::CallConfig::default(),
     })
     .await?;
     Ok(node)

@@ -324,6 +324,7 @@ impl Me<'_> {
             pow_bits: self.scenario.pow_bits,
             mailbox: MailboxConfig { enabled: p.role == Role::Mailbox, ..MailboxConfig::default() },
             media: kith_node::node::MediaConfig::default(),
+            calls: kith_node::node::CallConfig::default(),
         })
         .await
         .with_context(|| format!("node {} did not start", self.index))

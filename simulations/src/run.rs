@@ -155,6 +155,7 @@ impl Sim<'_> {
             pow_bits: self.scenario.pow_bits,
             mailbox: MailboxConfig { enabled: p.role == Role::Mailbox, ..MailboxConfig::default() },
             media: kith_node::node::MediaConfig::default(),
+            calls: kith_node::node::CallConfig::default(),
         })
         .await
         .with_context(|| format!("node {i} did not start"))?;

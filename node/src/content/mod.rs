@@ -13,6 +13,8 @@
 //!   tell this one; refused from anyone else.
 //! - [`record_update`]: `record.update`: a contact's newest name record, pushed when it revokes
 //!   a device.
+//! - `call`: a call signal, handed to [`crate::services::calls`]; never stored. Its history
+//!   entry, `call.log`, is shown like text.
 //!
 //! Validation of the fields is the protocol's (`kith_protocol::Content::validate`, run when a
 //! message is decoded); how a kind is shown is `store::StoredMessage::of` (its kind and text)
@@ -79,6 +81,10 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
             Ok(Accepted::Applied)
         }
         Content::GroupCopy { envelope } => group_copy::receive(s, &opened, envelope),
+        Content::Call(signal) => {
+            s.calls.receive(&opened.sender, m.sent_at, signal);
+            Ok(Accepted::Applied)
+        }
         Content::GroupInvite { .. } => {
             group_state::receive(s, &opened.sender, &m.content, m.sent_at);
             Ok(Accepted::Applied)

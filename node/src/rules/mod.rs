@@ -7,6 +7,8 @@
 //! - [`blob_seed`]: how often the sender of a group's file serves each chunk.
 //! - [`blob_fetch`]: which chunk of a blob to ask which peer for next (window, sources,
 //!   retries).
+//! - [`call`]: one call on this device: ringing, who takes it, who offers to whom, when it
+//!   ends, what its history entry says.
 //! - [`outbox`]: when to retry a device, what an attempt, a receipt or a new device list
 //!   changes.
 //! - [`trust`]: resolving a name against the pinned key (trust on first use).
@@ -21,6 +23,7 @@
 pub mod blob_evict;
 pub mod blob_fetch;
 pub mod blob_seed;
+pub mod call;
 pub mod devices;
 pub mod group;
 pub mod mailbox;

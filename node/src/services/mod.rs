@@ -14,10 +14,12 @@
 //! - [`devices`]: linking and revoking devices.
 //! - [`mailbox_client`], [`mailbox_server`]: both sides of mailboxes.
 //! - [`media`]: attachments: sealing, recording, serving, fetching blobs, mailbox custody.
+//! - [`calls`]: call signalling between devices, ringing, call history.
 //!
 //! [`Services`] holds one of each; the inbound path ([`crate::inbound`]), the maintenance task
 //! ([`crate::maintenance`]) and the [`crate::Node`] façade drive them.
 
+pub mod calls;
 pub mod conversations;
 pub mod devices;
 pub mod groups;
@@ -46,6 +48,7 @@ pub(crate) struct Services {
     pub(crate) mailbox_client: mailbox_client::MailboxClient,
     pub(crate) mailbox_server: mailbox_server::MailboxServer,
     pub(crate) media: media::Media,
+    pub(crate) calls: calls::Calls,
     /// Held by a send with an idempotency key from its check of the key to its recording.
     pub(crate) idempotent_sends: Arc<tokio::sync::Mutex<()>>,
 }
@@ -56,6 +59,7 @@ impl Services {
         ctx: Ctx,
         blobs: crate::blobs::BlobStore,
         media_config: media::MediaConfig,
+        call_config: calls::CallConfig,
     ) -> Result<Self, NodeError> {
         let outbox = outbox::Outbox::new(ctx.clone());
         let records = records::Records::new(ctx.clone(), outbox.clone());
@@ -69,6 +73,7 @@ impl Services {
             groups: groups.clone(),
             records: records.clone(),
         };
+        let calls = calls::Calls::new(ctx.clone(), conversations.clone(), call_config);
         let devices = devices::Devices {
             ctx: ctx.clone(),
             records: records.clone(),
@@ -100,6 +105,7 @@ impl Services {
             mailbox_client,
             mailbox_server,
             media,
+            calls,
             idempotent_sends: Arc::default(),
         })
     }

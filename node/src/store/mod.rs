@@ -157,7 +157,7 @@ impl StoredMessage {
             sender: m.sender.0,
             peer,
             kind: m.content.kind().to_owned(),
-            text: m.content.text().map(str::to_owned),
+            text: m.content.summary(),
             sent_at: m.sent_at,
             stored_at: crate::now_ms(),
             status,
