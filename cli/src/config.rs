@@ -167,7 +167,9 @@ fn ice_servers(list: Vec<IceServerFile>) -> Result<Vec<kith_node::node::IceServe
         }
         for url in &s.urls {
             let scheme = url.split(':').next().unwrap_or_default();
-            if !["stun", "stuns", "turn", "turns"].contains(&scheme) || url.len() <= scheme.len() + 1 {
+            if !["stun", "stuns", "turn", "turns"].contains(&scheme)
+                || url.len() <= scheme.len() + 1
+            {
                 return Err(anyhow!(
                     "{url:?} is not a STUN or TURN url (stun:host:port, turn:host:port, turns:...)"
                 ));

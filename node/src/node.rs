@@ -18,10 +18,10 @@ use crate::mailbox::MailboxConfig;
 use crate::metrics::{Counters, Metrics};
 use crate::network::{self, Client, NetworkConfig, TransportKind};
 use crate::now_ms;
+pub use crate::services::calls::{CallConfig, CallSignalView, CallView, IceServer};
 use crate::services::conversations::{mentions, Conversation};
 use crate::services::devices::{DeviceListView, LinkView};
 use crate::services::mailbox_client::MailboxView;
-pub use crate::services::calls::{CallConfig, CallSignalView, CallView, IceServer};
 pub use crate::services::media::{FileMeta, MediaConfig};
 use crate::services::Services;
 use crate::store::Store;
@@ -394,7 +394,13 @@ impl Node {
     }
 
     /// Sends this device's WebRTC `offer` or `answer` to another device in call `id`.
-    pub fn call_signal(&self, id: &str, to: &str, kind: &str, sdp: String) -> Result<(), NodeError> {
+    pub fn call_signal(
+        &self,
+        id: &str,
+        to: &str,
+        kind: &str,
+        sdp: String,
+    ) -> Result<(), NodeError> {
         self.s.calls.relay(id, to, kind, sdp)
     }
 

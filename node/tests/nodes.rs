@@ -12,6 +12,8 @@ use kith_protocol::{dht_key, AckStatus, DeliveryAck, DeviceCertificate};
 use tempfile::TempDir;
 
 const POW: u32 = 8;
+/// How long calls ring in these tests.
+const RING_MS: u64 = 4_000;
 
 struct TestNode {
     node: Node,
@@ -32,7 +34,8 @@ async fn start_with(
         pow_bits: POW,
         mailbox,
         media: kith_node::node::MediaConfig::default(),
-        calls: kith_node::node::CallConfig::default(),
+        // Calls ring for 4 s here, so a missed call is quick to test.
+        calls: kith_node::node::CallConfig { ring_ms: RING_MS, ..Default::default() },
     })
     .await
     .expect("node starts")
@@ -1793,4 +1796,139 @@ async fn the_web_app_logs_in_once_and_refuses_other_origins() {
     assert!(!same.contains("cross_origin") && !same.starts_with("HTTP/1.1 401"), "{same}");
     let _ = stop_tx.send(());
     server.await.expect("server task").expect("server");
+}
+
+/// The current call `id` of `n`, once `ok` holds for it.
+async fn call_state(
+    n: &Node,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&kith_node::node::CallView) -> bool,
+) -> kith_node::node::CallView {
+    eventually(20, what, || async { n.call(id).ok().filter(|c| ok(c)) }).await
+}
+
+/// The `call_signal` event of call `id` on `rx`.
+async fn relayed(
+    rx: &mut tokio::sync::broadcast::Receiver<kith_node::node::NodeEvent>,
+    id: &str,
+) -> kith_node::node::CallSignalView {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(kith_node::node::NodeEvent::CallSignal(s)) if s.call == id => return s,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait).await.expect("a relayed signal")
+}
+
+fn call_logs(n: &Node, with: &str) -> Vec<String> {
+    n.messages(Some(with), 100)
+        .map(|m| m.into_iter().filter(|m| m.kind == "call.log").filter_map(|m| m.text).collect())
+        .unwrap_or_default()
+}
+
+/// Alice calls Bob, who has a phone and a laptop: both ring, the phone answers and the laptop
+/// stops ringing; offers and answers travel between the two devices in the call; a late
+/// answer on the laptop is refused; hanging up ends it on both sides, and the call's entry is
+/// in both histories. Then a call nobody answers is missed on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_rings_every_device_and_the_first_answer_takes_it() {
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let laptop = link(&bob.node, vec![b], false).await;
+    eventually(20, "alice sees both of bob's devices", || async {
+        (alice.node.resolve("bob").await.ok()?.devices.len() == 2).then_some(())
+    })
+    .await;
+
+    let call = alice.node.start_call("@bob", true).await.expect("call starts");
+    assert_eq!((call.state.as_str(), call.direction.as_str()), ("calling", "out"));
+    for n in [&bob.node, &laptop.node] {
+        call_state(n, &call.id, "ringing on each of bob's devices", |c| c.state == "ringing").await;
+    }
+    let mut bob_events = bob.node.subscribe();
+    let mut alice_events = alice.node.subscribe();
+    let answered = bob.node.accept_call(&call.id).expect("bob answers");
+    assert_eq!(answered.state, "active");
+    let ended =
+        call_state(&laptop.node, &call.id, "the laptop stops ringing", |c| c.state == "ended")
+            .await;
+    assert_eq!(ended.end_reason.as_deref(), Some("answered_elsewhere"));
+    assert!(laptop.node.accept_call(&call.id).is_err(), "an ended call cannot be answered");
+    let active =
+        call_state(&alice.node, &call.id, "alice's call active", |c| c.state == "active").await;
+    assert_eq!(active.participants.len(), 1);
+    let bob_device = active.participants[0].device.clone();
+    assert_eq!(active.participants[0].user, "bob");
+
+    // The device with the smaller key offers; the other answers.
+    let (offerer, answerer, offer_rx, answer_rx, to_offerer, to_answerer) =
+        if active.offers_to == vec![bob_device.clone()] {
+            (
+                &alice.node,
+                &bob.node,
+                &mut bob_events,
+                &mut alice_events,
+                active.device.clone(),
+                bob_device,
+            )
+        } else {
+            (
+                &bob.node,
+                &alice.node,
+                &mut alice_events,
+                &mut bob_events,
+                bob_device,
+                active.device.clone(),
+            )
+        };
+    offerer.call_signal(&call.id, &to_answerer, "offer", "v=0 offer".into()).expect("offer");
+    let got = relayed(offer_rx, &call.id).await;
+    assert_eq!(
+        (got.kind, got.sdp.as_str(), got.from_device.as_str()),
+        ("offer", "v=0 offer", to_offerer.as_str())
+    );
+    answerer.call_signal(&call.id, &to_offerer, "answer", "v=0 answer".into()).expect("answer");
+    let got = relayed(answer_rx, &call.id).await;
+    assert_eq!((got.kind, got.sdp.as_str()), ("answer", "v=0 answer"));
+    let err = alice.node.call_signal(&call.id, &"00".repeat(32), "offer", "x".into());
+    assert!(err.is_err(), "a signal to a device outside the call is refused");
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let hung = alice.node.hang_up(&call.id).expect("alice hangs up");
+    assert_eq!(hung.end_reason.as_deref(), Some("hung_up"));
+    let left = call_state(&bob.node, &call.id, "bob's call ends", |c| c.state == "ended").await;
+    assert_eq!(left.end_reason.as_deref(), Some("left"));
+    for (n, with) in [(&alice.node, "bob"), (&bob.node, "alice"), (&laptop.node, "alice")] {
+        eventually(20, "the call's entry in the history", || async {
+            let logs = call_logs(n, with);
+            (logs.len() == 1 && logs[0].starts_with("Video call, 0:0")).then_some(())
+        })
+        .await;
+    }
+    let (_, history) = alice.node.calls().expect("calls");
+    assert_eq!(history[0].id, call.id);
+    assert!(history[0].duration_ms >= 1_000, "{:?}", history[0]);
+
+    // Nobody answers: missed on both sides after the ring time.
+    let missed = bob.node.start_call("@alice", false).await.expect("call starts");
+    call_state(&alice.node, &missed.id, "ringing at alice", |c| c.state == "ringing").await;
+    let over =
+        call_state(&bob.node, &missed.id, "the call is missed", |c| c.state == "ended").await;
+    assert_eq!(over.end_reason.as_deref(), Some("missed"));
+    assert!(over.ended_at.unwrap_or(0) >= over.started_at + RING_MS);
+    for (n, with) in [(&alice.node, "bob"), (&bob.node, "alice")] {
+        eventually(20, "a missed call in the history", || async {
+            call_logs(n, with).contains(&"Missed voice call".to_owned()).then_some(())
+        })
+        .await;
+    }
+    let at_alice = alice.node.call(&missed.id).expect("known");
+    // The caller's leave, or alice's own ring time, whichever came first.
+    let reason = at_alice.end_reason.as_deref();
+    assert!(matches!(reason, Some("cancelled" | "missed")), "{reason:?}");
 }

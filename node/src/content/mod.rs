@@ -82,7 +82,7 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
         }
         Content::GroupCopy { envelope } => group_copy::receive(s, &opened, envelope),
         Content::Call(signal) => {
-            s.calls.receive(&opened.sender, m.sent_at, signal);
+            s.calls.receive(&opened.sender, opened.sender_name.as_deref(), m.sent_at, signal);
             Ok(Accepted::Applied)
         }
         Content::GroupInvite { .. } => {

@@ -385,9 +385,7 @@ impl Call {
                 }
                 vec![Effect::Changed]
             }
-            Signal::Offer { to, .. } | Signal::Answer { to, .. } if to != self.device => {
-                Vec::new()
-            }
+            Signal::Offer { to, .. } | Signal::Answer { to, .. } if to != self.device => Vec::new(),
             s @ (Signal::Offer { .. } | Signal::Answer { .. }) => {
                 if !self.joined() {
                     return Vec::new();

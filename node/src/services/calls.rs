@@ -14,9 +14,7 @@ use std::time::Duration;
 use kith_protocol::call::{CallLog, CallSignal, Signal, MAX_SDP};
 use kith_protocol::message::SessionId;
 use kith_protocol::name::RecordDevice;
-use kith_protocol::{
-    Content, ConversationId, Message, MessageId, SenderDevice, UserId, VERSION,
-};
+use kith_protocol::{Content, ConversationId, Message, MessageId, SenderDevice, UserId, VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
@@ -135,6 +133,9 @@ pub struct CallSignalView {
     pub sdp: String,
 }
 
+/// A signal sealed to one device: (device, its peer, the envelope).
+type Sealed = ([u8; 32], libp2p::PeerId, Vec<u8>);
+
 /// The devices of one user a call's signals go to.
 #[derive(Clone, Debug)]
 struct Target {
@@ -239,8 +240,7 @@ impl Calls {
             Ok(calls) => calls.iter().map(|(id, e)| self.view(id, e, now)).collect(),
             Err(_) => Vec::new(),
         };
-        let history: Vec<CallView> =
-            self.ctx.store.meta_get("call_history")?.unwrap_or_default();
+        let history: Vec<CallView> = self.ctx.store.meta_get("call_history")?.unwrap_or_default();
         Ok((current, history))
     }
 
@@ -270,14 +270,17 @@ impl Calls {
                     return Err(NodeError::BadInput("you cannot call yourself".into()));
                 }
                 let conv = ConversationId::direct(&me, &r.user_id).0;
-                (None, conv, format!("@{name}"), vec![Target { user: r.user_id, devices: r.devices }])
+                (
+                    None,
+                    conv,
+                    format!("@{name}"),
+                    vec![Target { user: r.user_id, devices: r.devices }],
+                )
             }
             Conversation::Group(id) => {
-                let g = self
-                    .ctx
-                    .store
-                    .group(id)?
-                    .ok_or_else(|| NodeError::NotFound("that group is not known here yet".into()))?;
+                let g = self.ctx.store.group(id)?.ok_or_else(|| {
+                    NodeError::NotFound("that group is not known here yet".into())
+                })?;
                 if !g.active {
                     return Err(NodeError::NotAllowed(
                         "you are no longer a member of this group".into(),
@@ -346,7 +349,8 @@ impl Calls {
                 (None, Some(n)) => records.pinned_or_resolved(n).await.ok(),
                 (None, None) => None,
             };
-            if let Some(r) = r {
+            // A name claimed by a caller must be the caller's.
+            if let Some(r) = r.filter(|r| r.user_id.0 == *user) {
                 targets.push(Target { user: r.user_id, devices: r.devices });
             }
         }
@@ -438,7 +442,7 @@ impl Calls {
         user: UserId,
         devices: &[RecordDevice],
         content: Content,
-    ) -> Result<Vec<([u8; 32], libp2p::PeerId, Vec<u8>)>, NodeError> {
+    ) -> Result<Vec<Sealed>, NodeError> {
         let me = self.ctx.user_id();
         let message = Message {
             v: VERSION,
@@ -523,8 +527,11 @@ impl Calls {
     /// Adds an ended call to this device's history.
     fn remember(&self, view: &CallView) {
         let store = &self.ctx.store;
-        let mut history: Vec<CallView> =
-            store.meta_get("call_history").or_warn("cannot read the call history").flatten().unwrap_or_default();
+        let mut history: Vec<CallView> = store
+            .meta_get("call_history")
+            .or_warn("cannot read the call history")
+            .flatten()
+            .unwrap_or_default();
         history.retain(|c| c.id != view.id);
         history.insert(0, view.clone());
         history.truncate(MAX_HISTORY);
@@ -580,8 +587,9 @@ impl Calls {
     ) -> Result<(), NodeError> {
         let key = parse_id(id)?;
         let mut device = [0u8; 32];
-        hex::decode_to_slice(to, &mut device)
-            .map_err(|_| NodeError::BadInput(format!("{to:?} is not a device key (64 hex digits)")))?;
+        hex::decode_to_slice(to, &mut device).map_err(|_| {
+            NodeError::BadInput(format!("{to:?} is not a device key (64 hex digits)"))
+        })?;
         if sdp.len() > MAX_SDP {
             return Err(NodeError::BadInput(format!(
                 "the session description is over {MAX_SDP} bytes"
@@ -618,7 +626,15 @@ impl Calls {
     }
 
     /// A call signal from another device (the inbound path).
-    pub(crate) fn receive(&self, sender: &SenderDevice, sent_at: u64, signal: &CallSignal) {
+    /// `claimed` is the name the sender's envelope gives (checked by looking it up: its record
+    /// must be the sender's).
+    pub(crate) fn receive(
+        &self,
+        sender: &SenderDevice,
+        claimed: Option<&str>,
+        sent_at: u64,
+        signal: &CallSignal,
+    ) {
         let now = self.ctx.now();
         if sent_at.saturating_add(MAX_SIGNAL_AGE_MS) < now {
             debug!("ignoring a call signal sent {} ms ago", now - sent_at);
@@ -653,8 +669,10 @@ impl Calls {
                 (Some(g.0), g.0, format!("#{g}"), members)
             }
             None => {
-                let name = self.known_name(sender.user_id.0);
-                let to = name.as_ref().map_or_else(|| sender.user_id.to_string(), |n| format!("@{n}"));
+                let known = self.known_name(sender.user_id.0);
+                let to =
+                    known.as_ref().map_or_else(|| sender.user_id.to_string(), |n| format!("@{n}"));
+                let name = known.or_else(|| claimed.map(str::to_owned));
                 let conv = ConversationId::direct(&me, &sender.user_id).0;
                 (None, conv, to, vec![(sender.user_id.0, name)])
             }
