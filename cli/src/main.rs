@@ -256,6 +256,17 @@ enum Command {
         json: bool,
     },
 
+    /// List calls: those ringing or running on this device, then its call history
+    ///
+    /// Calls are placed and answered in the web app (`kith open`), which runs the camera and
+    /// microphone; each call also leaves an entry in its conversation.
+    Calls {
+        /// Print the daemon's answer as JSON: {current, history}, each an array of calls
+        /// (docs/api.md, "Calls")
+        #[arg(long)]
+        json: bool,
+    },
+
     /// List the members of a conversation, one per line, in the order they joined
     ///
     /// Writing @name in a message to the group adds that person.
@@ -448,6 +459,7 @@ fn main() -> ExitCode {
             commands::messages(&home, with.as_deref(), json, follow, limit)
         }
         Command::Conversations { json } => commands::conversations(&home, json),
+        Command::Calls { json } => commands::show(&home, "/v1/calls", json, output::calls),
         Command::Members { conversation, json } => commands::members(&home, &conversation, json),
         Command::Leave { conversation } => commands::leave(&home, &conversation),
         Command::Remove { conversation, name } => commands::remove(&home, &conversation, &name),

@@ -83,6 +83,12 @@ impl Driver {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1100,800",
+                         // Calls: a fake camera and microphone, allowed without asking;
+                         // remote media plays without a click; candidates on loopback too
+                         // (a machine with no other interface).
+                         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                         "--autoplay-policy=no-user-gesture-required",
+                         "--allow-loopback-in-peer-connection",
                          format!("--user-data-dir={}", profile.display())],
             },
         }}});
@@ -370,6 +376,120 @@ fn two_people_chat_share_a_photo_and_form_a_group_in_the_web_app() {
         .expect("answer");
     assert_eq!(foreign.status().as_u16(), 403);
     assert!(with_text(&bob.messages(&["@alice"]).expect("list"), "forged").is_empty());
+    drop(b);
+    drop(a);
+    boot.stop();
+}
+
+/// What `window.kith.callStats()` reports in page `b` for its one other device in the call.
+fn call_stats(b: &Browser<'_>) -> Option<Value> {
+    let all = b.run("return window.kith.callStats();");
+    let map = all.as_object()?;
+    (map.len() == 1).then(|| map.values().next().cloned()).flatten()
+}
+
+/// Waits until page `b` receives and decodes video frames and receives audio from the other
+/// side of its call.
+fn receives_media(b: &Browser<'_>, who: &str) -> Value {
+    wait_until(&format!("{who}'s page to decode video and receive audio"), PAGE_WAIT, || {
+        let s = call_stats(b)?;
+        let frames = s["framesDecoded"].as_u64()?;
+        let samples = s["audioSamples"].as_u64()?;
+        (s["state"] == "connected" && frames >= 30 && samples > 8_000).then_some(s)
+    })
+}
+
+#[test]
+fn a_video_call_between_two_browsers_and_a_missed_call() {
+    let mut boot = Node::init("boot");
+    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
+    let mut nodes = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let mut n = Node::init(name);
+        n.start_with(Some(&boot_addr), &["--call-ring-seconds", "12"]);
+        wait_until(&format!("{name} to connect"), START_TIMEOUT, || {
+            n.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+        n.register(name);
+        nodes.push(n);
+    }
+    let (alice, bob, carol) = (&nodes[0], &nodes[1], &nodes[2]);
+    alice.kith(&["send", "@bob", "shall we talk?"]).ok();
+    wait_until("bob to have alice's message", PAGE_WAIT, || {
+        with_text(&bob.messages(&["@alice"])?, "shall we talk?").first().map(|_| ())
+    });
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().expect("profiles");
+    let a = driver.browser(&profiles.path().join("alice"));
+    a.log_in(alice);
+    let b = driver.browser(&profiles.path().join("bob"));
+    b.log_in(bob);
+
+    // Alice places a video call from the chat; bob's page rings and he answers.
+    a.type_into("#new-to", &format!("@bob{ENTER}"));
+    a.wait_for("the chat's call buttons", "[...document.querySelectorAll('#chat-head button')].some(b => b.innerText === 'Video call')");
+    a.run("[...document.querySelectorAll('#chat-head button')].find(b => b.innerText === 'Video call').click(); return true;");
+    a.wait_for(
+        "alice's page to be calling",
+        "window.kith.callState() && window.kith.callState().state === 'calling'",
+    );
+    b.wait_for(
+        "bob's page to ring",
+        "!document.getElementById('call').hidden && !document.getElementById('call-accept').hidden && document.getElementById('call-title').innerText.includes('alice is calling')",
+    );
+    b.screenshot("call-ringing");
+    b.run("document.getElementById('call-accept').click(); return true;");
+
+    // Both sides receive and decode frames and audio, as getStats() reports them.
+    let at_bob = receives_media(&b, "bob");
+    let at_alice = receives_media(&a, "alice");
+    assert!(at_bob["videoBytes"].as_u64() > Some(0) && at_alice["audioBytes"].as_u64() > Some(0));
+    a.wait_for(
+        "alice's tile to show bob's video",
+        "[...document.querySelectorAll('#call-remote video')].some(v => v.videoWidth > 0)",
+    );
+    b.wait_for(
+        "bob's tile to show alice's video",
+        "[...document.querySelectorAll('#call-remote video')].some(v => v.videoWidth > 0)",
+    );
+    a.screenshot("call");
+    // The node lists the running call for a client or bot.
+    let calls = alice.kith(&["calls", "--json"]).ok().json();
+    assert_eq!(calls["current"][0]["state"], "active", "{calls}");
+
+    // Alice hangs up; both pages end the call and both chats show it.
+    a.run("document.getElementById('call-hangup').click(); return true;");
+    b.wait_for(
+        "bob's page to end the call",
+        "window.kith.callState() && window.kith.callState().state === 'ended'",
+    );
+    for (page, who) in [(&a, "alice"), (&b, "bob")] {
+        wait_until(&format!("the call in {who}'s chat"), PAGE_WAIT, || {
+            if who == "bob" {
+                page.run("document.querySelector('#conversations button').click(); return true;");
+            }
+            page_text(page).contains("Video call, 0:").then_some(())
+        });
+    }
+    let history = bob.kith(&["calls", "--json"]).ok().json();
+    assert_eq!(history["history"][0]["end_reason"], "left", "{history}");
+
+    // Alice calls carol, who does not answer: a missed call on both sides after the ring time.
+    a.type_into("#new-to", &format!("@carol{ENTER}"));
+    a.wait_for(
+        "the chat with carol",
+        "document.querySelector('#chat-head span').innerText === 'carol'",
+    );
+    a.run("[...document.querySelectorAll('#chat-head button')].find(b => b.innerText === 'Call').click(); return true;");
+    a.wait_for("alice's page to call carol", "window.kith.callState() && window.kith.callState().state === 'calling' && window.kith.callState().to === '@carol'");
+    a.wait_for("the call to end unanswered", "window.kith.callState().state === 'ended' && window.kith.callState().end_reason === 'missed'");
+    wait_until("a missed call in alice's chat", PAGE_WAIT, || {
+        page_text(&a).contains("Missed voice call").then_some(())
+    });
+    wait_until("a missed call in carol's history", PAGE_WAIT, || {
+        let list = carol.messages(&["@alice"])?;
+        with_text(&list, "Missed voice call").first().map(|_| ())
+    });
     drop(b);
     drop(a);
     boot.stop();

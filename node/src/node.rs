@@ -404,7 +404,7 @@ impl Node {
         self.s.calls.relay(id, to, kind, sdp)
     }
 
-    /// The calls ringing, running or just ended on this device, and its call history (newest
+    /// The calls ringing or running on this device, and its call history (ended calls, newest
     /// first).
     pub fn calls(&self) -> Result<(Vec<CallView>, Vec<CallView>), NodeError> {
         self.s.calls.list()

@@ -178,6 +178,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../web/app.js"),
     },
     Asset {
+        name: "calls.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../web/calls.js"),
+    },
+    Asset {
         name: "app.css",
         mime: "text/css; charset=utf-8",
         bytes: include_bytes!("../web/app.css"),

@@ -1920,7 +1920,6 @@ async fn a_call_rings_every_device_and_the_first_answer_takes_it() {
     let over =
         call_state(&bob.node, &missed.id, "the call is missed", |c| c.state == "ended").await;
     assert_eq!(over.end_reason.as_deref(), Some("missed"));
-    assert!(over.ended_at.unwrap_or(0) >= over.started_at + RING_MS);
     for (n, with) in [(&alice.node, "bob"), (&bob.node, "alice")] {
         eventually(20, "a missed call in the history", || async {
             call_logs(n, with).contains(&"Missed voice call".to_owned()).then_some(())

@@ -2,6 +2,8 @@
 // session cookie (docs/web.md). Everything a peer sent is put in the page as text
 // (textContent), never as markup.
 
+import { initCalls, onCall, onSignal, startCall } from "/app/calls.js";
+
 const $ = (id) => document.getElementById(id);
 const HISTORY_STEP = 50;
 
@@ -86,6 +88,7 @@ function summary(m) {
   if (m.kind === "attachment" && m.attachment) return `File: ${m.attachment.name || "unnamed"}`;
   if (m.kind === "group.leave") return `${m.from} left`;
   if (m.kind === "group.remove") return `${m.from} removed a member`;
+  if (m.kind === "call.log") return m.text || "Call";
   return `[${m.kind}]`;
 }
 
@@ -95,6 +98,12 @@ async function loadConversations() {
   // Contacts change as conversations do (a first message resolves and pins a name).
   loadContacts().catch(() => {});
   state.conversations = await api("/v1/conversations");
+  // A chat opened by name gets its id once it has a first message (a call's entry, say).
+  const c = state.current;
+  if (c && !c.id && c.to) {
+    const found = state.conversations.find((k) => k.kind === "direct" && k.members.includes(c.to.slice(1)));
+    if (found) state.current = { ...c, id: found.id };
+  }
   renderConversations();
 }
 
@@ -132,7 +141,10 @@ async function loadMessages({ keepScroll = false } = {}) {
   const c = state.current;
   if (!c) return;
   const head = $("chat-head");
-  head.replaceChildren(el("span", {}, c.title));
+  head.replaceChildren(el("span", {}, c.title),
+    el("span", { class: "call-buttons" },
+      el("button", { type: "button", class: "plain", onclick: () => call(false) }, "Call"),
+      el("button", { type: "button", class: "plain", onclick: () => call(true) }, "Video call")));
   if (c.kind === "group") {
     api(`/v1/conversations/${c.id}/members`).then((members) => {
       if (state.current !== c) return;
@@ -175,6 +187,10 @@ function renderMessage(m) {
   else if (m.kind === "attachment" && m.attachment) body = renderAttachment(m);
   else if (m.kind === "group.leave") body = el("div", { class: "event" }, `${m.from} left the group`);
   else if (m.kind === "group.remove") body = el("div", { class: "event" }, `${m.from} removed a member`);
+  else if (m.kind === "call.log") {
+    body = el("div", { class: "event call-log" }, m.text || "Call",
+      el("button", { type: "button", class: "plain", onclick: () => call(/video/i.test(m.text || "")) }, "Call back"));
+  }
   else body = el("div", { class: "placeholder" }, `A message of a kind this app cannot show yet (${m.kind}).`);
   return el("li", { class: "msg " + (out ? "out" : "in"), "data-id": m.id }, who, body, meta);
 }
@@ -209,6 +225,11 @@ function renderAttachment(m) {
   parts.push(line);
   if (a.caption) parts.push(el("div", { class: "body" }, a.caption));
   return el("div", {}, parts);
+}
+
+function call(video) {
+  if (!state.current) return;
+  startCall(target(), video).then(() => showError(null)).catch(showError);
 }
 
 async function download(id) {
@@ -280,6 +301,17 @@ function listen() {
   });
   events.addEventListener("status", refreshSoon);
   events.addEventListener("transfer", refreshSoon);
+  events.addEventListener("call", (e) => {
+    let c;
+    try { c = JSON.parse(e.data); } catch (_) { return; }
+    onCall(c);
+    if (c.state === "ended") refreshSoon();
+  });
+  events.addEventListener("call_signal", (e) => {
+    let s;
+    try { s = JSON.parse(e.data); } catch (_) { return; }
+    onSignal(s);
+  });
   events.onerror = () => { $("net").textContent = "reconnecting…"; };
   events.onopen = () => { status().catch(() => {}); };
 }
@@ -504,6 +536,7 @@ async function main() {
   $("login").hidden = true;
   $("app").hidden = false;
   wire();
+  initCalls({ api, el, showError });
   await loadConversations().catch(showError);
   listen();
 }

@@ -108,14 +108,14 @@ pub struct CallView {
     pub participants: Vec<ParticipantView>,
     /// The devices this device makes the WebRTC offer to (the larger keys).
     pub offers_to: Vec<String>,
-    /// When it started ringing here, ms since the Unix epoch.
-    pub started_at: u64,
+    /// When it started ringing here, RFC 3339.
+    pub started_at: String,
     /// When this device's call first had someone in it with this device.
     #[serde(default)]
-    pub answered_at: Option<u64>,
+    pub answered_at: Option<String>,
     /// When it ended here.
     #[serde(default)]
-    pub ended_at: Option<u64>,
+    pub ended_at: Option<String>,
     /// From the answer to the end (or now), in ms.
     pub duration_ms: u64,
 }
@@ -226,18 +226,22 @@ impl Calls {
                 .map(|(d, p)| ParticipantView { device: hex32(d), user: self.name_of(p.user) })
                 .collect(),
             offers_to: c.offers_to().iter().map(hex32).collect(),
-            started_at: c.started_at,
-            answered_at: c.answered_at,
-            ended_at: c.ended_at,
+            started_at: crate::rfc3339(c.started_at),
+            answered_at: c.answered_at.map(crate::rfc3339),
+            ended_at: c.ended_at.map(crate::rfc3339),
             duration_ms: c.duration(now),
         }
     }
 
-    /// The calls ringing, running or just ended here, and this device's call history.
+    /// The calls ringing or running here, and this device's call history (ended calls).
     pub(crate) fn list(&self) -> Result<(Vec<CallView>, Vec<CallView>), NodeError> {
         let now = self.ctx.now();
         let current = match self.calls.lock() {
-            Ok(calls) => calls.iter().map(|(id, e)| self.view(id, e, now)).collect(),
+            Ok(calls) => calls
+                .iter()
+                .filter(|(_, e)| e.call.phase != Phase::Ended)
+                .map(|(id, e)| self.view(id, e, now))
+                .collect(),
             Err(_) => Vec::new(),
         };
         let history: Vec<CallView> = self.ctx.store.meta_get("call_history")?.unwrap_or_default();
