@@ -265,6 +265,45 @@ pub fn mailboxes(list: &Value) -> String {
     lines.join("\n")
 }
 
+/// `kith calls`: one line per call, those ringing or running first.
+pub fn calls(all: &Value) -> String {
+    let line = |c: &Value| {
+        let state = match c.get("end_reason").and_then(Value::as_str) {
+            Some(why) => why.replace('_', " "),
+            None => text(c, "state").to_owned(),
+        };
+        let length = c
+            .get("duration_ms")
+            .and_then(Value::as_u64)
+            .filter(|d| *d > 0)
+            .map_or_else(String::new, |ms| format!("  {}:{:02}", ms / 60_000, ms / 1000 % 60));
+        let kind =
+            if c.get("video").and_then(Value::as_bool) == Some(true) { "video" } else { "voice" };
+        let way = if text(c, "direction") == "out" { "to" } else { "from" };
+        let who = if way == "to" { text(c, "to") } else { text(c, "caller") };
+        format!("{}  {kind} {way} {who}  {state}{length}", time(text(c, "started_at")))
+    };
+    let list = |field: &str| -> Vec<String> {
+        all.get(field)
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |l| l.iter().map(line).collect())
+    };
+    let (current, history) = (list("current"), list("history"));
+    if current.is_empty() && history.is_empty() {
+        return "no calls yet (place one from a chat in the web app: `kith open`)".to_owned();
+    }
+    let mut out = Vec::new();
+    if !current.is_empty() {
+        out.push("now:".to_owned());
+        out.extend(current);
+    }
+    if !history.is_empty() {
+        out.push("history:".to_owned());
+        out.extend(history);
+    }
+    out.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,43 +362,4 @@ mod tests {
             "p  /a /b\nq"
         );
     }
-}
-
-/// `kith calls`: one line per call, those ringing or running first.
-pub fn calls(all: &Value) -> String {
-    let line = |c: &Value| {
-        let state = match c.get("end_reason").and_then(Value::as_str) {
-            Some(why) => why.replace('_', " "),
-            None => text(c, "state").to_owned(),
-        };
-        let length = c
-            .get("duration_ms")
-            .and_then(Value::as_u64)
-            .filter(|d| *d > 0)
-            .map_or_else(String::new, |ms| format!("  {}:{:02}", ms / 60_000, ms / 1000 % 60));
-        let kind =
-            if c.get("video").and_then(Value::as_bool) == Some(true) { "video" } else { "voice" };
-        let way = if text(c, "direction") == "out" { "to" } else { "from" };
-        let who = if way == "to" { text(c, "to") } else { text(c, "caller") };
-        format!("{}  {kind} {way} {who}  {state}{length}", time(text(c, "started_at")))
-    };
-    let list = |field: &str| -> Vec<String> {
-        all.get(field)
-            .and_then(Value::as_array)
-            .map_or_else(Vec::new, |l| l.iter().map(line).collect())
-    };
-    let (current, history) = (list("current"), list("history"));
-    if current.is_empty() && history.is_empty() {
-        return "no calls yet (place one from a chat in the web app: `kith open`)".to_owned();
-    }
-    let mut out = Vec::new();
-    if !current.is_empty() {
-        out.push("now:".to_owned());
-        out.extend(current);
-    }
-    if !history.is_empty() {
-        out.push("history:".to_owned());
-        out.extend(history);
-    }
-    out.join("\n")
 }
