@@ -1931,3 +1931,60 @@ async fn a_call_rings_every_device_and_the_first_answer_takes_it() {
     let reason = at_alice.end_reason.as_deref();
     assert!(matches!(reason, Some("cancelled" | "missed")), "{reason:?}");
 }
+
+/// A group call: alice calls the group; bob and carol answer; every device sees the two others,
+/// and each pair has exactly one device to make the offer. When alice leaves, bob and carol
+/// stay in the call; the entry is in the group's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_call_meshes_the_members_who_answer() {
+    let (boot, alice, bob) = network().await;
+    let b = addr(&boot.node).await;
+    let carol = spawn(vec![b]).await;
+    connect_and_register(&carol, "carol").await;
+    let conv = form_group_by_mentioning_carol(&alice.node, &bob.node, &carol.node).await;
+    let call = alice.node.start_call(&conv, false).await.expect("group call starts");
+    assert!(call.group);
+    for n in [&bob.node, &carol.node] {
+        call_state(n, &call.id, "ringing at each member", |c| c.state == "ringing").await;
+    }
+    bob.node.accept_call(&call.id).expect("bob answers");
+    call_state(&alice.node, &call.id, "bob in alice's call", |c| c.participants.len() == 1).await;
+    carol.node.accept_call(&call.id).expect("carol answers");
+    // Carol knows alice from the ring and bob from his `join`, heard while she was ringing;
+    // alice and bob hear hers.
+    let mut views = Vec::new();
+    for n in [&alice.node, &bob.node, &carol.node] {
+        views.push(
+            call_state(n, &call.id, "each device sees the two others", |c| {
+                c.state == "active" && c.participants.len() == 2
+            })
+            .await,
+        );
+    }
+    let mut pairs = std::collections::BTreeSet::new();
+    for v in &views {
+        for to in &v.offers_to {
+            let pair = if v.device < *to {
+                (v.device.clone(), to.clone())
+            } else {
+                (to.clone(), v.device.clone())
+            };
+            assert!(pairs.insert(pair), "two offers for one pair");
+        }
+    }
+    assert_eq!(pairs.len(), 3, "one offerer per pair: {views:?}");
+
+    alice.node.hang_up(&call.id).expect("alice leaves");
+    for n in [&bob.node, &carol.node] {
+        call_state(n, &call.id, "the others stay in the call", |c| {
+            c.state == "active" && c.participants.len() == 1
+        })
+        .await;
+    }
+    for n in [&alice.node, &bob.node, &carol.node] {
+        eventually(20, "the call's entry in the group", || async {
+            texts(n, &conv).iter().any(|t| t.starts_with("Voice call, 0:0")).then_some(())
+        })
+        .await;
+    }
+}
