@@ -367,10 +367,12 @@ fn two_people_chat_share_a_photo_and_form_a_group_in_the_web_app() {
     let http = agent();
     let status = http.get(format!("{origin}/v1/status")).call().expect("status");
     assert_eq!(status.status().as_u16(), 401);
-    let cookie = a.cookie("kith_session");
+    let port = origin.rsplit(':').next().expect("a port");
+    let name = format!("kith_session_{port}");
+    let cookie = a.cookie(&name);
     let foreign = http
         .post(format!("{origin}/v1/messages"))
-        .header("Cookie", format!("kith_session={cookie}"))
+        .header("Cookie", format!("{name}={cookie}"))
         .header("Origin", "http://evil.example")
         .send_json(json!({"to": "@bob", "text": "forged"}))
         .expect("answer");

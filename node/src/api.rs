@@ -35,6 +35,8 @@ struct AppState {
     token: String,
     /// The web app's login codes and sessions (`crate::web`).
     web: std::sync::Arc<std::sync::Mutex<crate::web::Sessions>>,
+    /// The session cookie's name (`crate::web::cookie_name`).
+    cookie: std::sync::Arc<str>,
 }
 
 /// An API error: an HTTP status, a machine code and a line for a person.
@@ -104,9 +106,11 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The API's routes, behind the bearer token.
-pub fn router(node: Node, token: String) -> Router {
-    let state = AppState { node, token, web: Default::default() };
+/// The API's routes, behind the bearer token, for an API listening on `port` (which names the
+/// web app's session cookie).
+pub fn router(node: Node, token: String, port: u16) -> Router {
+    let cookie = crate::web::cookie_name(port).into();
+    let state = AppState { node, token, web: Default::default(), cookie };
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/register", post(register))
@@ -159,7 +163,8 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    crate::http::serve(listener, router(node, token), shutdown).await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    crate::http::serve(listener, router(node, token, port), shutdown).await;
     Ok(())
 }
 
@@ -189,7 +194,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()));
     let session = !bearer
-        && crate::web::session_cookie(req.headers())
+        && crate::web::session_cookie(req.headers(), &state.cookie)
             .is_some_and(|s| state.sessions().valid(s, crate::now_ms()));
     if session && !crate::web::same_origin(req.method(), req.headers()) {
         return ApiError::new(
@@ -289,7 +294,7 @@ async fn web_redeem(
         Some(session) => (
             StatusCode::SEE_OTHER,
             [
-                (header::SET_COOKIE, crate::web::set_cookie(&session)),
+                (header::SET_COOKIE, crate::web::set_cookie(&s.cookie, &session)),
                 (header::LOCATION, "/".to_owned()),
                 (header::CACHE_CONTROL, "no-store".to_owned()),
             ],

@@ -19,8 +19,15 @@ pub const MAX_LOGIN_CODES: usize = 16;
 pub const SESSION_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Browsers logged in at once, at most (the one that would expire first goes first).
 pub const MAX_SESSIONS: usize = 32;
-/// The session cookie's name.
+/// The session cookie's name, before the API's port: `kith_session_7390`. Browsers do not keep
+/// cookies apart by port, so two daemons on one machine (two people, or two test nodes) need
+/// cookies of their own names, or each login would log the other out.
 pub const COOKIE: &str = "kith_session";
+
+/// The session cookie's name for an API on `port`.
+pub fn cookie_name(port: u16) -> String {
+    format!("{COOKIE}_{port}")
+}
 
 /// Login codes and sessions, in memory: a daemon that restarts forgets them (log in again with
 /// `kith open`).
@@ -93,20 +100,20 @@ impl Sessions {
     }
 }
 
-/// The session cookie's value in `headers`, if any.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The value of the session cookie `name` in `headers`, if any.
+pub fn session_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
-/// The `Set-Cookie` value of a new session.
-pub fn set_cookie(session: &str) -> String {
+/// The `Set-Cookie` value of a new session in cookie `name`.
+pub fn set_cookie(name: &str, session: &str) -> String {
     format!(
-        "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{name}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_TTL_MS / 1000
     )
 }
@@ -322,9 +329,12 @@ mod tests {
 
     #[test]
     fn the_cookie_is_found_among_others() {
-        let h = headers(&[("cookie", "a=1; kith_session=abc; b=2")]);
-        assert_eq!(session_cookie(&h), Some("abc"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "kith_sessionx=1")])), None);
-        assert!(set_cookie("abc").contains("HttpOnly; SameSite=Strict"));
+        let name = cookie_name(7390);
+        let h = headers(&[("cookie", "a=1; kith_session_7391=other; kith_session_7390=abc; b=2")]);
+        assert_eq!(session_cookie(&h, &name), Some("abc"));
+        let wrong = headers(&[("cookie", "kith_session_73901=1; kith_session=2")]);
+        assert_eq!(session_cookie(&wrong, &name), None);
+        assert!(set_cookie(&name, "abc")
+            .starts_with("kith_session_7390=abc; HttpOnly; SameSite=Strict"));
     }
 }
