@@ -22,6 +22,7 @@ use crate::error::NodeError;
 use crate::node::{Node, NodeEvent, MAX_HISTORY};
 
 mod calls;
+mod listen;
 mod media;
 
 /// Largest request body.
@@ -136,6 +137,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .route("/v1/qr", get(qr))
         .merge(media::routes())
         .merge(calls::routes())
+        .merge(listen::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
@@ -530,6 +532,9 @@ fn sse_event(e: NodeEvent) -> SseEvent {
             .data(serde_json::to_string(&t).unwrap_or_default()),
         NodeEvent::Call(c) => {
             SseEvent::default().event("call").data(serde_json::to_string(&c).unwrap_or_default())
+        }
+        NodeEvent::Listen(l) => {
+            SseEvent::default().event("listen").data(serde_json::to_string(&l).unwrap_or_default())
         }
         NodeEvent::CallSignal(c) => SseEvent::default()
             .event("call_signal")

@@ -18,9 +18,11 @@ use crate::mailbox::MailboxConfig;
 use crate::metrics::{Counters, Metrics};
 use crate::network::{self, Client, NetworkConfig, TransportKind};
 use crate::now_ms;
+pub use crate::rules::listen::Control as ListenControl;
 pub use crate::services::calls::{CallConfig, CallSignalView, CallView, IceServer};
 use crate::services::conversations::{mentions, Conversation};
 use crate::services::devices::{DeviceListView, LinkView};
+pub use crate::services::listen::ListenView;
 use crate::services::mailbox_client::MailboxView;
 pub use crate::services::media::{FileMeta, MediaConfig};
 use crate::services::Services;
@@ -130,6 +132,7 @@ impl Node {
         ctx.spawn(s.clone().fetch_task());
         ctx.spawn(s.groups.clone().group_task());
         ctx.spawn(s.calls.clone().calls_task());
+        ctx.spawn(s.listen.clone().listen_task());
         if ctx.mailbox.enabled {
             ctx.spawn(s.mailbox_server.clone().mailbox_housekeeping());
         }
@@ -413,6 +416,40 @@ impl Node {
     /// One call, current or in the history.
     pub fn call(&self, id: &str) -> Result<CallView, NodeError> {
         self.s.calls.get(id)
+    }
+
+    /// Starts a listening session in a conversation with these attachment messages (ids) as
+    /// its queue; this device hosts it (`docs/api.md`, "Listening together").
+    pub async fn start_listening(
+        &self,
+        to: &str,
+        tracks: &[String],
+    ) -> Result<ListenView, NodeError> {
+        self.s.listen.start(to, tracks).await
+    }
+
+    /// The listening sessions this device knows.
+    pub fn listening(&self) -> Result<Vec<ListenView>, NodeError> {
+        self.s.listen.list()
+    }
+
+    /// One listening session.
+    pub fn listening_session(&self, id: &str) -> Result<ListenView, NodeError> {
+        self.s.listen.get(id)
+    }
+
+    /// A control of a listening session (applied here on its host, else sent to the host).
+    pub fn listen_control(
+        &self,
+        id: &str,
+        control: ListenControl,
+    ) -> Result<ListenView, NodeError> {
+        self.s.listen.control(id, control)
+    }
+
+    /// This device's page joins or leaves a listening session.
+    pub fn listen_join(&self, id: &str, joined: bool) -> Result<ListenView, NodeError> {
+        self.s.listen.join(id, joined)
     }
 
     /// The call settings (ring time, STUN and TURN servers).

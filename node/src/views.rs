@@ -30,6 +30,8 @@ pub enum NodeEvent {
     Call(Box<crate::services::calls::CallView>),
     /// An offer or answer for this device's part in a call.
     CallSignal(crate::services::calls::CallSignalView),
+    /// A listening session started, changed, or this device's clock estimate moved.
+    Listen(Box<crate::services::listen::ListenView>),
 }
 
 /// How an attachment's fetch stands, as the event stream reports it.

@@ -1993,3 +1993,61 @@ async fn a_group_call_meshes_the_members_who_answer() {
         .await;
     }
 }
+
+/// Listening together: alice shares a song into a session; bob's node learns the session,
+/// measures its clock against alice's (median of round trips), and his controls reach alice's
+/// node, which sends the new state to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_session_is_shared_controlled_and_clocked() {
+    let (_boot, alice, bob) = network().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let song = dir.path().join("song.wav");
+    std::fs::write(&song, vec![128u8; 64 * 1024]).expect("song");
+    let mut meta = file_meta("song.wav");
+    meta.mime = "audio/wav".into();
+    meta.duration_ms = Some(8_000);
+    let sent = alice.node.send_file("@bob", &song, meta).await.expect("sent");
+    eventually(20, "the song at bob's", || async { bob.node.message(&sent.id).ok().map(|_| ()) })
+        .await;
+    let refused = alice.node.start_listening("@bob", &["00".repeat(16)]).await;
+    assert!(refused.is_err(), "a track must be a file of the conversation");
+    let session = alice
+        .node
+        .start_listening("@bob", std::slice::from_ref(&sent.id))
+        .await
+        .expect("session starts");
+    assert!(session.host && session.joined && !session.playing);
+    assert_eq!(session.queue[0].name.as_deref(), Some("song.wav"));
+    let seen = eventually(20, "the session at bob's", || async {
+        bob.node.listening_session(&session.id).ok()
+    })
+    .await;
+    assert!(!seen.host && !seen.joined && seen.offset_ms.is_none());
+
+    // Bob joins: his node measures its offset to alice's clock (one machine here: about 0).
+    bob.node.listen_join(&session.id, true).expect("joins");
+    let clocked = eventually(20, "bob's clock estimate", || async {
+        bob.node.listening_session(&session.id).ok().filter(|v| v.samples >= 3)
+    })
+    .await;
+    let (offset, rtt) = (clocked.offset_ms.expect("offset"), clocked.rtt_ms.expect("rtt"));
+    assert!(offset.unsigned_abs() <= rtt / 2 + 5, "offset {offset} ms, round trip {rtt} ms");
+
+    // Bob presses play and seeks: alice's node applies both and both nodes hold its state.
+    bob.node
+        .listen_control(&session.id, kith_node::node::ListenControl::Play { at_ms: None })
+        .expect("play");
+    bob.node
+        .listen_control(&session.id, kith_node::node::ListenControl::Seek { position_ms: 4_000 })
+        .expect("seek");
+    for n in [&alice.node, &bob.node] {
+        let v = eventually(20, "the new state on both nodes", || async {
+            n.listening_session(&session.id).ok().filter(|v| v.seq == 3)
+        })
+        .await;
+        assert!(v.playing);
+        assert_eq!(v.position_ms, 4_000);
+    }
+    let next = alice.node.listen_control(&session.id, kith_node::node::ListenControl::Next);
+    assert!(next.is_err(), "no track after the last");
+}

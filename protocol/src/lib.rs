@@ -23,6 +23,7 @@ pub mod error;
 pub mod group;
 pub mod identity;
 pub mod link;
+pub mod listen;
 pub mod mailbox;
 pub mod message;
 pub mod name;

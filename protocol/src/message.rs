@@ -374,6 +374,8 @@ pub enum Content {
     Call(Box<CallSignal>),
     /// `call.log`: the history entry of a call, sent by its caller when it ends.
     CallLog(CallLog),
+    /// `listen`: a signal of a listening session (`docs/protocol.md` 6.5); never shown.
+    Listen(Box<crate::listen::ListenSignal>),
     /// A kind this implementation does not know; kept as received.
     Unsupported {
         /// The wire kind.
@@ -529,6 +531,7 @@ impl Content {
             Content::SyncRead { .. } => "sync.read",
             Content::Call(_) => "call",
             Content::CallLog(_) => "call.log",
+            Content::Listen(_) => "listen",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -589,6 +592,7 @@ impl Content {
             Content::LiveLocation { lat, lon, .. } => point(*lat, *lon),
             Content::Attachment(a) => a.validate(),
             Content::Call(c) => c.validate(),
+            Content::Listen(l) => l.validate(),
             Content::BillSplit { description, currency, shares, .. } => {
                 short(description, "description")?;
                 list(shares.len(), "shares")?;
@@ -695,6 +699,7 @@ impl Content {
             }
             Content::Call(c) => codec::to_vec(&c),
             Content::CallLog(l) => codec::to_vec(&l),
+            Content::Listen(l) => codec::to_vec(&l),
             Content::Unsupported { body, .. } => body,
         };
         WireContent { kind: self.kind().to_owned(), body }
@@ -786,6 +791,7 @@ impl Content {
             }
             "call" => Content::Call(Box::new(codec::from_slice(b, m)?)),
             "call.log" => Content::CallLog(codec::from_slice(b, m)?),
+            "listen" => Content::Listen(Box::new(codec::from_slice(b, m)?)),
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })
     }

@@ -115,6 +115,34 @@ fn content() -> impl Strategy<Value = Content> {
                 Content::Call(Box::new(CallSignal { call, group, signal }))
             }
         ),
+        (
+            sid(),
+            proptest::option::of(cid()),
+            0u8..6,
+            proptest::collection::vec(mid(), 1..5),
+            any::<u64>()
+        )
+            .prop_map(|(session, group, which, queue, n)| {
+                use kith_protocol::listen::{ListenControl, ListenOp, ListenSignal, ListenState};
+                let op = match which {
+                    0 => ListenOp::State(ListenState {
+                        host: [n as u8; 32],
+                        index: (n % queue.len() as u64) as u32,
+                        queue,
+                        playing: n % 2 == 0,
+                        position_ms: n / 3,
+                        at: n,
+                        seq: n / 7,
+                        stopped: n % 5 == 0,
+                    }),
+                    1 => ListenOp::Control(ListenControl::Seek { position_ms: n }),
+                    2 => ListenOp::Control(ListenControl::Add { track: queue[0] }),
+                    3 => ListenOp::Control(ListenControl::Play { at_ms: Some(n) }),
+                    4 => ListenOp::Ping { nonce: n },
+                    _ => ListenOp::Pong { nonce: n, host_time: n / 2 },
+                };
+                Content::Listen(Box::new(ListenSignal { session, group, op }))
+            }),
         (sid(), any::<bool>(), 0u8..4, any::<u64>(), any::<u64>()).prop_map(
             |(call, video, o, started_at, duration_ms)| {
                 use kith_protocol::call::{CallLog, CallOutcome};

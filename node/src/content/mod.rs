@@ -81,6 +81,10 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
             Ok(Accepted::Applied)
         }
         Content::GroupCopy { envelope } => group_copy::receive(s, &opened, envelope),
+        Content::Listen(signal) => {
+            s.listen.receive(&opened.sender, opened.sender_name.as_deref(), m.sent_at, signal);
+            Ok(Accepted::Applied)
+        }
         Content::Call(signal) => {
             s.calls.receive(&opened.sender, opened.sender_name.as_deref(), m.sent_at, signal);
             Ok(Accepted::Applied)

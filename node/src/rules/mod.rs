@@ -9,6 +9,8 @@
 //!   retries).
 //! - [`call`]: one call on this device: ringing, who takes it, who offers to whom, when it
 //!   ends, what its history entry says.
+//! - [`listen`]: a listening session's playback state and a listener's clock offset to its
+//!   host (median of round trips).
 //! - [`outbox`]: when to retry a device, what an attempt, a receipt or a new device list
 //!   changes.
 //! - [`trust`]: resolving a name against the pinned key (trust on first use).
@@ -26,6 +28,7 @@ pub mod blob_seed;
 pub mod call;
 pub mod devices;
 pub mod group;
+pub mod listen;
 pub mod mailbox;
 pub mod names;
 pub mod outbox;

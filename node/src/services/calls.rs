@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use kith_protocol::call::{CallLog, CallSignal, Signal, MAX_SDP};
 use kith_protocol::message::SessionId;
-use kith_protocol::name::RecordDevice;
-use kith_protocol::{Content, ConversationId, Message, MessageId, SenderDevice, UserId, VERSION};
+use kith_protocol::{Content, ConversationId, SenderDevice, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
@@ -23,6 +22,7 @@ use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::rules::call::{self as rule, Effect, Phase, To};
 use crate::services::conversations::{Conversation, Conversations};
+use crate::services::signals::{Outgoing, Signals, Target};
 use crate::views::NodeEvent;
 
 /// Most members of a group whose devices a group call rings.
@@ -30,8 +30,6 @@ pub const MAX_CALL_GROUP: usize = 16;
 /// A signal sent longer ago than this (sender's clock against this device's) is ignored: a
 /// replayed or long-delayed `ring` does not ring.
 pub const MAX_SIGNAL_AGE_MS: u64 = 120_000;
-/// How long a send of one signal to one device may take (dial included).
-pub const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Calls this device lists in its history (`GET /v1/calls`), newest first.
 pub const MAX_HISTORY: usize = 100;
 /// Most calls held at once (ringing, running or just ended); rings beyond are answered busy.
@@ -133,23 +131,13 @@ pub struct CallSignalView {
     pub sdp: String,
 }
 
-/// A signal sealed to one device: (device, its peer, the envelope).
-type Sealed = ([u8; 32], libp2p::PeerId, Vec<u8>);
-
-/// The devices of one user a call's signals go to.
-#[derive(Clone, Debug)]
-struct Target {
-    user: UserId,
-    devices: Vec<RecordDevice>,
-}
-
 struct Entry {
     call: rule::Call,
     group: Option<[u8; 16]>,
     conversation: [u8; 16],
     to: String,
     /// Signals to send, in order, by this call's sender task.
-    out: mpsc::Sender<(To, Signal)>,
+    out: mpsc::Sender<Outgoing>,
     /// The note shown with an end (a refusal's reason).
     note: Option<String>,
 }
@@ -159,6 +147,7 @@ struct Entry {
 pub(crate) struct Calls {
     ctx: Ctx,
     conversations: Conversations,
+    signals: Signals,
     config: Arc<CallConfig>,
     calls: Arc<Mutex<BTreeMap<[u8; 16], Entry>>>,
     wake: Arc<Notify>,
@@ -175,10 +164,11 @@ fn hex32(d: &[u8; 32]) -> String {
 }
 
 impl Calls {
-    pub(crate) fn new(ctx: Ctx, conversations: Conversations, config: CallConfig) -> Self {
+    pub(crate) fn new(ctx: Ctx, signals: Signals, config: CallConfig) -> Self {
         Calls {
             ctx,
-            conversations,
+            conversations: signals.conversations.clone(),
+            signals,
             config: Arc::new(config),
             calls: Arc::default(),
             wake: Arc::default(),
@@ -297,7 +287,7 @@ impl Calls {
                     )));
                 }
                 let members: Vec<_> = g.members.iter().map(|m| (m.user, m.name.clone())).collect();
-                let targets = self.member_targets(&members).await;
+                let targets = self.signals.member_targets(&members).await;
                 (Some(*id), *id, format!("#{}", ConversationId(*id)), targets)
             }
         };
@@ -325,7 +315,7 @@ impl Calls {
             if Self::busy_here(&calls) {
                 return Err(NodeError::Busy("you are in another call; hang up first".into()));
             }
-            let out = self.sender(id, group, targets);
+            let out = self.signals.sender(targets);
             calls.insert(id, Entry { call, group, conversation, to: shown, out, note: None });
             self.apply(&mut calls, id, effects);
         }
@@ -337,151 +327,27 @@ impl Calls {
         self.calls.lock().map_err(|_| NodeError::Internal("the call list is poisoned".into()))
     }
 
-    /// The records of a group's members (this user's own record included, for its other
-    /// devices), each as held or resolved.
-    async fn member_targets(&self, members: &[([u8; 16], Option<String>)]) -> Vec<Target> {
-        let me = self.ctx.user_id();
-        let records = &self.conversations.records;
-        let mut targets = Vec::new();
-        for (user, name) in members {
-            if *user == me.0 {
-                continue;
-            }
-            let held = records.known_record(*user, self.ctx.now()).and_then(|(_, _, r)| r);
-            let r = match (held, name) {
-                (Some(r), _) => Some(r),
-                (None, Some(n)) => records.pinned_or_resolved(n).await.ok(),
-                (None, None) => None,
-            };
-            // A name claimed by a caller must be the caller's.
-            if let Some(r) = r.filter(|r| r.user_id.0 == *user) {
-                targets.push(Target { user: r.user_id, devices: r.devices });
-            }
-        }
-        targets.push(Target { user: me, devices: records.other_devices().await });
-        targets
-    }
-
-    /// Starts the task that sends a call's signals in order, and returns its queue.
-    fn sender(
-        &self,
-        id: [u8; 16],
-        group: Option<[u8; 16]>,
-        mut targets: Vec<Target>,
-    ) -> mpsc::Sender<(To, Signal)> {
-        let (tx, mut rx) = mpsc::channel::<(To, Signal)>(64);
-        let calls = self.clone();
-        self.ctx.spawn(async move {
-            let me = calls.ctx.user_id();
-            if !targets.iter().any(|t| t.user == me) {
-                let own = calls.conversations.records.other_devices().await;
-                targets.push(Target { user: me, devices: own });
-            }
-            while let Some((to, signal)) = rx.recv().await {
-                let ring = matches!(signal, Signal::Ring { .. });
-                let content = Content::Call(Box::new(CallSignal {
-                    call: SessionId(id),
-                    group: group.map(ConversationId),
-                    signal,
-                }));
-                let mut sends = Vec::new();
-                for t in &targets {
-                    // This user's own devices do not ring for its own call.
-                    if ring && t.user == me {
-                        continue;
-                    }
-                    let devices: Vec<RecordDevice> = t
-                        .devices
-                        .iter()
-                        .filter(|d| match &to {
-                            To::Everyone => true,
-                            To::Device(x) => d.device.device == *x,
-                        })
-                        .cloned()
-                        .collect();
-                    if devices.is_empty() {
-                        continue;
-                    }
-                    match calls.seal(t.user, &devices, content.clone()) {
-                        Ok(envelopes) => sends.extend(envelopes),
-                        Err(e) => warn!("cannot seal a call signal: {e}"),
-                    }
-                }
-                let mut handles = Vec::new();
-                for (device, peer, bytes) in sends {
-                    let calls = calls.clone();
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    calls.ctx.clone().spawn(async move {
-                        let sent = tokio::time::timeout(
-                            SIGNAL_TIMEOUT,
-                            calls.ctx.net.send_envelope(peer, bytes),
-                        )
-                        .await;
-                        let ok = matches!(sent, Ok(Ok(Ok(_))));
-                        if !ok {
-                            debug!(%peer, "a call signal did not reach a device");
-                            if ring {
-                                calls.unreachable(id, device);
-                            }
-                        }
-                        let _ = tx.send(());
-                    });
-                    handles.push(rx);
-                }
-                // In order while devices answer quickly; an unreachable one does not hold up
-                // the next signal for long.
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    futures::future::join_all(handles),
-                )
-                .await;
-            }
-        });
-        tx
-    }
-
-    /// `content` sealed to each of `devices` (of `user`): (device, peer, envelope).
-    fn seal(
-        &self,
-        user: UserId,
-        devices: &[RecordDevice],
-        content: Content,
-    ) -> Result<Vec<Sealed>, NodeError> {
-        let me = self.ctx.user_id();
-        let message = Message {
-            v: VERSION,
-            id: MessageId::random(&mut rand::rngs::OsRng),
-            conversation: ConversationId::direct(&me, &user),
-            sender: me,
-            sent_at: self.ctx.now(),
-            content,
-        };
-        let name = self.ctx.name();
-        let entry = self.conversations.messaging.outbox_entry(
-            &message,
-            user,
-            devices,
-            &[],
-            false,
-            name.as_deref(),
-        )?;
-        Ok(entry
-            .targets
-            .into_iter()
-            .filter_map(|t| {
-                let peer = libp2p::PeerId::from_bytes(&t.peer_id).ok()?;
-                Some((t.device, peer, t.envelope))
-            })
-            .collect())
-    }
-
     /// Carries out what the rule decided for call `id` (the lock held).
     fn apply(&self, calls: &mut BTreeMap<[u8; 16], Entry>, id: [u8; 16], effects: Vec<Effect>) {
         let Some(e) = calls.get(&id) else { return };
         for effect in effects {
             match effect {
                 Effect::Send(to, signal) => {
-                    if e.out.try_send((to, signal)).is_err() {
+                    let ring = matches!(signal, Signal::Ring { .. });
+                    let content = Content::Call(Box::new(CallSignal {
+                        call: SessionId(id),
+                        group: e.group.map(ConversationId),
+                        signal,
+                    }));
+                    let mut out = Outgoing::new(to, content);
+                    if ring {
+                        // This user's own devices do not ring for its own call; a device the
+                        // ring cannot reach does not count as ringing.
+                        out.skip_own = true;
+                        let calls = self.clone();
+                        out.unreachable = Some(Arc::new(move |d| calls.unreachable(id, d)));
+                    }
+                    if e.out.try_send(out).is_err() {
                         warn!("a call's signal queue is full; a signal was dropped");
                     }
                 }
@@ -616,8 +482,13 @@ impl Calls {
         if !e.call.participants.contains_key(&device) {
             return Err(NodeError::NotFound(format!("device {to} is not in the call")));
         }
+        let content = Content::Call(Box::new(CallSignal {
+            call: SessionId(key),
+            group: e.group.map(ConversationId),
+            signal,
+        }));
         e.out
-            .try_send((To::Device(device), signal))
+            .try_send(Outgoing::new(To::Device(device), content))
             .map_err(|_| NodeError::Busy("too many signals waiting to be sent".into()))
     }
 
@@ -696,32 +567,11 @@ impl Calls {
             effects = call.busy_here(now);
         }
         // The targets are resolved by the call's sender task before its first signal.
-        let out = self.sender_resolving(id, group, members);
+        let out = self.signals.sender_resolving(members);
         calls.insert(id, Entry { call, group, conversation, to, out, note: None });
         self.apply(&mut calls, id, effects);
         drop(calls);
         self.wake.notify_one();
-    }
-
-    /// [`Calls::sender`] for a call rung here: the members' records are looked up first.
-    fn sender_resolving(
-        &self,
-        id: [u8; 16],
-        group: Option<[u8; 16]>,
-        members: Vec<([u8; 16], Option<String>)>,
-    ) -> mpsc::Sender<(To, Signal)> {
-        let (tx, mut rx) = mpsc::channel::<(To, Signal)>(64);
-        let calls = self.clone();
-        self.ctx.spawn(async move {
-            let targets = calls.member_targets(&members).await;
-            let out = calls.sender(id, group, targets);
-            while let Some(s) = rx.recv().await {
-                if out.send(s).await.is_err() {
-                    return;
-                }
-            }
-        });
-        tx
     }
 
     /// The calls task: rings time out, ended calls leave the current list.

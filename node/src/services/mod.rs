@@ -15,6 +15,8 @@
 //! - [`mailbox_client`], [`mailbox_server`]: both sides of mailboxes.
 //! - [`media`]: attachments: sealing, recording, serving, fetching blobs, mailbox custody.
 //! - [`calls`]: call signalling between devices, ringing, call history.
+//! - [`listen`]: listening together: a session's playback, controls, clock offsets.
+//! - [`signals`]: ephemeral signals (calls, listening) sealed to devices and sent once.
 //!
 //! [`Services`] holds one of each; the inbound path ([`crate::inbound`]), the maintenance task
 //! ([`crate::maintenance`]) and the [`crate::Node`] façade drive them.
@@ -23,12 +25,14 @@ pub mod calls;
 pub mod conversations;
 pub mod devices;
 pub mod groups;
+pub mod listen;
 pub mod mailbox_client;
 pub mod mailbox_server;
 pub mod media;
 pub mod messaging;
 pub mod outbox;
 pub mod records;
+pub mod signals;
 
 use std::sync::{Arc, Mutex};
 
@@ -49,6 +53,7 @@ pub(crate) struct Services {
     pub(crate) mailbox_server: mailbox_server::MailboxServer,
     pub(crate) media: media::Media,
     pub(crate) calls: calls::Calls,
+    pub(crate) listen: listen::Listen,
     /// Held by a send with an idempotency key from its check of the key to its recording.
     pub(crate) idempotent_sends: Arc<tokio::sync::Mutex<()>>,
 }
@@ -73,7 +78,9 @@ impl Services {
             groups: groups.clone(),
             records: records.clone(),
         };
-        let calls = calls::Calls::new(ctx.clone(), conversations.clone(), call_config);
+        let signals = signals::Signals { ctx: ctx.clone(), conversations: conversations.clone() };
+        let calls = calls::Calls::new(ctx.clone(), signals.clone(), call_config);
+        let listen = listen::Listen::new(ctx.clone(), signals);
         let devices = devices::Devices {
             ctx: ctx.clone(),
             records: records.clone(),
@@ -106,6 +113,7 @@ impl Services {
             mailbox_server,
             media,
             calls,
+            listen,
             idempotent_sends: Arc::default(),
         })
     }
