@@ -496,3 +496,127 @@ fn a_video_call_between_two_browsers_and_a_missed_call() {
     drop(a);
     boot.stop();
 }
+
+/// A WAV file of `seconds` of a 440 Hz square wave (8 kHz, 8-bit mono).
+fn wav(seconds: u32) -> Vec<u8> {
+    let rate = 8_000u32;
+    let samples = rate * seconds;
+    let mut out = Vec::with_capacity(44 + samples as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + samples).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes()); // bytes per second
+    out.extend_from_slice(&1u16.to_le_bytes()); // block align
+    out.extend_from_slice(&8u16.to_le_bytes()); // bits per sample
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&samples.to_le_bytes());
+    out.extend((0..samples).map(|i| if (i * 880 / rate) % 2 == 0 { 160u8 } else { 96u8 }));
+    out
+}
+
+/// How far ahead page `a`'s playback is of page `b`'s, in ms, at one instant (both pages run
+/// on this machine's clock).
+fn apart(a: &Browser<'_>, b: &Browser<'_>) -> f64 {
+    let script = "return window.kith.listenPosition();";
+    let (pa, pb) = (a.run(script), b.run(script));
+    let num = |v: &Value, f: &str| v[f].as_f64().unwrap_or(f64::NAN);
+    (num(&pa, "position_ms") - num(&pb, "position_ms")) - (num(&pa, "now") - num(&pb, "now"))
+}
+
+/// The largest gap of three measurements a moment apart, after both pages play.
+fn worst_gap(a: &Browser<'_>, b: &Browser<'_>, what: &str) -> f64 {
+    let mut worst: f64 = 0.0;
+    for _ in 0..3 {
+        let gap = apart(a, b);
+        assert!(gap.is_finite(), "{what}: no positions");
+        worst = worst.max(gap.abs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!("listening together, {what}: the two pages {worst:.0} ms apart at most");
+    worst
+}
+
+#[test]
+fn two_people_listen_together_within_150_ms() {
+    let mut boot = Node::init("boot");
+    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
+    let mut nodes = Vec::new();
+    for name in ["alice", "bob"] {
+        let mut n = Node::init(name);
+        n.start(Some(&boot_addr));
+        wait_until(&format!("{name} to connect"), START_TIMEOUT, || {
+            n.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+        n.register(name);
+        nodes.push(n);
+    }
+    let (alice, bob) = (&nodes[0], &nodes[1]);
+    let dir = tempfile::tempdir().expect("dir");
+    let song = dir.path().join("song.wav");
+    std::fs::write(&song, wav(120)).expect("song");
+    alice.kith(&["send", "@bob", "--file", &song.display().to_string(), "our song"]).ok();
+    wait_until("bob to have the song", PAGE_WAIT, || {
+        let list = bob.messages(&["@alice"])?;
+        list.as_array()?.iter().any(|m| m["kind"] == "attachment").then_some(())
+    });
+
+    let driver = Driver::start();
+    let a = driver.browser(&dir.path().join("alice"));
+    a.log_in(alice);
+    let b = driver.browser(&dir.path().join("bob"));
+    b.log_in(bob);
+    for page in [&a, &b] {
+        page.wait_for(
+            "the chat in the list",
+            "document.querySelectorAll('#conversations button').length > 0",
+        );
+        page.run("document.querySelector('#conversations button').click(); return true;");
+        page.wait_for("the song's Listen together button", "[...document.querySelectorAll('#messages button')].some(b => b.innerText === 'Listen together')");
+    }
+    // Alice starts a session with the song; bob joins it from the chat.
+    a.run("[...document.querySelectorAll('#messages button')].find(b => b.innerText === 'Listen together').click(); return true;");
+    a.wait_for(
+        "alice's session",
+        "window.kith.listenState() && window.kith.listenPosition().ready",
+    );
+    b.wait_for("the session's bar in bob's chat", "!document.getElementById('listen-bar').hidden && !document.getElementById('listen-join').hidden");
+    b.run("document.getElementById('listen-join').click(); return true;");
+    b.wait_for(
+        "bob's page to measure its clock and load the song",
+        "window.kith.listenState() && window.kith.listenState().offset_ms !== null && window.kith.listenPosition().ready",
+    );
+
+    // Alice presses play.
+    a.run("document.getElementById('listen-play').click(); return true;");
+    for page in [&a, &b] {
+        page.wait_for("playback", "window.kith.listenPosition().playing && window.kith.listenPosition().position_ms > 1000");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let after_play = worst_gap(&a, &b, "after play");
+    b.screenshot("listening");
+
+    // Bob seeks to 0:30.
+    b.run("const s = document.getElementById('listen-seek'); s.value = '30'; s.dispatchEvent(new Event('change')); return true;");
+    for page in [&a, &b] {
+        page.wait_for("the seek", "window.kith.listenPosition().position_ms > 30000 && window.kith.listenPosition().position_ms < 40000");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let after_seek = worst_gap(&a, &b, "after a seek");
+
+    // A minute of playing.
+    std::thread::sleep(Duration::from_secs(60));
+    let after_minute = worst_gap(&a, &b, "after 60 s of playing");
+    let position =
+        a.run("return window.kith.listenPosition().position_ms;").as_f64().unwrap_or(0.0);
+    assert!(position > 90_000.0, "still playing after the minute: {position} ms");
+    for (gap, what) in [(after_play, "play"), (after_seek, "seek"), (after_minute, "60 s")] {
+        assert!(gap <= 150.0, "after {what} the pages were {gap:.0} ms apart (target 150 ms)");
+    }
+    drop(b);
+    drop(a);
+    boot.stop();
+}

@@ -190,6 +190,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../web/calls.js"),
     },
     Asset {
+        name: "listen.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../web/listen.js"),
+    },
+    Asset {
         name: "app.css",
         mime: "text/css; charset=utf-8",
         bytes: include_bytes!("../web/app.css"),

@@ -1725,7 +1725,7 @@ async fn the_web_app_logs_in_once_and_refuses_other_origins() {
     assert!(lower.contains("content-security-policy: default-src 'none'; script-src 'self'"));
     assert!(lower.contains("x-frame-options: deny"));
     assert!(!page.contains("http://") && !page.contains("https://"), "{page}");
-    for file in ["app.js", "calls.js"] {
+    for file in ["app.js", "calls.js", "listen.js"] {
         let js = request(format!("GET /app/{file} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
         assert!(js.starts_with("HTTP/1.1 200") && js.contains("text/javascript"), "{js}");
         assert!(!js.contains("http://") && !js.contains("https://"), "{file} names another host");

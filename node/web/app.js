@@ -3,6 +3,7 @@
 // (textContent), never as markup.
 
 import { initCalls, onCall, onSignal, startCall } from "/app/calls.js";
+import { initListen, listenTogether, onListen } from "/app/listen.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_STEP = 50;
@@ -212,6 +213,9 @@ function renderAttachment(m) {
     parts.push(el("img", { class: "preview", src: `/v1/messages/${m.id}/preview`, alt: a.name || "preview" }));
   }
   const line = el("div", { class: "file-line" }, el("span", {}, `File: ${a.name || "unnamed"}, ${size(a.size)}`));
+  if (kind === "audio") {
+    line.append(el("button", { type: "button", class: "plain", onclick: () => listenTogether(target(), m.id).catch(showError) }, "Listen together"));
+  }
   if (a.state === "complete") {
     line.append(el("a", { href: file, download: a.name || "file" }, "Save"));
   } else if (a.state === "downloading") {
@@ -306,6 +310,9 @@ function listen() {
     try { c = JSON.parse(e.data); } catch (_) { return; }
     onCall(c);
     if (c.state === "ended") refreshSoon();
+  });
+  events.addEventListener("listen", (e) => {
+    try { onListen(JSON.parse(e.data)); } catch (_) { /* a malformed event is skipped */ }
   });
   events.addEventListener("call_signal", (e) => {
     let s;
@@ -537,6 +544,7 @@ async function main() {
   $("app").hidden = false;
   wire();
   initCalls({ api, el, showError });
+  initListen({ api, el, showError, currentConversation: () => state.current && state.current.id });
   await loadConversations().catch(showError);
   listen();
 }
