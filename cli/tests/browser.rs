@@ -514,7 +514,7 @@ fn wav(seconds: u32) -> Vec<u8> {
     out.extend_from_slice(&8u16.to_le_bytes()); // bits per sample
     out.extend_from_slice(b"data");
     out.extend_from_slice(&samples.to_le_bytes());
-    out.extend((0..samples).map(|i| if (i * 880 / rate) % 2 == 0 { 160u8 } else { 96u8 }));
+    out.extend((0..samples).map(|i| if (i * 880 / rate).is_multiple_of(2) { 160u8 } else { 96u8 }));
     out
 }
 
