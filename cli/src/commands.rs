@@ -346,6 +346,32 @@ pub fn cancel(home: &Home, id: &str, json: bool) -> Result<()> {
     emit(format_args!("cancelled {id}"))
 }
 
+/// `kith reply`, `react`, `edit`, `delete`: `what` is the route after the message's id.
+pub fn annotate(home: &Home, id: &str, what: &str, body: &Value, json: bool) -> Result<()> {
+    let client = Client::from_home(home)?;
+    let id = crate::media::message_id(&client, id, |_| true)?;
+    let answer = if what == "reply" {
+        let m = client.get(&format!("/v1/messages/{id}"), &[])?;
+        let to = format!("#{}", m.get("conversation").and_then(Value::as_str).unwrap_or_default());
+        let text = body.get("text").cloned().unwrap_or_default();
+        client.post("/v1/messages", &json!({ "to": to, "text": text, "reply_to": id }))
+    } else {
+        client.post(&format!("/v1/messages/{id}/{what}"), body)
+    }
+    .with_context(|| format!("cannot {what} message {}", &id[..8]))?;
+    if json {
+        return emit_json(&answer);
+    }
+    let done = match what {
+        "reply" => "replied to",
+        "react" if body.get("remove") == Some(&json!(true)) => "took back your reaction to",
+        "react" => "reacted to",
+        "edit" => "edited",
+        _ => "deleted",
+    };
+    emit(format_args!("{done} {}", &id[..8]))
+}
+
 /// `kith messages [@NAME|#ID]`.
 pub fn messages(
     home: &Home,
@@ -353,6 +379,7 @@ pub fn messages(
     json: bool,
     follow: bool,
     limit: Option<u32>,
+    ids: bool,
 ) -> Result<()> {
     let with = with.map(Target::parse).transpose()?;
     let client = Client::from_home(home)?;
@@ -360,7 +387,13 @@ pub fn messages(
     let events = if follow { Some(client.events()?) } else { None };
     let history = history(&client, with.as_ref(), limit)?;
     // Listing everything, a group message is marked with its group.
-    let line = |m: &Value| output::message(m, with.is_none());
+    let line = |m: &Value| {
+        let text = output::message(m, with.is_none());
+        match m.get("id").and_then(Value::as_str).and_then(|id| id.get(..8)) {
+            Some(short) if ids => format!("{short} {text}"),
+            _ => text,
+        }
+    };
     let Some(events) = events else {
         if json {
             return emit_json(&Value::Array(history));

@@ -242,6 +242,67 @@ enum Command {
         /// Show only the last N messages
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: Option<u32>,
+        /// Start each line with the first 8 digits of the message's id (for `reply`, `react`,
+        /// `edit` and `delete`)
+        #[arg(long)]
+        ids: bool,
+    },
+
+    /// Reply to a message, in its conversation
+    ///
+    /// The reply shows the message it answers (`kith messages`, the web app).
+    Reply {
+        /// The message: its id, or its first 8 or more digits (`kith messages --ids`)
+        #[arg(value_name = "MESSAGE_ID")]
+        id: String,
+        /// The reply
+        text: String,
+        /// Print the reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// React to a message with an emoji (or short text), or take the reaction back
+    React {
+        /// The message: its id, or its first 8 or more digits (`kith messages --ids`)
+        #[arg(value_name = "MESSAGE_ID")]
+        id: String,
+        /// The emoji, 1 to 64 bytes
+        emoji: String,
+        /// Take this reaction back
+        #[arg(long)]
+        remove: bool,
+        /// Print the reaction message as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Change the text of a message you sent, for everyone in the conversation
+    ///
+    /// The message shows as edited. Devices that do not know edits (older versions) show the
+    /// edit as a message of its own.
+    Edit {
+        /// The message: its id, or its first 8 or more digits (`kith messages --ids`)
+        #[arg(value_name = "MESSAGE_ID")]
+        id: String,
+        /// The new text
+        text: String,
+        /// Print the edit message as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Delete a message you sent, for everyone in the conversation
+    ///
+    /// Its text (or file) is no longer shown on any device that receives the delete; a device
+    /// that already saved a file keeps that copy, and anyone can have kept what they saw.
+    Delete {
+        /// The message: its id, or its first 8 or more digits (`kith messages --ids`)
+        #[arg(value_name = "MESSAGE_ID")]
+        id: String,
+        /// Print the delete message as JSON
+        #[arg(long)]
+        json: bool,
     },
 
     /// List your conversations: direct chats and groups, with their ids and members
@@ -455,8 +516,24 @@ fn main() -> ExitCode {
         }
         Command::Save { id, out, json } => client::Client::from_home(&home)
             .and_then(|c| media::save(&c, &id, out.as_deref(), json)),
-        Command::Messages { with, json, follow, limit } => {
-            commands::messages(&home, with.as_deref(), json, follow, limit)
+        Command::Messages { with, json, follow, limit, ids } => {
+            commands::messages(&home, with.as_deref(), json, follow, limit, ids)
+        }
+        Command::Reply { id, text, json } => {
+            commands::annotate(&home, &id, "reply", &serde_json::json!({ "text": text }), json)
+        }
+        Command::React { id, emoji, remove, json } => commands::annotate(
+            &home,
+            &id,
+            "react",
+            &serde_json::json!({ "emoji": emoji, "remove": remove }),
+            json,
+        ),
+        Command::Edit { id, text, json } => {
+            commands::annotate(&home, &id, "edit", &serde_json::json!({ "text": text }), json)
+        }
+        Command::Delete { id, json } => {
+            commands::annotate(&home, &id, "delete", &serde_json::json!({}), json)
         }
         Command::Conversations { json } => commands::conversations(&home, json),
         Command::Calls { json } => commands::show(&home, "/v1/calls", json, output::calls),

@@ -227,6 +227,18 @@ pub(crate) fn save(client: &Client, id: &str, out: Option<&Path>, json: bool) ->
 
 /// The id of the one message with a file whose id starts with `prefix` (8 to 32 hex digits).
 fn full_id(client: &Client, prefix: &str) -> Result<String> {
+    message_id(client, prefix, |m| m.get("attachment").is_some_and(Value::is_object)).map_err(|e| {
+        anyhow::anyhow!(e.to_string().replace("no message has", "no message with a file has"))
+    })
+}
+
+/// The id of the one message that `keep` accepts whose id starts with `prefix` (8 to 32 hex
+/// digits; 32 are taken as they are).
+pub(crate) fn message_id(
+    client: &Client,
+    prefix: &str,
+    keep: impl Fn(&Value) -> bool,
+) -> Result<String> {
     let prefix = prefix.trim().to_ascii_lowercase();
     if !(8..=32).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("{prefix:?} is not a message id (8 to 32 hex digits, as `kith messages` shows)");
@@ -240,17 +252,14 @@ fn full_id(client: &Client, prefix: &str) -> Result<String> {
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
-        .filter(|m| m.get("attachment").is_some_and(Value::is_object))
+        .filter(|m| keep(m))
         .filter_map(|m| m.get("id").and_then(Value::as_str))
         .filter(|id| id.starts_with(&prefix))
         .collect();
     match ids[..] {
         [one] => Ok(one.to_owned()),
-        [] => bail!("no message with a file has an id starting with {prefix}"),
-        _ => bail!(
-            "{} messages with files have ids starting with {prefix}; give more digits",
-            ids.len()
-        ),
+        [] => bail!("no message has an id starting with {prefix}"),
+        _ => bail!("{} messages have ids starting with {prefix}; give more digits", ids.len()),
     }
 }
 

@@ -36,6 +36,29 @@ pub fn message(m: &Value, show_conversation: bool) -> String {
         },
         str::to_owned,
     );
+    let body = if m.get("deleted").and_then(Value::as_bool) == Some(true) {
+        "<deleted>".to_owned()
+    } else if m.get("edited").and_then(Value::as_bool) == Some(true) {
+        format!("{body} (edited)")
+    } else {
+        body
+    };
+    // A reply starts with what it answers; reactions follow the text.
+    let quote = m.get("reply_to").filter(|r| r.is_object()).map_or_else(String::new, |r| {
+        let said: String =
+            r.get("text").and_then(Value::as_str).unwrap_or("…").chars().take(40).collect();
+        format!("(to {}: \"{said}\") ", text(r, "from"))
+    });
+    let reactions = m.get("reactions").and_then(Value::as_array).map_or_else(String::new, |list| {
+        let each: Vec<String> =
+            list.iter().map(|r| format!("{} {}", text(r, "emoji"), number(r, "count"))).collect();
+        if each.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", each.join(", "))
+        }
+    });
+    let body = format!("{quote}{body}{reactions}");
     // Keep one message on one line per line of its text, indenting continuation lines.
     let body = body.lines().collect::<Vec<_>>().join("\n    ");
     let group = match m.get("to").and_then(Value::as_str) {

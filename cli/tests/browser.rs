@@ -258,6 +258,45 @@ fn two_people_chat_share_a_photo_and_form_a_group_in_the_web_app() {
         page_text(&a).contains("hi back from the terminal").then_some(())
     });
 
+    // Alice answers bob's message from its Reply button, reacts to it, and edits her first
+    // message; bob's CLI shows all three on the messages they name.
+    let on = |text: &str| {
+        format!(
+            "[...document.querySelectorAll('#messages li')].find(li => li.innerText.includes({}))",
+            json!(text)
+        )
+    };
+    a.run(&format!(
+        "{}.querySelector('.actions button').click(); return true;",
+        on("hi back from the terminal")
+    ));
+    a.wait_for("the reply banner", "!document.getElementById('composing').hidden");
+    a.type_into("#text", &format!("glad you made it{ENTER}"));
+    a.run(&format!("const li = {}; [...li.querySelectorAll('.actions button')].find(b => b.innerText === 'React').click(); li.querySelector('.picker button').click(); return true;", on("hi back from the terminal")));
+    a.run(&format!("[...{}.querySelectorAll('.actions button')].find(b => b.innerText === 'Edit').click(); return true;", on("hello from the browser")));
+    a.wait_for(
+        "the edit banner",
+        "document.getElementById('composing').innerText.includes('Editing')",
+    );
+    a.run("document.getElementById('text').value = ''; return true;");
+    a.type_into("#text", &format!("hello from the browser, edited{ENTER}"));
+    wait_until("bob's CLI to show the reply, the reaction and the edit", PAGE_WAIT, || {
+        let list = bob.messages(&["@alice"])?;
+        let list = list.as_array()?;
+        let reply = list.iter().find(|m| m["text"] == "glad you made it")?;
+        let answered = list.iter().find(|m| m["text"] == "hi back from the terminal")?;
+        let edited = list.iter().find(|m| m["text"] == "hello from the browser, edited")?;
+        let ok = reply["reply_to"]["id"] == answered["id"]
+            && answered["reactions"][0]["count"] == 1
+            && answered["reactions"][0]["by"][0] == "alice"
+            && edited["edited"] == true;
+        ok.then_some(())
+    });
+    a.wait_for(
+        "alice's page to show the quote, the reaction and the edit",
+        "document.querySelector('#messages .quote') && document.querySelector('#messages .chip') && document.getElementById('messages').innerText.includes('edited')",
+    );
+
     // Alice sends a photo through the file field; bob, in his own browser, sees its preview
     // and then the picture.
     let photo = profiles.path().join("gradient.png");

@@ -87,6 +87,30 @@ fn three_daemons_deliver_direct_and_queued_messages() {
     // Nothing was delivered twice meanwhile.
     let list = bob.messages(&[]).expect("bob's messages");
     assert_eq!(with_text(&list, "while you were away").len(), 1, "{list}");
+
+    // Bob answers "hello bob" and reacts to it, naming it by its first digits; alice edits it
+    // and deletes another; bob cannot edit alice's message.
+    let hello = with_text(&list, "hello bob")[0]["id"].as_str().expect("an id").to_owned();
+    let short = &hello[..8];
+    bob.kith(&["reply", short, "hello to you"]).ok();
+    bob.kith(&["react", short, "+1"]).ok();
+    bob.kith(&["edit", short, "forged"]).fails_with("only your own");
+    alice.kith(&["edit", &hello, "hello bob, again"]).ok();
+    alice.kith(&["delete", &away_id]).ok();
+    for (node, with) in [(&alice, "@bob"), (&bob, "@alice")] {
+        wait_until(
+            "the reply, reaction, edit and delete on both sides",
+            Duration::from_secs(30),
+            || {
+                let out = node.kith(&["messages", with, "--ids"]).ok().stdout;
+                let done = out.contains(&format!("{short} ["))
+                    && out.contains("alice: hello bob, again (edited) [+1 1]")
+                    && out.contains("bob: (to alice: \"hello bob, again\") hello to you")
+                    && out.contains("alice: <deleted>");
+                done.then_some(())
+            },
+        );
+    }
 }
 
 /// A message to a name nobody holds yet is accepted and waits: `kith cancel` withdraws one, and

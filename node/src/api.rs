@@ -119,6 +119,9 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .route("/v1/messages", get(messages).post(send))
         .route("/v1/messages/{id}", get(message))
         .route("/v1/messages/{id}/cancel", post(cancel))
+        .route("/v1/messages/{id}/react", post(react))
+        .route("/v1/messages/{id}/edit", post(edit))
+        .route("/v1/messages/{id}/delete", post(delete))
         .route("/v1/contacts", get(contacts))
         .route("/v1/trust", post(trust))
         .route("/v1/events", get(events))
@@ -334,6 +337,44 @@ async fn resolve(
 struct SendBody {
     to: String,
     text: String,
+    /// A message of the same conversation this one answers.
+    reply_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReactBody {
+    emoji: String,
+    #[serde(default)]
+    remove: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    text: String,
+}
+
+async fn react(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ReactBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    Ok((StatusCode::ACCEPTED, Json(s.node.react(&id, &b.emoji, b.remove).await?)))
+}
+
+async fn edit(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<EditBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    Ok((StatusCode::ACCEPTED, Json(s.node.edit_message(&id, &b.text).await?)))
+}
+
+async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::ACCEPTED, Json(s.node.delete_message(&id).await?)))
 }
 
 /// The header that makes a send safe to retry (`docs/api.md`).
@@ -355,6 +396,21 @@ async fn send(
             )
         })?),
     };
+    if let Some(reply_to) = &b.reply_to {
+        // A reply goes to the conversation of the message it answers, which must be `to`'s.
+        let target = s.node.message(reply_to)?;
+        let conversation = s.node.conversation_id(&b.to)?;
+        if conversation.as_deref() != Some(target.conversation.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("message {reply_to} is not in the conversation with {}", b.to),
+            ));
+        }
+        let m = s.node.reply(reply_to, &b.text).await?;
+        let answer = json!({ "id": m.id, "conversation": m.conversation, "status": m.status });
+        return Ok((StatusCode::ACCEPTED, Json(answer)));
+    }
     let (sent, replayed) = match key {
         Some(key) => s.node.send_message_once(key, &b.to, &b.text).await?,
         None => (s.node.send_message(&b.to, &b.text).await?, false),

@@ -316,6 +316,81 @@ impl Node {
         self.send_content(to, text_content(text)).await
     }
 
+    /// The stored message `id` and the conversation to answer it in (`#<conversation id>`).
+    fn about(&self, id: &str) -> Result<(crate::store::StoredMessage, String), NodeError> {
+        let m = self
+            .s
+            .ctx
+            .store
+            .message(&parse_id(id)?)?
+            .ok_or_else(|| NodeError::NotFound(format!("message {id}")))?;
+        if m.waiting_for.is_some() || crate::views::ANNOTATIONS.contains(&m.kind.as_str()) {
+            return Err(NodeError::BadInput(format!("message {id} cannot be answered or changed")));
+        }
+        let to = format!("#{}", kith_protocol::ConversationId(m.conversation));
+        Ok((m, to))
+    }
+
+    /// The conversation id (hex) of `@name` or `#id`, if there is one.
+    pub fn conversation_id(&self, to: &str) -> Result<Option<String>, NodeError> {
+        Ok(self.s.conversations.conversation_of(to)?.map(hex::encode))
+    }
+
+    /// Replies to message `id` in its conversation.
+    pub async fn reply(&self, id: &str, text: &str) -> Result<MessageView, NodeError> {
+        check_text(text)?;
+        let (m, to) = self.about(id)?;
+        let content = Content::Reply { to: kith_protocol::MessageId(m.id), body: text.to_owned() };
+        self.send_content(&to, content).await
+    }
+
+    /// Gives (or, with `remove`, takes back) a reaction to message `id`, for everyone in its
+    /// conversation.
+    pub async fn react(
+        &self,
+        id: &str,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<MessageView, NodeError> {
+        let emoji = emoji.trim();
+        if emoji.is_empty() || emoji.len() > crate::rules::annotations::MAX_REACTION {
+            return Err(NodeError::BadInput(format!(
+                "a reaction is 1 to {} bytes",
+                crate::rules::annotations::MAX_REACTION
+            )));
+        }
+        let (m, to) = self.about(id)?;
+        let content = Content::Reaction {
+            to: kith_protocol::MessageId(m.id),
+            emoji: emoji.to_owned(),
+            remove,
+        };
+        self.send_content(&to, content).await
+    }
+
+    /// Replaces the text of this user's message `id` for everyone in its conversation.
+    pub async fn edit_message(&self, id: &str, text: &str) -> Result<MessageView, NodeError> {
+        check_text(text)?;
+        let (m, to) = self.about(id)?;
+        if m.sender != self.s.ctx.user_id().0 {
+            return Err(NodeError::NotAllowed("you can edit only your own messages".into()));
+        }
+        if m.kind != "text" && m.kind != "reply" {
+            return Err(NodeError::BadInput(format!("a {} message has no text to edit", m.kind)));
+        }
+        let content = Content::Edit { to: kith_protocol::MessageId(m.id), body: text.to_owned() };
+        self.send_content(&to, content).await
+    }
+
+    /// Deletes this user's message `id` for everyone in its conversation.
+    pub async fn delete_message(&self, id: &str) -> Result<MessageView, NodeError> {
+        let (m, to) = self.about(id)?;
+        if m.sender != self.s.ctx.user_id().0 {
+            return Err(NodeError::NotAllowed("you can delete only your own messages".into()));
+        }
+        self.send_content(&to, Content::Delete { to: kith_protocol::MessageId(m.id) }).await
+    }
+
     /// Sends a message with any content to `to` (`@name` or `#id`); returns once it is durably
     /// stored.
     pub async fn send_content(&self, to: &str, content: Content) -> Result<MessageView, NodeError> {

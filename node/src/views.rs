@@ -138,6 +138,42 @@ pub struct MessageView {
     /// For an `attachment`: the file and where its blob stands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Box<AttachmentView>>,
+    /// For a `reply`: the message it answers (in history listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Box<ReplyRef>>,
+    /// Reactions to it, each emoji with who gave it (in history listings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionView>,
+    /// Its sender edited it (`text` is the newest text).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    /// Its sender deleted it for everyone (no `text`, no `attachment`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// The message a reply answers.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReplyRef {
+    /// Its id.
+    pub id: String,
+    /// Its sender.
+    pub from: String,
+    /// Its text (the first 200 bytes), if it has some and is not deleted.
+    pub text: Option<String>,
+}
+
+/// One emoji given to a message.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReactionView {
+    /// The emoji.
+    pub emoji: String,
+    /// How many people gave it.
+    pub count: usize,
+    /// Who (names, else user ids).
+    pub by: Vec<String>,
+    /// This user is one of them.
+    pub mine: bool,
 }
 
 /// The node's status as the API shows it.
@@ -407,7 +443,95 @@ pub(crate) fn view(
         status: m.status.as_str(),
         pending_reason: pending_reason(store, m),
         attachment: if m.kind == "attachment" { attachment_view(store, &m.id) } else { None },
+        reply_to: None,
+        reactions: Vec::new(),
+        edited: false,
+        deleted: false,
     }
+}
+
+/// The kinds that say something about another message and are shown on it, not on their own.
+pub(crate) const ANNOTATIONS: [&str; 3] = ["reaction", "edit", "delete"];
+
+/// A page of the history: the messages of `stored` (oldest first) with the reactions, edits
+/// and deletes among them applied to the messages they name (`rules::annotations`), replies
+/// with the message they answer; the annotations themselves are not listed.
+pub(crate) fn page(
+    store: &Store,
+    me: UserId,
+    stored: &[StoredMessage],
+    names: &HashMap<[u8; 16], String>,
+) -> Vec<MessageView> {
+    use crate::rules::annotations::{self, Annotation, Kind};
+    let show = |u: &[u8; 16]| names.get(u).cloned().unwrap_or_else(|| UserId(*u).to_string());
+    let mut notes: HashMap<[u8; 16], Vec<Annotation>> = HashMap::new();
+    for m in stored.iter().filter(|m| ANNOTATIONS.contains(&m.kind.as_str())) {
+        let Some(target) = m.target else { continue };
+        let kind = match m.kind.as_str() {
+            "reaction" => {
+                Kind::Reaction { emoji: m.text.clone().unwrap_or_default(), remove: m.removed }
+            }
+            "edit" => Kind::Edit { body: m.text.clone().unwrap_or_default() },
+            _ => Kind::Delete,
+        };
+        notes.entry(target).or_default().push(Annotation {
+            sender: m.sender,
+            sent_at: m.sent_at,
+            kind,
+        });
+    }
+    let excerpt = |t: &str| {
+        let mut end = t.len().min(200);
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t[..end].to_owned()
+    };
+    stored
+        .iter()
+        .filter(|m| !ANNOTATIONS.contains(&m.kind.as_str()))
+        .map(|m| {
+            let mut v = view(store, me, m, names);
+            if let Some(list) = notes.get(&m.id) {
+                let a = annotations::apply(m.sender, list);
+                if a.deleted {
+                    v.deleted = true;
+                    v.text = None;
+                    v.attachment = None;
+                } else if let Some(text) = a.edited {
+                    v.edited = true;
+                    v.text = Some(text);
+                }
+                v.reactions = a
+                    .reactions
+                    .into_iter()
+                    .map(|(emoji, users)| ReactionView {
+                        emoji,
+                        count: users.len(),
+                        mine: users.contains(&me.0),
+                        by: users.iter().map(show).collect(),
+                    })
+                    .collect();
+            }
+            if let Some(target) = m.target.filter(|_| m.kind == "reply") {
+                v.reply_to = store.message(&target).ok().flatten().map(|t| {
+                    // The answered message as it reads now, when its changes are on this page.
+                    let now = notes.get(&t.id).map(|list| annotations::apply(t.sender, list));
+                    let text = match now {
+                        Some(a) if a.deleted => None,
+                        Some(a) => a.edited.or(t.text),
+                        None => t.text,
+                    };
+                    Box::new(ReplyRef {
+                        id: MessageId(t.id).to_string(),
+                        from: show(&t.sender),
+                        text: text.as_deref().map(excerpt),
+                    })
+                });
+            }
+            v
+        })
+        .collect()
 }
 
 /// The attachment of message `id`, as the API shows it.

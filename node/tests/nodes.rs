@@ -2051,3 +2051,52 @@ async fn a_listening_session_is_shared_controlled_and_clocked() {
     let next = alice.node.listen_control(&session.id, kith_node::node::ListenControl::Next);
     assert!(next.is_err(), "no track after the last");
 }
+
+/// Replies, reactions, edits and deletes: each reaches the other side and is shown on the
+/// message it names, not as a message of its own; only a message's sender edits or deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reactions_edits_and_deletes_show_on_their_message() {
+    let (_boot, alice, bob) = network().await;
+    let first = alice.node.send_text("@bob", "lunch at noon?").await.expect("sent");
+    eventually(20, "the message at bob's", || async {
+        bob.node.message(&first.id).ok().map(|_| ())
+    })
+    .await;
+    let reply = bob.node.reply(&first.id, "yes!").await.expect("reply");
+    bob.node.react(&first.id, "+1", false).await.expect("react");
+    assert!(bob.node.edit_message(&first.id, "forged").await.is_err(), "not bob's to edit");
+    assert!(bob.node.delete_message(&first.id).await.is_err(), "not bob's to delete");
+    alice.node.react(&first.id, "+1", false).await.expect("react");
+    alice.node.edit_message(&first.id, "lunch at one?").await.expect("edit");
+    let oops = alice.node.send_text("@bob", "wrong chat").await.expect("sent");
+    alice.node.delete_message(&oops.id).await.expect("delete");
+    for (n, with) in [(&alice.node, "bob"), (&bob.node, "alice")] {
+        let page = eventually(20, "everything applied on both sides", || async {
+            let page = n.messages(Some(with), 100).ok()?;
+            let done = page.len() == 3
+                && page[0].edited
+                && page[0].reactions.first().is_some_and(|r| r.count == 2)
+                && page[2].deleted;
+            done.then_some(page)
+        })
+        .await;
+        assert_eq!(page[0].text.as_deref(), Some("lunch at one?"));
+        assert_eq!(page[0].reactions[0].emoji, "+1");
+        assert!(page[0].reactions[0].mine);
+        assert_eq!(page[1].id, reply.id);
+        // The quote reads as the answered message does now (edited).
+        let quoted = page[1].reply_to.as_ref().expect("the answered message");
+        assert_eq!(
+            (quoted.id.as_str(), quoted.text.as_deref()),
+            (first.id.as_str(), Some("lunch at one?"))
+        );
+        assert_eq!(page[2].text, None);
+    }
+    // Taking a reaction back.
+    bob.node.react(&first.id, "+1", true).await.expect("take back");
+    eventually(20, "one reaction left", || async {
+        let page = alice.node.messages(Some("bob"), 100).ok()?;
+        (page[0].reactions[0].count == 1 && page[0].reactions[0].by == ["alice"]).then_some(())
+    })
+    .await;
+}

@@ -14,7 +14,12 @@ const state = {
   current: null,       // the conversation shown: {id, title} or {to: "@name", title}
   limit: HISTORY_STEP, // how many of its last messages are shown
   contacts: [],
+  replyTo: null,       // the message the composer answers: {id, from, text}
+  editing: null,       // the message the composer edits: {id}
 };
+
+// The reactions offered by the React button.
+const REACTIONS = ["\u{1F44D}", "\u2764\uFE0F", "\u{1F602}", "\u{1F62E}", "\u{1F622}", "\u{1F64F}"];
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -90,6 +95,7 @@ function summary(m) {
   if (m.kind === "group.leave") return `${m.from} left`;
   if (m.kind === "group.remove") return `${m.from} removed a member`;
   if (m.kind === "call.log") return m.text || "Call";
+  if (m.kind === "reply") return m.deleted ? "deleted" : m.text || "";
   return `[${m.kind}]`;
 }
 
@@ -182,9 +188,12 @@ function renderMessage(m) {
   if (out && m.pending_reason && m.status !== "delivered" && m.status !== "read") {
     meta.title = m.pending_reason;
   }
+  if (m.edited) meta.append(" · edited");
   const who = !out && state.current && state.current.kind === "group" ? el("div", { class: "who" }, m.from) : null;
+  const quote = m.reply_to ? el("div", { class: "quote" }, el("strong", {}, m.reply_to.from), " ", m.reply_to.text || "a message") : null;
   let body;
-  if (m.kind === "text") body = el("div", { class: "body" }, m.text || "");
+  if (m.deleted) body = el("div", { class: "event" }, "This message was deleted.");
+  else if (m.kind === "text" || m.kind === "reply") body = el("div", { class: "body" }, m.text || "");
   else if (m.kind === "attachment" && m.attachment) body = renderAttachment(m);
   else if (m.kind === "group.leave") body = el("div", { class: "event" }, `${m.from} left the group`);
   else if (m.kind === "group.remove") body = el("div", { class: "event" }, `${m.from} removed a member`);
@@ -193,7 +202,74 @@ function renderMessage(m) {
       el("button", { type: "button", class: "plain", onclick: () => call(/video/i.test(m.text || "")) }, "Call back"));
   }
   else body = el("div", { class: "placeholder" }, `A message of a kind this app cannot show yet (${m.kind}).`);
-  return el("li", { class: "msg " + (out ? "out" : "in"), "data-id": m.id }, who, body, meta);
+  const reactions = (m.reactions || []).length ? el("div", { class: "reactions" }, m.reactions.map((r) =>
+    el("button", {
+      type: "button", class: "chip" + (r.mine ? " mine" : ""), title: r.by.join(", "),
+      "aria-pressed": r.mine ? "true" : "false",
+      onclick: () => react(m.id, r.emoji, r.mine),
+    }, `${r.emoji} ${r.count}`))) : null;
+  return el("li", { class: "msg " + (out ? "out" : "in"), "data-id": m.id }, who, quote, body, reactions, meta, actions(m));
+}
+
+// Reply, react, edit and delete: under each message, shown on hover and on keyboard focus.
+function actions(m) {
+  if (m.deleted || !["text", "reply", "attachment"].includes(m.kind) || m.status === "waiting") return null;
+  const own = m.direction === "out";
+  const picker = el("span", { class: "picker", hidden: true }, REACTIONS.map((e) =>
+    el("button", { type: "button", class: "plain", "aria-label": `React with ${e}`, onclick: () => react(m.id, e, false) }, e)));
+  return el("div", { class: "actions" },
+    el("button", { type: "button", class: "plain", onclick: () => startReply(m) }, "Reply"),
+    el("button", { type: "button", class: "plain", "aria-expanded": "false", onclick: (e) => {
+      picker.hidden = !picker.hidden;
+      e.currentTarget.setAttribute("aria-expanded", String(!picker.hidden));
+    } }, "React"),
+    picker,
+    own && m.kind !== "attachment" ? el("button", { type: "button", class: "plain", onclick: () => startEdit(m) }, "Edit") : null,
+    own ? el("button", { type: "button", class: "plain", onclick: () => remove(m) }, "Delete") : null);
+}
+
+async function react(id, emoji, remove) {
+  try {
+    await api(`/v1/messages/${id}/react`, { method: "POST", body: { emoji, remove } });
+    await loadMessages({ keepScroll: true });
+  } catch (e) { showError(e); }
+}
+
+function startReply(m) {
+  state.editing = null;
+  state.replyTo = { id: m.id, from: m.from, text: m.text || summary(m) };
+  composing();
+}
+
+function startEdit(m) {
+  state.replyTo = null;
+  state.editing = { id: m.id };
+  $("text").value = m.text || "";
+  composing();
+}
+
+// The line above the composer saying what it answers or edits.
+function composing() {
+  const box = $("composing");
+  const what = state.editing ? ["Editing your message"] : state.replyTo ? ["Replying to ", el("strong", {}, state.replyTo.from), `: ${state.replyTo.text.slice(0, 80)}`] : null;
+  box.hidden = !what;
+  if (what) {
+    box.replaceChildren(el("span", {}, what), el("button", { type: "button", class: "plain", onclick: () => {
+      state.replyTo = null;
+      if (state.editing) $("text").value = "";
+      state.editing = null;
+      composing();
+    } }, "Cancel"));
+  }
+  $("text").focus();
+}
+
+async function remove(m) {
+  if (!confirm("Delete this message for everyone? Their devices will show it as deleted.")) return;
+  try {
+    await api(`/v1/messages/${m.id}/delete`, { method: "POST", body: {} });
+    await loadMessages({ keepScroll: true });
+  } catch (e) { showError(e); }
 }
 
 function renderAttachment(m) {
@@ -245,9 +321,20 @@ async function download(id) {
 
 async function send(text) {
   const to = target();
+  if (state.editing) {
+    await api(`/v1/messages/${state.editing.id}/edit`, { method: "POST", body: { text } });
+    state.editing = null;
+    composing();
+    await loadMessages({ keepScroll: true });
+    return;
+  }
+  const body = { to, text };
+  if (state.replyTo) body.reply_to = state.replyTo.id;
   const res = await api("/v1/messages", {
-    method: "POST", body: { to, text }, headers: { "Idempotency-Key": crypto.randomUUID() },
+    method: "POST", body, headers: { "Idempotency-Key": crypto.randomUUID() },
   });
+  state.replyTo = null;
+  composing();
   if (!state.current.id && res.conversation && res.status !== "waiting") {
     state.current = { ...state.current, id: res.conversation };
   }

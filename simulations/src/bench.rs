@@ -837,6 +837,8 @@ fn history(base: &std::path::Path) -> Result<f64> {
             status: Status::Received,
             raw: vec![0; 200],
             waiting_for: None,
+            target: None,
+            removed: false,
         })?;
     }
     let mut times = Vec::new();

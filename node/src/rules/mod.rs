@@ -3,6 +3,7 @@
 //! arguments). The services run them; the unit tests here drive them by hand, and
 //! [`harness`] replays random sequences of events from a seed.
 //!
+//! - [`annotations`]: what reactions, edits and deletes make of the message they name.
 //! - [`blob_evict`]: which saved blobs to drop, oldest first, when the blob store needs room.
 //! - [`blob_seed`]: how often the sender of a group's file serves each chunk.
 //! - [`blob_fetch`]: which chunk of a blob to ask which peer for next (window, sources,
@@ -22,6 +23,7 @@
 //! - [`prekeys`]: prekey rotation.
 //! - [`redial`]: when a node with too few connections dials known peers again.
 
+pub mod annotations;
 pub mod blob_evict;
 pub mod blob_fetch;
 pub mod blob_seed;

@@ -138,9 +138,10 @@ impl Conversations {
             let unread = recent
                 .iter()
                 .filter(|m| m.direction == Direction::In && m.status == Status::Received)
+                .filter(|m| !views::ANNOTATIONS.contains(&m.kind.as_str()))
                 .count();
-            let last =
-                recent.last().map(|m| views::view(&self.ctx.store, self.ctx.user_id(), m, &names));
+            // The last message as the history shows it (edited, deleted), not a reaction.
+            let last = views::page(&self.ctx.store, self.ctx.user_id(), &recent, &names).pop();
             out.push(views::ConversationSummary { conversation, last, unread });
         }
         out.sort_by(|a, b| {
@@ -184,13 +185,8 @@ impl Conversations {
             None => None,
         };
         let names = views::names(&self.ctx.store, self.ctx.user_id())?;
-        Ok(self
-            .ctx
-            .store
-            .messages(conv.as_ref(), limit)?
-            .iter()
-            .map(|m| views::view(&self.ctx.store, self.ctx.user_id(), m, &names))
-            .collect())
+        let stored = self.ctx.store.messages(conv.as_ref(), limit)?;
+        Ok(views::page(&self.ctx.store, self.ctx.user_id(), &stored, &names))
     }
 
     /// The conversation id of `@name` or `#id`; for a name never talked to, the placeholder

@@ -132,6 +132,12 @@ pub struct StoredMessage {
     /// message is kept under a placeholder conversation until it resolves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// For a reply, reaction, edit or delete: the message it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<[u8; 16]>,
+    /// For a reaction: it takes the emoji (`text`) back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 impl StoredMessage {
@@ -150,6 +156,18 @@ impl StoredMessage {
         status: Status,
         raw: Vec<u8>,
     ) -> Self {
+        use kith_protocol::Content;
+        let (target, removed) = match &m.content {
+            Content::Reply { to, .. } | Content::Edit { to, .. } | Content::Delete { to } => {
+                (Some(to.0), false)
+            }
+            Content::Reaction { to, remove, .. } => (Some(to.0), *remove),
+            _ => (None, false),
+        };
+        let text = match &m.content {
+            Content::Reaction { emoji, .. } => Some(emoji.clone()),
+            c => c.summary(),
+        };
         StoredMessage {
             id: m.id.0,
             conversation: m.conversation.0,
@@ -157,12 +175,14 @@ impl StoredMessage {
             sender: m.sender.0,
             peer,
             kind: m.content.kind().to_owned(),
-            text: m.content.summary(),
+            text,
             sent_at: m.sent_at,
             stored_at: crate::now_ms(),
             status,
             raw,
             waiting_for: None,
+            target,
+            removed,
         }
     }
 }
@@ -677,6 +697,8 @@ pub(super) mod tests {
             status: Status::Received,
             raw: vec![],
             waiting_for: None,
+            target: None,
+            removed: false,
         }
     }
 
