@@ -1508,6 +1508,13 @@ async fn an_attachment_comes_from_the_mailbox_and_a_bad_chunk_is_refused() {
         (bob3.status().await.ok()?.connected_peers > 0).then_some(())
     })
     .await;
+    // A message delivered to alice first, so that her device is reachable when the fetch
+    // starts (else every chunk may come from the mailbox, and none from her damaged copy).
+    let hello = bob3.send_text("@alice", "back again").await.expect("sent");
+    eventually(60, "bob's message delivered to alice", || async {
+        delivered(&bob3, &hello.id).await.then_some(())
+    })
+    .await;
     bob3.download(&sent.id).await.expect("downloaded again");
     let out2 = dir.path().join("cat2.jpg");
     bob3.save_attachment(&sent.id, &out2).await.expect("saved");

@@ -80,7 +80,7 @@ async fn control(
         "add" => {
             let track = b.track.as_deref().ok_or_else(|| bad("add needs track".into()))?;
             let id = kith_protocol::MessageId::parse(track).map_err(|e| bad(e.to_string()))?;
-            ListenControl::Add { track: id.0 }
+            ListenControl::Add { track: id }
         }
         "stop" => ListenControl::Stop,
         other => {

@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 
+pub use kith_protocol::listen::ListenControl as Control;
+
 /// Most tracks in a session's queue.
 pub const MAX_QUEUE: usize = 64;
 /// Round-trip samples a listener keeps for its offset estimate.
@@ -18,32 +20,6 @@ pub const MAX_SAMPLES: usize = 16;
 pub const PINGS_ON_JOIN: usize = 5;
 /// How often a joined listener measures its offset again.
 pub const RESYNC_MS: u64 = 30_000;
-
-/// What a member asks of the session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Control {
-    /// Play from where it is (or from `at_ms`).
-    Play {
-        /// Where to start, if not where it is.
-        at_ms: Option<u64>,
-    },
-    /// Pause where it is.
-    Pause,
-    /// Go to a position of the current track.
-    Seek {
-        /// The position.
-        position_ms: u64,
-    },
-    /// The next track, from its start.
-    Next,
-    /// Add a track (an attachment message) to the end of the queue.
-    Add {
-        /// The message.
-        track: [u8; 16],
-    },
-    /// End the session.
-    Stop,
-}
 
 /// A session's playback, as its host last set it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +101,7 @@ impl Playback {
                 if self.queue.len() >= MAX_QUEUE {
                     return Err("the queue is full (64 tracks)");
                 }
-                self.queue.push(*track);
+                self.queue.push(track.0);
                 self.position_ms = here;
             }
             Control::Stop => {
@@ -201,6 +177,7 @@ impl ClockSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kith_protocol::MessageId;
 
     const T1: [u8; 16] = [1; 16];
     const T2: [u8; 16] = [2; 16];
@@ -219,7 +196,7 @@ mod tests {
         p.apply(&Control::Play { at_ms: None }, 14_000).unwrap();
         assert_eq!(p.position_at(15_000), 31_000);
         assert_eq!(p.apply(&Control::Next, 15_000), Err("this is the last track"));
-        p.apply(&Control::Add { track: T2 }, 16_000).unwrap();
+        p.apply(&Control::Add { track: MessageId(T2) }, 16_000).unwrap();
         assert_eq!(p.position_at(17_000), 33_000, "adding a track does not disturb playback");
         p.apply(&Control::Next, 18_000).unwrap();
         assert_eq!((p.track(), p.position_at(18_500), p.playing), (Some(T2), 500, true));
@@ -235,7 +212,7 @@ mod tests {
         assert!(Playback::new(vec![], 0).is_err());
         assert!(Playback::new(vec![T1; MAX_QUEUE + 1], 0).is_err());
         let mut p = Playback::new(vec![T1; MAX_QUEUE], 0).unwrap();
-        assert!(p.apply(&Control::Add { track: T2 }, 1).is_err());
+        assert!(p.apply(&Control::Add { track: MessageId(T2) }, 1).is_err());
     }
 
     /// The host's clock runs 5 s ahead; round trips take 20 to 400 ms, one way or the other

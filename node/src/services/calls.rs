@@ -22,14 +22,11 @@ use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::rules::call::{self as rule, Effect, Phase, To};
 use crate::services::conversations::{Conversation, Conversations};
-use crate::services::signals::{Outgoing, Signals, Target};
+use crate::services::signals::{fresh, Origin, Outgoing, Signals, Target};
 use crate::views::NodeEvent;
 
 /// Most members of a group whose devices a group call rings.
 pub const MAX_CALL_GROUP: usize = 16;
-/// A signal sent longer ago than this (sender's clock against this device's) is ignored: a
-/// replayed or long-delayed `ring` does not ring.
-pub const MAX_SIGNAL_AGE_MS: u64 = 120_000;
 /// Calls this device lists in its history (`GET /v1/calls`), newest first.
 pub const MAX_HISTORY: usize = 100;
 /// Most calls held at once (ringing, running or just ended); rings beyond are answered busy.
@@ -511,7 +508,7 @@ impl Calls {
         signal: &CallSignal,
     ) {
         let now = self.ctx.now();
-        if sent_at.saturating_add(MAX_SIGNAL_AGE_MS) < now {
+        if !fresh(sent_at, now) {
             debug!("ignoring a call signal sent {} ms ago", now - sent_at);
             return;
         }
@@ -531,26 +528,11 @@ impl Calls {
         if sender.user_id == me {
             return;
         }
-        let (group, conversation, to, members) = match signal.group {
-            Some(g) => {
-                let Some(state) = self.ctx.store.group_shared(&g.0) else { return };
-                let member = |u: &[u8; 16]| state.members.iter().any(|m| &m.user == u);
-                if !state.active || !member(&sender.user_id.0) {
-                    debug!("ignoring a group call from outside the group");
-                    return;
-                }
-                let members: Vec<_> =
-                    state.members.iter().map(|m| (m.user, m.name.clone())).collect();
-                (Some(g.0), g.0, format!("#{g}"), members)
-            }
-            None => {
-                let known = self.known_name(sender.user_id.0);
-                let to =
-                    known.as_ref().map_or_else(|| sender.user_id.to_string(), |n| format!("@{n}"));
-                let name = known.or_else(|| claimed.map(str::to_owned));
-                let conv = ConversationId::direct(&me, &sender.user_id).0;
-                (None, conv, to, vec![(sender.user_id.0, name)])
-            }
+        let group = signal.group.map(|g| g.0);
+        let Some(Origin { conversation, to, members }) =
+            self.signals.origin(sender, claimed, group)
+        else {
+            return;
         };
         let busy = Self::busy_here(&calls) || calls.len() >= MAX_CALLS;
         let (mut call, mut effects) = rule::Call::incoming(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kith_protocol::listen::{ListenControl, ListenOp, ListenSignal, ListenState};
+use kith_protocol::listen::{ListenOp, ListenSignal, ListenState};
 use kith_protocol::message::SessionId;
 use kith_protocol::{Content, ConversationId, MessageId, SenderDevice};
 use serde::Serialize;
@@ -20,13 +20,11 @@ use crate::error::NodeError;
 use crate::rules::call::To;
 use crate::rules::listen::{self as rule, ClockSync, Control, Playback};
 use crate::services::conversations::Conversation;
-use crate::services::signals::{Outgoing, Signals};
+use crate::services::signals::{fresh, Origin, Outgoing, Signals};
 use crate::views::NodeEvent;
 
 /// Most listening sessions held at once (older ended ones go first).
 pub const MAX_SESSIONS: usize = 16;
-/// A signal sent longer ago than this is ignored.
-pub const MAX_SIGNAL_AGE_MS: u64 = 120_000;
 /// Time between the pings a listener sends when it joins.
 const PING_SPACING: Duration = Duration::from_millis(150);
 
@@ -310,7 +308,7 @@ impl Listen {
             .get_mut(&key)
             .ok_or_else(|| NodeError::NotFound(format!("listening session {id}")))?;
         if let Control::Add { track } = &control {
-            self.check_track(&hex::encode(track), &s.conversation)?;
+            self.check_track(&track.to_string(), &s.conversation)?;
         }
         if s.host == self.device() {
             s.playback
@@ -318,7 +316,7 @@ impl Listen {
                 .map_err(|e| NodeError::NotAllowed(e.into()))?;
             self.broadcast(&sessions, key);
         } else {
-            let content = Self::signal(key, s.group, ListenOp::Control(to_wire(&control)));
+            let content = Self::signal(key, s.group, ListenOp::Control(control.clone()));
             s.out
                 .try_send(Outgoing::new(To::Device(s.host), content))
                 .map_err(|_| NodeError::Busy("too many signals waiting to be sent".into()))?;
@@ -377,7 +375,7 @@ impl Listen {
         signal: &ListenSignal,
     ) {
         let now = self.ctx.now();
-        if sent_at.saturating_add(MAX_SIGNAL_AGE_MS) < now {
+        if !fresh(sent_at, now) {
             return;
         }
         let id = signal.session.0;
@@ -408,7 +406,8 @@ impl Listen {
                     self.announce(&id, s);
                     return;
                 }
-                let Some((conversation, to, members)) = self.where_from(sender, claimed, group)
+                let Some(Origin { conversation, to, members }) =
+                    self.signals.origin(sender, claimed, group)
                 else {
                     return;
                 };
@@ -433,7 +432,7 @@ impl Listen {
                 if s.host != self.device() || s.group != group || !self.is_member(sender, s) {
                     return;
                 }
-                if let Err(e) = s.playback.apply(&from_wire(c), now) {
+                if let Err(e) = s.playback.apply(c, now) {
                     debug!("a listening control was refused: {e}");
                     return;
                 }
@@ -479,37 +478,6 @@ impl Listen {
         }
     }
 
-    /// The conversation of a session `sender` hosts: (id, as shown, its members).
-    #[allow(clippy::type_complexity)]
-    fn where_from(
-        &self,
-        sender: &SenderDevice,
-        claimed: Option<&str>,
-        group: Option<[u8; 16]>,
-    ) -> Option<([u8; 16], String, Vec<([u8; 16], Option<String>)>)> {
-        let me = self.ctx.user_id();
-        match group {
-            Some(g) => {
-                let state = self.ctx.store.group_shared(&g)?;
-                if !state.active || !state.members.iter().any(|m| m.user == sender.user_id.0) {
-                    return None;
-                }
-                let members = state.members.iter().map(|m| (m.user, m.name.clone())).collect();
-                Some((g, format!("#{}", ConversationId(g)), members))
-            }
-            None => {
-                let known = crate::views::names_for(&self.ctx.store, me, &[sender.user_id.0])
-                    .ok()
-                    .and_then(|n| n.get(&sender.user_id.0).cloned());
-                let to =
-                    known.as_ref().map_or_else(|| sender.user_id.to_string(), |n| format!("@{n}"));
-                let name = known.or_else(|| claimed.map(str::to_owned));
-                let conv = ConversationId::direct(&me, &sender.user_id).0;
-                Some((conv, to, vec![(sender.user_id.0, name)]))
-            }
-        }
-    }
-
     /// The listening task: a joined listener measures its clock again every 30 s.
     pub(crate) async fn listen_task(self) {
         loop {
@@ -535,27 +503,5 @@ impl Listen {
                 _ = self.wake.notified() => {}
             }
         }
-    }
-}
-
-fn to_wire(c: &Control) -> ListenControl {
-    match c {
-        Control::Play { at_ms } => ListenControl::Play { at_ms: *at_ms },
-        Control::Pause => ListenControl::Pause,
-        Control::Seek { position_ms } => ListenControl::Seek { position_ms: *position_ms },
-        Control::Next => ListenControl::Next,
-        Control::Add { track } => ListenControl::Add { track: MessageId(*track) },
-        Control::Stop => ListenControl::Stop,
-    }
-}
-
-fn from_wire(c: &ListenControl) -> Control {
-    match c {
-        ListenControl::Play { at_ms } => Control::Play { at_ms: *at_ms },
-        ListenControl::Pause => Control::Pause,
-        ListenControl::Seek { position_ms } => Control::Seek { position_ms: *position_ms },
-        ListenControl::Next => Control::Next,
-        ListenControl::Add { track } => Control::Add { track: track.0 },
-        ListenControl::Stop => Control::Stop,
     }
 }

@@ -27,6 +27,23 @@ pub const QUEUE: usize = 64;
 /// next one up for long.
 const IN_ORDER_WAIT: Duration = Duration::from_secs(2);
 
+/// A signal sent longer ago than this (sender's clock against this device's) is ignored: a
+/// replayed or long-delayed `ring` does not ring.
+pub const MAX_SIGNAL_AGE_MS: u64 = 120_000;
+
+/// Whether a signal sent at `sent_at` (sender's clock) is recent enough at `now` to act on.
+pub(crate) fn fresh(sent_at: u64, now: u64) -> bool {
+    sent_at.saturating_add(MAX_SIGNAL_AGE_MS) >= now
+}
+
+/// The conversation a session signal from another user's device belongs to: its id, as
+/// shown (`@name`, `#group`), and its members (user, name if known).
+pub(crate) struct Origin {
+    pub(crate) conversation: [u8; 16],
+    pub(crate) to: String,
+    pub(crate) members: Vec<([u8; 16], Option<String>)>,
+}
+
 /// Called with a device a signal could not reach.
 pub(crate) type Unreachable = Arc<dyn Fn([u8; 32]) + Send + Sync>;
 
@@ -92,6 +109,40 @@ impl Signals {
         }
         targets.push(Target { user: me, devices: records.other_devices().await });
         targets
+    }
+
+    /// Where a session signal from `sender` belongs: `group` (which must be known here, active,
+    /// and have the sender as a member), else the direct chat with the sender (named as this
+    /// device knows the sender, else by `claimed`, the name its envelope gives, which is
+    /// checked when it is looked up). `None`: a signal to ignore.
+    pub(crate) fn origin(
+        &self,
+        sender: &kith_protocol::SenderDevice,
+        claimed: Option<&str>,
+        group: Option<[u8; 16]>,
+    ) -> Option<Origin> {
+        let me = self.ctx.user_id();
+        match group {
+            Some(g) => {
+                let state = self.ctx.store.group_shared(&g)?;
+                if !state.active || !state.members.iter().any(|m| m.user == sender.user_id.0) {
+                    debug!("ignoring a signal for a group from outside it");
+                    return None;
+                }
+                let members = state.members.iter().map(|m| (m.user, m.name.clone())).collect();
+                Some(Origin { conversation: g, to: format!("#{}", ConversationId(g)), members })
+            }
+            None => {
+                let known = crate::views::names_for(&self.ctx.store, me, &[sender.user_id.0])
+                    .ok()
+                    .and_then(|n| n.get(&sender.user_id.0).cloned());
+                let to =
+                    known.as_ref().map_or_else(|| sender.user_id.to_string(), |n| format!("@{n}"));
+                let name = known.or_else(|| claimed.map(str::to_owned));
+                let conversation = ConversationId::direct(&me, &sender.user_id).0;
+                Some(Origin { conversation, to, members: vec![(sender.user_id.0, name)] })
+            }
+        }
     }
 
     /// Starts a sender task for `targets` (this user's other devices are added if missing).

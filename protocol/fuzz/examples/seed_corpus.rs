@@ -119,6 +119,57 @@ fn contents(sender: UserId) -> Vec<(&'static str, Content)> {
             "group_key",
             Content::GroupKey { group: ConversationId([5; 16]), epoch: 2, key: [11; 32] },
         ),
+        (
+            "call_offer",
+            Content::Call(Box::new(kith_protocol::call::CallSignal {
+                call: SessionId([12; 16]),
+                group: None,
+                signal: kith_protocol::call::Signal::Offer { to: [13; 32], sdp: "v=0\r\n".into() },
+            })),
+        ),
+        (
+            "call_ring",
+            Content::Call(Box::new(kith_protocol::call::CallSignal {
+                call: SessionId([12; 16]),
+                group: Some(ConversationId([5; 16])),
+                signal: kith_protocol::call::Signal::Ring { video: true },
+            })),
+        ),
+        (
+            "call_log",
+            Content::CallLog(kith_protocol::call::CallLog {
+                call: SessionId([12; 16]),
+                video: false,
+                outcome: kith_protocol::call::CallOutcome::Ended,
+                started_at: T0,
+                duration_ms: 61_000,
+            }),
+        ),
+        (
+            "listen_state",
+            Content::Listen(Box::new(kith_protocol::listen::ListenSignal {
+                session: SessionId([14; 16]),
+                group: None,
+                op: kith_protocol::listen::ListenOp::State(kith_protocol::listen::ListenState {
+                    host: [15; 32],
+                    queue: vec![MessageId([1; 16]), MessageId([2; 16])],
+                    index: 1,
+                    playing: true,
+                    position_ms: 30_000,
+                    at: T0,
+                    seq: 4,
+                    stopped: false,
+                }),
+            })),
+        ),
+        (
+            "listen_pong",
+            Content::Listen(Box::new(kith_protocol::listen::ListenSignal {
+                session: SessionId([14; 16]),
+                group: Some(ConversationId([5; 16])),
+                op: kith_protocol::listen::ListenOp::Pong { nonce: 7, host_time: T0 },
+            })),
+        ),
         ("unsupported", Content::Unsupported { kind: "x-poll".into(), body: vec![0xa0] }),
     ]
 }
