@@ -346,6 +346,27 @@ pub fn cancel(home: &Home, id: &str, json: bool) -> Result<()> {
     emit(format_args!("cancelled {id}"))
 }
 
+/// `kith location TARGET --lat --lon`.
+pub fn location(
+    home: &Home,
+    to: &str,
+    lat: f64,
+    lon: f64,
+    accuracy: Option<f32>,
+    label: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let target = Target::parse(to)?;
+    let body = json!({ "to": target.api(), "lat": lat, "lon": lon, "accuracy_m": accuracy, "label": label });
+    let m = Client::from_home(home)?
+        .post("/v1/locations", &body)
+        .with_context(|| format!("cannot share a location with {target}"))?;
+    if json {
+        return emit_json(&m);
+    }
+    emit(format_args!("{}", m.get("id").and_then(Value::as_str).unwrap_or("?")))
+}
+
 /// `kith reply`, `react`, `edit`, `delete`: `what` is the route after the message's id.
 pub fn annotate(home: &Home, id: &str, what: &str, body: &Value, json: bool) -> Result<()> {
     let client = Client::from_home(home)?;

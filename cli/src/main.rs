@@ -262,6 +262,31 @@ enum Command {
         json: bool,
     },
 
+    /// Share a place: a point on the map, with an optional label
+    ///
+    /// The others see it in the conversation with a link to the point on OpenStreetMap.
+    /// Example: kith location @bob --lat 53.5511 --lon 9.9937 --label "Stadtpark"
+    Location {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        to: String,
+        /// Latitude in degrees, -90 to 90
+        #[arg(long, allow_negative_numbers = true)]
+        lat: f64,
+        /// Longitude in degrees, -180 to 180
+        #[arg(long, allow_negative_numbers = true)]
+        lon: f64,
+        /// How precise the point is: a radius in metres
+        #[arg(long, value_name = "METRES")]
+        accuracy: Option<f32>,
+        /// A name for the place ("the café"), 256 bytes at most
+        #[arg(long)]
+        label: Option<String>,
+        /// Print the message as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// React to a message with an emoji (or short text), or take the reaction back
     React {
         /// The message: its id, or its first 8 or more digits (`kith messages --ids`)
@@ -531,6 +556,9 @@ fn main() -> ExitCode {
         ),
         Command::Edit { id, text, json } => {
             commands::annotate(&home, &id, "edit", &serde_json::json!({ "text": text }), json)
+        }
+        Command::Location { to, lat, lon, accuracy, label, json } => {
+            commands::location(&home, &to, lat, lon, accuracy, label, json)
         }
         Command::Delete { id, json } => {
             commands::annotate(&home, &id, "delete", &serde_json::json!({}), json)

@@ -258,6 +258,24 @@ fn two_people_chat_share_a_photo_and_form_a_group_in_the_web_app() {
         page_text(&a).contains("hi back from the terminal").then_some(())
     });
 
+    // Bob shares a place from the CLI: alice's page shows it with a link to the map (a link,
+    // not loaded: the check below that nothing came from another host still holds).
+    bob.kith(&[
+        "location",
+        "@alice",
+        "--lat",
+        "53.5511",
+        "--lon",
+        "9.9937",
+        "--label",
+        "the fountain",
+    ])
+    .ok();
+    a.wait_for(
+        "the place in alice's page",
+        "document.getElementById('messages').innerText.includes('the fountain') && document.querySelector('#messages a[href^=\"https://www.openstreetmap.org/?mlat=53.551100&mlon=9.993700\"]')",
+    );
+
     // Alice answers bob's message from its Reply button, reacts to it, and edits her first
     // message; bob's CLI shows all three on the messages they name.
     let on = |text: &str| {

@@ -97,6 +97,21 @@ fn three_daemons_deliver_direct_and_queued_messages() {
     bob.kith(&["edit", short, "forged"]).fails_with("only your own");
     alice.kith(&["edit", &hello, "hello bob, again"]).ok();
     alice.kith(&["delete", &away_id]).ok();
+    alice
+        .kith(&[
+            "location",
+            "@bob",
+            "--lat",
+            "53.5511",
+            "--lon",
+            "-9.9937",
+            "--label",
+            "the fountain",
+        ])
+        .ok();
+    alice
+        .kith(&["location", "@bob", "--lat", "95", "--lon", "0"])
+        .fails_with("latitude or longitude out of range");
     for (node, with) in [(&alice, "@bob"), (&bob, "@alice")] {
         wait_until(
             "the reply, reaction, edit and delete on both sides",
@@ -104,6 +119,7 @@ fn three_daemons_deliver_direct_and_queued_messages() {
             || {
                 let out = node.kith(&["messages", with, "--ids"]).ok().stdout;
                 let done = out.contains(&format!("{short} ["))
+                    && out.contains("alice: Location: the fountain (53.55110, -9.99370)")
                     && out.contains("alice: hello bob, again (edited) [+1 1]")
                     && out.contains("bob: (to alice: \"hello bob, again\") hello to you")
                     && out.contains("alice: <deleted>");

@@ -120,6 +120,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .route("/v1/messages/{id}", get(message))
         .route("/v1/messages/{id}/cancel", post(cancel))
         .route("/v1/messages/{id}/react", post(react))
+        .route("/v1/locations", post(share_location))
         .route("/v1/messages/{id}/edit", post(edit))
         .route("/v1/messages/{id}/delete", post(delete))
         .route("/v1/contacts", get(contacts))
@@ -347,6 +348,25 @@ struct ReactBody {
     emoji: String,
     #[serde(default)]
     remove: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationBody {
+    to: String,
+    lat: f64,
+    lon: f64,
+    accuracy_m: Option<f32>,
+    label: Option<String>,
+}
+
+async fn share_location(
+    State(s): State<AppState>,
+    body: Result<Json<LocationBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    let m = s.node.share_location(&b.to, b.lat, b.lon, b.accuracy_m, b.label).await?;
+    Ok((StatusCode::ACCEPTED, Json(m)))
 }
 
 #[derive(Deserialize)]

@@ -331,6 +331,27 @@ impl Node {
         Ok((m, to))
     }
 
+    /// Shares a point with `to` (`@name` or `#id`): latitude and longitude in degrees (checked),
+    /// an accuracy radius in metres and a label (256 bytes at most), both optional.
+    pub async fn share_location(
+        &self,
+        to: &str,
+        lat: f64,
+        lon: f64,
+        accuracy_m: Option<f32>,
+        label: Option<String>,
+    ) -> Result<MessageView, NodeError> {
+        if accuracy_m.is_some_and(|a| !a.is_finite() || a < 0.0) {
+            return Err(NodeError::BadInput(
+                "the accuracy must be a radius in metres, 0 or more".into(),
+            ));
+        }
+        let label = label.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+        let content = Content::Location { lat, lon, accuracy_m, label };
+        content.validate().map_err(|e| NodeError::BadInput(e.to_string()))?;
+        self.send_content(to, content).await
+    }
+
     /// The conversation id (hex) of `@name` or `#id`, if there is one.
     pub fn conversation_id(&self, to: &str) -> Result<Option<String>, NodeError> {
         Ok(self.s.conversations.conversation_of(to)?.map(hex::encode))

@@ -150,6 +150,45 @@ pub struct MessageView {
     /// Its sender deleted it for everyone (no `text`, no `attachment`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// For a `location`: the point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Box<LocationView>>,
+}
+
+/// A shared point, as the API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LocationView {
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// Accuracy radius, metres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_m: Option<f32>,
+    /// A label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The point on OpenStreetMap (a link a person may open; nothing loads it by itself).
+    pub map_url: String,
+}
+
+// The coordinates are never NaN (checked when the message was decoded), so equality is total.
+impl Eq for LocationView {}
+
+impl LocationView {
+    fn of(p: &crate::store::Point) -> Self {
+        LocationView {
+            lat: p.lat,
+            lon: p.lon,
+            accuracy_m: p.accuracy_m,
+            label: p.label.clone(),
+            map_url: format!(
+                "https://www.openstreetmap.org/?mlat={lat:.6}&mlon={lon:.6}#map=16/{lat:.6}/{lon:.6}",
+                lat = p.lat,
+                lon = p.lon
+            ),
+        }
+    }
 }
 
 /// The message a reply answers.
@@ -447,6 +486,7 @@ pub(crate) fn view(
         reactions: Vec::new(),
         edited: false,
         deleted: false,
+        location: m.point.as_ref().map(|p| Box::new(LocationView::of(p))),
     }
 }
 
@@ -498,6 +538,7 @@ pub(crate) fn page(
                     v.deleted = true;
                     v.text = None;
                     v.attachment = None;
+                    v.location = None;
                 } else if let Some(text) = a.edited {
                     v.edited = true;
                     v.text = Some(text);

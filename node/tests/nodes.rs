@@ -2107,3 +2107,35 @@ async fn replies_reactions_edits_and_deletes_show_on_their_message() {
     })
     .await;
 }
+
+/// A shared point reaches the other side with its label and a link to the map; a point off the
+/// globe is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_location_reaches_the_other_side() {
+    let (_boot, alice, bob) = network().await;
+    let bad = alice.node.share_location("@bob", 91.0, 0.0, None, None).await;
+    assert!(matches!(bad, Err(NodeError::BadInput(_))), "{bad:?}");
+    let bad = alice.node.share_location("@bob", 10.0, 0.0, Some(-1.0), None).await;
+    assert!(matches!(bad, Err(NodeError::BadInput(_))), "{bad:?}");
+    let sent = alice
+        .node
+        .share_location("@bob", 53.5511, 9.9937, Some(25.0), Some("Stadtpark".into()))
+        .await
+        .expect("shared");
+    let got = eventually(20, "the location at bob's", || async {
+        bob.node.messages(Some("alice"), 10).ok()?.into_iter().find(|m| m.id == sent.id)
+    })
+    .await;
+    assert_eq!(got.kind, "location");
+    assert_eq!(got.text.as_deref(), Some("Location: Stadtpark (53.55110, 9.99370)"));
+    let p = got.location.expect("the point");
+    assert_eq!(
+        (p.lat, p.lon, p.accuracy_m, p.label.as_deref()),
+        (53.5511, 9.9937, Some(25.0), Some("Stadtpark"))
+    );
+    assert!(
+        p.map_url.starts_with("https://www.openstreetmap.org/?mlat=53.551100&mlon=9.993700"),
+        "{}",
+        p.map_url
+    );
+}

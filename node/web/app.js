@@ -96,6 +96,7 @@ function summary(m) {
   if (m.kind === "group.remove") return `${m.from} removed a member`;
   if (m.kind === "call.log") return m.text || "Call";
   if (m.kind === "reply") return m.deleted ? "deleted" : m.text || "";
+  if (m.kind === "location") return m.text || "Location";
   return `[${m.kind}]`;
 }
 
@@ -194,6 +195,13 @@ function renderMessage(m) {
   let body;
   if (m.deleted) body = el("div", { class: "event" }, "This message was deleted.");
   else if (m.kind === "text" || m.kind === "reply") body = el("div", { class: "body" }, m.text || "");
+  else if (m.kind === "location" && m.location) {
+    const p = m.location;
+    body = el("div", { class: "body" },
+      el("div", {}, p.label || "A location"),
+      el("div", { class: "meta" }, `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}${p.accuracy_m ? ` (within ${Math.round(p.accuracy_m)} m)` : ""}`),
+      el("a", { href: p.map_url, target: "_blank", rel: "noopener noreferrer" }, "Open in a map"));
+  }
   else if (m.kind === "attachment" && m.attachment) body = renderAttachment(m);
   else if (m.kind === "group.leave") body = el("div", { class: "event" }, `${m.from} left the group`);
   else if (m.kind === "group.remove") body = el("div", { class: "event" }, `${m.from} removed a member`);
@@ -584,6 +592,19 @@ function wire() {
       e.preventDefault();
       $("composer").requestSubmit();
     }
+  });
+  $("share-location").addEventListener("click", () => {
+    if (!state.current) return;
+    if (!navigator.geolocation) { showError(new Error("this browser cannot tell where you are")); return; }
+    navigator.geolocation.getCurrentPosition(async (pos) => {
+      try {
+        await api("/v1/locations", { method: "POST", body: {
+          to: target(), lat: pos.coords.latitude, lon: pos.coords.longitude, accuracy_m: pos.coords.accuracy,
+        } });
+        await loadConversations();
+        await loadMessages();
+      } catch (e) { showError(e); }
+    }, (e) => showError(new Error(`no location: ${e.message}`)), { enableHighAccuracy: true, timeout: 20000 });
   });
   $("file").addEventListener("change", async (e) => {
     for (const f of [...e.target.files]) await upload(f);

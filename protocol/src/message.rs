@@ -550,6 +550,10 @@ impl Content {
     pub fn summary(&self) -> Option<String> {
         match self {
             Content::CallLog(l) => Some(l.summary()),
+            Content::Location { lat, lon, label, .. } => Some(match label {
+                Some(l) => format!("Location: {l} ({lat:.5}, {lon:.5})"),
+                None => format!("Location: {lat:.5}, {lon:.5}"),
+            }),
             _ => self.text().map(str::to_owned),
         }
     }

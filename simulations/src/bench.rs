@@ -839,6 +839,7 @@ fn history(base: &std::path::Path) -> Result<f64> {
             waiting_for: None,
             target: None,
             removed: false,
+            point: None,
         })?;
     }
     let mut times = Vec::new();

@@ -138,6 +138,22 @@ pub struct StoredMessage {
     /// For a reaction: it takes the emoji (`text`) back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// For a `location`: the point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<Point>,
+}
+
+/// A shared location.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// Accuracy radius, metres.
+    pub accuracy_m: Option<f32>,
+    /// A label.
+    pub label: Option<String>,
 }
 
 impl StoredMessage {
@@ -168,6 +184,12 @@ impl StoredMessage {
             Content::Reaction { emoji, .. } => Some(emoji.clone()),
             c => c.summary(),
         };
+        let point = match &m.content {
+            Content::Location { lat, lon, accuracy_m, label } => {
+                Some(Point { lat: *lat, lon: *lon, accuracy_m: *accuracy_m, label: label.clone() })
+            }
+            _ => None,
+        };
         StoredMessage {
             id: m.id.0,
             conversation: m.conversation.0,
@@ -183,6 +205,7 @@ impl StoredMessage {
             waiting_for: None,
             target,
             removed,
+            point,
         }
     }
 }
@@ -699,6 +722,7 @@ pub(super) mod tests {
             waiting_for: None,
             target: None,
             removed: false,
+            point: None,
         }
     }
 
