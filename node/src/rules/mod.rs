@@ -21,6 +21,8 @@
 //! - [`mailbox`]: the mailbox service's deposit rate limit.
 //! - [`names`]: what a name's holder makes of reading its record back from the DHT.
 //! - [`prekeys`]: prekey rotation.
+//! - [`settle`]: splitting bills: each person's part, balances per currency, the transfers
+//!   that settle them (not used by the node yet).
 //! - [`redial`]: when a node with too few connections dials known peers again.
 
 pub mod annotations;
@@ -36,6 +38,7 @@ pub mod names;
 pub mod outbox;
 pub mod prekeys;
 pub mod redial;
+pub mod settle;
 pub mod trust;
 
 #[cfg(test)]
