@@ -129,6 +129,15 @@ impl Signals {
                     debug!("ignoring a signal for a group from outside it");
                     return None;
                 }
+                // Calls and listening sessions are for small groups: a member of a large one
+                // cannot make every member look up every other's record.
+                if state.members.len() > crate::services::calls::MAX_CALL_GROUP {
+                    debug!(
+                        "ignoring a session signal for a group of {} members",
+                        state.members.len()
+                    );
+                    return None;
+                }
                 let members = state.members.iter().map(|m| (m.user, m.name.clone())).collect();
                 Some(Origin { conversation: g, to: format!("#{}", ConversationId(g)), members })
             }
