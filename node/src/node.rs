@@ -327,8 +327,24 @@ impl Node {
         if m.waiting_for.is_some() || crate::views::ANNOTATIONS.contains(&m.kind.as_str()) {
             return Err(NodeError::BadInput(format!("message {id} cannot be answered or changed")));
         }
-        let to = format!("#{}", kith_protocol::ConversationId(m.conversation));
-        Ok((m, to))
+        if m.is_group() {
+            let to = format!("#{}", kith_protocol::ConversationId(m.conversation));
+            return Ok((m, to));
+        }
+        // A direct chat: answered by the other user's name, once this node has confirmed it
+        // (a message from someone new is answerable when its sender's record was checked).
+        let me = self.s.ctx.user_id();
+        let names = crate::views::names_for(&self.s.ctx.store, me, &[m.peer])?;
+        match names.get(&m.peer) {
+            Some(name) if m.peer != me.0 => {
+                let to = format!("@{name}");
+                Ok((m, to))
+            }
+            _ => Err(NodeError::NotFound(format!(
+                "the name of the other person in the chat of message {id} is not confirmed yet; \
+                 try again in a moment"
+            ))),
+        }
     }
 
     /// Shares a point with `to` (`@name` or `#id`): latitude and longitude in degrees (checked),

@@ -2065,8 +2065,9 @@ async fn a_listening_session_is_shared_controlled_and_clocked() {
 async fn replies_reactions_edits_and_deletes_show_on_their_message() {
     let (_boot, alice, bob) = network().await;
     let first = alice.node.send_text("@bob", "lunch at noon?").await.expect("sent");
-    eventually(20, "the message at bob's", || async {
-        bob.node.message(&first.id).ok().map(|_| ())
+    // Bob can answer once his node has checked who sent it (its sender's name).
+    eventually(60, "the message at bob's, from alice by name", || async {
+        (bob.node.message(&first.id).ok()?.from == "alice").then_some(())
     })
     .await;
     let reply = bob.node.reply(&first.id, "yes!").await.expect("reply");
@@ -2078,7 +2079,7 @@ async fn replies_reactions_edits_and_deletes_show_on_their_message() {
     let oops = alice.node.send_text("@bob", "wrong chat").await.expect("sent");
     alice.node.delete_message(&oops.id).await.expect("delete");
     for (n, with) in [(&alice.node, "bob"), (&bob.node, "alice")] {
-        let page = eventually(20, "everything applied on both sides", || async {
+        let page = eventually(60, "everything applied on both sides", || async {
             let page = n.messages(Some(with), 100).ok()?;
             let done = page.len() == 3
                 && page[0].edited
@@ -2101,7 +2102,7 @@ async fn replies_reactions_edits_and_deletes_show_on_their_message() {
     }
     // Taking a reaction back.
     bob.node.react(&first.id, "+1", true).await.expect("take back");
-    eventually(20, "one reaction left", || async {
+    eventually(60, "one reaction left", || async {
         let page = alice.node.messages(Some("bob"), 100).ok()?;
         (page[0].reactions[0].count == 1 && page[0].reactions[0].by == ["alice"]).then_some(())
     })
@@ -2122,7 +2123,7 @@ async fn a_shared_location_reaches_the_other_side() {
         .share_location("@bob", 53.5511, 9.9937, Some(25.0), Some("Stadtpark".into()))
         .await
         .expect("shared");
-    let got = eventually(20, "the location at bob's", || async {
+    let got = eventually(60, "the location at bob's", || async {
         bob.node.messages(Some("alice"), 10).ok()?.into_iter().find(|m| m.id == sent.id)
     })
     .await;
