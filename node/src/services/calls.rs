@@ -29,7 +29,7 @@ use crate::views::NodeEvent;
 pub const MAX_CALL_GROUP: usize = 16;
 /// Calls this device lists in its history (`GET /v1/calls`), newest first.
 pub const MAX_HISTORY: usize = 100;
-/// Most calls held at once (ringing, running or just ended); rings beyond are answered busy.
+/// Most calls held at once (ringing, running or ended within 30 s); rings beyond are ignored.
 pub const MAX_CALLS: usize = 32;
 /// How long an ended call stays in the list of current calls.
 const KEEP_ENDED_MS: u64 = 30_000;
@@ -534,7 +534,13 @@ impl Calls {
         else {
             return;
         };
-        let busy = Self::busy_here(&calls) || calls.len() >= MAX_CALLS;
+        // The list is full (rings flooding in): this one is not held at all, so a peer cannot
+        // grow the list, nor start a lookup per ring.
+        if calls.len() >= MAX_CALLS {
+            debug!("ignoring a ring: {MAX_CALLS} calls are held already");
+            return;
+        }
+        let busy = Self::busy_here(&calls);
         let (mut call, mut effects) = rule::Call::incoming(
             me.0,
             self.device(),

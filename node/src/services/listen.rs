@@ -12,7 +12,7 @@ use kith_protocol::listen::{ListenOp, ListenSignal, ListenState};
 use kith_protocol::message::SessionId;
 use kith_protocol::{Content, ConversationId, MessageId, SenderDevice};
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::ctx::Ctx;
@@ -98,7 +98,6 @@ pub(crate) struct Listen {
     ctx: Ctx,
     signals: Signals,
     sessions: Arc<Mutex<BTreeMap<[u8; 16], Session>>>,
-    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Listen {
@@ -115,7 +114,7 @@ fn parse_id(id: &str) -> Result<[u8; 16], NodeError> {
 
 impl Listen {
     pub(crate) fn new(ctx: Ctx, signals: Signals) -> Self {
-        Listen { ctx, signals, sessions: Arc::default(), wake: Arc::default() }
+        Listen { ctx, signals, sessions: Arc::default() }
     }
 
     fn device(&self) -> [u8; 32] {
@@ -498,10 +497,7 @@ impl Listen {
             for id in due {
                 self.sync_now(id, 2);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = self.wake.notified() => {}
-            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }
 }
