@@ -27,6 +27,7 @@ pub mod listen;
 pub mod mailbox;
 pub mod message;
 pub mod name;
+pub mod plan;
 #[cfg(test)]
 mod vectors;
 

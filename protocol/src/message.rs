@@ -376,6 +376,24 @@ pub enum Content {
     CallLog(CallLog),
     /// `listen`: a signal of a listening session (`docs/protocol.md` 6.5); never shown.
     Listen(Box<crate::listen::ListenSignal>),
+    /// `event`: a proposed time and place (`docs/protocol.md` 6.6).
+    Event(Box<crate::plan::Event>),
+    /// `event.change`: the proposer changes or cancels an event.
+    EventChange(Box<crate::plan::EventChange>),
+    /// `rsvp`: an answer to an event.
+    Rsvp(crate::plan::Rsvp),
+    /// `list`: a new shared list with its document.
+    List(Box<crate::plan::ListDoc>),
+    /// `list.change`: a list's document after an edit.
+    ListChange(Box<crate::plan::ListChange>),
+    /// `expense`: someone paid for some people.
+    Expense(Box<crate::plan::Expense>),
+    /// `payment`: the sender paid someone.
+    Payment(Box<crate::plan::Payment>),
+    /// `payment.confirm`: the one paid confirms a payment.
+    PaymentConfirm(crate::plan::PaymentConfirm),
+    /// `pay.request`: the sender asks to be paid.
+    PayRequest(Box<crate::plan::PayRequest>),
     /// A kind this implementation does not know; kept as received.
     Unsupported {
         /// The wire kind.
@@ -532,6 +550,15 @@ impl Content {
             Content::Call(_) => "call",
             Content::CallLog(_) => "call.log",
             Content::Listen(_) => "listen",
+            Content::Event(_) => "event",
+            Content::EventChange(_) => "event.change",
+            Content::Rsvp(_) => "rsvp",
+            Content::List(_) => "list",
+            Content::ListChange(_) => "list.change",
+            Content::Expense(_) => "expense",
+            Content::Payment(_) => "payment",
+            Content::PaymentConfirm(_) => "payment.confirm",
+            Content::PayRequest(_) => "pay.request",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -589,14 +616,27 @@ impl Content {
         match self {
             Content::Reaction { emoji, .. } => short(emoji, "emoji"),
             Content::Receipt { ids, .. } => list(ids.len(), "receipt ids"),
-            Content::Location { lat, lon, label, .. } => {
+            Content::Location { lat, lon, label, accuracy_m } => {
                 point(*lat, *lon)?;
+                if accuracy_m.is_some_and(|a| !a.is_finite() || a < 0.0) {
+                    return Err(DecodeError::Invalid("an accuracy that is not a radius".into()));
+                }
                 label.as_deref().map_or(Ok(()), |l| short(l, "label"))
             }
-            Content::LiveLocation { lat, lon, .. } => point(*lat, *lon),
+            Content::LiveLocation { lat, lon, seq, accuracy_m, until, .. } => {
+                point(*lat, *lon)?;
+                crate::plan::check_live(*seq, *accuracy_m, *until)
+            }
             Content::Attachment(a) => a.validate(),
             Content::Call(c) => c.validate(),
             Content::Listen(l) => l.validate(),
+            Content::Event(e) => e.validate(),
+            Content::EventChange(e) => e.validate(),
+            Content::List(l) => l.validate(),
+            Content::ListChange(l) => l.validate(),
+            Content::Expense(e) => e.validate(),
+            Content::Payment(p) => p.validate(),
+            Content::PayRequest(r) => r.validate(),
             Content::BillSplit { description, currency, shares, .. } => {
                 short(description, "description")?;
                 list(shares.len(), "shares")?;
@@ -704,6 +744,15 @@ impl Content {
             Content::Call(c) => codec::to_vec(&c),
             Content::CallLog(l) => codec::to_vec(&l),
             Content::Listen(l) => codec::to_vec(&l),
+            Content::Event(e) => codec::to_vec(&e),
+            Content::EventChange(e) => codec::to_vec(&e),
+            Content::Rsvp(r) => codec::to_vec(&r),
+            Content::List(l) => codec::to_vec(&l),
+            Content::ListChange(l) => codec::to_vec(&l),
+            Content::Expense(e) => codec::to_vec(&e),
+            Content::Payment(p) => codec::to_vec(&p),
+            Content::PaymentConfirm(c) => codec::to_vec(&c),
+            Content::PayRequest(r) => codec::to_vec(&r),
             Content::Unsupported { body, .. } => body,
         };
         WireContent { kind: self.kind().to_owned(), body }
@@ -796,6 +845,15 @@ impl Content {
             "call" => Content::Call(Box::new(codec::from_slice(b, m)?)),
             "call.log" => Content::CallLog(codec::from_slice(b, m)?),
             "listen" => Content::Listen(Box::new(codec::from_slice(b, m)?)),
+            "event" => Content::Event(Box::new(codec::from_slice(b, m)?)),
+            "event.change" => Content::EventChange(Box::new(codec::from_slice(b, m)?)),
+            "rsvp" => Content::Rsvp(codec::from_slice(b, m)?),
+            "list" => Content::List(Box::new(codec::from_slice(b, m)?)),
+            "list.change" => Content::ListChange(Box::new(codec::from_slice(b, m)?)),
+            "expense" => Content::Expense(Box::new(codec::from_slice(b, m)?)),
+            "payment" => Content::Payment(Box::new(codec::from_slice(b, m)?)),
+            "payment.confirm" => Content::PaymentConfirm(codec::from_slice(b, m)?),
+            "pay.request" => Content::PayRequest(Box::new(codec::from_slice(b, m)?)),
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })
     }

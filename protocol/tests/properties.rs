@@ -57,8 +57,8 @@ fn content() -> impl Strategy<Value = Content> {
                 accuracy_m,
                 label
             }),
-        (sid(), any::<u32>(), -90.0f64..=90.0, -180.0f64..=180.0, any::<u64>(), any::<bool>())
-            .prop_map(|(session, seq, lat, lon, until, stopped)| Content::LiveLocation {
+        (sid(), 0u32..=10_000, -90.0f64..=90.0, -180.0f64..=180.0, 1u64.., any::<bool>()).prop_map(
+            |(session, seq, lat, lon, until, stopped)| Content::LiveLocation {
                 session,
                 seq,
                 lat,
@@ -66,7 +66,8 @@ fn content() -> impl Strategy<Value = Content> {
                 accuracy_m: None,
                 until,
                 stopped
-            }),
+            }
+        ),
         (
             any::<[u8; 32]>(),
             0..=kith_protocol::blob::MAX_BLOB_SIZE,
@@ -205,6 +206,98 @@ fn content() -> impl Strategy<Value = Content> {
             .prop_map(|record| Content::RecordUpdate { record }),
         proptest::collection::vec(any::<u8>(), 1..300)
             .prop_map(|envelope| Content::GroupCopy { envelope }),
+        (short(), any::<u64>(), -840i16..=840, proptest::option::of(short()), any::<bool>())
+            .prop_filter("a title", |(t, ..)| !t.trim().is_empty())
+            .prop_map(|(title, start, zone, place, note)| {
+                Content::Event(Box::new(kith_protocol::plan::Event {
+                    note: note.then(|| place.clone().unwrap_or_default()),
+                    title,
+                    start,
+                    zone,
+                    place,
+                }))
+            }),
+        (mid(), proptest::option::of((any::<u64>(), -840i16..=840)), any::<bool>()).prop_map(
+            |(to, start, cancelled)| {
+                Content::EventChange(Box::new(kith_protocol::plan::EventChange {
+                    to,
+                    title: None,
+                    start,
+                    place: Some("Stadtpark".into()),
+                    cancelled,
+                }))
+            }
+        ),
+        (mid(), 0u8..3).prop_map(|(to, a)| {
+            use kith_protocol::plan::{Answer, Rsvp};
+            Content::Rsvp(Rsvp { to, answer: [Answer::Yes, Answer::Maybe, Answer::No][a as usize] })
+        }),
+        (mid(), proptest::collection::vec(any::<u8>(), 1..200), any::<bool>()).prop_map(
+            |(to, doc, new)| {
+                use kith_protocol::plan::{ListChange, ListDoc};
+                if new {
+                    Content::List(Box::new(ListDoc { title: "Shopping".into(), doc }))
+                } else {
+                    Content::ListChange(Box::new(ListChange { to, doc }))
+                }
+            }
+        ),
+        (id16(), 1i64..1_000_000_000, "[A-Z]{3}", proptest::collection::vec(id16(), 1..6), 0u8..3)
+            .prop_map(|(payer, amount, currency, mut people, how)| {
+                use kith_protocol::plan::{Expense, Split};
+                people.sort_unstable();
+                people.dedup();
+                let users: Vec<UserId> = people.into_iter().map(UserId).collect();
+                let split = match how {
+                    0 => Split::Equal(users),
+                    1 => Split::Shares(users.into_iter().map(|u| (u, 2)).collect()),
+                    _ => {
+                        let n = users.len() as i64;
+                        let mut parts: Vec<(UserId, i64)> =
+                            users.into_iter().map(|u| (u, amount / n)).collect();
+                        parts[0].1 += amount % n;
+                        Split::Exact(parts)
+                    }
+                };
+                Content::Expense(Box::new(Expense {
+                    description: "sausages".into(),
+                    payer: UserId(payer),
+                    amount,
+                    currency,
+                    split,
+                }))
+            }),
+        (id16(), 1i64..1_000_000_000, proptest::option::of(mid())).prop_map(
+            |(to, amount, request)| {
+                Content::Payment(Box::new(kith_protocol::plan::Payment {
+                    to: UserId(to),
+                    amount,
+                    currency: "EUR".into(),
+                    request,
+                }))
+            }
+        ),
+        mid().prop_map(|to| Content::PaymentConfirm(kith_protocol::plan::PaymentConfirm { to })),
+        (proptest::option::of(id16()), proptest::option::of(1i64..1_000_000), short()).prop_map(
+            |(payer, amount, reference)| {
+                use kith_protocol::plan::{PayMethod, PayRequest};
+                Content::PayRequest(Box::new(PayRequest {
+                    payer: payer.map(UserId),
+                    amount,
+                    currency: "EUR".into(),
+                    reference,
+                    methods: vec![
+                        PayMethod::Iban {
+                            iban: "DE89370400440532013000".into(),
+                            name: "Alice".into(),
+                            bic: None,
+                        },
+                        PayMethod::Link("https://paypal.me/alice".into()),
+                        PayMethod::Lightning("alice@example.org".into()),
+                    ],
+                }))
+            }
+        ),
         ("x-[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(kind, body)| Content::Unsupported { kind, body }),
         (id16(), proptest::option::of(short()), short(), any::<u64>()).prop_map(
