@@ -660,7 +660,7 @@ fn history(client: &Client, with: Option<&Target>, limit: Option<u32>) -> Result
 
 /// A conversation named on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     /// `@name`: the direct chat with this (normalized) name.
     Name(String),
     /// `#ID`: the conversation whose id starts with these (lowercase hex) digits.
@@ -669,7 +669,7 @@ enum Target {
 
 impl Target {
     /// `@name`, `name` or `#ID`.
-    fn parse(input: &str) -> Result<Target> {
+    pub(crate) fn parse(input: &str) -> Result<Target> {
         if input.trim().starts_with('#') {
             parse_conversation(input).map(Target::Conversation)
         } else {
@@ -678,7 +678,7 @@ impl Target {
     }
 
     /// As the API takes it in `to` and `with`.
-    fn api(&self) -> String {
+    pub(crate) fn api(&self) -> String {
         match self {
             Target::Name(name) => name.clone(),
             Target::Conversation(id) => format!("#{id}"),

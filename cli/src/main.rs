@@ -8,6 +8,7 @@ mod devices;
 mod media;
 mod open;
 mod output;
+mod plans;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -262,20 +263,31 @@ enum Command {
         json: bool,
     },
 
-    /// Share a place: a point on the map, with an optional label
+    /// Share a place (a point on the map), or where you are, live
     ///
     /// The others see it in the conversation with a link to the point on OpenStreetMap.
-    /// Example: kith location @bob --lat 53.5511 --lon 9.9937 --label "Stadtpark"
+    /// Examples:
+    ///   kith location @bob --lat 53.5511 --lon 9.9937 --label "Stadtpark"
+    ///   gpspipe -w | your-filter | kith location '#3fa2' --live 1h   (lines of lat,lon[,accuracy])
+    ///   kith location stop            stop every live location shared from this device
     Location {
-        /// @NAME, or '#ID' for a group
+        /// @NAME, or '#ID' for a group; or `stop` to stop sharing live
         #[arg(value_name = "TARGET")]
         to: String,
+        /// After `stop`: only the live location shared with this @NAME or '#ID'
+        #[arg(value_name = "STOP_TARGET")]
+        stop_target: Option<String>,
+        /// Share live for this long (15m, 1h, 8h; 10s to 8h), reading positions from standard
+        /// input, one `lat,lon[,accuracy]` line each; sharing stops when the input ends. At most
+        /// one position every 5 s is sent, and only when it changed
+        #[arg(long, value_name = "DURATION", conflicts_with_all = ["lat", "lon", "label"])]
+        live: Option<humantime::Duration>,
         /// Latitude in degrees, -90 to 90
         #[arg(long, allow_negative_numbers = true)]
-        lat: f64,
+        lat: Option<f64>,
         /// Longitude in degrees, -180 to 180
         #[arg(long, allow_negative_numbers = true)]
-        lon: f64,
+        lon: Option<f64>,
         /// How precise the point is: a radius in metres
         #[arg(long, value_name = "METRES")]
         accuracy: Option<f32>,
@@ -284,6 +296,121 @@ enum Command {
         label: Option<String>,
         /// Print the message as JSON
         #[arg(long)]
+        json: bool,
+    },
+
+    /// The latest location each person shared in a conversation, with its age and a map link
+    Locations {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        to: String,
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Propose an event (a time and a place), or change or cancel one you proposed
+    ///
+    /// Examples:
+    ///   kith event '#3fa2' "Barbecue" --at 2027-06-12T18:00 --place "Stadtpark, Hamburg"
+    ///   kith event 9c1e04d2 --at 2027-06-12T19:00      (everyone sees the change)
+    /// Times without an offset are in this machine's time zone.
+    Event {
+        /// @NAME or '#ID' to propose in; or the event's message id to change it
+        #[arg(value_name = "TARGET|EVENT")]
+        target: String,
+        /// The title of a new event
+        title: Option<String>,
+        /// When: 2027-06-12T18:00 (local) or 2027-06-12T18:00+02:00
+        #[arg(long)]
+        at: Option<String>,
+        /// Where
+        #[arg(long)]
+        place: Option<String>,
+        /// Anything else, with a new event
+        #[arg(long)]
+        note: Option<String>,
+        /// A new title, when changing
+        #[arg(long = "title", value_name = "TITLE")]
+        new_title: Option<String>,
+        /// Call the event off
+        #[arg(long)]
+        cancel: bool,
+        /// Print the message as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The events of a conversation, with who answered what
+    Events {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        to: String,
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Answer an event: yes, maybe or no (a later answer replaces yours)
+    Rsvp {
+        /// The event's message id (or its first 8 digits; `kith events` shows them)
+        #[arg(value_name = "EVENT")]
+        event: String,
+        /// yes, maybe or no
+        #[arg(value_parser = ["yes", "maybe", "no"])]
+        answer: String,
+        /// Print the event as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Shared shopping and to-do lists: make one, add, tick off, rename, assign, remove items
+    ///
+    /// Any member edits from any device, online or offline; edits merge without losing one.
+    /// Examples:
+    ///   kith list '#3fa2' new "Shopping"
+    ///   kith list 51ab90e7 add "sausages" --for @bob
+    ///   kith list 51ab90e7 done sausages
+    ///   kith list 51ab90e7 --json
+    List {
+        /// The list's message id (or its first 8 digits); with `new`, @NAME or '#ID'
+        #[arg(value_name = "LIST")]
+        list: String,
+        #[command(subcommand)]
+        action: Option<plans::ListAction>,
+        /// Print the list as JSON
+        #[arg(long, global = true)]
+        json: bool,
+    },
+
+    /// The lists of a conversation
+    Lists {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        to: String,
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Bills of a conversation: who owes whom, and the fewest transfers that settle it;
+    /// record expenses and payments, ask to be paid
+    ///
+    /// Amounts are exact, in each currency's own units; balances are kept per currency.
+    /// Examples:
+    ///   kith bills '#3fa2'
+    ///   kith bills '#3fa2' add "Sausages" 45.00 EUR --among @alice,@bob,@carol
+    ///   kith bills '#3fa2' paid @alice 15.00 EUR      (alice confirms: kith bills '#3fa2' confirm ID)
+    ///   kith bills '#3fa2' request --iban DE89370400440532013000 --name "Alice" --reference BBQ
+    ///   kith bills '#3fa2' show REQUEST               (its GiroCode / Lightning QR codes)
+    Bills {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        to: String,
+        #[command(subcommand)]
+        action: Option<plans::BillAction>,
+        /// Print the answer as JSON
+        #[arg(long, global = true)]
         json: bool,
     },
 
@@ -557,9 +684,27 @@ fn main() -> ExitCode {
         Command::Edit { id, text, json } => {
             commands::annotate(&home, &id, "edit", &serde_json::json!({ "text": text }), json)
         }
-        Command::Location { to, lat, lon, accuracy, label, json } => {
-            commands::location(&home, &to, lat, lon, accuracy, label, json)
+        Command::Location { to, stop_target, live, lat, lon, accuracy, label, json } => {
+            plans::location(
+                &home,
+                &to,
+                stop_target,
+                live.map(Into::into),
+                (lat, lon),
+                accuracy,
+                label,
+                json,
+            )
         }
+        Command::Locations { to, json } => plans::locations(&home, &to, json),
+        Command::Event { target, title, at, place, note, new_title, cancel, json } => {
+            plans::event(&home, &target, title, at, place, note, new_title, cancel, json)
+        }
+        Command::Events { to, json } => plans::events(&home, &to, json),
+        Command::Rsvp { event, answer, json } => plans::rsvp(&home, &event, &answer, json),
+        Command::List { list, action, json } => plans::list(&home, &list, action, json),
+        Command::Lists { to, json } => plans::lists(&home, &to, json),
+        Command::Bills { to, action, json } => plans::bills(&home, &to, action, json),
         Command::Delete { id, json } => {
             commands::annotate(&home, &id, "delete", &serde_json::json!({}), json)
         }

@@ -24,6 +24,7 @@ use crate::node::{Node, NodeEvent, MAX_HISTORY};
 mod calls;
 mod listen;
 mod media;
+mod plans;
 
 /// Largest request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -120,7 +121,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .route("/v1/messages/{id}", get(message))
         .route("/v1/messages/{id}/cancel", post(cancel))
         .route("/v1/messages/{id}/react", post(react))
-        .route("/v1/locations", post(share_location))
+        .route("/v1/locations", get(plans::locations).post(share_location))
         .route("/v1/messages/{id}/edit", post(edit))
         .route("/v1/messages/{id}/delete", post(delete))
         .route("/v1/contacts", get(contacts))
@@ -142,6 +143,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .merge(media::routes())
         .merge(calls::routes())
         .merge(listen::routes())
+        .merge(plans::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.

@@ -368,6 +368,11 @@ impl Node {
         self.send_content(to, content).await
     }
 
+    /// Planning together: events, shared lists, bills, payment requests, live location.
+    pub fn plans(&self) -> &crate::services::plans::Plans {
+        &self.s.plans
+    }
+
     /// The conversation id (hex) of `@name` or `#id`, if there is one.
     pub fn conversation_id(&self, to: &str) -> Result<Option<String>, NodeError> {
         Ok(self.s.conversations.conversation_of(to)?.map(hex::encode))

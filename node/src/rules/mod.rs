@@ -22,7 +22,12 @@
 //! - [`names`]: what a name's holder makes of reading its record back from the DHT.
 //! - [`prekeys`]: prekey rotation.
 //! - [`settle`]: splitting bills: each person's part, balances per currency, the transfers
-//!   that settle them (not used by the node yet).
+//!   that settle them.
+//! - [`plan`]: a conversation's planning messages folded into its events and answers, live
+//!   locations, lists and book, and who may do what there.
+//! - [`lists`]: shared lists as an Automerge document: edits, merging, limits.
+//! - [`currency`]: ISO 4217 codes, their minor units, amounts as text.
+//! - [`payment`]: how to be paid: IBAN, BIC, Lightning, links, the EPC "GiroCode" payload.
 //! - [`redial`]: when a node with too few connections dials known peers again.
 
 pub mod annotations;
@@ -30,12 +35,16 @@ pub mod blob_evict;
 pub mod blob_fetch;
 pub mod blob_seed;
 pub mod call;
+pub mod currency;
 pub mod devices;
 pub mod group;
 pub mod listen;
+pub mod lists;
 pub mod mailbox;
 pub mod names;
 pub mod outbox;
+pub mod payment;
+pub mod plan;
 pub mod prekeys;
 pub mod redial;
 pub mod settle;

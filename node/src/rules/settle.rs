@@ -3,8 +3,7 @@
 //! currency, with checked arithmetic; a split that does not add up, a negative or oversized
 //! amount is an error, never a rounded guess.
 //!
-//! Nothing in the node uses it yet (issue 20): the expense and payment messages that feed it
-//! are still to come.
+//! [`super::plan`] feeds it a conversation's `expense` and confirmed `payment` messages.
 
 use std::collections::BTreeMap;
 

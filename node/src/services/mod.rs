@@ -16,6 +16,8 @@
 //! - [`media`]: attachments: sealing, recording, serving, fetching blobs, mailbox custody.
 //! - [`calls`]: call signalling between devices, ringing, call history.
 //! - [`listen`]: listening together: a session's playback, controls, clock offsets.
+//! - [`plans`]: planning together: events, shared lists, bills, payment requests, live
+//!   location, folded from the conversation's messages.
 //! - [`signals`]: ephemeral signals (calls, listening) sealed to devices and sent once.
 //!
 //! [`Services`] holds one of each; the inbound path ([`crate::inbound`]), the maintenance task
@@ -31,6 +33,7 @@ pub mod mailbox_server;
 pub mod media;
 pub mod messaging;
 pub mod outbox;
+pub mod plans;
 pub mod records;
 pub mod signals;
 
@@ -54,6 +57,7 @@ pub(crate) struct Services {
     pub(crate) media: media::Media,
     pub(crate) calls: calls::Calls,
     pub(crate) listen: listen::Listen,
+    pub(crate) plans: plans::Plans,
     /// Held by a send with an idempotency key from its check of the key to its recording.
     pub(crate) idempotent_sends: Arc<tokio::sync::Mutex<()>>,
 }
@@ -81,6 +85,7 @@ impl Services {
         let signals = signals::Signals { ctx: ctx.clone(), conversations: conversations.clone() };
         let calls = calls::Calls::new(ctx.clone(), signals.clone(), call_config);
         let listen = listen::Listen::new(ctx.clone(), signals);
+        let plans = plans::Plans::new(ctx.clone(), conversations.clone());
         let devices = devices::Devices {
             ctx: ctx.clone(),
             records: records.clone(),
@@ -114,6 +119,7 @@ impl Services {
             media,
             calls,
             listen,
+            plans,
             idempotent_sends: Arc::default(),
         })
     }

@@ -141,6 +141,16 @@ pub struct StoredMessage {
     /// For a `location`: the point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point: Option<Point>,
+    /// For a planning kind (`docs/protocol.md` 6.6) and `live_location`: the encoded content,
+    /// which [`crate::services::plans`] folds into the conversation's events, lists, bills and shared
+    /// locations (a group message's `raw` is its sealed envelope, so the content is kept here).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub plan: Option<Vec<u8>>,
+    /// Not a message of its own in the history: an answer to an event, a list's edit, a
+    /// payment's confirmation, a live location's update. Listings skip it, and it does not
+    /// count towards their limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
 }
 
 /// A shared location.
@@ -178,15 +188,31 @@ impl StoredMessage {
                 (Some(to.0), false)
             }
             Content::Reaction { to, remove, .. } => (Some(to.0), *remove),
+            Content::EventChange(c) => (Some(c.to.0), false),
+            Content::Rsvp(r) => (Some(r.to.0), false),
+            Content::ListChange(c) => (Some(c.to.0), false),
+            Content::PaymentConfirm(c) => (Some(c.to.0), false),
             _ => (None, false),
         };
         let text = match &m.content {
             Content::Reaction { emoji, .. } => Some(emoji.clone()),
-            c => c.summary(),
+            c => crate::services::plans::summary(c).or_else(|| c.summary()),
         };
+        let hidden = matches!(
+            &m.content,
+            Content::Rsvp(_)
+                | Content::ListChange(_)
+                | Content::PaymentConfirm(_)
+                | Content::LiveLocation { seq: 1.., .. }
+        );
+        let plan = crate::services::plans::is_plan(&m.content)
+            .then(|| kith_protocol::codec::to_vec(&m.content));
         let point = match &m.content {
             Content::Location { lat, lon, accuracy_m, label } => {
                 Some(Point { lat: *lat, lon: *lon, accuracy_m: *accuracy_m, label: label.clone() })
+            }
+            Content::LiveLocation { lat, lon, accuracy_m, .. } => {
+                Some(Point { lat: *lat, lon: *lon, accuracy_m: *accuracy_m, label: None })
             }
             _ => None,
         };
@@ -206,6 +232,8 @@ impl StoredMessage {
             target,
             removed,
             point,
+            plan,
+            hidden,
         }
     }
 }
@@ -640,26 +668,45 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, NodeError> {
         let mut out: Vec<StoredMessage> = match conversation {
-            Some(c) => self
-                .messages
-                .scan_prefix(c)
-                .values()
-                .rev()
-                .take(limit)
-                .map(|v| self.decode(&v.map_err(|e| self.err(e))?))
-                .collect::<Result<_, _>>()?,
+            Some(c) => {
+                let mut out = Vec::new();
+                for v in self.messages.scan_prefix(c).values().rev() {
+                    let m: StoredMessage = self.decode(&v.map_err(|e| self.err(e))?)?;
+                    if !m.hidden {
+                        out.push(m);
+                        if out.len() == limit {
+                            break;
+                        }
+                    }
+                }
+                out
+            }
             None => {
-                let mut all: Vec<StoredMessage> = self
-                    .messages
-                    .iter()
-                    .values()
-                    .map(|v| self.decode(&v.map_err(|e| self.err(e))?))
-                    .collect::<Result<_, _>>()?;
+                let mut all: Vec<StoredMessage> = Vec::new();
+                for v in self.messages.iter().values() {
+                    let m: StoredMessage = self.decode(&v.map_err(|e| self.err(e))?)?;
+                    if !m.hidden {
+                        all.push(m);
+                    }
+                }
                 all.sort_by_key(|m| (m.sent_at, m.stored_at));
                 all.into_iter().rev().take(limit).collect()
             }
         };
         out.reverse();
+        Ok(out)
+    }
+
+    /// Every message of a conversation that carries a planning content (`plan`), hidden ones
+    /// included, oldest first. Reads the whole conversation.
+    pub fn plan_messages(&self, conversation: &[u8; 16]) -> Result<Vec<StoredMessage>, NodeError> {
+        let mut out = Vec::new();
+        for v in self.messages.scan_prefix(conversation).values() {
+            let m: StoredMessage = self.decode(&v.map_err(|e| self.err(e))?)?;
+            if m.plan.is_some() {
+                out.push(m);
+            }
+        }
         Ok(out)
     }
 
@@ -723,6 +770,8 @@ pub(super) mod tests {
             target: None,
             removed: false,
             point: None,
+            plan: None,
+            hidden: false,
         }
     }
 
