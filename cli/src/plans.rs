@@ -24,7 +24,9 @@ fn short(id: &str) -> &str {
 pub fn parse_at(at: &str) -> Result<String> {
     use chrono::TimeZone;
     let at = at.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(at)
+        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%dT%H:%M%:z"))
+    {
         return Ok(t.to_rfc3339());
     }
     for f in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {

@@ -359,3 +359,40 @@ pub fn mailbox_alice_bob() -> (Node, String, Node, Node) {
     bob.register("bob");
     (mailbox, mb_addr, alice, bob)
 }
+
+/// Starts `kith device link --json` on `node`: the running command, its output and the code.
+pub fn link_code(
+    node: &Node,
+    extra: &[&str],
+) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>, String) {
+    use std::io::BufRead;
+    let mut child = command(&node.home())
+        .args(["device", "link", "--json"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kith device link");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    let first: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let code = first["code"].as_str().expect("code").to_owned();
+    (child, out, code)
+}
+
+/// Waits for `child` to exit within `within` (killed and a panic otherwise).
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not exit within {within:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -54,6 +54,7 @@ fn with(q: Result<Query<With>, QueryRejection>) -> ApiResult<String> {
 /// offset in minutes.
 fn parse_time(at: &str) -> ApiResult<(u64, i16)> {
     let t = chrono::DateTime::parse_from_rfc3339(at.trim())
+        .or_else(|_| chrono::DateTime::parse_from_str(at.trim(), "%Y-%m-%dT%H:%M%:z"))
         .map_err(|e| bad(format!("{at:?} is not an RFC 3339 time with an offset ({e})")))?;
     let ms = u64::try_from(t.timestamp_millis()).map_err(|_| bad("a time before 1970"))?;
     let zone = i16::try_from(t.offset().local_minus_utc() / 60)

@@ -403,7 +403,7 @@ pub fn time_in(ms: u64, zone: i16) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.with_timezone(&off).format("%Y-%m-%dT%H:%M%:z").to_string())
+        .map(|t| t.with_timezone(&off).format("%Y-%m-%dT%H:%M:%S%:z").to_string())
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
