@@ -776,6 +776,25 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn hidden_messages_do_not_take_places_in_a_listing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        s.insert_incoming(&msg(1, 9, 10)).expect("insert");
+        // A live location's 20 updates after the last message shown.
+        for i in 0..20u8 {
+            let mut update = msg(100 + i, 9, 20 + u64::from(i));
+            (update.kind, update.hidden, update.plan) =
+                ("live_location".into(), true, Some(vec![i]));
+            s.insert_incoming(&update).expect("insert");
+        }
+        s.insert_incoming(&msg(2, 9, 50)).expect("insert");
+        let shown = s.messages(Some(&[9; 16]), 2).expect("list");
+        assert_eq!(shown.iter().map(|m| m.id[0]).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(s.messages(None, 5).expect("list").len(), 2);
+        assert_eq!(s.plan_messages(&[9; 16]).expect("plans").len(), 20);
+    }
+
+    #[test]
     fn incoming_is_deduplicated_and_ordered() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).expect("open");

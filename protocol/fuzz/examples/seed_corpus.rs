@@ -170,6 +170,57 @@ fn contents(sender: UserId) -> Vec<(&'static str, Content)> {
                 op: kith_protocol::listen::ListenOp::Pong { nonce: 7, host_time: T0 },
             })),
         ),
+        (
+            "event",
+            Content::Event(Box::new(kith_protocol::plan::Event {
+                title: "Barbecue".into(),
+                start: T0,
+                zone: 120,
+                place: Some("Stadtpark, Hamburg".into()),
+                note: None,
+            })),
+        ),
+        (
+            "rsvp",
+            Content::Rsvp(kith_protocol::plan::Rsvp {
+                to: MessageId([1; 16]),
+                answer: kith_protocol::plan::Answer::Maybe,
+            }),
+        ),
+        (
+            "list_change",
+            Content::ListChange(Box::new(kith_protocol::plan::ListChange {
+                to: MessageId([1; 16]),
+                doc: vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3],
+            })),
+        ),
+        (
+            "expense",
+            Content::Expense(Box::new(kith_protocol::plan::Expense {
+                description: "Sausages".into(),
+                payer: UserId([3; 16]),
+                amount: 4500,
+                currency: "EUR".into(),
+                split: kith_protocol::plan::Split::Exact(vec![
+                    (UserId([3; 16]), 1500),
+                    (UserId([4; 16]), 3000),
+                ]),
+            })),
+        ),
+        (
+            "pay_request",
+            Content::PayRequest(Box::new(kith_protocol::plan::PayRequest {
+                payer: None,
+                amount: Some(2125),
+                currency: "EUR".into(),
+                reference: "BBQ".into(),
+                methods: vec![kith_protocol::plan::PayMethod::Iban {
+                    iban: "DE89370400440532013000".into(),
+                    name: "Alice".into(),
+                    bic: None,
+                }],
+            })),
+        ),
         ("unsupported", Content::Unsupported { kind: "x-poll".into(), body: vec![0xa0] }),
     ]
 }
