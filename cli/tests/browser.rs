@@ -677,3 +677,110 @@ fn two_people_listen_together_within_150_ms() {
     drop(a);
     boot.stop();
 }
+
+/// Clicks the first button inside `css` whose text is `label`.
+fn click(b: &Browser<'_>, css: &str, label: &str) {
+    let script = format!(
+        "const x = [...document.querySelectorAll({css:?} + ' button')].find(b => b.innerText.trim() === {label:?}); if (x) x.click(); return !!x;"
+    );
+    wait_until(&format!("a {label:?} button in {css}"), PAGE_WAIT, || {
+        (b.run(&script) == true).then_some(())
+    });
+}
+
+/// The Plans panel's text.
+fn panel_text(b: &Browser<'_>) -> String {
+    b.run("return document.getElementById('panel').open ? document.getElementById('panel-body').innerText : '';")
+        .as_str()
+        .unwrap_or("")
+        .into()
+}
+
+#[test]
+fn two_people_plan_in_the_web_app() {
+    let mut boot = Node::init("boot");
+    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
+    let mut nodes = Vec::new();
+    for name in ["alice", "bob"] {
+        let mut n = Node::init(name);
+        n.start(Some(&boot_addr));
+        wait_until(&format!("{name} to connect"), START_TIMEOUT, || {
+            n.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+        n.register(name);
+        nodes.push(n);
+    }
+    let (alice, bob) = (&nodes[0], &nodes[1]);
+    bob.kith(&["send", "@alice", "barbecue?", "--wait"]).ok();
+    wait_until("alice to know bob", PAGE_WAIT, || {
+        with_text(&alice.messages(&["@bob"])?, "barbecue?").first().map(|_| ())
+    });
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().expect("profiles");
+    let a = driver.browser(&profiles.path().join("alice"));
+    a.log_in(alice);
+    let b = driver.browser(&profiles.path().join("bob"));
+    b.log_in(bob);
+    for (page, other) in [(&a, "@bob"), (&b, "@alice")] {
+        page.type_into("#new-to", &format!("{other}{ENTER}"));
+        page.wait_for("the chat", "!document.getElementById('composer').hidden");
+        click(page, "#chat-head", "Plans");
+        page.wait_for("the Plans panel", "document.getElementById('panel').open");
+    }
+
+    // Alice proposes an event; bob answers Going from his page; alice's panel shows it.
+    a.type_into("#ev-title", "Barbecue");
+    a.run("document.getElementById('ev-at').value = '2027-06-12T18:00'; return true;");
+    a.type_into("#ev-place", "Stadtpark");
+    click(&a, "#panel-body", "Propose");
+    wait_until("bob's panel to show the event", PAGE_WAIT, || {
+        panel_text(&b).contains("Barbecue").then_some(())
+    });
+    click(&b, ".plan-event", "Going");
+    wait_until("alice's panel to show bob going", PAGE_WAIT, || {
+        panel_text(&a).contains("Going: bob").then_some(())
+    });
+    let events = alice.kith(&["events", "@bob", "--json"]).ok().json();
+    assert_eq!(events[0]["answers"]["yes"], json!(["bob"]), "{events}");
+
+    // Bob makes a shopping list and adds an item; alice ticks it off; bob sees it ticked.
+    b.type_into("#list-title", "Shopping");
+    click(&b, "#panel-body", "Make");
+    b.wait_for("the list", "document.querySelector('.plan-list')");
+    let list = b.run("return document.querySelector('.plan-list').dataset.id;");
+    b.type_into(&format!("#add-{}", list.as_str().expect("a list id")), "sausages");
+    click(&b, ".plan-list", "Add");
+    a.wait_for("the item at alice", "[...document.querySelectorAll('.plan-list li')].some(l => l.innerText.includes('sausages'))");
+    a.run("document.querySelector('.plan-list li input[type=checkbox]').click(); return true;");
+    b.wait_for("the item ticked at bob", "document.querySelector('.plan-list li input[type=checkbox]') && document.querySelector('.plan-list li input[type=checkbox]').checked");
+
+    // Alice paid 20 EUR for both; bob owes her 10; she asks with her IBAN; bob sees the
+    // GiroCode, marks it paid; alice confirms; both pages show it settled.
+    a.type_into("#ex-what", "Sausages");
+    a.type_into("#ex-amount", "20.00");
+    click(&a, "#panel-body", "Add, split equally");
+    wait_until("bob's page to propose the transfer", PAGE_WAIT, || {
+        panel_text(&b).contains("bob pays alice 10.00 EUR").then_some(())
+    });
+    a.type_into("#rq-iban", "DE89 3704 0044 0532 0130 00");
+    a.type_into("#rq-name", "Alice Example");
+    a.type_into("#rq-ref", "BBQ");
+    click(&a, "#panel-body", "Ask to be paid");
+    b.wait_for("the GiroCode", "[...document.querySelectorAll('.request img.qr')].some(i => i.complete && i.naturalWidth > 0)");
+    b.run("document.querySelector('.request').scrollIntoView(); return true;");
+    b.screenshot("plans");
+    click(&b, ".request", "Mark as paid");
+    click(&a, ".pending", "Confirm");
+    for (page, who) in [(&a, "alice"), (&b, "bob")] {
+        wait_until(&format!("{who}'s page to show the bill settled"), PAGE_WAIT, || {
+            let t = panel_text(page);
+            (t.contains("Settled") && !t.contains("pays")).then_some(())
+        });
+    }
+    let bills = bob.kith(&["bills", "@alice", "--json"]).ok().json();
+    assert!(
+        bills["currencies"][0]["balances"].as_object().is_some_and(|b| b.is_empty()),
+        "{bills}"
+    );
+    drop(boot);
+}

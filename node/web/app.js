@@ -4,6 +4,7 @@
 
 import { initCalls, onCall, onSignal, startCall } from "/app/calls.js";
 import { initListen, listenTogether, onListen } from "/app/listen.js";
+import { initPlans, planBody, refreshPlans, showPlans } from "/app/plans.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_STEP = 50;
@@ -97,6 +98,7 @@ function summary(m) {
   if (m.kind === "call.log") return m.text || "Call";
   if (m.kind === "reply") return m.deleted ? "deleted" : m.text || "";
   if (m.kind === "location") return m.text || "Location";
+  if (planBody(m)) return m.text || m.kind;
   return `[${m.kind}]`;
 }
 
@@ -152,7 +154,8 @@ async function loadMessages({ keepScroll = false } = {}) {
   head.replaceChildren(el("span", {}, c.title),
     el("span", { class: "call-buttons" },
       el("button", { type: "button", class: "plain", onclick: () => call(false) }, "Call"),
-      el("button", { type: "button", class: "plain", onclick: () => call(true) }, "Video call")));
+      el("button", { type: "button", class: "plain", onclick: () => call(true) }, "Video call"),
+      el("button", { type: "button", class: "plain", onclick: () => showPlans().catch(showError) }, "Plans")));
   if (c.kind === "group") {
     api(`/v1/conversations/${c.id}/members`).then((members) => {
       if (state.current !== c) return;
@@ -209,7 +212,7 @@ function renderMessage(m) {
     body = el("div", { class: "event call-log" }, m.text || "Call",
       el("button", { type: "button", class: "plain", onclick: () => call(/video/i.test(m.text || "")) }, "Call back"));
   }
-  else body = el("div", { class: "placeholder" }, `A message of a kind this app cannot show yet (${m.kind}).`);
+  else body = planBody(m) || el("div", { class: "placeholder" }, `A message of a kind this app cannot show yet (${m.kind}).`);
   const reactions = (m.reactions || []).length ? el("div", { class: "reactions" }, m.reactions.map((r) =>
     el("button", {
       type: "button", class: "chip" + (r.mine ? " mine" : ""), title: r.by.join(", "),
@@ -384,6 +387,7 @@ function refreshSoon() {
     try {
       await loadConversations();
       await loadMessages({ keepScroll: true });
+      refreshPlans();
     } catch (e) { showError(e); }
   }, 150);
 }
@@ -653,6 +657,7 @@ async function main() {
   wire();
   initCalls({ api, el, showError });
   initListen({ api, el, showError, currentConversation: () => state.current && state.current.id });
+  initPlans({ api, el, openPanel, qr, showError, target, refresh: refreshSoon });
   await loadConversations().catch(showError);
   listen();
 }

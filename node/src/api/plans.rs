@@ -40,6 +40,29 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
+/// An amount: minor units (an integer), or text in the currency's units ("45.50").
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Minor(i64),
+    Text(String),
+}
+
+impl Amount {
+    fn minor(&self, currency: &str) -> ApiResult<i64> {
+        match self {
+            Amount::Minor(a) => Ok(*a),
+            Amount::Text(t) => {
+                crate::rules::currency::parse_amount(t, currency).map_err(|e| bad(e.to_string()))
+            }
+        }
+    }
+}
+
+fn code(c: &str) -> String {
+    c.trim().to_ascii_uppercase()
+}
+
 #[derive(Deserialize)]
 pub(super) struct With {
     with: String,
@@ -184,7 +207,7 @@ async fn bills(
 struct ExpenseBody {
     to: String,
     description: String,
-    amount: i64,
+    amount: Amount,
     currency: String,
     paid_by: Option<String>,
     #[serde(default)]
@@ -196,10 +219,18 @@ async fn expense(
     body: Result<Json<ExpenseBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
+    let cur = code(&b.currency);
     let m = s
         .node
         .plans()
-        .add_expense(&b.to, &b.description, b.amount, &b.currency, b.paid_by.as_deref(), b.split)
+        .add_expense(
+            &b.to,
+            &b.description,
+            b.amount.minor(&cur)?,
+            &cur,
+            b.paid_by.as_deref(),
+            b.split,
+        )
         .await?;
     Ok((StatusCode::ACCEPTED, Json(m)))
 }
@@ -209,7 +240,7 @@ async fn expense(
 struct PaymentBody {
     to: String,
     payee: String,
-    amount: i64,
+    amount: Amount,
     currency: String,
 }
 
@@ -218,7 +249,9 @@ async fn payment(
     body: Result<Json<PaymentBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
-    let m = s.node.plans().record_payment(&b.to, &b.payee, b.amount, &b.currency, None).await?;
+    let cur = code(&b.currency);
+    let m =
+        s.node.plans().record_payment(&b.to, &b.payee, b.amount.minor(&cur)?, &cur, None).await?;
     Ok((StatusCode::ACCEPTED, Json(m)))
 }
 
@@ -234,7 +267,7 @@ async fn confirm(
 struct RequestBody {
     to: String,
     payer: Option<String>,
-    amount: Option<i64>,
+    amount: Option<Amount>,
     currency: String,
     #[serde(default)]
     reference: String,
@@ -250,6 +283,8 @@ async fn request(
     body: Result<Json<RequestBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
+    let cur = code(&b.currency);
+    let amount = b.amount.as_ref().map(|a| a.minor(&cur)).transpose()?;
     let methods = MethodsSpec {
         iban: b.iban,
         name: b.name,
@@ -260,7 +295,7 @@ async fn request(
     let m = s
         .node
         .plans()
-        .request_payment(&b.to, b.payer.as_deref(), b.amount, &b.currency, &b.reference, methods)
+        .request_payment(&b.to, b.payer.as_deref(), amount, &cur, &b.reference, methods)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(m)))
 }
