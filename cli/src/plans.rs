@@ -400,7 +400,7 @@ pub fn list(home: &Home, list: &str, action: Option<ListAction>, json: bool) -> 
             .with_context(|| format!("cannot make a list in {target}"))?;
         client.get(&format!("/v1/plans/lists/{}", s(&m, "id")), &[])?
     } else {
-        let id = crate::media::message_id(&client, list, |m| s(m, "kind") == "list")?;
+        let id = list_id(&client, list)?;
         let edit = match action {
             None => None,
             Some(ListAction::New { .. }) => unreachable!("handled above"),
@@ -432,6 +432,45 @@ pub fn list(home: &Home, list: &str, action: Option<ListAction>, json: bool) -> 
         return emit_json(&answer);
     }
     emit(list_text(&answer))
+}
+
+/// A list's id from its first digits: its `list` message, or (for a list handed over to a
+/// member who joined its group later) the lists of each group.
+fn list_id(client: &Client, prefix: &str) -> Result<String> {
+    match crate::media::message_id(client, prefix, |m| s(m, "kind") == "list") {
+        Ok(id) => Ok(id),
+        Err(e) if format!("{e}").starts_with("no message") => {
+            let prefix = prefix.trim().to_ascii_lowercase();
+            let mut found = Vec::new();
+            for c in client
+                .get("/v1/conversations", &[])?
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if s(c, "kind") != "group" {
+                    continue;
+                }
+                let lists =
+                    client.get("/v1/plans/lists", &[("with", format!("#{}", s(c, "id")))])?;
+                for l in lists.as_array().map(Vec::as_slice).unwrap_or_default() {
+                    if s(l, "id").starts_with(&prefix) {
+                        found.push(s(l, "id").to_owned());
+                    }
+                }
+            }
+            match &found[..] {
+                [one] => Ok(one.clone()),
+                [] => bail!(
+                    "no list has an id starting with {prefix} (`kith lists TARGET` shows them)"
+                ),
+                _ => {
+                    bail!("{} lists have ids starting with {prefix}; give more digits", found.len())
+                }
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `kith lists TARGET`.

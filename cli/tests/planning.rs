@@ -138,15 +138,16 @@ fn four_friends_plan_a_barbecue() {
     let mut bob = Node::init("bob");
     let mut carol = Node::init("carol");
     let mut dave = Node::init("dave");
-    for node in [&mut alice, &mut bob, &mut carol, &mut dave] {
+    let mut erin = Node::init("erin");
+    for node in [&mut alice, &mut bob, &mut carol, &mut dave, &mut erin] {
         node.start(Some(&boot_addr));
     }
-    for node in [&alice, &bob, &carol, &dave] {
+    for node in [&alice, &bob, &carol, &dave, &erin] {
         wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
             node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
         });
     }
-    for node in [&alice, &bob, &carol, &dave] {
+    for node in [&alice, &bob, &carol, &dave, &erin] {
         node.register(node.name);
     }
     // Alice's laptop joins her identity before the group forms.
@@ -404,6 +405,17 @@ fn four_friends_plan_a_barbecue() {
         locations.as_array().is_some_and(|l| l.iter().filter(|l| l["ended"] == true).count() == 2),
         "dave sees both live locations ended: {locations}"
     );
+
+    // Erin joins later: the shared list is handed over to her, and she edits it.
+    alice.kith(&["send", tag, "welcome @erin"]).ok();
+    let l = wait_json(&erin, "the list handed over", &["lists", tag], |v| {
+        v[0]["id"] == list_id.as_str() && items(&v[0]).len() == 3
+    });
+    assert_eq!(items(&l[0]), items(&json(&alice, &["list", &list_id])), "{l}");
+    erin.kith(&["list", &list_id[..8], "done", "charcoal"]).ok();
+    wait_json(&bob, "erin's tick", &["list", &list_id], |v| {
+        items(v)[0] == ("charcoal".to_owned(), true, None)
+    });
     eprintln!("the barbecue took {:?}", started.elapsed());
     drop(boot);
 }

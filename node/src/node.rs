@@ -276,7 +276,22 @@ impl Node {
             let message = self.s.conversations.send(&to, text_content(text)).await?;
             return Ok(SentView { message, not_invited: Vec::new() });
         }
-        self.s.conversations.send_mentioning(to, text).await
+        let group = match &to {
+            Conversation::Group(id) => Some(*id),
+            Conversation::Direct(_) => None,
+        };
+        let before = group.and_then(|g| self.s.ctx.store.group(&g).ok().flatten());
+        let sent = self.s.conversations.send_mentioning(to, text).await?;
+        // Members this mention added get the group's shared lists as they stand.
+        if let (Some(id), Some(before)) = (group, before) {
+            let after = self.s.ctx.store.group(&id)?;
+            if after.is_some_and(|a| {
+                a.members.iter().any(|m| !before.members.iter().any(|b| b.user == m.user))
+            }) {
+                self.s.plans.hand_over(id).await;
+            }
+        }
+        Ok(sent)
     }
 
     /// [`Node::send_message`] made safe to retry: the first send with idempotency key `key`

@@ -334,17 +334,35 @@ pub fn fold(entries: &[Entry], people: &BTreeSet<User>) -> Board {
                 }
                 live.stopped |= *stopped;
             }
-            Content::List(l) => {
-                lists.insert(e.id, b.lists.len());
-                b.lists.push(ListEntry {
-                    id: e.id,
-                    by: e.sender,
-                    title: l.title.clone(),
-                    docs: vec![l.doc.clone()],
-                });
-            }
+            Content::List(l) => match lists.get(&e.id) {
+                // A change came first (a sender's clock behind): this is where it began.
+                Some(&i) => {
+                    let list = &mut b.lists[i];
+                    (list.by, list.title) = (e.sender, l.title.clone());
+                    list.docs.insert(0, l.doc.clone());
+                }
+                None => {
+                    lists.insert(e.id, b.lists.len());
+                    b.lists.push(ListEntry {
+                        id: e.id,
+                        by: e.sender,
+                        title: l.title.clone(),
+                        docs: vec![l.doc.clone()],
+                    });
+                }
+            },
+            // A change of a list not known here (made before this member joined, handed over
+            // since) makes it known: the document holds all of it.
             Content::ListChange(c) => match lists.get(&c.to.0) {
-                None => reject("a change of a list not known here"),
+                None => {
+                    lists.insert(c.to.0, b.lists.len());
+                    b.lists.push(ListEntry {
+                        id: c.to.0,
+                        by: e.sender,
+                        title: String::new(),
+                        docs: vec![c.doc.clone()],
+                    });
+                }
                 Some(&i) => b.lists[i].docs.push(c.doc.clone()),
             },
             Content::Expense(x) => match check_expense(x, people) {

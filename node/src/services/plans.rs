@@ -746,12 +746,12 @@ impl Plans {
     /// result. Edits on this device run one at a time.
     pub async fn edit_list(&self, list: &str, edit: ListEdit) -> Result<ListView, NodeError> {
         let _one = self.edits.lock().await;
-        let (m, target) = self.conversation_of_message(list, "list")?;
-        let (board, people) = self.board_of(&target, Some(m.conversation))?;
+        let (list_id, conversation, target) = self.locate_list(list)?;
+        let (board, people) = self.board_of(&target, Some(conversation))?;
         let entry = board
             .lists
             .iter()
-            .find(|l| l.id == m.id)
+            .find(|l| l.id == list_id)
             .ok_or_else(|| NodeError::NotFound(format!("list {list}")))?;
         let mut doc = self.merged(entry)?;
         let names = self.names()?;
@@ -776,10 +776,10 @@ impl Plans {
             ListEdit::Remove { item: key } => Op::Remove { id: item(key)? },
         };
         doc.apply(&op, self.ctx.now()).map_err(bad)?;
-        let c = ListChange { to: MessageId(m.id), doc: doc.save() };
+        let c = ListChange { to: MessageId(list_id), doc: doc.save() };
         c.validate().map_err(|e| bad(format!("{e}: the list is full; start a new one")))?;
         self.conversations.send(&target, Content::ListChange(Box::new(c))).await?;
-        self.list_of(&target, m.conversation, &m.id)
+        self.list_of(&target, conversation, &list_id)
     }
 
     fn merged(&self, entry: &plan::ListEntry) -> Result<SharedList, NodeError> {
@@ -796,10 +796,58 @@ impl Plans {
         Ok(doc)
     }
 
+    /// Sends every shared list of a group, as it stands here, to the group: members just added
+    /// get them (they receive no message sent before they joined). A `list.change` of a list a
+    /// member does not know makes the list known to it.
+    pub(crate) async fn hand_over(&self, group: [u8; 16]) {
+        let _one = self.edits.lock().await;
+        let to = Conversation::Group(group);
+        let lists = match self.board_of(&to, Some(group)) {
+            Ok((board, _)) => board.lists,
+            Err(e) => {
+                warn!("cannot read the group's lists to hand them over: {e}");
+                return;
+            }
+        };
+        for l in &lists {
+            let doc = match self.merged(l) {
+                Ok(mut d) => d.save(),
+                Err(e) => {
+                    warn!("a shared list cannot be handed over: {e}");
+                    continue;
+                }
+            };
+            let c = Content::ListChange(Box::new(ListChange { to: MessageId(l.id), doc }));
+            if let Err(e) = self.conversations.send(&to, c).await {
+                warn!("cannot hand a shared list over: {e}");
+            }
+        }
+    }
+
     /// One list as it stands.
     pub fn list(&self, id: &str) -> Result<ListView, NodeError> {
-        let (m, target) = self.conversation_of_message(id, "list")?;
-        self.list_of(&target, m.conversation, &m.id)
+        let (list, conversation, target) = self.locate_list(id)?;
+        self.list_of(&target, conversation, &list)
+    }
+
+    /// A list's id, its conversation's id and the conversation: from its `list` message, or for
+    /// a list handed over to a member who joined later, from the group whose history holds a
+    /// change of it.
+    fn locate_list(&self, id: &str) -> Result<([u8; 16], [u8; 16], Conversation), NodeError> {
+        match self.conversation_of_message(id, "list") {
+            Ok((m, target)) => Ok((m.id, m.conversation, target)),
+            Err(NodeError::NotFound(why)) => {
+                let mid = MessageId::parse(id).map_err(|e| bad(format!("list id {id:?}: {e}")))?;
+                for g in self.ctx.store.groups_shared() {
+                    let changes = self.ctx.store.plan_messages(&g.id)?;
+                    if changes.iter().any(|m| m.kind == "list.change" && m.target == Some(mid.0)) {
+                        return Ok((mid.0, g.id, Conversation::Group(g.id)));
+                    }
+                }
+                Err(NodeError::NotFound(why))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn list_of(
