@@ -806,6 +806,10 @@ impl Filter {
         if field(m, "id").is_some_and(|id| self.seen.contains(id)) {
             return false;
         }
+        // An answer, a list's edit, a live location's update: not a line of its own.
+        if m.get("hidden") == Some(&Value::Bool(true)) {
+            return false;
+        }
         if let Some(conversations) = &self.conversations {
             let in_conversation =
                 field(m, "conversation").is_some_and(|c| conversations.contains(c));

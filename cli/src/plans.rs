@@ -724,7 +724,7 @@ pub fn bills(home: &Home, to: &str, action: Option<BillAction>, json: bool) -> R
             let body = json!({ "to": target.api(), "payer": payer, "amount": amount, "currency": cur, "reference": reference, "iban": iban, "name": name, "bic": bic, "lightning": lightning, "link": link });
             Some(client.post("/v1/plans/requests", &body).context("cannot send the request")?)
         }
-        Some(BillAction::Show { id }) => return show_request(home, to, &id),
+        Some(BillAction::Show { id }) => return show_request(home, to, &id, json),
         Some(BillAction::Pay { id }) => {
             let id = crate::media::message_id(&client, &id, |m| s(m, "kind") == "pay.request")?;
             let answer = client
@@ -747,7 +747,7 @@ pub fn bills(home: &Home, to: &str, action: Option<BillAction>, json: bool) -> R
 }
 
 /// `kith bills TARGET show REQUEST`: a request with its QR codes, for a payer's banking app.
-pub fn show_request(home: &Home, to: &str, id: &str) -> Result<()> {
+pub fn show_request(home: &Home, to: &str, id: &str, json: bool) -> Result<()> {
     let target = Target::parse(to)?;
     let client = Client::from_home(home)?;
     let id = crate::media::message_id(&client, id, |m| s(m, "kind") == "pay.request")?;
@@ -757,6 +757,9 @@ pub fn show_request(home: &Home, to: &str, id: &str) -> Result<()> {
         .and_then(Value::as_array)
         .and_then(|rs| rs.iter().find(|r| s(r, "id") == id))
         .with_context(|| format!("no request {} in {target}", short(&id)))?;
+    if json {
+        return emit_json(r);
+    }
     for m in r.get("methods").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
         emit(s(m, "text"))?;
         if let Some(code) = m.get("qr").and_then(Value::as_str).and_then(qr) {

@@ -153,6 +153,10 @@ pub struct MessageView {
     /// For a `location`: the point.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Box<LocationView>>,
+    /// Not shown in the history on its own (an answer to an event, a list's edit, a payment's
+    /// confirmation, a live location's update): only the event stream carries it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
 }
 
 /// A shared point, as the API shows it.
@@ -487,6 +491,7 @@ pub(crate) fn view(
         edited: false,
         deleted: false,
         location: m.point.as_ref().map(|p| Box::new(LocationView::of(p))),
+        hidden: m.hidden,
     }
 }
 

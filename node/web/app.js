@@ -398,7 +398,7 @@ function listen() {
     refreshSoon();
     let m;
     try { m = JSON.parse(e.data); } catch (_) { return; }
-    if (m.direction === "in" && document.hidden && "Notification" in window && Notification.permission === "granted") {
+    if (m.direction === "in" && !m.hidden && document.hidden && "Notification" in window && Notification.permission === "granted") {
       new Notification(`Kith: ${m.from}`, { body: summary(m) });
     }
   });

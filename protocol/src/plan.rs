@@ -22,6 +22,9 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 pub const MAX_METHODS: usize = 4;
 /// Largest time-zone offset of an event, in minutes either side of UTC (UTC+14:00).
 pub const MAX_ZONE: i16 = 14 * 60;
+/// Longest IBAN account holder's name or payment link a request carries, in bytes (a
+/// 70-character name may take 280).
+pub const MAX_METHOD_FIELD: usize = 512;
 /// The most updates one live-location session sends (8 hours at one every 5 s, and some).
 pub const MAX_LIVE_SEQ: u32 = 10_000;
 
@@ -208,6 +211,13 @@ fn short(s: &str, what: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
+fn field(s: &str, what: &str) -> Result<(), DecodeError> {
+    if s.len() > MAX_METHOD_FIELD {
+        return Err(DecodeError::Invalid(format!("{what} longer than {MAX_METHOD_FIELD} bytes")));
+    }
+    Ok(())
+}
+
 fn title(s: &str, what: &str) -> Result<(), DecodeError> {
     if s.trim().is_empty() {
         return Err(DecodeError::Invalid(format!("an empty {what}")));
@@ -379,7 +389,7 @@ impl PayRequest {
             match m {
                 PayMethod::Iban { iban, name, bic } => {
                     short(iban, "IBAN")?;
-                    short(name, "name")?;
+                    field(name, "name")?;
                     if let Some(b) = bic {
                         short(b, "BIC")?;
                     }
@@ -387,7 +397,7 @@ impl PayRequest {
                 PayMethod::Lightning(s) if s.len() > 2048 => {
                     return Err(DecodeError::Invalid("a Lightning invoice over 2048 bytes".into()))
                 }
-                PayMethod::Link(s) => short(s, "payment link")?,
+                PayMethod::Link(s) => field(s, "payment link")?,
                 PayMethod::Lightning(_) => {}
             }
         }

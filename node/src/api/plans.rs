@@ -242,6 +242,8 @@ struct PaymentBody {
     payee: String,
     amount: Amount,
     currency: String,
+    /// The payment request it answers.
+    request: Option<String>,
 }
 
 async fn payment(
@@ -250,8 +252,18 @@ async fn payment(
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
     let cur = code(&b.currency);
-    let m =
-        s.node.plans().record_payment(&b.to, &b.payee, b.amount.minor(&cur)?, &cur, None).await?;
+    let request = b
+        .request
+        .as_deref()
+        .map(kith_protocol::MessageId::parse)
+        .transpose()
+        .map_err(|e| bad(format!("request: {e}")))?
+        .map(|r| r.0);
+    let m = s
+        .node
+        .plans()
+        .record_payment(&b.to, &b.payee, b.amount.minor(&cur)?, &cur, request)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(m)))
 }
 
@@ -259,7 +271,7 @@ async fn confirm(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(s.node.plans().confirm_payment(&id).await?))
+    Ok((StatusCode::ACCEPTED, Json(s.node.plans().confirm_payment(&id).await?)))
 }
 
 #[derive(Deserialize)]

@@ -253,17 +253,45 @@ pub fn check_payment(p: &Payment, from: User, people: &BTreeSet<User>) -> Result
 /// Checks a payment request against the conversation.
 pub fn check_request(r: &PayRequest, from: User, people: &BTreeSet<User>) -> Result<(), String> {
     currency::check(&r.currency).map_err(|e| e.to_string())?;
+    payment::check_reference(&r.reference).map_err(|e| e.to_string())?;
     if r.payer.is_some_and(|p| p.0 == from || !people.contains(&p.0)) {
         return Err("the one asked is not someone else in the conversation".into());
     }
     r.methods.iter().try_for_each(check_method)
 }
 
+/// The longest a live location lasts, whatever its updates say (8 hours, in ms).
+pub const MAX_LIVE_MS: u64 = 8 * 3600 * 1000;
+
+/// Entries that refer to another come after every entry that may be referred to, whatever the
+/// senders' clocks say: an answer sent on a clock behind the event's still finds it.
+fn phase(c: &Content) -> u8 {
+    match c {
+        Content::EventChange(_)
+        | Content::Rsvp(_)
+        | Content::ListChange(_)
+        | Content::PaymentConfirm(_) => 1,
+        _ => 0,
+    }
+}
+
 /// Folds a conversation's planning entries, in any order, into its board. `people` are the
-/// users of the conversation (members, and for a group anyone who was one).
+/// users of the conversation (members, and for a group anyone who was one). An entry its own
+/// sender deleted (a `delete` entry naming it) is withdrawn: left out as if never sent.
 pub fn fold(entries: &[Entry], people: &BTreeSet<User>) -> Board {
-    let mut order: Vec<&Entry> = entries.iter().collect();
-    order.sort_by_key(|e| (e.sent_at, e.id));
+    let senders: HashMap<[u8; 16], User> = entries.iter().map(|e| (e.id, e.sender)).collect();
+    let withdrawn: std::collections::HashSet<[u8; 16]> = entries
+        .iter()
+        .filter_map(|e| match &e.content {
+            Content::Delete { to } if senders.get(&to.0) == Some(&e.sender) => Some(to.0),
+            _ => None,
+        })
+        .collect();
+    let mut order: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| !withdrawn.contains(&e.id) && !matches!(e.content, Content::Delete { .. }))
+        .collect();
+    order.sort_by_key(|e| (phase(&e.content), e.sent_at, e.id));
     order.dedup_by_key(|e| e.id);
     let mut b = Board::default();
     let mut events: HashMap<[u8; 16], usize> = HashMap::new();
@@ -312,7 +340,7 @@ pub fn fold(entries: &[Entry], people: &BTreeSet<User>) -> Board {
                         session: session.0,
                         sharer: e.sender,
                         message: e.id,
-                        until: *until,
+                        until: e.sent_at.saturating_add(MAX_LIVE_MS),
                         stopped: false,
                         track: Vec::new(),
                     });
@@ -328,10 +356,8 @@ pub fn fold(entries: &[Entry], people: &BTreeSet<User>) -> Board {
                     Ok(_) => {}
                     Err(at) => live.track.insert(at, fix),
                 }
-                // The newest update says when it ends.
-                if live.track.last().is_some_and(|f| f.seq == *seq) {
-                    live.until = *until;
-                }
+                // An update may end it sooner, never later; and 8 hours after it began at most.
+                live.until = live.until.min(*until);
                 live.stopped |= *stopped;
             }
             Content::List(l) => match lists.get(&e.id) {
@@ -379,9 +405,6 @@ pub fn fold(entries: &[Entry], people: &BTreeSet<User>) -> Board {
                 Err(why) => reject(&why),
                 Ok(()) => {
                     payments.insert(e.id, b.book.payments.len());
-                    if let Some(r) = p.request.and_then(|r| requests.get(&r.0)) {
-                        b.book.requests[*r].payments.push(e.id);
-                    }
                     b.book.payments.push(PaymentEntry {
                         id: e.id,
                         from: e.sender,
@@ -406,6 +429,12 @@ pub fn fold(entries: &[Entry], people: &BTreeSet<User>) -> Board {
                 }
             },
             _ => reject("not a planning message"),
+        }
+    }
+    // A payment may be dated before its request (a clock behind).
+    for p in &b.book.payments {
+        if let Some(r) = p.payment.request.and_then(|r| requests.get(&r.0)) {
+            b.book.requests[*r].payments.push(p.id);
         }
     }
     // A confirmation may arrive (or be sent, on a skewed clock) before its payment.
@@ -520,6 +549,43 @@ mod tests {
         assert_eq!(ev.answers.get(&B), Some(&Answer::No));
         assert_eq!(ev.answers.get(&C), Some(&Answer::Yes));
         assert_eq!(b.rejected, vec![([11; 16], "only the proposer changes an event".into())]);
+    }
+
+    #[test]
+    fn answers_on_a_clock_behind_the_event_and_withdrawn_entries() {
+        let entries = vec![
+            entry(10, A, 100, event("Barbecue")),
+            // B's clock is behind: his answer is dated before the event.
+            entry(11, B, 50, Content::Rsvp(Rsvp { to: MessageId([10; 16]), answer: Answer::Yes })),
+            entry(12, B, 60, expense(B, 100, "EUR", &[A, B])),
+            entry(13, B, 70, Content::Delete { to: MessageId([12; 16]) }),
+            // A cannot withdraw B's expense.
+            entry(14, A, 80, expense(A, 300, "EUR", &[A, B, C])),
+            entry(15, B, 90, Content::Delete { to: MessageId([14; 16]) }),
+        ];
+        let b = fold(&entries, &people());
+        assert_eq!(b.events[0].answers.get(&B), Some(&Answer::Yes));
+        assert_eq!(b.book.expenses.len(), 1);
+        assert_eq!(b.book.expenses[0].id, [14; 16]);
+        assert!(b.rejected.is_empty(), "{:?}", b.rejected);
+    }
+
+    #[test]
+    fn a_live_location_cannot_be_kept_alive_by_its_updates() {
+        let live = |seq, until| Content::LiveLocation {
+            session: kith_protocol::message::SessionId([7; 16]),
+            seq,
+            lat: 1.0,
+            lon: 1.0,
+            accuracy_m: None,
+            until,
+            stopped: false,
+        };
+        let entries =
+            vec![entry(1, A, 1_000, live(0, 60_000)), entry(2, A, 2_000, live(1, u64::MAX))];
+        assert_eq!(fold(&entries, &people()).lives[0].until, 60_000);
+        let greedy = vec![entry(1, A, 1_000, live(0, u64::MAX))];
+        assert_eq!(fold(&greedy, &people()).lives[0].until, 1_000 + MAX_LIVE_MS);
     }
 
     #[test]

@@ -159,6 +159,10 @@ pub struct ListView {
     pub items: Vec<ItemView>,
     /// Documents merged (the first and every change seen).
     pub versions: usize,
+    /// Changes that could not be merged, with why (over a limit of the list, or not a list's
+    /// document); every member's device leaves out the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 /// An amount.
@@ -421,6 +425,7 @@ pub(crate) fn is_plan(c: &Content) -> bool {
             | Content::PaymentConfirm(_)
             | Content::PayRequest(_)
             | Content::LiveLocation { .. }
+            | Content::Delete { .. }
     )
 }
 
@@ -777,23 +782,34 @@ impl Plans {
         };
         doc.apply(&op, self.ctx.now()).map_err(bad)?;
         let c = ListChange { to: MessageId(list_id), doc: doc.save() };
-        c.validate().map_err(|e| bad(format!("{e}: the list is full; start a new one")))?;
+        c.validate().map_err(bad)?;
         self.conversations.send(&target, Content::ListChange(Box::new(c))).await?;
         self.list_of(&target, conversation, &list_id)
     }
 
     fn merged(&self, entry: &plan::ListEntry) -> Result<SharedList, NodeError> {
+        Ok(self.merged_counting(entry)?.0)
+    }
+
+    /// The list's documents merged, and the reasons of those that could not be (over a limit,
+    /// not a list document).
+    fn merged_counting(
+        &self,
+        entry: &plan::ListEntry,
+    ) -> Result<(SharedList, Vec<String>), NodeError> {
         let mut docs = entry.docs.iter();
         let first =
             docs.next().ok_or_else(|| NodeError::Internal("a list without a document".into()))?;
         let mut doc = SharedList::load(first, &self.actor())
             .map_err(|e| bad(format!("the list's document: {e}")))?;
+        let mut left_out = Vec::new();
         for d in docs {
             if let Err(e) = doc.merge_bytes(d) {
                 warn!("a change of a shared list left out: {e}");
+                left_out.push(e.to_string());
             }
         }
-        Ok(doc)
+        Ok((doc, left_out))
     }
 
     /// Sends every shared list of a group, as it stands here, to the group: members just added
@@ -878,7 +894,7 @@ impl Plans {
         let show = |u: &[u8; 16]| names.get(u).cloned().unwrap_or_else(|| UserId(*u).to_string());
         let mut out = Vec::new();
         for l in &board.lists {
-            let doc = match self.merged(l) {
+            let (doc, left_out) = match self.merged_counting(l) {
                 Ok(d) => d,
                 Err(e) => {
                     warn!("a shared list cannot be read: {e}");
@@ -902,7 +918,8 @@ impl Plans {
                         assignee: i.assignee.as_ref().map(show),
                     })
                     .collect(),
-                versions: l.docs.len(),
+                versions: l.docs.len() - left_out.len(),
+                left_out,
             });
         }
         Ok(out)
@@ -1072,10 +1089,16 @@ impl Plans {
         if m.sender == self.me() {
             return Err(bad("that is your own request"));
         }
+        if r.payer.is_some_and(|p| p.0 != self.me()) {
+            return Err(NodeError::NotAllowed("that request asks someone else".into()));
+        }
+        let (board, _) = self.board_of(&target, Some(m.conversation))?;
+        if let Some((_, why)) = board.rejected.iter().find(|(id, _)| *id == m.id) {
+            return Err(bad(format!("that request is left out: {why}")));
+        }
         let amount = match r.amount {
             Some(a) => a,
             None => {
-                let (board, _) = self.board_of(&target, Some(m.conversation))?;
                 let owed: i128 = board
                     .book
                     .transfers
