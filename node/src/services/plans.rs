@@ -1023,11 +1023,7 @@ impl Plans {
         }
         self.conversations
             .send(&target, Content::PaymentConfirm(PaymentConfirm { to: MessageId(m.id) }))
-            .await?;
-        {
-            let names = views::names_for(&self.ctx.store, self.ctx.user_id(), &[m.sender, m.peer])?;
-            Ok(views::view(&self.ctx.store, self.ctx.user_id(), &m, &names))
-        }
+            .await
     }
 
     /// Asks to be paid in `to`.
