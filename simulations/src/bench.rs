@@ -840,6 +840,8 @@ fn history(base: &std::path::Path) -> Result<f64> {
             target: None,
             removed: false,
             point: None,
+            plan: None,
+            hidden: false,
         })?;
     }
     let mut times = Vec::new();
