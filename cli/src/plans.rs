@@ -63,9 +63,35 @@ pub fn parse_fix(line: &str) -> Result<(f64, f64, Option<f32>)> {
 pub fn live(home: &Home, to: &str, duration: std::time::Duration, json: bool) -> Result<()> {
     let target = Target::parse(to)?;
     let client = Client::from_home(home)?;
-    let stdin = std::io::stdin();
+    // Lines are read on a thread of their own, so that the session's end ends the command
+    // even while no line comes.
+    let (tx, lines) = std::sync::mpsc::sync_channel::<std::io::Result<String>>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let mut session: Option<String> = None;
-    for line in stdin.lock().lines() {
+    let mut ends: Option<std::time::Instant> = None;
+    loop {
+        let next = match ends {
+            None => lines.recv().ok(),
+            Some(at) => {
+                match lines.recv_timeout(at.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(l) => Some(l),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if !json {
+                            emit("the live location ended")?;
+                        }
+                        return Ok(());
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                }
+            }
+        };
+        let Some(line) = next else { break };
         let line = line.context("cannot read standard input")?;
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
@@ -97,6 +123,7 @@ pub fn live(home: &Home, to: &str, duration: std::time::Duration, json: bool) ->
                     ))?;
                 }
                 session = Some(s(&answer, "session").to_owned());
+                ends = Some(std::time::Instant::now() + duration);
             }
             Some(id) => {
                 let body = json!({ "lat": lat, "lon": lon, "accuracy_m": accuracy });
