@@ -400,11 +400,9 @@ fn four_friends_plan_a_barbecue() {
         let e = json(node, &["events", tag]);
         assert_eq!(e[0]["start"], "2027-06-12T19:00:00+02:00", "{}: {e}", node.name);
     }
-    let locations = json(&dave, &["locations", tag]);
-    assert!(
-        locations.as_array().is_some_and(|l| l.iter().filter(|l| l["ended"] == true).count() == 2),
-        "dave sees both live locations ended: {locations}"
-    );
+    wait_json(&dave, "both live locations ended", &["locations", tag], |v| {
+        v.as_array().is_some_and(|l| l.iter().filter(|l| l["ended"] == true).count() == 2)
+    });
 
     // Erin joins later: the shared list is handed over to her, and she edits it.
     alice.kith(&["send", tag, "welcome @erin"]).ok();
