@@ -367,6 +367,39 @@ pub fn location(
     emit(format_args!("{}", m.get("id").and_then(Value::as_str).unwrap_or("?")))
 }
 
+/// `kith block` and `kith unblock`.
+pub fn block(home: &Home, name: &str, blocked: bool, json: bool) -> Result<()> {
+    let name = parse_name(name)?;
+    let answer = Client::from_home(home)?
+        .post("/v1/blocks", &json!({ "name": name, "blocked": blocked }))
+        .with_context(|| format!("cannot {} @{name}", if blocked { "block" } else { "unblock" }))?;
+    if json {
+        return emit_json(&answer);
+    }
+    emit(format_args!("{} @{name}", if blocked { "blocked" } else { "unblocked" }))
+}
+
+/// `kith blocked`.
+pub fn blocked(home: &Home, json: bool) -> Result<()> {
+    let all = Client::from_home(home)?.get("/v1/blocks", &[])?;
+    if json {
+        return emit_json(&all);
+    }
+    let list = all.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        return emit("you blocked nobody");
+    }
+    let line = |b: &Value| {
+        let who = field(b, "name").map(|n| format!("@{n}")).unwrap_or_default();
+        format!(
+            "{who} {} since {}",
+            field(b, "user_id").unwrap_or(""),
+            field(b, "since").unwrap_or("")
+        )
+    };
+    emit(list.iter().map(line).collect::<Vec<_>>().join("\n"))
+}
+
 /// `kith reply`, `react`, `edit`, `delete`: `what` is the route after the message's id.
 pub fn annotate(home: &Home, id: &str, what: &str, body: &Value, json: bool) -> Result<()> {
     let client = Client::from_home(home)?;

@@ -299,6 +299,36 @@ enum Command {
         json: bool,
     },
 
+    /// Block someone: everything they send (messages, group posts, calls, plans) is dropped
+    /// unseen on all your devices, and you cannot write to them directly until you unblock them
+    ///
+    /// They are not told. In a group you share, they still get your group messages.
+    Block {
+        /// Who
+        #[arg(value_name = "@NAME")]
+        name: String,
+        /// Print the decision as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Unblock someone you blocked (what they sent meanwhile stays dropped)
+    Unblock {
+        /// Who
+        #[arg(value_name = "@NAME")]
+        name: String,
+        /// Print the decision as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The people you blocked
+    Blocked {
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// The latest location each person shared in a conversation, with its age and a map link
     Locations {
         /// @NAME, or '#ID' for a group
@@ -697,6 +727,9 @@ fn main() -> ExitCode {
             )
         }
         Command::Locations { to, json } => plans::locations(&home, &to, json),
+        Command::Block { name, json } => commands::block(&home, &name, true, json),
+        Command::Unblock { name, json } => commands::block(&home, &name, false, json),
+        Command::Blocked { json } => commands::blocked(&home, json),
         Command::Event { target, title, at, place, note, new_title, cancel, json } => {
             plans::event(&home, &target, title, at, place, note, new_title, cancel, json)
         }

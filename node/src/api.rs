@@ -125,6 +125,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .route("/v1/messages/{id}/edit", post(edit))
         .route("/v1/messages/{id}/delete", post(delete))
         .route("/v1/contacts", get(contacts))
+        .route("/v1/blocks", get(blocks).post(block))
         .route("/v1/trust", post(trust))
         .route("/v1/events", get(events))
         .route("/v1/mailboxes", get(mailboxes).post(add_mailbox))
@@ -350,6 +351,30 @@ struct ReactBody {
     emoji: String,
     #[serde(default)]
     remove: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockBody {
+    name: String,
+    #[serde(default = "yes")]
+    blocked: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn block(
+    State(s): State<AppState>,
+    body: Result<Json<BlockBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    Ok(Json(s.node.block(&b.name, b.blocked).await?))
+}
+
+async fn blocks(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.node.blocked()?))
 }
 
 #[derive(Deserialize)]

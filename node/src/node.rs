@@ -383,6 +383,61 @@ impl Node {
         self.send_content(to, content).await
     }
 
+    /// Blocks (or unblocks) `name` on this device and tells this user's other devices: from
+    /// then on everything from that user (messages, group posts, calls, planning) is dropped
+    /// unseen, and sending to them directly is refused. Answers the decision as listed.
+    pub async fn block(&self, name: &str, blocked: bool) -> Result<BlockView, NodeError> {
+        let name = kith_protocol::normalize_name(name.trim().trim_start_matches('@'))?;
+        let user = match self.s.ctx.store.contact(&name)? {
+            Some(c) => c.user_id,
+            None => match crate::views::names(&self.s.ctx.store, self.s.ctx.user_id())?
+                .into_iter()
+                .find(|(_, n)| *n == name)
+            {
+                Some((u, _)) => u,
+                None => self.s.records.resolve_record(&name).await?.user_id.0,
+            },
+        };
+        if user == self.s.ctx.user_id().0 {
+            return Err(NodeError::BadInput("you cannot block yourself".into()));
+        }
+        let at = self.s.ctx.now();
+        let entry = crate::store::BlockEntry { blocked, name: Some(name.clone()), at };
+        self.s.ctx.store.put_block(&user, entry)?;
+        self.s.ctx.store.flush().await?;
+        let note = kith_protocol::message::BlockNote {
+            user: kith_protocol::UserId(user),
+            name: Some(name.clone()),
+            blocked,
+            at,
+        };
+        self.s.messaging.send_to_own(Content::SyncBlock(note)).await;
+        Ok(BlockView {
+            name: Some(name),
+            user_id: hex::encode(user),
+            blocked,
+            since: crate::rfc3339(at),
+        })
+    }
+
+    /// Everyone this user blocked.
+    pub fn blocked(&self) -> Result<Vec<BlockView>, NodeError> {
+        Ok(self
+            .s
+            .ctx
+            .store
+            .blocks()?
+            .into_iter()
+            .filter(|(_, b)| b.blocked)
+            .map(|(user, b)| BlockView {
+                name: b.name,
+                user_id: user,
+                blocked: true,
+                since: crate::rfc3339(b.at),
+            })
+            .collect())
+    }
+
     /// Planning together: events, shared lists, bills, payment requests, live location.
     pub fn plans(&self) -> &crate::services::plans::Plans {
         &self.s.plans
@@ -801,6 +856,20 @@ fn check_text(text: &str) -> Result<(), NodeError> {
 
 fn text_content(text: &str) -> Content {
     Content::Text(Text { body: text.to_owned() })
+}
+
+/// Someone this user blocked (or unblocked).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BlockView {
+    /// Their name, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Their user id.
+    pub user_id: String,
+    /// Blocked now.
+    pub blocked: bool,
+    /// Since when (RFC 3339).
+    pub since: String,
 }
 
 /// A node of its own (memory transport, no bootstrap) in a new home under `dir`, for tests.

@@ -187,6 +187,19 @@ pub struct Share {
     pub settled: bool,
 }
 
+/// A block or unblock, as the user's devices tell each other (`sync.block`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockNote {
+    /// Who.
+    pub user: UserId,
+    /// Their name, when known.
+    pub name: Option<String>,
+    /// Blocked (else unblocked).
+    pub blocked: bool,
+    /// When, by the deciding device's clock (ms): of two notes about one user, the later wins.
+    pub at: u64,
+}
+
 /// Plain text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Text {
@@ -370,6 +383,9 @@ pub enum Content {
         /// Incoming messages sent at or before this time (sender's clock) are read.
         until: u64,
     },
+    /// `sync.block`: the user blocked or unblocked someone on another device (sent to the
+    /// user's own devices only).
+    SyncBlock(BlockNote),
     /// `call`: a call signal (`docs/protocol.md` 6.4); never shown, never queued for long.
     Call(Box<CallSignal>),
     /// `call.log`: the history entry of a call, sent by its caller when it ends.
@@ -547,6 +563,7 @@ impl Content {
             Content::RecordUpdate { .. } => "record.update",
             Content::GroupCopy { .. } => "group.copy",
             Content::SyncRead { .. } => "sync.read",
+            Content::SyncBlock(_) => "sync.block",
             Content::Call(_) => "call",
             Content::CallLog(_) => "call.log",
             Content::Listen(_) => "listen",
@@ -637,6 +654,7 @@ impl Content {
             Content::Expense(e) => e.validate(),
             Content::Payment(p) => p.validate(),
             Content::PayRequest(r) => r.validate(),
+            Content::SyncBlock(b) => b.name.as_deref().map_or(Ok(()), |n| short(n, "name")),
             Content::BillSplit { description, currency, shares, .. } => {
                 short(description, "description")?;
                 list(shares.len(), "shares")?;
@@ -753,6 +771,7 @@ impl Content {
             Content::Payment(p) => codec::to_vec(&p),
             Content::PaymentConfirm(c) => codec::to_vec(&c),
             Content::PayRequest(r) => codec::to_vec(&r),
+            Content::SyncBlock(b) => codec::to_vec(&b),
             Content::Unsupported { body, .. } => body,
         };
         WireContent { kind: self.kind().to_owned(), body }
@@ -854,6 +873,7 @@ impl Content {
             "payment" => Content::Payment(Box::new(codec::from_slice(b, m)?)),
             "payment.confirm" => Content::PaymentConfirm(codec::from_slice(b, m)?),
             "pay.request" => Content::PayRequest(Box::new(codec::from_slice(b, m)?)),
+            "sync.block" => Content::SyncBlock(codec::from_slice(b, m)?),
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })
     }

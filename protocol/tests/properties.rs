@@ -278,6 +278,16 @@ fn content() -> impl Strategy<Value = Content> {
             }
         ),
         mid().prop_map(|to| Content::PaymentConfirm(kith_protocol::plan::PaymentConfirm { to })),
+        (id16(), proptest::option::of(short()), any::<bool>(), any::<u64>()).prop_map(
+            |(u, name, blocked, at)| {
+                Content::SyncBlock(kith_protocol::message::BlockNote {
+                    user: UserId(u),
+                    name,
+                    blocked,
+                    at,
+                })
+            }
+        ),
         (proptest::option::of(id16()), proptest::option::of(1i64..1_000_000), short()).prop_map(
             |(payer, amount, reference)| {
                 use kith_protocol::plan::{PayMethod, PayRequest};

@@ -18,7 +18,10 @@ use crate::views::{self, NewMessage};
 pub(crate) fn own_only(content: &Content) -> bool {
     matches!(
         content,
-        Content::SelfSent { .. } | Content::DevicePrekey { .. } | Content::SyncRead { .. }
+        Content::SelfSent { .. }
+            | Content::DevicePrekey { .. }
+            | Content::SyncRead { .. }
+            | Content::SyncBlock(_)
     )
 }
 

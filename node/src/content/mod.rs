@@ -13,6 +13,8 @@
 //!   tell this one; refused from anyone else.
 //! - [`record_update`]: `record.update`: a contact's newest name record, pushed when it revokes
 //!   a device.
+//! - `sync.block`: a block or unblock made on another device of this user (the later wins);
+//!   anything from a blocked user, of any kind, is dropped here before the match.
 //! - `call`: a call signal, handed to [`crate::services::calls`]; never stored. Its history
 //!   entry, `call.log`, is shown like text.
 //!
@@ -55,6 +57,12 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
     if device_sync::own_only(&m.content) && m.sender != me {
         return Err(NodeError::BadInput(format!("{} from another user", m.content.kind())));
     }
+    // Someone this user blocked: dropped without a trace, acknowledged like anything stored
+    // (the sender cannot tell; no delivery receipt goes back).
+    if m.sender != me && s.ctx.store.is_blocked(&m.sender.0)? {
+        s.ctx.counters.envelopes_rejected.inc();
+        return Ok(Accepted::Applied);
+    }
     match &m.content {
         Content::SelfSent { peer, peer_name, message } => device_sync::receive_copy(
             s,
@@ -70,6 +78,12 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
         }
         Content::SyncRead { conversation, until } => {
             s.conversations.mark_read_here(&conversation.0, *until)?;
+            Ok(Accepted::Applied)
+        }
+        Content::SyncBlock(b) => {
+            let entry =
+                crate::store::BlockEntry { blocked: b.blocked, name: b.name.clone(), at: b.at };
+            s.ctx.store.put_block(&b.user.0, entry)?;
             Ok(Accepted::Applied)
         }
         Content::Receipt { kind: ReceiptKind::Delivered, ids } => {

@@ -283,6 +283,15 @@ impl Conversations {
         to: &Conversation,
         content: Content,
     ) -> Result<MessageView, NodeError> {
+        if let Conversation::Direct(name) = to {
+            if let Some(c) = self.ctx.store.contact(name)? {
+                if self.ctx.store.is_blocked(&c.user_id)? {
+                    return Err(NodeError::NotAllowed(format!(
+                        "you blocked @{name}; unblock them first (kith unblock @{name})"
+                    )));
+                }
+            }
+        }
         match to {
             Conversation::Direct(name) => match self.records.resolve_record(name).await {
                 Ok(record) => self.messaging.queue(&record, content, true).await,

@@ -153,6 +153,17 @@ pub struct StoredMessage {
     pub hidden: bool,
 }
 
+/// A decision to block (or unblock) someone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    /// Blocked (else unblocked).
+    pub blocked: bool,
+    /// Their name, when known.
+    pub name: Option<String>,
+    /// When (ms, the deciding device's clock).
+    pub at: u64,
+}
+
 /// A shared location.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -518,6 +529,29 @@ impl Store {
     /// Writes a metadata value.
     pub fn meta_set<T: Serialize>(&self, key: &str, value: &T) -> Result<(), NodeError> {
         self.meta.insert(key, enc(value)).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Every block decision this user made, by user id (hex): blocked or not, the name, when.
+    pub fn blocks(&self) -> Result<std::collections::BTreeMap<String, BlockEntry>, NodeError> {
+        Ok(self.meta_get("blocks")?.unwrap_or_default())
+    }
+
+    /// Whether this user blocked `user`.
+    pub fn is_blocked(&self, user: &[u8; 16]) -> Result<bool, NodeError> {
+        Ok(self.blocks()?.get(&hex::encode(user)).is_some_and(|b| b.blocked))
+    }
+
+    /// Records a block decision about `user`, unless one made later (`at`) is already held;
+    /// answers whether it was taken.
+    pub fn put_block(&self, user: &[u8; 16], entry: BlockEntry) -> Result<bool, NodeError> {
+        let mut all = self.blocks()?;
+        let key = hex::encode(user);
+        if all.get(&key).is_some_and(|b| b.at > entry.at) {
+            return Ok(false);
+        }
+        all.insert(key, entry);
+        self.meta_set("blocks", &all)?;
+        Ok(true)
     }
 
     /// Stores a prekey.

@@ -116,6 +116,11 @@ impl Groups {
             return Err(Verdict::Ignore);
         }
         let me = self.ctx.user_id();
+        // A member this user blocked: not stored here, still passed on to the other members.
+        if m.sender != me && store.is_blocked(&m.sender.0).unwrap_or(false) {
+            seen();
+            return Err(Verdict::Accept);
+        }
         let direction = if m.sender == me { Direction::Out } else { Direction::In };
         let stored = self.group_stored(m, direction, data.to_vec());
         match store.insert_incoming(&stored) {
