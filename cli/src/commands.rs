@@ -367,6 +367,67 @@ pub fn location(
     emit(format_args!("{}", m.get("id").and_then(Value::as_str).unwrap_or("?")))
 }
 
+/// `kith reply`: a text reply, or the answer to an interactive message.
+pub fn reply(
+    home: &Home,
+    id: &str,
+    text: Option<String>,
+    form: &[String],
+    json: bool,
+) -> Result<()> {
+    let client = Client::from_home(home)?;
+    let id = crate::media::message_id(&client, id, |_| true)?;
+    let m = client.get(&format!("/v1/messages/{id}"), &[])?;
+    if field(&m, "kind") != Some("interactive") {
+        if !form.is_empty() {
+            bail!("--form answers an interactive form; message {} is not one", &id[..8]);
+        }
+        let text = text.unwrap_or_default();
+        return annotate(home, &id, "reply", &json!({ "text": text }), json);
+    }
+    let element = &m["interactive"]["element"];
+    let options = element
+        .get("buttons")
+        .or_else(|| element.pointer("/pick/options"))
+        .or_else(|| element.pointer("/product/options"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut choices = Vec::new();
+    for token in text.as_deref().unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let by_number =
+            token.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| options.get(i));
+        let found = by_number.or_else(|| {
+            options.iter().find(|o| {
+                field(o, "id") == Some(token)
+                    || field(o, "label").is_some_and(|l| l.eq_ignore_ascii_case(token))
+            })
+        });
+        let Some(o) = found else {
+            bail!(
+                "{token:?} is not one of the message's {} choices (`kith messages` numbers them)",
+                options.len()
+            );
+        };
+        choices.push(field(o, "id").unwrap_or("").to_owned());
+    }
+    let mut fields = serde_json::Map::new();
+    for f in form {
+        let (k, v) = f.split_once('=').with_context(|| format!("{f:?} is not KEY=VALUE"))?;
+        fields.insert(k.trim().to_owned(), Value::String(v.to_owned()));
+    }
+    let answer = client
+        .post(
+            &format!("/v1/messages/{id}/answer"),
+            &json!({ "choices": choices, "fields": fields }),
+        )
+        .with_context(|| format!("cannot answer message {}", &id[..8]))?;
+    if json {
+        return emit_json(&answer);
+    }
+    emit(format_args!("answered {}: {}", &id[..8], field(&answer, "text").unwrap_or("")))
+}
+
 /// `kith block` and `kith unblock`.
 pub fn block(home: &Home, name: &str, blocked: bool, json: bool) -> Result<()> {
     let name = parse_name(name)?;

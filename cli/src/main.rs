@@ -252,12 +252,20 @@ enum Command {
     /// Reply to a message, in its conversation
     ///
     /// The reply shows the message it answers (`kith messages`, the web app).
+    ///
+    /// To an interactive message (buttons, a list, a product card, a form: `kith messages`
+    /// numbers its choices), the reply is the answer: CHOICE is a choice's number, id or
+    /// label (several, comma-separated, for a pick-many list), or --form KEY=VALUE fills a form.
     Reply {
         /// The message: its id, or its first 8 or more digits (`kith messages --ids`)
         #[arg(value_name = "MESSAGE_ID")]
         id: String,
-        /// The reply
-        text: String,
+        /// The reply; or, to an interactive message, the choice
+        #[arg(value_name = "TEXT|CHOICE", required_unless_present = "form")]
+        text: Option<String>,
+        /// A form field's value (repeat for each field), to answer an interactive form
+        #[arg(long, value_name = "KEY=VALUE")]
+        form: Vec<String>,
         /// Print the reply as JSON
         #[arg(long)]
         json: bool,
@@ -701,9 +709,7 @@ fn main() -> ExitCode {
         Command::Messages { with, json, follow, limit, ids } => {
             commands::messages(&home, with.as_deref(), json, follow, limit, ids)
         }
-        Command::Reply { id, text, json } => {
-            commands::annotate(&home, &id, "reply", &serde_json::json!({ "text": text }), json)
-        }
+        Command::Reply { id, text, form, json } => commands::reply(&home, &id, text, &form, json),
         Command::React { id, emoji, remove, json } => commands::annotate(
             &home,
             &id,

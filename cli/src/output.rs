@@ -22,6 +22,61 @@ fn time(rfc3339: &str) -> String {
     rfc3339.replacen('T', " ", 1)
 }
 
+/// The choices or fields an interactive message offers, numbered, one a line (`kith reply ID
+/// N` answers with the N-th choice; `--form KEY=VALUE` fills a form).
+pub fn offers(i: &Value) -> String {
+    let e = &i["element"];
+    let numbered = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .map(|l| {
+                l.iter()
+                    .enumerate()
+                    .map(|(n, c)| format!("  {}) {}", n + 1, text(c, "label")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(b) = e.get("buttons") {
+        lines = numbered(b);
+    } else if let Some(p) = e.get("pick") {
+        lines = numbered(&p["options"]);
+        if p["many"] == true {
+            lines.push("  (pick one or more: kith reply ID 1,3)".into());
+        }
+    } else if let Some(p) = e.get("product") {
+        let price = p["price"].as_i64().unwrap_or(0);
+        let cur = text(p, "currency");
+        lines.push(format!(
+            "  {}: {}",
+            text(p, "title"),
+            kith_node::rules::currency::format_amount(price, cur)
+        ));
+        lines.extend(numbered(&p["options"]));
+    } else if let Some(f) = e.get("form") {
+        for field in f["fields"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let required = if field["required"] == true { ", required" } else { "" };
+            let kind = field["kind"]
+                .as_object()
+                .and_then(|k| k.keys().next().cloned())
+                .unwrap_or_else(|| field["kind"].as_str().unwrap_or("text").to_owned());
+            lines.push(format!(
+                "  --form {}=… ({}: {kind}{required})",
+                text(field, "key"),
+                text(field, "label")
+            ));
+        }
+    }
+    if i["open"] != true {
+        lines.push("  (closed)".into());
+    }
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", lines.join("\n"))
+    }
+}
+
 /// One message: `[time] from: text  (status)`; with `show_conversation`, a group message as
 /// `[time] #3fa2b1c0 from: text  (status)`.
 pub fn message(m: &Value, show_conversation: bool) -> String {
@@ -58,7 +113,8 @@ pub fn message(m: &Value, show_conversation: bool) -> String {
             format!(" [{}]", each.join(", "))
         }
     });
-    let body = format!("{quote}{body}{reactions}");
+    let offers = m.get("interactive").filter(|i| i.is_object()).map_or_else(String::new, offers);
+    let body = format!("{quote}{body}{reactions}{offers}");
     // Keep one message on one line per line of its text, indenting continuation lines.
     let body = body.lines().collect::<Vec<_>>().join("\n    ");
     let group = match m.get("to").and_then(Value::as_str) {

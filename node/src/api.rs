@@ -22,6 +22,7 @@ use crate::error::NodeError;
 use crate::node::{Node, NodeEvent, MAX_HISTORY};
 
 mod calls;
+mod interactive;
 mod listen;
 mod media;
 mod plans;
@@ -145,6 +146,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .merge(calls::routes())
         .merge(listen::routes())
         .merge(plans::routes())
+        .merge(interactive::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.

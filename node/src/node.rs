@@ -438,6 +438,11 @@ impl Node {
             .collect())
     }
 
+    /// Interactive messages: send, update, answer (buttons, lists, forms, product cards).
+    pub fn interactions(&self) -> &crate::services::interactive::Interactions {
+        &self.s.interactions
+    }
+
     /// Planning together: events, shared lists, bills, payment requests, live location.
     pub fn plans(&self) -> &crate::services::plans::Plans {
         &self.s.plans

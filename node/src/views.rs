@@ -153,6 +153,9 @@ pub struct MessageView {
     /// For a `location`: the point.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Box<LocationView>>,
+    /// For an `interactive` message: what it offers now and the answers that fit it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<Box<crate::services::interactive::InteractiveView>>,
     /// Not shown in the history on its own (an answer to an event, a list's edit, a payment's
     /// confirmation, a live location's update): only the event stream carries it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -471,6 +474,11 @@ pub(crate) fn view(
         },
         Direction::In => (show(&m.sender), show(&me)),
     };
+    let interactive = if m.kind == "interactive" {
+        crate::services::interactive::view_of(store, m, crate::now_ms(), names)
+    } else {
+        None
+    };
     MessageView {
         id: MessageId(m.id).to_string(),
         conversation: ConversationId(m.conversation).to_string(),
@@ -480,7 +488,6 @@ pub(crate) fn view(
         },
         from,
         to,
-        text: m.text.clone(),
         kind: m.kind.clone(),
         sent_at: rfc3339(m.sent_at),
         status: m.status.as_str(),
@@ -492,6 +499,9 @@ pub(crate) fn view(
         deleted: false,
         location: m.point.as_ref().map(|p| Box::new(LocationView::of(p))),
         hidden: m.hidden,
+        // An interactive message reads as its sender's last update says.
+        text: interactive.as_ref().map(|i| i.text.clone()).or_else(|| m.text.clone()),
+        interactive,
     }
 }
 

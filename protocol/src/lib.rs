@@ -22,6 +22,7 @@ pub mod envelope;
 pub mod error;
 pub mod group;
 pub mod identity;
+pub mod interactive;
 pub mod link;
 pub mod listen;
 pub mod mailbox;

@@ -383,6 +383,12 @@ pub enum Content {
         /// Incoming messages sent at or before this time (sender's clock) are read.
         until: u64,
     },
+    /// `interactive`: buttons, a list, a form or a product card to answer (6.7).
+    Interactive(Box<crate::interactive::Interactive>),
+    /// `interactive.update`: the sender replaces or closes its interactive message.
+    InteractiveUpdate(Box<crate::interactive::InteractiveUpdate>),
+    /// `interactive.answer`: a person's answer to an interactive message.
+    InteractiveAnswer(Box<crate::interactive::InteractiveAnswer>),
     /// `sync.block`: the user blocked or unblocked someone on another device (sent to the
     /// user's own devices only).
     SyncBlock(BlockNote),
@@ -564,6 +570,9 @@ impl Content {
             Content::GroupCopy { .. } => "group.copy",
             Content::SyncRead { .. } => "sync.read",
             Content::SyncBlock(_) => "sync.block",
+            Content::Interactive(_) => "interactive",
+            Content::InteractiveUpdate(_) => "interactive.update",
+            Content::InteractiveAnswer(_) => "interactive.answer",
             Content::Call(_) => "call",
             Content::CallLog(_) => "call.log",
             Content::Listen(_) => "listen",
@@ -655,6 +664,9 @@ impl Content {
             Content::Payment(p) => p.validate(),
             Content::PayRequest(r) => r.validate(),
             Content::SyncBlock(b) => b.name.as_deref().map_or(Ok(()), |n| short(n, "name")),
+            Content::Interactive(i) => i.validate(),
+            Content::InteractiveUpdate(u) => u.validate(),
+            Content::InteractiveAnswer(a) => a.validate(),
             Content::BillSplit { description, currency, shares, .. } => {
                 short(description, "description")?;
                 list(shares.len(), "shares")?;
@@ -772,6 +784,9 @@ impl Content {
             Content::PaymentConfirm(c) => codec::to_vec(&c),
             Content::PayRequest(r) => codec::to_vec(&r),
             Content::SyncBlock(b) => codec::to_vec(&b),
+            Content::Interactive(i) => codec::to_vec(&i),
+            Content::InteractiveUpdate(u) => codec::to_vec(&u),
+            Content::InteractiveAnswer(a) => codec::to_vec(&a),
             Content::Unsupported { body, .. } => body,
         };
         WireContent { kind: self.kind().to_owned(), body }
@@ -874,6 +889,9 @@ impl Content {
             "payment.confirm" => Content::PaymentConfirm(codec::from_slice(b, m)?),
             "pay.request" => Content::PayRequest(Box::new(codec::from_slice(b, m)?)),
             "sync.block" => Content::SyncBlock(codec::from_slice(b, m)?),
+            "interactive" => Content::Interactive(Box::new(codec::from_slice(b, m)?)),
+            "interactive.update" => Content::InteractiveUpdate(Box::new(codec::from_slice(b, m)?)),
+            "interactive.answer" => Content::InteractiveAnswer(Box::new(codec::from_slice(b, m)?)),
             _ => Content::Unsupported { kind: w.kind, body: w.body },
         })
     }

@@ -278,6 +278,73 @@ fn content() -> impl Strategy<Value = Content> {
             }
         ),
         mid().prop_map(|to| Content::PaymentConfirm(kith_protocol::plan::PaymentConfirm { to })),
+        (mid(), 0u8..4, any::<bool>(), proptest::option::of(any::<u64>())).prop_map(
+            |(to, which, flag, expires)| {
+                use kith_protocol::interactive::*;
+                let c = |id: &str| Choice { id: id.into(), label: format!("{id}!") };
+                let element = match which {
+                    0 => Element::Buttons(vec![c("yes"), c("no")]),
+                    1 => Element::Pick { many: flag, options: vec![c("a"), c("b"), c("c")] },
+                    2 => Element::Form {
+                        fields: vec![
+                            Field {
+                                key: "name".into(),
+                                label: "Name".into(),
+                                kind: FieldKind::Text { max_len: 64 },
+                                required: true,
+                            },
+                            Field {
+                                key: "n".into(),
+                                label: "How many".into(),
+                                kind: FieldKind::Number { min: Some(1), max: Some(9) },
+                                required: flag,
+                            },
+                            Field {
+                                key: "at".into(),
+                                label: "When".into(),
+                                kind: FieldKind::DateTime,
+                                required: false,
+                            },
+                            Field {
+                                key: "size".into(),
+                                label: "Size".into(),
+                                kind: FieldKind::Choice(vec![c("s"), c("l")]),
+                                required: false,
+                            },
+                        ],
+                        submit: "Order".into(),
+                    },
+                    _ => Element::Product(Box::new(Product {
+                        title: "Margherita".into(),
+                        description: None,
+                        image: Some(to),
+                        price: 950,
+                        currency: "EUR".into(),
+                        options: vec![c("add")],
+                    })),
+                };
+                if flag && which == 3 {
+                    Content::InteractiveAnswer(Box::new(InteractiveAnswer {
+                        to,
+                        choices: vec!["add".into()],
+                        fields: vec![("name".into(), "x".into())],
+                    }))
+                } else if expires == Some(0) {
+                    Content::InteractiveUpdate(Box::new(InteractiveUpdate {
+                        to,
+                        text: None,
+                        element: Some(element),
+                        closed: true,
+                    }))
+                } else {
+                    Content::Interactive(Box::new(Interactive {
+                        text: "Pick".into(),
+                        element,
+                        expires,
+                    }))
+                }
+            }
+        ),
         (id16(), proptest::option::of(short()), any::<bool>(), any::<u64>()).prop_map(
             |(u, name, blocked, at)| {
                 Content::SyncBlock(kith_protocol::message::BlockNote {

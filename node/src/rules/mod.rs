@@ -23,6 +23,7 @@
 //! - [`prekeys`]: prekey rotation.
 //! - [`settle`]: splitting bills: each person's part, balances per currency, the transfers
 //!   that settle them.
+//! - [`interactive`]: what an interactive message offers now, and whether an answer fits it.
 //! - [`plan`]: a conversation's planning messages folded into its events and answers, live
 //!   locations, lists and book, and who may do what there.
 //! - [`lists`]: shared lists as an Automerge document: edits, merging, limits.
@@ -38,6 +39,7 @@ pub mod call;
 pub mod currency;
 pub mod devices;
 pub mod group;
+pub mod interactive;
 pub mod listen;
 pub mod lists;
 pub mod mailbox;

@@ -428,7 +428,8 @@ pub fn fold(entries: &[Entry], people: &BTreeSet<User>) -> Board {
                     });
                 }
             },
-            _ => reject("not a planning message"),
+            // Other kinds kept alongside (interactive messages) are not the fold's.
+            _ => {}
         }
     }
     // A payment may be dated before its request (a clock behind).

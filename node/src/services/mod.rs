@@ -16,6 +16,7 @@
 //! - [`media`]: attachments: sealing, recording, serving, fetching blobs, mailbox custody.
 //! - [`calls`]: call signalling between devices, ringing, call history.
 //! - [`listen`]: listening together: a session's playback, controls, clock offsets.
+//! - [`interactive`]: interactive messages: sending, updating, answering, showing.
 //! - [`plans`]: planning together: events, shared lists, bills, payment requests, live
 //!   location, folded from the conversation's messages.
 //! - [`signals`]: ephemeral signals (calls, listening) sealed to devices and sent once.
@@ -27,6 +28,7 @@ pub mod calls;
 pub mod conversations;
 pub mod devices;
 pub mod groups;
+pub mod interactive;
 pub mod listen;
 pub mod mailbox_client;
 pub mod mailbox_server;
@@ -58,6 +60,7 @@ pub(crate) struct Services {
     pub(crate) calls: calls::Calls,
     pub(crate) listen: listen::Listen,
     pub(crate) plans: plans::Plans,
+    pub(crate) interactions: interactive::Interactions,
     /// Held by a send with an idempotency key from its check of the key to its recording.
     pub(crate) idempotent_sends: Arc<tokio::sync::Mutex<()>>,
 }
@@ -86,6 +89,8 @@ impl Services {
         let calls = calls::Calls::new(ctx.clone(), signals.clone(), call_config);
         let listen = listen::Listen::new(ctx.clone(), signals);
         let plans = plans::Plans::new(ctx.clone(), conversations.clone());
+        let interactions =
+            interactive::Interactions { ctx: ctx.clone(), conversations: conversations.clone() };
         let devices = devices::Devices {
             ctx: ctx.clone(),
             records: records.clone(),
@@ -120,6 +125,7 @@ impl Services {
             calls,
             listen,
             plans,
+            interactions,
             idempotent_sends: Arc::default(),
         })
     }

@@ -411,6 +411,34 @@ pub fn time_in(ms: u64, zone: i16) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
+/// The stored message `id` of kind `kind`, and the conversation to answer it in.
+pub(crate) fn message_and_conversation(
+    ctx: &Ctx,
+    id: &str,
+    kind: &str,
+) -> Result<(StoredMessage, Conversation), NodeError> {
+    let mid = MessageId::parse(id).map_err(|e| bad(format!("message id {id:?}: {e}")))?;
+    let m = ctx
+        .store
+        .message(&mid.0)?
+        .filter(|m| m.kind == kind)
+        .ok_or_else(|| NodeError::NotFound(format!("no {kind} {id}")))?;
+    if m.waiting_for.is_some() {
+        return Err(bad(format!("{kind} {id} is not sent yet: its recipient's name is not found")));
+    }
+    let to = if m.is_group() {
+        Conversation::Group(m.conversation)
+    } else {
+        let name = ctx.store.name_of(&m.peer)?.ok_or_else(|| {
+            NodeError::NotFound(format!(
+                "the other person of {kind} {id}: their name is not confirmed yet"
+            ))
+        })?;
+        Conversation::Direct(name)
+    };
+    Ok((m, to))
+}
+
 /// Whether a content is folded by [`crate::rules::plan`] (its encoded form is kept).
 pub(crate) fn is_plan(c: &Content) -> bool {
     matches!(
@@ -426,6 +454,9 @@ pub(crate) fn is_plan(c: &Content) -> bool {
             | Content::PayRequest(_)
             | Content::LiveLocation { .. }
             | Content::Delete { .. }
+            | Content::Interactive(_)
+            | Content::InteractiveUpdate(_)
+            | Content::InteractiveAnswer(_)
     )
 }
 
@@ -470,6 +501,15 @@ pub(crate) fn summary(c: &Content) -> Option<String> {
             format!("Live location until {}", time_in(*until, 0))
         }
         Content::LiveLocation { .. } => "Live location stopped".into(),
+        Content::Interactive(i) => i.text.clone(),
+        Content::InteractiveUpdate(_) => "Updated".into(),
+        Content::InteractiveAnswer(a) if a.fields.is_empty() => {
+            format!("Answered: {}", a.choices.join(", "))
+        }
+        Content::InteractiveAnswer(a) => {
+            let fields: Vec<String> = a.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("Answered: {}", fields.join(", "))
+        }
         _ => return None,
     })
 }
@@ -503,29 +543,7 @@ impl Plans {
         id: &str,
         kind: &str,
     ) -> Result<(StoredMessage, Conversation), NodeError> {
-        let mid = MessageId::parse(id).map_err(|e| bad(format!("message id {id:?}: {e}")))?;
-        let m = self
-            .ctx
-            .store
-            .message(&mid.0)?
-            .filter(|m| m.kind == kind)
-            .ok_or_else(|| NodeError::NotFound(format!("no {kind} {id}")))?;
-        if m.waiting_for.is_some() {
-            return Err(bad(format!(
-                "{kind} {id} is not sent yet: its recipient's name is not found"
-            )));
-        }
-        let to = if m.is_group() {
-            Conversation::Group(m.conversation)
-        } else {
-            let name = self.ctx.store.name_of(&m.peer)?.ok_or_else(|| {
-                NodeError::NotFound(format!(
-                    "the other person of {kind} {id}: their name is not confirmed yet"
-                ))
-            })?;
-            Conversation::Direct(name)
-        };
-        Ok((m, to))
+        message_and_conversation(&self.ctx, id, kind)
     }
 
     /// The users of a conversation: for a group its members and anyone whose message its

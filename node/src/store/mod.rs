@@ -203,6 +203,8 @@ impl StoredMessage {
             Content::Rsvp(r) => (Some(r.to.0), false),
             Content::ListChange(c) => (Some(c.to.0), false),
             Content::PaymentConfirm(c) => (Some(c.to.0), false),
+            Content::InteractiveUpdate(u) => (Some(u.to.0), false),
+            Content::InteractiveAnswer(a) => (Some(a.to.0), false),
             _ => (None, false),
         };
         let text = match &m.content {
@@ -215,6 +217,7 @@ impl StoredMessage {
                 | Content::ListChange(_)
                 | Content::PaymentConfirm(_)
                 | Content::LiveLocation { seq: 1.., .. }
+                | Content::InteractiveUpdate(_)
         );
         let plan = crate::services::plans::is_plan(&m.content)
             .then(|| kith_protocol::codec::to_vec(&m.content));
