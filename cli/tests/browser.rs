@@ -782,5 +782,26 @@ fn two_people_plan_in_the_web_app() {
         bills["currencies"][0]["balances"].as_object().is_some_and(|b| b.is_empty()),
         "{bills}"
     );
+
+    // Alice's node sends buttons through its API (as a bot would); bob presses one in his page.
+    a.run("document.getElementById('panel').close(); return true;");
+    b.run("document.getElementById('panel').close(); return true;");
+    let home = alice.home();
+    let addr = std::fs::read_to_string(home.join("api.addr")).expect("api.addr");
+    let token = std::fs::read_to_string(home.join("api.token")).expect("api.token");
+    let mut r = agent()
+        .post(format!("http://{}/v1/interactive", addr.trim()))
+        .header("Authorization", &format!("Bearer {}", token.trim()))
+        .send_json(json!({"to": "@bob", "text": "Which pizza?", "element": {"buttons": [
+            {"id": "marg", "label": "Margherita"}, {"id": "sal", "label": "Salami"}]}}))
+        .expect("the API answers");
+    let sent: Value = r.body_mut().read_json().expect("json");
+    let id = sent["id"].as_str().expect("an id").to_owned();
+    click(&b, ".interactive", "Salami");
+    wait_until("alice's node to have bob's answer", PAGE_WAIT, || {
+        let all = alice.kith(&["messages", "--json"]).ok().json();
+        let m = all.as_array()?.iter().find(|m| m["id"] == id.as_str())?.clone();
+        (m["interactive"]["answers"][0]["choices"] == json!(["sal"])).then_some(())
+    });
     drop(boot);
 }

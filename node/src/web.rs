@@ -195,6 +195,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../web/listen.js"),
     },
     Asset {
+        name: "interactive.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../web/interactive.js"),
+    },
+    Asset {
         name: "plans.js",
         mime: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../web/plans.js"),

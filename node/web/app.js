@@ -5,6 +5,7 @@
 import { initCalls, onCall, onSignal, startCall } from "/app/calls.js";
 import { initListen, listenTogether, onListen } from "/app/listen.js";
 import { initPlans, planBody, refreshPlans, showPlans } from "/app/plans.js";
+import { initInteractive, interactiveBody } from "/app/interactive.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_STEP = 50;
@@ -98,7 +99,7 @@ function summary(m) {
   if (m.kind === "call.log") return m.text || "Call";
   if (m.kind === "reply") return m.deleted ? "deleted" : m.text || "";
   if (m.kind === "location") return m.text || "Location";
-  if (planBody(m)) return m.text || m.kind;
+  if (planBody(m) || m.kind === "interactive") return m.text || m.kind;
   return `[${m.kind}]`;
 }
 
@@ -212,7 +213,7 @@ function renderMessage(m) {
     body = el("div", { class: "event call-log" }, m.text || "Call",
       el("button", { type: "button", class: "plain", onclick: () => call(/video/i.test(m.text || "")) }, "Call back"));
   }
-  else body = planBody(m) || el("div", { class: "placeholder" }, `A message of a kind this app cannot show yet (${m.kind}).`);
+  else body = planBody(m) || interactiveBody(m) || el("div", { class: "placeholder" }, `A message of a kind this app cannot show yet (${m.kind}).`);
   const reactions = (m.reactions || []).length ? el("div", { class: "reactions" }, m.reactions.map((r) =>
     el("button", {
       type: "button", class: "chip" + (r.mine ? " mine" : ""), title: r.by.join(", "),
@@ -658,6 +659,7 @@ async function main() {
   initCalls({ api, el, showError });
   initListen({ api, el, showError, currentConversation: () => state.current && state.current.id });
   initPlans({ api, el, openPanel, qr, showError, target, refresh: refreshSoon });
+  initInteractive({ api, el, showError, refresh: refreshSoon });
   await loadConversations().catch(showError);
   listen();
 }
