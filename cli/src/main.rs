@@ -8,6 +8,7 @@ mod devices;
 mod media;
 mod open;
 mod output;
+mod planner;
 mod plans;
 
 use std::path::PathBuf;
@@ -96,6 +97,17 @@ enum Command {
         /// Print {"read": N} (messages newly marked read here) as JSON
         #[arg(long)]
         json: bool,
+    },
+
+    /// Run an example bot against this home's daemon (docs/bots.md)
+    ///
+    /// `kith bot planner`: the planning assistant. Register a name for it first (kith register
+    /// planner), then mention it into a group: "@planner barbecue saturday 18:00 Stadtpark"; it
+    /// proposes the event and starts a shopping list and a to-do list. Runs until stopped.
+    Bot {
+        /// Which bot
+        #[arg(value_parser = ["planner"])]
+        which: String,
     },
 
     /// Your devices: link a new one, list them, revoke one
@@ -733,6 +745,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Locations { to, json } => plans::locations(&home, &to, json),
+        Command::Bot { which: _ } => planner::run(&home),
         Command::Block { name, json } => commands::block(&home, &name, true, json),
         Command::Unblock { name, json } => commands::block(&home, &name, false, json),
         Command::Blocked { json } => commands::blocked(&home, json),
