@@ -172,6 +172,12 @@ impl Client {
         Ok((len, resp.into_body().into_reader()))
     }
 
+    /// `PUT path` with a JSON body, answering the JSON body.
+    pub fn put(&self, path: &str, body: &impl Serialize) -> Result<Value> {
+        let req = self.agent.put(self.url(path)).header("Authorization", &self.auth);
+        self.json(req.send_json(body))
+    }
+
     /// `DELETE path`, answering the JSON body (`null` if there is none).
     pub fn delete(&self, path: &str) -> Result<Value> {
         let req = self.agent.delete(self.url(path)).header("Authorization", &self.auth);

@@ -124,6 +124,16 @@ pub struct DaemonArgs {
     /// [default: 45]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(5..=300))]
     pub call_ring_seconds: Option<u64>,
+
+    /// Direct messages accepted from one user per minute; beyond it the sender is told to
+    /// retry later, so nothing is lost [default: 300]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbound_per_minute: Option<u32>,
+
+    /// Where a business's domain is checked, with {domain} in place of the domain; for tests
+    /// against a local server [default: https://{domain}/.well-known/kith.json]
+    #[arg(long, value_name = "URL")]
+    pub domain_check_url: Option<String>,
 }
 
 /// The config file: the same settings as the flags, every key optional.
@@ -146,6 +156,7 @@ struct FileConfig {
     media_auto_download_images: Option<u64>,
     media_auto_download_any: Option<u64>,
     call_ring_seconds: Option<u64>,
+    inbound_per_minute: Option<u32>,
     ice_servers: Option<Vec<IceServerFile>>,
 }
 
@@ -324,6 +335,17 @@ impl DaemonArgs {
             ice_servers: ice_servers(file.ice_servers.unwrap_or_default())
                 .map_err(|e| in_file("ice_servers", e))?,
         };
+        let accounts = kith_node::node::AccountsConfig {
+            inbound_per_minute: match (self.inbound_per_minute, file.inbound_per_minute) {
+                (Some(n), _) => Some(n),
+                (None, Some(0)) => {
+                    return Err(in_file("inbound_per_minute", anyhow!("must be at least 1")))
+                }
+                (None, Some(n)) => Some(n),
+                (None, None) => kith_node::node::AccountsConfig::default().inbound_per_minute,
+            },
+            well_known_url: self.domain_check_url.clone(),
+        };
         Ok(Resolved {
             config: DaemonConfig {
                 home: home.to_path_buf(),
@@ -334,6 +356,7 @@ impl DaemonArgs {
                 mailbox,
                 media,
                 calls,
+                accounts,
             },
             file: path,
             unused_mailbox_settings,
@@ -444,6 +467,7 @@ media_quota = 9000000
 media_auto_download_images = 0
 media_auto_download_any = 1024
 call_ring_seconds = 20
+inbound_per_minute = 60
 
 [[ice_servers]]
 urls = ["stun:stun.example.org:3478"]
@@ -495,6 +519,7 @@ credential = "secret"
         );
         assert_eq!(m.auto_download_any, 1024);
         assert_eq!(c.calls.ring_ms, 20_000);
+        assert_eq!(c.accounts.inbound_per_minute, Some(60));
         assert_eq!(c.calls.ice_servers.len(), 2);
         assert_eq!(c.calls.ice_servers[1].username.as_deref(), Some("kith"));
     }
@@ -623,6 +648,7 @@ credential = "secret"
             format!("[default: {}]", kith_node::services::media::DEFAULT_AUTO_ANY),
             format!("[default: {},", kith_node::services::media::DEFAULT_MAILBOX_BLOB_BYTES),
             format!("[default: {}]", kith_node::node::CallConfig::default().ring_ms / 1000),
+            format!("[default: {}]", kith_node::services::accounts::DEFAULT_INBOUND_PER_MINUTE),
         ] {
             assert!(help.contains(&default), "the help does not show {default}:\n{help}");
         }

@@ -1,6 +1,7 @@
 //! `kith`: the command-line client of the Kith messenger, and its daemon.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod accounts;
 mod client;
 mod commands;
 mod config;
@@ -46,6 +47,15 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `kith profile set|clear`.
+#[derive(Debug, Subcommand)]
+enum ProfileAction {
+    /// Publish a new profile (every field you leave out is left out)
+    Set(accounts::ProfileArgs),
+    /// Remove your profile from your name record
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,6 +354,95 @@ enum Command {
 
     /// The people you blocked
     Blocked {
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Your public profile, published with your name record: whether you are a person, a
+    /// business or a bot, a display name, hours, a domain …
+    ///
+    /// Examples:
+    ///   kith profile
+    ///   kith profile set --kind business --display-name "Pizzeria Napoli" --category pizzeria \
+    ///     --hours "tue-sun 11:00-22:00" --domain napoli.example
+    ///   kith profile clear
+    Profile {
+        #[command(subcommand)]
+        action: Option<ProfileAction>,
+        /// Print the profile as JSON
+        #[arg(long, global = true)]
+        json: bool,
+    },
+
+    /// Let a business or bot write to you (writing to it does the same)
+    ///
+    /// A business or bot may write to you only after you wrote to it, subscribed, or mentioned
+    /// it into a group; your devices refuse anything else it sends.
+    Subscribe {
+        /// The business or bot
+        #[arg(value_name = "@NAME")]
+        name: String,
+        /// Print the decision as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Stop a business or bot from writing to you, until you write to it again
+    Unsubscribe {
+        /// The business or bot
+        #[arg(value_name = "@NAME")]
+        name: String,
+        /// Print the decision as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Mute a conversation: its messages still arrive and are kept, but the apps do not notify
+    Mute {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        to: String,
+        /// For how long (8h, 2days, 1week); without it, until you unmute
+        #[arg(long = "for", value_name = "DURATION")]
+        how_long: Option<humantime::Duration>,
+        /// Print the answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Unmute a conversation
+    Unmute {
+        /// @NAME, or '#ID' for a group
+        #[arg(value_name = "TARGET")]
+        to: String,
+        /// Print the answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Report an account (spam, abuse): keeps the report with its latest messages on this
+    /// node and blocks it on all your devices
+    ///
+    /// There is no central moderator in Kith: the report stays with you (kith reports, or
+    /// GET /v1/reports) to hand to whoever you choose.
+    Report {
+        /// Who
+        #[arg(value_name = "@NAME")]
+        name: String,
+        /// Why
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Report without blocking
+        #[arg(long)]
+        no_block: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The reports you made
+    Reports {
         /// Print them as JSON
         #[arg(long)]
         json: bool,
@@ -749,6 +848,23 @@ fn main() -> ExitCode {
         Command::Block { name, json } => commands::block(&home, &name, true, json),
         Command::Unblock { name, json } => commands::block(&home, &name, false, json),
         Command::Blocked { json } => commands::blocked(&home, json),
+        Command::Profile { action: None, json } => accounts::show(&home, json),
+        Command::Profile { action: Some(ProfileAction::Set(a)), json } => {
+            accounts::set(&home, a, json)
+        }
+        Command::Profile { action: Some(ProfileAction::Clear), json } => {
+            accounts::clear(&home, json)
+        }
+        Command::Subscribe { name, json } => accounts::subscribe(&home, &name, true, json),
+        Command::Unsubscribe { name, json } => accounts::subscribe(&home, &name, false, json),
+        Command::Mute { to, how_long, json } => {
+            accounts::mute(&home, &to, how_long.map(Into::into), true, json)
+        }
+        Command::Unmute { to, json } => accounts::mute(&home, &to, None, false, json),
+        Command::Report { name, reason, no_block, json } => {
+            accounts::report(&home, &name, &reason, !no_block, json)
+        }
+        Command::Reports { json } => accounts::reports(&home, json),
         Command::Event { target, title, at, place, note, new_title, cancel, json } => {
             plans::event(&home, &target, title, at, place, note, new_title, cancel, json)
         }

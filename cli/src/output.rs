@@ -271,6 +271,14 @@ pub fn resolved(r: &Value) -> String {
     for d in devices {
         let _ = write!(out, "\n  {} ({})", text(d, "peer_id"), one_line(text(d, "label")));
     }
+    match r.get("profile") {
+        Some(p) => {
+            let _ = write!(out, "\n{}", crate::accounts::profile_lines(p));
+        }
+        None => {
+            let _ = write!(out, "\nkind:          person (no profile)");
+        }
+    }
     out
 }
 
@@ -288,8 +296,17 @@ pub fn contacts(list: &Value) -> String {
             } else {
                 ""
             };
+            let kind = match text(c, "kind") {
+                "" | "person" => String::new(),
+                k => format!(" [{k}]"),
+            };
+            let shown = c
+                .get("display_name")
+                .and_then(Value::as_str)
+                .map(|d| format!(" ({})", one_line(d)))
+                .unwrap_or_default();
             format!(
-                "@{}  {}  safety number {}{warning}",
+                "@{}{shown}{kind}  {}  safety number {}{warning}",
                 text(c, "name"),
                 text(c, "user_id"),
                 text(c, "fingerprint")

@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 use crate::error::NodeError;
 use crate::node::{Node, NodeEvent, MAX_HISTORY};
 
+mod accounts;
 mod calls;
 mod interactive;
 mod listen;
@@ -147,6 +148,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .merge(listen::routes())
         .merge(plans::routes())
         .merge(interactive::routes())
+        .merge(accounts::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.

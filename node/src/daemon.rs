@@ -31,6 +31,8 @@ pub struct DaemonConfig {
     pub media: crate::node::MediaConfig,
     /// Calls: ring time, STUN and TURN servers.
     pub calls: crate::node::CallConfig,
+    /// Accounts: the per-sender inbound rate, where domains are checked.
+    pub accounts: crate::node::AccountsConfig,
 }
 
 /// Runs the daemon until `shutdown` completes, then shuts down cleanly: the API stops taking
@@ -56,6 +58,7 @@ where
         mailbox: config.mailbox.clone(),
         media: config.media.clone(),
         calls: config.calls.clone(),
+        accounts: config.accounts.clone(),
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(|e| {

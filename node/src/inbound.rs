@@ -24,8 +24,13 @@ use crate::views::NewMessage;
 use crate::views::NodeEvent;
 
 impl Services {
-    /// Opens an envelope, checks its sender's device, and receives it by kind.
-    pub(crate) fn accept_envelope(&self, bytes: &[u8]) -> Result<Accepted, NodeError> {
+    /// Opens an envelope, checks its sender's device, and receives it by kind. A `direct` one
+    /// (from a peer, not fetched from this user's mailbox) counts toward its sender's rate.
+    pub(crate) fn accept_envelope(
+        &self,
+        bytes: &[u8],
+        direct: bool,
+    ) -> Result<Accepted, NodeError> {
         let bad = |e: String| NodeError::BadInput(e);
         let env = Envelope::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         let store = &self.ctx.store;
@@ -36,6 +41,9 @@ impl Services {
             .map_err(|e| bad(e.to_string()))?;
         let m = &opened.message;
         self.records.device_allowed(&opened.sender).map_err(bad)?;
+        if direct && !self.accounts.allow_inbound(m.sender.0) {
+            return Err(NodeError::Busy("too many messages from this user; retry later".into()));
+        }
         if m.conversation != ConversationId::direct(&m.sender, &self.ctx.user_id()) {
             return Err(bad("message is not for a conversation this device knows".into()));
         }
@@ -69,13 +77,18 @@ impl Services {
             for event in batch.drain(..) {
                 match event {
                     Event::InboundEnvelope { peer, bytes, reply } => {
-                        let ack = match self.accept_envelope(&bytes) {
+                        let ack = match self.accept_envelope(&bytes, true) {
                             Ok(Accepted::New(a)) => {
                                 fresh.push(a);
                                 DeliveryAck::new(AckStatus::Stored, None)
                             }
                             Ok(Accepted::Duplicate) => DeliveryAck::new(AckStatus::Duplicate, None),
                             Ok(Accepted::Applied) => DeliveryAck::new(AckStatus::Stored, None),
+                            Err(NodeError::Busy(why)) => {
+                                self.ctx.counters.envelopes_limited.inc();
+                                debug!(%peer, "envelope over its sender's rate: {why}");
+                                DeliveryAck::new(AckStatus::Busy, Some(why))
+                            }
                             Err(e) => {
                                 self.ctx.counters.envelopes_rejected.inc();
                                 debug!(%peer, "rejected envelope: {e}");
@@ -188,7 +201,7 @@ impl Services {
             let mut fresh = Vec::new();
             let mut ids = Vec::with_capacity(items.len());
             for MailItem { id, envelope } in items {
-                match self.accept_envelope(&envelope) {
+                match self.accept_envelope(&envelope, false) {
                     Ok(Accepted::New(m)) => fresh.push(m),
                     Ok(_) => {}
                     Err(e) => {

@@ -18,6 +18,10 @@ pub struct Counters {
     pub records_rejected: Counter,
     /// Envelopes that did not open or broke a rule.
     pub envelopes_rejected: Counter,
+    /// Direct envelopes answered `busy` because their sender was over its rate.
+    pub envelopes_limited: Counter,
+    /// Reports made by this node's user.
+    pub reports: Counter,
     /// Malformed or oversized frames.
     pub frames_rejected: Counter,
     /// Inbound envelopes answered busy.
@@ -54,6 +58,12 @@ impl Counters {
         let r = registry.sub_registry_with_prefix("kith");
         r.register("records_rejected", "Name records refused", self.records_rejected.clone());
         r.register("envelopes_rejected", "Envelopes refused", self.envelopes_rejected.clone());
+        r.register(
+            "envelopes_limited",
+            "Direct envelopes answered busy: their sender was over its rate",
+            self.envelopes_limited.clone(),
+        );
+        r.register("reports", "Reports made by this node's user", self.reports.clone());
         r.register(
             "frames_rejected",
             "Malformed or oversized frames",

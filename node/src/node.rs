@@ -19,6 +19,9 @@ use crate::metrics::{Counters, Metrics};
 use crate::network::{self, Client, NetworkConfig, TransportKind};
 use crate::now_ms;
 pub use crate::rules::listen::Control as ListenControl;
+pub use crate::services::accounts::{
+    AccountsConfig, ConsentView, MuteView, ProfileInput, ProfileView, ReportView,
+};
 pub use crate::services::calls::{CallConfig, CallSignalView, CallView, IceServer};
 use crate::services::conversations::{mentions, Conversation};
 use crate::services::devices::{DeviceListView, LinkView};
@@ -65,6 +68,8 @@ pub struct NodeConfig {
     pub media: MediaConfig,
     /// Calls: ring time, STUN and TURN servers.
     pub calls: CallConfig,
+    /// Accounts: the per-sender inbound rate, where domains are checked.
+    pub accounts: AccountsConfig,
 }
 
 /// A running node. Cheap to clone.
@@ -122,7 +127,13 @@ impl Node {
                 }
             }
         }
-        let s = Services::new(ctx, blobs, config.media.clone(), config.calls.clone())?;
+        let s = Services::new(
+            ctx,
+            blobs,
+            config.media.clone(),
+            config.calls.clone(),
+            config.accounts.clone(),
+        )?;
         s.records.rotate_prekeys(now_ms())?;
         let ctx = &s.ctx;
         ctx.spawn(event_loop.run());
@@ -248,7 +259,139 @@ impl Node {
 
     /// Resolves a name for the API.
     pub async fn resolve(&self, name: &str) -> Result<ResolveView, NodeError> {
-        self.s.records.resolve(name).await
+        let mut view = self.s.records.resolve(name).await?;
+        let user = UserId::parse(&view.user_id).map_err(|e| NodeError::BadInput(e.to_string()))?;
+        if let Some(p) = view.profile.as_mut() {
+            if let Some(domain) = p.domain.clone() {
+                p.verification = Some(self.s.accounts.verification(&domain, user).await);
+            }
+        }
+        Ok(view)
+    }
+
+    /// This user's public profile (a person's, empty, when none was set).
+    pub fn profile(&self) -> ProfileView {
+        let p = self.s.accounts.own_profile().unwrap_or_default();
+        crate::services::accounts::profile_view(&p)
+    }
+
+    /// Sets this user's public profile (`None` removes it) and publishes the name record that
+    /// carries it.
+    pub async fn set_profile(&self, input: Option<ProfileInput>) -> Result<ProfileView, NodeError> {
+        self.s.accounts.set_profile(input).await
+    }
+
+    /// Subscribes to (or unsubscribes from) a business or bot `name`: whether it may write to
+    /// this user. Writing to it subscribes too.
+    pub async fn subscribe_to(
+        &self,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<ConsentView, NodeError> {
+        let record = self.s.records.resolve_record(name).await?;
+        if record.user_id == self.s.ctx.user_id() {
+            return Err(NodeError::BadInput("you cannot subscribe to yourself".into()));
+        }
+        let view = self.s.accounts.subscribe(&record, subscribed).await?;
+        self.s.ctx.store.flush().await?;
+        Ok(view)
+    }
+
+    /// Mutes `to` (`@name` or `#id`) for `how_long` (`None`: until unmuted): its messages
+    /// arrive and are kept as before, with `muted` set on the conversation and its events so
+    /// the apps do not notify.
+    pub async fn mute(
+        &self,
+        to: &str,
+        how_long: Option<std::time::Duration>,
+    ) -> Result<MuteView, NodeError> {
+        let id = self.conversation_of(to)?;
+        let until = how_long.map(|d| self.s.ctx.now().saturating_add(d.as_millis() as u64));
+        self.s.ctx.store.set_mute(&id, Some(until.unwrap_or(0)))?;
+        self.s.ctx.store.flush().await?;
+        Ok(MuteView { conversation: hex::encode(id), until: until.map(crate::rfc3339) })
+    }
+
+    /// Unmutes `to`.
+    pub async fn unmute(&self, to: &str) -> Result<(), NodeError> {
+        let id = self.conversation_of(to)?;
+        self.s.ctx.store.set_mute(&id, None)?;
+        self.s.ctx.store.flush().await
+    }
+
+    /// Conversations muted now.
+    pub fn mutes(&self) -> Result<Vec<MuteView>, NodeError> {
+        let now = self.s.ctx.now();
+        Ok(self
+            .s
+            .ctx
+            .store
+            .mutes()?
+            .into_iter()
+            .filter(|(_, until)| *until == 0 || *until > now)
+            .map(|(c, until)| MuteView {
+                conversation: c,
+                until: (until > 0).then(|| crate::rfc3339(until)),
+            })
+            .collect())
+    }
+
+    fn conversation_of(&self, to: &str) -> Result<[u8; 16], NodeError> {
+        self.s
+            .conversations
+            .conversation_of(to)?
+            .ok_or_else(|| NodeError::NotFound(format!("no conversation with {to} yet")))
+    }
+
+    /// Reports `name`: keeps the report on this node with the ids of its latest messages (there
+    /// is no central moderator to send it to; `docs/bots.md`, "Reporting"), and, with `block`,
+    /// blocks it on every device of this user.
+    pub async fn report(
+        &self,
+        name: &str,
+        reason: &str,
+        block: bool,
+    ) -> Result<ReportView, NodeError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > 1024 {
+            return Err(NodeError::BadInput("a report's reason is 1 to 1024 bytes".into()));
+        }
+        let name = normalize_name(name.trim().trim_start_matches('@'))?;
+        let record = self.s.records.resolve_record(&name).await?;
+        let user = record.user_id.0;
+        let conversation =
+            kith_protocol::ConversationId::direct(&self.s.ctx.user_id(), &record.user_id);
+        let messages = self
+            .s
+            .ctx
+            .store
+            .messages(Some(&conversation.0), 200)?
+            .into_iter()
+            .filter(|m| m.sender == user)
+            .rev()
+            .take(20)
+            .map(|m| hex::encode(m.id))
+            .collect();
+        if block {
+            self.block(&name, true).await?;
+        }
+        let entry = crate::store::ReportEntry {
+            user,
+            name: Some(name),
+            reason: reason.to_owned(),
+            at: self.s.ctx.now(),
+            messages,
+            blocked: block,
+        };
+        self.s.ctx.store.add_report(entry.clone())?;
+        self.s.ctx.store.flush().await?;
+        self.s.ctx.counters.reports.inc();
+        Ok(ReportView::from(&entry))
+    }
+
+    /// Reports made on this node, oldest first.
+    pub fn reports(&self) -> Result<Vec<ReportView>, NodeError> {
+        Ok(self.s.ctx.store.reports()?.iter().map(ReportView::from).collect())
     }
 
     /// Accepts the key `name` resolves to now, replacing the pinned one.
@@ -890,6 +1033,7 @@ pub(crate) fn lone_node(dir: &std::path::Path, mailbox: bool) -> NodeConfig {
         mailbox: MailboxConfig { enabled: mailbox, ..MailboxConfig::default() },
         media: MediaConfig::default(),
         calls: CallConfig::default(),
+        accounts: AccountsConfig::default(),
     }
 }
 

@@ -289,6 +289,11 @@ pub struct ResolveView {
     pub devices: Vec<DeviceView>,
     /// Mailbox peer ids.
     pub mailboxes: Vec<String>,
+    /// `person`, `business` or `bot`, as its record declares.
+    pub kind: String,
+    /// Its public profile, with its domain checked, when the record carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::services::accounts::ProfileView>,
 }
 
 /// A contact.
@@ -302,6 +307,11 @@ pub struct ContactView {
     pub fingerprint: String,
     /// Whether the name now resolves to another key.
     pub key_changed: bool,
+    /// `person`, `business` or `bot`, as its pinned record declares.
+    pub kind: String,
+    /// Its display name, when its record carries a profile with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// The answer to a registration.
@@ -345,6 +355,8 @@ pub struct ConversationSummary {
     pub last: Option<MessageView>,
     /// Incoming messages not read yet, among its last [`UNREAD_WINDOW`].
     pub unread: usize,
+    /// Muted now (its messages arrive; the apps do not notify).
+    pub muted: bool,
 }
 
 /// How many of a conversation's last messages its unread count looks at.
@@ -385,11 +397,14 @@ pub(crate) struct NewMessage {
 pub(crate) fn contact_view(c: &Contact) -> ContactView {
     let fingerprint =
         IdentityPublic::from_bytes(&c.identity).map(|k| k.fingerprint()).unwrap_or_default();
+    let profile = kith_protocol::name::profile_of(&c.record);
     ContactView {
         name: c.name.clone(),
         user_id: UserId(c.user_id).to_string(),
         fingerprint,
         key_changed: c.changed_to.is_some(),
+        kind: profile.as_ref().map_or("person", |p| p.kind.as_str()).to_owned(),
+        display_name: profile.and_then(|p| p.display_name),
     }
 }
 

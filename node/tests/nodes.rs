@@ -36,6 +36,7 @@ async fn start_with(
         media: kith_node::node::MediaConfig::default(),
         // Calls ring for 4 s here, so a missed call is quick to test.
         calls: kith_node::node::CallConfig { ring_ms: RING_MS, ..Default::default() },
+        accounts: kith_node::node::AccountsConfig::default(),
     })
     .await
     .expect("node starts")
@@ -272,6 +273,7 @@ fn forge(name: &str, below: Option<[u8; 32]>, lifetime_ms: u64) -> (Vec<u8>, Ide
         issued_at: now,
         expires_at: now + lifetime_ms,
         pow_nonce: nonce,
+        profile: None,
     }
     .sign(&id)
     .expect("sign");

@@ -128,7 +128,7 @@ function renderConversations() {
         onclick: () => openConversation({ id: c.id, title: title(c), kind: c.kind }),
       },
       el("span", { class: "conv-title" }, title(c), c.active ? "" : " (left)"),
-      c.unread ? el("span", { class: "unread", "aria-label": `${c.unread} unread` }, c.unread) : el("span"),
+      c.unread ? el("span", { class: c.muted ? "unread muted" : "unread", "aria-label": `${c.unread} unread${c.muted ? ", muted" : ""}` }, c.unread) : el("span"),
       el("span", { class: "conv-last" }, summary(c.last))));
   }));
 }
@@ -399,7 +399,9 @@ function listen() {
     refreshSoon();
     let m;
     try { m = JSON.parse(e.data); } catch (_) { return; }
-    if (m.direction === "in" && !m.hidden && document.hidden && "Notification" in window && Notification.permission === "granted") {
+    // A muted conversation (kith mute) keeps its messages but makes no notification.
+    const muted = state.conversations.some((c) => c.id === m.conversation && c.muted);
+    if (m.direction === "in" && !m.hidden && !muted && document.hidden && "Notification" in window && Notification.permission === "granted") {
       new Notification(`Kith: ${m.from}`, { body: summary(m) });
     }
   });

@@ -94,6 +94,7 @@ fn name_record(c: &mut Criterion) {
         issued_at: T0,
         expires_at: T0 + DAY,
         pow_nonce: solve_pow("alice", &alice.id.public(), RECORD_POW_BITS, 0),
+        profile: None,
     };
     let bytes = draft.clone().sign(&alice.id).expect("valid name").to_bytes();
     let key = dht_key("alice");

@@ -105,6 +105,12 @@ pub enum RecordError {
     /// The record could not be decoded.
     #[error("record: {0}")]
     Decode(DecodeError),
+    /// The record's profile breaks a rule of `docs/protocol.md` 4.2.
+    #[error("record profile: {what}")]
+    BadProfile {
+        /// Which rule.
+        what: &'static str,
+    },
     /// The record's signature does not verify under its identity key.
     #[error("record signature does not verify")]
     BadSignature,

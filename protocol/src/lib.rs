@@ -29,6 +29,7 @@ pub mod mailbox;
 pub mod message;
 pub mod name;
 pub mod plan;
+pub mod profile;
 #[cfg(test)]
 mod vectors;
 

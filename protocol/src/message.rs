@@ -200,6 +200,14 @@ pub struct BlockNote {
     pub at: u64,
 }
 
+/// A person subscribing to, or unsubscribing from, a business or bot (`consent`): whether it
+/// may write to the person (`docs/protocol.md` 6.8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentNote {
+    /// Subscribed (else unsubscribed).
+    pub subscribed: bool,
+}
+
 /// Plain text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Text {
@@ -392,6 +400,8 @@ pub enum Content {
     /// `sync.block`: the user blocked or unblocked someone on another device (sent to the
     /// user's own devices only).
     SyncBlock(BlockNote),
+    /// `consent`: a person subscribes to a business or bot, or unsubscribes (6.8); never shown.
+    Consent(ConsentNote),
     /// `call`: a call signal (`docs/protocol.md` 6.4); never shown, never queued for long.
     Call(Box<CallSignal>),
     /// `call.log`: the history entry of a call, sent by its caller when it ends.
@@ -570,6 +580,7 @@ impl Content {
             Content::GroupCopy { .. } => "group.copy",
             Content::SyncRead { .. } => "sync.read",
             Content::SyncBlock(_) => "sync.block",
+            Content::Consent(_) => "consent",
             Content::Interactive(_) => "interactive",
             Content::InteractiveUpdate(_) => "interactive.update",
             Content::InteractiveAnswer(_) => "interactive.answer",
@@ -784,6 +795,7 @@ impl Content {
             Content::PaymentConfirm(c) => codec::to_vec(&c),
             Content::PayRequest(r) => codec::to_vec(&r),
             Content::SyncBlock(b) => codec::to_vec(&b),
+            Content::Consent(c) => codec::to_vec(&c),
             Content::Interactive(i) => codec::to_vec(&i),
             Content::InteractiveUpdate(u) => codec::to_vec(&u),
             Content::InteractiveAnswer(a) => codec::to_vec(&a),
@@ -889,6 +901,7 @@ impl Content {
             "payment.confirm" => Content::PaymentConfirm(codec::from_slice(b, m)?),
             "pay.request" => Content::PayRequest(Box::new(codec::from_slice(b, m)?)),
             "sync.block" => Content::SyncBlock(codec::from_slice(b, m)?),
+            "consent" => Content::Consent(codec::from_slice(b, m)?),
             "interactive" => Content::Interactive(Box::new(codec::from_slice(b, m)?)),
             "interactive.update" => Content::InteractiveUpdate(Box::new(codec::from_slice(b, m)?)),
             "interactive.answer" => Content::InteractiveAnswer(Box::new(codec::from_slice(b, m)?)),

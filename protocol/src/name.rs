@@ -16,6 +16,7 @@ use crate::identity::{
     DeviceCertificate, IdentityKeypair, IdentityPublic, Signed, SignedPrekey, UserId,
     VerifiedDevice, VerifiedPrekey,
 };
+use crate::profile::Profile;
 use crate::VERSION;
 
 /// Shortest name, in characters.
@@ -160,6 +161,9 @@ pub struct NameRecordBody {
     pub expires_at: u64,
     /// Proof-of-work nonce, see [`claim_hash`].
     pub pow_nonce: u64,
+    /// The holder's public profile, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
 }
 
 /// A signed name record as stored in the DHT.
@@ -214,6 +218,8 @@ pub struct VerifiedNameRecord {
     pub record_hash: [u8; 32],
     /// The encoded record.
     pub bytes: Vec<u8>,
+    /// The holder's profile (checked).
+    pub profile: Option<Profile>,
 }
 
 impl VerifiedNameRecord {
@@ -225,6 +231,15 @@ impl VerifiedNameRecord {
             .map(|b| b.devices)
             .unwrap_or_default()
     }
+}
+
+/// The profile an encoded record carries, read without verifying it (for a record verified
+/// when it was stored).
+pub fn profile_of(bytes: &[u8]) -> Option<Profile> {
+    codec::from_slice::<NameRecord>(bytes, MAX_RECORD_SIZE)
+        .ok()
+        .and_then(|r| r.0.decode_body::<NameRecordBody>(MAX_RECORD_SIZE).ok())
+        .and_then(|b| b.profile)
 }
 
 /// The fields a user chooses for a new record; [`RecordDraft::sign`] turns it into a record.
@@ -244,6 +259,8 @@ pub struct RecordDraft {
     pub expires_at: u64,
     /// A nonce from [`solve_pow`].
     pub pow_nonce: u64,
+    /// The public profile to publish.
+    pub profile: Option<Profile>,
 }
 
 impl RecordDraft {
@@ -259,6 +276,7 @@ impl RecordDraft {
             issued_at: self.issued_at,
             expires_at: self.expires_at,
             pow_nonce: self.pow_nonce,
+            profile: self.profile,
         };
         let body = codec::to_vec(&body);
         let sig = identity.sign(DOMAIN_NAME_RECORD, &body).to_bytes();
@@ -332,6 +350,9 @@ impl NameRecord {
         if have < policy.min_pow_bits {
             return Err(RecordError::InsufficientWork { have, need: policy.min_pow_bits });
         }
+        if let Some(p) = &body.profile {
+            p.check()?;
+        }
         let mut devices = Vec::with_capacity(body.devices.len());
         for entry in &body.devices {
             let device = entry.cert.verify(Some(&identity))?;
@@ -355,6 +376,7 @@ impl NameRecord {
             claim_hash: claim,
             record_hash: Sha256::digest(bytes).into(),
             bytes: bytes.to_vec(),
+            profile: body.profile,
         })
     }
 }
@@ -479,6 +501,7 @@ mod tests {
             issued_at: 1_000,
             expires_at: 100_000,
             pow_nonce: solve_pow(name, &id.public(), bits, 0),
+            profile: None,
         }
         .sign(id)
         .expect("valid name")

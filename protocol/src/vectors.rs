@@ -83,6 +83,7 @@ fn computed() -> Vec<Block> {
         issued_at: T0,
         expires_at: T0 + DAY,
         pow_nonce: nonce,
+        profile: None,
     }
     .sign(&alice)
     .expect("valid name");

@@ -355,6 +355,9 @@ fn content() -> impl Strategy<Value = Content> {
                 })
             }
         ),
+        any::<bool>().prop_map(|subscribed| Content::Consent(
+            kith_protocol::message::ConsentNote { subscribed }
+        )),
         (proptest::option::of(id16()), proptest::option::of(1i64..1_000_000), short()).prop_map(
             |(payer, amount, reference)| {
                 use kith_protocol::plan::{PayMethod, PayRequest};
@@ -445,6 +448,7 @@ fn record(p: &Party, name: &str, seq: u64, mailbox: bool) -> Vec<u8> {
         issued_at: NOW,
         expires_at: NOW + 86_400_000,
         pow_nonce: solve_pow(name, &p.id.public(), POLICY.min_pow_bits, 0),
+        profile: None,
     }
     .sign(&p.id)
     .expect("valid name")

@@ -264,6 +264,11 @@ async fn node_at(
         mailbox: MailboxConfig::default(),
         media: kith_node::node::MediaConfig::default(),
         calls: kith_node::node::CallConfig::default(),
+        // The simulator measures delivery, not the per-sender limit.
+        accounts: kith_node::node::AccountsConfig {
+            inbound_per_minute: None,
+            ..Default::default()
+        },
     })
     .await?;
     Ok(node)

@@ -325,6 +325,11 @@ impl Me<'_> {
             mailbox: MailboxConfig { enabled: p.role == Role::Mailbox, ..MailboxConfig::default() },
             media: kith_node::node::MediaConfig::default(),
             calls: kith_node::node::CallConfig::default(),
+            // The simulator measures delivery, not the per-sender limit.
+            accounts: kith_node::node::AccountsConfig {
+                inbound_per_minute: None,
+                ..Default::default()
+            },
         })
         .await
         .with_context(|| format!("node {} did not start", self.index))

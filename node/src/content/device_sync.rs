@@ -10,6 +10,7 @@ use kith_protocol::{Content, ConversationId, Message, UserId};
 
 use super::Accepted;
 use crate::error::NodeError;
+use crate::rules::consent::Act;
 use crate::services::Services;
 use crate::store::{Direction, Status, StoredMessage};
 use crate::views::{self, NewMessage};
@@ -44,6 +45,11 @@ pub(crate) fn receive_copy(
     if store.message(&inner.id.0)?.is_some() {
         return Ok(Accepted::Duplicate);
     }
+    let act = match &inner.content {
+        Content::Consent(c) => Act::Note(c.subscribed),
+        _ => Act::Sent,
+    };
+    s.accounts.note(peer.0, act, inner.sent_at)?;
     let stored = StoredMessage::of(&inner, Direction::Out, peer.0, Status::Sent, inner.to_bytes());
     if !store.insert_incoming(&stored)? {
         return Ok(Accepted::Duplicate);

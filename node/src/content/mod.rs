@@ -15,6 +15,9 @@
 //!   a device.
 //! - `sync.block`: a block or unblock made on another device of this user (the later wins);
 //!   anything from a blocked user, of any kind, is dropped here before the match.
+//! - `consent`: a person subscribing to or unsubscribing from this business or bot; before
+//!   the match, a business's or bot's messages are refused without the person's consent
+//!   (`rules::consent`), and a person's messages to a business or bot consent.
 //! - `call`: a call signal, handed to [`crate::services::calls`]; never stored. Its history
 //!   entry, `call.log`, is shown like text.
 //!
@@ -36,6 +39,7 @@ use kith_protocol::envelope::Opened;
 use kith_protocol::{Content, ReceiptKind};
 
 use crate::error::NodeError;
+use crate::rules::consent::Act;
 use crate::services::Services;
 use crate::views::NewMessage;
 
@@ -50,6 +54,20 @@ pub(crate) enum Accepted {
     Applied,
 }
 
+/// Whether `content` is something a person sees or hears (shown in the history, a call, a
+/// listening session): what a business or bot may send only with consent, and what, sent to
+/// a business or bot, consents.
+fn from_a_person(content: &Content) -> bool {
+    !matches!(
+        content,
+        Content::Receipt { .. }
+            | Content::RecordUpdate { .. }
+            | Content::GroupCopy { .. }
+            | Content::GroupInvite { .. }
+            | Content::Consent(_)
+    ) && !device_sync::own_only(content)
+}
+
 /// Receives an opened envelope from a device allowed to send it.
 pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeError> {
     let me = s.ctx.user_id();
@@ -62,6 +80,19 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
     if m.sender != me && s.ctx.store.is_blocked(&m.sender.0)? {
         s.ctx.counters.envelopes_rejected.inc();
         return Ok(Accepted::Applied);
+    }
+    if m.sender != me {
+        match &m.content {
+            Content::Consent(c) => {
+                s.accounts.note(m.sender.0, Act::Note(c.subscribed), m.sent_at)?;
+                return Ok(Accepted::Applied);
+            }
+            c if from_a_person(c) => {
+                s.accounts.check_receive(m.sender.0)?;
+                s.accounts.note(m.sender.0, Act::Received, s.ctx.now())?;
+            }
+            _ => {}
+        }
     }
     match &m.content {
         Content::SelfSent { peer, peer_name, message } => device_sync::receive_copy(

@@ -123,6 +123,7 @@ pub(crate) mod fixtures {
             issued_at,
             expires_at: issued_at + 3_600_000,
             pow_nonce: 0,
+            profile: None,
         }
         .sign(&id)
         .expect("a valid name");

@@ -29,6 +29,8 @@
 //! - [`lists`]: shared lists as an Automerge document: edits, merging, limits.
 //! - [`currency`]: ISO 4217 codes, their minor units, amounts as text.
 //! - [`payment`]: how to be paid: IBAN, BIC, Lightning, links, the EPC "GiroCode" payload.
+//! - [`consent`]: whether a business or bot may write to a person (the person wrote to it,
+//!   subscribed, or unsubscribed since).
 //! - [`redial`]: when a node with too few connections dials known peers again.
 
 pub mod annotations;
@@ -36,6 +38,7 @@ pub mod blob_evict;
 pub mod blob_fetch;
 pub mod blob_seed;
 pub mod call;
+pub mod consent;
 pub mod currency;
 pub mod devices;
 pub mod group;

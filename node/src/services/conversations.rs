@@ -6,6 +6,7 @@ use tracing::debug;
 
 use crate::ctx::Ctx;
 use crate::error::NodeError;
+use crate::rules::consent::Act;
 use crate::store::{Direction, Status};
 use crate::views::{self, ConversationView, MessageView, NotInvitedView, SentView};
 
@@ -54,6 +55,7 @@ pub(crate) struct Conversations {
     pub(crate) messaging: super::messaging::Messaging,
     pub(crate) groups: super::groups::Groups,
     pub(crate) records: super::records::Records,
+    pub(crate) accounts: super::accounts::Accounts,
 }
 
 impl Conversations {
@@ -142,7 +144,8 @@ impl Conversations {
                 .count();
             // The last message as the history shows it (edited, deleted), not a reaction.
             let last = views::page(&self.ctx.store, self.ctx.user_id(), &recent, &names).pop();
-            out.push(views::ConversationSummary { conversation, last, unread });
+            let muted = self.ctx.store.is_muted(&id, self.ctx.now())?;
+            out.push(views::ConversationSummary { conversation, last, unread, muted });
         }
         out.sort_by(|a, b| {
             let at = |s: &views::ConversationSummary| s.last.as_ref().map(|m| m.sent_at.clone());
@@ -294,7 +297,21 @@ impl Conversations {
         }
         match to {
             Conversation::Direct(name) => match self.records.resolve_record(name).await {
-                Ok(record) => self.messaging.queue(&record, content, true).await,
+                Ok(record) => {
+                    let user = record.user_id.0;
+                    self.accounts.check_send(name, user)?;
+                    let view = self.messaging.queue(&record, content, true).await?;
+                    self.accounts.note(user, Act::Sent, self.ctx.now())?;
+                    Ok(view)
+                }
+                // A business or bot must know whom it writes to, to check consent.
+                Err(e) if waits(&e) && self.accounts.my_kind().needs_consent() => {
+                    Err(NodeError::NotAllowed(format!(
+                        "@{name} cannot be looked up now ({e}); a {} writes only to people who \
+                         consented, which needs their record",
+                        self.accounts.my_kind().as_str()
+                    )))
+                }
                 // Not found yet, or not reachable now: stored, and delivered once it resolves.
                 Err(e) if waits(&e) => self.messaging.queue_waiting(name, content, &e).await,
                 Err(e) => Err(e),

@@ -19,11 +19,14 @@
 //! - [`interactive`]: interactive messages: sending, updating, answering, showing.
 //! - [`plans`]: planning together: events, shared lists, bills, payment requests, live
 //!   location, folded from the conversation's messages.
+//! - [`accounts`]: this user's profile, others' profiles with their domain checked, consent
+//!   between people and businesses or bots, the per-sender inbound rate, mutes, reports.
 //! - [`signals`]: ephemeral signals (calls, listening) sealed to devices and sent once.
 //!
 //! [`Services`] holds one of each; the inbound path ([`crate::inbound`]), the maintenance task
 //! ([`crate::maintenance`]) and the [`crate::Node`] façade drive them.
 
+pub mod accounts;
 pub mod calls;
 pub mod conversations;
 pub mod devices;
@@ -61,6 +64,7 @@ pub(crate) struct Services {
     pub(crate) listen: listen::Listen,
     pub(crate) plans: plans::Plans,
     pub(crate) interactions: interactive::Interactions,
+    pub(crate) accounts: accounts::Accounts,
     /// Held by a send with an idempotency key from its check of the key to its recording.
     pub(crate) idempotent_sends: Arc<tokio::sync::Mutex<()>>,
 }
@@ -72,6 +76,7 @@ impl Services {
         blobs: crate::blobs::BlobStore,
         media_config: media::MediaConfig,
         call_config: calls::CallConfig,
+        accounts_config: accounts::AccountsConfig,
     ) -> Result<Self, NodeError> {
         let outbox = outbox::Outbox::new(ctx.clone());
         let records = records::Records::new(ctx.clone(), outbox.clone());
@@ -79,8 +84,15 @@ impl Services {
         let media = media::Media::new(ctx.clone(), records.clone(), blobs, media_config);
         let groups =
             groups::Groups::new(ctx.clone(), records.clone(), messaging.clone(), media.clone());
+        let accounts = accounts::Accounts::new(
+            ctx.clone(),
+            records.clone(),
+            messaging.clone(),
+            accounts_config,
+        );
         let conversations = conversations::Conversations {
             ctx: ctx.clone(),
+            accounts: accounts.clone(),
             messaging: messaging.clone(),
             groups: groups.clone(),
             records: records.clone(),
@@ -126,6 +138,7 @@ impl Services {
             listen,
             plans,
             interactions,
+            accounts,
             idempotent_sends: Arc::default(),
         })
     }

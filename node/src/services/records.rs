@@ -11,6 +11,7 @@ use std::time::Duration;
 use kith_protocol::name::{
     compare_records, select_record, solve_pow, DeviceEntry, MailboxPeer, RecordDevice, RecordDraft,
 };
+use kith_protocol::profile::Profile;
 use kith_protocol::{
     dht_key, normalize_name, IdentityPublic, NameRecord, RecordPolicy, SenderDevice, SignedPrekey,
     UserId, VerifiedNameRecord, X25519Secret,
@@ -219,6 +220,15 @@ impl Records {
         }
         let mut devices = vec![DeviceEntry { cert: self.ctx.keys.cert.clone(), prekey }];
         devices.extend(others);
+        // The profile, like the device list: a newer record signed elsewhere carries the one
+        // set there.
+        let profile = match &latest {
+            Some(r) if r.seq > local_seq => {
+                self.ctx.store.meta_set("profile", &r.profile)?;
+                r.profile.clone()
+            }
+            _ => self.ctx.store.meta_get::<Option<Profile>>("profile")?.flatten(),
+        };
         let record = RecordDraft {
             name: name.to_owned(),
             devices,
@@ -227,6 +237,7 @@ impl Records {
             issued_at: now,
             expires_at,
             pow_nonce: self.pow_nonce(name).await?,
+            profile,
         }
         .sign(identity)?;
         let bytes = record.to_bytes();
@@ -236,6 +247,32 @@ impl Records {
         self.ctx.net.put_record(dht_key(name).to_vec(), bytes, expires_at).await?;
         self.remember_own_record(&verified);
         Ok(seq)
+    }
+
+    /// Sets this user's public profile (`None` removes it) and publishes a new record carrying
+    /// it; the user must hold a name and the identity key.
+    pub(crate) async fn set_profile(
+        &self,
+        profile: Option<Profile>,
+    ) -> Result<VerifiedNameRecord, NodeError> {
+        if let Some(p) = &profile {
+            p.check().map_err(|e| NodeError::BadInput(e.to_string()))?;
+        }
+        let name = self.ctx.name().ok_or_else(|| {
+            NodeError::NotAllowed(
+                "register a name first: a profile is part of the name record".into(),
+            )
+        })?;
+        let _guard = self.publish_lock.lock().await;
+        let previous = self.ctx.store.meta_get::<Option<Profile>>("profile")?.flatten();
+        self.ctx.store.meta_set("profile", &profile)?;
+        if let Err(e) = self.publish(&name).await {
+            self.ctx.store.meta_set("profile", &previous)?;
+            return Err(e);
+        }
+        self.ctx.store.flush().await?;
+        let own = self.own_record.lock().ok().and_then(|o| o.as_ref().map(|x| x.1.clone()));
+        own.ok_or_else(|| NodeError::Config("own record missing after publishing".into()))
     }
 
     /// Claims `name`: fails if it is invalid or held by another identity. After storing the
@@ -477,6 +514,8 @@ impl Records {
                 .iter()
                 .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok().map(|p| p.to_string()))
                 .collect(),
+            kind: r.profile.as_ref().map_or("person", |p| p.kind.as_str()).to_owned(),
+            profile: r.profile.as_ref().map(crate::services::accounts::profile_view),
         })
     }
 

@@ -29,11 +29,13 @@ use sled::Transactional;
 
 use crate::error::NodeError;
 
+mod accounts;
 mod groups;
 mod mailbox;
 mod media;
 mod outbox;
 
+pub use accounts::{ConsentEntry, ReportEntry, MAX_BOT_VALUE, MAX_REPORTS};
 pub use groups::{EpochMembers, GroupMember, GroupState, GroupWaiting};
 pub use mailbox::DepositRefusal;
 pub use media::{AttachmentEntry, BlobState, HeldBlob};
@@ -218,6 +220,7 @@ impl StoredMessage {
                 | Content::PaymentConfirm(_)
                 | Content::LiveLocation { seq: 1.., .. }
                 | Content::InteractiveUpdate(_)
+                | Content::Consent(_)
         );
         let plan = crate::services::plans::is_plan(&m.content)
             .then(|| kith_protocol::codec::to_vec(&m.content));
@@ -327,6 +330,8 @@ pub struct Store {
     attachments: sled::Tree,
     blob_index: sled::Tree,
     held_blobs: sled::Tree,
+    consent: sled::Tree,
+    bot_state: sled::Tree,
     /// Fetches in progress: blob hash → (chunks held, chunks in all).
     progress: media::Progress,
     /// How many keys `idempotency` holds, counted on first use ([`UNCOUNTED`] before): sled's
@@ -446,6 +451,8 @@ impl Store {
             attachments: tree("attachments")?,
             blob_index: tree("blob_index")?,
             held_blobs: tree("held_blobs")?,
+            consent: tree("consent")?,
+            bot_state: tree("bot_state")?,
             progress: std::sync::Arc::default(),
             idempotency_len: std::sync::Arc::new(UNCOUNTED.into()),
             flushes: std::sync::Arc::new(FlushGate::default()),

@@ -278,6 +278,7 @@ fn main() {
             issued_at: T0,
             expires_at: T0 + DAY,
             pow_nonce: solve_pow("alice", &alice_id.public(), 8, 0),
+            profile: None,
         }
         .sign(&alice_id)
         .expect("valid name");

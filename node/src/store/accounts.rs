@@ -1,0 +1,136 @@
+//! What this user decided about other accounts: consent (tree `consent`, by user id), muted
+//! conversations and reports (in `meta`), and the state a bot keeps per conversation (tree
+//! `bot_state`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{enc, Store};
+use crate::error::NodeError;
+
+/// Whether a business or bot may write to a person, as this node knows it (`docs/bots.md`,
+/// "Consent"): on a person's node, granted by the person's own messages to it and by
+/// subscribing; on a business's or bot's node, by the person's messages and subscription.
+/// Unsubscribing withdraws it; the later decision wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentEntry {
+    /// Granted (else withdrawn).
+    pub granted: bool,
+    /// When it was decided, milliseconds since the Unix epoch.
+    pub at: u64,
+    /// How: `wrote`, `subscribed`, `unsubscribed`.
+    pub how: String,
+}
+
+/// A report of an account: what the user said and the messages it names, kept on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportEntry {
+    /// The reported user.
+    #[serde(with = "serde_bytes")]
+    pub user: [u8; 16],
+    /// Its name, when known.
+    pub name: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: u64,
+    /// The ids of its latest messages, as evidence (at most 20).
+    pub messages: Vec<String>,
+    /// Whether the report also blocked it.
+    pub blocked: bool,
+}
+
+/// Most reports kept; the oldest go first.
+pub const MAX_REPORTS: usize = 1000;
+/// Largest value a bot may keep under one key, in bytes.
+pub const MAX_BOT_VALUE: usize = 64 * 1024;
+
+impl Store {
+    /// The consent decision about `user`, if any.
+    pub fn consent(&self, user: &[u8; 16]) -> Result<Option<ConsentEntry>, NodeError> {
+        match self.consent.get(user).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a consent decision about `user`, unless a later one is held; answers whether it
+    /// was taken.
+    pub fn put_consent(&self, user: &[u8; 16], entry: &ConsentEntry) -> Result<bool, NodeError> {
+        if self.consent(user)?.is_some_and(|c| c.at > entry.at) {
+            return Ok(false);
+        }
+        self.consent.insert(user, enc(entry)).map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Muted conversations (hex id) and until when (0: until unmuted).
+    pub fn mutes(&self) -> Result<std::collections::BTreeMap<String, u64>, NodeError> {
+        Ok(self.meta_get("mutes")?.unwrap_or_default())
+    }
+
+    /// Whether `conversation` is muted at `now`.
+    pub fn is_muted(&self, conversation: &[u8; 16], now: u64) -> Result<bool, NodeError> {
+        Ok(self
+            .mutes()?
+            .get(&hex::encode(conversation))
+            .is_some_and(|until| *until == 0 || *until > now))
+    }
+
+    /// Mutes `conversation` until `until` (0: until unmuted), or unmutes it (`None`).
+    pub fn set_mute(&self, conversation: &[u8; 16], until: Option<u64>) -> Result<(), NodeError> {
+        let mut all = self.mutes()?;
+        match until {
+            Some(u) => all.insert(hex::encode(conversation), u),
+            None => all.remove(&hex::encode(conversation)),
+        };
+        self.meta_set("mutes", &all)
+    }
+
+    /// Reports made here, oldest first.
+    pub fn reports(&self) -> Result<Vec<ReportEntry>, NodeError> {
+        Ok(self.meta_get("reports")?.unwrap_or_default())
+    }
+
+    /// Keeps a report (the oldest beyond [`MAX_REPORTS`] are dropped).
+    pub fn add_report(&self, r: ReportEntry) -> Result<(), NodeError> {
+        let mut all = self.reports()?;
+        all.push(r);
+        let extra = all.len().saturating_sub(MAX_REPORTS);
+        all.drain(..extra);
+        self.meta_set("reports", &all)
+    }
+
+    /// A bot's value under `key` in `conversation`.
+    pub fn bot_get(
+        &self,
+        conversation: &[u8; 16],
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, NodeError> {
+        let k = bot_key(conversation, key);
+        Ok(self.bot_state.get(k).map_err(|e| self.err(e))?.map(|v| v.to_vec()))
+    }
+
+    /// Sets (or with `None` removes) a bot's value under `key` in `conversation`.
+    pub fn bot_set(
+        &self,
+        conversation: &[u8; 16],
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), NodeError> {
+        let k = bot_key(conversation, key);
+        match value {
+            Some(v) if v.len() > MAX_BOT_VALUE => Err(NodeError::BadInput(format!(
+                "a value of {} bytes is over the limit of {MAX_BOT_VALUE}",
+                v.len()
+            ))),
+            Some(v) => self.bot_state.insert(k, v).map(|_| ()).map_err(|e| self.err(e)),
+            None => self.bot_state.remove(k).map(|_| ()).map_err(|e| self.err(e)),
+        }
+    }
+}
+
+fn bot_key(conversation: &[u8; 16], key: &str) -> Vec<u8> {
+    let mut k = conversation.to_vec();
+    k.extend_from_slice(key.as_bytes());
+    k
+}
