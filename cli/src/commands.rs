@@ -65,6 +65,15 @@ pub(crate) fn validate_label(label: Option<String>) -> Result<String> {
 
 /// `kith daemon`: runs until SIGINT or SIGTERM.
 pub fn daemon(home: &Home, args: DaemonArgs) -> Result<()> {
+    daemon_with(home, args, |_| ())
+}
+
+/// `kith daemon`, calling `started` with the node once it runs (an embedded bot starts there).
+pub fn daemon_with(
+    home: &Home,
+    args: DaemonArgs,
+    started: impl FnOnce(kith_node::Node),
+) -> Result<()> {
     let resolved = args.resolve(home.dir())?;
     if !home.is_initialized() {
         return Err(NodeError::NotInitialized(home.dir().to_path_buf()).into());
@@ -106,7 +115,7 @@ pub fn daemon(home: &Home, args: DaemonArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
-        kith_node::daemon::run(config, shutdown).await.map_err(anyhow::Error::from)
+        kith_node::daemon::run_with(config, shutdown, started).await.map_err(anyhow::Error::from)
     })
 }
 

@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod accounts;
+mod bots;
 mod client;
 mod commands;
 mod config;
@@ -47,6 +48,31 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `kith bot ...`.
+#[derive(Debug, Subcommand)]
+enum BotCommand {
+    /// The planning assistant, a client of this home's running daemon over its API
+    ///
+    /// Register a name for it first (kith register planner), then mention it into a group:
+    /// "@planner barbecue saturday 18:00 Stadtpark"; it proposes the event and starts a
+    /// shopping list and a to-do list.
+    Planner,
+    /// A pizzeria: menu as product cards, a cart, an order form, a payment request, order
+    /// status updates, ratings. Embeds its node (run it instead of `kith daemon`; it takes the
+    /// daemon's flags)
+    ///
+    /// Example: kith init && kith bot pizzeria --name napoli --bootstrap MULTIADDR
+    Pizzeria(Box<bots::BotArgs>),
+    /// A barber's appointment book: free slots as buttons, booking, cancelling, a reminder
+    /// before the appointment. Embeds its node (run it instead of `kith daemon`)
+    Barber {
+        #[command(flatten)]
+        bot: Box<bots::BotArgs>,
+        #[command(flatten)]
+        book: bots::barber::BarberArgs,
+    },
 }
 
 /// `kith profile set|clear`.
@@ -109,15 +135,10 @@ enum Command {
         json: bool,
     },
 
-    /// Run an example bot against this home's daemon (docs/bots.md)
-    ///
-    /// `kith bot planner`: the planning assistant. Register a name for it first (kith register
-    /// planner), then mention it into a group: "@planner barbecue saturday 18:00 Stadtpark"; it
-    /// proposes the event and starts a shopping list and a to-do list. Runs until stopped.
+    /// Run an example bot (docs/bots.md); each runs until stopped
     Bot {
-        /// Which bot
-        #[arg(value_parser = ["planner"])]
-        which: String,
+        #[command(subcommand)]
+        which: BotCommand,
     },
 
     /// Your devices: link a new one, list them, revoke one
@@ -844,7 +865,11 @@ fn main() -> ExitCode {
             )
         }
         Command::Locations { to, json } => plans::locations(&home, &to, json),
-        Command::Bot { which: _ } => planner::run(&home),
+        Command::Bot { which: BotCommand::Planner } => planner::run(&home),
+        Command::Bot { which: BotCommand::Pizzeria(args) } => bots::pizzeria::run(&home, *args),
+        Command::Bot { which: BotCommand::Barber { bot, book } } => {
+            bots::barber::run(&home, *bot, book)
+        }
         Command::Block { name, json } => commands::block(&home, &name, true, json),
         Command::Unblock { name, json } => commands::block(&home, &name, false, json),
         Command::Blocked { json } => commands::blocked(&home, json),

@@ -41,7 +41,8 @@ fn well_known_server(files: Arc<Mutex<Vec<(String, String)>>>) -> u16 {
                     break;
                 }
             }
-            let body = files.lock().expect("lock").iter().find(|(p, _)| *p == path).map(|f| f.1.clone());
+            let body =
+                files.lock().expect("lock").iter().find(|(p, _)| *p == path).map(|f| f.1.clone());
             let mut stream = stream;
             let answer = match body {
                 Some(b) => format!(
@@ -158,7 +159,8 @@ fn a_business_with_a_verified_domain_writes_only_with_consent() {
     });
 
     // Reported and blocked: whatever it sends never shows.
-    let rep = alice.kith(&["report", "@napoli", "--reason", "too many offers", "--json"]).ok().json();
+    let rep =
+        alice.kith(&["report", "@napoli", "--reason", "too many offers", "--json"]).ok().json();
     assert_eq!(rep["blocked"], true, "{rep}");
     assert!(rep["messages"].as_array().is_some_and(|m| m.len() >= 2), "{rep}");
     shop.kith(&["send", "@alice", "buy now", "--wait"]).ok();

@@ -22,6 +22,7 @@ use crate::error::NodeError;
 use crate::node::{Node, NodeEvent, MAX_HISTORY};
 
 mod accounts;
+mod bot;
 mod calls;
 mod interactive;
 mod listen;
@@ -149,6 +150,7 @@ pub fn router(node: Node, token: String, port: u16) -> Router {
         .merge(plans::routes())
         .merge(interactive::routes())
         .merge(accounts::routes())
+        .merge(bot::routes())
         .layer(middleware::from_fn(whole_small_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Metrics need no token (docs/api.md): a local Prometheus scrapes them.
@@ -431,22 +433,27 @@ async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<
 /// The header that makes a send safe to retry (`docs/api.md`).
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// The `Idempotency-Key` header, if given.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(v) => Ok(Some(v.to_str().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the Idempotency-Key header must be visible ASCII",
+            )
+        })?)),
+    }
+}
+
 async fn send(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the Idempotency-Key header must be visible ASCII",
-            )
-        })?),
-    };
+    let key = idempotency_key(&headers)?;
     if let Some(reply_to) = &b.reply_to {
         // A reply goes to the conversation of the message it answers, which must be `to`'s.
         let target = s.node.message(reply_to)?;

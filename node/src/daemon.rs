@@ -41,6 +41,17 @@ pub async fn run<F>(config: DaemonConfig, shutdown: F) -> Result<(), NodeError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    run_with(config, shutdown, |_| ()).await
+}
+
+/// [`run`], calling `started` with the node once it runs and its API serves: a process that
+/// embeds a node (a bot, `crate::bot`) starts its own tasks there; they should end when the
+/// node stops (`Node::stopping`).
+pub async fn run_with<F, S>(config: DaemonConfig, shutdown: F, started: S) -> Result<(), NodeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+    S: FnOnce(Node),
+{
     if !config.api.ip().is_loopback() {
         return Err(NodeError::Config(format!(
             "the API must listen on a loopback address (127.0.0.1 or ::1), not {}",
@@ -67,6 +78,7 @@ where
     let addr = listener.local_addr().map_err(|e| NodeError::io(home.dir(), e))?;
     home.write_api_addr(addr)?;
     info!(%addr, peer_id = %node.peer_id(), user_id = %node.user_id(), "kith daemon running");
+    started(node.clone());
     let stopping = node.clone();
     let shutdown = async move {
         shutdown.await;

@@ -24,12 +24,14 @@
 
 pub mod api;
 pub mod blobs;
+pub mod bot;
 mod content;
 mod ctx;
 pub mod daemon;
 pub mod error;
 pub mod home;
 pub mod http;
+pub mod ids;
 mod inbound;
 pub mod link;
 pub mod mailbox;

@@ -22,6 +22,10 @@ pub struct Counters {
     pub envelopes_limited: Counter,
     /// Reports made by this node's user.
     pub reports: Counter,
+    /// Messages a bot handled.
+    pub bot_handled: Counter,
+    /// Messages a bot gave up on.
+    pub bot_failed: Counter,
     /// Malformed or oversized frames.
     pub frames_rejected: Counter,
     /// Inbound envelopes answered busy.
@@ -64,6 +68,8 @@ impl Counters {
             self.envelopes_limited.clone(),
         );
         r.register("reports", "Reports made by this node's user", self.reports.clone());
+        r.register("bot_handled", "Messages a bot handled", self.bot_handled.clone());
+        r.register("bot_failed", "Messages a bot gave up on", self.bot_failed.clone());
         r.register(
             "frames_rejected",
             "Malformed or oversized frames",

@@ -446,21 +446,20 @@ impl Node {
         to: &str,
         text: &str,
     ) -> Result<(SentView, bool), NodeError> {
-        if key.is_empty()
-            || key.len() > MAX_IDEMPOTENCY_KEY
-            || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(NodeError::BadInput(format!(
-                "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-            )));
-        }
+        check_key(key)?;
         let _one_at_a_time = self.s.idempotent_sends.lock().await;
         let store = &self.s.ctx.store;
         if let Some(id) = store.idempotent_send(key, self.s.ctx.now())? {
             let message = self.message(&kith_protocol::MessageId(id).to_string())?;
             return Ok((SentView { message, not_invited: Vec::new() }, true));
         }
-        let sent = self.send_message(to, text).await?;
+        // The message's id comes from the key, so a send that stored its message but crashed
+        // before remembering the key is still found.
+        let id = crate::ids::idempotent_id(&self.s.ctx.user_id(), key);
+        if let Some(message) = self.stored_view(&id)? {
+            return Ok((SentView { message, not_invited: Vec::new() }, true));
+        }
+        let sent = crate::ids::with_id(id, self.send_message(to, text)).await?;
         let id = kith_protocol::MessageId::parse(&sent.message.id)
             .map_err(|e| NodeError::BadInput(format!("message id: {e}")))?;
         store.put_idempotent_send(key, &id.0, self.s.ctx.now())?;
@@ -895,6 +894,130 @@ impl Node {
         self.s.conversations.message(id)
     }
 
+    /// Sends `content` to `to` once: the message's id is derived from `key` and this user
+    /// ([`crate::ids::idempotent_id`]); when a message of that id is stored already, nothing is
+    /// sent and it is answered as it is now, with `true`. Safe across crashes (the id is
+    /// stored with the message); two sends with one key at the same moment are the caller's to
+    /// avoid ([`crate::bot`] never does; `POST /v1/messages` holds a lock).
+    pub async fn send_content_once(
+        &self,
+        key: &str,
+        to: &str,
+        content: Content,
+    ) -> Result<(MessageView, bool), NodeError> {
+        self.send_once_with(key, self.send_content(to, content)).await
+    }
+
+    /// Runs `send` (one of this node's sends: a text, an interactive message, a payment
+    /// request …) once for `key`, as [`Node::send_content_once`] does: the first message of the
+    /// history it creates takes the id derived from `key`.
+    pub async fn send_once_with<F>(
+        &self,
+        key: &str,
+        send: F,
+    ) -> Result<(MessageView, bool), NodeError>
+    where
+        F: std::future::Future<Output = Result<MessageView, NodeError>>,
+    {
+        check_key(key)?;
+        let id = crate::ids::idempotent_id(&self.s.ctx.user_id(), key);
+        if let Some(view) = self.stored_view(&id)? {
+            return Ok((view, true));
+        }
+        Ok((crate::ids::with_id(id, send).await?, false))
+    }
+
+    /// A stored message as the history shows it, if there is one of that id.
+    pub fn stored_view(&self, id: &[u8; 16]) -> Result<Option<MessageView>, NodeError> {
+        match self.s.ctx.store.message(id)? {
+            Some(m) => {
+                Ok(Some(crate::views::view_of(&self.s.ctx.store, self.s.ctx.user_id(), &m)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The content of a stored message of a structured kind (interactive, planning), decoded.
+    pub fn stored_content(&self, id: &[u8; 16]) -> Result<Option<Content>, NodeError> {
+        Ok(self.s.ctx.store.message(id)?.and_then(|m| {
+            kith_protocol::codec::from_slice(
+                m.plan.as_deref()?,
+                kith_protocol::message::MAX_MESSAGE_SIZE,
+            )
+            .ok()
+        }))
+    }
+
+    /// Whether `conversation` is a group this device knows.
+    pub fn is_group(&self, conversation: &[u8; 16]) -> Result<bool, NodeError> {
+        Ok(self.s.ctx.store.group(conversation)?.is_some())
+    }
+
+    /// Whether incoming messages enter the bot inbox (a business's or bot's node).
+    pub fn inbox_on(&self) -> bool {
+        self.s.ctx.store.inbox_on()
+    }
+
+    /// Woken when a message enters the bot inbox.
+    pub fn inbox_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.s.ctx.store.inbox_notify()
+    }
+
+    /// Up to `limit` bot inbox entries after `after`, oldest first: (key, message id).
+    pub fn inbox_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, [u8; 16])>, NodeError> {
+        self.s.ctx.store.inbox_after(after, limit)
+    }
+
+    /// Marks a bot inbox entry handled; answers whether it was there.
+    pub fn inbox_done(&self, key: u64) -> Result<bool, NodeError> {
+        let done = self.s.ctx.store.inbox_done(key)?;
+        if done {
+            self.s.ctx.counters.bot_handled.inc();
+        }
+        Ok(done)
+    }
+
+    /// Counts a message a bot gave up on.
+    pub fn bot_gave_up(&self) {
+        self.s.ctx.counters.bot_failed.inc();
+    }
+
+    /// A value a bot keeps for a conversation (JSON), if set.
+    pub fn bot_state<T: serde::de::DeserializeOwned>(
+        &self,
+        conversation: &[u8; 16],
+        key: &str,
+    ) -> Result<Option<T>, NodeError> {
+        match self.s.ctx.store.bot_get(conversation, key)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeError::BadInput(format!("bot state {key:?}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps (or with `None` removes) a value a bot keeps for a conversation (JSON, at most
+    /// 64 KiB).
+    pub fn set_bot_state<T: serde::Serialize>(
+        &self,
+        conversation: &[u8; 16],
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<(), NodeError> {
+        if key.is_empty() || key.len() > 128 {
+            return Err(NodeError::BadInput("a state key is 1 to 128 bytes".into()));
+        }
+        let bytes = value
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| NodeError::BadInput(format!("bot state {key:?}: {e}")))?;
+        self.s.ctx.store.bot_set(conversation, key, bytes.as_deref())
+    }
+
     /// Parses `@name` or `#id-prefix` (a unique prefix of a conversation id).
     pub fn target(&self, to: &str) -> Result<Conversation, NodeError> {
         self.s.conversations.target(to)
@@ -1002,7 +1125,19 @@ fn check_text(text: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn text_content(text: &str) -> Content {
+fn check_key(key: &str) -> Result<(), NodeError> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(NodeError::BadInput(format!(
+            "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn text_content(text: &str) -> Content {
     Content::Text(Text { body: text.to_owned() })
 }
 

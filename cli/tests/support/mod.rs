@@ -242,6 +242,12 @@ impl Node {
 
     /// Like [`Node::start`], with extra daemon arguments.
     pub fn start_with(&mut self, bootstrap: Option<&str>, extra: &[&str]) -> Value {
+        self.start_as(&["daemon"], bootstrap, extra)
+    }
+
+    /// Like [`Node::start_with`], running `command` (`daemon`, or an embedded bot such as
+    /// `bot pizzeria`) with the daemon's flags.
+    pub fn start_as(&mut self, run: &[&str], bootstrap: Option<&str>, extra: &[&str]) -> Value {
         assert!(self.daemon.is_none(), "{} is already running", self.name);
         self.starts += 1;
         // A crashed daemon leaves its api.addr behind; never talk to that one.
@@ -249,15 +255,8 @@ impl Node {
         let log = self.dir.path().join(format!("daemon-{}.log", self.starts));
         let file = File::create(&log).expect("create log");
         let mut cmd = command(&self.home());
-        cmd.args([
-            "daemon",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-            "--pow-bits",
-            "8",
-        ]);
+        cmd.args(run);
+        cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--pow-bits", "8"]);
         if let Some(addr) = bootstrap {
             cmd.args(["--bootstrap", addr]);
         }

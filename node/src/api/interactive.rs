@@ -34,11 +34,16 @@ struct SendBody {
 
 async fn send(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
     let expires = b.expires_in_s.map(Duration::from_secs);
-    let m = s.node.interactions().send(&b.to, &b.text, b.element, expires).await?;
+    let send = s.node.interactions().send(&b.to, &b.text, b.element, expires);
+    let m = match super::idempotency_key(&headers)? {
+        Some(key) => s.node.send_once_with(key, send).await?.0,
+        None => send.await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(m)))
 }
 

@@ -314,6 +314,15 @@ impl Accounts {
         config: AccountsConfig,
     ) -> Self {
         let inbound = config.inbound_per_minute.map(RateTable::new);
+        let kind = ctx
+            .store
+            .meta_get::<Option<Profile>>("profile")
+            .or_warn("cannot read the profile")
+            .flatten()
+            .flatten()
+            .map(|p| p.kind)
+            .unwrap_or_default();
+        ctx.store.set_inbox(kind.needs_consent());
         Accounts {
             ctx,
             records,
@@ -357,6 +366,8 @@ impl Accounts {
         let avatar = self.own_profile().and_then(|p| p.avatar);
         let profile = input.map(|i| i.into_profile(avatar)).transpose()?;
         let record = self.records.set_profile(profile).await?;
+        // A business's or bot's messages go to its inbox too (`crate::bot`).
+        self.ctx.store.set_inbox(self.my_kind().needs_consent());
         info!(kind = %self.my_kind().as_str(), "profile published");
         Ok(record.profile.as_ref().map_or_else(|| profile_view(&Profile::default()), profile_view))
     }

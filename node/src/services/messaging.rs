@@ -103,7 +103,11 @@ impl Messaging {
         let now = self.next_sent_at();
         let message = Message {
             v: VERSION,
-            id: MessageId::random(&mut rand::rngs::OsRng),
+            id: if in_history {
+                crate::ids::message_id()
+            } else {
+                MessageId::random(&mut rand::rngs::OsRng)
+            },
             conversation: ConversationId::direct(&me, &user),
             sender: me,
             sent_at: now,
@@ -182,7 +186,7 @@ impl Messaging {
         let now = self.next_sent_at();
         let message = Message {
             v: VERSION,
-            id: MessageId::random(&mut rand::rngs::OsRng),
+            id: crate::ids::message_id(),
             conversation: ConversationId(waiting_conversation(name)),
             sender: self.ctx.user_id(),
             sent_at: now,

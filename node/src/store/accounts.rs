@@ -129,6 +129,57 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether incoming messages also enter the bot inbox.
+    pub fn inbox_on(&self) -> bool {
+        self.inbox_on.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Turns the bot inbox on (a business's or bot's node) or off; what it holds stays.
+    pub fn set_inbox(&self, on: bool) {
+        self.inbox_on.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Woken when a message enters the inbox.
+    pub fn inbox_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.inbox_notify.clone()
+    }
+
+    /// Up to `limit` inbox entries after key `after` (all from the start with `None`), oldest
+    /// first: (key, message id).
+    pub fn inbox_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, [u8; 16])>, NodeError> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        for kv in self.bot_inbox.range(start.to_be_bytes()..) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let (Ok(k), Ok(id)) =
+                (<[u8; 8]>::try_from(k.as_ref()), <[u8; 16]>::try_from(v.as_ref()))
+            else {
+                return Err(self.err("a damaged inbox entry"));
+            };
+            out.push((u64::from_be_bytes(k), id));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an inbox entry (handled); answers whether it was there.
+    pub fn inbox_done(&self, key: u64) -> Result<bool, NodeError> {
+        Ok(self.bot_inbox.remove(key.to_be_bytes()).map_err(|e| self.err(e))?.is_some())
+    }
+
+    /// How many entries the inbox holds.
+    pub fn inbox_len(&self) -> usize {
+        self.bot_inbox.len()
+    }
+}
+
 fn bot_key(conversation: &[u8; 16], key: &str) -> Vec<u8> {
     let mut k = conversation.to_vec();
     k.extend_from_slice(key.as_bytes());

@@ -332,6 +332,11 @@ pub struct Store {
     held_blobs: sled::Tree,
     consent: sled::Tree,
     bot_state: sled::Tree,
+    bot_inbox: sled::Tree,
+    /// Whether incoming messages go to `bot_inbox` too (a business's or bot's node).
+    inbox_on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Woken when a message enters the inbox.
+    inbox_notify: std::sync::Arc<tokio::sync::Notify>,
     /// Fetches in progress: blob hash → (chunks held, chunks in all).
     progress: media::Progress,
     /// How many keys `idempotency` holds, counted on first use ([`UNCOUNTED`] before): sled's
@@ -453,6 +458,9 @@ impl Store {
             held_blobs: tree("held_blobs")?,
             consent: tree("consent")?,
             bot_state: tree("bot_state")?,
+            bot_inbox: tree("bot_inbox")?,
+            inbox_on: std::sync::Arc::default(),
+            inbox_notify: std::sync::Arc::default(),
             progress: std::sync::Arc::default(),
             idempotency_len: std::sync::Arc::new(UNCOUNTED.into()),
             flushes: std::sync::Arc::new(FlushGate::default()),
@@ -615,17 +623,31 @@ impl Store {
     pub fn insert_incoming(&self, m: &StoredMessage) -> Result<bool, NodeError> {
         let key = msg_key(&m.conversation, m.sent_at, &m.id);
         let value = enc(m);
-        let _serial = sled_lock();
-        let r: Result<bool, TransactionError<()>> =
-            (&self.messages, &self.msg_index).transaction(|(msgs, index)| {
+        // A bot's node also puts what it receives in its inbox, in the same write (at least
+        // once: `crate::bot`).
+        let inbox = (self.inbox_on() && m.direction == Direction::In && !m.hidden)
+            .then(|| self.db.generate_id().map(u64::to_be_bytes))
+            .transpose()
+            .map_err(|e| self.err(e))?;
+        let r: Result<bool, TransactionError<()>> = {
+            let _serial = sled_lock();
+            (&self.messages, &self.msg_index, &self.bot_inbox).transaction(|(msgs, index, ib)| {
                 if index.get(m.id)?.is_some() {
                     return Ok(false);
                 }
                 msgs.insert(key.as_slice(), value.as_slice())?;
                 index.insert(&m.id, key.as_slice())?;
+                if let Some(k) = inbox {
+                    ib.insert(k.as_slice(), m.id.as_slice())?;
+                }
                 Ok(true)
-            });
-        r.map_err(|e| self.err(format!("{e:?}")))
+            })
+        };
+        let fresh = r.map_err(|e| self.err(format!("{e:?}")))?;
+        if fresh && inbox.is_some() {
+            self.inbox_notify.notify_one();
+        }
+        Ok(fresh)
     }
 
     /// A message by id.

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use kith_protocol::group::{topic, GroupEnvelope};
 use kith_protocol::message::{HandOn, InvitePart, Member};
 use kith_protocol::{
-    normalize_name, Content, ConversationId, IdentityPublic, Message, MessageId, UserId,
-    VerifiedNameRecord, VERSION,
+    normalize_name, Content, ConversationId, IdentityPublic, Message, UserId, VerifiedNameRecord,
+    VERSION,
 };
 use libp2p::PeerId;
 use rand::RngCore;
@@ -349,7 +349,7 @@ impl Groups {
     ) -> Result<Message, NodeError> {
         let message = Message {
             v: VERSION,
-            id: MessageId::random(&mut rand::rngs::OsRng),
+            id: crate::ids::message_id(),
             conversation: ConversationId(group),
             sender: self.ctx.user_id(),
             sent_at: self.messaging.next_sent_at(),
