@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bench;
+mod botbench;
 mod events;
 mod net;
 mod plan;
@@ -122,6 +123,25 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// One pizzeria bot (`kith bot pizzeria`, the real binary) serving many users who each
+    /// place an order at about the same time: orders completed, time to the first reply and
+    /// to the order's confirmation (p50, p99), the bot's CPU and peak memory; with --kill, the
+    /// bot is killed with SIGKILL once half the users have the menu and restarted, and the
+    /// users' histories show whether any order was lost or any reply came twice
+    BenchBot {
+        /// Users
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Kill the bot mid-way (SIGKILL) and restart it
+        #[arg(long)]
+        kill: bool,
+        /// The kith binary [default: the one next to kith-sim]
+        #[arg(long, value_name = "PATH")]
+        kith: Option<PathBuf>,
+        /// Seconds the users have to complete their orders
+        #[arg(long, default_value_t = 1200)]
+        deadline: u64,
+    },
     /// Measure Kith's hot paths next to bare rust-libp2p on loopback, in one process
     ///
     /// Direct messages at 1 and 64 in flight (messages per second, latency p50 and p99, and the
@@ -147,6 +167,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { json, quick, file_only } => bench::run(json, quick, file_only),
+        Command::BenchBot { users, kill, kith, deadline } => botbench::run(
+            botbench::Options {
+                users,
+                kill,
+                kith: kith.unwrap_or_else(botbench::default_kith),
+                deadline: std::time::Duration::from_secs(deadline),
+            },
+            true,
+        ),
         Command::Shadow { scenario, out, seed, binary } => {
             shadow::generate(shadow::ShadowOptions { scenario, out, seed, binary })
         }
