@@ -214,14 +214,11 @@ fn count(node: &Node, needle: &str) -> usize {
         .unwrap_or(0)
 }
 
-pub(crate) fn run(opts: Options, json_out: bool) -> Result<()> {
+/// Runs the benchmark and prints its results as JSON.
+pub(crate) fn run(opts: Options) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(bench(opts))?;
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

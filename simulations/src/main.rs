@@ -167,15 +167,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { json, quick, file_only } => bench::run(json, quick, file_only),
-        Command::BenchBot { users, kill, kith, deadline } => botbench::run(
-            botbench::Options {
-                users,
-                kill,
-                kith: kith.unwrap_or_else(botbench::default_kith),
-                deadline: std::time::Duration::from_secs(deadline),
-            },
-            true,
-        ),
+        Command::BenchBot { users, kill, kith, deadline } => botbench::run(botbench::Options {
+            users,
+            kill,
+            kith: kith.unwrap_or_else(botbench::default_kith),
+            deadline: std::time::Duration::from_secs(deadline),
+        }),
         Command::Shadow { scenario, out, seed, binary } => {
             shadow::generate(shadow::ShadowOptions { scenario, out, seed, binary })
         }
