@@ -34,6 +34,9 @@ pub struct ProfileArgs {
     /// A web site (http:// or https://)
     #[arg(long, value_name = "URL")]
     pub website: Option<String>,
+    /// A picture to show (JPEG, PNG or WebP, at most 2 MiB); anyone may fetch it
+    #[arg(long, value_name = "FILE")]
+    pub avatar: Option<std::path::PathBuf>,
     /// A domain you hold: people's apps show it as verified once
     /// https://DOMAIN/.well-known/kith.json lists your user id ({"users": ["USER_ID"]})
     #[arg(long, value_name = "DOMAIN")]
@@ -67,6 +70,13 @@ pub fn profile_lines(p: &Value) -> String {
         };
         out.push(format!("domain:        {d} ({check})"));
     }
+    if let Some(a) = p.get("avatar") {
+        let size = a.get("size").and_then(Value::as_u64).unwrap_or(0);
+        out.push(format!(
+            "avatar:        {}, {size} bytes (kith resolve NAME --avatar FILE)",
+            s(a, "mime").unwrap_or("?")
+        ));
+    }
     if let Some(r) = p.get("rating") {
         let avg = r.get("average").and_then(Value::as_f64).unwrap_or(0.0);
         let count = r.get("count").and_then(Value::as_u64).unwrap_or(0);
@@ -97,7 +107,14 @@ pub fn set(home: &Home, a: ProfileArgs, json: bool) -> Result<()> {
         "domain": a.domain,
     });
     let client = Client::from_home(home)?;
-    let p = put(&client, &body).context("cannot set the profile")?;
+    let mut p = put(&client, &body).context("cannot set the profile")?;
+    if let Some(path) = &a.avatar {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        p = client
+            .upload("/v1/profile/avatar", &[], "application/octet-stream", &mut file)
+            .context("cannot set the avatar")?;
+    }
     if json {
         return emit_json(&p);
     }
@@ -106,6 +123,22 @@ pub fn set(home: &Home, a: ProfileArgs, json: bool) -> Result<()> {
 
 fn put(client: &Client, body: &Value) -> Result<Value> {
     client.put("/v1/profile", body)
+}
+
+/// `kith resolve NAME --avatar FILE`: fetches the avatar and writes it.
+pub fn save_avatar(home: &Home, name: &str, out: &std::path::Path, json: bool) -> Result<()> {
+    let name = name.trim().trim_start_matches('@');
+    let (_, mut body) = Client::from_home(home)?
+        .download(&format!("/v1/resolve/{name}/avatar"))
+        .with_context(|| format!("cannot fetch the avatar of @{name}"))?;
+    let mut file =
+        std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+    let n = std::io::copy(&mut body, &mut file)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    if json {
+        return Ok(());
+    }
+    emit(format!("avatar of @{name} ({n} bytes) written to {}", out.display()))
 }
 
 /// `kith profile clear`.

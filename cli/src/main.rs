@@ -79,7 +79,7 @@ enum BotCommand {
 #[derive(Debug, Subcommand)]
 enum ProfileAction {
     /// Publish a new profile (every field you leave out is left out)
-    Set(accounts::ProfileArgs),
+    Set(Box<accounts::ProfileArgs>),
     /// Remove your profile from your name record
     Clear,
 }
@@ -201,6 +201,9 @@ enum Command {
     Resolve {
         /// The name to look up (a leading '@' is optional)
         name: String,
+        /// Also fetch its avatar (from one of its devices) and write it to FILE
+        #[arg(long, value_name = "FILE")]
+        avatar: Option<PathBuf>,
         /// Print the daemon's answer as JSON
         #[arg(long)]
         json: bool,
@@ -832,7 +835,12 @@ fn main() -> ExitCode {
         Command::Open { no_browser, json } => open::open(&home, no_browser, json),
         Command::Status { json } => commands::status(&home, json),
         Command::Register { name, json } => commands::register(&home, &name, json),
-        Command::Resolve { name, json } => commands::resolve(&home, &name, json),
+        Command::Resolve { name, avatar, json } => {
+            commands::resolve(&home, &name, json).and_then(|()| match avatar {
+                Some(out) => accounts::save_avatar(&home, &name, &out, json),
+                None => Ok(()),
+            })
+        }
         Command::Send { to, text, wait, timeout, file, json } => {
             commands::send(&home, &to, &text, file.as_deref(), wait.then_some(timeout), json)
         }
@@ -875,7 +883,7 @@ fn main() -> ExitCode {
         Command::Blocked { json } => commands::blocked(&home, json),
         Command::Profile { action: None, json } => accounts::show(&home, json),
         Command::Profile { action: Some(ProfileAction::Set(a)), json } => {
-            accounts::set(&home, a, json)
+            accounts::set(&home, *a, json)
         }
         Command::Profile { action: Some(ProfileAction::Clear), json } => {
             accounts::clear(&home, json)

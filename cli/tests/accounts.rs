@@ -115,6 +115,49 @@ fn a_business_with_a_verified_domain_writes_only_with_consent() {
     assert_eq!(r["profile"]["verification"]["status"], "verified", "{r}");
     let human = alice.kith(&["resolve", "@napoli"]).ok().stdout;
     assert!(human.contains("napoli.example (verified)"), "{human}");
+    // An avatar: any peer fetches it from the business's device.
+    let picture = shop.home().join("napoli.png");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..5000u32).map(|i| (i * 7 % 251) as u8));
+    std::fs::write(&picture, &png).expect("write the picture");
+    let not_a_picture = shop.home().join("notes.txt");
+    std::fs::write(&not_a_picture, "hello").expect("write");
+    shop.kith(&[
+        "profile",
+        "set",
+        "--kind",
+        "business",
+        "--avatar",
+        not_a_picture.to_str().expect("path"),
+    ])
+    .fails_with("JPEG, PNG or WebP");
+    let picture_arg = picture.to_str().expect("path");
+    shop.kith(&[
+        "profile",
+        "set",
+        "--kind",
+        "business",
+        "--display-name",
+        "Pizzeria Napoli",
+        "--category",
+        "pizzeria",
+        "--hours",
+        "tue-sun 11:00-22:00",
+        "--domain",
+        "napoli.example",
+        "--avatar",
+        picture_arg,
+    ])
+    .ok();
+    let fetched = alice.home().join("napoli-avatar.png");
+    let fetched_arg = fetched.to_str().expect("path").to_owned();
+    wait_until("alice to fetch the avatar", WAIT, || {
+        alice.kith(&["resolve", "@napoli", "--avatar", &fetched_arg]).status.success().then_some(())
+    });
+    assert_eq!(std::fs::read(&fetched).expect("the avatar"), png);
+    let human = alice.kith(&["resolve", "@napoli"]).ok().stdout;
+    assert!(human.contains("avatar:        image/png, 5008 bytes"), "{human}");
+
     let contacts = alice.kith(&["contacts"]).ok().stdout;
     assert!(contacts.contains("@napoli (Pizzeria Napoli) [business]"), "{contacts}");
 

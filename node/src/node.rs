@@ -281,6 +281,18 @@ impl Node {
         self.s.accounts.set_profile(input).await
     }
 
+    /// Makes the picture at `path` (JPEG, PNG or WebP, at most 2 MiB) this user's avatar and
+    /// publishes it with the profile; any peer may fetch it.
+    pub async fn set_avatar(&self, path: &std::path::Path) -> Result<ProfileView, NodeError> {
+        self.s.accounts.set_avatar(path).await
+    }
+
+    /// The avatar of `name` (its type and bytes), fetched from one of its devices unless held.
+    pub async fn avatar(&self, name: &str) -> Result<(String, Vec<u8>), NodeError> {
+        let r = self.s.records.resolve_record(name).await?;
+        self.s.accounts.avatar_of(&r).await
+    }
+
     /// Subscribes to (or unsubscribes from) a business or bot `name`: whether it may write to
     /// this user. Writing to it subscribes too.
     pub async fn subscribe_to(

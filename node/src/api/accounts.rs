@@ -4,20 +4,23 @@
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState};
 use crate::node::ProfileInput;
 
 /// The account routes.
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/profile", get(profile).put(set_profile).delete(remove_profile))
+        .route("/v1/profile/avatar", post(set_avatar))
+        .route("/v1/resolve/{name}/avatar", get(avatar))
         .route("/v1/subscriptions", post(subscribe))
         .route("/v1/mutes", get(mutes).post(mute))
         .route("/v1/reports", get(reports).post(report))
@@ -33,6 +36,27 @@ async fn set_profile(
 ) -> ApiResult<impl IntoResponse> {
     let Json(p) = body?;
     Ok(Json(s.node.set_profile(Some(p)).await?))
+}
+
+async fn set_avatar(State(s): State<AppState>, request: Request) -> ApiResult<impl IntoResponse> {
+    let max = kith_protocol::profile::MAX_AVATAR as usize;
+    let bytes = axum::body::to_bytes(request.into_body(), max).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("an avatar is at most {max} bytes"),
+        )
+    })?;
+    let path = s.node.upload_path()?;
+    tokio::fs::write(&path, &bytes).await.map_err(|e| crate::NodeError::io(&path, e))?;
+    let set = s.node.set_avatar(&path).await;
+    let _ = tokio::fs::remove_file(&path).await;
+    Ok(Json(set?))
+}
+
+async fn avatar(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
+    let (mime, bytes) = s.node.avatar(&name).await?;
+    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
 
 async fn remove_profile(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {

@@ -262,6 +262,7 @@ pub(crate) struct Accounts {
     pub(crate) ctx: Ctx,
     pub(crate) records: Records,
     pub(crate) messaging: Messaging,
+    pub(crate) media: crate::services::media::Media,
     config: AccountsConfig,
     checks: Arc<Mutex<Checks>>,
     inbound: Arc<Mutex<Option<RateTable<[u8; 16]>>>>,
@@ -311,6 +312,7 @@ impl Accounts {
         ctx: Ctx,
         records: Records,
         messaging: Messaging,
+        media: crate::services::media::Media,
         config: AccountsConfig,
     ) -> Self {
         let inbound = config.inbound_per_minute.map(RateTable::new);
@@ -327,6 +329,7 @@ impl Accounts {
             ctx,
             records,
             messaging,
+            media,
             config,
             checks: Arc::default(),
             inbound: Arc::new(Mutex::new(inbound)),
@@ -370,6 +373,102 @@ impl Accounts {
         self.ctx.store.set_inbox(self.my_kind().needs_consent());
         info!(kind = %self.my_kind().as_str(), "profile published");
         Ok(record.profile.as_ref().map_or_else(|| profile_view(&Profile::default()), profile_view))
+    }
+
+    /// Makes the picture at `path` (JPEG, PNG or WebP, at most 2 MiB) this user's avatar: seals
+    /// it as a blob that any peer may fetch, and publishes the profile carrying it.
+    pub(crate) async fn set_avatar(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<ProfileView, NodeError> {
+        let head = {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| NodeError::io(path, e))?;
+            let mut head = [0u8; 12];
+            let n = f.read(&mut head).map_err(|e| NodeError::io(path, e))?;
+            head[..n].to_vec()
+        };
+        let mime = picture_type(&head).ok_or_else(|| {
+            NodeError::BadInput("an avatar is a JPEG, PNG or WebP picture".into())
+        })?;
+        let size = std::fs::metadata(path).map_err(|e| NodeError::io(path, e))?.len();
+        if size == 0 || size > profile::MAX_AVATAR {
+            return Err(NodeError::BadInput(format!(
+                "an avatar is at most {} bytes; this one is {size}",
+                profile::MAX_AVATAR
+            )));
+        }
+        let meta = crate::services::media::FileMeta {
+            name: Some("avatar".into()),
+            mime: mime.into(),
+            caption: None,
+            size_px: None,
+            duration_ms: None,
+            poster: None,
+        };
+        let a = self.media.seal(path, meta).await?;
+        let me = self.ctx.user_id();
+        self.media.record_avatar(
+            avatar_id(&a.hash),
+            [0; 16],
+            me.0,
+            &a,
+            self.ctx.peer_id(),
+            true,
+        )?;
+        let mut p = self.own_profile().unwrap_or_default();
+        p.avatar = Some(Avatar { hash: a.hash, key: a.key, size: a.size, mime: a.mime.clone() });
+        let record = self.records.set_profile(Some(p)).await?;
+        Ok(record.profile.as_ref().map_or_else(|| profile_view(&Profile::default()), profile_view))
+    }
+
+    /// The avatar `r`'s profile names, fetched from its holder's devices when not held here:
+    /// its type and bytes.
+    pub(crate) async fn avatar_of(
+        &self,
+        r: &VerifiedNameRecord,
+    ) -> Result<(String, Vec<u8>), NodeError> {
+        let av = r
+            .profile
+            .as_ref()
+            .and_then(|p| p.avatar.clone())
+            .ok_or_else(|| NodeError::NotFound(format!("@{} has no avatar", r.name)))?;
+        let id = avatar_id(&av.hash);
+        if self.ctx.store.attachment(&id)?.is_none() {
+            let device = r
+                .devices
+                .first()
+                .ok_or_else(|| NodeError::NotFound(format!("@{} lists no device", r.name)))?;
+            let a = kith_protocol::blob::Attachment {
+                hash: av.hash,
+                size: av.size,
+                mime: av.mime.clone(),
+                name: Some("avatar".into()),
+                key: av.key,
+                caption: None,
+                preview: None,
+                width: None,
+                height: None,
+                duration_ms: None,
+                holders: Vec::new(),
+            };
+            let conversation =
+                kith_protocol::ConversationId::direct(&self.ctx.user_id(), &r.user_id).0;
+            self.media.record_avatar(
+                id,
+                conversation,
+                r.user_id.0,
+                &a,
+                device.device.peer_id,
+                false,
+            )?;
+        }
+        self.media.download(&id).await?;
+        let tmp = std::env::temp_dir().join(format!("kith-avatar-{}.tmp", hex::encode(id)));
+        self.media.save_to(&id, tmp.clone()).await?;
+        let bytes = std::fs::read(&tmp).map_err(|e| NodeError::io(&tmp, e));
+        let _ = std::fs::remove_file(&tmp);
+        Ok((av.mime, bytes?))
     }
 
     fn url_of(&self, domain: &str) -> String {
@@ -483,6 +582,26 @@ impl Accounts {
             how: entry.how,
             since: rfc3339(entry.at),
         })
+    }
+}
+
+/// The id under which an avatar blob is recorded (no message carries it):
+/// `SHA-256("kith/v1/avatar" || hash)`, its first 16 bytes.
+pub(crate) fn avatar_id(hash: &[u8; 32]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::new().chain_update(b"kith/v1/avatar").chain_update(hash).finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[..16]);
+    id
+}
+
+/// The type of a JPEG, PNG or WebP picture, from its first bytes.
+pub(crate) fn picture_type(head: &[u8]) -> Option<&'static str> {
+    match head {
+        [0xff, 0xd8, 0xff, ..] => Some("image/jpeg"),
+        [0x89, b'P', b'N', b'G', ..] => Some("image/png"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some("image/webp"),
+        _ => None,
     }
 }
 

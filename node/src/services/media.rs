@@ -316,6 +316,34 @@ impl Media {
         Ok(())
     }
 
+    /// Records an avatar blob under `id` (no message carries it): this user's own (`held`, so
+    /// complete), or another user's, to fetch from its `device`.
+    pub(crate) fn record_avatar(
+        &self,
+        id: [u8; 16],
+        conversation: [u8; 16],
+        peer: [u8; 16],
+        a: &Attachment,
+        device: PeerId,
+        held: bool,
+    ) -> Result<(), NodeError> {
+        let complete = held || self.is_complete(&a.hash);
+        let entry = AttachmentEntry {
+            message: id,
+            conversation,
+            peer,
+            group: false,
+            attachment: codec::to_vec(a),
+            sender_device: device.to_bytes(),
+            state: if complete { BlobState::Complete } else { BlobState::Available },
+            error: None,
+            saved_to: None,
+            at: self.ctx.now(),
+            mailbox_held: false,
+        };
+        self.ctx.store.put_attachment(&a.hash, &entry)
+    }
+
     /// Whether [`MAX_QUEUED_FETCHES`] fetches run or wait already.
     fn queue_full(&self) -> bool {
         self.fetches.lock().map_or(true, |f| f.len() >= MAX_QUEUED_FETCHES)
@@ -895,6 +923,11 @@ impl Media {
     async fn may_fetch(&self, peer: &PeerId, hash: &[u8; 32]) -> Result<bool, NodeError> {
         let store = &self.ctx.store;
         if store.held_blob(hash)?.is_some() {
+            return Ok(true);
+        }
+        // This user's avatar is public, as its key is in the name record.
+        let profile = store.meta_get::<Option<kith_protocol::profile::Profile>>("profile")?;
+        if profile.flatten().and_then(|p| p.avatar).is_some_and(|a| a.hash == *hash) {
             return Ok(true);
         }
         // Before anything costlier (own devices are checked against signed records): a hash no

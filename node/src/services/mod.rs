@@ -88,6 +88,7 @@ impl Services {
             ctx.clone(),
             records.clone(),
             messaging.clone(),
+            media.clone(),
             accounts_config,
         );
         let conversations = conversations::Conversations {
