@@ -134,6 +134,16 @@ pub struct DaemonArgs {
     /// against a local server [default: https://{domain}/.well-known/kith.json]
     #[arg(long, value_name = "URL")]
     pub domain_check_url: Option<String>,
+
+    /// Connections kept open at most, to all peers (a business or bot serving many people at
+    /// once needs more) [default: 512]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_connections: Option<u32>,
+
+    /// Do not limit connections per remote address and subnet: only for many nodes on one
+    /// machine, where every connection comes from 127.0.0.1 (benchmarks, simulations)
+    #[arg(long)]
+    pub no_address_limits: bool,
 }
 
 /// The config file: the same settings as the flags, every key optional.
@@ -157,6 +167,7 @@ struct FileConfig {
     media_auto_download_any: Option<u64>,
     call_ring_seconds: Option<u64>,
     inbound_per_minute: Option<u32>,
+    max_connections: Option<u32>,
     ice_servers: Option<Vec<IceServerFile>>,
 }
 
@@ -346,6 +357,16 @@ impl DaemonArgs {
             },
             well_known_url: self.domain_check_url.clone(),
         };
+        let max_connections = match (self.max_connections, file.max_connections) {
+            (Some(n), _) => n,
+            (None, Some(n)) if n < 16 => {
+                return Err(in_file("max_connections", anyhow!("{n} is below 16")));
+            }
+            (None, Some(n)) => n,
+            (None, None) => kith_node::network::MAX_CONNECTIONS,
+        };
+        let limits =
+            kith_node::network::Limits { max_connections, per_address: !self.no_address_limits };
         Ok(Resolved {
             config: DaemonConfig {
                 home: home.to_path_buf(),
@@ -357,6 +378,7 @@ impl DaemonArgs {
                 media,
                 calls,
                 accounts,
+                limits,
             },
             file: path,
             unused_mailbox_settings,
@@ -468,6 +490,7 @@ media_auto_download_images = 0
 media_auto_download_any = 1024
 call_ring_seconds = 20
 inbound_per_minute = 60
+max_connections = 2048
 
 [[ice_servers]]
 urls = ["stun:stun.example.org:3478"]
@@ -520,6 +543,7 @@ credential = "secret"
         assert_eq!(m.auto_download_any, 1024);
         assert_eq!(c.calls.ring_ms, 20_000);
         assert_eq!(c.accounts.inbound_per_minute, Some(60));
+        assert_eq!(c.limits.max_connections, 2048);
         assert_eq!(c.calls.ice_servers.len(), 2);
         assert_eq!(c.calls.ice_servers[1].username.as_deref(), Some("kith"));
     }
@@ -649,6 +673,7 @@ credential = "secret"
             format!("[default: {},", kith_node::services::media::DEFAULT_MAILBOX_BLOB_BYTES),
             format!("[default: {}]", kith_node::node::CallConfig::default().ring_ms / 1000),
             format!("[default: {}]", kith_node::services::accounts::DEFAULT_INBOUND_PER_MINUTE),
+            format!("[default: {}]", kith_node::network::MAX_CONNECTIONS),
         ] {
             assert!(help.contains(&default), "the help does not show {default}:\n{help}");
         }

@@ -33,6 +33,8 @@ pub struct DaemonConfig {
     pub calls: crate::node::CallConfig,
     /// Accounts: the per-sender inbound rate, where domains are checked.
     pub accounts: crate::node::AccountsConfig,
+    /// Connection limits.
+    pub limits: crate::network::Limits,
 }
 
 /// Runs the daemon until `shutdown` completes, then shuts down cleanly: the API stops taking
@@ -70,6 +72,7 @@ where
         media: config.media.clone(),
         calls: config.calls.clone(),
         accounts: config.accounts.clone(),
+        limits: config.limits,
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.api).await.map_err(|e| {

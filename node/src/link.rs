@@ -156,6 +156,7 @@ fn start_network(
             bootstrap: Vec::new(),
             pow_bits: 0,
             relay: false,
+            limits: network::Limits::default(),
         },
         Counters::default(),
         &mut libp2p::metrics::Registry::default(),

@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub calls: CallConfig,
     /// Accounts: the per-sender inbound rate, where domains are checked.
     pub accounts: AccountsConfig,
+    /// Connection limits.
+    pub limits: network::Limits,
 }
 
 /// A running node. Cheap to clone.
@@ -101,6 +103,7 @@ impl Node {
                 bootstrap: config.bootstrap.clone(),
                 pow_bits: config.pow_bits,
                 relay: config.mailbox.enabled,
+                limits: config.limits,
             },
             counters.clone(),
             &mut registry,
@@ -1181,6 +1184,7 @@ pub(crate) fn lone_node(dir: &std::path::Path, mailbox: bool) -> NodeConfig {
         media: MediaConfig::default(),
         calls: CallConfig::default(),
         accounts: AccountsConfig::default(),
+        limits: network::Limits::default(),
     }
 }
 

@@ -37,6 +37,7 @@ async fn start_with(
         // Calls ring for 4 s here, so a missed call is quick to test.
         calls: kith_node::node::CallConfig { ring_ms: RING_MS, ..Default::default() },
         accounts: kith_node::node::AccountsConfig::default(),
+        limits: kith_node::network::Limits::default(),
     })
     .await
     .expect("node starts")

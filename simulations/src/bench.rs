@@ -269,6 +269,7 @@ async fn node_at(
             inbound_per_minute: None,
             ..Default::default()
         },
+        limits: kith_node::network::Limits::default(),
     })
     .await?;
     Ok(node)

@@ -1,8 +1,10 @@
 //! `kith-sim bench-bot`: one pizzeria bot process (`kith bot pizzeria`, the real binary)
 //! serving many users who each place an order at about the same time, optionally killed with
 //! `kill -9` and restarted once half of them got the menu. Users are nodes in this process, on
-//! TCP, each on its own loopback address (127.1.X.Y, 50 per /24) so the bot's per-address
-//! connection limits see many addresses, as they would in the field.
+//! TCP, each listening on its own loopback address (127.1.X.Y). Their dials all come from
+//! 127.0.0.1, so every node here, the bot too, runs without the per-address connection limits
+//! (which would refuse the 65th connection from one address) and with room for 4,096
+//! connections: in the field, people come from many addresses.
 //!
 //! Measured: orders completed; from each user's first message to the bot's first reply, and
 //! from the filled form to the order's confirmation (p50, p99); the bot's CPU time and peak
@@ -11,8 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +23,10 @@ use kith_node::network::TransportKind;
 use kith_node::node::NodeEvent;
 use kith_node::{Multiaddr, Node, NodeConfig};
 use serde_json::json;
+
+/// Every node here dials from 127.0.0.1: no per-address limits, and room for everyone.
+const LOOPBACK: kith_node::network::Limits =
+    kith_node::network::Limits { max_connections: 4096, per_address: false };
 
 /// What `bench-bot` was asked.
 #[derive(Clone, Debug)]
@@ -78,15 +82,26 @@ struct BotProcess {
 }
 
 impl BotProcess {
-    fn start(kith: &Path, home: &Path, boot: &Multiaddr, log: &Path) -> Result<BotProcess> {
+    /// Starts the bot listening on `port` (the same each time, as a deployed daemon would:
+    /// the users' nodes know that address).
+    fn start(
+        kith: &Path,
+        home: &Path,
+        boot: &Multiaddr,
+        port: u16,
+        log: &Path,
+    ) -> Result<BotProcess> {
         let _ = std::fs::remove_file(home.join("api.addr"));
         let log = std::fs::File::create(log)?;
         let child = Command::new(kith)
             .args(["--home"])
             .arg(home)
             .args(["bot", "pizzeria", "--name", "napoli", "--step", "5", "--concurrency", "64"])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--pow-bits", "8"])
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}"), "--api", "127.0.0.1:0"])
+            .args(["--pow-bits", "8"])
             .args(["--inbound-per-minute", "1000000", "--bootstrap", &boot.to_string()])
+            // Every user dials from 127.0.0.1 here; in the field they come from many addresses.
+            .args(["--max-connections", "4096", "--no-address-limits"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -122,7 +137,9 @@ async fn user_node(base: &Path, i: usize, boot: &Multiaddr) -> Result<Node> {
     let name = format!("user{i:04}");
     let home = base.join(&name);
     Home::new(&home).init(&name, kith_node::now_ms())?;
-    let ip = format!("127.1.{}.{}", i / 50, i % 50 + 2);
+    // Consecutive users in different /24s, so the joins running at once never meet the
+    // per-subnet limits of the nodes they dial (16 handshakes at once from one /24).
+    let ip = format!("127.1.{}.{}", i % 250, i / 250 + 2);
     let node = Node::start(NodeConfig {
         home,
         transport: TransportKind::Tcp,
@@ -136,25 +153,36 @@ async fn user_node(base: &Path, i: usize, boot: &Multiaddr) -> Result<Node> {
             inbound_per_minute: None,
             ..Default::default()
         },
+        limits: LOOPBACK,
     })
     .await?;
+    // Joined first (a registration with no peer stores nothing), then registered, with
+    // patience: 1,000 nodes join on two cores.
+    let mut tries = 0;
+    while node.status().await?.connected_peers == 0 {
+        tries += 1;
+        if tries > 600 {
+            bail!("{name} did not connect within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut tries = 0;
     loop {
         match node.register(&name).await {
             Ok(_) => break,
-            Err(e) if tries < 20 => {
+            Err(e) if tries < 60 => {
                 tries += 1;
                 tracing::debug!("{name}: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => bail!("{name} cannot register: {e}"),
         }
     }
     Ok(node)
 }
 
 /// One user's order, timed: (first reply, confirmation after the form).
-async fn order(node: &Node, menu_seen: &AtomicUsize) -> Result<(Duration, Duration)> {
+async fn order(node: &Node, on_menu: &(dyn Fn() + Sync)) -> Result<(Duration, Duration)> {
     let mut events = node.subscribe();
     let start = Instant::now();
     node.send_text("napoli", "hi").await?;
@@ -184,7 +212,7 @@ async fn order(node: &Node, menu_seen: &AtomicUsize) -> Result<(Duration, Durati
         let text = v.text.clone().unwrap_or_default();
         if let (Some(c), false) = (&card, asked.0) {
             if checkout.is_some() {
-                menu_seen.fetch_add(1, Ordering::Relaxed);
+                on_menu();
                 node.interactions().answer(c, vec!["small".into()], vec![]).await?;
                 asked.0 = true;
             }
@@ -208,21 +236,102 @@ async fn order(node: &Node, menu_seen: &AtomicUsize) -> Result<(Duration, Durati
 }
 
 /// How many messages from the bot in `node`'s history contain `needle`.
-fn count(node: &Node, needle: &str) -> usize {
+fn from_bot(node: &Node, needle: &str) -> usize {
     node.messages(Some("@napoli"), 500)
         .map(|l| l.iter().filter(|m| m.text.as_deref().is_some_and(|t| t.contains(needle))).count())
         .unwrap_or(0)
 }
 
 /// Runs the benchmark and prints its results as JSON.
+/// Users per worker process: each user's node holds about 100 descriptors (its store, its
+/// connections, both ends of those to other users in the same process), and a process may open
+/// 20,000 here.
+const USERS_PER_WORKER: usize = 100;
+
+/// Runs the benchmark and prints its results as JSON.
 pub(crate) fn run(opts: Options) -> Result<()> {
+    // RUST_LOG=... shows the nodes' logs on standard error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(bench(opts))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
+/// A worker process: `count` users from number `first`, joined through `boot`. It prints
+/// `ready` once they are registered and have found the bot; on `go` (standard input) each
+/// orders, printing `menu` when it has the menu and `done FIRST_MS CONFIRM_MS` or `fail WHY`
+/// at the end; on `check` it prints `check TWICE LOST` from the users' histories; it ends at
+/// the end of its input.
+pub(crate) fn worker(boot: String, first: usize, count: usize) -> Result<()> {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let boot: Multiaddr = boot.parse()?;
+    let dir = tempfile::tempdir()?;
+    let users = rt.block_on(async {
+        let users: Vec<Node> = futures::stream::iter(first..first + count)
+            .map(|i| {
+                let (base, boot) = (dir.path().to_path_buf(), boot.clone());
+                async move { user_node(&base, i, &boot).await }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        for u in &users {
+            let mut tries = 0;
+            while u.resolve_fresh("napoli").await.is_err() {
+                tries += 1;
+                if tries > 120 {
+                    bail!("a user cannot resolve the bot");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Ok::<_, anyhow::Error>(users)
+    })?;
+    println!("ready");
+    let mut lines = std::io::stdin().lock().lines();
+    while let Some(line) = lines.next() {
+        match line?.trim() {
+            "go" => {
+                for u in &users {
+                    let u = u.clone();
+                    rt.spawn(async move {
+                        match order(&u, &|| println!("menu")).await {
+                            Ok((a, b)) => println!("done {} {}", a.as_millis(), b.as_millis()),
+                            Err(e) => println!("fail {}", e.to_string().replace('\n', " ")),
+                        }
+                    });
+                }
+            }
+            "check" => {
+                let (mut twice, mut lost) = (0, 0);
+                for u in &users {
+                    let orders = from_bot(u, " received: ");
+                    lost += usize::from(orders == 0);
+                    twice +=
+                        usize::from(from_bot(u, "Welcome to Pizzeria Napoli") > 1 || orders > 1);
+                }
+                println!("check {twice} {lost}");
+            }
+            _ => {}
+        }
+    }
+    rt.block_on(async {
+        for u in users {
+            let _ = u.shutdown().await;
+        }
+    });
+    Ok(())
+}
+
 async fn bench(opts: Options) -> Result<serde_json::Value> {
+    use std::io::{BufRead, Write};
     let dir = tempfile::tempdir()?;
     let base = dir.path();
     let boot_home = base.join("boot");
@@ -240,6 +349,7 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
             inbound_per_minute: None,
             ..Default::default()
         },
+        limits: LOOPBACK,
     })
     .await?;
     let mut boot_addr: Option<Multiaddr> = None;
@@ -261,99 +371,117 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
     if !init.status.success() {
         bail!("kith init: {}", String::from_utf8_lossy(&init.stderr));
     }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut bot =
-        Some(BotProcess::start(&opts.kith, &bot_home, &boot_addr, &base.join("bot-1.log"))?);
+        Some(BotProcess::start(&opts.kith, &bot_home, &boot_addr, port, &base.join("bot-1.log"))?);
 
     let setup = Instant::now();
-    eprintln!("starting {} users ...", opts.users);
-    let users: Vec<Node> = futures::stream::iter(0..opts.users)
-        .map(|i| {
-            let (base, boot) = (base.to_path_buf(), boot_addr.clone());
-            async move { user_node(&base, i, &boot).await }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
-    // Everyone has found the bot's record before the rush (not timed).
-    for u in &users {
-        let mut tries = 0;
-        while u.resolve_fresh("napoli").await.is_err() {
-            tries += 1;
-            if tries > 60 {
-                bail!("a user cannot resolve the bot");
+    eprintln!("starting {} users in processes of {USERS_PER_WORKER} ...", opts.users);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let me = std::env::current_exe()?;
+    let mut workers = Vec::new();
+    let mut inputs = Vec::new();
+    for first in (0..opts.users).step_by(USERS_PER_WORKER) {
+        let count = USERS_PER_WORKER.min(opts.users - first);
+        let log = std::fs::File::create(base.join(format!("worker-{first}.log")))?;
+        let mut child = Command::new(&me)
+            .args(["bench-bot-worker", "--boot", &boot_addr.to_string()])
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
+        inputs.push(child.stdin.take().context("a worker's input")?);
+        let out = child.stdout.take().context("a worker's output")?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        });
+        workers.push(child);
+        // One worker's users join before the next worker starts: the joins do not pile up.
+        while let Some(line) = rx.recv().await {
+            if line == "ready" {
+                break;
+            }
         }
+        eprintln!("{} users ready after {:.0} s", first + count, setup.elapsed().as_secs_f64());
     }
+    drop(tx);
     let setup_s = setup.elapsed().as_secs_f64();
-    eprintln!("{} users up in {setup_s:.0} s; ordering", users.len());
+    let tell = |inputs: &mut Vec<std::process::ChildStdin>, what: &str| {
+        for i in inputs.iter_mut() {
+            let _ = writeln!(i, "{what}");
+        }
+    };
 
-    let menu_seen = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for u in &users {
-        let (u, seen) = (u.clone(), menu_seen.clone());
-        tasks.push(tokio::spawn(async move { order(&u, &seen).await }));
-    }
+    tell(&mut inputs, "go");
+    let (mut menus, mut failed) = (0usize, 0usize);
+    let (mut first, mut confirmed) = (Vec::new(), Vec::new());
     let mut usage_before_kill = (0.0, f64::NAN);
     let mut killed_at = None;
-    if opts.kill {
-        while menu_seen.load(Ordering::Relaxed) < opts.users / 2
-            && started.elapsed() < opts.deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Some(b) = bot.take() {
-            usage_before_kill = b.usage();
-            b.kill();
-        }
-        killed_at = Some(started.elapsed().as_secs_f64());
-        eprintln!(
-            "killed the bot (SIGKILL) after {:.1} s; restarting",
-            started.elapsed().as_secs_f64()
-        );
-        bot = Some(BotProcess::start(&opts.kith, &bot_home, &boot_addr, &base.join("bot-2.log"))?);
-    }
-    let mut first = Vec::new();
-    let mut confirmed = Vec::new();
-    let mut failed = 0usize;
-    for t in tasks {
+    while first.len() + failed < opts.users {
         let left = opts.deadline.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, t).await {
-            Ok(Ok(Ok((a, b)))) => {
-                first.push(a);
-                confirmed.push(b);
+        let Ok(Some(line)) = tokio::time::timeout(left, rx.recv()).await else { break };
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("menu") => menus += 1,
+            Some("done") => {
+                let mut ms = || words.next().and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+                first.push(Duration::from_millis(ms()));
+                confirmed.push(Duration::from_millis(ms()));
             }
-            Ok(Ok(Err(e))) => {
-                tracing::warn!("an order failed: {e}");
+            Some("fail") => {
+                eprintln!("an order failed: {line}");
                 failed += 1;
             }
-            _ => failed += 1,
+            _ => {}
+        }
+        if opts.kill && killed_at.is_none() && menus >= opts.users / 2 {
+            if let Some(b) = bot.take() {
+                usage_before_kill = b.usage();
+                b.kill();
+            }
+            killed_at = Some(started.elapsed().as_secs_f64());
+            eprintln!(
+                "killed the bot (SIGKILL) after {:.1} s; restarting",
+                started.elapsed().as_secs_f64()
+            );
+            bot = Some(BotProcess::start(
+                &opts.kith,
+                &bot_home,
+                &boot_addr,
+                port,
+                &base.join("bot-2.log"),
+            )?);
         }
     }
     let total_s = started.elapsed().as_secs_f64();
+    let late = opts.users - first.len() - failed;
     // Late duplicates would arrive after the confirmation: give them a moment.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let usage_after = bot.as_ref().map_or((0.0, f64::NAN), BotProcess::usage);
-    let mut twice = 0usize;
-    let mut lost = 0usize;
-    for u in &users {
-        let welcomes = count(u, "Welcome to Pizzeria Napoli");
-        let orders = count(u, " received: ");
-        if orders == 0 {
-            lost += 1;
+    tell(&mut inputs, "check");
+    let (mut twice, mut lost, mut checked) = (0usize, 0usize, 0usize);
+    while checked < workers.len() {
+        let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(120), rx.recv()).await else {
+            break;
+        };
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let ["check", t, l] = w.as_slice() {
+            twice += t.parse::<usize>().unwrap_or(0);
+            lost += l.parse::<usize>().unwrap_or(0);
+            checked += 1;
         }
-        if welcomes > 1 || orders > 1 {
-            twice += 1;
-        }
+    }
+    drop(inputs);
+    for mut w in workers {
+        let _ = w.wait();
     }
     if let Some(b) = bot.take() {
         b.stop();
-    }
-    for u in users {
-        let _ = u.shutdown().await;
     }
     let _ = boot.shutdown().await;
     Ok(json!({
@@ -362,9 +490,11 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
         "killed_at_s": killed_at,
         "setup_s": setup_s,
         "orders_completed": confirmed.len(),
-        "orders_failed_or_late": failed,
+        "orders_failed": failed,
+        "orders_not_done_by_the_deadline": late,
         "users_without_a_confirmed_order": lost,
         "users_with_a_reply_twice": twice,
+        "histories_checked_by_workers": checked,
         "wall_s": total_s,
         "first_reply_ms": {"p50": percentile(first.clone(), 0.5), "p99": percentile(first, 0.99)},
         "form_to_confirmation_ms": {"p50": percentile(confirmed.clone(), 0.5), "p99": percentile(confirmed, 0.99)},

@@ -142,6 +142,19 @@ enum Command {
         #[arg(long, default_value_t = 1200)]
         deadline: u64,
     },
+    /// One process of users for `bench-bot` (started by it; not for direct use)
+    #[command(hide = true)]
+    BenchBotWorker {
+        /// The bootstrap node
+        #[arg(long)]
+        boot: String,
+        /// The first user's number
+        #[arg(long)]
+        first: usize,
+        /// How many users
+        #[arg(long)]
+        count: usize,
+    },
     /// Measure Kith's hot paths next to bare rust-libp2p on loopback, in one process
     ///
     /// Direct messages at 1 and 64 in flight (messages per second, latency p50 and p99, and the
@@ -167,6 +180,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { json, quick, file_only } => bench::run(json, quick, file_only),
+        Command::BenchBotWorker { boot, first, count } => botbench::worker(boot, first, count),
         Command::BenchBot { users, kill, kith, deadline } => botbench::run(botbench::Options {
             users,
             kill,

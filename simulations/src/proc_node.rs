@@ -330,6 +330,7 @@ impl Me<'_> {
                 inbound_per_minute: None,
                 ..Default::default()
             },
+            limits: kith_node::network::Limits::default(),
         })
         .await
         .with_context(|| format!("node {} did not start", self.index))

@@ -161,6 +161,7 @@ impl Sim<'_> {
                 inbound_per_minute: None,
                 ..Default::default()
             },
+            limits: kith_node::network::Limits::default(),
         })
         .await
         .with_context(|| format!("node {i} did not start"))?;

@@ -137,9 +137,24 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 }
 
 /// Applies [`AddressLimits`] to the swarm's connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Behaviour {
     limits: AddressLimits<ConnectionId>,
+    /// Off: no connection is refused here (many nodes on one machine's loopback).
+    on: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::new(true)
+    }
+}
+
+impl Behaviour {
+    /// The limits, applied when `on`.
+    pub fn new(on: bool) -> Self {
+        Behaviour { limits: AddressLimits::default(), on }
+    }
 }
 
 fn denied(r: Refusal) -> ConnectionDenied {
@@ -157,7 +172,7 @@ impl NetworkBehaviour for Behaviour {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        match ip_of(remote) {
+        match ip_of(remote).filter(|_| self.on) {
             Some(ip) => self.limits.admit_pending(connection_id, ip).map_err(denied),
             None => Ok(()),
         }
@@ -170,7 +185,7 @@ impl NetworkBehaviour for Behaviour {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        if let Some(ip) = ip_of(remote) {
+        if let Some(ip) = ip_of(remote).filter(|_| self.on) {
             self.limits.check_established(connection_id, ip).map_err(denied)?;
         }
         Ok(dummy::ConnectionHandler)

@@ -13,8 +13,8 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::{
     FrameCodec, Proto, TransportKind, BLOB_TIMEOUT, BOOTSTRAP_INTERVAL, DM_TIMEOUT,
-    IDENTIFY_VERSION, IDLE_TIMEOUT, KAD_PROTOCOL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER,
-    MAX_DM_STREAMS, MAX_PENDING_INCOMING, MAX_STORED_RECORDS, QUERY_TIMEOUT,
+    IDENTIFY_VERSION, IDLE_TIMEOUT, KAD_PROTOCOL, MAX_CONNECTIONS_PER_PEER, MAX_DM_STREAMS,
+    MAX_PENDING_INCOMING, MAX_STORED_RECORDS, QUERY_TIMEOUT,
 };
 use crate::error::NodeError;
 
@@ -48,7 +48,12 @@ impl Behaviour {
     }
 }
 
-fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool, rejected: &Counter) -> Behaviour {
+fn behaviour(
+    key: &libp2p::identity::Keypair,
+    relay_server: bool,
+    limits_of: super::Limits,
+    rejected: &Counter,
+) -> Behaviour {
     let peer_id = key.public().to_peer_id();
     let mut kcfg = kad::Config::new(KAD_PROTOCOL);
     kcfg.set_record_filtering(kad::StoreInserts::FilterBoth)
@@ -90,7 +95,7 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool, rejected: &Cou
     );
     let limits = connection_limits::Behaviour::new(
         connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(MAX_CONNECTIONS))
+            .with_max_established(Some(limits_of.max_connections))
             .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
             .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
     );
@@ -103,7 +108,7 @@ fn behaviour(key: &libp2p::identity::Keypair, relay_server: bool, rejected: &Cou
     let link = rr(Proto::Link);
     let blob = rr(Proto::Blob);
     let gossipsub = gossip(key);
-    let addresses = super::address_limits::Behaviour::default();
+    let addresses = super::address_limits::Behaviour::new(limits_of.per_address);
     Behaviour {
         limits,
         addresses,
@@ -151,6 +156,7 @@ pub(super) fn build_swarm(
     key: libp2p::identity::Keypair,
     transport: TransportKind,
     relay: bool,
+    limits: super::Limits,
     rejected: Counter,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let cfg = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
@@ -165,7 +171,7 @@ pub(super) fn build_swarm(
                 yamux::Config::default,
             )
             .map_err(|e| err(&e))?
-            .with_behaviour(|k| behaviour(k, relay, &rejected))
+            .with_behaviour(|k| behaviour(k, relay, limits, &rejected))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build(),
@@ -178,7 +184,7 @@ pub(super) fn build_swarm(
                     .multiplex(yamux::Config::default()))
             })
             .map_err(|e| err(&e))?
-            .with_behaviour(|k| behaviour(k, relay, &rejected))
+            .with_behaviour(|k| behaviour(k, relay, limits, &rejected))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build()
@@ -186,7 +192,7 @@ pub(super) fn build_swarm(
         TransportKind::Custom(make) => b
             .with_other_transport(|key| make(key))
             .map_err(|e| err(&e))?
-            .with_behaviour(|k| behaviour(k, relay, &rejected))
+            .with_behaviour(|k| behaviour(k, relay, limits, &rejected))
             .map_err(|e| err(&e))?
             .with_swarm_config(cfg)
             .build(),

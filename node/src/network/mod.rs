@@ -520,6 +520,25 @@ pub struct NetworkConfig {
     pub pow_bits: u32,
     /// Serve as a libp2p relay (v2) for others.
     pub relay: bool,
+    /// Connection limits.
+    pub limits: Limits,
+}
+
+/// How many connections a node keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Established connections at most (all peers, both directions).
+    pub max_connections: u32,
+    /// Whether the per-address and per-subnet limits (`address_limits`) apply. Off only for
+    /// many nodes on one machine's loopback (simulations, benchmarks), where every dial comes
+    /// from 127.0.0.1.
+    pub per_address: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_connections: MAX_CONNECTIONS, per_address: true }
+    }
 }
 
 /// Creates the network: the client handle, the stream of events, and the event loop to spawn.
@@ -540,8 +559,13 @@ pub(crate) fn with_event_capacity(
     registry: &mut Registry,
     event_capacity: usize,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NodeError> {
-    let mut swarm =
-        build_swarm(key, config.transport, config.relay, counters.frames_rejected.clone())?;
+    let mut swarm = build_swarm(
+        key,
+        config.transport,
+        config.relay,
+        config.limits,
+        counters.frames_rejected.clone(),
+    )?;
     let p2p_metrics = P2pMetrics::new(registry);
     for addr in &config.listen {
         swarm
@@ -607,7 +631,14 @@ mod tests {
     ) -> Started {
         let peer = key.public().to_peer_id();
         let mut registry = Registry::default();
-        let config = NetworkConfig { transport, listen, bootstrap, pow_bits: 8, relay: false };
+        let config = NetworkConfig {
+            transport,
+            listen,
+            bootstrap,
+            pow_bits: 8,
+            relay: false,
+            limits: Limits::default(),
+        };
         let (client, events, event_loop) =
             with_event_capacity(key, config, Counters::default(), &mut registry, event_capacity)
                 .unwrap();
@@ -803,6 +834,7 @@ mod tests {
                 bootstrap: vec![],
                 pow_bits: 8,
                 relay: false,
+                limits: Limits::default(),
             };
             let (client, events, event_loop) =
                 with_event_capacity(key, config, Counters::default(), &mut registry, 64).unwrap();
