@@ -295,8 +295,7 @@ pub(crate) fn worker(boot: String, first: usize, count: usize) -> Result<()> {
         Ok::<_, anyhow::Error>(users)
     })?;
     println!("ready");
-    let mut lines = std::io::stdin().lock().lines();
-    while let Some(line) = lines.next() {
+    for line in std::io::stdin().lock().lines() {
         match line?.trim() {
             "go" => {
                 for u in &users {
@@ -377,7 +376,8 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
 
     let setup = Instant::now();
     eprintln!("starting {} users in processes of {USERS_PER_WORKER} ...", opts.users);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Every user prints at most a few lines; the reader threads wait when it is full.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4096);
     let me = std::env::current_exe()?;
     let mut workers = Vec::new();
     let mut inputs = Vec::new();
@@ -396,7 +396,9 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
             }
         });
         workers.push(child);
