@@ -365,8 +365,11 @@ impl DaemonArgs {
             (None, Some(n)) => n,
             (None, None) => kith_node::network::MAX_CONNECTIONS,
         };
-        let limits =
-            kith_node::network::Limits { max_connections, per_address: !self.no_address_limits };
+        let limits = kith_node::network::Limits {
+            max_connections,
+            per_address: !self.no_address_limits,
+            dht_server: true,
+        };
         Ok(Resolved {
             config: DaemonConfig {
                 home: home.to_path_buf(),

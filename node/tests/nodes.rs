@@ -43,6 +43,28 @@ async fn start_with(
     .expect("node starts")
 }
 
+/// A node in DHT client mode (it uses the DHT but does not serve it).
+async fn spawn_client(bootstrap: Vec<Multiaddr>) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    Home::new(&home).init("test", kith_node::now_ms()).expect("init");
+    let node = Node::start(NodeConfig {
+        home: home.clone(),
+        transport: TransportKind::Memory,
+        listen: vec!["/memory/0".parse().expect("addr")],
+        bootstrap,
+        pow_bits: POW,
+        mailbox: MailboxConfig::default(),
+        media: kith_node::node::MediaConfig::default(),
+        calls: kith_node::node::CallConfig::default(),
+        accounts: kith_node::node::AccountsConfig::default(),
+        limits: kith_node::network::Limits { dht_server: false, ..Default::default() },
+    })
+    .await
+    .expect("node starts");
+    TestNode { node, home, _dir: Some(dir) }
+}
+
 async fn start(home: &std::path::Path, bootstrap: Vec<Multiaddr>) -> Node {
     start_with(home, bootstrap, MailboxConfig::default()).await
 }
@@ -141,6 +163,30 @@ async fn register_resolve_send_and_ack() {
         conv.iter().map(|m| m.text.clone().unwrap_or_default()).collect::<Vec<_>>(),
         vec!["hello bob", "hi alice"]
     );
+}
+
+/// A DHT client registers through the servers, its name resolves, and it talks with a server
+/// node: it reaches the server by a lookup, and the server answers over that connection (no
+/// lookup finds a client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_client_registers_and_talks_with_a_server() {
+    let boot = spawn(vec![]).await;
+    let b = addr(&boot.node).await;
+    let alice = spawn(vec![b.clone()]).await;
+    let bob = spawn_client(vec![b]).await;
+    connect_and_register(&alice, "alice").await;
+    connect_and_register(&bob, "bob").await;
+    let r = alice.node.resolve("bob").await.expect("the client's name resolves");
+    assert_eq!(r.user_id, bob.node.user_id().to_string());
+    let sent = bob.node.send_text("@alice", "from a client").await.expect("queued");
+    eventually(20, "delivery", || async { delivered(&bob.node, &sent.id).await.then_some(()) })
+        .await;
+    sees(20, "the message at alice", &alice.node, "bob", "from a client").await;
+    let reply = alice.node.send_text("bob", "and back").await.expect("queued");
+    eventually(20, "reply delivery", || async {
+        delivered(&alice.node, &reply.id).await.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,17 @@
 //! `kith-sim bench-bot`: one pizzeria bot process (`kith bot pizzeria`, the real binary)
 //! serving many users who each place an order at about the same time, optionally killed with
-//! `kill -9` and restarted once half of them got the menu. Users are nodes in this process, on
-//! TCP, each listening on its own loopback address (127.1.X.Y). Their dials all come from
+//! `kill -9` and restarted once half of them got the menu. Users are nodes in worker processes
+//! of 100, on TCP, each listening on its own port of 127.0.0.1. Their dials all come from
 //! 127.0.0.1, so every node here, the bot too, runs without the per-address connection limits
 //! (which would refuse the 65th connection from one address) and with room for 4,096
 //! connections: in the field, people come from many addresses.
+//!
+//! Users are DHT clients by default (`Limits::dht_server`): the DHT is the bootstrap node and
+//! the bot, each user holds a few connections, and a thousand users set up in minutes. The bot
+//! answers them over the connections they opened; after its restart they dial it again (a node
+//! short of connections redials the peers it knows, within `REDIAL_MAX_MS`), since no lookup
+//! finds a client. `--users-serve-dht` makes every user a DHT server as people's devices are:
+//! a real DHT, whose setup grows with the number of users (the users' joins, not the bot).
 //!
 //! Measured: orders completed; from each user's first message to the bot's first reply, and
 //! from the filled form to the order's confirmation (p50, p99); the bot's CPU time and peak
@@ -26,7 +33,7 @@ use serde_json::json;
 
 /// Every node here dials from 127.0.0.1: no per-address limits, and room for everyone.
 const LOOPBACK: kith_node::network::Limits =
-    kith_node::network::Limits { max_connections: 4096, per_address: false };
+    kith_node::network::Limits { max_connections: 4096, per_address: false, dht_server: true };
 
 /// What `bench-bot` was asked.
 #[derive(Clone, Debug)]
@@ -39,6 +46,8 @@ pub(crate) struct Options {
     pub kith: PathBuf,
     /// How long the users have, after the start, to complete their orders.
     pub deadline: Duration,
+    /// The users serve the DHT (else they are DHT clients).
+    pub users_serve_dht: bool,
 }
 
 /// The `kith` binary next to this one, if there is one.
@@ -133,17 +142,18 @@ impl BotProcess {
     }
 }
 
-async fn user_node(base: &Path, i: usize, boot: &Multiaddr) -> Result<Node> {
+async fn user_node(base: &Path, i: usize, boot: &Multiaddr, serve_dht: bool) -> Result<Node> {
     let name = format!("user{i:04}");
     let home = base.join(&name);
     Home::new(&home).init(&name, kith_node::now_ms())?;
-    // Consecutive users in different /24s, so the joins running at once never meet the
-    // per-subnet limits of the nodes they dial (16 handshakes at once from one /24).
-    let ip = format!("127.1.{}.{}", i % 250, i / 250 + 2);
+    // All on 127.0.0.1, where the kernel gives each its own port: a node dials from its
+    // listening port (libp2p's port reuse), so two users listening on one port at different
+    // addresses (127.1.0.2:P and 127.1.4.2:P) would dial the bot from the same 127.0.0.1:P,
+    // and the second dial would fail with "address in use", at every try.
     let node = Node::start(NodeConfig {
         home,
         transport: TransportKind::Tcp,
-        listen: vec![format!("/ip4/{ip}/tcp/0").parse()?],
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         bootstrap: vec![boot.clone()],
         pow_bits: 8,
         mailbox: MailboxConfig::default(),
@@ -153,7 +163,7 @@ async fn user_node(base: &Path, i: usize, boot: &Multiaddr) -> Result<Node> {
             inbound_per_minute: None,
             ..Default::default()
         },
-        limits: LOOPBACK,
+        limits: kith_node::network::Limits { dht_server: serve_dht, ..LOOPBACK },
     })
     .await?;
     // Joined first (a registration with no peer stores nothing), then registered, with
@@ -162,7 +172,7 @@ async fn user_node(base: &Path, i: usize, boot: &Multiaddr) -> Result<Node> {
     while node.status().await?.connected_peers == 0 {
         tries += 1;
         if tries > 600 {
-            bail!("{name} did not connect within 60 s");
+            bail!("{name} (peer {}) did not connect within 60 s", node.peer_id());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -266,8 +276,14 @@ pub(crate) fn run(opts: Options) -> Result<()> {
 /// orders, printing `menu` when it has the menu and `done FIRST_MS CONFIRM_MS` or `fail WHY`
 /// at the end; on `check` it prints `check TWICE LOST` from the users' histories; it ends at
 /// the end of its input.
-pub(crate) fn worker(boot: String, first: usize, count: usize) -> Result<()> {
+pub(crate) fn worker(boot: String, first: usize, count: usize, serve_dht: bool) -> Result<()> {
     use std::io::BufRead;
+    // RUST_LOG=... puts the users' logs in the worker's log file.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let boot: Multiaddr = boot.parse()?;
     let dir = tempfile::tempdir()?;
@@ -275,7 +291,7 @@ pub(crate) fn worker(boot: String, first: usize, count: usize) -> Result<()> {
         let users: Vec<Node> = futures::stream::iter(first..first + count)
             .map(|i| {
                 let (base, boot) = (dir.path().to_path_buf(), boot.clone());
-                async move { user_node(&base, i, &boot).await }
+                async move { user_node(&base, i, &boot, serve_dht).await }
             })
             .buffer_unordered(8)
             .collect::<Vec<_>>()
@@ -387,6 +403,7 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
         let mut child = Command::new(&me)
             .args(["bench-bot-worker", "--boot", &boot_addr.to_string()])
             .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .args(opts.users_serve_dht.then_some("--serve-dht"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -397,15 +414,27 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
                 if tx.blocking_send(line).is_err() {
-                    break;
+                    return;
                 }
             }
+            let _ = tx.blocking_send(format!("exit {first}"));
         });
         workers.push(child);
         // One worker's users join before the next worker starts: the joins do not pile up.
         while let Some(line) = rx.recv().await {
             if line == "ready" {
                 break;
+            }
+            if line.starts_with("exit ") {
+                let log = base.join(format!("worker-{first}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let why = text.lines().last().unwrap_or("no output").to_owned();
+                // Kept for a look: the logs of every process (RUST_LOG sets what they hold).
+                let kept = dir.keep();
+                bail!(
+                    "the worker of users {first}.. ended before they were ready: {why} (logs in {})",
+                    kept.display()
+                );
             }
         }
         eprintln!("{} users ready after {:.0} s", first + count, setup.elapsed().as_secs_f64());
@@ -489,6 +518,7 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
     Ok(json!({
         "users": opts.users,
         "killed_and_restarted": opts.kill,
+        "users_serve_dht": opts.users_serve_dht,
         "killed_at_s": killed_at,
         "setup_s": setup_s,
         "orders_completed": confirmed.len(),

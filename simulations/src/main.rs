@@ -127,7 +127,10 @@ enum Command {
     /// place an order at about the same time: orders completed, time to the first reply and
     /// to the order's confirmation (p50, p99), the bot's CPU and peak memory; with --kill, the
     /// bot is killed with SIGKILL once half the users have the menu and restarted, and the
-    /// users' histories show whether any order was lost or any reply came twice
+    /// users' histories show whether any order was lost or any reply came twice.
+    ///
+    /// Users are DHT clients unless --users-serve-dht: the DHT is the bootstrap node and the
+    /// bot, and each user holds a few connections, so a thousand of them fit on two cores
     BenchBot {
         /// Users
         #[arg(long, default_value_t = 1000)]
@@ -141,6 +144,11 @@ enum Command {
         /// Seconds the users have to complete their orders
         #[arg(long, default_value_t = 1200)]
         deadline: u64,
+        /// Users serve the DHT too (Kademlia servers, as people's devices do): a real DHT of
+        /// all of them, and setup that grows with their number (about 30 minutes for 1,000
+        /// users on two cores)
+        #[arg(long)]
+        users_serve_dht: bool,
     },
     /// One process of users for `bench-bot` (started by it; not for direct use)
     #[command(hide = true)]
@@ -154,6 +162,9 @@ enum Command {
         /// How many users
         #[arg(long)]
         count: usize,
+        /// The users serve the DHT
+        #[arg(long)]
+        serve_dht: bool,
     },
     /// Measure Kith's hot paths next to bare rust-libp2p on loopback, in one process
     ///
@@ -180,13 +191,18 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { json, quick, file_only } => bench::run(json, quick, file_only),
-        Command::BenchBotWorker { boot, first, count } => botbench::worker(boot, first, count),
-        Command::BenchBot { users, kill, kith, deadline } => botbench::run(botbench::Options {
-            users,
-            kill,
-            kith: kith.unwrap_or_else(botbench::default_kith),
-            deadline: std::time::Duration::from_secs(deadline),
-        }),
+        Command::BenchBotWorker { boot, first, count, serve_dht } => {
+            botbench::worker(boot, first, count, serve_dht)
+        }
+        Command::BenchBot { users, kill, kith, deadline, users_serve_dht } => {
+            botbench::run(botbench::Options {
+                users,
+                kill,
+                kith: kith.unwrap_or_else(botbench::default_kith),
+                deadline: std::time::Duration::from_secs(deadline),
+                users_serve_dht,
+            })
+        }
         Command::Shadow { scenario, out, seed, binary } => {
             shadow::generate(shadow::ShadowOptions { scenario, out, seed, binary })
         }

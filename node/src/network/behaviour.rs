@@ -77,7 +77,7 @@ fn behaviour(
         },
     );
     let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
-    kad.set_mode(Some(kad::Mode::Server));
+    kad.set_mode(Some(if limits_of.dht_server { kad::Mode::Server } else { kad::Mode::Client }));
     let rr = |proto: Proto| {
         let spec = proto.spec();
         request_response::Behaviour::with_codec(

@@ -172,6 +172,13 @@ impl EventLoop {
                     peer_id: *self.swarm.local_peer_id(),
                     listen_addrs: self.listen_addrs.clone(),
                     connected_peers: self.swarm.connected_peers().count(),
+                    routing_peers: self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .kbuckets()
+                        .map(|b| b.num_entries())
+                        .sum(),
                 });
             }
             Command::TopicPeers { topic, reply } => {

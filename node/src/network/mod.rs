@@ -164,6 +164,8 @@ pub struct NetStatus {
     pub listen_addrs: Vec<Multiaddr>,
     /// Number of connected peers.
     pub connected_peers: usize,
+    /// Peers in the Kademlia routing table (DHT servers this node knows).
+    pub routing_peers: usize,
 }
 
 /// The reply handle of an inbound request; answer it with [`Client::respond`].
@@ -524,7 +526,7 @@ pub struct NetworkConfig {
     pub limits: Limits,
 }
 
-/// How many connections a node keeps.
+/// How many connections a node keeps, and whether it serves the DHT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Established connections at most (all peers, both directions).
@@ -533,11 +535,19 @@ pub struct Limits {
     /// many nodes on one machine's loopback (simulations, benchmarks), where every dial comes
     /// from 127.0.0.1.
     pub per_address: bool,
+    /// Whether this node answers other nodes' DHT queries (Kademlia server mode, the default).
+    /// A client only asks: it does not advertise the DHT protocol, so no other node adds it to
+    /// its routing table, stores records on it or routes lookups through it, and it keeps only
+    /// the connections it uses. Its name still publishes and resolves through the servers, but
+    /// no lookup finds its addresses: a peer reaches it only over a connection the client
+    /// opened (answering a message it sent). For benchmarks that run a thousand users on one
+    /// machine; not offered in the CLI.
+    pub dht_server: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: MAX_CONNECTIONS, per_address: true }
+        Limits { max_connections: MAX_CONNECTIONS, per_address: true, dht_server: true }
     }
 }
 
@@ -629,16 +639,22 @@ mod tests {
         bootstrap: Vec<Multiaddr>,
         event_capacity: usize,
     ) -> Started {
+        start_limited(transport, key, listen, bootstrap, event_capacity, Limits::default())
+    }
+
+    /// [`start_on`] with given limits.
+    fn start_limited(
+        transport: TransportKind,
+        key: libp2p::identity::Keypair,
+        listen: Vec<Multiaddr>,
+        bootstrap: Vec<Multiaddr>,
+        event_capacity: usize,
+        limits: Limits,
+    ) -> Started {
         let peer = key.public().to_peer_id();
         let mut registry = Registry::default();
-        let config = NetworkConfig {
-            transport,
-            listen,
-            bootstrap,
-            pow_bits: 8,
-            relay: false,
-            limits: Limits::default(),
-        };
+        let config =
+            NetworkConfig { transport, listen, bootstrap, pow_bits: 8, relay: false, limits };
         let (client, events, event_loop) =
             with_event_capacity(key, config, Counters::default(), &mut registry, event_capacity)
                 .unwrap();
@@ -710,6 +726,29 @@ mod tests {
             assert!(Instant::now() < deadline, "no finished bootstrap ({seen} steps)");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// No server adds a DHT client to its routing table, while the servers know each other
+    /// and the client knows them (`nodes.rs` has clients registering and messaging).
+    #[tokio::test]
+    async fn a_dht_client_uses_the_dht_without_serving_it() {
+        let (s, _s_events, s_peer, _) = start(true, vec![], EVENT_CAPACITY);
+        let s_addr = address(&s).await.with_p2p(s_peer).unwrap();
+        let client = Limits { dht_server: false, ..Limits::default() };
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let listen = vec!["/memory/0".parse().unwrap()];
+        let (c, _c_events, _, _) =
+            start_limited(TransportKind::Memory, key, listen, vec![s_addr.clone()], 64, client);
+        let (d, _d_events, _, _) = start(true, vec![s_addr], EVENT_CAPACITY);
+        wait_status(&s, "S connected to C and D", |s| s.connected_peers == 2).await;
+        wait_status(&s, "S knows D", |s| s.routing_peers >= 1).await;
+        wait_status(&d, "D knows S", |s| s.routing_peers >= 1).await;
+        wait_status(&c, "C knows S", |s| s.routing_peers >= 1).await;
+        // Identify has run on both of S's connections by now (it is how S learnt D): give a
+        // slower exchange with C a moment more.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(s.status().await.unwrap().routing_peers, 1, "S added the client to its table");
+        assert_eq!(d.status().await.unwrap().routing_peers, 1, "D added the client to its table");
     }
 
     /// A sync request to a peer this node is not connected to is found through the DHT and
