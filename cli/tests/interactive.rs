@@ -11,21 +11,105 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A call to `node`'s local API, as a bot in any language makes it.
-fn api(node: &Node, path: &str, body: Value) -> Value {
+/// A call to `node`'s local API, as a bot in any language makes it: its status and body.
+fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let home = node.home();
     let addr = std::fs::read_to_string(home.join("api.addr")).expect("api.addr");
     let token = std::fs::read_to_string(home.join("api.token")).expect("api.token");
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let mut r = agent
-        .post(format!("http://{}{path}", addr.trim()))
-        .header("Authorization", &format!("Bearer {}", token.trim()))
-        .send_json(body)
-        .expect("the API answers");
-    let status = r.status();
+    let url = format!("http://{}{path}", addr.trim());
+    let auth = format!("Bearer {}", token.trim());
+    let answer = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+        ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
+        ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+        (_, b) => agent.post(&url).header("Authorization", &auth).send_json(b.unwrap_or_default()),
+    };
+    let mut r = answer.expect("the API answers");
     let v: Value = r.body_mut().read_json().unwrap_or(Value::Null);
-    assert!(status.is_success(), "POST {path}: {status} {v}");
+    (r.status().as_u16(), v)
+}
+
+/// A POST to `node`'s local API that must succeed.
+fn api(node: &Node, path: &str, body: Value) -> Value {
+    let (status, v) = call(node, "POST", path, Some(body));
+    assert!((200..300).contains(&status), "POST {path}: {status} {v}");
     v
+}
+
+/// A bot in any language, over HTTP: the inbox hands out each message until it is marked
+/// done, state is kept per conversation and listed by prefix, and a person's node has no inbox.
+#[test]
+fn a_bot_over_http_reads_its_inbox_and_keeps_state() {
+    let mut boot = Node::init("boot");
+    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
+    let mut alice = Node::init("alice");
+    let mut echo = Node::init("echo");
+    for node in [&mut alice, &mut echo] {
+        node.start(Some(&boot_addr));
+    }
+    for node in [&alice, &echo] {
+        wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
+            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+        node.register(node.name);
+    }
+    let (status, v) = call(&echo, "GET", "/v1/bot/inbox", None);
+    assert_eq!((status, v["code"].as_str()), (409, Some("not_a_bot")), "{v}");
+    echo.kith(&["profile", "set", "--kind", "bot", "--display-name", "Echo"]).ok();
+
+    for text in ["one", "two"] {
+        alice.kith(&["send", "@echo", text, "--wait"]).ok();
+    }
+    let inbox = wait_until("both messages in the inbox", WAIT, || {
+        let (_, v) = call(&echo, "GET", "/v1/bot/inbox", None);
+        (v.as_array()?.len() == 2).then_some(v)
+    });
+    let texts: Vec<&str> = inbox
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["message"]["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+    let first = &inbox[0];
+    let conv = first["message"]["conversation"].as_str().expect("conversation").to_owned();
+    let key = first["key"].as_u64().expect("key");
+
+    // Handled: state kept, then marked done.
+    for (k, v) in
+        [("order:b", json!({"n": 2})), ("order:a", json!({"n": 1})), ("seen", json!(true))]
+    {
+        let (status, got) =
+            call(&echo, "PUT", &format!("/v1/bot/state/{conv}/{k}"), Some(v.clone()));
+        assert_eq!((status, got), (200, v));
+    }
+    let (_, orders) = call(&echo, "GET", &format!("/v1/bot/state/{conv}?prefix=order:"), None);
+    assert_eq!(
+        orders,
+        json!([{"key": "order:a", "value": {"n": 1}}, {"key": "order:b", "value": {"n": 2}}])
+    );
+    let (status, _) = call(&echo, "DELETE", &format!("/v1/bot/state/{conv}/order:a"), None);
+    assert_eq!(status, 204);
+    let (status, _) = call(&echo, "GET", &format!("/v1/bot/state/{conv}/order:a"), None);
+    assert_eq!(status, 404);
+    let (_, all) = call(&echo, "GET", &format!("/v1/bot/state/{conv}"), None);
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    let (status, v) = call(&echo, "GET", "/v1/bot/state/nothex/seen", None);
+    assert_eq!(status, 400, "{v}");
+
+    let (_, done) = call(&echo, "POST", &format!("/v1/bot/inbox/{key}/done"), None);
+    assert_eq!(done, json!({"key": key, "done": true}));
+    let (_, again) = call(&echo, "POST", &format!("/v1/bot/inbox/{key}/done"), None);
+    assert_eq!(again["done"], false);
+    let (_, left) = call(&echo, "GET", "/v1/bot/inbox", None);
+    let left: Vec<&str> = left
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["message"]["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(left, ["two"]);
 }
 
 fn message(node: &Node, id: &str) -> Value {

@@ -74,6 +74,9 @@ pub struct NodeConfig {
     pub limits: network::Limits,
 }
 
+/// Most values [`Node::bot_states`] returns at once.
+pub const MAX_BOT_SCAN: usize = 10_000;
+
 /// A running node. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -1013,6 +1016,24 @@ impl Node {
                 .map_err(|e| NodeError::BadInput(format!("bot state {key:?}: {e}"))),
             None => Ok(None),
         }
+    }
+
+    /// The values a bot keeps for a conversation under keys starting with `prefix`, in key
+    /// order: at most [`MAX_BOT_SCAN`] of them. One value per item (`order:ID`) keeps each
+    /// small, where one value holding them all would reach its 64 KiB limit.
+    pub fn bot_states<T: serde::de::DeserializeOwned>(
+        &self,
+        conversation: &[u8; 16],
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, NodeError> {
+        let found = self.s.ctx.store.bot_scan(conversation, prefix, MAX_BOT_SCAN)?;
+        found
+            .into_iter()
+            .map(|(key, bytes)| match serde_json::from_slice(&bytes) {
+                Ok(v) => Ok((key, v)),
+                Err(e) => Err(NodeError::BadInput(format!("bot state {key:?}: {e}"))),
+            })
+            .collect()
     }
 
     /// Keeps (or with `None` removes) a value a bot keeps for a conversation (JSON, at most

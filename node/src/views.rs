@@ -417,7 +417,8 @@ pub(crate) fn view_of(
 }
 
 pub(crate) fn names(store: &Store, me: UserId) -> Result<HashMap<[u8; 16], String>, NodeError> {
-    names_where(store, me, |_| true)
+    let pinned = store.contacts()?.into_iter().map(|c| (c.user_id, c.name)).collect();
+    Ok(names_with(store, me, pinned, |_| true))
 }
 
 /// The names of `users` only (those a message view shows): a view no longer copies the names
@@ -427,18 +428,23 @@ pub(crate) fn names_for(
     me: UserId,
     users: &[[u8; 16]],
 ) -> Result<HashMap<[u8; 16], String>, NodeError> {
-    names_where(store, me, |u| users.contains(u))
+    // Of several names pinned to one user, the last in name order, as for `names`.
+    let mut pinned = HashMap::new();
+    for u in users {
+        if let Some(n) = store.names_pinned_to(u)?.pop() {
+            pinned.insert(*u, n);
+        }
+    }
+    Ok(names_with(store, me, pinned, |u| users.contains(u)))
 }
 
-fn names_where(
+/// `pinned` (the contacts' names wanted), this user's own name, and group members' names.
+fn names_with(
     store: &Store,
     me: UserId,
+    mut names: HashMap<[u8; 16], String>,
     wanted: impl Fn(&[u8; 16]) -> bool,
-) -> Result<HashMap<[u8; 16], String>, NodeError> {
-    let mut names: HashMap<[u8; 16], String> = (store.contacts()?.into_iter())
-        .filter(|c| wanted(&c.user_id))
-        .map(|c| (c.user_id, c.name))
-        .collect();
+) -> HashMap<[u8; 16], String> {
     if let Some(n) = store.meta_get::<String>("name").ok().flatten() {
         names.insert(me.0, n);
     }
@@ -450,7 +456,7 @@ fn names_where(
             }
         }
     }
-    Ok(names)
+    names
 }
 
 pub(crate) fn pending_reason(store: &Store, m: &StoredMessage) -> Option<String> {

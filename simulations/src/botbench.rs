@@ -131,13 +131,20 @@ impl BotProcess {
         proc_usage(self.child.id())
     }
 
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        // Dropped: killed.
     }
 
     fn stop(mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bench that ends early (an error) leaves no bot running.
+impl Drop for BotProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

@@ -184,11 +184,11 @@ impl Pizzeria {
         };
         {
             let _one = self.lock.lock().await;
-            let mut orders: BTreeMap<String, Order> =
-                turn.node().bot_state(&GLOBAL, "orders")?.unwrap_or_default();
+            let key = order_key(&order.id);
             // Placed already (this answer handled before a crash): keep it as it is.
-            orders.entry(order.id.clone()).or_insert_with(|| order.clone());
-            turn.node().set_bot_state(&GLOBAL, "orders", Some(&orders))?;
+            if turn.node().bot_state::<Order>(&GLOBAL, &key)?.is_none() {
+                turn.node().set_bot_state(&GLOBAL, &key, Some(&order))?;
+            }
         }
         turn.set_state::<Vec<Line>>("cart", None)?;
         let short = &order.id[..8];
@@ -317,14 +317,31 @@ pub fn status_task(node: Node, lock: Arc<Mutex<()>>, step: Duration) {
     });
 }
 
+/// Where an order is kept: one value each, so a busy evening's orders never meet the 64 KiB
+/// limit of one value.
+fn order_key(id: &str) -> String {
+    format!("order:{id}")
+}
+
+/// Moves orders kept by an earlier version (all in one value, `orders`) to a value each.
+pub fn migrate(node: &Node) -> Result<(), NodeError> {
+    let Some(orders) = node.bot_state::<BTreeMap<String, Order>>(&GLOBAL, "orders")? else {
+        return Ok(());
+    };
+    for o in orders.values() {
+        node.set_bot_state(&GLOBAL, &order_key(&o.id), Some(o))?;
+    }
+    node.set_bot_state::<()>(&GLOBAL, "orders", None)
+}
+
 async fn advance(node: &Node, lock: &Mutex<()>, step: Duration) -> Result<(), NodeError> {
     let due: Vec<Order> = {
         let _one = lock.lock().await;
-        let orders: BTreeMap<String, Order> =
-            node.bot_state(&GLOBAL, "orders")?.unwrap_or_default();
+        let orders: Vec<(String, Order)> = node.bot_states(&GLOBAL, "order:")?;
         let now = now_ms();
         orders
-            .into_values()
+            .into_iter()
+            .map(|(_, o)| o)
             .filter(|o| o.status + 1 < STATUSES.len() && now >= o.since + step.as_millis() as u64)
             .collect()
     };
@@ -347,18 +364,16 @@ async fn advance(node: &Node, lock: &Mutex<()>, step: Duration) -> Result<(), No
             .await?;
         }
         let _one = lock.lock().await;
-        let mut orders: BTreeMap<String, Order> =
-            node.bot_state(&GLOBAL, "orders")?.unwrap_or_default();
+        let key = order_key(&o.id);
         if o.status + 1 == STATUSES.len() {
-            orders.remove(&o.id);
+            node.set_bot_state::<Order>(&GLOBAL, &key, None)?;
             let mut done: u64 = node.bot_state(&GLOBAL, "delivered")?.unwrap_or(0);
             done += 1;
             node.set_bot_state(&GLOBAL, "delivered", Some(&done))?;
-        } else if let Some(kept) = orders.get_mut(&o.id) {
-            kept.status = o.status;
-            kept.since = now_ms();
+        } else if node.bot_state::<Order>(&GLOBAL, &key)?.is_some() {
+            o.since = now_ms();
+            node.set_bot_state(&GLOBAL, &key, Some(&o))?;
         }
-        node.set_bot_state(&GLOBAL, "orders", Some(&orders))?;
     }
     Ok(())
 }
@@ -369,6 +384,9 @@ pub fn run(home: &kith_node::home::Home, args: super::BotArgs) -> anyhow::Result
     let bot = Arc::new(Pizzeria::new());
     let lock = bot.lock();
     super::run_embedded(home, args, profile(), bot, move |node| {
+        if let Err(e) = migrate(&node) {
+            tracing::warn!("cannot move the orders kept by an earlier version: {e}");
+        }
         status_task(node.clone(), lock.clone(), step);
         ratings::publish_task(node, lock, profile());
     })

@@ -18,7 +18,24 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/bot/inbox", get(inbox))
         .route("/v1/bot/inbox/{key}/done", post(done))
+        .route("/v1/bot/state/{conversation}", get(states))
         .route("/v1/bot/state/{conversation}/{key}", get(state).put(set_state).delete(remove_state))
+}
+
+#[derive(Deserialize)]
+struct StatesQuery {
+    prefix: Option<String>,
+}
+
+async fn states(
+    State(s): State<AppState>,
+    Path(c): Path<String>,
+    Query(q): Query<StatesQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let prefix = q.prefix.unwrap_or_default();
+    let found = s.node.bot_states::<Value>(&conversation(&c)?, &prefix)?;
+    let out: Vec<Value> = found.into_iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+    Ok(Json(Value::Array(out)))
 }
 
 #[derive(Deserialize)]

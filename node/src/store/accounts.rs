@@ -110,6 +110,23 @@ impl Store {
         Ok(self.bot_state.get(k).map_err(|e| self.err(e))?.map(|v| v.to_vec()))
     }
 
+    /// A bot's values in `conversation` whose keys start with `prefix`, in key order: at most
+    /// `limit` of them.
+    pub fn bot_scan(
+        &self,
+        conversation: &[u8; 16],
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, NodeError> {
+        let mut found = Vec::new();
+        for kv in self.bot_state.scan_prefix(bot_key(conversation, prefix)).take(limit) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k[conversation.len()..]).into_owned();
+            found.push((key, v.to_vec()));
+        }
+        Ok(found)
+    }
+
     /// Sets (or with `None` removes) a bot's value under `key` in `conversation`.
     pub fn bot_set(
         &self,

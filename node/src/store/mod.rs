@@ -347,6 +347,31 @@ pub struct Store {
     /// Every group, decoded: a group message's checks read its group's state, and decoding a
     /// state of hundreds of members for each message was most of a busy node's work.
     group_cache: std::sync::Arc<std::sync::Mutex<groups::GroupCache>>,
+    /// Which names are pinned to each user id, read on first use and kept up to date by
+    /// [`Store::put_contact`]: a message's view names its sender, and reading every contact
+    /// for each one was most of a bot's work with a thousand people writing to it.
+    contact_index: std::sync::Arc<std::sync::Mutex<Option<ContactIndex>>>,
+}
+
+/// The pinned names of each user id, and the user id of each name.
+#[derive(Debug, Default)]
+struct ContactIndex {
+    by_user: std::collections::HashMap<[u8; 16], std::collections::BTreeSet<String>>,
+    by_name: std::collections::HashMap<String, [u8; 16]>,
+}
+
+impl ContactIndex {
+    fn put(&mut self, name: &str, user: [u8; 16]) {
+        if let Some(old) = self.by_name.insert(name.to_owned(), user) {
+            if let Some(names) = self.by_user.get_mut(&old) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.by_user.remove(&old);
+                }
+            }
+        }
+        self.by_user.entry(user).or_default().insert(name.to_owned());
+    }
 }
 
 /// Group commit: callers that ask for a flush while one is running share the next one.
@@ -466,6 +491,7 @@ impl Store {
             flushes: std::sync::Arc::new(FlushGate::default()),
             outbox_index: std::sync::Arc::default(),
             group_cache: std::sync::Arc::default(),
+            contact_index: std::sync::Arc::default(),
             db,
             path: path.to_owned(),
         };
@@ -605,7 +631,35 @@ impl Store {
 
     /// Stores a contact.
     pub fn put_contact(&self, c: &Contact) -> Result<(), NodeError> {
-        self.contacts.insert(c.name.as_bytes(), enc(c)).map(|_| ()).map_err(|e| self.err(e))
+        // Under the index's lock, so the index follows the writes in their order.
+        let mut index = self.contact_index();
+        self.contacts.insert(c.name.as_bytes(), enc(c)).map_err(|e| self.err(e))?;
+        if let Some(index) = index.as_mut() {
+            index.put(&c.name, c.user_id);
+        }
+        Ok(())
+    }
+
+    fn contact_index(&self) -> std::sync::MutexGuard<'_, Option<ContactIndex>> {
+        self.contact_index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The names pinned to `user`, in order (most users have one), from the index (read from
+    /// the contacts on first use).
+    pub fn names_pinned_to(&self, user: &[u8; 16]) -> Result<Vec<String>, NodeError> {
+        let mut index = self.contact_index();
+        if index.is_none() {
+            let mut built = ContactIndex::default();
+            for c in self.contacts()? {
+                built.put(&c.name, c.user_id);
+            }
+            *index = Some(built);
+        }
+        Ok(index
+            .as_ref()
+            .and_then(|i| i.by_user.get(user))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     /// All contacts, by name.
@@ -615,7 +669,7 @@ impl Store {
 
     /// The name pinned for a user id, if any.
     pub fn name_of(&self, user: &[u8; 16]) -> Result<Option<String>, NodeError> {
-        Ok(self.contacts()?.into_iter().find(|c| &c.user_id == user).map(|c| c.name))
+        Ok(self.names_pinned_to(user)?.into_iter().next())
     }
 
     /// Stores an incoming message unless a message with the same id is already stored.
@@ -839,6 +893,36 @@ pub(super) mod tests {
             plan: None,
             hidden: false,
         }
+    }
+
+    /// The names pinned to a user follow the contacts written before and after the index
+    /// is first read, a name moving to another user included, and a reopened store agrees.
+    #[test]
+    fn the_contact_index_follows_the_contacts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let contact = |name: &str, user: u8| Contact {
+            name: name.into(),
+            user_id: [user; 16],
+            identity: [user; 32],
+            record: vec![],
+            pinned_at: 1,
+            changed_to: None,
+        };
+        let s = Store::open(dir.path()).expect("open");
+        s.put_contact(&contact("bob", 2)).expect("put");
+        s.put_contact(&contact("bobby", 2)).expect("put");
+        assert_eq!(s.names_pinned_to(&[2; 16]).expect("names"), ["bob", "bobby"]);
+        assert_eq!(s.name_of(&[3; 16]).expect("name"), None);
+        // After the index was built: a new user, and "bobby" passing to carol's id.
+        s.put_contact(&contact("carol", 3)).expect("put");
+        s.put_contact(&contact("bobby", 3)).expect("put");
+        assert_eq!(s.names_pinned_to(&[2; 16]).expect("names"), ["bob"]);
+        assert_eq!(s.names_pinned_to(&[3; 16]).expect("names"), ["bobby", "carol"]);
+        assert_eq!(s.name_of(&[3; 16]).expect("name").as_deref(), Some("bobby"));
+        drop(s);
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.names_pinned_to(&[2; 16]).expect("names"), ["bob"]);
+        assert_eq!(s.names_pinned_to(&[3; 16]).expect("names"), ["bobby", "carol"]);
     }
 
     #[test]
