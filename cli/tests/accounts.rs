@@ -15,15 +15,6 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn texts(node: &Node, with: &str) -> Vec<String> {
-    node.messages(&[with])
-        .and_then(|l| {
-            l.as_array()
-                .map(|a| a.iter().filter_map(|m| m["text"].as_str().map(str::to_owned)).collect())
-        })
-        .unwrap_or_default()
-}
-
 /// A web server on 127.0.0.1 answering `GET /DOMAIN/kith.json` from `files` (404 otherwise),
 /// for as long as the test runs.
 fn well_known_server(files: Arc<Mutex<Vec<(String, String)>>>) -> u16 {

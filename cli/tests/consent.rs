@@ -10,15 +10,6 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn texts(node: &Node, with: &str) -> Vec<String> {
-    node.messages(&[with])
-        .and_then(|l| {
-            l.as_array()
-                .map(|a| a.iter().filter_map(|m| m["text"].as_str().map(str::to_owned)).collect())
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_blocked_user_reaches_no_device_until_unblocked() {
     let mut boot = Node::init("boot");

@@ -99,7 +99,8 @@ impl Turn {
         if self.node.is_group(&self.conversation)? {
             return Ok(format!("#{}", self.message.conversation));
         }
-        let known = |from: &str| !(from.len() == 32 && from.bytes().all(|b| b.is_ascii_hexdigit()));
+        // A view shows a sender it has no name for as its user id.
+        let known = |from: &str| kith_protocol::UserId::parse(from).is_err();
         if known(&self.message.from) {
             return Ok(format!("@{}", self.message.from));
         }

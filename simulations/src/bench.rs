@@ -249,6 +249,17 @@ async fn node_at(
     transport: TransportKind,
     bootstrap: Vec<Multiaddr>,
 ) -> Result<Node> {
+    node_limited(base, name, transport, bootstrap, kith_node::network::Limits::default()).await
+}
+
+/// [`node_at`] with given connection limits (and DHT mode).
+pub(crate) async fn node_limited(
+    base: &std::path::Path,
+    name: &str,
+    transport: TransportKind,
+    bootstrap: Vec<Multiaddr>,
+    limits: kith_node::network::Limits,
+) -> Result<Node> {
     let home = base.join(name);
     Home::new(&home).init(name, kith_node::now_ms())?;
     let listen = match transport {
@@ -269,13 +280,13 @@ async fn node_at(
             inbound_per_minute: None,
             ..Default::default()
         },
-        limits: kith_node::network::Limits::default(),
+        limits,
     })
     .await?;
     Ok(node)
 }
 
-async fn first_addr(n: &Node) -> Result<Multiaddr> {
+pub(crate) async fn first_addr(n: &Node) -> Result<Multiaddr> {
     for _ in 0..200 {
         if let Some(a) = n.status().await?.listen_addrs.first() {
             return Ok(a.parse()?);
@@ -599,7 +610,12 @@ async fn network(base: &std::path::Path, size: usize) -> Result<serde_json::Valu
 /// ticks of 10 ms; zeros elsewhere). The file part reports it beside its rates: with both
 /// nodes on two cores, CPU per byte decides the rate.
 fn cpu_times() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_times_of("self")
+}
+
+/// User and system CPU seconds of process `pid` (a number, or `self`), from `/proc`.
+pub(crate) fn cpu_times_of(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses; utime and stime
     // are the 14th and 15th of the line.
     let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
@@ -614,15 +630,16 @@ fn cpu_since(before: (f64, f64)) -> serde_json::Value {
 }
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    memory_mib("self", "VmRSS:")
+}
+
+/// A memory figure of process `pid` (a number, or `self`) from `/proc/PID/status`, in MiB:
+/// `VmRSS:` (now) or `VmHWM:` (the peak).
+pub(crate) fn memory_mib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
+            s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }

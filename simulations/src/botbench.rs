@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
-use kith_node::home::Home;
-use kith_node::mailbox::MailboxConfig;
+
+use crate::bench::{first_addr, node_limited};
 use kith_node::network::TransportKind;
 use kith_node::node::NodeEvent;
-use kith_node::{Multiaddr, Node, NodeConfig};
+use kith_node::{Multiaddr, Node};
 use serde_json::json;
 
 /// Every node here dials from 127.0.0.1: no per-address limits, and room for everyone.
@@ -69,21 +69,9 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> f64 {
 
 /// CPU seconds (user + system) and peak resident memory (MiB) of a process, from `/proc`.
 fn proc_usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
-    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0);
-    (ticks(11) + ticks(12), peak)
+    let pid = pid.to_string();
+    let (user, system) = crate::bench::cpu_times_of(&pid);
+    (user + system, crate::bench::memory_mib(&pid, "VmHWM:"))
 }
 
 struct BotProcess {
@@ -151,28 +139,12 @@ impl Drop for BotProcess {
 
 async fn user_node(base: &Path, i: usize, boot: &Multiaddr, serve_dht: bool) -> Result<Node> {
     let name = format!("user{i:04}");
-    let home = base.join(&name);
-    Home::new(&home).init(&name, kith_node::now_ms())?;
     // All on 127.0.0.1, where the kernel gives each its own port: a node dials from its
     // listening port (libp2p's port reuse), so two users listening on one port at different
     // addresses (127.1.0.2:P and 127.1.4.2:P) would dial the bot from the same 127.0.0.1:P,
     // and the second dial would fail with "address in use", at every try.
-    let node = Node::start(NodeConfig {
-        home,
-        transport: TransportKind::Tcp,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        bootstrap: vec![boot.clone()],
-        pow_bits: 8,
-        mailbox: MailboxConfig::default(),
-        media: kith_node::node::MediaConfig::default(),
-        calls: kith_node::node::CallConfig::default(),
-        accounts: kith_node::node::AccountsConfig {
-            inbound_per_minute: None,
-            ..Default::default()
-        },
-        limits: kith_node::network::Limits { dht_server: serve_dht, ..LOOPBACK },
-    })
-    .await?;
+    let limits = kith_node::network::Limits { dht_server: serve_dht, ..LOOPBACK };
+    let node = node_limited(base, &name, TransportKind::Tcp, vec![boot.clone()], limits).await?;
     // Joined first (a registration with no peer stores nothing), then registered, with
     // patience: 1,000 nodes join on two cores.
     let mut tries = 0;
@@ -356,33 +328,11 @@ async fn bench(opts: Options) -> Result<serde_json::Value> {
     use std::io::{BufRead, Write};
     let dir = tempfile::tempdir()?;
     let base = dir.path();
-    let boot_home = base.join("boot");
-    Home::new(&boot_home).init("boot", kith_node::now_ms())?;
-    let boot = Node::start(NodeConfig {
-        home: boot_home,
-        transport: TransportKind::Tcp,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        bootstrap: vec![],
-        pow_bits: 8,
-        mailbox: MailboxConfig::default(),
-        media: kith_node::node::MediaConfig::default(),
-        calls: kith_node::node::CallConfig::default(),
-        accounts: kith_node::node::AccountsConfig {
-            inbound_per_minute: None,
-            ..Default::default()
-        },
-        limits: LOOPBACK,
-    })
-    .await?;
-    let mut boot_addr: Option<Multiaddr> = None;
-    for _ in 0..200 {
-        if let Some(a) = boot.status().await?.listen_addrs.first() {
-            boot_addr = Some(format!("{a}/p2p/{}", boot.peer_id()).parse()?);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let boot_addr = boot_addr.context("the bootstrap node did not listen")?;
+    let boot = node_limited(base, "boot", TransportKind::Tcp, vec![], LOOPBACK).await?;
+    let boot_addr = first_addr(&boot)
+        .await?
+        .with_p2p(boot.peer_id())
+        .map_err(|a| anyhow::anyhow!("the bootstrap node's address {a} has a peer id"))?;
 
     let bot_home = base.join("napoli");
     let init = Command::new(&opts.kith)

@@ -141,6 +141,17 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
     }
 }
 
+/// The texts of the conversation with `with` on `node`, oldest first (none when it cannot be
+/// read).
+pub fn texts(node: &Node, with: &str) -> Vec<String> {
+    node.messages(&[with])
+        .and_then(|l| {
+            l.as_array()
+                .map(|a| a.iter().filter_map(|m| m["text"].as_str().map(str::to_owned)).collect())
+        })
+        .unwrap_or_default()
+}
+
 /// The messages whose text is `text`.
 pub fn with_text<'a>(messages: &'a Value, text: &str) -> Vec<&'a Value> {
     let list = messages.as_array().map(Vec::as_slice).unwrap_or_default();

@@ -316,14 +316,7 @@ impl Accounts {
         config: AccountsConfig,
     ) -> Self {
         let inbound = config.inbound_per_minute.map(RateTable::new);
-        let kind = ctx
-            .store
-            .meta_get::<Option<Profile>>("profile")
-            .or_warn("cannot read the profile")
-            .flatten()
-            .flatten()
-            .map(|p| p.kind)
-            .unwrap_or_default();
+        let kind = ctx.store.own_kind().or_warn("cannot read the profile").unwrap_or_default();
         ctx.store.set_inbox(kind.needs_consent());
         Accounts {
             ctx,
@@ -338,16 +331,12 @@ impl Accounts {
 
     /// This user's profile, as set here or in the newest own record.
     pub(crate) fn own_profile(&self) -> Option<Profile> {
-        self.ctx
-            .store
-            .meta_get::<Option<Profile>>("profile")
-            .or_warn("cannot read the profile")?
-            .flatten()
+        self.ctx.store.own_profile().or_warn("cannot read the profile").flatten()
     }
 
     /// The kind of account this user declared.
     pub(crate) fn my_kind(&self) -> AccountKind {
-        self.own_profile().map(|p| p.kind).unwrap_or_default()
+        self.ctx.store.own_kind().or_warn("cannot read the profile").unwrap_or_default()
     }
 
     /// The kind a user declared in the newest record this node holds of it (a person when it
@@ -370,7 +359,6 @@ impl Accounts {
         let profile = input.map(|i| i.into_profile(avatar)).transpose()?;
         let record = self.records.set_profile(profile).await?;
         // A business's or bot's messages go to its inbox too (`crate::bot`).
-        self.ctx.store.set_inbox(self.my_kind().needs_consent());
         info!(kind = %self.my_kind().as_str(), "profile published");
         Ok(record.profile.as_ref().map_or_else(|| profile_view(&Profile::default()), profile_view))
     }

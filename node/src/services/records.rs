@@ -224,10 +224,10 @@ impl Records {
         // set there.
         let profile = match &latest {
             Some(r) if r.seq > local_seq => {
-                self.ctx.store.meta_set("profile", &r.profile)?;
+                self.ctx.store.set_own_profile(&r.profile)?;
                 r.profile.clone()
             }
-            _ => self.ctx.store.meta_get::<Option<Profile>>("profile")?.flatten(),
+            _ => self.ctx.store.own_profile()?,
         };
         let record = RecordDraft {
             name: name.to_owned(),
@@ -264,10 +264,10 @@ impl Records {
             )
         })?;
         let _guard = self.publish_lock.lock().await;
-        let previous = self.ctx.store.meta_get::<Option<Profile>>("profile")?.flatten();
-        self.ctx.store.meta_set("profile", &profile)?;
+        let previous = self.ctx.store.own_profile()?;
+        self.ctx.store.set_own_profile(&profile)?;
         if let Err(e) = self.publish(&name).await {
-            self.ctx.store.meta_set("profile", &previous)?;
+            self.ctx.store.set_own_profile(&previous)?;
             return Err(e);
         }
         self.ctx.store.flush().await?;

@@ -2,6 +2,7 @@
 //! conversations and reports (in `meta`), and the state a bot keeps per conversation (tree
 //! `bot_state`).
 
+use kith_protocol::profile::{AccountKind, Profile};
 use serde::{Deserialize, Serialize};
 
 use super::{enc, Store};
@@ -153,8 +154,38 @@ impl Store {
     }
 
     /// Turns the bot inbox on (a business's or bot's node) or off; what it holds stays.
+    /// [`Store::set_own_profile`] sets it from the profile's kind.
     pub fn set_inbox(&self, on: bool) {
         self.inbox_on.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// This user's profile, as set on this device or adopted from the newest own record.
+    pub fn own_profile(&self) -> Result<Option<Profile>, NodeError> {
+        Ok(self.meta_get::<Option<Profile>>("profile")?.flatten())
+    }
+
+    /// Keeps this user's profile (`None`: none), and with it the kind [`Store::own_kind`]
+    /// answers and whether the bot inbox is on: wherever the profile comes from (set here, or
+    /// signed on another device of this user), the inbox follows it.
+    pub fn set_own_profile(&self, profile: &Option<Profile>) -> Result<(), NodeError> {
+        let mut kind = self.own_kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.meta_set("profile", profile)?;
+        let k = profile.as_ref().map(|p| p.kind).unwrap_or_default();
+        *kind = Some(k);
+        self.set_inbox(k.needs_consent());
+        Ok(())
+    }
+
+    /// The kind of account this user declared (a person without a profile), read once and then
+    /// kept in memory: every message sent and received asks it.
+    pub fn own_kind(&self) -> Result<AccountKind, NodeError> {
+        let mut kind = self.own_kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(k) = *kind {
+            return Ok(k);
+        }
+        let k = self.own_profile()?.map(|p| p.kind).unwrap_or_default();
+        *kind = Some(k);
+        Ok(k)
     }
 
     /// Woken when a message enters the inbox.
@@ -201,4 +232,30 @@ fn bot_key(conversation: &[u8; 16], key: &str) -> Vec<u8> {
     let mut k = conversation.to_vec();
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inbox and the kind follow the profile however it is written (set here, or adopted
+    /// from a record signed on another device), and a reopened store reads the kind again.
+    #[test]
+    fn the_inbox_follows_the_own_profile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        assert_eq!(s.own_kind().expect("kind"), AccountKind::Person);
+        assert!(!s.inbox_on());
+        let bot = Profile { kind: AccountKind::Bot, ..Profile::default() };
+        s.set_own_profile(&Some(bot.clone())).expect("set");
+        assert_eq!(s.own_kind().expect("kind"), AccountKind::Bot);
+        assert!(s.inbox_on());
+        assert_eq!(s.own_profile().expect("profile"), Some(bot));
+        drop(s);
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.own_kind().expect("kind"), AccountKind::Bot);
+        s.set_own_profile(&None).expect("clear");
+        assert_eq!(s.own_kind().expect("kind"), AccountKind::Person);
+        assert!(!s.inbox_on());
+    }
 }

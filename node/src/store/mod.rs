@@ -351,6 +351,8 @@ pub struct Store {
     /// [`Store::put_contact`]: a message's view names its sender, and reading every contact
     /// for each one was most of a bot's work with a thousand people writing to it.
     contact_index: std::sync::Arc<std::sync::Mutex<Option<ContactIndex>>>,
+    /// This user's account kind, once read (`Store::own_kind`).
+    own_kind: std::sync::Arc<std::sync::Mutex<Option<kith_protocol::profile::AccountKind>>>,
 }
 
 /// The pinned names of each user id, and the user id of each name.
@@ -492,6 +494,7 @@ impl Store {
             outbox_index: std::sync::Arc::default(),
             group_cache: std::sync::Arc::default(),
             contact_index: std::sync::Arc::default(),
+            own_kind: std::sync::Arc::default(),
             db,
             path: path.to_owned(),
         };
