@@ -76,7 +76,17 @@ pub(crate) struct Records {
     /// What the last read-back of this user's name found: other peers serving the record, and
     /// another identity's claim.
     pub(crate) name_check: Arc<Mutex<Option<NameCheck>>>,
+    /// Senders whose names are being checked ([`Records::learn_name`]), at most
+    /// [`MAX_LEARNING`].
+    pub(crate) learning: Arc<Mutex<std::collections::HashSet<[u8; 16]>>>,
 }
+
+/// Lookups of a sender's name [`Records::learn_name`] makes before it waits for the sender's
+/// next message: the first at once, the others after the outbox's backoff (1 s, 2 s, 4 s …).
+pub const LEARN_TRIES: u32 = 6;
+/// Senders whose names are checked at once; a message from one more is not checked (its next
+/// one will be).
+pub const MAX_LEARNING: usize = 1024;
 
 impl Records {
     pub(crate) fn new(ctx: Ctx, outbox: super::outbox::Outbox) -> Self {
@@ -88,6 +98,7 @@ impl Records {
             own_record: Arc::default(),
             publish_lock: Arc::default(),
             name_check: Arc::default(),
+            learning: Arc::default(),
         }
     }
 }
@@ -720,7 +731,10 @@ impl Records {
         if let Some(k) = self.known.lock().ok()?.get(&user) {
             return Some(k.clone());
         }
-        let c = self.ctx.store.contacts().ok()?.into_iter().find(|c| c.user_id == user)?;
+        // From the store's index of pinned names: a group message from a non-contact used to
+        // read every contact.
+        let name = self.ctx.store.names_pinned_to(&user).ok()?.into_iter().next()?;
+        let c = self.ctx.store.contact(&name).ok()??;
         let any_pow = RecordPolicy { min_pow_bits: 0 };
         let r = NameRecord::verify(&c.record, Some(&dht_key(&c.name)), now, &any_pow).ok();
         let entry = (0, c.name, r);
@@ -915,31 +929,51 @@ impl Records {
     }
 
     /// The sender of a message named itself: resolve that name in the background and pin it if
-    /// it resolves to the sender's key.
+    /// it resolves to the sender's key. A lookup that fails (a slow DHT, a node just restarted)
+    /// is tried again, [`LEARN_TRIES`] times in all: a bot answers a sender by name, and
+    /// waiting for the sender's next message could mean waiting for ever.
     pub(crate) fn learn_name(&self, sender: UserId, name: String) {
-        let node = self.clone();
-        self.ctx.spawn(async move {
-            let Ok(name) = normalize_name(&name) else { return };
-            if node.ctx.store.contact(&name).ok().flatten().is_some() {
+        let Ok(name) = normalize_name(&name) else { return };
+        if self.ctx.store.contact(&name).ok().flatten().is_some() {
+            return;
+        }
+        let key = user_bytes(&sender);
+        {
+            let Ok(mut learning) = self.learning.lock() else { return };
+            if learning.len() >= MAX_LEARNING || !learning.insert(key) {
                 return;
             }
-            match node.fetch_valid(&name).await {
-                Ok(valid) => {
-                    if let Some(r) = select_record(valid).filter(|r| r.user_id == sender) {
-                        let saved = node.ctx.store.put_contact(&Contact {
-                            name: name.clone(),
-                            user_id: user_bytes(&r.user_id),
-                            identity: r.identity.to_bytes(),
-                            record: r.bytes.clone(),
-                            pinned_at: node.ctx.now(),
-                            changed_to: None,
-                        });
-                        if saved.or_warn("cannot pin the name of a sender").is_some() {
-                            info!(%name, "learned the name of a sender");
-                        }
-                    }
+        }
+        let node = self.clone();
+        self.ctx.spawn(async move {
+            for attempt in 0..LEARN_TRIES {
+                if attempt > 0 {
+                    let wait = crate::rules::outbox::backoff(attempt - 1, 0.0);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
-                Err(e) => debug!("could not check the sender's name: {e}"),
+                match node.fetch_valid(&name).await {
+                    Ok(valid) => {
+                        if let Some(r) = select_record(valid).filter(|r| r.user_id == sender) {
+                            let saved = node.ctx.store.put_contact(&Contact {
+                                name: name.clone(),
+                                user_id: user_bytes(&r.user_id),
+                                identity: r.identity.to_bytes(),
+                                record: r.bytes.clone(),
+                                pinned_at: node.ctx.now(),
+                                changed_to: None,
+                            });
+                            if saved.or_warn("cannot pin the name of a sender").is_some() {
+                                info!(%name, "learned the name of a sender");
+                            }
+                        }
+                        // Found: pinned, or another user's name (a sender that lied).
+                        break;
+                    }
+                    Err(e) => debug!(attempt, "could not check the sender's name: {e}"),
+                }
+            }
+            if let Ok(mut learning) = node.learning.lock() {
+                learning.remove(&key);
             }
         });
     }
