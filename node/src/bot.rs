@@ -104,7 +104,8 @@ impl Turn {
         if known(&self.message.from) {
             return Ok(format!("@{}", self.message.from));
         }
-        // Named since the message was read?
+        // Named since the message was read (the runner checks the name the sender claimed
+        // before it hands the message out)?
         let id = kith_protocol::MessageId::parse(&self.message.id)
             .map_err(|e| NodeError::BadInput(e.to_string()))?;
         match self.node.stored_view(&id.0)? {
@@ -235,10 +236,26 @@ pub async fn run<B: Bot>(
             }
             pending.remove(i);
             running += 1;
-            let turn =
-                Turn { node: node.clone(), message, conversation, replies: AtomicU32::new(0) };
-            let (bot, done) = (bot.clone(), done_tx.clone());
+            let (node, bot, done) = (node.clone(), bot.clone(), done_tx.clone());
             tokio::spawn(async move {
+                // A sender this node has no name for yet (its first message came as the bot
+                // restarted, say): check the name it claimed, kept with the message, so the
+                // handler can answer by name.
+                let mut message = message;
+                if kith_protocol::UserId::parse(&message.from).is_ok() {
+                    if let Ok(id) = kith_protocol::MessageId::parse(&message.id) {
+                        match node.check_sender_name(&id.0).await {
+                            Ok(true) => {
+                                if let Ok(Some(named)) = node.stored_view(&id.0) {
+                                    message = named;
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(e) => debug!("cannot check the sender's name yet: {e}"),
+                        }
+                    }
+                }
+                let turn = Turn { node, message, conversation, replies: AtomicU32::new(0) };
                 let result = bot.handle(turn).await;
                 let _ = done.send((item, conversation, result)).await;
             });

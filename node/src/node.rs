@@ -945,6 +945,15 @@ impl Node {
         Ok((crate::ids::with_id(id, send).await?, false))
     }
 
+    /// For a message from a sender this node has no name for: looks up the name the sender
+    /// claimed (kept with the message) once, and pins it if it is the sender's. Whether the
+    /// sender is now named; a failed lookup is an error, to be tried again.
+    pub async fn check_sender_name(&self, id: &[u8; 16]) -> Result<bool, NodeError> {
+        let Some(m) = self.s.ctx.store.message(id)? else { return Ok(false) };
+        let Some(name) = m.claimed_name else { return Ok(false) };
+        self.s.records.check_claimed_name(UserId(m.sender), &name).await
+    }
+
     /// A stored message as the history shows it, if there is one of that id.
     pub fn stored_view(&self, id: &[u8; 16]) -> Result<Option<MessageView>, NodeError> {
         match self.s.ctx.store.message(id)? {

@@ -865,6 +865,7 @@ fn history(base: &std::path::Path) -> Result<f64> {
             point: None,
             plan: None,
             hidden: false,
+            claimed_name: None,
         })?;
     }
     let mut times = Vec::new();

@@ -17,14 +17,18 @@ pub(crate) fn receive(s: &Services, opened: Opened) -> Result<Accepted, NodeErro
     if store.message(&m.id.0)?.is_some() {
         return Ok(Accepted::Duplicate);
     }
-    let stored = StoredMessage::of(m, Direction::In, m.sender.0, Status::Received, m.to_bytes());
+    let mut stored =
+        StoredMessage::of(m, Direction::In, m.sender.0, Status::Received, m.to_bytes());
+    let names = views::names_for(&s.ctx.store, s.ctx.user_id(), &[m.sender.0, stored.peer])?;
+    if !names.contains_key(&m.sender.0) {
+        stored.claimed_name = opened.sender_name.clone();
+    }
     if !store.insert_incoming(&stored)? {
         return Ok(Accepted::Duplicate);
     }
     if let kith_protocol::Content::Attachment(a) = &m.content {
         s.media.record(&stored, a, opened.sender.peer_id)?;
     }
-    let names = views::names_for(&s.ctx.store, s.ctx.user_id(), &[m.sender.0, stored.peer])?;
     Ok(Accepted::New(Box::new(NewMessage {
         view: views::view(&s.ctx.store, s.ctx.user_id(), &stored, &names),
         id: m.id,

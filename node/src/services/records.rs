@@ -951,24 +951,8 @@ impl Records {
                     let wait = crate::rules::outbox::backoff(attempt - 1, 0.0);
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
-                match node.fetch_valid(&name).await {
-                    Ok(valid) => {
-                        if let Some(r) = select_record(valid).filter(|r| r.user_id == sender) {
-                            let saved = node.ctx.store.put_contact(&Contact {
-                                name: name.clone(),
-                                user_id: user_bytes(&r.user_id),
-                                identity: r.identity.to_bytes(),
-                                record: r.bytes.clone(),
-                                pinned_at: node.ctx.now(),
-                                changed_to: None,
-                            });
-                            if saved.or_warn("cannot pin the name of a sender").is_some() {
-                                info!(%name, "learned the name of a sender");
-                            }
-                        }
-                        // Found: pinned, or another user's name (a sender that lied).
-                        break;
-                    }
+                match node.check_claimed_name(sender, &name).await {
+                    Ok(_) => break,
                     Err(e) => debug!(attempt, "could not check the sender's name: {e}"),
                 }
             }
@@ -976,5 +960,32 @@ impl Records {
                 learning.remove(&key);
             }
         });
+    }
+
+    /// Looks `name` up once and pins it if it resolves to `sender`'s key. `Ok(true)`: pinned
+    /// (now or before); `Ok(false)`: the name is another user's (a sender that lied).
+    pub(crate) async fn check_claimed_name(
+        &self,
+        sender: UserId,
+        name: &str,
+    ) -> Result<bool, NodeError> {
+        let name = normalize_name(name).map_err(|e| NodeError::BadInput(e.to_string()))?;
+        if let Some(c) = self.ctx.store.contact(&name)? {
+            return Ok(c.user_id == user_bytes(&sender));
+        }
+        let valid = self.fetch_valid(&name).await?;
+        let Some(r) = select_record(valid).filter(|r| r.user_id == sender) else {
+            return Ok(false);
+        };
+        self.ctx.store.put_contact(&Contact {
+            name: name.clone(),
+            user_id: user_bytes(&r.user_id),
+            identity: r.identity.to_bytes(),
+            record: r.bytes.clone(),
+            pinned_at: self.ctx.now(),
+            changed_to: None,
+        })?;
+        info!(%name, "learned the name of a sender");
+        Ok(true)
     }
 }

@@ -153,6 +153,11 @@ pub struct StoredMessage {
     /// count towards their limit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hidden: bool,
+    /// For a message from a sender this node had no name for: the name the sender claimed,
+    /// unchecked (it is pinned once a lookup finds it under the sender's key). Kept with the
+    /// message so a bot can check it after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_name: Option<String>,
 }
 
 /// A decision to block (or unblock) someone.
@@ -251,6 +256,7 @@ impl StoredMessage {
             point,
             plan,
             hidden,
+            claimed_name: None,
         }
     }
 }
@@ -895,6 +901,7 @@ pub(super) mod tests {
             point: None,
             plan: None,
             hidden: false,
+            claimed_name: None,
         }
     }
 
