@@ -237,12 +237,14 @@ pub async fn run<B: Bot>(
             pending.remove(i);
             running += 1;
             let (node, bot, done) = (node.clone(), bot.clone(), done_tx.clone());
+            let retried = item.attempts > 0;
             tokio::spawn(async move {
-                // A sender this node has no name for yet (its first message came as the bot
-                // restarted, say): check the name it claimed, kept with the message, so the
-                // handler can answer by name.
+                // Tried before, from a sender this node still has no name for (its first
+                // message came as the bot restarted, say, and the lookup made when it arrived
+                // was lost): check the name it claimed, kept with the message, so the handler
+                // can answer by name. On a first try the lookup made on arrival is under way.
                 let mut message = message;
-                if kith_protocol::UserId::parse(&message.from).is_ok() {
+                if retried && kith_protocol::UserId::parse(&message.from).is_ok() {
                     if let Ok(id) = kith_protocol::MessageId::parse(&message.id) {
                         match node.check_sender_name(&id.0).await {
                             Ok(true) => {

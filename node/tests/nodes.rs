@@ -189,6 +189,25 @@ async fn a_dht_client_registers_and_talks_with_a_server() {
     .await;
 }
 
+/// The name a new sender claims is kept with its message and checked on request (what a bot
+/// does after a restart); a message with no claim (one this node sent) has nothing to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_senders_claimed_name_is_checked_from_its_message() {
+    let (_boot, alice, bob) = network().await;
+    let sent = alice.node.send_text("@bob", "hello, who am I?").await.expect("queued");
+    let got = eventually(20, "the message at bob", || async {
+        bob.node.messages(None, 10).ok()?.into_iter().find(|m| m.id == sent.id)
+    })
+    .await;
+    let id = kith_protocol::MessageId::parse(&got.id).expect("id").0;
+    let named = bob.node.check_sender_name(&id).await.expect("checked");
+    assert!(named, "alice's claimed name did not check out");
+    assert_eq!(bob.node.messages(Some("alice"), 10).expect("by name")[0].from, "alice");
+    let own = bob.node.send_text("alice", "you are alice").await.expect("queued");
+    let own = kith_protocol::MessageId::parse(&own.id).expect("id").0;
+    assert!(!bob.node.check_sender_name(&own).await.expect("nothing to check"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_invalid_names_are_clear_errors() {
     let (_boot, alice, _bob) = network().await;
