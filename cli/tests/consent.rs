@@ -12,20 +12,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_blocked_user_reaches_no_device_until_unblocked() {
-    let mut boot = Node::init("boot");
-    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
-    let mut alice = Node::init("alice");
-    let mut bob = Node::init("bob");
-    let mut carol = Node::init("carol");
-    for node in [&mut alice, &mut bob, &mut carol] {
-        node.start(Some(&boot_addr));
-    }
-    for node in [&alice, &bob, &carol] {
-        wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
-            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
-        });
-        node.register(node.name);
-    }
+    let (boot, boot_addr, [alice, bob, carol]) = network_of(["alice", "bob", "carol"]);
     let (mut linking, _out, code) = link_code(&bob, &[]);
     let mut laptop = Node::empty("laptop");
     laptop.kith(&["init", "--link", &code, "--label", "laptop"]).ok();

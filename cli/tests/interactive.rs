@@ -41,19 +41,7 @@ fn api(node: &Node, path: &str, body: Value) -> Value {
 /// done, state is kept per conversation and listed by prefix, and a person's node has no inbox.
 #[test]
 fn a_bot_over_http_reads_its_inbox_and_keeps_state() {
-    let mut boot = Node::init("boot");
-    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
-    let mut alice = Node::init("alice");
-    let mut echo = Node::init("echo");
-    for node in [&mut alice, &mut echo] {
-        node.start(Some(&boot_addr));
-    }
-    for node in [&alice, &echo] {
-        wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
-            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
-        });
-        node.register(node.name);
-    }
+    let (_boot, _, [alice, echo]) = network_of(["alice", "echo"]);
     let (status, v) = call(&echo, "GET", "/v1/bot/inbox", None);
     assert_eq!((status, v["code"].as_str()), (409, Some("not_a_bot")), "{v}");
     echo.kith(&["profile", "set", "--kind", "bot", "--display-name", "Echo"]).ok();
@@ -123,19 +111,7 @@ fn message(node: &Node, id: &str) -> Value {
 
 #[test]
 fn a_person_answers_buttons_and_a_form_from_the_cli() {
-    let mut boot = Node::init("boot");
-    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
-    let mut alice = Node::init("alice");
-    let mut pizza = Node::init("pizza");
-    for node in [&mut alice, &mut pizza] {
-        node.start(Some(&boot_addr));
-    }
-    for node in [&alice, &pizza] {
-        wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
-            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
-        });
-        node.register(node.name);
-    }
+    let (boot, _, [alice, pizza]) = network_of(["alice", "pizza"]);
     alice.kith(&["send", "@pizza", "hungry", "--wait"]).ok();
     wait_until("pizza to know alice", WAIT, || {
         with_text(&pizza.messages(&["@alice"])?, "hungry").first().map(|_| ())

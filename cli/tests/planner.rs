@@ -13,20 +13,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn mentioning_the_planner_proposes_the_event_and_starts_two_lists() {
-    let mut boot = Node::init("boot");
-    let boot_addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
-    let mut alice = Node::init("alice");
-    let mut bob = Node::init("bob");
-    let mut planner = Node::init("planner");
-    for node in [&mut alice, &mut bob, &mut planner] {
-        node.start(Some(&boot_addr));
-    }
-    for node in [&alice, &bob, &planner] {
-        wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
-            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
-        });
-        node.register(node.name);
-    }
+    let (boot, _, [alice, bob, planner]) = network_of(["alice", "bob", "planner"]);
     let mut bot = command(&planner.home())
         .args(["bot", "planner"])
         .stdin(Stdio::null())

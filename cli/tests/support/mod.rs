@@ -152,6 +152,24 @@ pub fn texts(node: &Node, with: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A bootstrap node and `names` started against it, each connected and registered under its
+/// name: the bootstrap node, its address, and the nodes in the order of `names`.
+pub fn network_of<const N: usize>(names: [&'static str; N]) -> (Node, String, [Node; N]) {
+    let mut boot = Node::init("boot");
+    let addr = boot.start(None)["listen_addrs"][0].as_str().expect("addr").to_owned();
+    let mut nodes = names.map(Node::init);
+    for node in &mut nodes {
+        node.start(Some(&addr));
+    }
+    for node in &nodes {
+        wait_until(&format!("{} to connect", node.name), START_TIMEOUT, || {
+            node.status().filter(|s| s["connected_peers"].as_u64() >= Some(1))
+        });
+        node.register(node.name);
+    }
+    (boot, addr, nodes)
+}
+
 /// The messages whose text is `text`.
 pub fn with_text<'a>(messages: &'a Value, text: &str) -> Vec<&'a Value> {
     let list = messages.as_array().map(Vec::as_slice).unwrap_or_default();
