@@ -53,13 +53,12 @@ fn a_bot_over_http_reads_its_inbox_and_keeps_state() {
         let (_, v) = call(&echo, "GET", "/v1/bot/inbox", None);
         (v.as_array()?.len() == 2).then_some(v)
     });
-    let texts: Vec<&str> = inbox
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|e| e["message"]["text"].as_str().expect("text"))
-        .collect();
-    assert_eq!(texts, ["one", "two"]);
+    // The texts of an inbox listing, in its order.
+    let texts = |inbox: &Value| -> Vec<String> {
+        let list = inbox.as_array().expect("a list");
+        list.iter().map(|e| e["message"]["text"].as_str().expect("text").to_owned()).collect()
+    };
+    assert_eq!(texts(&inbox), ["one", "two"]);
     let first = &inbox[0];
     let conv = first["message"]["conversation"].as_str().expect("conversation").to_owned();
     let key = first["key"].as_u64().expect("key");
@@ -91,13 +90,7 @@ fn a_bot_over_http_reads_its_inbox_and_keeps_state() {
     let (_, again) = call(&echo, "POST", &format!("/v1/bot/inbox/{key}/done"), None);
     assert_eq!(again["done"], false);
     let (_, left) = call(&echo, "GET", "/v1/bot/inbox", None);
-    let left: Vec<&str> = left
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|e| e["message"]["text"].as_str().expect("text"))
-        .collect();
-    assert_eq!(left, ["two"]);
+    assert_eq!(texts(&left), ["two"]);
 }
 
 fn message(node: &Node, id: &str) -> Value {

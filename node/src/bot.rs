@@ -176,6 +176,20 @@ pub struct BotStats {
     pub given_up: u64,
 }
 
+/// The message `id` as the history shows it once the name its sender claimed checked out
+/// (`None`: not named, or the lookup failed and the next try looks again).
+async fn named_view(node: &Node, id: &str) -> Option<MessageView> {
+    let id = kith_protocol::MessageId::parse(id).ok()?.0;
+    match node.check_sender_name(&id).await {
+        Ok(true) => node.stored_view(&id).ok().flatten(),
+        Ok(false) => None,
+        Err(e) => {
+            debug!("cannot check the sender's name yet: {e}");
+            None
+        }
+    }
+}
+
 /// Runs `bot` on every message in `node`'s inbox, and every one that arrives, until the node
 /// stops. The node's profile must declare a business or a bot (its inbox is on only then).
 pub async fn run<B: Bot>(
@@ -245,16 +259,8 @@ pub async fn run<B: Bot>(
                 // can answer by name. On a first try the lookup made on arrival is under way.
                 let mut message = message;
                 if retried && kith_protocol::UserId::parse(&message.from).is_ok() {
-                    if let Ok(id) = kith_protocol::MessageId::parse(&message.id) {
-                        match node.check_sender_name(&id.0).await {
-                            Ok(true) => {
-                                if let Ok(Some(named)) = node.stored_view(&id.0) {
-                                    message = named;
-                                }
-                            }
-                            Ok(false) => {}
-                            Err(e) => debug!("cannot check the sender's name yet: {e}"),
-                        }
+                    if let Some(named) = named_view(&node, &message.id).await {
+                        message = named;
                     }
                 }
                 let turn = Turn { node, message, conversation, replies: AtomicU32::new(0) };
