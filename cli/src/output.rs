@@ -191,8 +191,12 @@ pub fn conversations(all: &Value) -> String {
                 Some(n) if n > 0 => format!("  ({n} unread)"),
                 _ => String::new(),
             };
+            let missing = match c.get("missing").and_then(Value::as_u64) {
+                Some(n) if n > 0 => format!("  ({n} missing, catching up)"),
+                _ => String::new(),
+            };
             format!(
-                "{}  {:<6}  {members}{left}{unread}",
+                "{}  {:<6}  {members}{left}{unread}{missing}",
                 id.get(..8).unwrap_or(id),
                 text(c, "kind")
             )
@@ -436,10 +440,12 @@ mod tests {
         let list = json!([
             {"id": "0011223344556677", "kind": "direct", "members": ["alice", "bob"], "active": true},
             {"id": "3fa2b1c0d4e5f607", "kind": "group", "members": ["alice", "bob", "carol"], "active": false},
+            {"id": "77aa", "kind": "group", "members": ["bob"], "active": true, "missing": 2, "unread": 1},
         ]);
         assert_eq!(
             conversations(&list),
-            "00112233  direct  alice, bob\n3fa2b1c0  group   alice, bob, carol  (left)"
+            "00112233  direct  alice, bob\n3fa2b1c0  group   alice, bob, carol  (left)\n\
+             77aa  group   bob  (1 unread)  (2 missing, catching up)"
         );
         assert!(conversations(&json!([])).starts_with("no conversations"));
         assert_eq!(conversations(&json!([{}])), "?  ?       ");

@@ -1204,6 +1204,12 @@ pub struct BlockView {
 #[cfg(test)]
 pub(crate) fn lone_node(dir: &std::path::Path, mailbox: bool) -> NodeConfig {
     Home::new(dir).init("test", now_ms()).expect("a new home");
+    lone_node_again(dir, mailbox)
+}
+
+/// The node of [`lone_node`] started again from its home.
+#[cfg(test)]
+pub(crate) fn lone_node_again(dir: &std::path::Path, mailbox: bool) -> NodeConfig {
     NodeConfig {
         home: dir.to_path_buf(),
         transport: TransportKind::Memory,

@@ -342,6 +342,10 @@ pub struct ConversationView {
     pub members: Vec<String>,
     /// For a group: whether this user is still a member.
     pub active: bool,
+    /// For a group: how many of its messages this device can prove it lacks (a number missing
+    /// in a member device's sequence), still being caught up on. Absent for direct chats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<u64>,
 }
 
 /// A conversation with its last message and how many of its recent messages are unread, as

@@ -3,8 +3,15 @@
 //!
 //! A [`GroupEnvelope`] is `XChaCha20-Poly1305(epoch key, random 24-byte nonce,
 //! associated data = "kith/v1/group" || 0x00 || group id || epoch as u64 BE)` of a
-//! [`GroupPlain`]: the sender's device certificate, the encoded message, and the device's
-//! ed25519 signature over `"kith/v1/group-sig" || 0x00 || group id || epoch || message`.
+//! [`GroupPlain`]: the sender's device certificate, the encoded message, the device's sequence
+//! number for the group, and the device's ed25519 signature over
+//! `"kith/v1/group-sig2" || 0x00 || group id || epoch || seq || message` (all numbers u64 BE).
+//! Envelopes without a sequence number (from before it existed) are signed over
+//! `"kith/v1/group-sig" || 0x00 || group id || epoch || message` and still open.
+//!
+//! The sequence number counts the group messages one device sealed for one group, from 1. It is
+//! inside the signature, so no other member can change it, and it lets a member prove which
+//! messages of a device it lacks: a number missing between two it holds.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -22,8 +29,10 @@ use crate::VERSION;
 
 /// Domain of the associated data.
 pub const DOMAIN_GROUP: &[u8] = b"kith/v1/group";
-/// Domain of the device signature.
+/// Domain of the device signature of an envelope without a sequence number.
 pub const DOMAIN_GROUP_SIG: &[u8] = b"kith/v1/group-sig";
+/// Domain of the device signature of an envelope with a sequence number.
+pub const DOMAIN_GROUP_SIG_SEQ: &[u8] = b"kith/v1/group-sig2";
 /// Domain of the topic derivation.
 pub const DOMAIN_GROUP_TOPIC: &[u8] = b"kith/v1/group-topic";
 /// Largest encoded group envelope (also gossipsub's transmit limit for Kith).
@@ -70,6 +79,10 @@ pub struct GroupPlain {
     /// The device's signature (see the module documentation).
     #[serde(with = "serde_bytes")]
     pub sig: [u8; 64],
+    /// The device's sequence number in this group (absent from envelopes sealed before it
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// An opened group envelope.
@@ -79,6 +92,8 @@ pub struct OpenedGroup {
     pub sender: SenderDevice,
     /// The message.
     pub message: Message,
+    /// The sending device's sequence number in this group, if the envelope has one.
+    pub seq: Option<u64>,
 }
 
 fn aad(group: &ConversationId, epoch: u64) -> Vec<u8> {
@@ -90,24 +105,28 @@ fn aad(group: &ConversationId, epoch: u64) -> Vec<u8> {
     a
 }
 
-fn signed_bytes(group: &ConversationId, epoch: u64, message: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN_GROUP_SIG.len() + 25 + message.len());
-    m.extend_from_slice(DOMAIN_GROUP_SIG);
+fn signed_bytes(group: &ConversationId, epoch: u64, seq: Option<u64>, message: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN_GROUP_SIG_SEQ.len() + 33 + message.len());
+    m.extend_from_slice(if seq.is_some() { DOMAIN_GROUP_SIG_SEQ } else { DOMAIN_GROUP_SIG });
     m.push(0);
     m.extend_from_slice(&group.0);
     m.extend_from_slice(&epoch.to_be_bytes());
+    if let Some(seq) = seq {
+        m.extend_from_slice(&seq.to_be_bytes());
+    }
     m.extend_from_slice(message);
     m
 }
 
 impl GroupEnvelope {
-    /// Signs `message` with the device key and encrypts it with the epoch key.
+    /// Signs `message` with the device key and encrypts it with the epoch key. `seq` is the
+    /// device's sequence number for the group (`None` only to make envelopes of the older kind).
     pub fn seal<R: RngCore + CryptoRng>(
         rng: &mut R,
         key: &[u8; 32],
         epoch: u64,
-        cert: &DeviceCertificate,
-        device: &DeviceKeypair,
+        (cert, device): (&DeviceCertificate, &DeviceKeypair),
+        seq: Option<u64>,
         message: &Message,
     ) -> Result<GroupEnvelope, EnvelopeError> {
         let group = message.conversation;
@@ -115,11 +134,13 @@ impl GroupEnvelope {
         if bytes.len() > MAX_MESSAGE_SIZE {
             return Err(EnvelopeError::TooLarge { len: bytes.len(), max: MAX_MESSAGE_SIZE });
         }
-        let sig =
-            ed25519_dalek::Signer::sign(&signing_key(device), &signed_bytes(&group, epoch, &bytes))
-                .to_bytes();
+        let sig = ed25519_dalek::Signer::sign(
+            &signing_key(device),
+            &signed_bytes(&group, epoch, seq, &bytes),
+        )
+        .to_bytes();
         let plain =
-            codec::to_vec(&GroupPlain { v: VERSION, cert: cert.clone(), message: bytes, sig });
+            codec::to_vec(&GroupPlain { v: VERSION, cert: cert.clone(), message: bytes, sig, seq });
         let mut nonce = [0u8; 24];
         rng.fill_bytes(&mut nonce);
         let cipher = XChaCha20Poly1305::new(key.into());
@@ -151,7 +172,7 @@ impl GroupEnvelope {
             VerifyingKey::from_bytes(&cert.device).map_err(|_| EnvelopeError::BadSignature)?;
         device
             .verify(
-                &signed_bytes(&self.group, self.epoch, &plain.message),
+                &signed_bytes(&self.group, self.epoch, plain.seq, &plain.message),
                 &Signature::from_bytes(&plain.sig),
             )
             .map_err(|_| EnvelopeError::BadSignature)?;
@@ -168,6 +189,7 @@ impl GroupEnvelope {
                 certified_at: cert.created_at,
             },
             message,
+            seq: plain.seq,
         })
     }
 
@@ -214,8 +236,8 @@ mod tests {
     fn seal_open_and_tamper() {
         let (_, dev, cert, m) = setup();
         let key = [9u8; 32];
-        let env =
-            GroupEnvelope::seal(&mut rand_core::OsRng, &key, 3, &cert, &dev, &m).expect("seals");
+        let env = GroupEnvelope::seal(&mut rand_core::OsRng, &key, 3, (&cert, &dev), Some(1), &m)
+            .expect("seals");
         let back = GroupEnvelope::from_bytes(&env.to_bytes()).expect("decodes");
         assert_eq!(back.open(&key).expect("opens").message, m);
         assert!(matches!(back.open(&[8u8; 32]), Err(EnvelopeError::Crypto(_))));
@@ -227,18 +249,64 @@ mod tests {
         assert!(flipped.open(&key).is_err());
     }
 
+    /// A member holds the epoch key: it can decrypt an envelope and seal its plaintext again.
+    fn reseal(
+        env: &GroupEnvelope,
+        key: &[u8; 32],
+        change: impl FnOnce(&mut GroupPlain),
+    ) -> GroupEnvelope {
+        let cipher = XChaCha20Poly1305::new(key.into());
+        let aad = aad(&env.group, env.epoch);
+        let plain = cipher
+            .decrypt(XNonce::from_slice(&env.nonce), Payload { msg: &env.ciphertext, aad: &aad })
+            .expect("decrypts");
+        let mut plain: GroupPlain = codec::from_slice(&plain, MAX_GROUP_ENVELOPE).expect("decodes");
+        change(&mut plain);
+        let ciphertext = cipher
+            .encrypt(
+                XNonce::from_slice(&env.nonce),
+                Payload { msg: &codec::to_vec(&plain), aad: &aad },
+            )
+            .expect("encrypts");
+        GroupEnvelope { ciphertext, ..env.clone() }
+    }
+
+    #[test]
+    fn the_sequence_number_is_signed() {
+        let (_, dev, cert, m) = setup();
+        let key = [9u8; 32];
+        let env = GroupEnvelope::seal(&mut rand_core::OsRng, &key, 3, (&cert, &dev), Some(41), &m)
+            .expect("seals");
+        assert_eq!(env.open(&key).expect("opens").seq, Some(41));
+        // Envelopes of the older kind, without a number, still open.
+        let old = GroupEnvelope::seal(&mut rand_core::OsRng, &key, 3, (&cert, &dev), None, &m)
+            .expect("seals");
+        assert_eq!(old.open(&key).expect("opens").seq, None);
+        // A member cannot change, add or remove the number of another device's message.
+        let changed = reseal(&env, &key, |p| p.seq = Some(40));
+        assert_eq!(changed.open(&key), Err(EnvelopeError::BadSignature));
+        let removed = reseal(&env, &key, |p| p.seq = None);
+        assert_eq!(removed.open(&key), Err(EnvelopeError::BadSignature));
+        let added = reseal(&old, &key, |p| p.seq = Some(1));
+        assert_eq!(added.open(&key), Err(EnvelopeError::BadSignature));
+        // Unchanged, the resealed envelope opens: the failures above are the number's.
+        assert!(reseal(&env, &key, |_| ()).open(&key).is_ok());
+    }
+
     #[test]
     fn forged_sender_is_rejected() {
         let (_, dev, cert, mut m) = setup();
         m.sender = UserId([7; 16]);
-        let env = GroupEnvelope::seal(&mut rand_core::OsRng, &[9; 32], 1, &cert, &dev, &m)
-            .expect("seals");
+        let env =
+            GroupEnvelope::seal(&mut rand_core::OsRng, &[9; 32], 1, (&cert, &dev), Some(1), &m)
+                .expect("seals");
         assert_eq!(env.open(&[9; 32]), Err(EnvelopeError::SenderMismatch));
         // Signed by another device than the certificate's.
         let (_, _, cert2, m2) = setup();
         let other = DeviceKeypair::from_secret(&[42; 32]);
-        let env = GroupEnvelope::seal(&mut rand_core::OsRng, &[9; 32], 1, &cert2, &other, &m2)
-            .expect("seals");
+        let env =
+            GroupEnvelope::seal(&mut rand_core::OsRng, &[9; 32], 1, (&cert2, &other), Some(1), &m2)
+                .expect("seals");
         assert_eq!(env.open(&[9; 32]), Err(EnvelopeError::BadSignature));
     }
 

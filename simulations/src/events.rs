@@ -71,6 +71,13 @@ pub(crate) enum Event {
         node: usize,
         peers: usize,
     },
+    /// How many group messages a node could prove it lacked at the end of the run (numbers
+    /// missing in a member device's sequence), over all its groups.
+    Missing {
+        t: i64,
+        node: usize,
+        messages: u64,
+    },
     /// Something went wrong that the metrics do not show.
     Error {
         t: i64,

@@ -141,6 +141,10 @@ pub(crate) struct Results {
     pub groups_formed: usize,
     pub groups_failed: usize,
     pub group_formation_ms: Percentiles,
+    /// Group messages the members could prove they lacked at the end (gaps in a member
+    /// device's sequence numbers), summed over members: what catch-up had not fetched yet.
+    #[serde(default)]
+    pub group_missing_provable: u64,
     pub traffic: Traffic,
     pub errors: usize,
     /// The first few errors, for the reader.
@@ -179,6 +183,7 @@ pub(crate) fn analyze(
     let mut formed = Vec::new();
     let mut traffic: BTreeMap<usize, (u64, u64, u64, u64)> = BTreeMap::new();
     let mut connections: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut missing_provable = 0u64;
     for e in events {
         match e {
             Event::Sent { t, id, .. } => {
@@ -203,6 +208,7 @@ pub(crate) fn analyze(
             Event::Connections { node, peers, .. } => {
                 connections.insert(*node, *peers);
             }
+            Event::Missing { messages, .. } => missing_provable += messages,
             Event::Down { .. } | Event::Up { .. } => {}
         }
     }
@@ -309,6 +315,7 @@ pub(crate) fn analyze(
         groups_formed: formed.iter().filter(|f| f.0).count(),
         groups_failed: formed.iter().filter(|f| !f.0).count(),
         group_formation_ms: Percentiles::of(formed.iter().filter(|f| f.0).map(|f| f.1).collect()),
+        group_missing_provable: missing_provable,
         traffic: Traffic {
             total_sent,
             per_node_sent: Percentiles::of(nodes.iter().map(|n| n.3 as f64).collect()),
@@ -439,10 +446,12 @@ impl Analysis {
         if r.groups_formed + r.groups_failed > 0 {
             let _ = writeln!(
                 s,
-                "groups formed: {} of {} (slowest {:.0} ms)",
+                "groups formed: {} of {} (slowest {:.0} ms); group messages members could prove \
+                 missing at the end: {}",
                 r.groups_formed,
                 r.groups_formed + r.groups_failed,
-                r.group_formation_ms.max
+                r.group_formation_ms.max,
+                r.group_missing_provable
             );
         }
         let _ = writeln!(s, "duplicates shown to users: {}   lost: {}", r.duplicates, r.lost);

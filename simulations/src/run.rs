@@ -564,6 +564,13 @@ async fn simulate(
     for (i, peers) in connections(&sim).await {
         sim.log.push(Event::Connections { t: clock.now(), node: i, peers });
     }
+    for &i in &users {
+        let groups = sim.node(i).and_then(|n| n.conversations().ok()).unwrap_or_default();
+        let messages = groups.iter().filter_map(|c| c.missing).sum();
+        if messages > 0 {
+            sim.log.push(Event::Missing { t: clock.now(), node: i, messages });
+        }
+    }
     for e in sim.traffic_events() {
         sim.log.push(e);
     }

@@ -18,6 +18,8 @@
 //! - [`devices`]: whether a message from a device is accepted (device lists, revocation).
 //! - [`group`]: group membership: who may remove whom, which state to adopt, which epoch's
 //!   messages to accept, who rekeys after a leave, states arriving in parts.
+//! - [`group_seq`]: which group messages of a device a member holds, and which it can prove
+//!   it lacks (gaps in the device's sequence numbers).
 //! - [`mailbox`]: the mailbox service's deposit rate limit.
 //! - [`names`]: what a name's holder makes of reading its record back from the DHT.
 //! - [`prekeys`]: prekey rotation.
@@ -42,6 +44,7 @@ pub mod consent;
 pub mod currency;
 pub mod devices;
 pub mod group;
+pub mod group_seq;
 pub mod interactive;
 pub mod listen;
 pub mod lists;

@@ -110,6 +110,7 @@ impl Conversations {
                 kind: "direct",
                 members: vec![my_name.clone(), c.name],
                 active: true,
+                missing: None,
             })
             .collect();
         for g in self.ctx.store.groups()? {
@@ -122,6 +123,14 @@ impl Conversations {
                     .map(|m| m.name.clone().unwrap_or_else(|| UserId(m.user).to_string()))
                     .collect(),
                 active: g.active,
+                missing: Some(
+                    self.ctx
+                        .store
+                        .group_gaps(&g.id, self.ctx.now())?
+                        .iter()
+                        .map(|(_, r)| r.missing())
+                        .sum(),
+                ),
             });
         }
         Ok(out)

@@ -1,5 +1,6 @@
 //! Group state: members, epochs and keys (tree `groups`), the group messages since a time, and
-//! messages to groups not known yet (tree `group_waiting`).
+//! messages to groups not known yet (tree `group_waiting`), and the sequence numbers of group
+//! messages sealed and held (trees `group_next_seq`, `group_seqs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
 
-use super::{enc, msg_key, sled_lock, Status, Store, StoredMessage};
+use kith_protocol::codec;
+
+use super::{enc, msg_key, sled_lock, Status, Store, StoredMessage, MAX_VALUE};
 use crate::error::NodeError;
+use crate::rules::group_seq::Received;
 
 /// The groups in memory, by id.
 pub(super) type GroupCache = HashMap<[u8; 16], Arc<GroupState>>;
@@ -249,6 +253,58 @@ impl Store {
         status: Status,
     ) -> Result<bool, NodeError> {
         self.end_pending(&self.group_waiting, &waiting_key(group, id), id, status)
+    }
+
+    /// The next sequence number of this device's messages to group `group` (from 1). Flushed
+    /// with the message that carries it; a number taken by a message that was then lost (a
+    /// crash before the flush) is a gap the members give up on after a day.
+    pub fn next_group_seq(&self, group: &[u8; 16]) -> Result<u64, NodeError> {
+        let next = |old: Option<&[u8]>| {
+            let last = old.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+            Some(last.saturating_add(1).to_be_bytes().to_vec())
+        };
+        let v = self.group_next_seq.update_and_fetch(group, next).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|b| (&b[..]).try_into().ok()).map_or(1, u64::from_be_bytes))
+    }
+
+    /// Records that this device holds the message numbered `seq` of `device` in `group`.
+    /// A record that does not decode is started afresh (it only tells what to catch up on).
+    pub fn record_group_seq(
+        &self,
+        group: &[u8; 16],
+        device: &[u8],
+        seq: u64,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let key = [&group[..], device].concat();
+        let add = |old: Option<&[u8]>| {
+            let mut r: Received =
+                old.and_then(|b| codec::from_slice(b, MAX_VALUE).ok()).unwrap_or_default();
+            r.insert(seq, now);
+            Some(enc(&r))
+        };
+        self.group_seqs.update_and_fetch(key, add).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The devices of `group` with messages this device can prove it lacks, with what it holds
+    /// of each, gaps older than [`GAP_PATIENCE_MS`](crate::rules::group_seq::GAP_PATIENCE_MS)
+    /// given up.
+    pub fn group_gaps(
+        &self,
+        group: &[u8; 16],
+        now: u64,
+    ) -> Result<Vec<(Vec<u8>, Received)>, NodeError> {
+        let mut out = Vec::new();
+        for kv in self.group_seqs.scan_prefix(group) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let Ok(mut r) = self.decode::<Received>(&v) else { continue };
+            r.expire(now);
+            if r.missing() > 0 {
+                out.push((k[16..].to_vec(), r));
+            }
+        }
+        Ok(out)
     }
 
     /// How many messages wait for group states.

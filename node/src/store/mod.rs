@@ -12,6 +12,8 @@
 //! | `mailbox_idx` | device (32) ‖ envelope id (16) | key in `mailbox` |
 //! | `enrolled` | device (32) | user id (16) of an enrolled device (mailbox nodes) |
 //! | `groups` | group id (16) | [`GroupState`] |
+//! | `group_seqs` | group id (16) ‖ device peer id | [`Received`](crate::rules::group_seq::Received): the device's group messages held |
+//! | `group_next_seq` | group id (16) | u64 BE: the last sequence number this device sealed |
 //! | `attachments` | message id (16) | [`AttachmentEntry`] |
 //! | `blob_index` | blob hash (32) ‖ message id (16) | empty |
 //! | `held_blobs` | blob hash (32) | [`HeldBlob`] (mailbox nodes) |
@@ -332,6 +334,8 @@ pub struct Store {
     enrolled: sled::Tree,
     groups: sled::Tree,
     group_waiting: sled::Tree,
+    group_seqs: sled::Tree,
+    group_next_seq: sled::Tree,
     idempotency: sled::Tree,
     attachments: sled::Tree,
     blob_index: sled::Tree,
@@ -485,6 +489,8 @@ impl Store {
             enrolled: tree("enrolled")?,
             groups: tree("groups")?,
             group_waiting: tree("group_waiting")?,
+            group_seqs: tree("group_seqs")?,
+            group_next_seq: tree("group_next_seq")?,
             idempotency: tree("idempotency")?,
             attachments: tree("attachments")?,
             blob_index: tree("blob_index")?,

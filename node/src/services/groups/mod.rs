@@ -359,16 +359,18 @@ impl Groups {
         Ok(message)
     }
 
-    /// The group envelope of `message`, sealed with the current epoch's key.
+    /// The group envelope of `message`, sealed with the current epoch's key and numbered with
+    /// this device's next sequence number for the group.
     pub(crate) fn seal(&self, g: &GroupState, message: &Message) -> Result<Vec<u8>, NodeError> {
         let key = key_of(g, g.epoch)
             .ok_or_else(|| NodeError::Internal("no key for the current epoch".into()))?;
+        let seq = self.ctx.store.next_group_seq(&g.id)?;
         let env = GroupEnvelope::seal(
             &mut rand::rngs::OsRng,
             &key,
             g.epoch,
-            &self.ctx.keys.cert,
-            &self.ctx.keys.device,
+            (&self.ctx.keys.cert, &self.ctx.keys.device),
+            Some(seq),
             message,
         )
         .map_err(|e| NodeError::Internal(format!("cannot seal a group message: {e}")))?;
@@ -733,7 +735,8 @@ mod tests {
             sent_at: now_ms(),
             content: Content::Text(Text { body: "ahead of its key".into() }),
         };
-        let env = GroupEnvelope::seal(rng, &[2; 32], 2, &cert, &device, &message).unwrap();
+        let env =
+            GroupEnvelope::seal(rng, &[2; 32], 2, (&cert, &device), Some(1), &message).unwrap();
         assert_eq!(s.groups.on_gossip(&env.to_bytes()).await, Verdict::Ignore);
         assert!(s.ctx.store.message(&message.id.0).unwrap().is_none());
         assert_eq!(s.groups.early.lock().unwrap().len(), 1);
@@ -747,58 +750,97 @@ mod tests {
         node.shutdown().await.unwrap();
     }
 
+    /// A lone node that is a member of group `[7; 16]` (epoch 1, key `[1; 32]`) with one other
+    /// user, whose device seals messages to it.
+    struct Joined {
+        node: Node,
+        sender: kith_protocol::identity::IdentityKeypair,
+        device: kith_protocol::identity::DeviceKeypair,
+        cert: kith_protocol::identity::DeviceCertificate,
+        group: ConversationId,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Joined {
+        async fn start() -> Joined {
+            use kith_protocol::identity::{DeviceCertificate, DeviceKeypair, IdentityKeypair};
+            use kith_protocol::X25519Secret;
+            let dir = tempfile::tempdir().unwrap();
+            let node = Node::start(crate::node::lone_node(dir.path(), false)).await.unwrap();
+            let s = node.services().clone();
+            let rng = &mut rand::rngs::OsRng;
+            let sender = IdentityKeypair::generate(rng);
+            let device = DeviceKeypair::generate(rng);
+            let cert = DeviceCertificate::issue(
+                &sender,
+                &device,
+                &X25519Secret::generate(rng),
+                1,
+                "phone",
+            );
+            let member = |user: UserId, identity: [u8; 32]| Member { user, identity, name: None };
+            let members = vec![
+                member(sender.public().user_id(), sender.public().to_bytes()),
+                member(node.user_id(), s.ctx.keys.identity_public.to_bytes()),
+            ];
+            let group = ConversationId([7; 16]);
+            let state = Content::GroupInvite {
+                group,
+                title: None,
+                members,
+                epoch: 1,
+                epoch_key: [1; 32],
+                part: None,
+                hand_on: None,
+            };
+            s.groups.on_group_state(&sender.public(), device.peer_id(), &state, now_ms());
+            Joined { node, sender, device, cert, group, _dir: dir }
+        }
+
+        /// The other device's message number `seq` saying `body`, sealed.
+        fn envelope(&self, seq: u64, body: &str) -> Vec<u8> {
+            use kith_protocol::group::GroupEnvelope;
+            use kith_protocol::{Message, MessageId, Text, VERSION};
+            let message = Message {
+                v: VERSION,
+                id: MessageId::random(&mut rand::rngs::OsRng),
+                conversation: self.group,
+                sender: self.sender.public().user_id(),
+                sent_at: now_ms(),
+                content: Content::Text(Text { body: body.into() }),
+            };
+            let pair = (&self.cert, &self.device);
+            GroupEnvelope::seal(&mut rand::rngs::OsRng, &[1; 32], 1, pair, Some(seq), &message)
+                .unwrap()
+                .to_bytes()
+        }
+
+        fn missing(&self) -> Option<u64> {
+            let all = self.node.services().conversations.conversations().unwrap();
+            all.into_iter().find(|c| c.kind == "group").and_then(|c| c.missing)
+        }
+    }
+
     /// A sync answer leaves out what the asker says it holds; an envelope stored once is
     /// dropped unopened when it comes again.
     #[tokio::test]
     async fn a_sync_answer_leaves_out_what_the_asker_holds() {
-        use kith_protocol::group::{envelope_digest, GroupEnvelope, SyncRequest};
-        use kith_protocol::identity::{DeviceCertificate, DeviceKeypair, IdentityKeypair};
-        use kith_protocol::{Message, MessageId, Text, X25519Secret, VERSION};
-        let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(crate::node::lone_node(dir.path(), false)).await.unwrap();
-        let s = node.services().clone();
-        let rng = &mut rand::rngs::OsRng;
-        let sender = IdentityKeypair::generate(rng);
-        let device = DeviceKeypair::generate(rng);
-        let cert =
-            DeviceCertificate::issue(&sender, &device, &X25519Secret::generate(rng), 1, "phone");
-        let member = |user: UserId, identity: [u8; 32]| Member { user, identity, name: None };
-        let members = vec![
-            member(sender.public().user_id(), sender.public().to_bytes()),
-            member(node.user_id(), s.ctx.keys.identity_public.to_bytes()),
-        ];
-        let group = ConversationId([7; 16]);
-        let state = Content::GroupInvite {
-            group,
-            title: None,
-            members,
-            epoch: 1,
-            epoch_key: [1; 32],
-            part: None,
-            hand_on: None,
-        };
-        let from = device.peer_id();
-        s.groups.on_group_state(&sender.public(), from, &state, now_ms());
+        use kith_protocol::group::{envelope_digest, SyncRequest};
+        use kith_protocol::VERSION;
+        let j = Joined::start().await;
+        let s = j.node.services().clone();
         let mut envelopes = Vec::new();
-        for body in ["one", "two"] {
-            let message = Message {
-                v: VERSION,
-                id: MessageId::random(rng),
-                conversation: group,
-                sender: sender.public().user_id(),
-                sent_at: now_ms(),
-                content: Content::Text(Text { body: body.into() }),
-            };
-            let env = GroupEnvelope::seal(rng, &[1; 32], 1, &cert, &device, &message).unwrap();
-            let bytes = env.to_bytes();
+        for (seq, body) in [(1, "one"), (2, "two")] {
+            let bytes = j.envelope(seq, body);
             assert_eq!(s.groups.on_gossip(&bytes).await, Verdict::Accept);
             envelopes.push(bytes);
         }
         assert!(s.groups.seen.lock().unwrap().contains(&envelope_digest(&envelopes[0])));
         assert_eq!(s.groups.on_gossip(&envelopes[0]).await, Verdict::Ignore, "seen before");
         let ask = |known: Vec<u8>| {
-            let req = SyncRequest { v: VERSION, group, since: 0, cert: cert.clone(), known };
-            s.groups.answer_sync(from, &req.to_bytes())
+            let req =
+                SyncRequest { v: VERSION, group: j.group, since: 0, cert: j.cert.clone(), known };
+            s.groups.answer_sync(j.device.peer_id(), &req.to_bytes())
         };
         assert_eq!(ask(Vec::new()).envelopes.len(), 2);
         let answer = ask(envelope_digest(&envelopes[0]).to_vec());
@@ -807,6 +849,39 @@ mod tests {
         assert!(!answer.more);
         let both: Vec<u8> = envelopes.iter().flat_map(|e| envelope_digest(e)).collect();
         assert!(ask(both).envelopes.is_empty());
+        j.node.shutdown().await.unwrap();
+    }
+
+    /// A member proves the messages of a device it lacks by the numbers around them, however
+    /// they arrive (gossip or sync), and the count survives a restart.
+    #[tokio::test]
+    async fn a_member_counts_the_messages_it_can_prove_missing() {
+        let j = Joined::start().await;
+        let s = j.node.services().clone();
+        assert_eq!(j.missing(), Some(0));
+        for seq in [1, 4, 6] {
+            assert_eq!(s.groups.on_gossip(&j.envelope(seq, "x")).await, Verdict::Accept);
+        }
+        assert_eq!(j.missing(), Some(3), "2, 3 and 5");
+        let third = j.envelope(3, "three");
+        assert!(matches!(s.groups.accept_group_envelope(&third, true), Ok(Some(_))));
+        assert_eq!(j.missing(), Some(2));
+        // The same message again changes nothing.
+        assert!(!matches!(s.groups.accept_group_envelope(&third, true), Ok(Some(_))));
+        assert_eq!(j.missing(), Some(2));
+        s.ctx.store.flush().await.unwrap();
+        drop(s);
+        let Joined { node, sender, device, cert, group, _dir } = j;
         node.shutdown().await.unwrap();
+        drop(node);
+        let node = Node::start(crate::node::lone_node_again(_dir.path(), false)).await.unwrap();
+        let j = Joined { node, sender, device, cert, group, _dir };
+        assert_eq!(j.missing(), Some(2), "kept across a restart");
+        for seq in [2, 5] {
+            let s = j.node.services().clone();
+            assert_eq!(s.groups.on_gossip(&j.envelope(seq, "late")).await, Verdict::Accept);
+        }
+        assert_eq!(j.missing(), Some(0));
+        j.node.shutdown().await.unwrap();
     }
 }

@@ -106,6 +106,14 @@ impl Groups {
                 debug!("rejected a group message from a non-member or in a closed epoch");
                 verdict(d)
             })?;
+        // Held from here on (stored now, stored before, or dropped as from a blocked member):
+        // its number closes a gap, or proves one.
+        if let Some(seq) = opened.seq.filter(|_| opened.sender.peer_id != self.ctx.peer_id()) {
+            let device = opened.sender.peer_id.to_bytes();
+            store
+                .record_group_seq(&g.id, &device, seq, self.ctx.now())
+                .or_warn("cannot record a group message's number");
+        }
         let seen = || {
             if let Ok(mut s) = self.seen.lock() {
                 s.insert(digest);
@@ -230,12 +238,13 @@ impl Groups {
         newest.iter().flat_map(|m| envelope_digest(&m.raw)).collect()
     }
 
-    /// Asks some member devices for group messages this device missed; stores each once.
+    /// Asks some member devices for group messages this device missed; stores each once. Then,
+    /// while it can prove it lacks some (gaps in a device's sequence numbers), asks the devices
+    /// that sent them, then up to [`SYNC_PEERS`] more member devices.
     pub(crate) async fn sync_group(&self, g: &GroupState) {
         if !g.active {
             return;
         }
-        let mut fresh = 0;
         let me = self.ctx.peer_id().to_bytes();
         let t = topic(&ConversationId(g.id));
         let connected: Vec<Vec<u8>> = self
@@ -249,38 +258,74 @@ impl Groups {
             .collect();
         let chosen =
             rule::sync_peers(&g.peers, &connected, &me, SYNC_PEERS, &mut rand::thread_rng());
-        let peers: Vec<PeerId> = chosen.iter().filter_map(|p| PeerId::from_bytes(p).ok()).collect();
-        for peer in peers {
-            let mut since = g.joined_at.saturating_sub(60_000);
-            loop {
-                let req = SyncRequest {
-                    v: VERSION,
-                    group: ConversationId(g.id),
-                    since,
-                    cert: self.ctx.keys.cert.clone(),
-                    known: self.known_since(&g.id, since),
-                };
-                let Ok(Ok(answer)) = self.ctx.net.sync_request(peer, req.to_bytes()).await else {
+        let mut asked: Vec<Vec<u8>> = Vec::new();
+        let mut fresh = 0;
+        for peer in chosen {
+            fresh += self.sync_with(g, &peer).await;
+            asked.push(peer);
+        }
+        let gaps = |asked: &[Vec<u8>]| -> Vec<Vec<u8>> {
+            let gaps = self.ctx.store.group_gaps(&g.id, self.ctx.now()).unwrap_or_default();
+            gaps.into_iter().map(|(device, _)| device).filter(|d| !asked.contains(d)).collect()
+        };
+        // Gaps left: first the devices whose numbers are missing (each holds its own messages),
+        // then other members.
+        let mut senders = gaps(&asked);
+        senders.truncate(SYNC_PEERS);
+        for peer in senders {
+            fresh += self.sync_with(g, &peer).await;
+            asked.push(peer);
+        }
+        if !gaps(&[]).is_empty() {
+            let fresh_only = |from: &[Vec<u8>]| -> Vec<Vec<u8>> {
+                from.iter().filter(|p| !asked.contains(p)).cloned().collect()
+            };
+            let (others, near) = (fresh_only(&g.peers), fresh_only(&connected));
+            let more = rule::sync_peers(&others, &near, &me, SYNC_PEERS, &mut rand::thread_rng());
+            for peer in more {
+                fresh += self.sync_with(g, &peer).await;
+                if gaps(&[]).is_empty() {
                     break;
-                };
-                let Ok(resp) = SyncResponse::from_bytes(&answer) else { break };
-                let mut last = since;
-                for e in &resp.envelopes {
-                    if let Ok(Some(m)) = self.accept_group_envelope(e, true) {
-                        fresh += 1;
-                        last = last.max(m.sent_at);
-                        let _ = self.ctx.events.send(NodeEvent::Message(m.view));
-                    }
                 }
-                if !resp.more || resp.envelopes.is_empty() || last <= since {
-                    break;
-                }
-                since = last;
             }
         }
         if fresh > 0 {
             self.ctx.store.flush().await.or_warn("cannot flush synced messages");
             info!(group = %ConversationId(g.id), fresh, "caught up on group messages");
         }
+    }
+
+    /// Asks one member device (`peer`, binary) for the group messages since this device joined
+    /// that it does not hold; returns how many new ones it stored.
+    async fn sync_with(&self, g: &GroupState, peer: &[u8]) -> usize {
+        let Ok(peer) = PeerId::from_bytes(peer) else { return 0 };
+        let mut fresh = 0;
+        let mut since = g.joined_at.saturating_sub(60_000);
+        loop {
+            let req = SyncRequest {
+                v: VERSION,
+                group: ConversationId(g.id),
+                since,
+                cert: self.ctx.keys.cert.clone(),
+                known: self.known_since(&g.id, since),
+            };
+            let Ok(Ok(answer)) = self.ctx.net.sync_request(peer, req.to_bytes()).await else {
+                break;
+            };
+            let Ok(resp) = SyncResponse::from_bytes(&answer) else { break };
+            let mut last = since;
+            for e in &resp.envelopes {
+                if let Ok(Some(m)) = self.accept_group_envelope(e, true) {
+                    fresh += 1;
+                    last = last.max(m.sent_at);
+                    let _ = self.ctx.events.send(NodeEvent::Message(m.view));
+                }
+            }
+            if !resp.more || resp.envelopes.is_empty() || last <= since {
+                break;
+            }
+            since = last;
+        }
+        fresh
     }
 }
