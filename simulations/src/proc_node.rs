@@ -330,7 +330,10 @@ impl Me<'_> {
                 inbound_per_minute: None,
                 ..Default::default()
             },
-            limits: kith_node::network::Limits::default(),
+            limits: kith_node::network::Limits {
+                dht_server: p.role != Role::User || self.scenario.users_serve_dht,
+                ..Default::default()
+            },
         })
         .await
         .with_context(|| format!("node {} did not start", self.index))

@@ -161,7 +161,10 @@ impl Sim<'_> {
                 inbound_per_minute: None,
                 ..Default::default()
             },
-            limits: kith_node::network::Limits::default(),
+            limits: kith_node::network::Limits {
+                dht_server: p.role != Role::User || self.scenario.users_serve_dht,
+                ..Default::default()
+            },
         })
         .await
         .with_context(|| format!("node {i} did not start"))?;

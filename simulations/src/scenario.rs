@@ -49,6 +49,12 @@ pub(crate) struct Scenario {
     /// How long to wait after the workload for the last deliveries.
     #[serde(default = "thirty")]
     pub drain_secs: u64,
+    /// Whether user nodes serve the DHT (Kademlia server mode). False makes them DHT clients,
+    /// as devices behind NATs are: they use the DHT but are not in its routing tables, so no
+    /// lookup finds their addresses and messages reach them through their mailboxes or over
+    /// connections they opened.
+    #[serde(default = "yes")]
+    pub users_serve_dht: bool,
     /// Regions; user nodes are spread over them by weight. Default: one region "all".
     #[serde(default)]
     pub regions: Vec<Region>,
@@ -79,6 +85,9 @@ fn eight() -> u32 {
 }
 fn thirty() -> u64 {
     30
+}
+fn yes() -> bool {
+    true
 }
 
 /// A region.
