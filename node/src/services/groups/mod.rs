@@ -691,63 +691,21 @@ mod tests {
     /// that epoch arrives (a rekey's messages can overtake its key).
     #[tokio::test]
     async fn a_message_ahead_of_its_key_is_stored_when_the_key_arrives() {
-        use kith_protocol::group::GroupEnvelope;
-        use kith_protocol::identity::{DeviceCertificate, DeviceKeypair, IdentityKeypair};
-        use kith_protocol::{Message, MessageId, Text, X25519Secret, VERSION};
-        let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(crate::node::lone_node(dir.path(), false)).await.unwrap();
-        let s = node.services().clone();
-        let rng = &mut rand::rngs::OsRng;
-        let sender = IdentityKeypair::generate(rng);
-        let device = DeviceKeypair::generate(rng);
-        let cert =
-            DeviceCertificate::issue(&sender, &device, &X25519Secret::generate(rng), 1, "phone");
-        let members = vec![
-            Member {
-                user: sender.public().user_id(),
-                identity: sender.public().to_bytes(),
-                name: None,
-            },
-            Member {
-                user: node.user_id(),
-                identity: s.ctx.keys.identity_public.to_bytes(),
-                name: None,
-            },
-        ];
-        let group = ConversationId([6; 16]);
-        let state = |epoch: u64, key: [u8; 32]| Content::GroupInvite {
-            group,
-            title: None,
-            members: members.clone(),
-            epoch,
-            epoch_key: key,
-            part: None,
-            hand_on: None,
-        };
-        let from = device.peer_id();
-        s.groups.on_group_state(&sender.public(), from, &state(1, [1; 32]), now_ms());
-        assert_eq!(s.ctx.store.group(&group.0).unwrap().expect("joined").epoch, 1);
-        let message = Message {
-            v: VERSION,
-            id: MessageId::random(rng),
-            conversation: group,
-            sender: sender.public().user_id(),
-            sent_at: now_ms(),
-            content: Content::Text(Text { body: "ahead of its key".into() }),
-        };
-        let env =
-            GroupEnvelope::seal(rng, &[2; 32], 2, (&cert, &device), Some(1), &message).unwrap();
-        assert_eq!(s.groups.on_gossip(&env.to_bytes()).await, Verdict::Ignore);
-        assert!(s.ctx.store.message(&message.id.0).unwrap().is_none());
+        let j = Joined::start().await;
+        let s = j.node.services().clone();
+        let (id, env) = j.sealed(2, [2; 32], 1, "ahead of its key");
+        assert_eq!(s.groups.on_gossip(&env).await, Verdict::Ignore);
+        assert!(s.ctx.store.message(&id.0).unwrap().is_none());
         assert_eq!(s.groups.early.lock().unwrap().len(), 1);
-        s.groups.on_group_state(&sender.public(), from, &state(2, [2; 32]), now_ms());
+        let from = j.device.peer_id();
+        s.groups.on_group_state(&j.sender.public(), from, &j.state(2, [2; 32]), now_ms());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while s.ctx.store.message(&message.id.0).unwrap().is_none() {
+        while s.ctx.store.message(&id.0).unwrap().is_none() {
             assert!(std::time::Instant::now() < deadline, "never stored");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(s.groups.early.lock().unwrap().is_empty());
-        node.shutdown().await.unwrap();
+        j.node.shutdown().await.unwrap();
     }
 
     /// A lone node that is a member of group `[7; 16]` (epoch 1, key `[1; 32]`) with one other
@@ -778,27 +736,45 @@ mod tests {
                 1,
                 "phone",
             );
-            let member = |user: UserId, identity: [u8; 32]| Member { user, identity, name: None };
-            let members = vec![
-                member(sender.public().user_id(), sender.public().to_bytes()),
-                member(node.user_id(), s.ctx.keys.identity_public.to_bytes()),
-            ];
             let group = ConversationId([7; 16]);
-            let state = Content::GroupInvite {
-                group,
-                title: None,
-                members,
-                epoch: 1,
-                epoch_key: [1; 32],
-                part: None,
-                hand_on: None,
-            };
-            s.groups.on_group_state(&sender.public(), device.peer_id(), &state, now_ms());
-            Joined { node, sender, device, cert, group, _dir: dir }
+            let j = Joined { node, sender, device, cert, group, _dir: dir };
+            let from = j.device.peer_id();
+            s.groups.on_group_state(&j.sender.public(), from, &j.state(1, [1; 32]), now_ms());
+            j
         }
 
-        /// The other device's message number `seq` saying `body`, sealed.
+        /// The group's state at `epoch` with `key`, as the other user sends it.
+        fn state(&self, epoch: u64, key: [u8; 32]) -> Content {
+            let member = |user: UserId, identity: [u8; 32]| Member { user, identity, name: None };
+            let s = self.node.services();
+            let members = vec![
+                member(self.sender.public().user_id(), self.sender.public().to_bytes()),
+                member(self.node.user_id(), s.ctx.keys.identity_public.to_bytes()),
+            ];
+            Content::GroupInvite {
+                group: self.group,
+                title: None,
+                members,
+                epoch,
+                epoch_key: key,
+                part: None,
+                hand_on: None,
+            }
+        }
+
+        /// The other device's message number `seq` saying `body`, sealed (epoch 1).
         fn envelope(&self, seq: u64, body: &str) -> Vec<u8> {
+            self.sealed(1, [1; 32], seq, body).1
+        }
+
+        /// The other device's message number `seq` saying `body`, sealed for `epoch` with `key`.
+        fn sealed(
+            &self,
+            epoch: u64,
+            key: [u8; 32],
+            seq: u64,
+            body: &str,
+        ) -> (kith_protocol::MessageId, Vec<u8>) {
             use kith_protocol::group::GroupEnvelope;
             use kith_protocol::{Message, MessageId, Text, VERSION};
             let message = Message {
@@ -810,9 +786,10 @@ mod tests {
                 content: Content::Text(Text { body: body.into() }),
             };
             let pair = (&self.cert, &self.device);
-            GroupEnvelope::seal(&mut rand::rngs::OsRng, &[1; 32], 1, pair, Some(seq), &message)
-                .unwrap()
-                .to_bytes()
+            let env =
+                GroupEnvelope::seal(&mut rand::rngs::OsRng, &key, epoch, pair, Some(seq), &message)
+                    .unwrap();
+            (message.id, env.to_bytes())
         }
 
         fn missing(&self) -> Option<u64> {
