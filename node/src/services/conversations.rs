@@ -124,12 +124,7 @@ impl Conversations {
                     .collect(),
                 active: g.active,
                 missing: Some(
-                    self.ctx
-                        .store
-                        .group_gaps(&g.id, self.ctx.now())?
-                        .iter()
-                        .map(|(_, r)| r.missing())
-                        .sum(),
+                    self.ctx.store.group_gaps(&g.id, self.ctx.now())?.iter().map(|(_, n)| n).sum(),
                 ),
             });
         }

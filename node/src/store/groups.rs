@@ -287,21 +287,18 @@ impl Store {
         Ok(())
     }
 
-    /// The devices of `group` with messages this device can prove it lacks, with what it holds
-    /// of each, gaps older than [`GAP_PATIENCE_MS`](crate::rules::group_seq::GAP_PATIENCE_MS)
+    /// The devices of `group` with messages this device can prove it lacks, and how many of
+    /// each, gaps older than [`GAP_PATIENCE_MS`](crate::rules::group_seq::GAP_PATIENCE_MS)
     /// given up.
-    pub fn group_gaps(
-        &self,
-        group: &[u8; 16],
-        now: u64,
-    ) -> Result<Vec<(Vec<u8>, Received)>, NodeError> {
+    pub fn group_gaps(&self, group: &[u8; 16], now: u64) -> Result<Vec<(Vec<u8>, u64)>, NodeError> {
         let mut out = Vec::new();
         for kv in self.group_seqs.scan_prefix(group) {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let Ok(mut r) = self.decode::<Received>(&v) else { continue };
             r.expire(now);
-            if r.missing() > 0 {
-                out.push((k[16..].to_vec(), r));
+            match r.missing() {
+                0 => {}
+                n => out.push((k[16..].to_vec(), n)),
             }
         }
         Ok(out)

@@ -264,19 +264,18 @@ impl Groups {
             fresh += self.sync_with(g, &peer).await;
             asked.push(peer);
         }
-        let gaps = |asked: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        // The devices whose numbers are missing.
+        let gaps = || -> Vec<Vec<u8>> {
             let gaps = self.ctx.store.group_gaps(&g.id, self.ctx.now()).unwrap_or_default();
-            gaps.into_iter().map(|(device, _)| device).filter(|d| !asked.contains(d)).collect()
+            gaps.into_iter().map(|(device, _)| device).collect()
         };
-        // Gaps left: first the devices whose numbers are missing (each holds its own messages),
-        // then other members.
-        let mut senders = gaps(&asked);
-        senders.truncate(SYNC_PEERS);
-        for peer in senders {
+        // Gaps left: first those devices (each holds its own messages), then other members.
+        let senders: Vec<Vec<u8>> = gaps().into_iter().filter(|d| !asked.contains(d)).collect();
+        for peer in senders.into_iter().take(SYNC_PEERS) {
             fresh += self.sync_with(g, &peer).await;
             asked.push(peer);
         }
-        if !gaps(&[]).is_empty() {
+        if !gaps().is_empty() {
             let fresh_only = |from: &[Vec<u8>]| -> Vec<Vec<u8>> {
                 from.iter().filter(|p| !asked.contains(p)).cloned().collect()
             };
@@ -284,7 +283,7 @@ impl Groups {
             let more = rule::sync_peers(&others, &near, &me, SYNC_PEERS, &mut rand::thread_rng());
             for peer in more {
                 fresh += self.sync_with(g, &peer).await;
-                if gaps(&[]).is_empty() {
+                if gaps().is_empty() {
                     break;
                 }
             }
