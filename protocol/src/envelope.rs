@@ -15,6 +15,7 @@ use crate::codec;
 use crate::error::{DecodeError, EnvelopeError};
 use crate::identity::{DeviceCertificate, IdentityPublic, UserId, X25519Secret};
 use crate::message::Message;
+use crate::session::{HandshakeKeys, Session, SessionError, SessionInit, SessionMessage};
 use crate::VERSION;
 
 /// The Noise protocol name used for envelopes.
@@ -41,9 +42,26 @@ pub struct Envelope {
     pub recipient: [u8; 32],
     /// The id of the recipient's signed prekey it is sealed to.
     pub prekey_id: u32,
-    /// The Noise handshake message.
+    /// The Noise handshake message (empty in a session envelope).
     #[serde(with = "serde_bytes")]
     pub noise: Vec<u8>,
+    /// A message of an established session ([`crate::session`]) instead of a handshake; its
+    /// plaintext is a [`SessionPlain`]. Absent from envelopes sealed with Noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionMessage>,
+}
+
+/// The plaintext of a session envelope: what [`Sealed`] carries, less the certificate (the
+/// session was authenticated when it started).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionPlain {
+    /// Format version, [`VERSION`].
+    pub v: u8,
+    /// The message.
+    pub message: Message,
+    /// As [`Sealed::sender_name`].
+    #[serde(default)]
+    pub sender_name: Option<String>,
 }
 
 /// The plaintext inside an envelope.
@@ -59,6 +77,10 @@ pub struct Sealed {
     /// to the same identity.
     #[serde(default)]
     pub sender_name: Option<String>,
+    /// Starts a session ([`crate::session`]) with the recipient device. Older devices ignore
+    /// it and open the message as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionInit>,
 }
 
 /// Where to seal an envelope to: a device of the recipient and its current prekey, as listed in
@@ -108,6 +130,29 @@ fn prologue(device: &[u8; 32], prekey_id: u32) -> Vec<u8> {
     p
 }
 
+/// A random number generator behind a `dyn` reference (so the inner opening function is not
+/// generic over it).
+trait AcceptRng: rand_core::RngCore + rand_core::CryptoRng {}
+impl<R: rand_core::RngCore + rand_core::CryptoRng> AcceptRng for R {}
+
+struct RngRef<'a>(&'a mut dyn AcceptRng);
+
+impl rand_core::RngCore for RngRef<'_> {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.0.try_fill_bytes(dest)
+    }
+}
+impl rand_core::CryptoRng for RngRef<'_> {}
+
 fn crypto(e: snow::Error) -> EnvelopeError {
     EnvelopeError::Crypto(e.to_string())
 }
@@ -121,7 +166,88 @@ impl Envelope {
         message: &Message,
         sender_name: Option<&str>,
     ) -> Result<Envelope, EnvelopeError> {
-        Self::seal_inner(cert, static_key, to, message, sender_name, None)
+        Ok(Self::seal_inner(cert, static_key, to, message, sender_name, None, None)?.0)
+    }
+
+    /// Seals `message` as [`Envelope::seal`] does and starts a session with the recipient
+    /// device: the envelope carries the initiator's first ratchet key, and the returned
+    /// session (to store before the envelope leaves) encrypts the next messages to that device
+    /// once it has the session too.
+    pub fn seal_starting_session<R: rand_core::RngCore + rand_core::CryptoRng>(
+        rng: &mut R,
+        cert: &DeviceCertificate,
+        static_key: &X25519Secret,
+        to: &Recipient,
+        message: &Message,
+        sender_name: Option<&str>,
+        now: u64,
+    ) -> Result<(Envelope, Session), EnvelopeError> {
+        let ratchet = Session::ratchet_pair(rng);
+        let init = SessionInit { ratchet: ratchet.1 };
+        let (env, keys) =
+            Self::seal_inner(cert, static_key, to, message, sender_name, None, Some(init))?;
+        let keys = keys.ok_or_else(|| EnvelopeError::Crypto("no handshake keys".into()))?;
+        Ok((env, Session::initiate(&keys, ratchet, &to.prekey, now)))
+    }
+
+    /// Seals `message` in an established session to the device `device` (its ed25519 key).
+    pub fn seal_in_session(
+        session: &mut Session,
+        device: &[u8; 32],
+        message: &Message,
+        sender_name: Option<&str>,
+    ) -> Result<Envelope, EnvelopeError> {
+        let plain = SessionPlain {
+            v: VERSION,
+            message: message.clone(),
+            sender_name: sender_name.map(str::to_owned),
+        };
+        let payload = codec::to_vec(&plain);
+        if payload.len() > MAX_SEALED {
+            return Err(EnvelopeError::TooLarge { len: payload.len(), max: MAX_SEALED });
+        }
+        let m = session.encrypt(device, &payload)?;
+        Ok(Envelope {
+            v: VERSION,
+            recipient: *device,
+            prekey_id: 0,
+            noise: Vec::new(),
+            session: Some(m),
+        })
+    }
+
+    /// The id of the session this envelope was sealed in, if it was.
+    pub fn session_id(&self) -> Option<[u8; 16]> {
+        self.session.as_ref().map(|m| m.session)
+    }
+
+    /// Opens a session envelope addressed to the device `device` with its session (the one
+    /// [`Envelope::session_id`] names). Checks what [`Envelope::open`] checks of the message
+    /// itself; who sent it is the session's other side, which the caller knows. On an error the
+    /// session is unchanged.
+    pub fn open_in_session<R: rand_core::RngCore + rand_core::CryptoRng>(
+        &self,
+        rng: &mut R,
+        device: &[u8; 32],
+        session: &mut Session,
+        now: u64,
+    ) -> Result<(Message, Option<String>), EnvelopeError> {
+        crate::check_version(self.v)?;
+        if self.recipient != *device {
+            return Err(EnvelopeError::WrongRecipient);
+        }
+        let m = self.session.as_ref().ok_or(EnvelopeError::Session(SessionError::WrongSession))?;
+        let mut trial = session.clone();
+        let payload = trial.decrypt(rng, device, m, now)?;
+        let plain: SessionPlain = codec::from_slice(&payload, MAX_SEALED)?;
+        crate::check_version(plain.v)?;
+        plain.message.content.validate()?;
+        crate::check_version(plain.message.v)?;
+        if plain.sender_name.as_ref().is_some_and(|n| n.len() > crate::name::MAX_NAME_LEN) {
+            return Err(DecodeError::Invalid("sender name too long".into()).into());
+        }
+        *session = trial;
+        Ok((plain.message, plain.sender_name))
     }
 
     pub(crate) fn seal_inner(
@@ -131,12 +257,14 @@ impl Envelope {
         message: &Message,
         sender_name: Option<&str>,
         fixed_ephemeral: Option<&[u8; 32]>,
-    ) -> Result<Envelope, EnvelopeError> {
+        init: Option<SessionInit>,
+    ) -> Result<(Envelope, Option<HandshakeKeys>), EnvelopeError> {
         let sealed = Sealed {
             v: VERSION,
             cert: cert.clone(),
             message: message.clone(),
             sender_name: sender_name.map(str::to_owned),
+            session: init,
         };
         let payload = codec::to_vec(&sealed);
         if payload.len() > MAX_SEALED {
@@ -159,7 +287,19 @@ impl Envelope {
         let mut noise = vec![0u8; payload.len() + NOISE_OVERHEAD];
         let n = hs.write_message(&payload, &mut noise).map_err(crypto)?;
         noise.truncate(n);
-        Ok(Envelope { v: VERSION, recipient: to.device, prekey_id: to.prekey_id, noise })
+        let keys = init.map(|_| {
+            let hash = hs.get_handshake_hash().to_vec();
+            let (k1, k2) = hs.dangerously_get_raw_split();
+            HandshakeKeys::derive(&k1, &k2, &hash)
+        });
+        let env = Envelope {
+            v: VERSION,
+            recipient: to.device,
+            prekey_id: to.prekey_id,
+            noise,
+            session: None,
+        };
+        Ok((env, keys))
     }
 
     /// Opens an envelope addressed to the device `device`, looking its prekey secret up by id.
@@ -171,7 +311,38 @@ impl Envelope {
     where
         F: FnOnce(u32) -> Option<X25519Secret>,
     {
+        Ok(self.open_inner(device, prekey, None)?.0)
+    }
+
+    /// Opens an envelope as [`Envelope::open`] does and, if it starts a session, returns this
+    /// device's side of it (to store before acknowledging the message).
+    pub fn open_accepting_session<F, R>(
+        &self,
+        rng: &mut R,
+        device: &[u8; 32],
+        prekey: F,
+        now: u64,
+    ) -> Result<(Opened, Option<Session>), EnvelopeError>
+    where
+        F: FnOnce(u32) -> Option<X25519Secret>,
+        R: rand_core::RngCore + rand_core::CryptoRng,
+    {
+        self.open_inner(device, prekey, Some((rng as &mut dyn AcceptRng, now)))
+    }
+
+    fn open_inner<F>(
+        &self,
+        device: &[u8; 32],
+        prekey: F,
+        accept: Option<(&mut dyn AcceptRng, u64)>,
+    ) -> Result<(Opened, Option<Session>), EnvelopeError>
+    where
+        F: FnOnce(u32) -> Option<X25519Secret>,
+    {
         crate::check_version(self.v)?;
+        if self.session.is_some() {
+            return Err(EnvelopeError::Session(SessionError::WrongSession));
+        }
         if self.recipient != *device {
             return Err(EnvelopeError::WrongRecipient);
         }
@@ -191,6 +362,7 @@ impl Envelope {
             .map_err(crypto)?;
         let mut payload = vec![0u8; self.noise.len()];
         let n = hs.read_message(&self.noise, &mut payload).map_err(crypto)?;
+        let hash = hs.get_handshake_hash().to_vec();
         payload.truncate(n);
         let remote = hs
             .get_remote_static()
@@ -209,7 +381,16 @@ impl Envelope {
         {
             return Err(EnvelopeError::SenderMismatch);
         }
-        Ok(Opened {
+        let session = match (accept, sealed.session) {
+            (Some((rng, now)), Some(init)) => {
+                let (k1, k2) = hs.dangerously_get_raw_split();
+                let keys = HandshakeKeys::derive(&k1, &k2, &hash);
+                let secret = X25519Secret::from_bytes(*secret);
+                Some(Session::accept(&mut RngRef(rng), &keys, &secret, &init, now))
+            }
+            _ => None,
+        };
+        let opened = Opened {
             sender: SenderDevice {
                 user_id: cert.identity.user_id(),
                 identity: cert.identity,
@@ -219,7 +400,8 @@ impl Envelope {
             },
             message: sealed.message,
             sender_name: sealed.sender_name,
-        })
+        };
+        Ok((opened, session))
     }
 
     /// A digest that identifies this envelope (the first 16 bytes of SHA-256 of the encoding).
@@ -306,6 +488,60 @@ mod tests {
             wire.open(&bob.dev.public_bytes(), |_| Some(alice.prekey.clone())),
             Err(EnvelopeError::Crypto(_))
         ));
+    }
+
+    #[test]
+    fn an_envelope_starts_a_session_that_carries_the_next_messages() {
+        use rand_chacha::rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let alice = party(10);
+        let bob = party(20);
+        let (ad, bd) = (alice.dev.public_bytes(), bob.dev.public_bytes());
+        let to = Recipient { device: bd, prekey_id: 3, prekey: bob.prekey.public() };
+        let (env, mut a_session) = Envelope::seal_starting_session(
+            &mut rng,
+            &alice.cert,
+            &alice.st,
+            &to,
+            &hello(&alice),
+            Some("alice"),
+            5,
+        )
+        .expect("seals");
+        let wire = Envelope::from_bytes(&env.to_bytes()).expect("decodes");
+        // A device that does not know sessions opens it as any envelope.
+        let plain = wire.open(&bd, |_| Some(bob.prekey.clone())).expect("opens");
+        assert_eq!(plain.message, hello(&alice));
+        let (opened, b_session) = wire
+            .open_accepting_session(&mut rng, &bd, |_| Some(bob.prekey.clone()), 5)
+            .expect("opens");
+        assert_eq!(opened.sender.device, ad);
+        let mut b_session = b_session.expect("a session starts");
+        assert_eq!(a_session.id(), b_session.id());
+        // Both directions, through the wire encoding.
+        let mut m = hello(&alice);
+        m.id = MessageId([8; 16]);
+        let e = Envelope::seal_in_session(&mut a_session, &bd, &m, Some("alice")).expect("seals");
+        let e = Envelope::from_bytes(&e.to_bytes()).expect("decodes");
+        assert_eq!(e.session_id(), Some(a_session.id()));
+        assert!(e.open(&bd, |_| Some(bob.prekey.clone())).is_err(), "not a Noise envelope");
+        let (got, name) = e.open_in_session(&mut rng, &bd, &mut b_session, 6).expect("opens");
+        assert_eq!((got, name.as_deref()), (m.clone(), Some("alice")));
+        assert!(matches!(
+            e.open_in_session(&mut rng, &bd, &mut b_session, 6),
+            Err(EnvelopeError::Session(crate::session::SessionError::KeyGone))
+        ));
+        let r = Envelope::seal_in_session(&mut b_session, &ad, &hello(&bob), None).expect("seals");
+        assert_eq!(
+            r.open_in_session(&mut rng, &ad, &mut a_session, 7).expect("opens").0,
+            hello(&bob)
+        );
+        // An envelope without a session starts none.
+        let env = Envelope::seal(&alice.cert, &alice.st, &to, &hello(&alice), None).expect("seals");
+        let (_, none) = env
+            .open_accepting_session(&mut rng, &bd, |_| Some(bob.prekey.clone()), 5)
+            .expect("opens");
+        assert!(none.is_none());
     }
 
     #[test]

@@ -198,4 +198,7 @@ pub enum EnvelopeError {
     /// another sender than the certificate's identity.
     #[error("sender is not who the envelope claims")]
     SenderMismatch,
+    /// A session envelope did not open ([`crate::session`]).
+    #[error("session: {0}")]
+    Session(#[from] crate::session::SessionError),
 }

@@ -10,6 +10,7 @@
 //! - [`name`]: user names, signed name records, proof of work, the conflict rule.
 //! - [`envelope`]: direct-message envelopes sealed with Noise `X`.
 //! - [`message`]: messages and their content types.
+//! - [`session`]: Double Ratchet sessions between two devices, started by an envelope.
 //!
 //! The byte-level formats are specified in `docs/protocol.md`.
 #![deny(missing_docs, unreachable_pub)]
@@ -30,6 +31,7 @@ pub mod message;
 pub mod name;
 pub mod plan;
 pub mod profile;
+pub mod session;
 #[cfg(test)]
 mod vectors;
 

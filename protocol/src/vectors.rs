@@ -99,9 +99,17 @@ fn computed() -> Vec<Block> {
     };
     let to =
         Recipient { device: alice_dev.public_bytes(), prekey_id: 1, prekey: alice_prekey.public() };
-    let envelope =
-        Envelope::seal_inner(&bob_cert, &bob_static, &to, &message, Some("bob"), Some(&EPHEMERAL))
-            .expect("seals");
+    let envelope = Envelope::seal_inner(
+        &bob_cert,
+        &bob_static,
+        &to,
+        &message,
+        Some("bob"),
+        Some(&EPHEMERAL),
+        None,
+    )
+    .expect("seals")
+    .0;
 
     // A blob of two chunks: 256 KiB + 10 bytes of `i mod 251`.
     let plain: Vec<u8> = (0..crate::blob::CHUNK_SIZE + 10).map(|i| (i % 251) as u8).collect();

@@ -48,7 +48,7 @@ struct Params {
     network: usize,
 }
 
-pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
+pub(crate) fn run(json_out: bool, quick: bool, file_only: bool, direct_only: bool) -> Result<()> {
     let params = if quick {
         Params { sequential: 100, parallel: 640, network: 20 }
     } else {
@@ -69,6 +69,19 @@ pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
             Ok::<_, anyhow::Error>(json!({"mib": mib, "kith": kith,
                 "libp2p_stream_mib_per_sec": stream, "libp2p_stream_cpu": stream_cpu,
                 "libp2p_request_response_mib_per_sec": rr}))
+        })?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if direct_only {
+        let report = rt.block_on(async move {
+            let dir = tempfile::tempdir().context("temporary directory")?;
+            let (size, ack) = kith_sizes();
+            let kith1 = kith_direct(dir.path(), params.sequential, 1).await?;
+            let kith64 = kith_direct(dir.path(), params.parallel, 64).await?;
+            let bare1 = bare_libp2p(params.sequential, 1, size, ack).await?;
+            let bare64 = bare_libp2p(params.parallel, 64, size, ack).await?;
+            Ok::<_, anyhow::Error>(direct_json(size, &kith1, &bare1, &kith64, &bare64))
         })?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -104,14 +117,7 @@ pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
         let rss = idle_rss(dir.path());
         Ok::<_, anyhow::Error>(json!({
             "message_bytes": size,
-            "direct": {
-                "in_flight_1": {"kith": kith1, "libp2p": bare1,
-                    "throughput_ratio": kith1.msgs_per_sec / bare1.msgs_per_sec,
-                    "p50_diff_ms": kith1.p50_ms - bare1.p50_ms},
-                "in_flight_64": {"kith": kith64, "libp2p": bare64,
-                    "throughput_ratio": kith64.msgs_per_sec / bare64.msgs_per_sec,
-                    "p50_diff_ms": kith64.p50_ms - bare64.p50_ms},
-            },
+            "direct": direct_json(size, &kith1, &bare1, &kith64, &bare64)["direct"],
             "network": net,
             "file": {"mib": mib, "kith": file, "libp2p_stream_mib_per_sec": bare_file,
                 "libp2p_stream_cpu": bare_file_cpu,
@@ -130,6 +136,27 @@ pub(crate) fn run(json_out: bool, quick: bool, file_only: bool) -> Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// The direct-message figures, as `{"message_bytes", "direct": {"in_flight_1", "in_flight_64"}}`.
+fn direct_json(
+    size: usize,
+    kith1: &Figures,
+    bare1: &Figures,
+    kith64: &Figures,
+    bare64: &Figures,
+) -> serde_json::Value {
+    json!({
+        "message_bytes": size,
+        "direct": {
+            "in_flight_1": {"kith": kith1, "libp2p": bare1,
+                "throughput_ratio": kith1.msgs_per_sec / bare1.msgs_per_sec,
+                "p50_diff_ms": kith1.p50_ms - bare1.p50_ms},
+            "in_flight_64": {"kith": kith64, "libp2p": bare64,
+                "throughput_ratio": kith64.msgs_per_sec / bare64.msgs_per_sec,
+                "p50_diff_ms": kith64.p50_ms - bare64.p50_ms},
+        },
+    })
 }
 
 fn print_table(r: &serde_json::Value) {

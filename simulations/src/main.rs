@@ -184,13 +184,19 @@ enum Command {
         /// JSON: for profiling the attachment path
         #[arg(long)]
         file_only: bool,
+        /// Only the direct-message benchmark (Kith and bare libp2p, 1 and 64 in flight),
+        /// printed as JSON: for profiling the direct path
+        #[arg(long, conflicts_with = "file_only")]
+        direct_only: bool,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench { json, quick, file_only } => bench::run(json, quick, file_only),
+        Command::Bench { json, quick, file_only, direct_only } => {
+            bench::run(json, quick, file_only, direct_only)
+        }
         Command::BenchBotWorker { boot, first, count, serve_dht } => {
             botbench::worker(boot, first, count, serve_dht)
         }
