@@ -81,6 +81,10 @@ pub enum NodeError {
     /// A peer, or this node, is too busy to take the request now; try again shortly.
     #[error("busy: {0}")]
     Busy(String),
+    /// An envelope was sealed in a session this device does not hold (it lost the session's
+    /// state): its sender seals it again.
+    #[error("sealed in a session this device does not hold")]
+    NoSession,
     /// Something that should not happen did (a message this node built does not seal, a
     /// poisoned lock): a bug to report.
     #[error("internal error: {0}")]

@@ -8,8 +8,7 @@ use kith_protocol::mailbox::{MailItem, MailboxRequest, MailboxResponse, MAX_FETC
 use kith_protocol::name::MailboxPeer;
 use kith_protocol::ReceiptKind;
 use kith_protocol::{
-    AckStatus, Content, ConversationId, DeliveryAck, Envelope, IdentityPublic, MessageId,
-    X25519Secret,
+    AckStatus, Content, ConversationId, DeliveryAck, Envelope, IdentityPublic, MessageId, Opened,
 };
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -19,6 +18,7 @@ use crate::content::{self, Accepted};
 use crate::error::{NodeError, OrWarn};
 use crate::network::Event;
 use crate::services::mailbox_client::{parse_addrs, FETCH_INTERVAL};
+use crate::services::sessions::OpenError;
 use crate::services::Services;
 use crate::views::NewMessage;
 use crate::views::NodeEvent;
@@ -26,19 +26,39 @@ use crate::views::NodeEvent;
 impl Services {
     /// Opens an envelope, checks its sender's device, and receives it by kind. A `direct` one
     /// (from a peer, not fetched from this user's mailbox) counts toward its sender's rate.
+    ///
+    /// Also answers the session this device now holds with the sender, if any: the sender
+    /// seals its next messages in it. What opening changed of the session is written only once
+    /// the message is stored, so a message refused for now (busy) opens again when retried.
     pub(crate) fn accept_envelope(
         &self,
         bytes: &[u8],
         direct: bool,
-    ) -> Result<Accepted, NodeError> {
+    ) -> Result<(Accepted, Option<[u8; 16]>), NodeError> {
         let bad = |e: String| NodeError::BadInput(e);
         let env = Envelope::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
-        let store = &self.ctx.store;
-        let opened = env
-            .open(&self.ctx.keys.device.public_bytes(), |id| {
-                store.prekey(id).ok().flatten().map(|p| X25519Secret::from_bytes(p.secret))
-            })
-            .map_err(|e| bad(e.to_string()))?;
+        let sessions = &self.outbox.sessions;
+        let (opened, change) = match sessions.open(&env) {
+            Ok(o) => o,
+            // The key of a message opened before: it is stored already.
+            Err(OpenError::Opened) => return Ok((Accepted::Duplicate, env.session_id())),
+            Err(OpenError::NoSession) => return Err(NodeError::NoSession),
+            Err(OpenError::Bad(e)) => return Err(bad(e)),
+        };
+        let accepted = self.accept_opened(opened, direct)?;
+        let session = change.as_ref().map(|c| c.id());
+        if let Some(change) = change {
+            // The message is stored: a session that could not be written is stepped again
+            // when the sender next seals in it, or replaced.
+            if let Err(e) = sessions.keep(change) {
+                warn!("cannot write a session's new state: {e}");
+            }
+        }
+        Ok((accepted, session))
+    }
+
+    fn accept_opened(&self, opened: Opened, direct: bool) -> Result<Accepted, NodeError> {
+        let bad = |e: String| NodeError::BadInput(e);
         let m = &opened.message;
         self.records.device_allowed(&opened.sender).map_err(bad)?;
         if direct && !self.accounts.allow_inbound(m.sender.0) {
@@ -78,12 +98,20 @@ impl Services {
                 match event {
                     Event::InboundEnvelope { peer, bytes, reply } => {
                         let ack = match self.accept_envelope(&bytes, true) {
-                            Ok(Accepted::New(a)) => {
+                            Ok((Accepted::New(a), session)) => {
                                 fresh.push(a);
-                                DeliveryAck::new(AckStatus::Stored, None)
+                                DeliveryAck::new(AckStatus::Stored, None).with_session(session)
                             }
-                            Ok(Accepted::Duplicate) => DeliveryAck::new(AckStatus::Duplicate, None),
-                            Ok(Accepted::Applied) => DeliveryAck::new(AckStatus::Stored, None),
+                            Ok((Accepted::Duplicate, session)) => {
+                                DeliveryAck::new(AckStatus::Duplicate, None).with_session(session)
+                            }
+                            Ok((Accepted::Applied, session)) => {
+                                DeliveryAck::new(AckStatus::Stored, None).with_session(session)
+                            }
+                            Err(NodeError::NoSession) => {
+                                debug!(%peer, "envelope of a session this device does not hold");
+                                DeliveryAck::new(AckStatus::NoSession, None)
+                            }
                             Err(NodeError::Busy(why)) => {
                                 self.ctx.counters.envelopes_limited.inc();
                                 debug!(%peer, "envelope over its sender's rate: {why}");
@@ -202,7 +230,7 @@ impl Services {
             let mut ids = Vec::with_capacity(items.len());
             for MailItem { id, envelope } in items {
                 match self.accept_envelope(&envelope, false) {
-                    Ok(Accepted::New(m)) => fresh.push(m),
+                    Ok((Accepted::New(m), _)) => fresh.push(m),
                     Ok(_) => {}
                     Err(e) => {
                         self.ctx.counters.envelopes_rejected.inc();

@@ -591,6 +591,10 @@ pub struct DeliveryAck {
     pub status: AckStatus,
     /// A reason a person can read, for `rejected` and `busy`.
     pub reason: Option<String>,
+    /// The session the recipient device holds for this envelope's sender (the one it started
+    /// or was sealed in): the sender then seals its next messages in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<serde_bytes::ByteArray<16>>,
 }
 
 /// What became of a delivered envelope.
@@ -605,6 +609,9 @@ pub enum AckStatus {
     Rejected,
     /// Not processed now (the device is overloaded); retry later.
     Busy,
+    /// Sealed in a session the recipient device does not hold (it lost its state): seal it
+    /// again with Noise. Only sent to devices that seal in sessions.
+    NoSession,
 }
 
 /// Largest encoded [`DeliveryAck`].
@@ -617,7 +624,13 @@ impl DeliveryAck {
             crate::identity::truncate_utf8(&mut r, 512);
             r
         });
-        DeliveryAck { v: VERSION, status, reason }
+        DeliveryAck { v: VERSION, status, reason, session: None }
+    }
+
+    /// The same, naming the session the recipient holds with the sender.
+    pub fn with_session(mut self, session: Option<[u8; 16]>) -> Self {
+        self.session = session.map(serde_bytes::ByteArray::new);
+        self
     }
 
     /// Encodes the acknowledgement.

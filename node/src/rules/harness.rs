@@ -53,6 +53,7 @@ pub(crate) mod fixtures {
             next_at: 0,
             last_error: None,
             deposited: false,
+            prekey: None,
         }
     }
 
@@ -175,6 +176,7 @@ mod tests {
                 mailboxes: vec![],
                 in_history: true,
                 waiting: None,
+                plain: None,
             };
             let mut owed: BTreeSet<u8> = (1..=n).collect();
             let mut held: BTreeSet<u8> = BTreeSet::new();
@@ -190,9 +192,10 @@ mod tests {
                     0..=5 if !due.is_empty() => {
                         let i = due[rng.gen_range(0..due.len())];
                         let d = e.targets[i].device[0];
-                        let outcome = match rng.gen_range(0..3) {
-                            0 => Attempt::Delivered,
-                            1 => Attempt::Deposited("offline".into()),
+                        let outcome = match rng.gen_range(0..7) {
+                            0 | 1 => Attempt::Delivered,
+                            2 | 3 => Attempt::Deposited("offline".into()),
+                            4 => Attempt::Resealed,
                             _ => Attempt::Failed("unreachable".into()),
                         };
                         match &outcome {
@@ -203,10 +206,19 @@ mod tests {
                                 held.insert(d);
                             }
                             Attempt::Failed(_) => {}
+                            // The mailbox's copy was sealed in the lost session: it does not
+                            // count, and the new envelope is due at once.
+                            Attempt::Resealed => {
+                                held.remove(&d);
+                            }
                         }
                         let delivered = outcome == Attempt::Delivered;
+                        let resealed = outcome == Attempt::Resealed;
                         let p = outbox::finish_attempt(&mut e, i, outcome, now, rng.gen());
-                        if !delivered {
+                        if resealed {
+                            assert_eq!(e.targets[i].next_at, now);
+                            assert!(!e.targets[i].deposited);
+                        } else if !delivered {
                             let wait = e.targets[i].next_at - now;
                             assert!((1_000..=MAX_BACKOFF_MS * 5 / 4).contains(&wait), "{wait}");
                         }

@@ -135,6 +135,9 @@ pub enum Attempt {
     Deposited(String),
     /// Neither.
     Failed(String),
+    /// The device does not hold the session the envelope was sealed in; the caller sealed it
+    /// again (with Noise, starting a new session): due at once, not counted as a failure.
+    Resealed,
 }
 
 /// What became of an outbox entry after a change, so the caller knows what to write.
@@ -182,6 +185,12 @@ pub fn finish_attempt(
             Err(err)
         }
         Attempt::Failed(err) => Err(err),
+        Attempt::Resealed => {
+            t.next_at = now;
+            t.deposited = false;
+            t.last_error = Some("the device lost its session; sealed again".into());
+            return progress(entry);
+        }
     };
     record_attempt(t, result, now, jitter);
     progress(entry)
@@ -236,6 +245,7 @@ mod tests {
             mailboxes: vec![],
             in_history: true,
             waiting: None,
+            plain: None,
         };
         assert_eq!(due(&e, 0), vec![0, 1]);
         record_attempt(&mut e.targets[0], Ok(()), 0, 0.0);
@@ -259,6 +269,7 @@ mod tests {
             mailboxes: vec![],
             in_history: true,
             waiting: None,
+            plain: None,
         }
     }
 

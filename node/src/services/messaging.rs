@@ -7,7 +7,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kith_protocol::envelope::Recipient;
 use kith_protocol::name::RecordDevice;
 use kith_protocol::{
     AckStatus, Content, ConversationId, DeliveryAck, Envelope, Message, MessageId, UserId,
@@ -22,6 +21,7 @@ use crate::ctx::Ctx;
 use crate::error::{NodeError, OrWarn};
 use crate::rules::outbox::{self, Attempt};
 use crate::services::mailbox_client::deposit;
+use crate::services::sessions::SealTo;
 use crate::store::{DeviceTarget, Direction, OutboxEntry, Status, StoredMessage, Waiting, LOOKUP};
 use crate::views::{self, MessageView, NodeEvent};
 
@@ -218,6 +218,7 @@ impl Messaging {
             mailboxes: Vec::new(),
             in_history: true,
             waiting: Some(waiting),
+            plain: None,
         };
         self.ctx.store.insert_outgoing(&stored, &entry)?;
         self.ctx.store.flush().await?;
@@ -340,12 +341,12 @@ impl Messaging {
     ) -> Result<OutboxEntry, NodeError> {
         let mine = self.ctx.keys.device.public_bytes();
         let mut targets = Vec::with_capacity(devices.len());
+        let mut in_session = false;
         for d in devices.iter().filter(|d| d.device.device != mine) {
-            let to =
-                Recipient { device: d.device.device, prekey_id: d.prekey.id, prekey: d.prekey.key };
-            let env =
-                Envelope::seal(&self.ctx.keys.cert, &self.ctx.keys.static_key, &to, message, name)
-                    .map_err(|e| NodeError::Internal(format!("cannot seal a message: {e}")))?;
+            let to = SealTo::of(user, d);
+            let env = self.outbox.sessions.seal(&to, message, name)?;
+            let sessioned = env.session.is_some();
+            in_session |= sessioned;
             targets.push(DeviceTarget {
                 device: d.device.device,
                 peer_id: d.device.peer_id.to_bytes(),
@@ -355,6 +356,7 @@ impl Messaging {
                 next_at: 0,
                 last_error: None,
                 deposited: false,
+                prekey: sessioned.then(|| (d.prekey.id, serde_bytes::ByteArray::new(d.prekey.key))),
             });
         }
         Ok(OutboxEntry {
@@ -365,6 +367,7 @@ impl Messaging {
             mailboxes: mailboxes.iter().map(|m| (m.peer_id.clone(), m.addrs.clone())).collect(),
             in_history,
             waiting: None,
+            plain: in_session.then(|| message.to_bytes()),
         })
     }
 
@@ -501,10 +504,20 @@ impl Messaging {
         let Ok(peer) = PeerId::from_bytes(&e.targets[i].peer_id) else { return false };
         let (net, bytes, key) = (self.ctx.net.clone(), e.targets[i].envelope.clone(), (e.id, i));
         let mailboxes = if e.targets[i].deposited { Vec::new() } else { e.mailboxes.clone() };
+        let (sessions, device) = (self.outbox.sessions.clone(), e.targets[i].device);
         self.ctx.spawn(async move {
             let direct = match net.send_envelope(peer, bytes.clone()).await {
                 Ok(Ok(answer)) => match DeliveryAck::from_bytes(&answer) {
-                    Ok(a) if matches!(a.status, AckStatus::Stored | AckStatus::Duplicate) => Ok(()),
+                    Ok(a) if matches!(a.status, AckStatus::Stored | AckStatus::Duplicate) => {
+                        if let Some(id) = a.session {
+                            sessions.acknowledged(&device, &id);
+                        }
+                        Ok(())
+                    }
+                    Ok(a) if a.status == AckStatus::NoSession => {
+                        let _ = done.send(Done::Delivery(key, Attempt::Resealed)).await;
+                        return;
+                    }
                     Ok(a) => Err(format!("{:?}: {}", a.status, a.reason.unwrap_or_default())),
                     Err(e) => Err(format!("malformed acknowledgement: {e}")),
                 },
@@ -545,6 +558,31 @@ impl Messaging {
         if let Attempt::Deposited(err) | Attempt::Failed(err) = &outcome {
             debug!(id = %MessageId(id), "delivery attempt failed: {err}");
         }
+        if outcome == Attempt::Resealed {
+            if let Err(err) = self.reseal(&mut e, i) {
+                warn!(id = %MessageId(id), "cannot seal a message again for a lost session: {err}");
+                let jitter: f64 = rand::thread_rng().gen();
+                let failed = Attempt::Failed(format!("the device lost its session: {err}"));
+                let progress = outbox::finish_attempt(&mut e, i, failed, self.ctx.now(), jitter);
+                if let Err(err) = self.outbox.save_progress(&e, progress) {
+                    warn!(id = %MessageId(id), "cannot record a delivery attempt: {err}");
+                }
+                return;
+            }
+            outbox::finish_attempt(&mut e, i, Attempt::Resealed, self.ctx.now(), 0.0);
+            // The new envelope leaves once it (and the session it started) is on disk.
+            if let Err(err) = self.ctx.store.put_outbox_resealed(&e) {
+                warn!(id = %MessageId(id), "cannot record a message sealed again: {err}");
+            }
+            let store = self.ctx.store.clone();
+            let wake = self.outbox.wake_outbox.clone();
+            self.ctx.spawn(async move {
+                if store.flush().await.is_ok() {
+                    wake.notify_one();
+                }
+            });
+            return;
+        }
         let jitter: f64 = rand::thread_rng().gen();
         let progress = outbox::finish_attempt(&mut e, i, outcome, self.ctx.now(), jitter);
         if let Err(err) = self.outbox.save_progress(&e, progress) {
@@ -554,6 +592,30 @@ impl Messaging {
         // status together (one transaction), so the message is sent again and the recipient
         // answers `duplicate`, which ends it as delivered. A flush per acknowledgement would
         // cost a disk sync per message.
+    }
+}
+
+impl Messaging {
+    /// Target `i` of `e` answered that it does not hold the session its envelope was sealed
+    /// in: forget that session and seal the message to it again with Noise (which starts a new
+    /// one), from the copy of the message the entry keeps.
+    fn reseal(&self, e: &mut OutboxEntry, i: usize) -> Result<(), NodeError> {
+        let internal = |what: &str| NodeError::Internal(what.to_owned());
+        let t = e.targets.get(i).ok_or_else(|| internal("no such target"))?;
+        let plain = e.plain.as_deref().ok_or_else(|| internal("no copy of the message kept"))?;
+        let (prekey_id, prekey) = t.prekey.ok_or_else(|| internal("no prekey kept"))?;
+        let old = Envelope::from_bytes(&t.envelope).map_err(|x| internal(&x.to_string()))?;
+        let message = Message::from_bytes(plain).map_err(|x| internal(&x.to_string()))?;
+        let sessions = &self.outbox.sessions;
+        let to = sessions
+            .lost(&t.device, &old, (prekey_id, *prekey))?
+            .ok_or_else(|| internal("not sealed in a session this device holds"))?;
+        let name = self.ctx.name();
+        let env = sessions.seal(&to, &message, name.as_deref())?;
+        let t = &mut e.targets[i];
+        t.envelope = env.to_bytes();
+        t.prekey = env.session.is_some().then_some((prekey_id, prekey));
+        Ok(())
     }
 }
 

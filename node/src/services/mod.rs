@@ -21,6 +21,8 @@
 //!   location, folded from the conversation's messages.
 //! - [`accounts`]: this user's profile, others' profiles with their domain checked, consent
 //!   between people and businesses or bots, the per-sender inbound rate, mutes, reports.
+//! - [`sessions`]: Double Ratchet sessions with other devices: which seals a message, opening,
+//!   acknowledgements, lost sessions, revocation (held by the outbox service).
 //! - [`signals`]: ephemeral signals (calls, listening) sealed to devices and sent once.
 //!
 //! [`Services`] holds one of each; the inbound path ([`crate::inbound`]), the maintenance task
@@ -40,6 +42,7 @@ pub mod messaging;
 pub mod outbox;
 pub mod plans;
 pub mod records;
+pub mod sessions;
 pub mod signals;
 
 use std::sync::{Arc, Mutex};

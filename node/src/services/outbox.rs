@@ -24,11 +24,14 @@ pub(crate) struct Outbox {
     pub(crate) outbox_lock: Arc<tokio::sync::Mutex<()>>,
     /// Wakes the delivery task (a new entry, a peer connected).
     pub(crate) wake_outbox: Arc<Notify>,
+    /// The sessions envelopes are sealed in.
+    pub(crate) sessions: super::sessions::Sessions,
 }
 
 impl Outbox {
     pub(crate) fn new(ctx: Ctx) -> Self {
-        Outbox { ctx, outbox_lock: Arc::default(), wake_outbox: Arc::default() }
+        let sessions = super::sessions::Sessions::new(ctx.clone());
+        Outbox { ctx, outbox_lock: Arc::default(), wake_outbox: Arc::default(), sessions }
     }
 
     /// A peer connected: make every pending delivery to it due now, and the lookups of names
@@ -85,6 +88,10 @@ impl Outbox {
     /// replaced); a message then complete is `delivered` to every device the user still has.
     pub(crate) async fn drop_targets(&self, user: [u8; 16], keep: &[[u8; 32]]) {
         let _guard = self.outbox_lock.lock().await;
+        // A revoked device's sessions go first: nothing more is sealed to it.
+        if let Err(e) = self.sessions.drop_devices(&user, keep) {
+            warn!("cannot delete the sessions of revoked devices: {e}");
+        }
         for id in self.ctx.store.outbox_ids_to(&user) {
             let mut e = match self.ctx.store.outbox_entry(&id) {
                 Ok(Some(e)) => e,

@@ -36,12 +36,14 @@ mod groups;
 mod mailbox;
 mod media;
 mod outbox;
+mod sessions;
 
 pub use accounts::{ConsentEntry, ReportEntry, MAX_BOT_VALUE, MAX_REPORTS};
 pub use groups::{EpochMembers, GroupMember, GroupState, GroupWaiting};
 pub use mailbox::DepositRefusal;
 pub use media::{AttachmentEntry, BlobState, HeldBlob};
 pub use outbox::{DeviceTarget, Due, OutboxEntry, Waiting, LOOKUP};
+pub use sessions::{DeviceSessions, StoredSession, MAX_SESSIONS_PER_DEVICE};
 
 /// The version of the store layout; opening a store of another version is refused.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -343,6 +345,8 @@ pub struct Store {
     consent: sled::Tree,
     bot_state: sled::Tree,
     bot_inbox: sled::Tree,
+    sessions: sled::Tree,
+    session_for: sled::Tree,
     /// Whether incoming messages go to `bot_inbox` too (a business's or bot's node).
     inbox_on: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Woken when a message enters the inbox.
@@ -498,6 +502,8 @@ impl Store {
             consent: tree("consent")?,
             bot_state: tree("bot_state")?,
             bot_inbox: tree("bot_inbox")?,
+            sessions: tree("sessions")?,
+            session_for: tree("session_for")?,
             inbox_on: std::sync::Arc::default(),
             inbox_notify: std::sync::Arc::default(),
             progress: std::sync::Arc::default(),
@@ -575,6 +581,17 @@ impl Store {
         flushed.map_err(|e| self.err(e))?;
         gate.done.fetch_max(covers, SeqCst);
         Ok(())
+    }
+
+    /// The ticket of the next flush to start: a write made now is on disk once
+    /// [`Store::flushed_ticket`] reaches it.
+    pub fn flush_ticket(&self) -> u64 {
+        self.flushes.requested.load(std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    /// The highest flush ticket whose writes are on disk.
+    pub fn flushed_ticket(&self) -> u64 {
+        self.flushes.done.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Reads a metadata value.
@@ -1042,6 +1059,7 @@ pub(super) mod tests {
                         mailboxes: vec![],
                         in_history: true,
                         waiting: None,
+                        plain: None,
                     };
                     s.insert_outgoing(&m, &out).expect("insert");
                     s.insert_incoming(&msg(i, t.wrapping_add(100), 0)).expect("insert");

@@ -40,6 +40,10 @@ pub struct DeviceTarget {
     /// Whether a mailbox of the recipient holds the envelope.
     #[serde(default)]
     pub deposited: bool,
+    /// For an envelope sealed in a session: the device's prekey (id and key) when it was
+    /// sealed, to seal it again with Noise if the device lost the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prekey: Option<(u32, serde_bytes::ByteArray<32>)>,
 }
 
 /// An outgoing message not yet acknowledged by every recipient device.
@@ -65,6 +69,27 @@ pub struct OutboxEntry {
     /// has no targets until it resolves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+    /// The encoded message, kept when an envelope was sealed in a session (to seal it again
+    /// if the device lost the session).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    pub plain: Option<Vec<u8>>,
+}
+
+mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(serde_bytes::Bytes::new(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<serde_bytes::ByteBuf>::deserialize(d)?.map(|b| b.into_vec()))
+    }
 }
 
 /// The lookups of a recipient's name that did not resolve yet.
@@ -96,6 +121,10 @@ struct Schedule {
     targets: Vec<(usize, Vec<u8>, u64)>,
     /// The next lookup of a waiting name.
     lookup_at: Option<u64>,
+    /// The flush ticket ([`Store::flush_ticket`]) that must be on disk before its envelopes
+    /// leave: a new entry's sealing advanced sessions, and an envelope sent before that is
+    /// durable could be sealed again under the same message key after a crash.
+    durable_at: u64,
 }
 
 impl Schedule {
@@ -107,6 +136,7 @@ impl Schedule {
                 .map(|(i, t)| (i, t.peer_id.clone(), t.next_at))
                 .collect(),
             lookup_at: e.waiting.as_ref().map(|w| w.next_at),
+            durable_at: 0,
         }
     }
 }
@@ -115,6 +145,14 @@ impl Schedule {
 /// agree.
 #[derive(Debug, Default)]
 pub(super) struct OutboxIndex(HashMap<[u8; 16], Schedule>);
+
+impl OutboxIndex {
+    /// Replaces an entry's schedule, keeping the flush it waits for.
+    fn keep_durable(&mut self, id: [u8; 16], mut s: Schedule) {
+        s.durable_at = self.0.get(&id).map_or(0, |old| old.durable_at);
+        self.0.insert(id, s);
+    }
+}
 
 /// A lookup of a waiting name, in the pairs [`Store::outbox_due`] returns.
 pub const LOOKUP: usize = usize::MAX;
@@ -146,7 +184,18 @@ impl Store {
                 Ok(())
             });
         r.map_err(|e| self.err(format!("{e:?}")))?;
-        schedule.0.insert(out.id, Schedule::of(out));
+        schedule
+            .0
+            .insert(out.id, Schedule { durable_at: self.flush_ticket(), ..Schedule::of(out) });
+        Ok(())
+    }
+
+    /// Writes an entry whose envelopes were sealed again (in a new session): like
+    /// [`Store::put_outbox`], but they leave only once a flush covers this write.
+    pub fn put_outbox_resealed(&self, e: &OutboxEntry) -> Result<(), NodeError> {
+        let mut schedule = self.outbox_index();
+        self.outbox.insert(e.id, enc(e)).map_err(|x| self.err(x))?;
+        schedule.0.insert(e.id, Schedule { durable_at: self.flush_ticket(), ..Schedule::of(e) });
         Ok(())
     }
 
@@ -162,7 +211,7 @@ impl Store {
     pub fn put_outbox(&self, e: &OutboxEntry) -> Result<(), NodeError> {
         let mut schedule = self.outbox_index();
         self.outbox.insert(e.id, enc(e)).map_err(|x| self.err(x))?;
-        schedule.0.insert(e.id, Schedule::of(e));
+        schedule.keep_durable(e.id, Schedule::of(e));
         Ok(())
     }
 
@@ -197,7 +246,9 @@ impl Store {
                 Ok(())
             });
         r.map_err(|e| self.err(format!("{e:?}")))?;
-        schedule.0.insert(entry.id, Schedule::of(entry));
+        schedule
+            .0
+            .insert(entry.id, Schedule { durable_at: self.flush_ticket(), ..Schedule::of(entry) });
         Ok(())
     }
 
@@ -216,7 +267,7 @@ impl Store {
     pub fn put_outbox_with_status(&self, e: &OutboxEntry, status: Status) -> Result<(), NodeError> {
         let mut schedule = self.outbox_index();
         self.pending_and_status(&self.outbox, &e.id, Some(&enc(e)), &e.id, status)?;
-        schedule.0.insert(e.id, Schedule::of(e));
+        schedule.keep_durable(e.id, Schedule::of(e));
         Ok(())
     }
 
@@ -310,7 +361,13 @@ impl Store {
         let schedule = self.outbox_index();
         let mut due: Vec<(u64, ([u8; 16], usize))> = Vec::new();
         let mut next: Option<u64> = None;
+        let durable = self.flushed_ticket();
         for (id, s) in &schedule.0 {
+            if s.durable_at > durable {
+                // Not on disk yet: the flush that covers it wakes the delivery task.
+                next = Some(next.map_or(now + 10, |n| n.min(now + 10)));
+                continue;
+            }
             let items = s.targets.iter().map(|(i, _, at)| (*i, *at));
             for (i, at) in items.chain(s.lookup_at.map(|at| (LOOKUP, at))) {
                 if busy(&(*id, i)) {
@@ -373,6 +430,7 @@ mod tests {
             mailboxes: vec![],
             in_history: true,
             waiting: None,
+            plain: None,
         };
         s.insert_outgoing(&old, &entry).expect("queued");
         let new = StoredMessage {
@@ -401,6 +459,7 @@ mod tests {
             next_at,
             last_error: None,
             deposited: false,
+            prekey: None,
         }
     }
 
@@ -420,6 +479,7 @@ mod tests {
                 next_at,
                 last_error: None,
             }),
+            plain: None,
         }
     }
 
@@ -439,6 +499,10 @@ mod tests {
         s.insert_outgoing(&m, &entry(4, vec![target(9, 5000, false)], None)).expect("queued");
         let due = s.outbox_due(100, 10, |_| false);
         assert_eq!(due.now, vec![([2; 16], 0), ([3; 16], LOOKUP), ([1; 16], 0)]);
+        assert_eq!(due.next, Some(110), "a new entry waits for the flush that covers it");
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(s.flush()).expect("flushed");
+        let due = s.outbox_due(100, 10, |_| false);
         assert_eq!(due.next, Some(500));
         let due = s.outbox_due(100, 1, |k| k.0 == [2; 16]);
         assert_eq!(due.now, vec![([3; 16], LOOKUP)], "busy left out, then the limit");

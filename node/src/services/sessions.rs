@@ -1,0 +1,338 @@
+//! Double Ratchet sessions with other devices: which one seals a message, starting one, opening
+//! session envelopes, and what acknowledgements and revocations change. The ratchet itself is
+//! `kith_protocol::session`; the states live in the store (`store::sessions`).
+//!
+//! The rules:
+//! - a message to a device is sealed in the device's current session once that device holds it
+//!   (it started it, acknowledged the envelope that started it, or sent a message in it);
+//! - otherwise it is sealed with Noise `X` to the device's prekey, and the first such envelope
+//!   starts a session (another one only after [`RESTART_UNCONFIRMED_MS`] without an answer);
+//! - a device that receives a session envelope it cannot place answers `no_session`, and the
+//!   sender seals that message again with Noise, starting a new session;
+//! - sessions with a revoked device are deleted with its targets.
+
+use std::sync::{Arc, Mutex};
+
+use kith_protocol::envelope::{Opened, Recipient, SenderDevice};
+use kith_protocol::name::RecordDevice;
+use kith_protocol::session::SessionError;
+use kith_protocol::{Envelope, EnvelopeError, IdentityPublic, Message, UserId, X25519Secret};
+use libp2p::PeerId;
+use tracing::debug;
+
+use crate::ctx::Ctx;
+use crate::error::NodeError;
+use crate::store::StoredSession;
+
+/// How long a started session may go without an answer before the next message to the device
+/// starts another (the first envelope may have been lost, or may wait in a mailbox).
+pub const RESTART_UNCONFIRMED_MS: u64 = 10 * 60 * 1000;
+
+/// The sessions service.
+#[derive(Clone, Debug)]
+pub(crate) struct Sessions {
+    ctx: Ctx,
+    /// Serializes read-modify-write of session states: two messages sealed from one state
+    /// would reuse a message key.
+    lock: Arc<Mutex<()>>,
+}
+
+/// What opening an envelope changed of the sessions, to keep once the message is stored.
+#[derive(Debug)]
+pub(crate) enum SessionChange {
+    /// The envelope started a session with its sender.
+    Started(Box<StoredSession>),
+    /// It opened in session `id` at `version`; `state` is the session after it.
+    Advanced { id: [u8; 16], version: u64, state: Box<StoredSession>, envelope: Box<Envelope> },
+}
+
+impl SessionChange {
+    /// The session the recipient now holds with the sender.
+    pub(crate) fn id(&self) -> [u8; 16] {
+        match self {
+            SessionChange::Started(s) => s.session.id(),
+            SessionChange::Advanced { id, .. } => *id,
+        }
+    }
+}
+
+/// Why an envelope did not open.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// It was sealed in a session this device does not hold.
+    NoSession,
+    /// Its message key was used already: the message was opened before.
+    Opened,
+    /// Anything else (it does not decrypt, is malformed, or names the wrong sender).
+    Bad(String),
+}
+
+impl Sessions {
+    pub(crate) fn new(ctx: Ctx) -> Self {
+        Sessions { ctx, lock: Arc::default() }
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seals `message` to device `d` of `user` (see the module's rules). The session's change
+    /// is written, not flushed: the caller flushes it with the outbox entry before the
+    /// envelope leaves.
+    pub(crate) fn seal(
+        &self,
+        to: &SealTo,
+        message: &Message,
+        name: Option<&str>,
+    ) -> Result<Envelope, NodeError> {
+        let store = &self.ctx.store;
+        let keys = &self.ctx.keys;
+        let device = to.device;
+        let seal_err =
+            |e: EnvelopeError| NodeError::Internal(format!("cannot seal a message: {e}"));
+        let now = self.ctx.now();
+        let _guard = self.guard();
+        let current = match store.device_sessions(&device)?.send {
+            Some(id) => store.session(&id)?,
+            None => None,
+        };
+        if let Some(mut s) = current.filter(|s| s.peer_user == to.user) {
+            if s.confirmed {
+                match Envelope::seal_in_session(&mut s.session, &device, message, name) {
+                    Ok(env) => {
+                        store.put_session(&mut s)?;
+                        return Ok(env);
+                    }
+                    // An exhausted session (2^32 messages) gives way to a new one.
+                    Err(EnvelopeError::Session(SessionError::Exhausted)) => {}
+                    Err(e) => return Err(seal_err(e)),
+                }
+            } else if now < s.session.created_at().saturating_add(RESTART_UNCONFIRMED_MS) {
+                return Envelope::seal(
+                    &keys.cert,
+                    &keys.static_key,
+                    &to.recipient(),
+                    message,
+                    name,
+                )
+                .map_err(seal_err);
+            }
+        }
+        let (env, session) = Envelope::seal_starting_session(
+            &mut rand::rngs::OsRng,
+            &keys.cert,
+            &keys.static_key,
+            &to.recipient(),
+            message,
+            name,
+            now,
+        )
+        .map_err(seal_err)?;
+        let mut s = StoredSession {
+            peer_user: to.user,
+            peer_identity: to.identity,
+            peer_device: device,
+            peer_id: to.peer_id.clone(),
+            certified_at: to.certified_at,
+            confirmed: false,
+            version: 0,
+            session,
+        };
+        store.add_session(&mut s)?;
+        Ok(env)
+    }
+
+    /// Opens an envelope to this device: with Noise (accepting the session it may start) or in
+    /// its session. Nothing is written: [`Sessions::keep`] writes the change once the message
+    /// is stored.
+    pub(crate) fn open(
+        &self,
+        env: &Envelope,
+    ) -> Result<(Opened, Option<SessionChange>), OpenError> {
+        let store = &self.ctx.store;
+        let own = self.ctx.keys.device.public_bytes();
+        let now = self.ctx.now();
+        let Some(id) = env.session_id() else {
+            let prekey =
+                |id| store.prekey(id).ok().flatten().map(|p| X25519Secret::from_bytes(p.secret));
+            let (opened, session) = env
+                .open_accepting_session(&mut rand::rngs::OsRng, &own, prekey, now)
+                .map_err(|e| OpenError::Bad(e.to_string()))?;
+            let change = session.map(|session| {
+                let s = &opened.sender;
+                Box::new(StoredSession {
+                    peer_user: s.user_id.0,
+                    peer_identity: s.identity.to_bytes(),
+                    peer_device: s.device,
+                    peer_id: s.peer_id.to_bytes(),
+                    certified_at: s.certified_at,
+                    confirmed: true,
+                    version: 0,
+                    session,
+                })
+            });
+            return Ok((opened, change.map(SessionChange::Started)));
+        };
+        let mut s = {
+            let _guard = self.guard();
+            store
+                .session(&id)
+                .map_err(|e| OpenError::Bad(e.to_string()))?
+                .ok_or(OpenError::NoSession)?
+        };
+        let version = s.version;
+        let (message, sender_name) =
+            match env.open_in_session(&mut rand::rngs::OsRng, &own, &mut s.session, now) {
+                Ok(m) => m,
+                Err(EnvelopeError::Session(SessionError::KeyGone)) => {
+                    return Err(OpenError::Opened)
+                }
+                Err(e) => return Err(OpenError::Bad(e.to_string())),
+            };
+        let sender = sender_of(&s).map_err(OpenError::Bad)?;
+        if message.sender != sender.user_id {
+            return Err(OpenError::Bad(EnvelopeError::SenderMismatch.to_string()));
+        }
+        let opened = Opened { sender, message, sender_name };
+        let change = SessionChange::Advanced {
+            id,
+            version,
+            state: Box::new(s),
+            envelope: Box::new(env.clone()),
+        };
+        Ok((opened, Some(change)))
+    }
+
+    /// Writes what opening an envelope changed, now that its message is stored (written before
+    /// this, so a crash that keeps the session's step keeps the message too).
+    pub(crate) fn keep(&self, change: SessionChange) -> Result<(), NodeError> {
+        let store = &self.ctx.store;
+        let _guard = self.guard();
+        match change {
+            // A replayed first envelope must not reset the session it started.
+            SessionChange::Started(mut s) => match store.session(&s.session.id())? {
+                Some(_) => Ok(()),
+                None => store.add_session(&mut s),
+            },
+            SessionChange::Advanced { id, version, mut state, envelope } => {
+                let Some(mut current) = store.session(&id)? else { return Ok(()) };
+                if current.version == version {
+                    state.confirmed = true;
+                    store.put_session(&mut state)?;
+                } else {
+                    // Changed meanwhile (a message sealed or opened in it): step it again.
+                    let own = self.ctx.keys.device.public_bytes();
+                    let now = self.ctx.now();
+                    let rng = &mut rand::rngs::OsRng;
+                    if envelope.open_in_session(rng, &own, &mut current.session, now).is_ok() {
+                        current.confirmed = true;
+                        store.put_session(&mut current)?;
+                    }
+                }
+                store.use_session(&state.peer_device, &id)
+            }
+        }
+    }
+
+    /// `device` acknowledged an envelope and holds session `id` with this device.
+    pub(crate) fn acknowledged(&self, device: &[u8; 32], id: &[u8; 16]) {
+        let store = &self.ctx.store;
+        let _guard = self.guard();
+        let result = (|| {
+            let Some(mut s) = store.session(id)? else { return Ok(()) };
+            if s.peer_device != *device {
+                return Ok(());
+            }
+            if !s.confirmed {
+                s.confirmed = true;
+                store.put_session(&mut s)?;
+            }
+            Ok::<_, NodeError>(())
+        })();
+        if let Err(e) = result {
+            debug!("cannot record an acknowledged session: {e}");
+        }
+    }
+
+    /// `device` does not hold the session the envelope `env` was sealed in: forget that
+    /// session, and answer where to seal the envelope's message again (`prekey`: the device's
+    /// prekey when it was sealed). `None` if `env` was not sealed in a session this device
+    /// holds.
+    pub(crate) fn lost(
+        &self,
+        device: &[u8; 32],
+        env: &Envelope,
+        prekey: (u32, [u8; 32]),
+    ) -> Result<Option<SealTo>, NodeError> {
+        let Some(id) = env.session_id() else { return Ok(None) };
+        let store = &self.ctx.store;
+        let _guard = self.guard();
+        let Some(s) = store.session(&id)? else { return Ok(None) };
+        if s.peer_device != *device {
+            return Ok(None);
+        }
+        store.forget_session(device, &id)?;
+        Ok(Some(SealTo {
+            user: s.peer_user,
+            identity: s.peer_identity,
+            device: s.peer_device,
+            peer_id: s.peer_id.clone(),
+            certified_at: s.certified_at,
+            prekey_id: prekey.0,
+            prekey: prekey.1,
+        }))
+    }
+
+    /// Deletes the sessions with `user`'s devices not in `keep`.
+    pub(crate) fn drop_devices(
+        &self,
+        user: &[u8; 16],
+        keep: &[[u8; 32]],
+    ) -> Result<usize, NodeError> {
+        let _guard = self.guard();
+        self.ctx.store.drop_sessions(user, keep)
+    }
+}
+
+/// A device to seal to, as its user's record lists it.
+#[derive(Clone, Debug)]
+pub(crate) struct SealTo {
+    pub(crate) user: [u8; 16],
+    pub(crate) identity: [u8; 32],
+    pub(crate) device: [u8; 32],
+    pub(crate) peer_id: Vec<u8>,
+    pub(crate) certified_at: u64,
+    pub(crate) prekey_id: u32,
+    pub(crate) prekey: [u8; 32],
+}
+
+impl SealTo {
+    /// Device `d` of `user`.
+    pub(crate) fn of(user: UserId, d: &RecordDevice) -> Self {
+        SealTo {
+            user: user.0,
+            identity: d.device.identity.to_bytes(),
+            device: d.device.device,
+            peer_id: d.device.peer_id.to_bytes(),
+            certified_at: d.device.created_at,
+            prekey_id: d.prekey.id,
+            prekey: d.prekey.key,
+        }
+    }
+
+    fn recipient(&self) -> Recipient {
+        Recipient { device: self.device, prekey_id: self.prekey_id, prekey: self.prekey }
+    }
+}
+
+fn sender_of(s: &StoredSession) -> Result<SenderDevice, String> {
+    let identity = IdentityPublic::from_bytes(&s.peer_identity).map_err(|e| e.to_string())?;
+    let peer_id = PeerId::from_bytes(&s.peer_id).map_err(|e| e.to_string())?;
+    Ok(SenderDevice {
+        user_id: identity.user_id(),
+        identity,
+        device: s.peer_device,
+        peer_id,
+        certified_at: s.certified_at,
+    })
+}
