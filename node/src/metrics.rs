@@ -18,6 +18,12 @@ pub struct Counters {
     pub records_rejected: Counter,
     /// Envelopes that did not open or broke a rule.
     pub envelopes_rejected: Counter,
+    /// Envelopes sealed with Noise (a first message to a device, or one not in a session yet).
+    pub sealed_noise: Counter,
+    /// Envelopes sealed in a Double Ratchet session.
+    pub sealed_session: Counter,
+    /// Devices that answered `no_session` (they lost a session): the message was sealed again.
+    pub sessions_lost: Counter,
     /// Direct envelopes answered `busy` because their sender was over its rate.
     pub envelopes_limited: Counter,
     /// Reports made by this node's user.
@@ -62,6 +68,21 @@ impl Counters {
         let r = registry.sub_registry_with_prefix("kith");
         r.register("records_rejected", "Name records refused", self.records_rejected.clone());
         r.register("envelopes_rejected", "Envelopes refused", self.envelopes_rejected.clone());
+        r.register(
+            "sealed_noise",
+            "Envelopes sealed with Noise (not in a session yet)",
+            self.sealed_noise.clone(),
+        );
+        r.register(
+            "sealed_session",
+            "Envelopes sealed in a Double Ratchet session",
+            self.sealed_session.clone(),
+        );
+        r.register(
+            "sessions_lost",
+            "Devices that answered no_session; the message was sealed again",
+            self.sessions_lost.clone(),
+        );
         r.register(
             "envelopes_limited",
             "Direct envelopes answered busy: their sender was over its rate",

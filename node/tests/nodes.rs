@@ -309,6 +309,89 @@ async fn restart_keeps_history_and_outbox_delivers_once() {
     assert_eq!(alice2.status().await.expect("status").outbox, 0);
 }
 
+/// A counter of `n`'s metrics (`kith_NAME_total`).
+fn counter(n: &Node, name: &str) -> u64 {
+    let text = n.metrics_text();
+    let prefix = format!("kith_{name}_total ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in\n{text}"))
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The first message to a device starts a session and later ones are sealed in it, across
+/// restarts; when the device loses the session (its home restored from a backup made before),
+/// it answers `no_session`, and the sender seals the message again with Noise: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_is_replaced_without_losing_a_message() {
+    let (boot, alice, bob) = network().await;
+    let TestNode { node: bob_node, home: bob_home, _dir: bob_dir } = bob;
+    bob_node.shutdown().await.expect("bob stops");
+    drop(bob_node);
+    let backup = bob_dir.as_ref().expect("dir").path().join("backup");
+    copy_dir(&bob_home, &backup);
+    let b = addr(&boot.node).await;
+    let bob = start(&bob_home, vec![b.clone()]).await;
+
+    for text in ["one", "two", "three"] {
+        let m = alice.node.send_text("bob", text).await.expect("queued");
+        eventually(20, "delivery", || async { delivered(&alice.node, &m.id).await.then_some(()) })
+            .await;
+    }
+    // The first was sealed with Noise and started the session; bob's acknowledgement
+    // confirmed it, so the next two were sealed in it.
+    assert_eq!(counter(&alice.node, "sealed_noise"), 1);
+    assert_eq!(counter(&alice.node, "sealed_session"), 2);
+    // Bob answers in the same session, after a restart of both.
+    let alice_home = alice.home.clone();
+    let TestNode { node: alice_node, home: _, _dir: _alice_dir } = alice;
+    alice_node.shutdown().await.expect("alice stops");
+    drop(alice_node);
+    bob.shutdown().await.expect("bob stops");
+    drop(bob);
+    let alice = start(&alice_home, vec![b.clone()]).await;
+    let bob = start(&bob_home, vec![b.clone()]).await;
+    let r = bob.send_text("alice", "answer").await.expect("queued");
+    eventually(30, "answer", || async { delivered(&bob, &r.id).await.then_some(()) }).await;
+    assert_eq!(counter(&bob, "sealed_session"), 1);
+    assert_eq!(counter(&bob, "sealed_noise"), 0);
+    let m = alice.send_text("bob", "four").await.expect("queued");
+    eventually(30, "delivery", || async { delivered(&alice, &m.id).await.then_some(()) }).await;
+    assert_eq!(counter(&alice, "sealed_session"), 1);
+
+    // Bob's home goes back to before the session.
+    bob.shutdown().await.expect("bob stops");
+    drop(bob);
+    std::fs::remove_dir_all(&bob_home).expect("rm");
+    copy_dir(&backup, &bob_home);
+    let bob = start(&bob_home, vec![b]).await;
+    let lost = alice.send_text("bob", "five").await.expect("queued");
+    eventually(60, "delivery after the lost session", || async {
+        delivered(&alice, &lost.id).await.then_some(())
+    })
+    .await;
+    assert_eq!(counter(&alice, "sessions_lost"), 1);
+    let got = bob.messages(None, 100).expect("history");
+    assert_eq!(got.iter().filter(|m| m.text.as_deref() == Some("five")).count(), 1);
+    // And the new session carries the next one.
+    let m = alice.send_text("bob", "six").await.expect("queued");
+    eventually(30, "delivery", || async { delivered(&alice, &m.id).await.then_some(()) }).await;
+    assert_eq!(counter(&alice, "sealed_session"), 3, "five (first try), four, six");
+}
+
 /// A record for `name` under a new identity, with a claim hash below `below` when given (more
 /// work than a competitor's), expiring `lifetime_ms` from now. Returns the record and its
 /// identity.

@@ -101,6 +101,7 @@ impl Sessions {
                 match Envelope::seal_in_session(&mut s.session, &device, message, name) {
                     Ok(env) => {
                         store.put_session(&mut s)?;
+                        self.ctx.counters.sealed_session.inc();
                         return Ok(env);
                     }
                     // An exhausted session (2^32 messages) gives way to a new one.
@@ -108,6 +109,7 @@ impl Sessions {
                     Err(e) => return Err(seal_err(e)),
                 }
             } else if now < s.session.created_at().saturating_add(RESTART_UNCONFIRMED_MS) {
+                self.ctx.counters.sealed_noise.inc();
                 return Envelope::seal(
                     &keys.cert,
                     &keys.static_key,
@@ -139,6 +141,7 @@ impl Sessions {
             session,
         };
         store.add_session(&mut s)?;
+        self.ctx.counters.sealed_noise.inc();
         Ok(env)
     }
 
@@ -272,6 +275,7 @@ impl Sessions {
             return Ok(None);
         }
         store.forget_session(device, &id)?;
+        self.ctx.counters.sessions_lost.inc();
         Ok(Some(SealTo {
             user: s.peer_user,
             identity: s.peer_identity,
