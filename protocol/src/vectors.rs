@@ -55,6 +55,7 @@ const BOB_DEVICE: [u8; 32] = [0x22; 32];
 const BOB_STATIC: [u8; 32] = [0x23; 32];
 const EPHEMERAL: [u8; 32] = [0x31; 32];
 const BLOB_KEY: [u8; 32] = [0x51; 32];
+const RATCHET: [u8; 32] = [0x32; 32];
 const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const DAY: u64 = 86_400_000;
 const POW_BITS: u32 = 8;
@@ -111,6 +112,28 @@ fn computed() -> Vec<Block> {
     .expect("seals")
     .0;
 
+    // The same message, starting a session (ratchet key fixed too), then a second message in
+    // that session.
+    let ratchet = X25519Secret::from_bytes(RATCHET);
+    let init = crate::session::SessionInit { ratchet: ratchet.public() };
+    let (starting, keys) = Envelope::seal_inner(
+        &bob_cert,
+        &bob_static,
+        &to,
+        &message,
+        Some("bob"),
+        Some(&EPHEMERAL),
+        Some(init),
+    )
+    .expect("seals");
+    let keys = keys.expect("handshake keys");
+    let mut session =
+        crate::session::Session::initiate(&keys, (RATCHET, ratchet.public()), &to.prekey, T0);
+    let again = second_message(&message);
+    let in_session =
+        Envelope::seal_in_session(&mut session, &alice_dev.public_bytes(), &again, Some("bob"))
+            .expect("seals");
+
     // A blob of two chunks: 256 KiB + 10 bytes of `i mod 251`.
     let plain: Vec<u8> = (0..crate::blob::CHUNK_SIZE + 10).map(|i| (i % 251) as u8).collect();
     let (manifest, sealed) =
@@ -166,6 +189,14 @@ fn computed() -> Vec<Block> {
             ("envelope", hex::encode(envelope.to_bytes())),
         ]),
         kv(&[
+            ("vector", "session".into()),
+            ("ratchet-secret", hex::encode(RATCHET)),
+            ("starting-envelope", hex::encode(starting.to_bytes())),
+            ("session-id", hex::encode(session.id())),
+            ("second-message", hex::encode(again.to_bytes())),
+            ("session-envelope", hex::encode(in_session.to_bytes())),
+        ]),
+        kv(&[
             ("vector", "blob".into()),
             ("key", hex::encode(BLOB_KEY)),
             ("plaintext-size", plain.len().to_string()),
@@ -174,6 +205,17 @@ fn computed() -> Vec<Block> {
             ("last-sealed-chunk", hex::encode(&sealed[1])),
         ]),
     ]
+}
+
+/// The message of the `session` vector sealed in the session: id `42..42`, 1 s after the
+/// first, text `hi again`.
+fn second_message(first: &Message) -> Message {
+    Message {
+        id: MessageId([0x42; 16]),
+        sent_at: first.sent_at + 1000,
+        content: Content::Text(Text { body: "hi again".into() }),
+        ..first.clone()
+    }
 }
 
 #[test]
@@ -229,4 +271,25 @@ fn documented_record_and_envelope_verify() {
         .expect("documented envelope opens");
     assert_eq!(opened.message.content.text(), Some("hi alice"));
     assert_eq!(opened.sender.user_id, IdentityKeypair::from_secret(&BOB_IDENTITY).user_id());
+
+    // The session: alice accepts it from the starting envelope and opens the second one in it.
+    use rand_chacha::rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let starting =
+        Envelope::from_bytes(&hex::decode(field("session", "starting-envelope")).expect("hex"))
+            .expect("decodes");
+    let prekey = X25519Secret::from_bytes(arr32(&field("name-record", "prekey-secret")));
+    let (first, session) = starting
+        .open_accepting_session(&mut rng, &alice_dev.public_bytes(), |_| Some(prekey), T0)
+        .expect("documented starting envelope opens");
+    let mut session = session.expect("it starts a session");
+    assert_eq!(hex::encode(session.id()), field("session", "session-id"));
+    let second =
+        Envelope::from_bytes(&hex::decode(field("session", "session-envelope")).expect("hex"))
+            .expect("decodes");
+    let (m, name) = second
+        .open_in_session(&mut rng, &alice_dev.public_bytes(), &mut session, T0)
+        .expect("documented session envelope opens");
+    assert_eq!(m, second_message(&first.message));
+    assert_eq!(name.as_deref(), Some("bob"));
 }

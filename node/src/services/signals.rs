@@ -193,6 +193,7 @@ impl Signals {
     async fn send(&self, targets: &[Target], out: Outgoing) {
         let me = self.ctx.user_id();
         let mut sends = Vec::new();
+        let mut flush = false;
         for t in targets {
             if out.skip_own && t.user == me {
                 continue;
@@ -210,8 +211,19 @@ impl Signals {
                 continue;
             }
             match self.seal(t.user, &devices, out.content.clone()) {
-                Ok(envelopes) => sends.extend(envelopes),
+                Ok((envelopes, in_session)) => {
+                    sends.extend(envelopes);
+                    flush |= in_session;
+                }
                 Err(e) => warn!("cannot seal a signal: {e}"),
+            }
+        }
+        // An envelope sealed in a session leaves only once the session's step is on disk (a
+        // crash before that would seal the next message under the same key).
+        if flush {
+            if let Err(e) = self.ctx.store.flush().await {
+                warn!("cannot flush sessions before sending a signal: {e}");
+                return;
             }
         }
         let mut handles = Vec::new();
@@ -221,7 +233,13 @@ impl Signals {
             self.ctx.spawn(async move {
                 let sent =
                     tokio::time::timeout(SIGNAL_TIMEOUT, ctx.net.send_envelope(peer, bytes)).await;
-                if !matches!(sent, Ok(Ok(Ok(_)))) {
+                // A device that lost the session answers `no_session`: the signal did not
+                // reach it (the next queued message starts a new session).
+                let lost = |a: &[u8]| {
+                    kith_protocol::DeliveryAck::from_bytes(a)
+                        .is_ok_and(|a| a.status == kith_protocol::AckStatus::NoSession)
+                };
+                if !matches!(&sent, Ok(Ok(Ok(a))) if !lost(a)) {
                     debug!(%peer, "a signal did not reach a device");
                     if let Some(f) = unreachable {
                         f(device);
@@ -240,7 +258,7 @@ impl Signals {
         user: UserId,
         devices: &[RecordDevice],
         content: Content,
-    ) -> Result<Vec<Sealed>, NodeError> {
+    ) -> Result<(Vec<Sealed>, bool), NodeError> {
         let me = self.ctx.user_id();
         let message = Message {
             v: VERSION,
@@ -259,13 +277,13 @@ impl Signals {
             false,
             name.as_deref(),
         )?;
-        Ok(entry
-            .targets
-            .into_iter()
+        let in_session = entry.plain.is_some();
+        let sealed = (entry.targets.into_iter())
             .filter_map(|t| {
                 let peer = libp2p::PeerId::from_bytes(&t.peer_id).ok()?;
                 Some((t.device, peer, t.envelope))
             })
-            .collect())
+            .collect();
+        Ok((sealed, in_session))
     }
 }
