@@ -94,6 +94,8 @@ impl Services {
             let mut replies = Vec::with_capacity(batch.len());
             let mut fresh = Vec::new();
             let mut notify = Vec::new();
+            // Group messages stored in this batch: forwarded already, announced after the flush.
+            let mut gossip = Vec::new();
             for event in batch.drain(..) {
                 match event {
                     Event::InboundEnvelope { peer, bytes, reply } => {
@@ -142,20 +144,25 @@ impl Services {
                         replies.push((reply, self.groups.answer_sync(peer, &bytes).to_bytes()));
                     }
                     Event::GroupMessage { source, id, data } => {
-                        let verdict = self.groups.on_gossip(&data).await;
+                        let (verdict, fresh) = self.groups.accept_gossip(&data);
                         let _ = self.ctx.net.validate(id, source, verdict).await;
+                        gossip.extend(fresh);
                     }
                     Event::PeerConnected(peer) => self.peer_connected(peer).await,
                     // The DHT nodes that held this user's record may have restarted meanwhile.
                     Event::Rejoined => self.records.republish_soon(),
                 }
             }
-            if replies.is_empty() {
+            if replies.is_empty() && gossip.is_empty() {
                 continue;
             }
             if let Err(e) = self.ctx.store.flush().await {
                 warn!("store flush failed, not acknowledging: {e}");
+                gossip.clear();
                 continue;
+            }
+            for m in gossip.drain(..) {
+                self.groups.announce_gossip(m);
             }
             for (reply, bytes) in replies {
                 let _ = self.ctx.net.respond(reply, bytes).await;

@@ -186,6 +186,11 @@ impl Node {
         self.s.ctx.shutdown.subscribe()
     }
 
+    /// How many times this node's store was flushed to disk since it started.
+    pub fn store_flushes(&self) -> u64 {
+        self.s.ctx.store.flushes_run()
+    }
+
     /// The metrics in Prometheus text format.
     pub fn metrics_text(&self) -> String {
         self.s.ctx.metrics.render()

@@ -83,6 +83,51 @@ fn envelope(c: &mut Criterion) {
     g.finish();
 }
 
+/// Sessions: starting one (both sides: the sender's sealing and the recipient's opening of the
+/// envelope that starts it), then a message's sealing and opening in it.
+fn session(c: &mut Criterion) {
+    let alice = party(10);
+    let bob = party(20);
+    let bob_device = bob.dev.public_bytes();
+    let to = Recipient { device: bob_device, prekey_id: 1, prekey: bob.prekey.public() };
+    let msg = text_message(&alice);
+    let mut rng = rand_core::OsRng;
+    let start = |rng: &mut rand_core::OsRng| {
+        let (env, a) = Envelope::seal_starting_session(
+            rng,
+            &alice.cert,
+            &alice.st,
+            &to,
+            &msg,
+            Some("alice"),
+            T0,
+        )
+        .expect("seals");
+        let (_, b) = env
+            .open_accepting_session(rng, &bob_device, |_| Some(bob.prekey.clone()), T0)
+            .expect("opens");
+        (a, b.expect("a session"))
+    };
+    let (mut a, b) = start(&mut rng);
+    // The first message in the session, opened below (from a copy of bob's state each time).
+    let env = Envelope::seal_in_session(&mut a, &bob_device, &msg, Some("alice")).expect("seals");
+    assert!(env.open_in_session(&mut rng, &bob_device, &mut b.clone(), T0).is_ok());
+
+    let mut g = c.benchmark_group("session");
+    g.bench_function("start", |bn| bn.iter(|| start(&mut rng)));
+    g.bench_function("seal", |bn| {
+        bn.iter(|| Envelope::seal_in_session(&mut a, &bob_device, black_box(&msg), Some("alice")))
+    });
+    g.bench_function("open", |bn| {
+        bn.iter_batched(
+            || b.clone(),
+            |mut b| black_box(&env).open_in_session(&mut rand_core::OsRng, &bob_device, &mut b, T0),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 fn name_record(c: &mut Criterion) {
     let alice = party(30);
     let prekey = SignedPrekey::sign(&alice.dev, 1, &alice.prekey, T0, T0 + 7 * DAY);
@@ -174,5 +219,5 @@ fn blob(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, envelope, name_record, pow, message, blob);
+criterion_group!(benches, envelope, session, name_record, pow, message, blob);
 criterion_main!(benches);

@@ -24,6 +24,18 @@ struct Figures {
     msgs_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time of the whole process (both sides, user + system) per message, in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_msg: Option<f64>,
+    /// Store flushes per message on the sending and the receiving node (Kith only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_flushes_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient_flushes_per_msg: Option<f64>,
+    /// The first message to the device (Kith only: it starts the session), from `send_text`
+    /// to `delivered`, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_message_ms: Option<f64>,
 }
 
 fn figures(mut lat: Vec<Duration>, total: Duration) -> Figures {
@@ -39,6 +51,10 @@ fn figures(mut lat: Vec<Duration>, total: Duration) -> Figures {
         msgs_per_sec: lat.len() as f64 / total.as_secs_f64(),
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
+        cpu_us_per_msg: None,
+        sender_flushes_per_msg: None,
+        recipient_flushes_per_msg: None,
+        first_message_ms: None,
     }
 }
 
@@ -366,8 +382,12 @@ async fn kith_direct(base: &std::path::Path, count: usize, in_flight: usize) -> 
     let to = format!("{tag}bob");
     // Warm up: resolve, connect, first delivery.
     let mut events = alice.subscribe();
+    let first = Instant::now();
     let warm = alice.send_text(&to, "warm-up").await?;
     wait_delivered(&mut events, &[warm.id]).await?;
+    let first_ms = first.elapsed().as_secs_f64() * 1000.0;
+    let flushes = (alice.store_flushes(), bob.store_flushes());
+    let cpu = cpu_times();
     let text = "x".repeat(100);
     let mut sent: HashMap<String, Instant> = HashMap::new();
     let mut lat = Vec::with_capacity(count);
@@ -433,9 +453,19 @@ async fn kith_direct(base: &std::path::Path, count: usize, in_flight: usize) -> 
         }
     }
     let total = start.elapsed();
+    let per = |n: u64| n as f64 / count as f64;
+    let (a, b) = (per(alice.store_flushes() - flushes.0), per(bob.store_flushes() - flushes.1));
+    let used = cpu_times();
+    let cpu = (used.0 - cpu.0 + used.1 - cpu.1) / count as f64 * 1e6;
     alice.shutdown().await?;
     bob.shutdown().await?;
-    Ok(figures(lat, total))
+    Ok(Figures {
+        cpu_us_per_msg: Some(cpu),
+        sender_flushes_per_msg: Some(a),
+        recipient_flushes_per_msg: Some(b),
+        first_message_ms: Some(first_ms),
+        ..figures(lat, total)
+    })
 }
 
 async fn wait_delivered(
@@ -521,6 +551,7 @@ async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) ->
         }
     }
     let start = Instant::now();
+    let cpu = cpu_times();
     let mut queued = 0;
     while lat.len() < count {
         while queued < count && sent.len() < in_flight {
@@ -543,7 +574,10 @@ async fn bare_libp2p(count: usize, in_flight: usize, size: usize, ack: usize) ->
             _ => {}
         }
     }
-    Ok(figures(lat, start.elapsed()))
+    let total = start.elapsed();
+    let used = cpu_times();
+    let cpu = (used.0 - cpu.0 + used.1 - cpu.1) / count as f64 * 1e6;
+    Ok(Figures { cpu_us_per_msg: Some(cpu), ..figures(lat, total) })
 }
 
 /// Forms a group of every node (registered as `names`, in order) by one message of the first

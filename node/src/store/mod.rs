@@ -397,6 +397,8 @@ struct FlushGate {
     requested: std::sync::atomic::AtomicU64,
     /// The highest ticket whose writes are known to be on disk.
     done: std::sync::atomic::AtomicU64,
+    /// Flushes run (calls that found their writes on disk already are not counted).
+    runs: std::sync::atomic::AtomicU64,
     /// Held while a flush runs.
     running: tokio::sync::Mutex<()>,
 }
@@ -580,6 +582,7 @@ impl Store {
         .map_err(|e| self.err(format!("flush task failed: {e}")))?;
         flushed.map_err(|e| self.err(e))?;
         gate.done.fetch_max(covers, SeqCst);
+        gate.runs.fetch_add(1, SeqCst);
         Ok(())
     }
 
@@ -587,6 +590,12 @@ impl Store {
     /// [`Store::flushed_ticket`] reaches it.
     pub fn flush_ticket(&self) -> u64 {
         self.flushes.requested.load(std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    /// How many flushes ran since the store opened (a call whose writes an earlier flush
+    /// covered does not count).
+    pub fn flushes_run(&self) -> u64 {
+        self.flushes.runs.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The highest flush ticket whose writes are on disk.

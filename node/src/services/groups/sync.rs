@@ -18,25 +18,41 @@ use crate::views::NewMessage;
 use crate::views::{self, NodeEvent};
 
 impl Groups {
-    /// Judges a message from a group topic, stores it if valid.
+    /// Judges a message from a group topic, stores it if valid, flushes, announces it (the
+    /// inbound task does the same in batches).
+    #[cfg(test)]
     pub(crate) async fn on_gossip(&self, data: &[u8]) -> Verdict {
-        match self.accept_group_envelope(data, false) {
-            Ok(Some(m)) => {
-                if self.ctx.store.flush().await.is_err() {
-                    return Verdict::Ignore;
-                }
-                let _ = self.ctx.events.send(NodeEvent::Message(m.view.clone()));
-                self.ctx.counters.messages_received.inc();
-                Verdict::Accept
+        let (verdict, fresh) = self.accept_gossip(data);
+        if let Some(m) = fresh {
+            if self.ctx.store.flush().await.is_err() {
+                return Verdict::Ignore;
             }
-            Ok(None) => Verdict::Ignore,
+            self.announce_gossip(m);
+        }
+        verdict
+    }
+
+    /// Judges and stores a gossiped group message, without flushing: the verdict lets
+    /// gossipsub forward it at once (no other node waits for this one's disk; a member that
+    /// loses it in a crash gets it again by sync, its gap proven by the sender's numbers). The
+    /// new message, to announce once a flush covers it ([`Groups::announce_gossip`]).
+    pub(crate) fn accept_gossip(&self, data: &[u8]) -> (Verdict, Option<Box<NewMessage>>) {
+        match self.accept_group_envelope(data, false) {
+            Ok(Some(m)) => (Verdict::Accept, Some(m)),
+            Ok(None) => (Verdict::Ignore, None),
             Err(v) => {
                 if v == Verdict::Reject {
                     self.ctx.counters.envelopes_rejected.inc();
                 }
-                v
+                (v, None)
             }
         }
+    }
+
+    /// Tells subscribers of a gossiped message stored and flushed.
+    pub(crate) fn announce_gossip(&self, m: Box<NewMessage>) {
+        let _ = self.ctx.events.send(NodeEvent::Message(m.view));
+        self.ctx.counters.messages_received.inc();
     }
 
     /// The group reached `g.epoch`: judges and stores the messages that arrived before its key.
