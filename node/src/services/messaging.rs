@@ -476,10 +476,20 @@ impl Messaging {
                 _ = sleep => {}
                 _ = self.outbox.wake_outbox.notified() => {}
                 Some(done) = done_rx.recv() => {
-                    self.finish(done, &mut in_flight).await;
-                    while let Ok(done) = done_rx.try_recv() {
-                        self.finish(done, &mut in_flight).await;
+                    // Every attempt that ended meanwhile, recorded together: the messages they
+                    // complete end in one store transaction.
+                    let mut deliveries = Vec::new();
+                    let mut next = Some(done);
+                    while let Some(done) = next.take().or_else(|| done_rx.try_recv().ok()) {
+                        match done {
+                            Done::Delivery(key, outcome) => {
+                                in_flight.remove(&key);
+                                deliveries.push((key, outcome));
+                            }
+                            lookup => self.finish(lookup, &mut in_flight).await,
+                        }
                     }
+                    self.finish_attempts(deliveries).await;
                 }
             }
         }
@@ -552,8 +562,33 @@ impl Messaging {
         });
     }
 
-    pub(crate) async fn finish_attempt(&self, (id, i): ([u8; 16], usize), outcome: Attempt) {
+    pub(crate) async fn finish_attempt(&self, key: ([u8; 16], usize), outcome: Attempt) {
+        self.finish_attempts(vec![(key, outcome)]).await
+    }
+
+    /// Records the outcomes of delivery attempts; the messages they complete end together.
+    async fn finish_attempts(&self, attempts: Vec<(([u8; 16], usize), Attempt)>) {
+        if attempts.is_empty() {
+            return;
+        }
         let _guard = self.outbox.outbox_lock.lock().await;
+        let mut ended = Vec::new();
+        for (key, outcome) in attempts {
+            self.record_attempt(key, outcome, &mut ended);
+        }
+        if let Err(err) = self.outbox.end_delivered(&ended) {
+            warn!("cannot record deliveries: {err}");
+        }
+    }
+
+    /// One attempt's outcome (the caller holds the outbox lock); a message it completes is added
+    /// to `ended`.
+    fn record_attempt(
+        &self,
+        (id, i): ([u8; 16], usize),
+        outcome: Attempt,
+        ended: &mut Vec<[u8; 16]>,
+    ) {
         let Ok(Some(mut e)) = self.ctx.store.outbox_entry(&id) else { return };
         if let Attempt::Deposited(err) | Attempt::Failed(err) = &outcome {
             debug!(id = %MessageId(id), "delivery attempt failed: {err}");
@@ -585,7 +620,7 @@ impl Messaging {
         }
         let jitter: f64 = rand::thread_rng().gen();
         let progress = outbox::finish_attempt(&mut e, i, outcome, self.ctx.now(), jitter);
-        if let Err(err) = self.outbox.save_progress(&e, progress) {
+        if let Err(err) = self.outbox.save_progress_deferred(&e, progress, ended) {
             warn!(id = %MessageId(id), "cannot record a delivery attempt: {err}");
         }
         // Not flushed here: a crash that loses this write loses the entry's removal and the

@@ -64,6 +64,19 @@ impl Outbox {
         e: &OutboxEntry,
         progress: Progress,
     ) -> Result<(), NodeError> {
+        let mut ended = Vec::new();
+        self.save_progress_deferred(e, progress, &mut ended)?;
+        self.end_delivered(&ended)
+    }
+
+    /// [`Outbox::save_progress`], except that an entry every device acknowledged is added to
+    /// `ended` for [`Outbox::end_delivered`] to end with others in one write.
+    pub(crate) fn save_progress_deferred(
+        &self,
+        e: &OutboxEntry,
+        progress: Progress,
+        ended: &mut Vec<[u8; 16]>,
+    ) -> Result<(), NodeError> {
         let store = &self.ctx.store;
         match progress {
             Progress::Unchanged => {}
@@ -75,11 +88,20 @@ impl Outbox {
                 self.ctx.status_changed(&e.id, Status::Stored);
             }
             Progress::Complete => {
-                if store.end_outgoing(&e.id, Status::Delivered)? {
-                    self.ctx.status_changed(&e.id, Status::Delivered);
+                if !ended.contains(&e.id) {
+                    ended.push(e.id);
                 }
             }
             Progress::Empty => store.remove_outbox(&e.id)?,
+        }
+        Ok(())
+    }
+
+    /// Ends the outbox entries of messages every device acknowledged: one transaction removes
+    /// them and marks them `delivered` (the caller holds `outbox_lock`).
+    pub(crate) fn end_delivered(&self, ids: &[[u8; 16]]) -> Result<(), NodeError> {
+        for id in self.ctx.store.end_outgoing_many(ids, Status::Delivered)? {
+            self.ctx.status_changed(&id, Status::Delivered);
         }
         Ok(())
     }

@@ -261,6 +261,48 @@ impl Store {
         Ok(ended)
     }
 
+    /// [`Store::end_outgoing`] for several messages in one transaction (a sled transaction
+    /// writes the log twice however small it is, so acknowledgements are ended together). The
+    /// ids that had an outbox entry.
+    pub fn end_outgoing_many(
+        &self,
+        ids: &[[u8; 16]],
+        status: Status,
+    ) -> Result<Vec<[u8; 16]>, NodeError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::with_capacity(ids.len());
+        for id in ids {
+            keys.push(self.msg_index.get(id).map_err(|e| self.err(e))?);
+        }
+        let mut schedule = self.outbox_index();
+        let _serial = sled_lock();
+        let r: Result<Vec<[u8; 16]>, TransactionError<()>> = (&self.messages, &self.outbox)
+            .transaction(|(msgs, outbox)| {
+                let mut ended = Vec::with_capacity(ids.len());
+                for (id, key) in ids.iter().zip(&keys) {
+                    if outbox.remove(id)?.is_none() {
+                        continue;
+                    }
+                    ended.push(*id);
+                    let Some(k) = key else { continue };
+                    if let Some(v) = msgs.get(k)? {
+                        let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
+                            .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                        m.status = status;
+                        msgs.insert(k, enc(&m).as_slice())?;
+                    }
+                }
+                Ok(ended)
+            });
+        let ended = r.map_err(|e| self.err(format!("{e:?}")))?;
+        for id in ids {
+            schedule.0.remove(id);
+        }
+        Ok(ended)
+    }
+
     /// Writes outbox entry `e` and sets its message's status to `status`, in one transaction
     /// (a delivery reached a mailbox: the entry notes it and the message becomes `stored`), so
     /// that a crash never leaves one without the other.
