@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use kith_protocol::codec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 use sled::Transactional;
 
 use crate::error::NodeError;
@@ -806,17 +806,30 @@ impl Store {
         status: Status,
     ) -> Result<Option<StoredMessage>, NodeError> {
         let Some(key) = self.msg_index.get(id).map_err(|e| self.err(e))? else { return Ok(None) };
-        let _serial = sled_lock();
-        let r: Result<Option<Vec<u8>>, TransactionError<()>> = self.messages.transaction(|msgs| {
-            let Some(v) = msgs.get(&key)? else { return Ok(None) };
-            let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
-                .map_err(|_| ConflictableTransactionError::Abort(()))?;
-            m.status = status;
-            let bytes = enc(&m);
-            msgs.insert(&key, bytes.as_slice())?;
-            Ok(Some(bytes))
-        });
-        match r.map_err(|e| self.err(format!("{e:?}")))? {
+        // A compare-and-swap, not a transaction: sled 0.34 writes its log twice for every
+        // transaction (`pin_log`), and this runs for each message sent.
+        let mut damaged = false;
+        let updated = self
+            .messages
+            .update_and_fetch(&key, |old| {
+                let old = old?;
+                damaged = false;
+                match codec::from_stored_slice::<StoredMessage>(old, MAX_VALUE) {
+                    Ok(mut m) => {
+                        m.status = status;
+                        Some(enc(&m))
+                    }
+                    Err(_) => {
+                        damaged = true;
+                        Some(old.to_vec())
+                    }
+                }
+            })
+            .map_err(|e| self.err(e))?;
+        if damaged {
+            return Err(self.err("damaged value: a message does not decode"));
+        }
+        match updated {
             Some(bytes) => Ok(Some(self.decode(&bytes)?)),
             None => Ok(None),
         }
