@@ -18,7 +18,7 @@ use kith_protocol::name::RecordDevice;
 use kith_protocol::session::SessionError;
 use kith_protocol::{Envelope, EnvelopeError, IdentityPublic, Message, UserId, X25519Secret};
 use libp2p::PeerId;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::ctx::Ctx;
 use crate::error::NodeError;
@@ -93,7 +93,7 @@ impl Sessions {
         let now = self.ctx.now();
         let _guard = self.guard();
         let current = match store.device_sessions(&device)?.send {
-            Some(id) => store.session(&id)?,
+            Some(id) => self.readable(&device, &id)?,
             None => None,
         };
         if let Some(mut s) = current.filter(|s| s.peer_user == to.user) {
@@ -178,10 +178,15 @@ impl Sessions {
         };
         let mut s = {
             let _guard = self.guard();
-            store
-                .session(&id)
-                .map_err(|e| OpenError::Bad(e.to_string()))?
-                .ok_or(OpenError::NoSession)?
+            let found = store.session(&id);
+            if let Err(e) = &found {
+                // A damaged state is a lost one: the sender seals the message again.
+                warn!("a session's stored state is damaged, forgetting it: {e}");
+                if let Err(e) = store.forget_damaged_session(&id) {
+                    warn!("cannot forget a damaged session: {e}");
+                }
+            }
+            found.ok().flatten().ok_or(OpenError::NoSession)?
         };
         let version = s.version;
         let (message, sender_name) =
@@ -233,6 +238,23 @@ impl Sessions {
                     }
                 }
                 store.use_session(&state.peer_device, &id)
+            }
+        }
+    }
+
+    /// Session `id` with `device`, or `None` if it is gone or its stored state is damaged (then
+    /// it is forgotten, and the next message starts a new one). The caller holds the lock.
+    fn readable(
+        &self,
+        device: &[u8; 32],
+        id: &[u8; 16],
+    ) -> Result<Option<StoredSession>, NodeError> {
+        match self.ctx.store.session(id) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                warn!("a session's stored state is damaged, starting a new one: {e}");
+                self.ctx.store.forget_session(device, id)?;
+                Ok(None)
             }
         }
     }
