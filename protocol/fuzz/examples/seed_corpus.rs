@@ -264,6 +264,37 @@ fn main() {
         write("envelope", kind, &env.to_bytes());
     }
 
+    // Sessions: an envelope that starts one, a message in it, and the stored states of both
+    // sides (the `session_state` target).
+    let mut rng = rand_core::OsRng;
+    let hello = Message {
+        v: VERSION,
+        id: MessageId([0x43; 16]),
+        conversation: ConversationId([0x42; 16]),
+        sender: alice_id.user_id(),
+        sent_at: T0,
+        content: Content::Text(Text { body: "hello".into() }),
+    };
+    let (start, mut alice_session) = Envelope::seal_starting_session(
+        &mut rng,
+        &cert,
+        &alice_static,
+        &to,
+        &hello,
+        Some("alice"),
+        T0,
+    )
+    .expect("seal");
+    let (_, bob_session) = start
+        .open_accepting_session(&mut rng, &bob_dev.public_bytes(), |_| Some(bob_prekey.clone()), T0)
+        .expect("seed session starts");
+    let next = Envelope::seal_in_session(&mut alice_session, &bob_dev.public_bytes(), &hello, None)
+        .expect("seal");
+    write("envelope", "session-start", &start.to_bytes());
+    write("envelope", "session-message", &next.to_bytes());
+    write("session_state", "initiator", &alice_session.to_bytes());
+    write("session_state", "recipient", &bob_session.expect("a session").to_bytes());
+
     let prekey = SignedPrekey::sign(&alice_dev, 1, &alice_prekey, T0, T0 + 7 * DAY);
     let mailbox = MailboxPeer {
         peer_id: bob_dev.peer_id().to_bytes(),
