@@ -362,3 +362,88 @@ fn sender_of(s: &StoredSession) -> Result<SenderDevice, String> {
         certified_at: s.certified_at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{lone_node, Node};
+    use kith_protocol::name::DeviceEntry;
+    use kith_protocol::{Content, ConversationId, MessageId, Text, VERSION};
+
+    async fn node(dir: &std::path::Path) -> Node {
+        Node::start(lone_node(dir, false)).await.expect("node starts")
+    }
+
+    /// Where `n`'s device is sealed to, as its record would list it.
+    fn target(n: &Node) -> SealTo {
+        let s = n.services();
+        let prekey = s.records.current_prekey().expect("a prekey").0;
+        let entry = DeviceEntry { cert: s.ctx.keys.cert.clone(), prekey };
+        let d = s.records.verify_entry(&entry, s.ctx.now()).expect("a valid entry");
+        SealTo::of(s.ctx.user_id(), &d)
+    }
+
+    fn text(from: &Node, to: &SealTo, body: &str) -> Message {
+        Message {
+            v: VERSION,
+            id: MessageId::random(&mut rand::rngs::OsRng),
+            conversation: ConversationId::direct(&from.user_id(), &UserId(to.user)),
+            sender: from.user_id(),
+            sent_at: crate::now_ms(),
+            content: Content::Text(Text { body: body.into() }),
+        }
+    }
+
+    /// The first envelope starts a session, the acknowledgement confirms it, the next is sealed
+    /// in it; a damaged stored state, on either side, counts as a lost session (no refusal, no
+    /// failed send); a revoked device's sessions are deleted.
+    #[tokio::test]
+    async fn damaged_and_revoked_sessions_are_replaced() {
+        let (da, db) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (alice, bob) = (node(da.path()).await, node(db.path()).await);
+        let (a, b) = (&alice.services().outbox.sessions, &bob.services().outbox.sessions);
+        let to = target(&bob);
+        let first = a.seal(&to, &text(&alice, &to, "one"), None).expect("seals");
+        assert!(first.session.is_none(), "the first is sealed with Noise");
+        let (opened, change) = b.open(&first).expect("opens");
+        assert_eq!(opened.message.content.text(), Some("one"));
+        let change = change.expect("it starts a session");
+        let id = change.id();
+        b.keep(change).expect("kept");
+        // Until bob acknowledges, alice keeps sealing with Noise (and starts nothing new).
+        let again = a.seal(&to, &text(&alice, &to, "two"), None).expect("seals");
+        assert!(again.session.is_none());
+        let (_, change) = b.open(&again).expect("opens");
+        assert!(change.is_none(), "no second session");
+        a.acknowledged(&to.device, &id);
+        let second = a.seal(&to, &text(&alice, &to, "three"), None).expect("seals");
+        assert_eq!(second.session_id(), Some(id));
+
+        // Bob's stored state is damaged: the envelope answers as a lost session.
+        bob.services().ctx.store.put_raw_session(&id, b"not a session").expect("written");
+        assert!(matches!(b.open(&second), Err(OpenError::NoSession)));
+        assert!(bob.services().ctx.store.session(&id).expect("reads").is_none(), "forgotten");
+
+        // Alice's is damaged: her next message starts a new session instead of failing.
+        alice.services().ctx.store.put_raw_session(&id, b"\xff").expect("written");
+        let fresh = a.seal(&to, &text(&alice, &to, "four"), None).expect("seals");
+        assert!(fresh.session.is_none(), "sealed with Noise, starting a new session");
+        let (_, change) = b.open(&fresh).expect("opens");
+        let new_id = change.as_ref().expect("a new session").id();
+        assert_ne!(new_id, id);
+        b.keep(change.expect("a new session")).expect("kept");
+
+        // Bob's device is revoked: alice deletes its sessions.
+        assert_eq!(a.drop_devices(&to.user, &[]).expect("dropped"), 1);
+        assert!(alice
+            .services()
+            .ctx
+            .store
+            .device_sessions(&to.device)
+            .expect("reads")
+            .all
+            .is_empty());
+        alice.shutdown().await.expect("stops");
+        bob.shutdown().await.expect("stops");
+    }
+}

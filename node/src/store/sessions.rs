@@ -124,6 +124,12 @@ impl Store {
         self.sessions.remove(id).map(|_| ()).map_err(|e| self.err(e))
     }
 
+    /// Writes raw bytes as a session's state (tests of damaged states).
+    #[cfg(test)]
+    pub(crate) fn put_raw_session(&self, id: &[u8; 16], bytes: &[u8]) -> Result<(), NodeError> {
+        self.sessions.insert(id, bytes).map(|_| ()).map_err(|e| self.err(e))
+    }
+
     /// Deletes every session with a device of `user` not in `keep` (revoked or replaced);
     /// how many.
     pub fn drop_sessions(&self, user: &[u8; 16], keep: &[[u8; 32]]) -> Result<usize, NodeError> {
