@@ -50,7 +50,7 @@ impl Services {
         if let Some(change) = change {
             // The message is stored: a session that could not be written is stepped again
             // when the sender next seals in it, or replaced.
-            if let Err(e) = sessions.keep(change) {
+            if let Err(e) = sessions.keep(change, &env) {
                 warn!("cannot write a session's new state: {e}");
             }
         }

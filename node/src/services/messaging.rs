@@ -486,24 +486,14 @@ impl Messaging {
                                 in_flight.remove(&key);
                                 deliveries.push((key, outcome));
                             }
-                            lookup => self.finish(lookup, &mut in_flight).await,
+                            Done::Lookup(id, started, result) => {
+                                in_flight.remove(&(id, LOOKUP));
+                                self.finish_lookup(id, started, *result).await;
+                            }
                         }
                     }
                     self.finish_attempts(deliveries).await;
                 }
-            }
-        }
-    }
-
-    async fn finish(&self, done: Done, in_flight: &mut HashSet<([u8; 16], usize)>) {
-        match done {
-            Done::Delivery(key, outcome) => {
-                in_flight.remove(&key);
-                self.finish_attempt(key, outcome).await;
-            }
-            Done::Lookup(id, started, result) => {
-                in_flight.remove(&(id, usize::MAX));
-                self.finish_lookup(id, started, *result).await;
             }
         }
     }
@@ -562,10 +552,6 @@ impl Messaging {
         });
     }
 
-    pub(crate) async fn finish_attempt(&self, key: ([u8; 16], usize), outcome: Attempt) {
-        self.finish_attempts(vec![(key, outcome)]).await
-    }
-
     /// Records the outcomes of delivery attempts; the messages they complete end together.
     async fn finish_attempts(&self, attempts: Vec<(([u8; 16], usize), Attempt)>) {
         if attempts.is_empty() {
@@ -599,7 +585,7 @@ impl Messaging {
                 let jitter: f64 = rand::thread_rng().gen();
                 let failed = Attempt::Failed(format!("the device lost its session: {err}"));
                 let progress = outbox::finish_attempt(&mut e, i, failed, self.ctx.now(), jitter);
-                if let Err(err) = self.outbox.save_progress(&e, progress) {
+                if let Err(err) = self.outbox.save_progress_deferred(&e, progress, ended) {
                     warn!(id = %MessageId(id), "cannot record a delivery attempt: {err}");
                 }
                 return;

@@ -43,7 +43,7 @@ pub(crate) enum SessionChange {
     /// The envelope started a session with its sender.
     Started(Box<StoredSession>),
     /// It opened in session `id` at `version`; `state` is the session after it.
-    Advanced { id: [u8; 16], version: u64, state: Box<StoredSession>, envelope: Box<Envelope> },
+    Advanced { id: [u8; 16], version: u64, state: Box<StoredSession> },
 }
 
 impl SessionChange {
@@ -202,18 +202,13 @@ impl Sessions {
             return Err(OpenError::Bad(EnvelopeError::SenderMismatch.to_string()));
         }
         let opened = Opened { sender, message, sender_name };
-        let change = SessionChange::Advanced {
-            id,
-            version,
-            state: Box::new(s),
-            envelope: Box::new(env.clone()),
-        };
+        let change = SessionChange::Advanced { id, version, state: Box::new(s) };
         Ok((opened, Some(change)))
     }
 
-    /// Writes what opening an envelope changed, now that its message is stored (written before
-    /// this, so a crash that keeps the session's step keeps the message too).
-    pub(crate) fn keep(&self, change: SessionChange) -> Result<(), NodeError> {
+    /// Writes what opening envelope `env` changed, now that its message is stored (written
+    /// before this, so a crash that keeps the session's step keeps the message too).
+    pub(crate) fn keep(&self, change: SessionChange, env: &Envelope) -> Result<(), NodeError> {
         let store = &self.ctx.store;
         let _guard = self.guard();
         match change {
@@ -222,7 +217,7 @@ impl Sessions {
                 Some(_) => Ok(()),
                 None => store.add_session(&mut s),
             },
-            SessionChange::Advanced { id, version, mut state, envelope } => {
+            SessionChange::Advanced { id, version, mut state } => {
                 let Some(mut current) = store.session(&id)? else { return Ok(()) };
                 if current.version == version {
                     state.confirmed = true;
@@ -232,7 +227,7 @@ impl Sessions {
                     let own = self.ctx.keys.device.public_bytes();
                     let now = self.ctx.now();
                     let rng = &mut rand::rngs::OsRng;
-                    if envelope.open_in_session(rng, &own, &mut current.session, now).is_ok() {
+                    if env.open_in_session(rng, &own, &mut current.session, now).is_ok() {
                         current.confirmed = true;
                         store.put_session(&mut current)?;
                     }
@@ -409,7 +404,7 @@ mod tests {
         assert_eq!(opened.message.content.text(), Some("one"));
         let change = change.expect("it starts a session");
         let id = change.id();
-        b.keep(change).expect("kept");
+        b.keep(change, &first).expect("kept");
         // Until bob acknowledges, alice keeps sealing with Noise (and starts nothing new).
         let again = a.seal(&to, &text(&alice, &to, "two"), None).expect("seals");
         assert!(again.session.is_none());
@@ -431,7 +426,7 @@ mod tests {
         let (_, change) = b.open(&fresh).expect("opens");
         let new_id = change.as_ref().expect("a new session").id();
         assert_ne!(new_id, id);
-        b.keep(change.expect("a new session")).expect("kept");
+        b.keep(change.expect("a new session"), &fresh).expect("kept");
 
         // Bob's device is revoked: alice deletes its sessions.
         assert_eq!(a.drop_devices(&to.user, &[]).expect("dropped"), 1);

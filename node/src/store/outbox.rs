@@ -71,25 +71,8 @@ pub struct OutboxEntry {
     pub waiting: Option<Waiting>,
     /// The encoded message, kept when an envelope was sealed in a session (to seal it again
     /// if the device lost the session).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub plain: Option<Vec<u8>>,
-}
-
-mod opt_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(serde_bytes::Bytes::new(b)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Vec<u8>>, D::Error> {
-        Ok(Option::<serde_bytes::ByteBuf>::deserialize(d)?.map(|b| b.into_vec()))
-    }
 }
 
 /// The lookups of a recipient's name that did not resolve yet.
@@ -111,6 +94,23 @@ pub struct Waiting {
 
 fn yes() -> bool {
     true
+}
+
+/// Inside a transaction: sets the status of the message stored under `key` in `msgs`, if there
+/// is one (a message that does not decode aborts the transaction).
+fn set_status_in(
+    msgs: &sled::transaction::TransactionalTree,
+    key: Option<&[u8]>,
+    status: Status,
+) -> Result<(), ConflictableTransactionError<()>> {
+    let Some(k) = key else { return Ok(()) };
+    if let Some(v) = msgs.get(k)? {
+        let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
+            .map_err(|_| ConflictableTransactionError::Abort(()))?;
+        m.status = status;
+        msgs.insert(k, enc(&m).as_slice())?;
+    }
+    Ok(())
 }
 
 /// What is pending of one outbox entry.
@@ -255,10 +255,7 @@ impl Store {
     /// Ends an outgoing message's deliveries: its outbox entry goes and its status becomes
     /// `status` (cancelled, failed), in one transaction. Whether it had an outbox entry.
     pub fn end_outgoing(&self, id: &[u8; 16], status: Status) -> Result<bool, NodeError> {
-        let mut schedule = self.outbox_index();
-        let ended = self.end_pending(&self.outbox, id, id, status)?;
-        schedule.0.remove(id);
-        Ok(ended)
+        Ok(!self.end_outgoing_many(&[*id], status)?.is_empty())
     }
 
     /// [`Store::end_outgoing`] for several messages in one transaction (a sled transaction
@@ -286,13 +283,7 @@ impl Store {
                         continue;
                     }
                     ended.push(*id);
-                    let Some(k) = key else { continue };
-                    if let Some(v) = msgs.get(k)? {
-                        let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
-                            .map_err(|_| ConflictableTransactionError::Abort(()))?;
-                        m.status = status;
-                        msgs.insert(k, enc(&m).as_slice())?;
-                    }
+                    set_status_in(msgs, key.as_deref(), status)?;
                 }
                 Ok(ended)
             });
@@ -351,13 +342,7 @@ impl Store {
                         }
                     }
                 }
-                let Some(k) = &key else { return Ok(true) };
-                if let Some(v) = msgs.get(k)? {
-                    let mut m: StoredMessage = codec::from_stored_slice(&v, MAX_VALUE)
-                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
-                    m.status = status;
-                    msgs.insert(k, enc(&m).as_slice())?;
-                }
+                set_status_in(msgs, key.as_deref(), status)?;
                 Ok(true)
             });
         r.map_err(|e| self.err(format!("{e:?}")))
